@@ -1,0 +1,264 @@
+//! `outpost bundle create | sign | verify | inspect`
+
+use super::{Failure, Output, parse_lifetime};
+use crate::release::{self, bundle as rb};
+use outpost_protocol::bundle::Inspected;
+use outpost_protocol::manifest::{Compression, Dim, TensorSpec};
+use outpost_protocol::{Arch, ModelName, Version};
+use std::path::PathBuf;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Package an ONNX model: check it runs, compute self-test vectors, compress, sign.
+    Create {
+        #[arg(long)]
+        model: PathBuf,
+        #[arg(long)]
+        name: ModelName,
+        #[arg(long)]
+        version: Version,
+        /// Release sequence: must grow with every release of this model (devices refuse lower ones).
+        #[arg(long)]
+        sequence: u64,
+        /// Release private key(s) to sign with.
+        #[arg(long = "key", required = true)]
+        keys: Vec<PathBuf>,
+        /// Make a delta against this model (the one devices run now).
+        #[arg(long)]
+        base: Option<PathBuf>,
+        /// Raw little-endian f32 samples for self-test inputs (default: seeded random inputs).
+        #[arg(long = "selftest-input")]
+        selftest_input: Option<PathBuf>,
+        #[arg(long = "selftest-count", default_value_t = 4)]
+        selftest_count: usize,
+        /// Architectures allowed to install (default: any).
+        #[arg(long = "arch", value_delimiter = ',')]
+        archs: Vec<Arch>,
+        /// Oldest agent version that may install.
+        #[arg(long = "min-agent", default_value = "0.1.0")]
+        min_agent: Version,
+        #[arg(long, default_value = "90d", value_parser = parse_lifetime)]
+        expires: u64,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Add a signature to a bundle (for k-of-n thresholds).
+    Sign {
+        bundle: PathBuf,
+        #[arg(long)]
+        key: PathBuf,
+    },
+    /// Verify a bundle exactly as a device would; exit 1 naming the reason if it would be refused.
+    Verify {
+        bundle: PathBuf,
+        #[arg(long)]
+        trust: PathBuf,
+        #[arg(long = "root-pub", required = true)]
+        root_pubs: Vec<PathBuf>,
+        #[arg(long = "root-threshold", default_value_t = 1)]
+        root_threshold: usize,
+        /// The device's release floor (highest committed sequence).
+        #[arg(long, default_value_t = 0)]
+        floor: u64,
+        /// The device's architecture (default: this machine's).
+        #[arg(long)]
+        arch: Option<Arch>,
+        /// The device's agent version (default: this release's).
+        #[arg(long = "agent-version")]
+        agent_version: Option<Version>,
+        /// The device's current model, for delta bundles.
+        #[arg(long)]
+        base: Option<PathBuf>,
+        /// Verify as of this Unix time instead of now.
+        #[arg(long)]
+        now: Option<u64>,
+        /// Tolerance on expiry for devices with lagging clocks, e.g. 1d.
+        #[arg(long, default_value = "0s", value_parser = parse_lifetime)]
+        grace: u64,
+    },
+    /// Show a bundle's manifest and signatures (nothing is verified).
+    Inspect {
+        bundle: PathBuf,
+        #[arg(short = 'o', long = "output", value_enum, default_value_t)]
+        output: Output,
+    },
+}
+
+pub fn run(args: Args) -> Result<(), Failure> {
+    match args.command {
+        Command::Create {
+            model,
+            name,
+            version,
+            sequence,
+            keys,
+            base,
+            selftest_input,
+            selftest_count,
+            archs,
+            min_agent,
+            expires,
+            out,
+        } => {
+            let b = rb::create(&rb::Create {
+                model,
+                name,
+                version,
+                sequence,
+                keys,
+                base,
+                selftest_input,
+                selftest_count,
+                archs,
+                min_agent,
+                now: release::now(),
+                lifetime_secs: expires,
+                out: out.clone(),
+            })?;
+            let m = &b.manifest;
+            println!(
+                "{} {} (sequence {}) → {}: {} payload {} bytes (model {} bytes), {} self-test vector(s), digest {}",
+                m.name,
+                m.version,
+                m.sequence,
+                out.display(),
+                compression(&m.payload.compression),
+                m.payload.compressed_size,
+                m.payload.model_size,
+                m.selftest.len(),
+                b.digest
+            );
+            Ok(())
+        }
+        Command::Sign { bundle, key } => {
+            let b = rb::sign(&bundle, &key)?;
+            let ids: Vec<String> = b.signatures.iter().map(|s| s.key_id.to_string()).collect();
+            println!("{}: signed by {}", bundle.display(), ids.join(", "));
+            Ok(())
+        }
+        Command::Verify { bundle, trust, root_pubs, root_threshold, floor, arch, agent_version, base, now, grace } => {
+            let arch = match arch.or_else(Arch::current) {
+                Some(a) => a,
+                None => return Err(Failure::Error("this machine's architecture is unsupported: pass --arch".into())),
+            };
+            let v = rb::check(&rb::Check {
+                bundle: bundle.clone(),
+                trust,
+                root_pubs,
+                root_threshold,
+                floor,
+                arch,
+                agent_version: agent_version.unwrap_or_else(this_version),
+                base,
+                now: now.unwrap_or_else(release::now),
+                grace_secs: grace,
+            })?;
+            let m = &v.manifest;
+            let ids: Vec<String> = v.signers.iter().map(|k| k.to_string()).collect();
+            println!(
+                "ok: {} {} (sequence {}) signed by {} [policy v{}], model sha256 {} ({} bytes)",
+                m.name,
+                m.version,
+                m.sequence,
+                ids.join(", "),
+                v.policy_version,
+                m.payload.model_sha256,
+                v.model.len()
+            );
+            Ok(())
+        }
+        Command::Inspect { bundle, output } => {
+            let b = rb::inspect(&bundle)?;
+            match output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&json(&b)).expect("json")),
+                Output::Table => print_table(&b),
+            }
+            Ok(())
+        }
+    }
+}
+
+fn this_version() -> Version {
+    env!("CARGO_PKG_VERSION").parse().expect("crate version is semver")
+}
+
+fn compression(c: &Compression) -> String {
+    match c {
+        Compression::Full => "full".into(),
+        Compression::Delta { base_sha256, .. } => format!("delta(base {})", base_sha256.short()),
+    }
+}
+
+fn shape(t: &TensorSpec) -> String {
+    let dims: Vec<String> = t
+        .shape
+        .iter()
+        .map(|d| match d {
+            Dim::Fixed(n) => n.to_string(),
+            Dim::Symbolic(s) => s.clone(),
+        })
+        .collect();
+    format!("{} {} [{}]", t.name, t.dtype.as_str(), dims.join(","))
+}
+
+fn json(b: &Inspected) -> serde_json::Value {
+    let m = &b.manifest;
+    let p = &m.payload;
+    let (kind, base) = match &p.compression {
+        Compression::Full => ("full", None),
+        Compression::Delta { base_sha256, .. } => ("delta", Some(base_sha256.to_hex())),
+    };
+    serde_json::json!({
+        "bundle_sha256": b.digest.to_hex(),
+        "name": m.name.as_str(),
+        "version": m.version.to_string(),
+        "sequence": m.sequence,
+        "created": m.created,
+        "expires": m.expires,
+        "payload": {
+            "compression": kind, "base_sha256": base,
+            "compressed_size": p.compressed_size, "compressed_sha256": p.compressed_sha256.to_hex(),
+            "model_size": p.model_size, "model_sha256": p.model_sha256.to_hex(),
+            "bytes_in_file": b.payload_len,
+        },
+        "targets": {
+            "archs": m.targets.archs.iter().map(|a| a.as_str()).collect::<Vec<_>>(),
+            "min_agent": m.targets.min_agent.to_string(),
+        },
+        "inputs": m.interface.inputs.iter().map(shape).collect::<Vec<_>>(),
+        "outputs": m.interface.outputs.iter().map(shape).collect::<Vec<_>>(),
+        "selftest_vectors": m.selftest.len(),
+        "signatures": b.signatures.iter().map(|s| s.key_id.to_string()).collect::<Vec<_>>(),
+    })
+}
+
+fn print_table(b: &Inspected) {
+    let m = &b.manifest;
+    let p = &m.payload;
+    let archs: Vec<&str> = m.targets.archs.iter().map(|a| a.as_str()).collect();
+    let sigs: Vec<String> = b.signatures.iter().map(|s| s.key_id.to_string()).collect();
+    println!("model        {} {} (sequence {})", m.name, m.version, m.sequence);
+    println!("bundle       sha256 {}", b.digest);
+    println!("payload      {} {} bytes → model {} bytes", compression(&p.compression), p.compressed_size, p.model_size);
+    println!("model sha256 {}", p.model_sha256);
+    println!(
+        "targets      {} (agent ≥ {})",
+        if archs.is_empty() { "any arch".into() } else { archs.join(",") },
+        m.targets.min_agent
+    );
+    for t in &m.interface.inputs {
+        println!("input        {}", shape(t));
+    }
+    for t in &m.interface.outputs {
+        println!("output       {}", shape(t));
+    }
+    println!("self-tests   {} vector(s)", m.selftest.len());
+    println!("valid        {} → {}", m.created, m.expires);
+    println!("signed by    {}", if sigs.is_empty() { "nobody".into() } else { sigs.join(", ") });
+}

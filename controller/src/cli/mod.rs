@@ -1,0 +1,82 @@
+//! The `outpost` command line: clap derive, one module per subcommand, human output by default and
+//! `-o json` for scripts. Exit codes: 0 success, 1 a bundle or policy was rejected, 2 any other error;
+//! failures print one line naming what was wrong.
+
+mod bundle;
+mod keys;
+mod trust;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(name = "outpost", version, about = "Outpost: ship signed ML models to edge fleets")]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Make ed25519 key pairs (root and release keys).
+    Keys(keys::Args),
+    /// Make and inspect trust policies (the release keys devices accept, signed by the root keys).
+    Trust(trust::Args),
+    /// Create, sign, verify and inspect signed model bundles (.obundle).
+    Bundle(bundle::Args),
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    #[default]
+    Table,
+    Json,
+}
+
+/// How a command ended, mapped to the process exit code by `main`.
+#[derive(Debug)]
+pub enum Failure {
+    /// Verification refused the input (exit 1).
+    Rejected(String),
+    /// Bad arguments, unreadable files, unloadable models... (exit 2).
+    Error(String),
+}
+
+impl Failure {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Failure::Rejected(_) => 1,
+            Failure::Error(_) => 2,
+        }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Rejected(m) => write!(f, "rejected: {m}"),
+            Failure::Error(m) => write!(f, "error: {m}"),
+        }
+    }
+}
+
+impl From<crate::release::ReleaseError> for Failure {
+    fn from(e: crate::release::ReleaseError) -> Self {
+        match e {
+            crate::release::ReleaseError::Rejected(r) => Failure::Rejected(r.to_string()),
+            other => Failure::Error(other.to_string()),
+        }
+    }
+}
+
+/// Parses arguments and runs the command; returns the process exit code.
+pub fn run(cli: Cli) -> Result<(), Failure> {
+    match cli.command {
+        Command::Keys(a) => keys::run(a),
+        Command::Trust(a) => trust::run(a),
+        Command::Bundle(a) => bundle::run(a),
+    }
+}
+
+pub(crate) fn parse_lifetime(s: &str) -> Result<u64, String> {
+    crate::duration::parse(s).map(|d| d.as_secs())
+}

@@ -1,0 +1,11 @@
+//! `outpost`: thin wrapper. Parses arguments, runs the command, maps failures to exit codes.
+
+use clap::Parser;
+
+fn main() {
+    let cli = outpost_controller::cli::Cli::parse();
+    if let Err(failure) = outpost_controller::cli::run(cli) {
+        eprintln!("{failure}");
+        std::process::exit(failure.exit_code());
+    }
+}

@@ -1,0 +1,121 @@
+//! `bundle create | sign | verify | inspect`.
+
+use super::ReleaseError;
+use super::keys::{read_private, read_public};
+use super::selftest::{self, Inputs};
+use crate::files;
+use crate::model_probe;
+use outpost_protocol::bundle::{self as obundle, Inspected};
+use outpost_protocol::manifest::{MANIFEST_FORMAT, Manifest, ModelFormat, Targets};
+use outpost_protocol::trust::RootKeys;
+use outpost_protocol::verify::{self, DeviceFacts, VerifiedBundle, VerifyRequest};
+use outpost_protocol::{Arch, Limits, ModelName, Version};
+use std::path::PathBuf;
+
+#[derive(Debug, Clone)]
+pub struct Create {
+    pub model: PathBuf,
+    pub name: ModelName,
+    pub version: Version,
+    pub sequence: u64,
+    pub keys: Vec<PathBuf>,
+    pub base: Option<PathBuf>,
+    pub selftest_input: Option<PathBuf>,
+    pub selftest_count: usize,
+    pub archs: Vec<Arch>,
+    pub min_agent: Version,
+    pub now: u64,
+    pub lifetime_secs: u64,
+    pub out: PathBuf,
+}
+
+/// Probes the model with tract, computes self-test vectors, compresses (full or delta), signs, writes.
+pub fn create(c: &Create) -> Result<Inspected, ReleaseError> {
+    if c.keys.is_empty() {
+        return Err(ReleaseError::Invalid("bundle create needs at least one --key".into()));
+    }
+    if c.sequence == 0 {
+        return Err(ReleaseError::Invalid("--sequence must be at least 1 (devices start with floor 0)".into()));
+    }
+    let keys = c.keys.iter().map(|p| read_private(p)).collect::<Result<Vec<_>, _>>()?;
+    let model = files::read(&c.model)?;
+    let model_err = |source| ReleaseError::Model { path: c.model.display().to_string(), source };
+    let probe = model_probe::load(&model).map_err(model_err)?;
+    let inputs = match &c.selftest_input {
+        Some(p) => Inputs::File { bytes: files::read(p)?, path: p.display().to_string() },
+        None => Inputs::Seeded,
+    };
+    let vectors = selftest::make_vectors(&probe, &inputs, c.selftest_count)?;
+    let base = c.base.as_deref().map(files::read).transpose()?;
+    if let (Some(base), Some(path)) = (&base, &c.base) {
+        // A delta against a model devices could not be running is useless; at least it must load.
+        model_probe::load(base).map_err(|source| ReleaseError::Model { path: path.display().to_string(), source })?;
+    }
+    let (payload, bytes) = obundle::prepare_payload(&model, base.as_deref(), ModelFormat::Onnx);
+    let manifest = Manifest {
+        format: MANIFEST_FORMAT,
+        name: c.name.clone(),
+        version: c.version,
+        sequence: c.sequence,
+        payload,
+        targets: Targets { archs: c.archs.clone(), min_agent: c.min_agent },
+        interface: probe.interface.clone(),
+        selftest: vectors,
+        created: c.now,
+        expires: c.now + c.lifetime_secs,
+    };
+    let file = obundle::create(&manifest, &keys, &bytes);
+    files::write_atomic(&c.out, &file, None)?;
+    Ok(obundle::inspect(&file, &Limits::default())?)
+}
+
+/// Adds a signature by `key` to the bundle at `path`, in place.
+pub fn sign(path: &std::path::Path, key: &std::path::Path) -> Result<Inspected, ReleaseError> {
+    let key = read_private(key)?;
+    let bytes = files::read(path)?;
+    let signed = obundle::add_signature(&bytes, &key, &Limits::default())?;
+    files::write_atomic(path, &signed, None)?;
+    Ok(obundle::inspect(&signed, &Limits::default())?)
+}
+
+pub fn inspect(path: &std::path::Path) -> Result<Inspected, ReleaseError> {
+    Ok(obundle::inspect(&files::read(path)?, &Limits::default())?)
+}
+
+#[derive(Debug, Clone)]
+pub struct Check {
+    pub bundle: PathBuf,
+    pub trust: PathBuf,
+    pub root_pubs: Vec<PathBuf>,
+    pub root_threshold: usize,
+    pub floor: u64,
+    pub arch: Arch,
+    pub agent_version: Version,
+    pub base: Option<PathBuf>,
+    pub now: u64,
+    pub grace_secs: u64,
+}
+
+/// Runs exactly the verification a device runs, with the given device facts.
+pub fn check(c: &Check) -> Result<VerifiedBundle, ReleaseError> {
+    let roots = RootKeys {
+        keys: c.root_pubs.iter().map(|p| read_public(p)).collect::<Result<_, _>>()?,
+        threshold: c.root_threshold,
+    };
+    let policy = files::read(&c.trust)?;
+    let bundle = files::read(&c.bundle)?;
+    let base = c.base.as_deref().map(files::read).transpose()?;
+    let device = DeviceFacts { arch: c.arch, agent_version: c.agent_version };
+    let verified = verify::verify(&VerifyRequest {
+        policy: &policy,
+        roots: &roots,
+        bundle: &bundle,
+        now: c.now,
+        expiry_grace: c.grace_secs,
+        floor: c.floor,
+        device: &device,
+        base: base.as_deref(),
+        limits: &Limits::default(),
+    })?;
+    Ok(verified.into_inner())
+}

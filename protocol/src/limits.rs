@@ -1,0 +1,48 @@
+//! Every size an attacker controls is bounded here, in one place (tough's `Limits`). Decoders and the
+//! verifier take a `&Limits`; nothing allocates by a length read from the wire before checking it.
+
+/// Bounds on untrusted input. The defaults suit models up to a few hundred MB on 256 MB+ devices.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest encoded wire message (one MQTT payload), after decompression. Must not exceed the MQTT
+    /// maximum packet size configured on both sides. Default 1 MiB: a 256 KiB chunk plus headroom.
+    pub max_message: usize,
+    /// Largest signed manifest (self-test vectors live in it). Default 1 MiB.
+    pub max_manifest: usize,
+    /// Most signatures on one manifest or trust policy (an attacker could otherwise make the verifier
+    /// check thousands). Default 32.
+    pub max_signatures: usize,
+    /// Largest trust policy file. Default 64 KiB.
+    pub max_policy: usize,
+    /// Largest compressed payload, i.e. bytes fetched per update. Default 512 MiB.
+    pub max_payload: u64,
+    /// Largest model after decompression. Default 1 GiB.
+    pub max_model: u64,
+    /// Largest bundle chunk on the wire. Default 256 KiB.
+    pub max_chunk: usize,
+    /// Most chunks per bundle. Default 4096 (1 GiB at 256 KiB).
+    pub max_chunks: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_message: 1 << 20,
+            max_manifest: 1 << 20,
+            max_signatures: 32,
+            max_policy: 64 << 10,
+            max_payload: 512 << 20,
+            max_model: 1 << 30,
+            max_chunk: 256 << 10,
+            max_chunks: 4096,
+        }
+    }
+}
+
+impl Limits {
+    /// The largest `.obundle` file these limits admit (header + manifest + signatures + payload).
+    pub fn max_bundle(&self) -> u64 {
+        let sigs = self.max_signatures as u64 * 128 + 16;
+        self.max_payload + self.max_manifest as u64 + sigs + 64
+    }
+}

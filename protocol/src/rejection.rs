@@ -1,0 +1,125 @@
+//! Why a bundle or trust policy was refused. Reason codes are stable on the wire and in logs: devices
+//! report them to the controller, and operators read them in `rollout status`.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// One distinct code per refusal. Only append variants: postcard encodes the index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum RejectReason {
+    /// A signature made by a key the trust policy lists does not verify (tampered manifest or signature).
+    BadSignature,
+    /// Signatures present, but none by a key the trust policy lists.
+    UnknownKey,
+    /// Fewer distinct valid release keys than the policy's threshold (each key counts once).
+    BelowThreshold,
+    /// The trust policy does not carry enough valid signatures by the pinned root keys.
+    PolicyNotSignedByRoot,
+    /// The trust policy's expiry (plus grace) has passed: stops freeze attacks on the key set.
+    PolicyExpired,
+    /// The manifest's expiry (plus grace) has passed: stops replaying an old, since-withdrawn release.
+    ManifestExpired,
+    /// Release sequence at or below the device's floor: stops rollback to a vulnerable model.
+    Rollback,
+    /// The payload's SHA-256 differs from the manifest's: stops mix-and-match of manifest and payload.
+    PayloadDigestMismatch,
+    /// The payload's length differs from the manifest's: stops endless-data and truncation.
+    PayloadSizeMismatch,
+    /// Decompression produced more than the declared model size: stops decompression bombs.
+    DecompressionBomb,
+    /// A declared or actual size exceeds the device's `Limits`.
+    OverLimits,
+    /// The input ends before its structure does.
+    Truncated,
+    /// The input is not a bundle / policy / message of a known format.
+    Malformed,
+    /// The manifest targets other CPU architectures.
+    WrongArch,
+    /// The manifest needs a newer agent than the device runs.
+    AgentTooOld,
+    /// A delta payload names a base model the device does not have.
+    DeltaBaseMismatch,
+    /// Self-test vectors did not reproduce on the device (reported by the agent, not by `verify`).
+    SelfTestFailed,
+    /// The model could not be loaded or its interface differs from the manifest (reported by the agent).
+    ModelUnloadable,
+}
+
+impl RejectReason {
+    pub const ALL: [RejectReason; 18] = [
+        RejectReason::BadSignature,
+        RejectReason::UnknownKey,
+        RejectReason::BelowThreshold,
+        RejectReason::PolicyNotSignedByRoot,
+        RejectReason::PolicyExpired,
+        RejectReason::ManifestExpired,
+        RejectReason::Rollback,
+        RejectReason::PayloadDigestMismatch,
+        RejectReason::PayloadSizeMismatch,
+        RejectReason::DecompressionBomb,
+        RejectReason::OverLimits,
+        RejectReason::Truncated,
+        RejectReason::Malformed,
+        RejectReason::WrongArch,
+        RejectReason::AgentTooOld,
+        RejectReason::DeltaBaseMismatch,
+        RejectReason::SelfTestFailed,
+        RejectReason::ModelUnloadable,
+    ];
+
+    /// The stable snake_case code printed by the CLI and stored by the controller.
+    pub fn code(self) -> &'static str {
+        match self {
+            RejectReason::BadSignature => "bad_signature",
+            RejectReason::UnknownKey => "unknown_key",
+            RejectReason::BelowThreshold => "below_threshold",
+            RejectReason::PolicyNotSignedByRoot => "policy_not_signed_by_root",
+            RejectReason::PolicyExpired => "policy_expired",
+            RejectReason::ManifestExpired => "manifest_expired",
+            RejectReason::Rollback => "rollback",
+            RejectReason::PayloadDigestMismatch => "payload_digest_mismatch",
+            RejectReason::PayloadSizeMismatch => "payload_size_mismatch",
+            RejectReason::DecompressionBomb => "decompression_bomb",
+            RejectReason::OverLimits => "over_limits",
+            RejectReason::Truncated => "truncated",
+            RejectReason::Malformed => "malformed",
+            RejectReason::WrongArch => "wrong_arch",
+            RejectReason::AgentTooOld => "agent_too_old",
+            RejectReason::DeltaBaseMismatch => "delta_base_mismatch",
+            RejectReason::SelfTestFailed => "selftest_failed",
+            RejectReason::ModelUnloadable => "model_unloadable",
+        }
+    }
+}
+
+impl fmt::Display for RejectReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+/// A refusal: the code, and a sentence saying what exactly was wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}: {detail}")]
+pub struct Rejection {
+    pub reason: RejectReason,
+    pub detail: String,
+}
+
+impl Rejection {
+    pub fn new(reason: RejectReason, detail: impl Into<String>) -> Self {
+        Rejection { reason, detail: detail.into() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn every_reason_has_its_own_code() {
+        let codes: HashSet<_> = RejectReason::ALL.iter().map(|r| r.code()).collect();
+        assert_eq!(codes.len(), RejectReason::ALL.len());
+    }
+}

@@ -1,0 +1,121 @@
+//! Telemetry records: what devices measure, buffered on the device and shipped in batches.
+
+use crate::UnixTime;
+use crate::digest::Digest;
+use crate::names::ModelName;
+use crate::rejection::RejectReason;
+use crate::version::Version;
+use serde::{Deserialize, Serialize};
+
+/// Upper bounds (µs) of the latency histogram buckets; the last bucket is open-ended. Fixed in the
+/// protocol so every device's histograms add up at the controller.
+pub const LATENCY_BUCKETS_US: [u32; 15] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000,
+    5_000_000,
+];
+
+/// One buffered record, numbered by the device's telemetry queue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    pub seq: u64,
+    pub at: UnixTime,
+    pub body: RecordBody,
+}
+
+/// Only append variants.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum RecordBody {
+    Inference(InferenceWindow),
+    Update(UpdateEvent),
+    Health(DeviceHealth),
+    /// The queue hit its cap and dropped this many oldest records (drop-oldest policy).
+    Dropped {
+        count: u64,
+    },
+}
+
+/// Aggregates over one window of local inference for one model version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InferenceWindow {
+    pub model: ModelName,
+    pub version: Version,
+    pub digest: Digest,
+    pub window_start: UnixTime,
+    pub window_secs: u32,
+    pub requests: u64,
+    pub errors: u64,
+    pub timeouts: u64,
+    pub rejected: u64,
+    /// Counts per [`LATENCY_BUCKETS_US`] bucket plus one overflow bucket.
+    pub latency_hist: Vec<u64>,
+    pub latency_p50_us: u32,
+    pub latency_p95_us: u32,
+    pub cache_hits: u64,
+    pub cache_misses: u64,
+    pub shadow: Option<ShadowStats>,
+    /// Per input feature histograms for drift (PSI) between canary and baseline.
+    pub features: Vec<FeatureStats>,
+}
+
+/// The candidate model run beside the active one on sampled live requests.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShadowStats {
+    pub candidate_version: Version,
+    pub candidate_digest: Digest,
+    pub compared: u64,
+    /// Requests where both models' top-1 class agreed.
+    pub agreed_top1: u64,
+    pub max_abs_diff: f32,
+    pub candidate_p95_us: u32,
+    pub candidate_mem_bytes: u64,
+}
+
+/// A fixed-bin histogram of one input feature over the window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FeatureStats {
+    pub feature: u32,
+    pub lo: f32,
+    pub hi: f32,
+    pub bins: Vec<u32>,
+}
+
+/// Stages of the device's update machine. Only append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum UpdateStage {
+    Idle,
+    Fetching,
+    Verifying,
+    Staged,
+    SelfTest,
+    Shadow,
+    Activating,
+    Watching,
+    Committed,
+    RolledBack,
+    Rejected,
+}
+
+/// A transition of the update machine, with the reason when it ended badly.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UpdateEvent {
+    pub rollout: Option<String>,
+    pub model: ModelName,
+    pub version: Version,
+    pub bundle: Digest,
+    pub from: UpdateStage,
+    pub to: UpdateStage,
+    pub reason: Option<RejectReason>,
+    pub detail: String,
+}
+
+/// Device resource use. Fields a device cannot read are `None`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeviceHealth {
+    pub rss_bytes: u64,
+    pub cpu_percent: f32,
+    pub disk_free_bytes: u64,
+    pub uptime_secs: u64,
+    pub temperature_c: Option<f32>,
+    pub queue_len: u64,
+    pub dropped_total: u64,
+}

@@ -1,0 +1,131 @@
+//! The MQTT topic scheme, owned here alone. Device ids are validated newtypes, so a topic built from one
+//! never gains levels or wildcards.
+//!
+//! ```text
+//! outpost/v1/devices/{id}/up/{hello|telemetry|events|report|fetch}   device → controller
+//! outpost/v1/devices/{id}/down/{desired|ack|chunk}                   controller → device
+//! ```
+//! `desired` is retained, so a device that reconnects learns its target at once. `fetch` (chunk requests)
+//! is an addition to DESIGN.md's list: chunk requests need an upward topic of their own.
+
+use crate::names::DeviceId;
+
+pub const PREFIX: &str = "outpost/v1/devices";
+/// The shared-subscription group through which controller replicas split the device ingest.
+pub const SHARE_GROUP: &str = "outpost";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Up {
+    Hello,
+    Telemetry,
+    Events,
+    Report,
+    Fetch,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Down {
+    Desired,
+    Ack,
+    Chunk,
+}
+
+impl Up {
+    pub const ALL: [Up; 5] = [Up::Hello, Up::Telemetry, Up::Events, Up::Report, Up::Fetch];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Up::Hello => "hello",
+            Up::Telemetry => "telemetry",
+            Up::Events => "events",
+            Up::Report => "report",
+            Up::Fetch => "fetch",
+        }
+    }
+}
+
+impl Down {
+    pub const ALL: [Down; 3] = [Down::Desired, Down::Ack, Down::Chunk];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Down::Desired => "desired",
+            Down::Ack => "ack",
+            Down::Chunk => "chunk",
+        }
+    }
+    /// Whether the broker keeps the last message for devices that connect later.
+    pub fn retained(self) -> bool {
+        matches!(self, Down::Desired)
+    }
+}
+
+pub fn up(device: &DeviceId, kind: Up) -> String {
+    format!("{PREFIX}/{device}/up/{}", kind.as_str())
+}
+
+pub fn down(device: &DeviceId, kind: Down) -> String {
+    format!("{PREFIX}/{device}/down/{}", kind.as_str())
+}
+
+/// What a device subscribes to: its own down topics only (the broker ACL enforces the same).
+pub fn device_subscription(device: &DeviceId) -> String {
+    format!("{PREFIX}/{device}/down/+")
+}
+
+/// What the controller subscribes to: every device's up topics, as a shared subscription.
+pub fn controller_subscription() -> String {
+    format!("$share/{SHARE_GROUP}/{PREFIX}/+/up/+")
+}
+
+/// A topic parsed back into its parts. Foreign or malformed topics give `None`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Parsed {
+    Up(DeviceId, Up),
+    Down(DeviceId, Down),
+}
+
+pub fn parse(topic: &str) -> Option<Parsed> {
+    let rest = topic.strip_prefix(PREFIX)?.strip_prefix('/')?;
+    let mut parts = rest.split('/');
+    let device = DeviceId::new(parts.next()?).ok()?;
+    let dir = parts.next()?;
+    let kind = parts.next()?;
+    if parts.next().is_some() {
+        return None;
+    }
+    match dir {
+        "up" => Up::ALL.into_iter().find(|k| k.as_str() == kind).map(|k| Parsed::Up(device, k)),
+        "down" => Down::ALL.into_iter().find(|k| k.as_str() == kind).map(|k| Parsed::Down(device, k)),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topics_round_trip_through_parse() {
+        let id = DeviceId::new("dev-7").unwrap();
+        for k in Up::ALL {
+            assert_eq!(parse(&up(&id, k)), Some(Parsed::Up(id.clone(), k)));
+        }
+        for k in Down::ALL {
+            assert_eq!(parse(&down(&id, k)), Some(Parsed::Down(id.clone(), k)));
+        }
+        assert_eq!(up(&id, Up::Hello), "outpost/v1/devices/dev-7/up/hello");
+    }
+
+    #[test]
+    fn foreign_and_malformed_topics_do_not_parse() {
+        for t in [
+            "outpost/v1/devices/dev-7/up/hello/extra",
+            "outpost/v1/devices/../up/hello",
+            "outpost/v2/devices/dev-7/up/hello",
+            "outpost/v1/devices/dev-7/sideways/hello",
+            "outpost/v1/devices/dev-7/up/nonsense",
+            "other/topic",
+        ] {
+            assert_eq!(parse(t), None, "{t}");
+        }
+    }
+}

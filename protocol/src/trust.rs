@@ -1,0 +1,139 @@
+//! Trust policies: the pinned root keys sign a policy that names the release keys and how many of them
+//! (k of n) must sign a manifest. Rotating release keys = publishing a new policy signed by the roots.
+
+use crate::UnixTime;
+use crate::keys::{self, Domain, KeyId, PrivateKey, PublicKey, Signature};
+use crate::limits::Limits;
+use crate::rejection::{RejectReason, Rejection};
+use crate::signed::{self, ThresholdMet};
+use crate::verify::Verified;
+use serde::{Deserialize, Serialize};
+
+pub const POLICY_MAGIC: &[u8; 8] = b"OPTRUST1";
+pub const POLICY_FORMAT: u16 = 1;
+
+/// The body of a `trust.policy` file (postcard), signed by the root keys.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrustPolicy {
+    pub format: u16,
+    /// Grows with every rotation; a device keeps the highest version it accepted.
+    pub version: u64,
+    pub created: UnixTime,
+    pub expires: UnixTime,
+    /// How many distinct release keys must sign a manifest.
+    pub threshold: u8,
+    /// Raw ed25519 release public keys.
+    pub release_keys: Vec<[u8; 32]>,
+}
+
+impl TrustPolicy {
+    pub fn release_key_ids(&self) -> Vec<KeyId> {
+        self.release_keys.iter().filter_map(keys::public_key_from_bytes).map(|k| KeyId::of(&k)).collect()
+    }
+}
+
+/// The root public keys pinned on the device at image build time, and how many must sign a policy.
+#[derive(Debug, Clone)]
+pub struct RootKeys {
+    pub keys: Vec<PublicKey>,
+    pub threshold: usize,
+}
+
+impl RootKeys {
+    pub fn new(keys: Vec<PublicKey>) -> Self {
+        RootKeys { keys, threshold: 1 }
+    }
+}
+
+/// A policy whose root signatures and expiry have been checked, with its release keys decoded.
+#[derive(Debug, Clone)]
+pub struct CheckedPolicy {
+    pub policy: TrustPolicy,
+    pub release_keys: Vec<PublicKey>,
+    pub root_signers: ThresholdMet,
+}
+
+/// Encodes and signs a policy with every given root key.
+pub fn create_policy(policy: &TrustPolicy, roots: &[PrivateKey]) -> Vec<u8> {
+    let body = postcard::to_allocvec(policy).expect("policy encodes");
+    let sigs: Vec<Signature> = roots.iter().map(|k| keys::sign(k, Domain::TrustPolicy, &body)).collect();
+    signed::encode(POLICY_MAGIC, &body, &sigs, &[])
+}
+
+/// Decodes a policy file without checking signatures: for `inspect`-style display only.
+pub fn read_policy_unverified(bytes: &[u8], limits: &Limits) -> Result<(TrustPolicy, Vec<Signature>), Rejection> {
+    let file = signed::parse(bytes, POLICY_MAGIC, "trust policy", limits.max_policy, limits.max_signatures)?;
+    let policy = decode_body(file.body)?;
+    Ok((policy, file.signatures))
+}
+
+/// Checks a trust policy against the pinned roots at time `now` (plus `grace` seconds for devices whose
+/// clock may lag).
+pub fn verify_policy(
+    bytes: &[u8],
+    roots: &RootKeys,
+    now: UnixTime,
+    grace: u64,
+    limits: &Limits,
+) -> Result<Verified<CheckedPolicy>, Rejection> {
+    let file = signed::parse(bytes, POLICY_MAGIC, "trust policy", limits.max_policy, limits.max_signatures)?;
+    if !file.rest.is_empty() {
+        return Err(Rejection::new(
+            RejectReason::Malformed,
+            format!("trust policy has {} unexpected trailing bytes", file.rest.len()),
+        ));
+    }
+    // Any failure to meet the root threshold (bad, unknown or too few signatures) means the policy is
+    // not the roots' word: an attacker-made policy could list the attacker's release keys.
+    let root_signers = signed::check_threshold(
+        &roots.keys,
+        roots.threshold,
+        Domain::TrustPolicy,
+        file.body,
+        &file.signatures,
+        "trust policy",
+        "the pinned root set",
+    )
+    .map_err(|e| Rejection::new(RejectReason::PolicyNotSignedByRoot, format!("{} ({})", e.detail, e.reason)))?;
+    let policy = decode_body(file.body)?;
+    // Freeze attack: an attacker who replays an old policy forever keeps revoked keys alive.
+    if now > policy.expires.saturating_add(grace) {
+        return Err(Rejection::new(
+            RejectReason::PolicyExpired,
+            format!("trust policy v{} expired at {} (now {now}, grace {grace} s)", policy.version, policy.expires),
+        ));
+    }
+    let mut release_keys = Vec::with_capacity(policy.release_keys.len());
+    for raw in &policy.release_keys {
+        let key = keys::public_key_from_bytes(raw).ok_or_else(|| {
+            Rejection::new(
+                RejectReason::Malformed,
+                format!("trust policy lists an invalid release key {}", hex::encode(raw)),
+            )
+        })?;
+        release_keys.push(key);
+    }
+    if policy.threshold == 0 || usize::from(policy.threshold) > release_keys.len() {
+        return Err(Rejection::new(
+            RejectReason::Malformed,
+            format!(
+                "trust policy threshold {} cannot be met by its {} release key(s)",
+                policy.threshold,
+                release_keys.len()
+            ),
+        ));
+    }
+    Ok(Verified::new(CheckedPolicy { policy, release_keys, root_signers }))
+}
+
+fn decode_body(body: &[u8]) -> Result<TrustPolicy, Rejection> {
+    let policy: TrustPolicy = postcard::from_bytes(body)
+        .map_err(|e| Rejection::new(RejectReason::Malformed, format!("trust policy body: {e}")))?;
+    if policy.format != POLICY_FORMAT {
+        return Err(Rejection::new(
+            RejectReason::Malformed,
+            format!("trust policy format {} is not supported (expected {POLICY_FORMAT})", policy.format),
+        ));
+    }
+    Ok(policy)
+}

@@ -1,0 +1,182 @@
+//! Golden byte fixtures: one file per message under `tests/data/messages/`. If an encoding changes, this
+//! test fails, because old agents in the field would no longer understand the new bytes. To record a
+//! deliberate, versioned change: `OUTPOST_BLESS=1 cargo test -p outpost-protocol --test golden_messages`.
+
+use outpost_protocol::codec;
+use outpost_protocol::keys::private_key_from_seed;
+use outpost_protocol::messages::*;
+use outpost_protocol::telemetry::*;
+use outpost_protocol::{Arch, DeviceId, Digest, Limits, ModelName, RejectReason, Version};
+use std::path::PathBuf;
+
+fn device() -> DeviceId {
+    DeviceId::new("dev-0042").unwrap()
+}
+fn digits() -> ModelName {
+    ModelName::new("digits").unwrap()
+}
+fn running() -> RunningModel {
+    RunningModel { name: digits(), version: Version::new(1, 0, 0), digest: Digest([0xab; 32]), sequence: 1 }
+}
+
+fn samples() -> Vec<(&'static str, Message)> {
+    let window = InferenceWindow {
+        model: digits(),
+        version: Version::new(1, 0, 0),
+        digest: Digest([0xab; 32]),
+        window_start: 1_800_000_000,
+        window_secs: 60,
+        requests: 1200,
+        errors: 3,
+        timeouts: 1,
+        rejected: 0,
+        latency_hist: vec![0, 900, 250, 40, 10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        latency_p50_us: 180,
+        latency_p95_us: 420,
+        cache_hits: 100,
+        cache_misses: 1100,
+        shadow: Some(ShadowStats {
+            candidate_version: Version::new(2, 0, 0),
+            candidate_digest: Digest([0xcd; 32]),
+            compared: 120,
+            agreed_top1: 118,
+            max_abs_diff: 0.25,
+            candidate_p95_us: 450,
+            candidate_mem_bytes: 160_000,
+        }),
+        features: vec![FeatureStats { feature: 0, lo: 0.0, hi: 1.0, bins: vec![5, 10, 20, 10, 5] }],
+    };
+    let event = UpdateEvent {
+        rollout: Some("r-7".into()),
+        model: digits(),
+        version: Version::new(2, 0, 0),
+        bundle: Digest([0xcd; 32]),
+        from: UpdateStage::Verifying,
+        to: UpdateStage::Rejected,
+        reason: Some(RejectReason::BadSignature),
+        detail: "manifest: the signature by key 0102030405060708 does not verify".into(),
+    };
+    let health = DeviceHealth {
+        rss_bytes: 24 << 20,
+        cpu_percent: 12.5,
+        disk_free_bytes: 1 << 30,
+        uptime_secs: 3600,
+        temperature_c: Some(48.0),
+        queue_len: 3,
+        dropped_total: 0,
+    };
+    let report = VersionReport {
+        device: device(),
+        counter: 9,
+        at: 1_800_000_100,
+        running: Some(running()),
+        previous: None,
+        floor: 1,
+    };
+    vec![
+        (
+            "hello",
+            Message::Hello(Hello {
+                device: device(),
+                arch: Arch::Aarch64,
+                agent_version: Version::new(0, 1, 0),
+                labels: vec![("region".into(), "eu".into()), ("arch".into(), "aarch64".into())],
+                running: Some(running()),
+                boot_id: 0x1234_5678_9abc_def0,
+                max_packet: 1 << 20,
+            }),
+        ),
+        (
+            "telemetry",
+            Message::Telemetry(TelemetryBatch {
+                first_seq: 100,
+                last_seq: 103,
+                records: vec![
+                    Record { seq: 100, at: 1_800_000_060, body: RecordBody::Inference(window) },
+                    Record { seq: 101, at: 1_800_000_061, body: RecordBody::Update(event.clone()) },
+                    Record { seq: 102, at: 1_800_000_062, body: RecordBody::Health(health) },
+                    Record { seq: 103, at: 1_800_000_063, body: RecordBody::Dropped { count: 17 } },
+                ],
+            }),
+        ),
+        ("telemetry_ack", Message::TelemetryAck(TelemetryAck { up_to_seq: 103 })),
+        ("event", Message::Event(event)),
+        (
+            "desired",
+            Message::Desired(DesiredState {
+                model: digits(),
+                version: Version::new(2, 0, 0),
+                sequence: 2,
+                bundle: BundleRef {
+                    digest: Digest([0xcd; 32]),
+                    size: 300_000,
+                    chunk_size: 262_144,
+                    chunks: vec![Digest([1; 32]), Digest([2; 32])],
+                },
+                rollout: Some("r-7".into()),
+                mode: Mode::Shadow { secs: 600, sample_percent: 10 },
+                issued_at: 1_800_000_000,
+            }),
+        ),
+        ("chunk_request", Message::ChunkRequest(ChunkRequest { bundle: Digest([0xcd; 32]), first: 1, count: 1 })),
+        ("chunk", Message::Chunk(Chunk { bundle: Digest([0xcd; 32]), index: 1, total: 2, data: (0..=255).collect() })),
+        ("report", Message::Report(SignedVersionReport::sign(&report, &private_key_from_seed([5; 32])))),
+    ]
+}
+
+fn data_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/messages")
+}
+
+#[test]
+fn every_message_encodes_to_its_golden_bytes_and_back() {
+    let bless = std::env::var_os("OUTPOST_BLESS").is_some();
+    for (name, msg) in samples() {
+        let path = data_dir().join(format!("{name}.bin"));
+        let bytes = codec::encode(&msg);
+        if bless {
+            std::fs::write(&path, &bytes).unwrap();
+        }
+        let golden = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e} (bless to create)", path.display()));
+        assert_eq!(bytes, golden, "encoding of {name} changed: old agents would not understand it");
+        assert_eq!(codec::decode(&golden, &Limits::default()).unwrap(), msg, "{name} decodes");
+    }
+}
+
+#[test]
+fn the_version_report_signature_verifies_and_tampering_breaks_it() {
+    let Message::Report(mut signed) = samples().pop().unwrap().1 else { unreachable!() };
+    assert_eq!(signed.open().unwrap().counter, 9);
+    signed.report[3] ^= 1;
+    assert!(signed.open().is_none());
+}
+
+#[test]
+fn compressed_telemetry_round_trips_and_is_smaller() {
+    let (_, msg) = samples().into_iter().find(|(n, _)| *n == "telemetry").unwrap();
+    let plain = codec::encode(&msg);
+    let packed = codec::encode_compressed(&msg);
+    assert!(packed.len() < plain.len(), "{} vs {}", packed.len(), plain.len());
+    assert_eq!(codec::decode(&packed, &Limits::default()).unwrap(), msg);
+}
+
+#[test]
+fn oversized_foreign_and_future_messages_are_refused_with_the_reason() {
+    use codec::DecodeError::*;
+    let limits = Limits { max_message: 64, ..Limits::default() };
+    let big = codec::encode(&Message::Chunk(Chunk { bundle: Digest([0; 32]), index: 0, total: 1, data: vec![7; 100] }));
+    assert!(matches!(codec::decode(&big, &limits), Err(TooLarge { .. })));
+    assert_eq!(codec::decode(b"OP", &limits), Err(Truncated(2)));
+    assert_eq!(codec::decode(b"{\"json\":1}", &limits), Err(BadMagic));
+    assert_eq!(codec::decode(&[b'O', b'P', 9, 0, 0], &limits), Err(UnsupportedVersion(9)));
+    assert_eq!(codec::decode(&[b'O', b'P', 1, 0x80, 0], &limits), Err(UnknownFlags(0x80)));
+    // A compressed body that expands past the limit is a bomb, caught while decompressing.
+    let bomb = codec::encode_compressed(&Message::Chunk(Chunk {
+        bundle: Digest([0; 32]),
+        index: 0,
+        total: 1,
+        data: vec![0; 10_000],
+    }));
+    assert!(bomb.len() < 64);
+    assert!(matches!(codec::decode(&bomb, &limits), Err(TooLarge { .. })));
+}

@@ -1,0 +1,8 @@
+//! The Outpost fleet simulator and quick-start demo. It is the one crate that depends on both the agent
+//! and the controller: it wires real agents and a real controller together, on sockets (the demo) or on
+//! a simulated message fabric with a virtual clock (the simulator).
+
+/// Where the committed model fixtures live (`simulations/models/`).
+pub fn models_dir() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models")
+}
