@@ -157,7 +157,8 @@ mod tests {
 
     #[test]
     fn hostile_names_are_refused_with_the_reason() {
-        let cases: &[(&str, fn(&NameError) -> bool)] = &[
+        type Check = fn(&NameError) -> bool;
+        let cases: &[(&str, Check)] = &[
             ("", |e| matches!(e, NameError::Empty { .. })),
             (&"x".repeat(65), |e| matches!(e, NameError::TooLong { len: 65, .. })),
             ("a/b", |e| matches!(e, NameError::Forbidden { ch: '/', .. })),

@@ -4,7 +4,7 @@
 //! from what this code makes (the bundle format changed). Re-record with `OUTPOST_BLESS=1`.
 
 use outpost_protocol::bundle;
-use outpost_protocol::keys::{PrivateKey, private_key_from_seed};
+use outpost_protocol::keys::{self, PrivateKey, private_key_from_seed};
 use outpost_protocol::manifest::*;
 use outpost_protocol::trust::{self, POLICY_FORMAT, RootKeys, TrustPolicy};
 use outpost_protocol::verify::{DeviceFacts, VerifyRequest, verify};
@@ -199,6 +199,21 @@ fn every_attack_fixture_is_refused_with_its_own_reason_and_good_ones_pass() {
     let roots = RootKeys::new(vec![root().verifying_key()]);
     let device = DeviceFacts { arch: Arch::X86_64, agent_version: Version::new(0, 1, 0) };
     let limits = Limits::default();
+    // What `outpost bundle verify` needs to replay these cases (the controller's CLI test does).
+    fixture("root.pub", keys::public_key_to_pem(&root().verifying_key()).as_bytes());
+    fixture("base-model.bin", &model(1));
+    fixture("other-model.bin", &model(3));
+    let mut index = String::from("# bundle\tpolicy\tbase\texpected (now 1800000000, floor 5, x86_64, agent 0.1.0)\n");
+    for c in cases() {
+        let base = match &c.base {
+            Some(b) if *b == model(1) => "base-model.bin",
+            Some(_) => "other-model.bin",
+            None => "-",
+        };
+        let expect = c.expect.map(|r| r.code()).unwrap_or("ok");
+        index.push_str(&format!("{}.obundle\t{}.policy\t{base}\t{expect}\n", c.name, c.policy.0));
+    }
+    fixture("index.tsv", index.as_bytes());
     for c in cases() {
         let bundle = fixture(&format!("{}.obundle", c.name), &c.bundle);
         let policy = fixture(&format!("{}.policy", c.policy.0), &c.policy.1);

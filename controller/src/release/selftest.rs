@@ -72,7 +72,7 @@ fn file_inputs(probe: &Probe, bytes: &[u8], path: &str, count: usize) -> Result<
     }
     let shape = probe.unit_shape(0);
     let per = shape.iter().product::<u64>() as usize * 4;
-    if bytes.is_empty() || bytes.len() % per != 0 {
+    if bytes.is_empty() || !bytes.len().is_multiple_of(per) {
         return Err(ReleaseError::Invalid(format!(
             "{path}: {} bytes is not a whole number of {per}-byte f32 samples of shape {shape:?}",
             bytes.len()

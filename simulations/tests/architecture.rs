@@ -1,0 +1,52 @@
+//! The dependency invariant of ARCHITECTURE.md, checked: `protocol` depends on no workspace crate, the
+//! agent and the controller depend on `protocol` and never on each other, and only `simulations` sees
+//! both. Also: `protocol` pulls in no async runtime, networking or file-system crate.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+fn deps(krate: &str) -> BTreeSet<String> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(krate).join("Cargo.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let doc: toml::Table = text.parse().unwrap();
+    let mut names = BTreeSet::new();
+    for section in ["dependencies", "build-dependencies"] {
+        if let Some(t) = doc.get(section).and_then(|v| v.as_table()) {
+            names.extend(t.keys().cloned());
+        }
+    }
+    names
+}
+
+fn workspace(d: &BTreeSet<String>) -> BTreeSet<&str> {
+    d.iter().map(String::as_str).filter(|n| n.starts_with("outpost-")).collect()
+}
+
+#[test]
+fn agent_and_controller_share_only_the_protocol_crate() {
+    assert_eq!(workspace(&deps("protocol")), BTreeSet::new());
+    assert_eq!(workspace(&deps("agent")), BTreeSet::from(["outpost-protocol"]));
+    assert_eq!(workspace(&deps("controller")), BTreeSet::from(["outpost-protocol"]));
+    assert_eq!(
+        workspace(&deps("simulations")),
+        BTreeSet::from(["outpost-agent", "outpost-controller", "outpost-protocol"])
+    );
+}
+
+#[test]
+fn the_protocol_crate_has_no_io_runtime_or_clock_dependencies() {
+    let forbidden = ["tokio", "rumqttc", "rumqttd", "redb", "axum", "hyper", "reqwest", "tract-onnx", "chrono", "time"];
+    let d = deps("protocol");
+    for f in forbidden {
+        assert!(!d.contains(f), "protocol must stay pure but depends on {f}");
+    }
+    // And no source file reaches for the clock or the file system.
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../protocol/src");
+    for entry in std::fs::read_dir(src).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        for needle in ["SystemTime", "Instant::now", "std::fs", "std::net", "tokio"] {
+            assert!(!text.contains(needle), "{} uses {needle}", path.display());
+        }
+    }
+}
