@@ -143,6 +143,7 @@ fn a_release_engineer_signs_verifies_and_cosigns_digits_bundles() {
     assert_eq!(info["payload"]["compression"], "delta");
     assert_eq!(info["version"], "2.0.0");
     assert_eq!(info["selftest_vectors"], 4);
+    assert_eq!(info["reference_samples"], 360, "the drift reference covers every supplied sample");
     assert_eq!(info["inputs"][0], "input FP32 [N,1,8,8]");
     assert_eq!(info["outputs"][0], "logits FP32 [N,10]");
     assert!(ok(&["bundle", "inspect", &v1]).contains("model        digits 1.0.0 (sequence 1)"));

@@ -9,6 +9,7 @@ pub mod bundle;
 pub mod codec;
 pub mod compress;
 pub mod digest;
+pub mod drift;
 pub mod keys;
 pub mod limits;
 pub mod manifest;

@@ -24,6 +24,31 @@ pub struct Manifest {
     pub selftest: Vec<SelfTestVector>,
     pub created: UnixTime,
     pub expires: UnixTime,
+    /// What inputs and outputs looked like on the data the release was validated on: devices compare
+    /// their live traffic against it (PSI) to report drift.
+    pub reference: Option<ReferenceProfile>,
+}
+
+/// The input and output distributions a model was released against.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReferenceProfile {
+    pub inputs: Vec<TensorProfile>,
+    /// Share of each top-1 output class (sums to 1); empty for non-classifiers.
+    pub output_classes: Vec<f32>,
+    /// How many samples the profile was computed from.
+    pub samples: u64,
+}
+
+/// A histogram of one input tensor's element values, as shares of the total (sums to 1), in the same
+/// layout as `telemetry::FeatureStats::bins`: underflow, `n` even bins over `[lo, hi)`, overflow.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TensorProfile {
+    pub tensor: String,
+    pub lo: f32,
+    pub hi: f32,
+    pub shares: Vec<f32>,
+    pub mean: f64,
+    pub std: f64,
 }
 
 /// How the model travels and what it must be after decompression.

@@ -53,8 +53,12 @@ pub struct InferenceWindow {
     pub cache_hits: u64,
     pub cache_misses: u64,
     pub shadow: Option<ShadowStats>,
-    /// Per input feature histograms for drift (PSI) between canary and baseline.
+    /// Per input tensor drift statistics (PSI between canary and baseline, or against the reference).
     pub features: Vec<FeatureStats>,
+    /// How often each output class was the top-1 answer (classifiers; empty otherwise).
+    pub output_classes: Vec<u64>,
+    /// PSI of the output class distribution against the reference profile, when there is one.
+    pub class_psi: Option<f32>,
 }
 
 /// The candidate model run beside the active one on sampled live requests.
@@ -70,13 +74,22 @@ pub struct ShadowStats {
     pub candidate_mem_bytes: u64,
 }
 
-/// A fixed-bin histogram of one input feature over the window.
+/// Drift statistics of one input tensor over the window: running moments over all its elements and a
+/// fixed-bin histogram. The bins are the reference profile's when the manifest has one (so PSI compares
+/// like with like), else the agent's configured range.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FeatureStats {
-    pub feature: u32,
+    pub tensor: String,
+    pub count: u64,
+    pub mean: f64,
+    pub variance: f64,
     pub lo: f32,
     pub hi: f32,
-    pub bins: Vec<u32>,
+    /// `bins[0]` counts values below `lo`, `bins[last]` values at or above `hi`; the rest split
+    /// `[lo, hi)` evenly.
+    pub bins: Vec<u64>,
+    /// Population stability index against the manifest's reference profile, when it has one.
+    pub psi: Option<f32>,
 }
 
 /// Stages of the device's update machine. Only append.

@@ -65,6 +65,7 @@ fn manifest(payload: Payload) -> Manifest {
         selftest: vec![],
         created: NOW - DAY,
         expires: NOW + 30 * DAY,
+        reference: None,
     }
 }
 

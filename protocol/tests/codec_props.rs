@@ -76,20 +76,38 @@ fn window() -> impl Strategy<Value = InferenceWindow> {
             }
         },
     );
-    let feature = (any::<u32>(), finite(), finite(), vec(any::<u32>(), 0..8))
-        .prop_map(|(feature, lo, hi, bins)| FeatureStats { feature, lo, hi, bins });
+    let feature = (
+        name(),
+        any::<u64>(),
+        -1e9f64..1e9,
+        0f64..1e9,
+        finite(),
+        finite(),
+        vec(any::<u64>(), 0..8),
+        prop::option::of(finite()),
+    )
+        .prop_map(|(tensor, count, mean, variance, lo, hi, bins, psi)| FeatureStats {
+            tensor,
+            count,
+            mean,
+            variance,
+            lo,
+            hi,
+            bins,
+            psi,
+        });
     (
         (model(), version(), digest(), any::<u64>(), any::<u32>()),
         (any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>()),
         (vec(any::<u64>(), 0..16), any::<u32>(), any::<u32>(), any::<u64>(), any::<u64>()),
-        (prop::option::of(shadow), vec(feature, 0..3)),
+        (prop::option::of(shadow), vec(feature, 0..3), vec(any::<u64>(), 0..10), prop::option::of(finite())),
     )
         .prop_map(
             |(
                 (model, version, digest, window_start, window_secs),
                 (requests, errors, timeouts, rejected),
                 h,
-                (shadow, features),
+                (shadow, features, output_classes, class_psi),
             )| {
                 InferenceWindow {
                     model,
@@ -108,6 +126,8 @@ fn window() -> impl Strategy<Value = InferenceWindow> {
                     cache_misses: h.4,
                     shadow,
                     features,
+                    output_classes,
+                    class_psi,
                 }
             },
         )

@@ -44,7 +44,18 @@ fn samples() -> Vec<(&'static str, Message)> {
             candidate_p95_us: 450,
             candidate_mem_bytes: 160_000,
         }),
-        features: vec![FeatureStats { feature: 0, lo: 0.0, hi: 1.0, bins: vec![5, 10, 20, 10, 5] }],
+        features: vec![FeatureStats {
+            tensor: "input".into(),
+            count: 76_800,
+            mean: 0.3,
+            variance: 0.12,
+            lo: 0.0,
+            hi: 1.0,
+            bins: vec![0, 5, 10, 20, 10, 5, 0],
+            psi: Some(0.02),
+        }],
+        output_classes: vec![120, 118, 121, 119, 122, 120, 118, 121, 120, 121],
+        class_psi: Some(0.001),
     };
     let event = UpdateEvent {
         rollout: Some("r-7".into()),

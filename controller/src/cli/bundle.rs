@@ -234,6 +234,7 @@ fn json(b: &Inspected) -> serde_json::Value {
         "inputs": m.interface.inputs.iter().map(shape).collect::<Vec<_>>(),
         "outputs": m.interface.outputs.iter().map(shape).collect::<Vec<_>>(),
         "selftest_vectors": m.selftest.len(),
+        "reference_samples": m.reference.as_ref().map(|r| r.samples),
         "signatures": b.signatures.iter().map(|s| s.key_id.to_string()).collect::<Vec<_>>(),
     })
 }
@@ -259,6 +260,10 @@ fn print_table(b: &Inspected) {
         println!("output       {}", shape(t));
     }
     println!("self-tests   {} vector(s)", m.selftest.len());
+    match &m.reference {
+        Some(r) => println!("reference    drift profile of {} sample(s)", r.samples),
+        None => println!("reference    none (pass --selftest-input to record one)"),
+    }
     println!("valid        {} → {}", m.created, m.expires);
     println!("signed by    {}", if sigs.is_empty() { "nobody".into() } else { sigs.join(", ") });
 }

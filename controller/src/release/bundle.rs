@@ -2,6 +2,7 @@
 
 use super::ReleaseError;
 use super::keys::{read_private, read_public};
+use super::reference;
 use super::selftest::{self, Inputs};
 use crate::files;
 use crate::model_probe;
@@ -46,6 +47,14 @@ pub fn create(c: &Create) -> Result<Inspected, ReleaseError> {
         None => Inputs::Seeded,
     };
     let vectors = selftest::make_vectors(&probe, &inputs, c.selftest_count)?;
+    // With real samples, also record what inputs and answers looked like, for on-device drift (PSI).
+    let reference = match &inputs {
+        Inputs::File { bytes, path } => {
+            let samples = selftest::file_samples(&probe, bytes, path)?;
+            reference::profile(&probe, &samples).map_err(model_err)?
+        }
+        Inputs::Seeded => None,
+    };
     let base = c.base.as_deref().map(files::read).transpose()?;
     if let (Some(base), Some(path)) = (&base, &c.base) {
         // A delta against a model devices could not be running is useless; at least it must load.
@@ -63,6 +72,7 @@ pub fn create(c: &Create) -> Result<Inspected, ReleaseError> {
         selftest: vectors,
         created: c.now,
         expires: c.now + c.lifetime_secs,
+        reference,
     };
     let file = obundle::create(&manifest, &keys, &bytes);
     files::write_atomic(&c.out, &file, None)?;

@@ -3,6 +3,7 @@
 
 pub mod bundle;
 pub mod keys;
+pub mod reference;
 pub mod selftest;
 
 use crate::files::FileError;

@@ -27,7 +27,9 @@ pub fn make_vectors(probe: &Probe, inputs: &Inputs, count: usize) -> Result<Vec<
     }
     let sets: Vec<Vec<Tensor>> = match inputs {
         Inputs::Seeded => (0..count).map(|v| seeded_inputs(probe, v as u64)).collect(),
-        Inputs::File { bytes, path } => file_inputs(probe, bytes, path, count)?,
+        Inputs::File { bytes, path } => {
+            file_samples(probe, bytes, path)?.into_iter().take(count).map(|t| vec![t]).collect()
+        }
     };
     sets.into_iter()
         .map(|inputs| {
@@ -63,7 +65,8 @@ fn seeded_inputs(probe: &Probe, vector: u64) -> Vec<Tensor> {
         .collect()
 }
 
-fn file_inputs(probe: &Probe, bytes: &[u8], path: &str, count: usize) -> Result<Vec<Vec<Tensor>>, ReleaseError> {
+/// Every sample in a `--selftest-input` file, as batch-1 tensors of the model's single input.
+pub fn file_samples(probe: &Probe, bytes: &[u8], path: &str) -> Result<Vec<Tensor>, ReleaseError> {
     if probe.interface.inputs.len() != 1 {
         return Err(ReleaseError::Invalid(format!(
             "--selftest-input needs a single-input model; this one has {} inputs",
@@ -80,10 +83,9 @@ fn file_inputs(probe: &Probe, bytes: &[u8], path: &str, count: usize) -> Result<
     }
     Ok(bytes
         .chunks_exact(per)
-        .take(count)
         .map(|sample| {
             let data = sample.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes"))).collect();
-            vec![Tensor { name: probe.interface.inputs[0].name.clone(), shape: shape.clone(), data }]
+            Tensor { name: probe.interface.inputs[0].name.clone(), shape: shape.clone(), data }
         })
         .collect())
 }
