@@ -192,7 +192,8 @@ fn every_attack_fixture_is_refused_by_bundle_verify_with_its_reason_code() {
         let [bundle, policy, base, expected] = cols[..] else { panic!("bad index line {line:?}") };
         let (b, t, r) = (f(bundle), f(policy), f("root.pub"));
         let mut args = vec!["bundle", "verify", &b, "--trust", &t, "--root-pub", &r];
-        args.extend(["--now", "1800000000", "--floor", "5", "--arch", "x86_64", "--agent-version", "0.1.0"]);
+        args.extend(["--now", "1800000000", "--floor", "5", "--policy-floor", "1", "--arch", "x86_64"]);
+        args.extend(["--agent-version", "0.1.0"]);
         let base_path = f(base);
         if base != "-" {
             args.extend(["--base", &base_path]);

@@ -79,6 +79,7 @@ fn main() {
             now: NOW,
             expiry_grace: 0,
             floor: 0,
+            policy_floor: 0,
             device: &device,
             base,
             limits: &limits,
@@ -92,6 +93,6 @@ fn main() {
     time("verify v1 (full bundle)", 500, Some(base), || req(&full, None));
     time("verify v2 (delta against v1)", 500, Some(base), || req(&delta, Some(&v1)));
     time("verify trust policy only", 2000, Some(base), || {
-        trust::verify_policy(&policy, &roots, NOW, 0, &limits).unwrap().policy.version
+        trust::verify_policy(&policy, &roots, NOW, 0, 0, &limits).unwrap().policy.version
     });
 }

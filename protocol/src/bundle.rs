@@ -41,7 +41,7 @@ pub fn create(manifest: &Manifest, keys: &[PrivateKey], payload: &[u8]) -> Vec<u
 /// Adds `key`'s signature to an existing bundle (for k-of-n thresholds, each key holder signs in turn).
 /// Signing twice with one key changes nothing: thresholds count distinct keys.
 pub fn add_signature(bundle: &[u8], key: &PrivateKey, limits: &Limits) -> Result<Vec<u8>, Rejection> {
-    let file = signed::parse(bundle, BUNDLE_MAGIC, "bundle", limits.max_manifest, limits.max_signatures)?;
+    let file = signed::parse(bundle, BUNDLE_MAGIC, "bundle", limits.max_manifest, limits)?;
     let mut sigs = file.signatures;
     let id = KeyId::of(&key.verifying_key());
     if !sigs.iter().any(|s| s.key_id == id) {
@@ -61,7 +61,7 @@ pub struct Inspected {
 }
 
 pub fn inspect(bundle: &[u8], limits: &Limits) -> Result<Inspected, Rejection> {
-    let file = signed::parse(bundle, BUNDLE_MAGIC, "bundle", limits.max_manifest, limits.max_signatures)?;
+    let file = signed::parse(bundle, BUNDLE_MAGIC, "bundle", limits.max_manifest, limits)?;
     Ok(Inspected {
         manifest: decode_manifest(file.body)?,
         signatures: file.signatures,

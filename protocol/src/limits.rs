@@ -40,9 +40,15 @@ impl Default for Limits {
 }
 
 impl Limits {
+    /// The largest encoded signature list: one encoded signature is 74 bytes (8-byte key id, length
+    /// byte, 64 signature bytes, count prefix amortised), so 80 per signature plus a varint is ample.
+    pub fn max_signature_bytes(&self) -> usize {
+        self.max_signatures * 80 + 8
+    }
+
     /// The largest `.obundle` file these limits admit (header + manifest + signatures + payload).
     pub fn max_bundle(&self) -> u64 {
-        let sigs = self.max_signatures as u64 * 128 + 16;
+        let sigs = self.max_signature_bytes() as u64;
         self.max_payload + self.max_manifest as u64 + sigs + 64
     }
 }

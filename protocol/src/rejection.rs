@@ -43,10 +43,13 @@ pub enum RejectReason {
     SelfTestFailed,
     /// The model could not be loaded or its interface differs from the manifest (reported by the agent).
     ModelUnloadable,
+    /// The trust policy is older than one the device already accepted: stops an attacker from
+    /// reinstating a policy that still lists a since-revoked release key.
+    PolicyRollback,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 18] = [
+    pub const ALL: [RejectReason; 19] = [
         RejectReason::BadSignature,
         RejectReason::UnknownKey,
         RejectReason::BelowThreshold,
@@ -65,6 +68,7 @@ impl RejectReason {
         RejectReason::DeltaBaseMismatch,
         RejectReason::SelfTestFailed,
         RejectReason::ModelUnloadable,
+        RejectReason::PolicyRollback,
     ];
 
     /// The stable snake_case code printed by the CLI and stored by the controller.
@@ -88,6 +92,7 @@ impl RejectReason {
             RejectReason::DeltaBaseMismatch => "delta_base_mismatch",
             RejectReason::SelfTestFailed => "selftest_failed",
             RejectReason::ModelUnloadable => "model_unloadable",
+            RejectReason::PolicyRollback => "policy_rollback",
         }
     }
 }

@@ -24,8 +24,9 @@ pub fn parse<'a>(
     magic: &[u8; 8],
     what: &str,
     max_body: usize,
-    max_signatures: usize,
+    limits: &crate::limits::Limits,
 ) -> Result<SignedFile<'a>, Rejection> {
+    let max_signatures = limits.max_signatures;
     let truncated = |part: &str| Rejection::new(RejectReason::Truncated, format!("{what} ends inside its {part}"));
     if bytes.len() < 8 {
         return Err(truncated("header"));
@@ -38,8 +39,8 @@ pub fn parse<'a>(
     }
     let (body, after) =
         length_prefixed(&bytes[8..], max_body, what, "body").map_err(|e| e.unwrap_or_else(|| truncated("body")))?;
-    // A signature is ~75 bytes encoded; bound the list before decoding it.
-    let max_sig_bytes = max_signatures * 80 + 8;
+    // Bound the list's bytes before decoding it.
+    let max_sig_bytes = limits.max_signature_bytes();
     let (sig_bytes, rest) = length_prefixed(after, max_sig_bytes, what, "signature list")
         .map_err(|e| e.unwrap_or_else(|| truncated("signature list")))?;
     let signatures: Vec<Signature> = postcard::from_bytes(sig_bytes)

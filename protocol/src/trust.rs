@@ -62,21 +62,22 @@ pub fn create_policy(policy: &TrustPolicy, roots: &[PrivateKey]) -> Vec<u8> {
 
 /// Decodes a policy file without checking signatures: for `inspect`-style display only.
 pub fn read_policy_unverified(bytes: &[u8], limits: &Limits) -> Result<(TrustPolicy, Vec<Signature>), Rejection> {
-    let file = signed::parse(bytes, POLICY_MAGIC, "trust policy", limits.max_policy, limits.max_signatures)?;
+    let file = signed::parse(bytes, POLICY_MAGIC, "trust policy", limits.max_policy, limits)?;
     let policy = decode_body(file.body)?;
     Ok((policy, file.signatures))
 }
 
 /// Checks a trust policy against the pinned roots at time `now` (plus `grace` seconds for devices whose
-/// clock may lag).
+/// clock may lag), refusing versions below `version_floor` (the highest the device accepted).
 pub fn verify_policy(
     bytes: &[u8],
     roots: &RootKeys,
     now: UnixTime,
     grace: u64,
+    version_floor: u64,
     limits: &Limits,
 ) -> Result<Verified<CheckedPolicy>, Rejection> {
-    let file = signed::parse(bytes, POLICY_MAGIC, "trust policy", limits.max_policy, limits.max_signatures)?;
+    let file = signed::parse(bytes, POLICY_MAGIC, "trust policy", limits.max_policy, limits)?;
     if !file.rest.is_empty() {
         return Err(Rejection::new(
             RejectReason::Malformed,
@@ -96,6 +97,16 @@ pub fn verify_policy(
     )
     .map_err(|e| Rejection::new(RejectReason::PolicyNotSignedByRoot, format!("{} ({})", e.detail, e.reason)))?;
     let policy = decode_body(file.body)?;
+    // Rollback of the key set: an old policy may still list a release key revoked since.
+    if policy.version < version_floor {
+        return Err(Rejection::new(
+            RejectReason::PolicyRollback,
+            format!(
+                "trust policy v{} is older than v{version_floor}, which this device already accepted",
+                policy.version
+            ),
+        ));
+    }
     // Freeze attack: an attacker who replays an old policy forever keeps revoked keys alive.
     if now > policy.expires.saturating_add(grace) {
         return Err(Rejection::new(

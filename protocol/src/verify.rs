@@ -53,6 +53,8 @@ pub struct VerifyRequest<'a> {
     pub expiry_grace: u64,
     /// The highest release sequence this device has committed for the model; only higher ones pass.
     pub floor: u64,
+    /// The highest trust policy version this device has accepted; older policies are refused.
+    pub policy_floor: u64,
     pub device: &'a DeviceFacts,
     pub base: Option<&'a [u8]>,
     pub limits: &'a Limits,
@@ -76,8 +78,8 @@ pub fn verify(req: &VerifyRequest<'_>) -> Result<Verified<VerifiedBundle>, Rejec
             format!("bundle is {} bytes; the limit is {}", req.bundle.len(), limits.max_bundle()),
         ));
     }
-    let policy = trust::verify_policy(req.policy, req.roots, req.now, req.expiry_grace, limits)?;
-    let file = signed::parse(req.bundle, BUNDLE_MAGIC, "bundle", limits.max_manifest, limits.max_signatures)?;
+    let policy = trust::verify_policy(req.policy, req.roots, req.now, req.expiry_grace, req.policy_floor, limits)?;
+    let file = signed::parse(req.bundle, BUNDLE_MAGIC, "bundle", limits.max_manifest, limits)?;
     // Signatures first, over the exact bytes; the manifest is decoded only once it is authentic.
     let signers = signed::check_threshold(
         &policy.release_keys,

@@ -14,6 +14,8 @@ use std::path::PathBuf;
 const NOW: u64 = 1_800_000_000;
 const DAY: u64 = 86_400;
 const FLOOR: u64 = 5;
+/// The trust policy version the device already accepted.
+const POLICY_FLOOR: u64 = 1;
 
 fn root() -> PrivateKey {
     private_key_from_seed([1; 32])
@@ -31,9 +33,13 @@ fn model(seed: u8) -> Vec<u8> {
 }
 
 fn policy(threshold: u8, expires: u64, signer: &PrivateKey) -> Vec<u8> {
+    policy_v(1, threshold, expires, signer)
+}
+
+fn policy_v(version: u64, threshold: u8, expires: u64, signer: &PrivateKey) -> Vec<u8> {
     let p = TrustPolicy {
         format: POLICY_FORMAT,
-        version: 1,
+        version,
         created: NOW - DAY,
         expires,
         threshold,
@@ -161,6 +167,10 @@ fn cases() -> Vec<Case> {
             policy: ("trust-expired", policy(1, NOW - DAY, &root())),
             ..case("policy-expired", good.clone(), Some(PolicyExpired))
         },
+        Case {
+            policy: ("trust-old", policy_v(0, 1, NOW + DAY, &root())),
+            ..case("policy-rollback", good.clone(), Some(PolicyRollback))
+        },
         case("manifest-expired", signed_with(&[release(0)], |m| m.expires = NOW - DAY), Some(ManifestExpired)),
         case("rollback", signed_with(&[release(0)], |m| m.sequence = FLOOR), Some(Rollback)),
         case("payload-digest-mismatch", flipped_payload, Some(PayloadDigestMismatch)),
@@ -204,7 +214,9 @@ fn every_attack_fixture_is_refused_with_its_own_reason_and_good_ones_pass() {
     fixture("root.pub", keys::public_key_to_pem(&root().verifying_key()).as_bytes());
     fixture("base-model.bin", &model(1));
     fixture("other-model.bin", &model(3));
-    let mut index = String::from("# bundle\tpolicy\tbase\texpected (now 1800000000, floor 5, x86_64, agent 0.1.0)\n");
+    let mut index = String::from(
+        "# bundle\tpolicy\tbase\texpected (now 1800000000, floor 5, policy floor 1, x86_64, agent 0.1.0)\n",
+    );
     for c in cases() {
         let base = match &c.base {
             Some(b) if *b == model(1) => "base-model.bin",
@@ -225,6 +237,7 @@ fn every_attack_fixture_is_refused_with_its_own_reason_and_good_ones_pass() {
             now: NOW,
             expiry_grace: 0,
             floor: FLOOR,
+            policy_floor: POLICY_FLOOR,
             device: &device,
             base: c.base.as_deref(),
             limits: &limits,
@@ -253,6 +266,7 @@ fn expiry_grace_lets_a_device_with_a_lagging_clock_install() {
         now: NOW,
         expiry_grace: 0,
         floor: 0,
+        policy_floor: 0,
         device: &device,
         base: None,
         limits: &Limits::default(),
@@ -279,6 +293,7 @@ fn a_signature_added_later_meets_a_two_of_three_threshold() {
             now: NOW,
             expiry_grace: 0,
             floor: 0,
+            policy_floor: 0,
             device: &device,
             base: None,
             limits: &Limits::default(),

@@ -66,6 +66,9 @@ enum Command {
         /// The device's release floor (highest committed sequence).
         #[arg(long, default_value_t = 0)]
         floor: u64,
+        /// The highest trust policy version the device already accepted.
+        #[arg(long = "policy-floor", default_value_t = 0)]
+        policy_floor: u64,
         /// The device's architecture (default: this machine's).
         #[arg(long)]
         arch: Option<Arch>,
@@ -142,7 +145,19 @@ pub fn run(args: Args) -> Result<(), Failure> {
             println!("{}: signed by {}", bundle.display(), ids.join(", "));
             Ok(())
         }
-        Command::Verify { bundle, trust, root_pubs, root_threshold, floor, arch, agent_version, base, now, grace } => {
+        Command::Verify {
+            bundle,
+            trust,
+            root_pubs,
+            root_threshold,
+            floor,
+            policy_floor,
+            arch,
+            agent_version,
+            base,
+            now,
+            grace,
+        } => {
             let arch = match arch.or_else(Arch::current) {
                 Some(a) => a,
                 None => return Err(Failure::Error("this machine's architecture is unsupported: pass --arch".into())),
@@ -153,6 +168,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
                 root_pubs,
                 root_threshold,
                 floor,
+                policy_floor,
                 arch,
                 agent_version: agent_version.unwrap_or_else(this_version),
                 base,
