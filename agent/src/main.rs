@@ -1,9 +1,11 @@
-//! `outpost-agent`: thin wrapper over the `outpost_agent` library.
+//! `outpost-agent`: thin wrapper. Parses arguments, runs the command, maps failures to exit codes.
+
+use clap::Parser;
 
 fn main() {
-    eprintln!(
-        "outpost-agent {}: the serving and update commands are not built yet (local inference and the fleet link come next)",
-        outpost_agent::version()
-    );
-    std::process::exit(2);
+    let cli = outpost_agent::cli::Cli::parse();
+    if let Err(failure) = outpost_agent::cli::run(cli) {
+        eprintln!("{failure}");
+        std::process::exit(failure.exit_code());
+    }
 }

@@ -46,7 +46,7 @@ fn main() {
             threshold: 1,
             release_keys: vec![release.verifying_key().to_bytes()],
         },
-        &[root.clone()],
+        std::slice::from_ref(&root),
     );
     let (v1, v2) = (model("digits-v1.onnx"), model("digits-v2.onnx"));
     let make = |m: &[u8], base: Option<&[u8]>, seq| {

@@ -60,6 +60,16 @@ impl ShadowAccumulator {
         (self.compared > 0).then(|| self.agreed_top1 as f64 / self.compared as f64)
     }
 
+    /// Classifier rows compared so far in this window.
+    pub fn compared(&self) -> u64 {
+        self.compared
+    }
+
+    /// Largest element-wise difference between primary and candidate outputs so far.
+    pub fn max_abs_diff(&self) -> f32 {
+        self.max_abs_diff
+    }
+
     /// Candidate latencies so far (for the Prometheus exporter).
     pub fn latency(&self) -> &LatencyHistogram {
         &self.latency

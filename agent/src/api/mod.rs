@@ -1,0 +1,192 @@
+//! The local HTTP API: the Open Inference Protocol (KServe v2 REST) on loopback, `/metrics` in Prometheus
+//! text, and `/outpost/v1/status` for `outpost-agent status`. Errors are `{"error": "..."}` with the
+//! status a client can act on: 400 fix the request, 404 wrong model, 413 too big, 429/503 retry later
+//! (`Retry-After`), 504 too slow.
+
+pub mod oip;
+
+use crate::runtime::{InferError, InferRequest, InputTensor, Runtime};
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use oip::{InferRequestJson, InferResponseJson, ModelMetadata, OutputJson, TensorMetadata};
+use outpost_protocol::manifest::{Dim, TensorSpec};
+use std::sync::Arc;
+use std::time::Instant;
+
+pub fn router(rt: Arc<Runtime>) -> Router {
+    let max_body = rt.config().inference.max_body_bytes;
+    Router::new()
+        .route("/v2/health/live", get(|| async { Json(serde_json::json!({"live": true})) }))
+        .route("/v2/health/ready", get(ready))
+        .route("/v2/models/{name}", get(metadata))
+        .route("/v2/models/{name}/ready", get(model_ready))
+        .route("/v2/models/{name}/infer", post(infer))
+        .route("/metrics", get(metrics))
+        .route("/outpost/v1/status", get(status))
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(rt)
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    let mut r = (status, Json(serde_json::json!({ "error": message.into() }))).into_response();
+    let retry = match status {
+        StatusCode::TOO_MANY_REQUESTS => Some("1"),
+        StatusCode::SERVICE_UNAVAILABLE => Some("5"),
+        _ => None,
+    };
+    if let Some(secs) = retry {
+        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static(secs));
+    }
+    r
+}
+
+fn infer_error(e: &InferError) -> Response {
+    let status = match e {
+        InferError::UnknownModel(_) => StatusCode::NOT_FOUND,
+        InferError::NotReady => StatusCode::SERVICE_UNAVAILABLE,
+        InferError::BadRequest(_) => StatusCode::BAD_REQUEST,
+        InferError::Overloaded(_) => StatusCode::TOO_MANY_REQUESTS,
+        InferError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+        InferError::Failed(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    error(status, e.to_string())
+}
+
+async fn ready(State(rt): State<Arc<Runtime>>) -> Response {
+    match rt.active() {
+        Some(_) => Json(serde_json::json!({"ready": true})).into_response(),
+        None => error(StatusCode::SERVICE_UNAVAILABLE, "no model is active yet"),
+    }
+}
+
+async fn model_ready(State(rt): State<Arc<Runtime>>, Path(name): Path<String>) -> Response {
+    match rt.active() {
+        Some(m) if m.name() == name => Json(serde_json::json!({"name": name, "ready": true})).into_response(),
+        Some(_) => error(StatusCode::NOT_FOUND, format!("model {name:?} is not served here")),
+        None => error(StatusCode::SERVICE_UNAVAILABLE, "no model is active yet"),
+    }
+}
+
+fn tensor_meta(t: &TensorSpec) -> TensorMetadata {
+    TensorMetadata {
+        name: t.name.clone(),
+        datatype: t.dtype.as_str(),
+        shape: t.shape.iter().map(|d| if let Dim::Fixed(n) = d { *n as i64 } else { -1 }).collect(),
+    }
+}
+
+async fn metadata(State(rt): State<Arc<Runtime>>, Path(name): Path<String>) -> Response {
+    let Some(m) = rt.active().filter(|m| m.name() == name) else {
+        return error(StatusCode::NOT_FOUND, format!("model {name:?} is not served here"));
+    };
+    let iface = m.interface();
+    Json(ModelMetadata {
+        name: m.name().to_owned(),
+        versions: vec![m.manifest.version.to_string()],
+        platform: "onnx_tract",
+        inputs: iface.inputs.iter().map(tensor_meta).collect(),
+        outputs: iface.outputs.iter().map(tensor_meta).collect(),
+    })
+    .into_response()
+}
+
+async fn infer(
+    State(rt): State<Arc<Runtime>>,
+    Path(name): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let start = Instant::now();
+    let (version, response) = match infer_inner(&rt, name.clone(), body).await {
+        Ok((version, r)) => (version, r),
+        Err(r) => (rt.active().map(|m| m.manifest.version.to_string()).unwrap_or_default(), r),
+    };
+    rt.metrics.request(&name, &version, response.status().as_u16(), start.elapsed());
+    response
+}
+
+async fn infer_inner(
+    rt: &Runtime,
+    name: String,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(String, Response), Response> {
+    let body = body.map_err(|e| {
+        let status = e.status();
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            error(status, format!("request body over the {} byte limit", rt.config().inference.max_body_bytes))
+        } else {
+            error(status, e.body_text())
+        }
+    })?;
+    let req: InferRequestJson = serde_json::from_slice(&body)
+        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("invalid request JSON: {e}")))?;
+    for t in &req.inputs {
+        if t.datatype != "FP32" {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                format!("input {:?} has datatype {}; the model takes FP32", t.name, t.datatype),
+            ));
+        }
+    }
+    let id = req.id.clone();
+    let request = InferRequest {
+        model: name,
+        inputs: req.inputs.into_iter().map(|t| InputTensor { name: t.name, shape: t.shape, data: t.data }).collect(),
+        outputs: req.outputs.map(|o| o.into_iter().map(|o| o.name).collect()),
+    };
+    let res = rt.infer(request).await.map_err(|e| infer_error(&e))?;
+    let json = InferResponseJson {
+        model_name: &res.model_name,
+        model_version: &res.model_version,
+        id,
+        outputs: res
+            .outputs
+            .iter()
+            .map(|t| OutputJson { name: &t.name, shape: &t.shape, datatype: "FP32", data: &t.data })
+            .collect(),
+    };
+    let mut response = Json(json).into_response();
+    if res.cached {
+        response.headers_mut().insert("x-outpost-cache", HeaderValue::from_static("hit"));
+    }
+    Ok((res.model_version.clone(), response))
+}
+
+async fn metrics(State(rt): State<Arc<Runtime>>) -> Response {
+    let text = rt.metrics.prometheus(&rt.gauges());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+async fn status(State(rt): State<Arc<Runtime>>) -> Response {
+    let model = |m: &crate::runtime::model::LoadedModel| {
+        serde_json::json!({
+            "name": m.name(),
+            "version": m.manifest.version.to_string(),
+            "sequence": m.manifest.sequence,
+            "digest": m.digest.to_hex(),
+            "load_ms": m.load_time.as_secs_f64() * 1e3,
+            "max_batch": m.max_rows(),
+            "calibration_us_per_row": m.calibration.iter().map(|(b, t)| (b.to_string(), t.as_secs_f64() * 1e6)).collect::<std::collections::BTreeMap<_, _>>(),
+        })
+    };
+    let g = rt.gauges();
+    let latency = rt.metrics.latency();
+    Json(serde_json::json!({
+        "agent_version": crate::version().to_string(),
+        "active": rt.active().as_deref().map(model),
+        "candidate": rt.candidate().as_deref().map(model),
+        "shadow_agreement": g.shadow_agreement,
+        "shadow_compared": g.shadow_compared,
+        "requests": rt.metrics.requests_total(),
+        "latency_p50_us": latency.quantile_us(0.5),
+        "latency_p95_us": latency.quantile_us(0.95),
+        "queue_depth": g.queue_depth,
+        "cache_entries": g.cache_entries,
+        "rss_bytes": g.rss_bytes,
+    }))
+    .into_response()
+}

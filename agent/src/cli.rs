@@ -1,0 +1,196 @@
+//! The `outpost-agent` command line. Exit codes: 0 success, 1 a bundle was refused or a self-test
+//! failed, 2 any other error (bad config, unreadable files); failures print one line naming what.
+
+use crate::config::{Config, DEFAULT_CONFIG, Overrides};
+use crate::install::{self, Target, Trust};
+use crate::runtime::model::LoadedModel;
+use crate::store::Store;
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(name = "outpost-agent", version, about = "Outpost device agent: local inference and verified model updates")]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, clap::Args, Clone, Default)]
+pub struct Common {
+    /// Configuration file (TOML); every key is optional.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    #[arg(long = "data-dir")]
+    data_dir: Option<PathBuf>,
+    /// Trust policy file.
+    #[arg(long)]
+    trust: Option<PathBuf>,
+    /// Pinned root public key (PEM); repeatable.
+    #[arg(long = "root-pub")]
+    root_pub: Vec<PathBuf>,
+    /// Address of the local API, e.g. 127.0.0.1:8470.
+    #[arg(long)]
+    listen: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve local inference (Open Inference Protocol over HTTP).
+    Run {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Verify a signed bundle with the pinned trust root, self-test it, and install it.
+    Install {
+        bundle: PathBuf,
+        #[command(flatten)]
+        common: Common,
+        /// Install as the shadow candidate instead of activating it.
+        #[arg(long)]
+        shadow: bool,
+    },
+    /// Run the active model's self-test vectors; exit 1 on a mismatch.
+    Selftest {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Show the slots and, when the agent is running, its live figures.
+    Status {
+        #[command(flatten)]
+        common: Common,
+        #[arg(short = 'o', long = "output", value_enum, default_value_t)]
+        output: Output,
+    },
+    /// Print the documented default configuration.
+    PrintDefaultConfig,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    #[default]
+    Table,
+    Json,
+}
+
+/// How a command failed; `main` maps it to the exit code.
+#[derive(Debug)]
+pub enum Failure {
+    Refused(String),
+    Error(String),
+}
+
+impl Failure {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Failure::Refused(_) => 1,
+            Failure::Error(_) => 2,
+        }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Refused(m) | Failure::Error(m) => f.write_str(m),
+        }
+    }
+}
+
+fn err(e: impl std::fmt::Display) -> Failure {
+    Failure::Error(format!("error: {e}"))
+}
+
+fn load_config(common: &Common) -> Result<Config, Failure> {
+    let overrides = Overrides {
+        data_dir: common.data_dir.clone(),
+        listen: common.listen.clone(),
+        trust: common.trust.clone(),
+        root_pubs: common.root_pub.clone(),
+    };
+    Config::load(common.config.as_deref(), &overrides).map_err(err)
+}
+
+pub fn run(cli: Cli) -> Result<(), Failure> {
+    match cli.command {
+        Command::PrintDefaultConfig => {
+            print!("{DEFAULT_CONFIG}");
+            Ok(())
+        }
+        Command::Run { common } => {
+            // The config is fully validated before any socket is bound.
+            let cfg = load_config(&common)?;
+            init_tracing();
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(err)?;
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::bind(cfg.listen)
+                    .await
+                    .map_err(|e| err(format!("cannot listen on {}: {e}", cfg.listen)))?;
+                crate::serve::serve(cfg, listener, shutdown_signal()).await.map_err(err)
+            })
+        }
+        Command::Install { bundle, common, shadow } => {
+            let cfg = load_config(&common)?;
+            let trust = Trust::load(&cfg).map_err(err)?;
+            let store = Store::open(&cfg.data_dir).map_err(err)?;
+            let bytes = std::fs::read(&bundle).map_err(|e| err(format!("{}: {e}", bundle.display())))?;
+            let target = if shadow { Target::Candidate } else { Target::Activate };
+            match install::install(&store, &trust, &bytes, now(), target) {
+                Ok(done) => {
+                    let m = &done.manifest;
+                    let slot = if shadow { "candidate (shadow)" } else { "active" };
+                    println!(
+                        "installed {} {} (sequence {}) as {slot}: {} self-test vector(s) passed",
+                        m.name, m.version, m.sequence, done.selftests
+                    );
+                    Ok(())
+                }
+                Err(install::InstallError::Rejected(r)) => Err(Failure::Refused(format!("rejected: {r}"))),
+                Err(e) => Err(err(e)),
+            }
+        }
+        Command::Selftest { common } => {
+            let cfg = load_config(&common)?;
+            let store = Store::open(&cfg.data_dir).map_err(err)?;
+            let slots = store.slots().map_err(err)?;
+            let digest = slots.active_digest().ok_or_else(|| err("no active model to test"))?;
+            let (bytes, manifest) = store.read_model(&digest).map_err(err)?;
+            let what = format!("{} {}", manifest.name, manifest.version);
+            let model = LoadedModel::load(&bytes, manifest, 1)
+                .map_err(|e| Failure::Refused(format!("selftest failed: {what}: {e}")))?;
+            match crate::runtime::selftest::run(&model) {
+                Ok(n) => {
+                    println!("selftest passed: {what}, {n} vector(s)");
+                    Ok(())
+                }
+                Err(e) => Err(Failure::Refused(format!("selftest failed: {what}: {e}"))),
+            }
+        }
+        Command::Status { common, output } => crate::status::print(&load_config(&common)?, output == Output::Json),
+    }
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("OUTPOST_LOG").unwrap_or_else(|_| "info".into());
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).try_init();
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,291 @@
+//! Agent configuration: TOML → `RawConfig` (unknown keys refused, naming the key) → validated `Config`.
+//! The default config ships in the binary (`print-default-config`) and every field has a default, so an
+//! empty file is a valid config. Flags override the file.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The documented default configuration, printed by `outpost-agent print-default-config`.
+pub const DEFAULT_CONFIG: &str = include_str!("default-agent.toml");
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub data_dir: Option<PathBuf>,
+    pub listen: Option<String>,
+    #[serde(default)]
+    pub trust: RawTrust,
+    #[serde(default)]
+    pub inference: RawInference,
+    #[serde(default)]
+    pub cache: RawCache,
+    #[serde(default)]
+    pub shadow: RawShadow,
+    #[serde(default)]
+    pub drift: RawDrift,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTrust {
+    pub policy: Option<PathBuf>,
+    pub root_pub: Option<Vec<PathBuf>>,
+    pub root_threshold: Option<usize>,
+    pub expiry_grace: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawInference {
+    pub workers: Option<usize>,
+    pub max_batch: Option<usize>,
+    pub max_delay: Option<String>,
+    pub queue_capacity: Option<usize>,
+    pub request_timeout: Option<String>,
+    pub max_body_bytes: Option<usize>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCache {
+    pub max_entries: Option<usize>,
+    pub max_bytes: Option<usize>,
+    pub ttl: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawShadow {
+    pub sample_percent: Option<u8>,
+    pub queue_capacity: Option<usize>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDrift {
+    pub lo: Option<f32>,
+    pub hi: Option<f32>,
+    pub bins: Option<usize>,
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub trust: TrustConfig,
+    pub inference: InferenceConfig,
+    pub cache: CacheConfig,
+    pub shadow: ShadowConfig,
+    pub drift: DriftConfig,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrustConfig {
+    pub policy: Option<PathBuf>,
+    pub root_pubs: Vec<PathBuf>,
+    pub root_threshold: usize,
+    pub expiry_grace: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct InferenceConfig {
+    pub workers: usize,
+    pub max_batch: usize,
+    pub max_delay: Duration,
+    pub queue_capacity: usize,
+    pub request_timeout: Duration,
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CacheConfig {
+    pub max_entries: usize,
+    pub max_bytes: usize,
+    pub ttl: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShadowConfig {
+    pub sample_percent: u8,
+    pub queue_capacity: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DriftConfig {
+    pub lo: f32,
+    pub hi: f32,
+    pub bins: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("{path}: `{key}`: {message}")]
+    Invalid { path: String, key: &'static str, message: String },
+}
+
+/// Settings given as command-line flags; each overrides the file.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub data_dir: Option<PathBuf>,
+    pub listen: Option<String>,
+    pub trust: Option<PathBuf>,
+    pub root_pubs: Vec<PathBuf>,
+}
+
+impl Config {
+    /// Reads `path` (or uses the defaults when `None`), applies `overrides`, validates.
+    pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let (raw, name) = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read { path: p.into(), source })?;
+                (parse(&text, &p.display().to_string())?, p.display().to_string())
+            }
+            None => (RawConfig::default(), "defaults".to_string()),
+        };
+        Config::validate(raw, overrides, &name)
+    }
+
+    pub fn validate(mut raw: RawConfig, o: &Overrides, name: &str) -> Result<Config, ConfigError> {
+        if o.data_dir.is_some() {
+            raw.data_dir.clone_from(&o.data_dir);
+        }
+        if o.listen.is_some() {
+            raw.listen.clone_from(&o.listen);
+        }
+        if o.trust.is_some() {
+            raw.trust.policy.clone_from(&o.trust);
+        }
+        if !o.root_pubs.is_empty() {
+            raw.trust.root_pub = Some(o.root_pubs.clone());
+        }
+        let invalid = |key, message: String| ConfigError::Invalid { path: name.to_owned(), key, message };
+        let dur = |key, v: Option<String>, default: Duration| -> Result<Duration, ConfigError> {
+            match v {
+                None => Ok(default),
+                Some(s) => parse_duration(&s).map_err(|m| invalid(key, m)),
+            }
+        };
+        let listen_text = raw.listen.unwrap_or_else(|| "127.0.0.1:8470".into());
+        let listen: SocketAddr =
+            listen_text.parse().map_err(|e| invalid("listen", format!("{listen_text:?} is not IP:PORT ({e})")))?;
+        let i = raw.inference;
+        let workers = i.workers.unwrap_or(1);
+        let max_batch = i.max_batch.unwrap_or(8);
+        let queue_capacity = i.queue_capacity.unwrap_or(64);
+        if workers == 0 || workers > 64 {
+            return Err(invalid("inference.workers", format!("{workers} must be between 1 and 64")));
+        }
+        if max_batch == 0 || max_batch > 256 {
+            return Err(invalid("inference.max_batch", format!("{max_batch} must be between 1 and 256")));
+        }
+        if queue_capacity == 0 {
+            return Err(invalid("inference.queue_capacity", "must be at least 1".into()));
+        }
+        let sample_percent = raw.shadow.sample_percent.unwrap_or(10);
+        if sample_percent > 100 {
+            return Err(invalid("shadow.sample_percent", format!("{sample_percent} is over 100")));
+        }
+        let drift = DriftConfig {
+            lo: raw.drift.lo.unwrap_or(0.0),
+            hi: raw.drift.hi.unwrap_or(1.0),
+            bins: raw.drift.bins.unwrap_or(outpost_protocol::drift::DEFAULT_BINS),
+        };
+        if drift.lo.partial_cmp(&drift.hi) != Some(std::cmp::Ordering::Less) || drift.bins == 0 || drift.bins > 1000 {
+            return Err(invalid("drift", format!("need lo < hi and 1..=1000 bins, got {drift:?}")));
+        }
+        Ok(Config {
+            data_dir: raw.data_dir.unwrap_or_else(|| PathBuf::from("/var/lib/outpost")),
+            listen,
+            trust: TrustConfig {
+                policy: raw.trust.policy,
+                root_pubs: raw.trust.root_pub.unwrap_or_default(),
+                root_threshold: raw.trust.root_threshold.unwrap_or(1).max(1),
+                expiry_grace: dur("trust.expiry_grace", raw.trust.expiry_grace, Duration::from_secs(86_400))?,
+            },
+            inference: InferenceConfig {
+                workers,
+                max_batch,
+                max_delay: dur("inference.max_delay", i.max_delay, Duration::from_micros(500))?,
+                queue_capacity,
+                request_timeout: dur("inference.request_timeout", i.request_timeout, Duration::from_secs(2))?,
+                max_body_bytes: i.max_body_bytes.unwrap_or(4 << 20),
+            },
+            cache: CacheConfig {
+                max_entries: raw.cache.max_entries.unwrap_or(1024),
+                max_bytes: raw.cache.max_bytes.unwrap_or(8 << 20),
+                ttl: dur("cache.ttl", raw.cache.ttl, Duration::from_secs(60))?,
+            },
+            shadow: ShadowConfig { sample_percent, queue_capacity: raw.shadow.queue_capacity.unwrap_or(16) },
+            drift,
+        })
+    }
+}
+
+/// Parses TOML, naming the offending key when a field is unknown or mistyped.
+pub fn parse(text: &str, name: &str) -> Result<RawConfig, ConfigError> {
+    toml::from_str(text).map_err(|e| ConfigError::Parse { path: name.to_owned(), message: e.to_string() })
+}
+
+/// `250us`, `5ms`, `2s`, `10m`, `12h`, `1d`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let bad = || format!("{s:?} is not a duration like 500us, 5ms, 2s, 10m, 12h or 1d");
+    let split = s.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+    let n: u64 = s[..split].parse().map_err(|_| bad())?;
+    Ok(match &s[split..] {
+        "us" => Duration::from_micros(n),
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        "d" => Duration::from_secs(n * 86_400),
+        _ => return Err(bad()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_default_config_parses_to_the_built_in_defaults() {
+        let shipped = Config::validate(parse(DEFAULT_CONFIG, "default").unwrap(), &Overrides::default(), "d").unwrap();
+        let built_in = Config::validate(RawConfig::default(), &Overrides::default(), "d").unwrap();
+        assert_eq!(shipped, built_in);
+    }
+
+    #[test]
+    fn an_unknown_key_is_refused_by_name() {
+        let err = parse("[inference]\nmax_batchh = 4\n", "agent.toml").unwrap_err().to_string();
+        assert!(err.contains("max_batchh"), "{err}");
+        assert!(err.contains("agent.toml"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_refused_by_key() {
+        for (text, key) in [
+            ("listen = \"localhost\"", "listen"),
+            ("[inference]\nmax_batch = 0", "inference.max_batch"),
+            ("[inference]\nmax_delay = \"soon\"", "inference.max_delay"),
+            ("[shadow]\nsample_percent = 150", "shadow.sample_percent"),
+        ] {
+            let err = Config::validate(parse(text, "a.toml").unwrap(), &Overrides::default(), "a.toml").unwrap_err();
+            assert!(err.to_string().contains(key), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let raw = parse("data_dir = \"/from/file\"\nlisten = \"127.0.0.1:1\"", "a").unwrap();
+        let o = Overrides { data_dir: Some("/from/flag".into()), ..Overrides::default() };
+        let c = Config::validate(raw, &o, "a").unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/from/flag"));
+        assert_eq!(c.listen.port(), 1);
+    }
+}

@@ -1,0 +1,154 @@
+//! Installing a signed bundle: verify (signatures, threshold, expiry, floors, digests, limits), load it
+//! in tract and check its interface, run its self-test vectors, store it, and flip the slots. Any failure
+//! is a `Rejection` with a reason code and leaves the slots, and so the serving model, untouched.
+
+use crate::config::Config;
+use crate::runtime::model::LoadedModel;
+use crate::runtime::selftest;
+use crate::store::{Slots, Store, StoreError};
+use outpost_protocol::bundle;
+use outpost_protocol::keys;
+use outpost_protocol::manifest::Manifest;
+use outpost_protocol::trust::RootKeys;
+use outpost_protocol::verify::{self, DeviceFacts, VerifyRequest};
+use outpost_protocol::{Arch, Limits, RejectReason, Rejection};
+use std::path::Path;
+
+/// Where the new model goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// Becomes active; the active model becomes previous; the release floor rises.
+    Activate,
+    /// Becomes the shadow candidate; nothing else changes until it is promoted.
+    Candidate,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    /// The bundle was refused; nothing changed.
+    #[error("rejected: {0}")]
+    Rejected(#[from] Rejection),
+    #[error("{0}")]
+    Setup(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+#[derive(Debug, Clone)]
+pub struct Installed {
+    pub manifest: Manifest,
+    pub selftests: usize,
+    pub slots: Slots,
+}
+
+/// The pinned trust material named by the config.
+#[derive(Debug, Clone)]
+pub struct Trust {
+    pub policy: Vec<u8>,
+    pub roots: RootKeys,
+    pub grace_secs: u64,
+}
+
+impl Trust {
+    pub fn load(cfg: &Config) -> Result<Trust, InstallError> {
+        let t = &cfg.trust;
+        let policy_path = t.policy.as_ref().ok_or_else(|| {
+            InstallError::Setup("no trust policy configured: set [trust] policy or pass --trust".into())
+        })?;
+        if t.root_pubs.is_empty() {
+            return Err(InstallError::Setup(
+                "no root public key configured: set [trust] root_pub or pass --root-pub".into(),
+            ));
+        }
+        let read = |p: &Path| std::fs::read(p).map_err(|e| InstallError::Setup(format!("{}: {e}", p.display())));
+        let policy = read(policy_path)?;
+        let mut roots = Vec::new();
+        for p in &t.root_pubs {
+            let pem = String::from_utf8(read(p)?)
+                .map_err(|_| InstallError::Setup(format!("{}: not PEM text", p.display())))?;
+            roots.push(
+                keys::public_key_from_pem(&pem, &p.display().to_string())
+                    .map_err(|e| InstallError::Setup(e.to_string()))?,
+            );
+        }
+        Ok(Trust {
+            policy,
+            roots: RootKeys { keys: roots, threshold: t.root_threshold },
+            grace_secs: t.expiry_grace.as_secs(),
+        })
+    }
+}
+
+/// Verifies and installs `bundle_bytes`. `now` is Unix seconds.
+pub fn install(
+    store: &Store,
+    trust: &Trust,
+    bundle_bytes: &[u8],
+    now: u64,
+    target: Target,
+) -> Result<Installed, InstallError> {
+    let _lock = store.lock()?;
+    let mut slots = store.slots()?;
+    let limits = Limits::default();
+    // The unverified name only picks which floor applies; verify re-checks everything it depends on.
+    let name = bundle::inspect(bundle_bytes, &limits)?.manifest.name;
+    let base = match slots.active_digest() {
+        Some(d) => Some(store.read_model(&d)?.0),
+        None => None,
+    };
+    let arch = Arch::current().ok_or_else(|| InstallError::Setup("this CPU architecture is not supported".into()))?;
+    let device = DeviceFacts { arch, agent_version: crate::version() };
+    let verified = verify::verify(&VerifyRequest {
+        policy: &trust.policy,
+        roots: &trust.roots,
+        bundle: bundle_bytes,
+        now,
+        expiry_grace: trust.grace_secs,
+        floor: slots.floor(name.as_str()),
+        policy_floor: slots.policy_floor,
+        device: &device,
+        base: base.as_deref(),
+        limits: &limits,
+    })?
+    .into_inner();
+    let what = format!("{} {}", verified.manifest.name, verified.manifest.version);
+    let model = LoadedModel::load(&verified.model, verified.manifest.clone(), 1)
+        .map_err(|e| Rejection::new(RejectReason::ModelUnloadable, format!("{what}: {e}")))?;
+    let selftests =
+        selftest::run(&model).map_err(|e| Rejection::new(RejectReason::SelfTestFailed, format!("{what}: {e}")))?;
+    let digest = store.put_model(&verified.model, &verified.manifest)?;
+    let hex = digest.to_hex();
+    match target {
+        Target::Activate => {
+            if slots.active.as_deref() != Some(hex.as_str()) {
+                slots.previous = slots.active.take();
+            }
+            slots.active = Some(hex.clone());
+            if slots.candidate.as_deref() == Some(hex.as_str()) {
+                slots.candidate = None;
+            }
+            let floor = slots.floors.entry(name.as_str().to_owned()).or_default();
+            *floor = (*floor).max(verified.manifest.sequence);
+        }
+        Target::Candidate => slots.candidate = Some(hex),
+    }
+    slots.policy_floor = slots.policy_floor.max(verified.policy_version);
+    store.write_slots(&slots)?;
+    store.gc(&slots)?;
+    Ok(Installed { manifest: verified.manifest, selftests, slots })
+}
+
+/// Loads the model a slot names, for serving.
+pub fn load_slot(
+    store: &Store,
+    digest: &outpost_protocol::Digest,
+    max_batch: usize,
+    calibrate: bool,
+) -> Result<LoadedModel, String> {
+    let (bytes, manifest) = store.read_model(digest).map_err(|e| e.to_string())?;
+    let mut model = LoadedModel::load(&bytes, manifest, max_batch).map_err(|e| e.to_string())?;
+    if calibrate {
+        model.calibrate(std::time::Duration::from_millis(300));
+    }
+    Ok(model)
+}

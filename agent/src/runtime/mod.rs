@@ -1,0 +1,497 @@
+//! The serving runtime: the active model behind a bounded, batching queue and worker threads; the
+//! result cache; shadow evaluation of a candidate on sampled live requests, off the response path; and
+//! drift statistics. HTTP lives in `api`; this module knows nothing of JSON.
+
+pub mod metrics;
+pub mod model;
+pub mod queue;
+pub mod selftest;
+
+use crate::config::{CacheConfig, DriftConfig, InferenceConfig, ShadowConfig};
+use crate::stats::cache::{CacheKey, ResultCache};
+use crate::stats::drift::{DriftAccumulator, DriftSnapshot};
+use crate::stats::shadow::ShadowAccumulator;
+use metrics::{Gauges, Metrics};
+use model::LoadedModel;
+use outpost_protocol::Digest;
+use outpost_protocol::digest::Hasher;
+use outpost_protocol::telemetry::ShadowStats;
+use queue::{BatchQueue, Queued};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct InputTensor {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutputTensor {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+}
+
+#[derive(Debug, Clone)]
+pub struct InferRequest {
+    pub model: String,
+    pub inputs: Vec<InputTensor>,
+    /// Output names to return; `None` returns all.
+    pub outputs: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct InferResponse {
+    pub model_name: String,
+    pub model_version: String,
+    pub outputs: Arc<Vec<OutputTensor>>,
+    pub cached: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum InferError {
+    #[error("model {0:?} is not served here")]
+    UnknownModel(String),
+    #[error("no model is active yet")]
+    NotReady,
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("overloaded: {0} requests already waiting")]
+    Overloaded(usize),
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    #[error("{0}")]
+    Failed(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuntimeConfig {
+    pub inference: InferenceConfig,
+    pub cache: CacheConfig,
+    pub shadow: ShadowConfig,
+    pub drift: DriftConfig,
+}
+
+use model::Outputs;
+
+struct Job {
+    rows: usize,
+    inputs: Vec<Vec<f32>>,
+    enqueued: Instant,
+    deadline: Instant,
+    shadow: bool,
+    reply: oneshot::Sender<Result<(Arc<LoadedModel>, Outputs), InferError>>,
+}
+
+impl Queued for Job {
+    fn rows(&self) -> usize {
+        self.rows
+    }
+    fn enqueued(&self) -> Instant {
+        self.enqueued
+    }
+}
+
+struct ShadowJob {
+    rows: usize,
+    inputs: Vec<Vec<f32>>,
+    primary: Outputs,
+    enqueued: Instant,
+}
+
+impl Queued for ShadowJob {
+    fn rows(&self) -> usize {
+        self.rows
+    }
+    fn enqueued(&self) -> Instant {
+        self.enqueued
+    }
+}
+
+pub struct Runtime {
+    cfg: RuntimeConfig,
+    active: RwLock<Option<Arc<LoadedModel>>>,
+    candidate: RwLock<Option<Arc<LoadedModel>>>,
+    queue: BatchQueue<Job>,
+    shadow_queue: BatchQueue<ShadowJob>,
+    cache: Mutex<ResultCache<Arc<Vec<OutputTensor>>>>,
+    drift: Mutex<Option<(Digest, DriftAccumulator)>>,
+    shadow: Mutex<ShadowAccumulator>,
+    pub metrics: Metrics,
+    requests_seen: AtomicU64,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtime").field("cfg", &self.cfg).finish_non_exhaustive()
+    }
+}
+
+impl Runtime {
+    /// Starts the worker threads and the shadow thread. Call `shutdown` to stop them.
+    pub fn start(cfg: RuntimeConfig) -> Arc<Runtime> {
+        let rt = Arc::new(Runtime {
+            queue: BatchQueue::new(cfg.inference.queue_capacity),
+            shadow_queue: BatchQueue::new(cfg.shadow.queue_capacity),
+            cache: Mutex::new(ResultCache::new(cfg.cache.max_entries, cfg.cache.max_bytes, cfg.cache.ttl)),
+            cfg,
+            active: RwLock::new(None),
+            candidate: RwLock::new(None),
+            drift: Mutex::new(None),
+            shadow: Mutex::new(ShadowAccumulator::new()),
+            metrics: Metrics::default(),
+            requests_seen: AtomicU64::new(0),
+        });
+        for i in 0..rt.cfg.inference.workers {
+            let rt = rt.clone();
+            std::thread::Builder::new()
+                .name(format!("outpost-infer-{i}"))
+                .spawn(move || rt.worker())
+                .expect("spawn inference worker");
+        }
+        let shadow_rt = rt.clone();
+        std::thread::Builder::new()
+            .name("outpost-shadow".into())
+            .spawn(move || shadow_rt.shadow_worker())
+            .expect("spawn");
+        rt
+    }
+
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.cfg
+    }
+
+    /// Stops the workers once the queues drain.
+    pub fn shutdown(&self) {
+        self.queue.close();
+        self.shadow_queue.close();
+    }
+
+    /// Makes `model` the one that answers. Requests already running finish on the old one; the cache
+    /// needs no flush because its keys carry the model digest.
+    pub fn activate(&self, model: LoadedModel) -> Arc<LoadedModel> {
+        let model = Arc::new(model);
+        self.metrics.model_load_us.store(model.load_time.as_micros() as u64, Ordering::Relaxed);
+        *self.active.write().expect("active lock") = Some(model.clone());
+        model
+    }
+
+    pub fn active(&self) -> Option<Arc<LoadedModel>> {
+        self.active.read().expect("active lock").clone()
+    }
+
+    /// Loads (`Some`) or drops (`None`) the shadow candidate; resets the shadow statistics.
+    pub fn set_candidate(&self, model: Option<LoadedModel>) {
+        *self.candidate.write().expect("candidate lock") = model.map(Arc::new);
+        *self.shadow.lock().expect("shadow lock") = ShadowAccumulator::new();
+    }
+
+    pub fn candidate(&self) -> Option<Arc<LoadedModel>> {
+        self.candidate.read().expect("candidate lock").clone()
+    }
+
+    pub fn shadow_agreement(&self) -> Option<f64> {
+        self.shadow.lock().expect("shadow lock").agreement()
+    }
+
+    /// Takes the shadow window's statistics (and starts a new window).
+    pub fn take_shadow_stats(&self) -> Option<ShadowStats> {
+        let cand = self.candidate()?;
+        self.shadow.lock().expect("shadow lock").snapshot(cand.manifest.version, cand.digest, cand.mem_bytes)
+    }
+
+    /// Takes the drift window's statistics for the active model (and starts a new window).
+    pub fn take_drift(&self) -> Option<(Digest, DriftSnapshot)> {
+        let mut d = self.drift.lock().expect("drift lock");
+        d.as_mut().map(|(digest, acc)| (*digest, acc.snapshot()))
+    }
+
+    pub fn gauges(&self) -> Gauges {
+        let shadow = self.shadow.lock().expect("shadow lock");
+        Gauges {
+            queue_depth: self.queue.len(),
+            shadow_agreement: shadow.agreement(),
+            shadow_compared: shadow.compared(),
+            rss_bytes: crate::sys::rss_bytes(),
+            active: self.active().map(|m| (m.name().to_owned(), m.manifest.version.to_string())),
+            cache_entries: self.cache.lock().expect("cache lock").stats().entries,
+        }
+    }
+
+    /// Answers one request: validate, cache, queue (429 when full), wait (504 after the timeout).
+    pub async fn infer(&self, req: InferRequest) -> Result<InferResponse, InferError> {
+        let model = self.active().ok_or(InferError::NotReady)?;
+        if req.model != model.name() {
+            return Err(InferError::UnknownModel(req.model));
+        }
+        let (rows, inputs) = validate(&model, &req)?;
+        let key = self.cache_enabled().then(|| CacheKey { model: model.digest, input: input_hash(&req.inputs) });
+        if let Some(key) = &key {
+            if let Some(hit) = self.cache.lock().expect("cache lock").get(key, Instant::now()) {
+                self.metrics.cache_hits.fetch_add(1, Ordering::Relaxed);
+                return Ok(self.response(&model, hit, true, &req.outputs));
+            }
+            self.metrics.cache_misses.fetch_add(1, Ordering::Relaxed);
+        }
+        let now = Instant::now();
+        let timeout = self.cfg.inference.request_timeout;
+        let (tx, rx) = oneshot::channel();
+        let job =
+            Job { rows, inputs, enqueued: now, deadline: now + timeout, shadow: self.sample_for_shadow(), reply: tx };
+        if self.queue.try_push(job).is_err() {
+            return Err(InferError::Overloaded(self.queue.len()));
+        }
+        let (ran, outs) = match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(result)) => result?,
+            Ok(Err(_)) => return Err(InferError::Failed("the inference worker stopped".into())),
+            Err(_) => return Err(InferError::Timeout(timeout)),
+        };
+        let tensors: Vec<OutputTensor> = outs
+            .into_iter()
+            .zip(&ran.interface().outputs)
+            .map(|((data, row_shape), spec)| {
+                let shape = if ran.batchable { [&[rows][..], &row_shape].concat() } else { row_shape };
+                OutputTensor { name: spec.name.clone(), shape, data }
+            })
+            .collect();
+        let tensors = Arc::new(tensors);
+        if let Some(key) = key {
+            // Keyed by the model that actually ran, so a swap mid-request never caches a stale answer.
+            let weight = tensors.iter().map(|t| t.data.len() * 4 + 64).sum();
+            let key = CacheKey { model: ran.digest, input: key.input };
+            self.cache.lock().expect("cache lock").insert(key, tensors.clone(), weight, Instant::now());
+        }
+        Ok(self.response(&ran, tensors, false, &req.outputs))
+    }
+
+    fn cache_enabled(&self) -> bool {
+        self.cfg.cache.max_entries > 0
+    }
+
+    fn response(
+        &self,
+        model: &LoadedModel,
+        outputs: Arc<Vec<OutputTensor>>,
+        cached: bool,
+        wanted: &Option<Vec<String>>,
+    ) -> InferResponse {
+        let outputs = match wanted {
+            Some(names) => Arc::new(outputs.iter().filter(|t| names.contains(&t.name)).cloned().collect()),
+            None => outputs,
+        };
+        InferResponse {
+            model_name: model.name().to_owned(),
+            model_version: model.manifest.version.to_string(),
+            outputs,
+            cached,
+        }
+    }
+
+    /// Spreads the configured share of requests evenly: request n is sampled when ⌊(n+1)·p/100⌋ grows.
+    fn sample_for_shadow(&self) -> bool {
+        if self.candidate.read().expect("candidate lock").is_none() {
+            return false;
+        }
+        let p = u64::from(self.cfg.shadow.sample_percent);
+        let n = self.requests_seen.fetch_add(1, Ordering::Relaxed);
+        (n + 1) * p / 100 > n * p / 100
+    }
+
+    fn worker(self: Arc<Self>) {
+        loop {
+            let max_rows = self.active().map(|m| m.max_rows()).unwrap_or(1);
+            let Some(batch) = self.queue.next_batch(max_rows, self.cfg.inference.max_delay) else { return };
+            let Some(model) = self.active() else {
+                for job in batch {
+                    let _ = job.reply.send(Err(InferError::NotReady));
+                }
+                continue;
+            };
+            let now = Instant::now();
+            let (live, expired): (Vec<Job>, Vec<Job>) = batch.into_iter().partition(|j| j.deadline > now);
+            for job in expired {
+                let _ = job.reply.send(Err(InferError::Timeout(self.cfg.inference.request_timeout)));
+            }
+            if live.is_empty() {
+                continue;
+            }
+            self.run_batch(&model, live);
+        }
+    }
+
+    fn run_batch(&self, model: &Arc<LoadedModel>, jobs: Vec<Job>) {
+        let rows: usize = jobs.iter().map(|j| j.rows).sum();
+        let n_inputs = model.interface().inputs.len();
+        let inputs: Vec<Vec<f32>> = if jobs.len() == 1 {
+            jobs[0].inputs.clone()
+        } else {
+            (0..n_inputs).map(|i| jobs.iter().flat_map(|j| j.inputs[i].iter().copied()).collect()).collect()
+        };
+        self.metrics.batch(rows);
+        let result = model.run(rows, &inputs);
+        let outs = match result {
+            Ok(outs) => outs,
+            Err(e) => {
+                for job in jobs {
+                    let _ = job.reply.send(Err(InferError::Failed(e.to_string())));
+                }
+                return;
+            }
+        };
+        // Answer first; drift and shadow work happen after every caller has its result.
+        let mut offset = 0;
+        let mut shadow_work = Vec::new();
+        for job in jobs {
+            let mine: Outputs = outs
+                .iter()
+                .map(|(data, row_shape)| {
+                    let per: usize = row_shape.iter().product();
+                    (data[offset * per..(offset + job.rows) * per].to_vec(), row_shape.clone())
+                })
+                .collect();
+            offset += job.rows;
+            if job.shadow {
+                shadow_work.push(ShadowJob {
+                    rows: job.rows,
+                    inputs: job.inputs,
+                    primary: mine.clone(),
+                    enqueued: Instant::now(),
+                });
+            }
+            let _ = job.reply.send(Ok((model.clone(), mine)));
+        }
+        self.observe_drift(model, &inputs, &outs);
+        for work in shadow_work {
+            if self.shadow_queue.try_push(work).is_err() {
+                self.metrics.shadow_skipped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn observe_drift(&self, model: &LoadedModel, inputs: &[Vec<f32>], outs: &Outputs) {
+        let mut d = self.drift.lock().expect("drift lock");
+        if d.as_ref().map(|(digest, _)| *digest) != Some(model.digest) {
+            let names: Vec<String> = model.interface().inputs.iter().map(|t| t.name.clone()).collect();
+            let dc = &self.cfg.drift;
+            let acc = DriftAccumulator::new(model.manifest.reference.as_ref(), &names, dc.lo, dc.hi, dc.bins);
+            *d = Some((model.digest, acc));
+        }
+        let (_, acc) = d.as_mut().expect("just set");
+        for (i, values) in inputs.iter().enumerate() {
+            acc.observe_input(i, values);
+        }
+        if let Some((logits, row_shape)) = outs.first()
+            && let [classes] = row_shape[..]
+        {
+            acc.observe_output(logits, classes);
+        }
+    }
+
+    fn shadow_worker(self: Arc<Self>) {
+        while let Some(batch) = self.shadow_queue.next_batch(1, Duration::ZERO) {
+            let Some(candidate) = self.candidate() else { continue };
+            for job in batch {
+                let start = Instant::now();
+                let Ok(outs) = candidate.run(job.rows, &job.inputs) else { continue };
+                let latency = start.elapsed();
+                let (Some((cand, _)), Some((prim, row_shape))) = (outs.first(), job.primary.first()) else { continue };
+                let classes = match row_shape[..] {
+                    [c] if c >= 2 => Some(c),
+                    _ => None,
+                };
+                self.shadow.lock().expect("shadow lock").record(prim, cand, classes, latency);
+            }
+        }
+    }
+}
+
+/// Checks names, datatypes and shapes against the model; returns the row count and the inputs' data in
+/// the model's input order.
+fn validate(model: &LoadedModel, req: &InferRequest) -> Result<(usize, Vec<Vec<f32>>), InferError> {
+    let specs = &model.interface().inputs;
+    if req.inputs.len() != specs.len() {
+        return Err(InferError::BadRequest(format!(
+            "model {} takes {} input(s), the request has {}",
+            model.name(),
+            specs.len(),
+            req.inputs.len()
+        )));
+    }
+    let mut rows = None;
+    let mut ordered = Vec::with_capacity(specs.len());
+    for (i, spec) in specs.iter().enumerate() {
+        let t = req
+            .inputs
+            .iter()
+            .find(|t| t.name == spec.name)
+            .ok_or_else(|| InferError::BadRequest(format!("missing input {:?}", spec.name)))?;
+        let row_shape = model.row_shape(i);
+        let (n, rest) = if model.batchable {
+            match t.shape.split_first() {
+                Some((n, rest)) => (*n, rest),
+                None => (0, &[][..]),
+            }
+        } else {
+            (1, &t.shape[..])
+        };
+        if n == 0 || rest != row_shape {
+            let want =
+                if model.batchable { format!("[N,{}]", join(row_shape)) } else { format!("[{}]", join(row_shape)) };
+            return Err(InferError::BadRequest(format!(
+                "input {:?} has shape [{}]; the model takes {want}",
+                t.name,
+                join(&t.shape)
+            )));
+        }
+        let expected = n * row_shape.iter().product::<usize>();
+        if t.data.len() != expected {
+            return Err(InferError::BadRequest(format!(
+                "input {:?} has {} values; shape [{}] needs {expected}",
+                t.name,
+                t.data.len(),
+                join(&t.shape)
+            )));
+        }
+        if *rows.get_or_insert(n) != n {
+            return Err(InferError::BadRequest("inputs disagree on the batch size".into()));
+        }
+        ordered.push(t.data.clone());
+    }
+    if let Some(wanted) = &req.outputs {
+        for name in wanted {
+            if !model.interface().outputs.iter().any(|o| &o.name == name) {
+                return Err(InferError::BadRequest(format!("the model has no output {name:?}")));
+            }
+        }
+    }
+    Ok((rows.unwrap_or(1), ordered))
+}
+
+fn join(dims: &[usize]) -> String {
+    dims.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(",")
+}
+
+/// SHA-256 over every input's name, shape and exact f32 bytes: the cache key's input half.
+fn input_hash(inputs: &[InputTensor]) -> [u8; 32] {
+    let mut h = Hasher::default();
+    for t in inputs {
+        h.update(&(t.name.len() as u64).to_le_bytes());
+        h.update(t.name.as_bytes());
+        h.update(&(t.shape.len() as u64).to_le_bytes());
+        for d in &t.shape {
+            h.update(&(*d as u64).to_le_bytes());
+        }
+        let mut buf = [0u8; 4096];
+        for chunk in t.data.chunks(1024) {
+            for (i, v) in chunk.iter().enumerate() {
+                buf[i * 4..i * 4 + 4].copy_from_slice(&v.to_le_bytes());
+            }
+            h.update(&buf[..chunk.len() * 4]);
+        }
+    }
+    h.finish().0
+}

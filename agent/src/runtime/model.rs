@@ -1,0 +1,261 @@
+//! A model loaded for serving: tract parses and optimises it once per activation, into concrete plans
+//! (one per batch size it will run), never per request. DESIGN.md measured symbolic-batch plans up to 10×
+//! slower than concrete ones, so a symbolic batch dimension becomes a set of concrete plans.
+
+use outpost_protocol::Digest;
+use outpost_protocol::manifest::{DType, Dim, Manifest, ModelInterface, TensorSpec};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tract_onnx::prelude::*;
+
+type Plan = Arc<TypedRunnableModel>;
+
+/// Each output's values (rows back to back) and its shape without the batch dimension.
+pub type Outputs = Vec<(Vec<f32>, Vec<usize>)>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("tract cannot load the model: {0}")]
+    Load(String),
+    #[error("unsupported model: {0}")]
+    Unsupported(String),
+    #[error("the model's interface differs from its manifest: {0}")]
+    InterfaceMismatch(String),
+    #[error("inference failed: {0}")]
+    Run(String),
+}
+
+/// A served model: identity from its verified manifest, plans per batch size.
+#[derive(Debug)]
+pub struct LoadedModel {
+    pub manifest: Manifest,
+    pub digest: Digest,
+    /// Rows (batch entries) → plan. A model with a fixed batch has one plan at its fixed size.
+    plans: BTreeMap<usize, Plan>,
+    /// Whether dimension 0 of every input and output is the (symbolic) batch.
+    pub batchable: bool,
+    /// Elements per row of each input, and each input's shape without the batch dimension.
+    row_shapes: Vec<Vec<usize>>,
+    pub load_time: Duration,
+    /// Measured time per row at each candidate batch size (empty until calibrated).
+    pub calibration: Vec<(usize, Duration)>,
+    /// Bytes of process memory the load added (plans, weights): a model's footprint for shadow reports.
+    pub mem_bytes: u64,
+}
+
+impl LoadedModel {
+    /// Loads `bytes` and checks it matches `manifest.interface`. `max_batch` bounds the plans compiled
+    /// for a symbolic batch dimension (sizes 1, 2, 4, … up to it).
+    pub fn load(bytes: &[u8], manifest: Manifest, max_batch: usize) -> Result<LoadedModel, ModelError> {
+        let start = Instant::now();
+        let rss_before = crate::sys::rss_bytes();
+        let load = |e: TractError| ModelError::Load(format!("{e:#}"));
+        let model = tract_onnx::onnx().model_for_read(&mut &bytes[..]).map_err(load)?;
+        check_interface(&model, &manifest.interface)?;
+        let iface = &manifest.interface;
+        for t in iface.inputs.iter().chain(&iface.outputs) {
+            if t.dtype != DType::F32 {
+                return Err(ModelError::Unsupported(format!(
+                    "tensor {} is {}; this agent serves FP32 tensors",
+                    t.name,
+                    t.dtype.as_str()
+                )));
+            }
+        }
+        let batchable =
+            iface.inputs.iter().chain(&iface.outputs).all(|t| matches!(t.shape.first(), Some(Dim::Symbolic(_))));
+        let row_shapes: Vec<Vec<usize>> = iface
+            .inputs
+            .iter()
+            .map(|t| {
+                t.shape
+                    .iter()
+                    .skip(if batchable { 1 } else { 0 })
+                    .map(|d| match d {
+                        Dim::Fixed(n) => Ok(*n as usize),
+                        Dim::Symbolic(s) => Err(ModelError::Unsupported(format!(
+                            "input {} has symbolic dimension {s} beyond the batch; export it with concrete shapes",
+                            t.name
+                        ))),
+                    })
+                    .collect()
+            })
+            .collect::<Result<_, _>>()?;
+        let sizes: Vec<usize> = if batchable { batch_sizes(max_batch) } else { vec![1] };
+        let mut plans = BTreeMap::new();
+        for &rows in &sizes {
+            let mut m = model.clone();
+            for (i, shape) in row_shapes.iter().enumerate() {
+                let full: Vec<usize> = if batchable { [&[rows][..], shape].concat() } else { shape.clone() };
+                m = m.with_input_fact(i, f32::fact(&full).into()).map_err(load)?;
+            }
+            let plan = m.into_optimized().map_err(load)?.into_runnable().map_err(load)?;
+            plans.insert(rows, plan);
+        }
+        let mem_bytes = crate::sys::rss_bytes().saturating_sub(rss_before);
+        Ok(LoadedModel {
+            digest: manifest.payload.model_sha256,
+            manifest,
+            plans,
+            batchable,
+            row_shapes,
+            load_time: start.elapsed(),
+            calibration: Vec::new(),
+            mem_bytes,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        self.manifest.name.as_str()
+    }
+
+    pub fn interface(&self) -> &ModelInterface {
+        &self.manifest.interface
+    }
+
+    /// Elements in one row of input `i`.
+    pub fn row_len(&self, i: usize) -> usize {
+        self.row_shapes[i].iter().product()
+    }
+
+    /// The input's shape without the batch dimension (the whole shape for a fixed-batch model).
+    pub fn row_shape(&self, i: usize) -> &[usize] {
+        &self.row_shapes[i]
+    }
+
+    /// The largest batch this model will run in one plan.
+    pub fn max_rows(&self) -> usize {
+        self.plans.keys().next_back().copied().unwrap_or(1)
+    }
+
+    /// Runs `rows` rows; `inputs[i]` holds the rows of input `i` back to back. Returns each output's
+    /// values (rows back to back) and its per-row shape. Rows are cut into the compiled batch sizes; the
+    /// last piece is padded up to the nearest plan and the padding's outputs dropped.
+    pub fn run(&self, rows: usize, inputs: &[Vec<f32>]) -> Result<Outputs, ModelError> {
+        let mut outputs: Outputs = Vec::new();
+        let mut done = 0;
+        while done < rows {
+            let left = rows - done;
+            let (&size, plan) = self
+                .plans
+                .range(left..)
+                .next()
+                .or_else(|| self.plans.iter().next_back())
+                .expect("a loaded model has a plan");
+            let take = left.min(size);
+            let mut values = TVec::new();
+            for (i, shape) in self.row_shapes.iter().enumerate() {
+                let per = self.row_len(i);
+                let mut data = inputs[i][done * per..(done + take) * per].to_vec();
+                data.resize(size * per, 0.0);
+                let full: Vec<usize> = if self.batchable { [&[size][..], shape].concat() } else { shape.clone() };
+                let t = Tensor::from_shape(&full, &data).map_err(|e| ModelError::Run(format!("{e:#}")))?;
+                values.push(t.into_tvalue());
+            }
+            let result = plan.run(values).map_err(|e| ModelError::Run(format!("{e:#}")))?;
+            for (o, value) in result.iter().enumerate() {
+                let view = value.to_plain_array_view::<f32>().map_err(|e| ModelError::Run(format!("{e:#}")))?;
+                let shape = view.shape();
+                let row_shape: Vec<usize> = if self.batchable { shape[1..].to_vec() } else { shape.to_vec() };
+                let per: usize = row_shape.iter().product();
+                let flat: Vec<f32> = view.iter().copied().collect();
+                if outputs.len() <= o {
+                    outputs.push((Vec::with_capacity(rows * per), row_shape));
+                }
+                outputs[o].0.extend_from_slice(&flat[..take * per]);
+            }
+            done += take;
+        }
+        Ok(outputs)
+    }
+
+    /// Measures time per row at each compiled batch size (a few runs of zeros), then keeps only the
+    /// sizes up to the one with the best time per row: larger batches that do not pay on this CPU are
+    /// dropped, so batching is never slower than running requests one by one.
+    pub fn calibrate(&mut self, budget: Duration) {
+        if !self.batchable || self.plans.len() < 2 {
+            return;
+        }
+        let sizes: Vec<usize> = self.plans.keys().copied().collect();
+        let mut results = Vec::new();
+        for &rows in &sizes {
+            let inputs: Vec<Vec<f32>> = (0..self.row_shapes.len()).map(|i| vec![0.0; rows * self.row_len(i)]).collect();
+            // Warm up once, then time runs until the per-size budget is spent (at least 3).
+            let _ = self.run(rows, &inputs);
+            let per_size = budget / sizes.len() as u32;
+            let start = Instant::now();
+            let mut runs = 0u32;
+            while runs < 3 || (start.elapsed() < per_size && runs < 1000) {
+                let _ = self.run(rows, &inputs);
+                runs += 1;
+            }
+            results.push((rows, start.elapsed() / (runs * rows as u32)));
+        }
+        // Prefer the smallest size within 5 % of the best: a larger batch must clearly pay for the wait.
+        let best = results.iter().map(|(_, t)| *t).min().unwrap_or_default();
+        let keep =
+            results.iter().find(|(_, t)| t.as_secs_f64() <= best.as_secs_f64() * 1.05).map(|(r, _)| *r).unwrap_or(1);
+        self.plans.retain(|&rows, _| rows <= keep);
+        self.calibration = results;
+    }
+}
+
+/// 1, 2, 4, … up to and including `max` (`max` itself when it is not a power of two).
+fn batch_sizes(max: usize) -> Vec<usize> {
+    let mut sizes: Vec<usize> =
+        std::iter::successors(Some(1usize), |s| Some(s * 2)).take_while(|s| *s <= max).collect();
+    if sizes.last() != Some(&max) {
+        sizes.push(max);
+    }
+    sizes
+}
+
+/// The model file must present the interface its signed manifest promises (names, ranks, fixed dims).
+fn check_interface(model: &InferenceModel, iface: &ModelInterface) -> Result<(), ModelError> {
+    let typed = model.clone().into_typed().map_err(|e| ModelError::Load(format!("{e:#}")))?;
+    let compare = |kind: &str, outlets: &[OutletId], specs: &[TensorSpec]| -> Result<(), ModelError> {
+        if outlets.len() != specs.len() {
+            return Err(ModelError::InterfaceMismatch(format!(
+                "{} {kind}s in the model, {} in the manifest",
+                outlets.len(),
+                specs.len()
+            )));
+        }
+        for (outlet, spec) in outlets.iter().zip(specs) {
+            let fact = typed.outlet_fact(*outlet).map_err(|e| ModelError::Load(e.to_string()))?;
+            let name = typed.outlet_label(*outlet).unwrap_or(&typed.node(outlet.node).name);
+            if name != spec.name {
+                return Err(ModelError::InterfaceMismatch(format!("{kind} {name:?}, manifest says {:?}", spec.name)));
+            }
+            let dims: Vec<Option<i64>> = fact.shape.iter().map(|d| d.to_i64().ok()).collect();
+            let same_rank = dims.len() == spec.shape.len();
+            let same_dims = dims.iter().zip(&spec.shape).all(|(d, s)| match (d, s) {
+                (Some(n), Dim::Fixed(m)) => *n as u64 == *m,
+                (None, Dim::Symbolic(_)) => true,
+                _ => false,
+            });
+            if !same_rank || !same_dims {
+                return Err(ModelError::InterfaceMismatch(format!(
+                    "{kind} {name} has shape {:?}, manifest says {:?}",
+                    fact.shape, spec.shape
+                )));
+            }
+        }
+        Ok(())
+    };
+    let inputs = typed.input_outlets().map_err(|e| ModelError::Load(e.to_string()))?.to_vec();
+    let outputs = typed.output_outlets().map_err(|e| ModelError::Load(e.to_string()))?.to_vec();
+    compare("input", &inputs, &iface.inputs)?;
+    compare("output", &outputs, &iface.outputs)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn batch_sizes_double_up_to_the_maximum() {
+        assert_eq!(super::batch_sizes(1), vec![1]);
+        assert_eq!(super::batch_sizes(8), vec![1, 2, 4, 8]);
+        assert_eq!(super::batch_sizes(6), vec![1, 2, 4, 6]);
+    }
+}

@@ -1,0 +1,145 @@
+//! The bounded request queue between the HTTP handlers and the model workers, with dynamic batching:
+//! a worker takes the oldest request, then more until the batch reaches `max_rows` or the oldest has
+//! waited `max_delay`. Bounded so overload turns into a fast 429, not into memory and latency growth.
+
+use std::collections::VecDeque;
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+/// Anything queued: it knows its row count and when it arrived.
+pub trait Queued {
+    fn rows(&self) -> usize;
+    fn enqueued(&self) -> Instant;
+}
+
+#[derive(Debug)]
+pub struct BatchQueue<J> {
+    inner: Mutex<State<J>>,
+    cv: Condvar,
+    capacity: usize,
+}
+
+#[derive(Debug)]
+struct State<J> {
+    jobs: VecDeque<J>,
+    closed: bool,
+}
+
+impl<J: Queued> BatchQueue<J> {
+    pub fn new(capacity: usize) -> Self {
+        BatchQueue { inner: Mutex::new(State { jobs: VecDeque::new(), closed: false }), cv: Condvar::new(), capacity }
+    }
+
+    /// Queues `job`, or hands it back when the queue is full or closed.
+    pub fn try_push(&self, job: J) -> Result<(), J> {
+        let mut s = self.inner.lock().expect("queue lock");
+        if s.closed || s.jobs.len() >= self.capacity {
+            return Err(job);
+        }
+        s.jobs.push_back(job);
+        drop(s);
+        self.cv.notify_one();
+        Ok(())
+    }
+
+    pub fn len(&self) -> usize {
+        self.inner.lock().expect("queue lock").jobs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Wakes every waiting worker and makes `next_batch` return `None` once drained.
+    pub fn close(&self) {
+        self.inner.lock().expect("queue lock").closed = true;
+        self.cv.notify_all();
+    }
+
+    /// Blocks for the next batch: at least one job, then more while their rows fit in `max_rows` and the
+    /// first job has waited less than `max_delay`. A job too large for the batch so far waits for the next.
+    pub fn next_batch(&self, max_rows: usize, max_delay: Duration) -> Option<Vec<J>> {
+        let mut s = self.inner.lock().expect("queue lock");
+        while s.jobs.is_empty() {
+            if s.closed {
+                return None;
+            }
+            s = self.cv.wait(s).expect("queue lock");
+        }
+        let first = s.jobs.pop_front().expect("non-empty");
+        let deadline = first.enqueued() + max_delay;
+        let mut rows = first.rows();
+        let mut batch = vec![first];
+        loop {
+            while let Some(next) = s.jobs.front() {
+                if rows + next.rows() > max_rows {
+                    return Some(batch);
+                }
+                rows += next.rows();
+                batch.push(s.jobs.pop_front().expect("front exists"));
+            }
+            let now = Instant::now();
+            if rows >= max_rows || now >= deadline || s.closed {
+                return Some(batch);
+            }
+            s = self.cv.wait_timeout(s, deadline - now).expect("queue lock").0;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct J(usize, Instant);
+    impl Queued for J {
+        fn rows(&self) -> usize {
+            self.0
+        }
+        fn enqueued(&self) -> Instant {
+            self.1
+        }
+    }
+
+    #[test]
+    fn a_full_queue_hands_the_job_back() {
+        let q = BatchQueue::new(2);
+        assert!(q.try_push(J(1, Instant::now())).is_ok());
+        assert!(q.try_push(J(1, Instant::now())).is_ok());
+        assert!(q.try_push(J(1, Instant::now())).is_err());
+    }
+
+    #[test]
+    fn waiting_jobs_are_batched_up_to_max_rows_in_arrival_order() {
+        let q = BatchQueue::new(10);
+        let t = Instant::now();
+        for rows in [1, 2, 1, 4] {
+            q.try_push(J(rows, t)).ok().unwrap();
+        }
+        let b = q.next_batch(4, Duration::ZERO).unwrap();
+        assert_eq!(b.iter().map(|j| j.0).collect::<Vec<_>>(), vec![1, 2, 1]);
+        let b = q.next_batch(4, Duration::ZERO).unwrap();
+        assert_eq!(b.iter().map(|j| j.0).collect::<Vec<_>>(), vec![4]);
+    }
+
+    #[test]
+    fn a_lone_job_waits_at_most_max_delay_for_company() {
+        let q = BatchQueue::new(10);
+        q.try_push(J(1, Instant::now())).ok().unwrap();
+        let start = Instant::now();
+        let b = q.next_batch(8, Duration::from_millis(30)).unwrap();
+        assert_eq!(b.len(), 1);
+        let waited = start.elapsed();
+        assert!(waited >= Duration::from_millis(25) && waited < Duration::from_secs(2), "{waited:?}");
+    }
+
+    #[test]
+    fn closing_releases_waiting_workers() {
+        let q = std::sync::Arc::new(BatchQueue::<J>::new(1));
+        let q2 = q.clone();
+        let worker = std::thread::spawn(move || q2.next_batch(1, Duration::ZERO).is_none());
+        std::thread::sleep(Duration::from_millis(20));
+        q.close();
+        assert!(worker.join().unwrap());
+    }
+}

@@ -1,0 +1,161 @@
+//! The model store on disk: verified models by digest, and the slot table saying which one is active,
+//! which is the shadow candidate and which is kept as previous for instant rollback.
+//!
+//! ```text
+//! DATA_DIR/slots.json                 the slot table (replaced atomically)
+//! DATA_DIR/slots.lock                 held by any process changing slots
+//! DATA_DIR/models/<sha256>/model.onnx
+//! DATA_DIR/models/<sha256>/manifest.bin   postcard Manifest from the verified bundle
+//! ```
+//! Crash safety follows Bottlerocket's order: write the new model beside the others, fsync, read it back
+//! and check its digest, and only then flip the slot table with write-new, fsync, rename, fsync-dir. A
+//! `kill -9` at any point leaves either the old table or the new one, each naming complete models.
+
+use outpost_protocol::Digest;
+use outpost_protocol::manifest::Manifest;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Slots {
+    pub active: Option<String>,
+    pub candidate: Option<String>,
+    pub previous: Option<String>,
+    /// Per model name, the highest release sequence committed: the anti-rollback floor. Never lowered.
+    #[serde(default)]
+    pub floors: BTreeMap<String, u64>,
+    /// The highest trust policy version accepted. Never lowered.
+    #[serde(default)]
+    pub policy_floor: u64,
+}
+
+impl Slots {
+    pub fn active_digest(&self) -> Option<Digest> {
+        self.active.as_deref().and_then(|s| s.parse().ok())
+    }
+    pub fn candidate_digest(&self) -> Option<Digest> {
+        self.candidate.as_deref().and_then(|s| s.parse().ok())
+    }
+    pub fn previous_digest(&self) -> Option<Digest> {
+        self.previous.as_deref().and_then(|s| s.parse().ok())
+    }
+    pub fn floor(&self, model: &str) -> u64 {
+        self.floors.get(model).copied().unwrap_or(0)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {message}")]
+    Corrupt { path: PathBuf, message: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct Store {
+    dir: PathBuf,
+}
+
+impl Store {
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        let models = dir.join("models");
+        std::fs::create_dir_all(&models).map_err(|source| StoreError::Io { path: models, source })?;
+        Ok(Store { dir: dir.to_owned() })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// An exclusive lock for changing slots; released when the file is dropped.
+    pub fn lock(&self) -> Result<File, StoreError> {
+        let path = self.dir.join("slots.lock");
+        let f = File::options().create(true).truncate(false).write(true).open(&path).map_err(io(&path))?;
+        f.lock().map_err(io(&path))?;
+        Ok(f)
+    }
+
+    pub fn slots(&self) -> Result<Slots, StoreError> {
+        let path = self.dir.join("slots.json");
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| StoreError::Corrupt { path, message: format!("slot table: {e}") }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Slots::default()),
+            Err(source) => Err(StoreError::Io { path, source }),
+        }
+    }
+
+    pub fn write_slots(&self, slots: &Slots) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec_pretty(slots).expect("slots encode");
+        write_atomic(&self.dir.join("slots.json"), &bytes)
+    }
+
+    fn model_dir(&self, digest: &Digest) -> PathBuf {
+        self.dir.join("models").join(digest.to_hex())
+    }
+
+    /// Writes a verified model and its manifest, then reads the model back and checks its digest.
+    pub fn put_model(&self, model: &[u8], manifest: &Manifest) -> Result<Digest, StoreError> {
+        let digest = manifest.payload.model_sha256;
+        let dir = self.model_dir(&digest);
+        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+        write_atomic(&dir.join("model.onnx"), model)?;
+        write_atomic(&dir.join("manifest.bin"), &manifest.to_bytes())?;
+        self.read_model(&digest)?;
+        Ok(digest)
+    }
+
+    /// Reads a stored model, refusing it if the bytes no longer match their digest (disk corruption).
+    pub fn read_model(&self, digest: &Digest) -> Result<(Vec<u8>, Manifest), StoreError> {
+        let dir = self.model_dir(digest);
+        let model_path = dir.join("model.onnx");
+        let model = std::fs::read(&model_path).map_err(io(&model_path))?;
+        if Digest::of(&model) != *digest {
+            return Err(StoreError::Corrupt {
+                path: model_path,
+                message: format!("content does not match its digest {}", digest.short()),
+            });
+        }
+        let manifest_path = dir.join("manifest.bin");
+        let bytes = std::fs::read(&manifest_path).map_err(io(&manifest_path))?;
+        let manifest = postcard::from_bytes(&bytes)
+            .map_err(|e| StoreError::Corrupt { path: manifest_path, message: format!("manifest: {e}") })?;
+        Ok((model, manifest))
+    }
+
+    /// Removes stored models no slot names.
+    pub fn gc(&self, slots: &Slots) -> Result<(), StoreError> {
+        let keep: Vec<&str> =
+            [&slots.active, &slots.candidate, &slots.previous].into_iter().flatten().map(String::as_str).collect();
+        let models = self.dir.join("models");
+        for entry in std::fs::read_dir(&models).map_err(io(&models))? {
+            let entry = entry.map_err(io(&models))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !keep.contains(&name.as_str()) {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+        Ok(())
+    }
+}
+
+fn io(path: &Path) -> impl Fn(std::io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io { path: path.to_owned(), source }
+}
+
+/// Write new, fsync, rename over, fsync the directory.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(".{}.tmp", path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()));
+    let mut f = File::create(&tmp).map_err(io(&tmp))?;
+    f.write_all(bytes).map_err(io(&tmp))?;
+    f.sync_all().map_err(io(&tmp))?;
+    drop(f);
+    std::fs::rename(&tmp, path).map_err(io(path))?;
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))?;
+    Ok(())
+}
