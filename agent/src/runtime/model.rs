@@ -201,6 +201,35 @@ impl LoadedModel {
     }
 }
 
+/// Reads a model's interface (names, types, shapes with symbolic dimensions) as tract sees it: what a
+/// manifest for this model must declare.
+pub fn read_interface(bytes: &[u8]) -> Result<ModelInterface, ModelError> {
+    let load = |e: TractError| ModelError::Load(format!("{e:#}"));
+    let model = tract_onnx::onnx().model_for_read(&mut &bytes[..]).map_err(load)?;
+    let typed = model.into_typed().map_err(load)?;
+    let spec = |outlet: &OutletId| -> Result<TensorSpec, ModelError> {
+        let fact = typed.outlet_fact(*outlet).map_err(load)?;
+        let name = typed.outlet_label(*outlet).unwrap_or(&typed.node(outlet.node).name).to_owned();
+        let dtype = match fact.datum_type {
+            DatumType::F32 => DType::F32,
+            other => return Err(ModelError::Unsupported(format!("tensor {name} is {other:?}; this agent serves FP32"))),
+        };
+        let shape = fact
+            .shape
+            .iter()
+            .map(|d| match d.to_i64() {
+                Ok(n) => Dim::Fixed(n as u64),
+                Err(_) => Dim::Symbolic(d.to_string()),
+            })
+            .collect();
+        Ok(TensorSpec { name, dtype, shape })
+    };
+    Ok(ModelInterface {
+        inputs: typed.input_outlets().map_err(load)?.iter().map(spec).collect::<Result<_, _>>()?,
+        outputs: typed.output_outlets().map_err(load)?.iter().map(spec).collect::<Result<_, _>>()?,
+    })
+}
+
 /// 1, 2, 4, … up to and including `max` (`max` itself when it is not a power of two).
 fn batch_sizes(max: usize) -> Vec<usize> {
     let mut sizes: Vec<usize> =
