@@ -123,6 +123,8 @@ pub struct Runtime {
     shadow: Mutex<ShadowAccumulator>,
     pub metrics: Metrics,
     requests_seen: AtomicU64,
+    /// Rows observed by the drift window so far (drift is recorded after the answers are sent).
+    drift_rows: AtomicU64,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -145,6 +147,7 @@ impl Runtime {
             shadow: Mutex::new(ShadowAccumulator::new()),
             metrics: Metrics::default(),
             requests_seen: AtomicU64::new(0),
+            drift_rows: AtomicU64::new(0),
         });
         for i in 0..rt.cfg.inference.workers {
             let rt = rt.clone();
@@ -207,7 +210,13 @@ impl Runtime {
     /// Takes the drift window's statistics for the active model (and starts a new window).
     pub fn take_drift(&self) -> Option<(Digest, DriftSnapshot)> {
         let mut d = self.drift.lock().expect("drift lock");
+        self.drift_rows.store(0, Ordering::Relaxed);
         d.as_mut().map(|(digest, acc)| (*digest, acc.snapshot()))
+    }
+
+    /// Rows the current drift window has observed.
+    pub fn drift_rows(&self) -> u64 {
+        self.drift_rows.load(Ordering::Relaxed)
     }
 
     pub fn gauges(&self) -> Gauges {
@@ -389,6 +398,8 @@ impl Runtime {
         {
             acc.observe_output(logits, classes);
         }
+        let rows = outs.first().map(|(data, shape)| data.len() / shape.iter().product::<usize>().max(1)).unwrap_or(0);
+        self.drift_rows.fetch_add(rows as u64, Ordering::Relaxed);
     }
 
     fn shadow_worker(self: Arc<Self>) {

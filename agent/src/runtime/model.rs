@@ -212,7 +212,9 @@ pub fn read_interface(bytes: &[u8]) -> Result<ModelInterface, ModelError> {
         let name = typed.outlet_label(*outlet).unwrap_or(&typed.node(outlet.node).name).to_owned();
         let dtype = match fact.datum_type {
             DatumType::F32 => DType::F32,
-            other => return Err(ModelError::Unsupported(format!("tensor {name} is {other:?}; this agent serves FP32"))),
+            other => {
+                return Err(ModelError::Unsupported(format!("tensor {name} is {other:?}; this agent serves FP32")));
+            }
         };
         let shape = fact
             .shape

@@ -1,0 +1,241 @@
+//! Shared by the agent's integration tests: real models from `simulations/models/`, real keys and
+//! signed bundles made with the protocol crate, an agent served on 127.0.0.1:0, and a minimal HTTP client.
+#![allow(dead_code)]
+
+use outpost_agent::config::{Config, Overrides, RawConfig};
+use outpost_agent::runtime::model::{LoadedModel, read_interface};
+use outpost_protocol::bundle;
+use outpost_protocol::keys::{self, PrivateKey, private_key_from_seed};
+use outpost_protocol::manifest::*;
+use outpost_protocol::trust::{self, POLICY_FORMAT, TrustPolicy};
+use outpost_protocol::{ModelName, Version};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+pub fn models() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../simulations/models")
+}
+
+pub fn model_bytes(name: &str) -> Vec<u8> {
+    std::fs::read(models().join(format!("digits-{name}.onnx"))).unwrap()
+}
+
+/// The held-out digits: (images of 64 floats, labels).
+pub fn test_set() -> (Vec<Vec<f32>>, Vec<u8>) {
+    let bytes = std::fs::read(models().join("digits-test-inputs.f32")).unwrap();
+    let floats: Vec<f32> = bytes.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+    let labels = std::fs::read(models().join("digits-test-labels.u8")).unwrap();
+    (floats.chunks_exact(64).map(<[f32]>::to_vec).collect(), labels)
+}
+
+pub fn tempdir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("outpost-agent-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+pub fn root() -> PrivateKey {
+    private_key_from_seed([1; 32])
+}
+pub fn release() -> PrivateKey {
+    private_key_from_seed([2; 32])
+}
+pub fn stranger() -> PrivateKey {
+    private_key_from_seed([3; 32])
+}
+
+pub fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
+
+/// Writes `trust.policy` (release key, signed by root) and `root.pub` into `dir`.
+pub fn trust_files(dir: &Path) -> (PathBuf, PathBuf) {
+    let policy = TrustPolicy {
+        format: POLICY_FORMAT,
+        version: 1,
+        created: now() - 60,
+        expires: now() + 86_400,
+        threshold: 1,
+        release_keys: vec![release().verifying_key().to_bytes()],
+    };
+    let (p, r) = (dir.join("trust.policy"), dir.join("root.pub"));
+    std::fs::write(&p, trust::create_policy(&policy, &[root()])).unwrap();
+    std::fs::write(&r, keys::public_key_to_pem(&root().verifying_key())).unwrap();
+    (p, r)
+}
+
+/// A manifest for `model` whose self-test vectors (the first 4 test images) hold the model's own outputs.
+pub fn manifest(model: &[u8], version: &str, sequence: u64) -> Manifest {
+    let (payload, _) = bundle::prepare_payload(model, None, ModelFormat::Onnx);
+    let mut m = Manifest {
+        format: MANIFEST_FORMAT,
+        name: ModelName::new("digits").unwrap(),
+        version: version.parse::<Version>().unwrap(),
+        sequence,
+        payload,
+        targets: Targets { archs: vec![], min_agent: Version::new(0, 1, 0) },
+        interface: read_interface(model).unwrap(),
+        selftest: vec![],
+        created: now() - 60,
+        expires: now() + 86_400,
+        reference: None,
+    };
+    let loaded = LoadedModel::load(model, m.clone(), 1).unwrap();
+    let (images, _) = test_set();
+    for image in images.iter().take(4) {
+        let out = loaded.run(1, std::slice::from_ref(image)).unwrap();
+        m.selftest.push(SelfTestVector {
+            inputs: vec![Tensor { name: "input".into(), shape: vec![1, 1, 8, 8], data: image.clone() }],
+            expected: vec![Tensor { name: "logits".into(), shape: vec![1, 10], data: out[0].0.clone() }],
+            tolerance: Tolerance::default(),
+        });
+    }
+    m
+}
+
+/// A full bundle of `manifest` over `model`, signed by `key`.
+pub fn bundle_with(manifest: &Manifest, model: &[u8], key: &PrivateKey) -> Vec<u8> {
+    let (payload, bytes) = bundle::prepare_payload(model, None, ModelFormat::Onnx);
+    let mut m = manifest.clone();
+    m.payload = payload;
+    bundle::create(&m, std::slice::from_ref(key), &bytes)
+}
+
+pub fn signed_bundle(name: &str, version: &str, sequence: u64) -> Vec<u8> {
+    let model = model_bytes(name);
+    bundle_with(&manifest(&model, version, sequence), &model, &release())
+}
+
+/// A validated config for a test agent: data in `dir`, trust files in `dir`, API on an ephemeral port.
+pub fn config(dir: &Path, extra_toml: &str) -> Config {
+    let (policy, root_pub) = trust_files(dir);
+    let raw: RawConfig = outpost_agent::config::parse(extra_toml, "test").unwrap();
+    let o = Overrides {
+        data_dir: Some(dir.join("data")),
+        listen: Some("127.0.0.1:0".into()),
+        trust: Some(policy),
+        root_pubs: vec![root_pub],
+    };
+    Config::validate(raw, &o, "test").unwrap()
+}
+
+/// An agent serving `cfg` on an ephemeral loopback port in a background thread; stops when dropped.
+pub struct Agent {
+    pub addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Agent {
+    pub fn start(cfg: Config) -> Agent {
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::bind(cfg.listen).await.unwrap();
+                addr_tx.send(listener.local_addr().unwrap()).unwrap();
+                outpost_agent::serve::serve(cfg, listener, async {
+                    let _ = stopped.await;
+                })
+                .await
+                .unwrap();
+            });
+        });
+        let addr = addr_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        Agent { addr, stop: Some(stop), thread: Some(thread) }
+    }
+
+    pub fn get(&self, path: &str) -> Response {
+        http(self.addr, "GET", path, b"")
+    }
+
+    pub fn post(&self, path: &str, body: &[u8]) -> Response {
+        http(self.addr, "POST", path, body)
+    }
+
+    /// Polls `GET path` until `ok` holds (the agent follows slot changes asynchronously).
+    pub fn wait_for(&self, path: &str, what: &str, ok: impl Fn(&Response) -> bool) -> Response {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let r = self.get(path);
+            if ok(&r) {
+                return r;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}; last answer {} {}", r.status, r.text());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn status(&self) -> serde_json::Value {
+        self.get("/outpost/v1/status").json()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+}
+
+/// One HTTP/1.1 request with `Connection: close`.
+pub fn http(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> Response {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    // The server may answer (413) before reading a large body; a failed write is then expected.
+    let _ = s.write_all(body);
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    let split = buf.windows(4).position(|w| w == b"\r\n\r\n").expect("HTTP response head");
+    let head = String::from_utf8_lossy(&buf[..split]).into_owned();
+    let mut lines = head.lines();
+    let status = lines.next().unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+    let headers =
+        lines.filter_map(|l| l.split_once(':')).map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned())).collect();
+    Response { status, headers, body: buf[split + 4..].to_vec() }
+}
+
+/// An Open Inference Protocol request for `rows` digit images.
+pub fn infer_body(images: &[Vec<f32>]) -> Vec<u8> {
+    let data: Vec<f32> = images.iter().flatten().copied().collect();
+    serde_json::to_vec(&serde_json::json!({
+        "inputs": [{"name": "input", "shape": [images.len(), 1, 8, 8], "datatype": "FP32", "data": data}]
+    }))
+    .unwrap()
+}
+
+pub fn argmax(row: &[f32]) -> usize {
+    row.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0
+}
