@@ -210,3 +210,28 @@ fn cached_answers_are_byte_identical_and_a_new_version_never_gets_a_stale_one() 
     assert_eq!(fourth.header("x-outpost-cache"), Some("hit"));
     assert_eq!(fourth.body, third.body);
 }
+
+#[test]
+fn a_request_that_cannot_be_answered_in_time_gets_504_and_the_next_one_is_served() {
+    let dir = tempdir("timeout");
+    let cfg = config(&dir, "[inference]\nmax_batch = 1\nrequest_timeout = \"5ms\"\n[cache]\nmax_entries = 0\n");
+    install_into(&cfg, "v1", "1.0.0", 1, Target::Activate);
+    let agent = Agent::start(cfg);
+    ready(&agent, "1.0.0");
+    let (images, _) = test_set();
+    // 2,880 rows run one by one take far longer than 5 ms.
+    let heavy: Vec<Vec<f32>> = images.iter().cycle().take(2880).cloned().collect();
+    let r = agent.post("/v2/models/digits/infer", &infer_body(&heavy));
+    assert_eq!(r.status, 504, "{}", r.text());
+    assert!(r.json()["error"].as_str().unwrap().contains("no answer within"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let r = agent.post("/v2/models/digits/infer", &infer_body(&images[..1]));
+        if r.status == 200 {
+            break;
+        }
+        // The worker may still be busy with the abandoned request: 504 until it is done, never a crash.
+        assert_eq!(r.status, 504, "{}", r.text());
+        assert!(std::time::Instant::now() < deadline, "the agent recovers after a timeout");
+    }
+}
