@@ -406,6 +406,12 @@ impl Runtime {
         while let Some(batch) = self.shadow_queue.next_batch(1, Duration::ZERO) {
             let Some(candidate) = self.candidate() else { continue };
             for job in batch {
+                // Lower priority than live traffic: while requests wait for a worker, the shadow sample
+                // waits too; if they keep waiting, the sample is dropped rather than competing for CPU.
+                if !self.yield_to_live_traffic() {
+                    self.metrics.shadow_skipped.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
                 let start = Instant::now();
                 let Ok(outs) = candidate.run(job.rows, &job.inputs) else { continue };
                 let latency = start.elapsed();
@@ -417,6 +423,20 @@ impl Runtime {
                 self.shadow.lock().expect("shadow lock").record(prim, cand, classes, latency);
             }
         }
+    }
+}
+
+impl Runtime {
+    /// Waits up to 50 ms for the live queue to empty; `false` when it never did.
+    fn yield_to_live_traffic(&self) -> bool {
+        let deadline = Instant::now() + Duration::from_millis(50);
+        while !self.queue.is_empty() {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        true
     }
 }
 
