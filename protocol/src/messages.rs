@@ -20,6 +20,16 @@ pub enum Message {
     ChunkRequest(ChunkRequest),
     Chunk(Chunk),
     Report(SignedVersionReport),
+    Presence(Presence),
+}
+
+/// Online / offline (`up/presence`, retained). The offline form is the device's MQTT last will, so the
+/// broker publishes it when the connection dies without a goodbye.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Presence {
+    pub device: DeviceId,
+    pub online: bool,
+    pub boot_id: u64,
 }
 
 /// Sent on every connect (`up/hello`).
@@ -68,6 +78,28 @@ pub struct DesiredState {
     pub rollout: Option<String>,
     pub mode: Mode,
     pub issued_at: UnixTime,
+    /// How the device judges the new model after activation, and when it rolls back on its own.
+    pub watch: Watch,
+}
+
+/// The post-activation health budget. The device rolls back if, within `secs` after activation, the
+/// self-test fails, the error rate or p95 latency exceed their budget (judged once `min_requests`
+/// requests were seen), or the agent restarts `max_restarts` times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Watch {
+    pub secs: u32,
+    /// Errors per million requests (errors include non-finite outputs); 0 disables the check.
+    pub max_error_ppm: u32,
+    /// p95 latency in µs; 0 disables the check.
+    pub max_p95_us: u32,
+    pub min_requests: u32,
+    pub max_restarts: u8,
+}
+
+impl Default for Watch {
+    fn default() -> Self {
+        Watch { secs: 300, max_error_ppm: 20_000, max_p95_us: 0, min_requests: 20, max_restarts: 3 }
+    }
 }
 
 /// Where to fetch a bundle: its digest, size and the digest of each chunk, so a device checks every

@@ -46,10 +46,20 @@ pub enum RejectReason {
     /// The trust policy is older than one the device already accepted: stops an attacker from
     /// reinstating a policy that still lists a since-revoked release key.
     PolicyRollback,
+    /// After activation, the inference error rate exceeded the watch budget (the agent rolled back).
+    UnhealthyErrors,
+    /// After activation, p95 latency exceeded the watch budget (the agent rolled back).
+    UnhealthyLatency,
+    /// The agent restarted repeatedly while watching a new model (the agent rolled back).
+    CrashLoop,
+    /// The bundle could not be fetched (chunks missing or corrupt after every retry).
+    FetchFailed,
+    /// A newer desired state replaced this update before it finished.
+    Superseded,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 19] = [
+    pub const ALL: [RejectReason; 24] = [
         RejectReason::BadSignature,
         RejectReason::UnknownKey,
         RejectReason::BelowThreshold,
@@ -69,6 +79,11 @@ impl RejectReason {
         RejectReason::SelfTestFailed,
         RejectReason::ModelUnloadable,
         RejectReason::PolicyRollback,
+        RejectReason::UnhealthyErrors,
+        RejectReason::UnhealthyLatency,
+        RejectReason::CrashLoop,
+        RejectReason::FetchFailed,
+        RejectReason::Superseded,
     ];
 
     /// The stable snake_case code printed by the CLI and stored by the controller.
@@ -93,6 +108,11 @@ impl RejectReason {
             RejectReason::SelfTestFailed => "selftest_failed",
             RejectReason::ModelUnloadable => "model_unloadable",
             RejectReason::PolicyRollback => "policy_rollback",
+            RejectReason::UnhealthyErrors => "unhealthy_errors",
+            RejectReason::UnhealthyLatency => "unhealthy_latency",
+            RejectReason::CrashLoop => "crash_loop",
+            RejectReason::FetchFailed => "fetch_failed",
+            RejectReason::Superseded => "superseded",
         }
     }
 }

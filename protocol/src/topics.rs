@@ -2,11 +2,11 @@
 //! never gains levels or wildcards.
 //!
 //! ```text
-//! outpost/v1/devices/{id}/up/{hello|telemetry|events|report|fetch}   device → controller
+//! outpost/v1/devices/{id}/up/{hello|telemetry|events|report|fetch|presence}   device → controller
 //! outpost/v1/devices/{id}/down/{desired|ack|chunk}                   controller → device
 //! ```
 //! `desired` is retained, so a device that reconnects learns its target at once. `fetch` (chunk requests)
-//! is an addition to DESIGN.md's list: chunk requests need an upward topic of their own.
+//! and `presence` (retained; the last will marks a device offline) are additions to DESIGN.md's list.
 
 use crate::names::DeviceId;
 
@@ -21,6 +21,7 @@ pub enum Up {
     Events,
     Report,
     Fetch,
+    Presence,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -31,7 +32,7 @@ pub enum Down {
 }
 
 impl Up {
-    pub const ALL: [Up; 5] = [Up::Hello, Up::Telemetry, Up::Events, Up::Report, Up::Fetch];
+    pub const ALL: [Up; 6] = [Up::Hello, Up::Telemetry, Up::Events, Up::Report, Up::Fetch, Up::Presence];
     pub fn as_str(self) -> &'static str {
         match self {
             Up::Hello => "hello",
@@ -39,7 +40,12 @@ impl Up {
             Up::Events => "events",
             Up::Report => "report",
             Up::Fetch => "fetch",
+            Up::Presence => "presence",
         }
+    }
+    /// Presence is retained so a controller that starts later still sees who is offline.
+    pub fn retained(self) -> bool {
+        matches!(self, Up::Presence)
     }
 }
 

@@ -180,7 +180,8 @@ fn message() -> impl Strategy<Value = Message> {
         .prop_map(|(digest, size, chunk_size, chunks)| BundleRef { digest, size, chunk_size, chunks });
     let desired = (model(), version(), any::<u64>(), bundle_ref, prop::option::of(name()), mode, any::<u64>())
         .prop_map(|(model, version, sequence, bundle, rollout, mode, issued_at)| {
-            Message::Desired(DesiredState { model, version, sequence, bundle, rollout, mode, issued_at })
+            let watch = Watch { secs: issued_at as u32, max_error_ppm: sequence as u32, ..Watch::default() };
+            Message::Desired(DesiredState { model, version, sequence, bundle, rollout, mode, issued_at, watch })
         });
     let report = (vec(any::<u8>(), 0..64), any::<[u8; 32]>(), any::<[u8; 32]>(), any::<[u8; 32]>()).prop_map(
         |(report, device_key, a, b)| {
@@ -204,6 +205,11 @@ fn message() -> impl Strategy<Value = Message> {
         (digest(), any::<u32>(), any::<u32>(), vec(any::<u8>(), 0..512))
             .prop_map(|(bundle, index, total, data)| Message::Chunk(Chunk { bundle, index, total, data })),
         report,
+        (device(), any::<bool>(), any::<u64>()).prop_map(|(device, online, boot_id)| Message::Presence(Presence {
+            device,
+            online,
+            boot_id
+        })),
     ]
 }
 

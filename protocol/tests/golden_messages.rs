@@ -127,11 +127,19 @@ fn samples() -> Vec<(&'static str, Message)> {
                 rollout: Some("r-7".into()),
                 mode: Mode::Shadow { secs: 600, sample_percent: 10 },
                 issued_at: 1_800_000_000,
+                watch: Watch {
+                    secs: 600,
+                    max_error_ppm: 10_000,
+                    max_p95_us: 50_000,
+                    min_requests: 50,
+                    max_restarts: 3,
+                },
             }),
         ),
         ("chunk_request", Message::ChunkRequest(ChunkRequest { bundle: Digest([0xcd; 32]), first: 1, count: 1 })),
         ("chunk", Message::Chunk(Chunk { bundle: Digest([0xcd; 32]), index: 1, total: 2, data: (0..=255).collect() })),
         ("report", Message::Report(SignedVersionReport::sign(&report, &private_key_from_seed([5; 32])))),
+        ("presence", Message::Presence(Presence { device: device(), online: false, boot_id: 7 })),
     ]
 }
 
@@ -156,7 +164,9 @@ fn every_message_encodes_to_its_golden_bytes_and_back() {
 
 #[test]
 fn the_version_report_signature_verifies_and_tampering_breaks_it() {
-    let Message::Report(mut signed) = samples().pop().unwrap().1 else { unreachable!() };
+    let (_, Message::Report(mut signed)) = samples().into_iter().find(|(n, _)| *n == "report").unwrap() else {
+        unreachable!()
+    };
     assert_eq!(signed.open().unwrap().counter, 9);
     signed.report[3] ^= 1;
     assert!(signed.open().is_none());
