@@ -15,6 +15,7 @@ pub mod stats;
 pub mod status;
 pub mod store;
 pub mod sys;
+pub mod update;
 
 /// This agent's version, as devices report it in `hello` and as manifests' `min_agent` compare it.
 pub fn version() -> outpost_protocol::Version {

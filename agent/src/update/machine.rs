@@ -1,0 +1,394 @@
+//! The update machine: pure. It takes inputs (a desired state, a chunk, a tick, the result of a step the
+//! shell performed) with `now`, changes its state, and returns effects for the shell to perform. The shell
+//! persists the state after every step and before performing the effects, so a `kill -9` anywhere
+//! resumes from the last persisted state with `Input::Restarted`.
+//!
+//! `Idle → Fetching → Verifying → Staged → SelfTest → [Shadow] → Activating → Watching → Committed`,
+//! or `RolledBack{reason}` / `Rejected{reason}`.
+
+use outpost_protocol::messages::{DesiredState, Mode};
+use outpost_protocol::telemetry::UpdateStage;
+use outpost_protocol::{Digest, RejectReason};
+use serde::{Deserialize, Serialize};
+
+/// Chunks requested at once: enough to keep the link busy, few enough to bound broker memory.
+pub const FETCH_WINDOW: u32 = 8;
+/// A chunk request unanswered this long is sent again (from the first missing chunk).
+pub const FETCH_RETRY_MS: u64 = 5_000;
+/// After this many unanswered requests in a row the update fails with `fetch_failed`.
+pub const FETCH_MAX_RETRIES: u32 = 60;
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct UpdateState {
+    pub job: Option<Job>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    pub desired: DesiredState,
+    pub stage: UpdateStage,
+    /// Which chunks of the bundle are in the staging file and matched their digest.
+    pub have: Vec<bool>,
+    pub requested_at_ms: u64,
+    /// End (exclusive) of the chunk window last requested.
+    pub requested_until: u32,
+    pub retries: u32,
+    /// End of the shadow period or of the watch window.
+    pub deadline_ms: u64,
+    pub restarts_in_watch: u8,
+    pub outcome: Option<(RejectReason, String)>,
+}
+
+impl Job {
+    pub fn bundle(&self) -> Digest {
+        self.desired.bundle.digest
+    }
+    fn next_missing(&self) -> Option<u32> {
+        self.have.iter().position(|h| !h).map(|i| i as u32)
+    }
+    fn in_progress(&self) -> bool {
+        !matches!(
+            self.stage,
+            UpdateStage::Committed | UpdateStage::RolledBack | UpdateStage::Rejected | UpdateStage::Idle
+        )
+    }
+}
+
+/// What the shell observed of the model under watch, cumulative since activation.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Health {
+    pub requests: u64,
+    pub errors: u64,
+    pub p95_us: u32,
+    pub selftest_ok: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Input {
+    /// The retained desired state. `already_active`: the active model is exactly this release.
+    Desired {
+        desired: DesiredState,
+        already_active: bool,
+    },
+    /// A chunk arrived; `valid` when its digest matched and the shell wrote it to the staging file.
+    Chunk {
+        bundle: Digest,
+        index: u32,
+        valid: bool,
+    },
+    Tick,
+    /// The staged bundle verified and was stored as the candidate (or was refused).
+    Verified(Result<(), (RejectReason, String)>),
+    SelfTested(Result<(), (RejectReason, String)>),
+    Activated(Result<(), String>),
+    Health(Health),
+    /// The agent started; `valid_chunks` is the staging file re-checked against the chunk digests.
+    Restarted {
+        valid_chunks: Vec<bool>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    Event {
+        from: UpdateStage,
+        to: UpdateStage,
+        reason: Option<RejectReason>,
+        detail: String,
+    },
+    /// Create an empty staging file for a bundle of `size` bytes.
+    PrepareStaging {
+        size: u64,
+    },
+    RequestChunks {
+        first: u32,
+        count: u32,
+    },
+    /// Verify the staging file; store it as the candidate slot; answer `Verified`.
+    Verify,
+    /// Load the candidate and run its self-test vectors; answer `SelfTested`.
+    SelfTest,
+    StartShadow {
+        sample_percent: u8,
+    },
+    StopShadow,
+    /// Candidate → active, active → previous; answer `Activated`.
+    Activate,
+    /// Previous → active: undo an activation that failed its watch.
+    RollBack,
+    /// Raise the release floor to the active model's sequence; forget the staging file.
+    Commit,
+    /// Switch to the model kept in the previous slot (fleet `abort --revert`).
+    Revert,
+    DiscardStaging,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Machine {
+    pub state: UpdateState,
+}
+
+impl Machine {
+    pub fn new(state: UpdateState) -> Self {
+        Machine { state }
+    }
+
+    pub fn stage(&self) -> UpdateStage {
+        self.state.job.as_ref().map(|j| j.stage).unwrap_or(UpdateStage::Idle)
+    }
+
+    pub fn step(&mut self, input: Input, now_ms: u64) -> Vec<Effect> {
+        let mut fx = Vec::new();
+        match input {
+            Input::Desired { desired, already_active } => self.desired(desired, already_active, now_ms, &mut fx),
+            Input::Chunk { bundle, index, valid } => self.chunk(bundle, index, valid, now_ms, &mut fx),
+            Input::Tick => self.tick(now_ms, &mut fx),
+            Input::Verified(r) => self.after(UpdateStage::Verifying, r, now_ms, &mut fx),
+            Input::SelfTested(r) => self.after(UpdateStage::SelfTest, r, now_ms, &mut fx),
+            Input::Activated(r) => {
+                let r = r.map_err(|e| (RejectReason::ModelUnloadable, e));
+                self.after(UpdateStage::Activating, r, now_ms, &mut fx)
+            }
+            Input::Health(h) => self.health(h, &mut fx),
+            Input::Restarted { valid_chunks } => self.restarted(valid_chunks, now_ms, &mut fx),
+        }
+        fx
+    }
+
+    fn go(job: &mut Job, to: UpdateStage, reason: Option<RejectReason>, detail: String, fx: &mut Vec<Effect>) {
+        fx.push(Effect::Event { from: job.stage, to, reason, detail: detail.clone() });
+        job.stage = to;
+        if let Some(r) = reason {
+            job.outcome = Some((r, detail));
+        }
+    }
+
+    fn desired(&mut self, d: DesiredState, already_active: bool, now_ms: u64, fx: &mut Vec<Effect>) {
+        if let Some(job) = &self.state.job
+            && job.bundle() == d.bundle.digest
+            && job.desired.mode == d.mode
+        {
+            return; // Re-delivery of the retained message (every reconnect): nothing new.
+        }
+        if already_active && d.mode != Mode::Revert {
+            return;
+        }
+        // A newer desired state replaces an unfinished update.
+        if let Some(job) = self.state.job.as_mut().filter(|j| j.in_progress()) {
+            match job.stage {
+                UpdateStage::Shadow => fx.push(Effect::StopShadow),
+                UpdateStage::Activating | UpdateStage::Watching => fx.push(Effect::RollBack),
+                _ => {}
+            }
+            fx.push(Effect::DiscardStaging);
+            let detail = format!("replaced by {} {}", d.model, d.version);
+            let reason = if job.stage == UpdateStage::Watching || job.stage == UpdateStage::Activating {
+                UpdateStage::RolledBack
+            } else {
+                UpdateStage::Rejected
+            };
+            Self::go(job, reason, Some(RejectReason::Superseded), detail, fx);
+        }
+        if d.mode == Mode::Revert {
+            let mut job = new_job(d, now_ms);
+            fx.push(Effect::Revert);
+            Self::go(&mut job, UpdateStage::RolledBack, None, "reverted to the previous model on request".into(), fx);
+            self.state.job = Some(job);
+            return;
+        }
+        let mut job = new_job(d, now_ms);
+        fx.push(Effect::PrepareStaging { size: job.desired.bundle.size });
+        let detail = format!("{} chunk(s), {} bytes", job.have.len(), job.desired.bundle.size);
+        Self::go(&mut job, UpdateStage::Fetching, None, detail, fx);
+        request_missing(&mut job, now_ms, fx);
+        self.state.job = Some(job);
+    }
+
+    fn chunk(&mut self, bundle: Digest, index: u32, valid: bool, now_ms: u64, fx: &mut Vec<Effect>) {
+        let Some(job) = self.state.job.as_mut() else { return };
+        if job.stage != UpdateStage::Fetching || job.bundle() != bundle || index as usize >= job.have.len() {
+            return; // Late, duplicate or foreign chunk.
+        }
+        if valid {
+            job.have[index as usize] = true;
+            job.retries = 0;
+        }
+        match job.next_missing() {
+            None => {
+                Self::go(job, UpdateStage::Verifying, None, "all chunks fetched".into(), fx);
+                fx.push(Effect::Verify);
+            }
+            // A bad chunk is asked for again at once; otherwise the next window once this one is done.
+            Some(first) if !valid || first >= job.requested_until => request_missing(job, now_ms, fx),
+            Some(_) => {}
+        }
+    }
+
+    fn tick(&mut self, now_ms: u64, fx: &mut Vec<Effect>) {
+        let Some(job) = self.state.job.as_mut() else { return };
+        match job.stage {
+            UpdateStage::Fetching if now_ms >= job.requested_at_ms + FETCH_RETRY_MS => {
+                job.retries += 1;
+                if job.retries > FETCH_MAX_RETRIES {
+                    let missing = job.have.iter().filter(|h| !**h).count();
+                    let detail = format!("{missing} chunk(s) still missing after {FETCH_MAX_RETRIES} requests");
+                    fx.push(Effect::DiscardStaging);
+                    Self::go(job, UpdateStage::Rejected, Some(RejectReason::FetchFailed), detail, fx);
+                } else {
+                    request_missing(job, now_ms, fx);
+                }
+            }
+            UpdateStage::Shadow if now_ms >= job.deadline_ms => {
+                fx.push(Effect::StopShadow);
+                Self::go(job, UpdateStage::Activating, None, "shadow period over".into(), fx);
+                fx.push(Effect::Activate);
+            }
+            UpdateStage::Watching if now_ms >= job.deadline_ms => {
+                fx.push(Effect::Commit);
+                let detail = format!("healthy for the {} s watch window", job.desired.watch.secs);
+                Self::go(job, UpdateStage::Committed, None, detail, fx);
+            }
+            _ => {}
+        }
+    }
+
+    /// The shell finished the step that `stage` asked for.
+    fn after(&mut self, stage: UpdateStage, r: Result<(), (RejectReason, String)>, now_ms: u64, fx: &mut Vec<Effect>) {
+        let Some(job) = self.state.job.as_mut().filter(|j| j.stage == stage) else { return };
+        if let Err((reason, detail)) = r {
+            fx.push(Effect::DiscardStaging);
+            if stage == UpdateStage::Activating {
+                fx.push(Effect::RollBack);
+                Self::go(job, UpdateStage::RolledBack, Some(reason), detail, fx);
+            } else {
+                Self::go(job, UpdateStage::Rejected, Some(reason), detail, fx);
+            }
+            return;
+        }
+        match stage {
+            UpdateStage::Verifying => {
+                Self::go(job, UpdateStage::Staged, None, "verified and stored as the candidate".into(), fx);
+                Self::go(job, UpdateStage::SelfTest, None, String::new(), fx);
+                fx.push(Effect::SelfTest);
+            }
+            UpdateStage::SelfTest => match job.desired.mode {
+                Mode::Shadow { secs, sample_percent } => {
+                    job.deadline_ms = now_ms + u64::from(secs) * 1000;
+                    Self::go(job, UpdateStage::Shadow, None, format!("shadowing for {secs} s"), fx);
+                    fx.push(Effect::StartShadow { sample_percent });
+                }
+                _ => {
+                    Self::go(job, UpdateStage::Activating, None, "self-tests passed".into(), fx);
+                    fx.push(Effect::Activate);
+                }
+            },
+            UpdateStage::Activating => {
+                job.deadline_ms = now_ms + u64::from(job.desired.watch.secs) * 1000;
+                job.restarts_in_watch = 0;
+                let detail = format!("watching for {} s", job.desired.watch.secs);
+                Self::go(job, UpdateStage::Watching, None, detail, fx);
+            }
+            _ => {}
+        }
+    }
+
+    fn health(&mut self, h: Health, fx: &mut Vec<Effect>) {
+        let Some(job) = self.state.job.as_mut().filter(|j| j.stage == UpdateStage::Watching) else { return };
+        let w = job.desired.watch;
+        let verdict = if !h.selftest_ok {
+            Some((RejectReason::SelfTestFailed, "the self-test failed after activation".to_string()))
+        } else if h.requests < u64::from(w.min_requests) {
+            None
+        } else if w.max_error_ppm > 0 && h.errors * 1_000_000 > u64::from(w.max_error_ppm) * h.requests {
+            Some((
+                RejectReason::UnhealthyErrors,
+                format!(
+                    "{} error(s) in {} request(s), over the budget of {} ppm",
+                    h.errors, h.requests, w.max_error_ppm
+                ),
+            ))
+        } else if w.max_p95_us > 0 && h.p95_us > w.max_p95_us {
+            Some((
+                RejectReason::UnhealthyLatency,
+                format!(
+                    "p95 latency {} µs over {} request(s), over the budget of {} µs",
+                    h.p95_us, h.requests, w.max_p95_us
+                ),
+            ))
+        } else {
+            None
+        };
+        if let Some((reason, detail)) = verdict {
+            fx.push(Effect::RollBack);
+            Self::go(job, UpdateStage::RolledBack, Some(reason), detail, fx);
+        }
+    }
+
+    fn restarted(&mut self, valid_chunks: Vec<bool>, now_ms: u64, fx: &mut Vec<Effect>) {
+        let Some(job) = self.state.job.as_mut() else { return };
+        match job.stage {
+            UpdateStage::Fetching => {
+                if valid_chunks.len() == job.have.len() {
+                    job.have = valid_chunks;
+                } else {
+                    job.have.iter_mut().for_each(|h| *h = false);
+                    fx.push(Effect::PrepareStaging { size: job.desired.bundle.size });
+                }
+                match job.next_missing() {
+                    None => {
+                        Self::go(job, UpdateStage::Verifying, None, "all chunks fetched".into(), fx);
+                        fx.push(Effect::Verify);
+                    }
+                    Some(_) => request_missing(job, now_ms, fx),
+                }
+            }
+            UpdateStage::Verifying | UpdateStage::Staged => {
+                job.stage = UpdateStage::Verifying;
+                fx.push(Effect::Verify);
+            }
+            UpdateStage::SelfTest => fx.push(Effect::SelfTest),
+            UpdateStage::Shadow => {
+                if let Mode::Shadow { sample_percent, .. } = job.desired.mode {
+                    fx.push(Effect::StartShadow { sample_percent });
+                }
+            }
+            UpdateStage::Activating => fx.push(Effect::Activate),
+            UpdateStage::Watching => {
+                job.restarts_in_watch += 1;
+                if job.restarts_in_watch >= job.desired.watch.max_restarts.max(1) {
+                    fx.push(Effect::RollBack);
+                    let detail = format!("the agent restarted {} time(s) while watching", job.restarts_in_watch);
+                    Self::go(job, UpdateStage::RolledBack, Some(RejectReason::CrashLoop), detail, fx);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn new_job(desired: DesiredState, now_ms: u64) -> Job {
+    Job {
+        have: vec![false; desired.bundle.chunks.len()],
+        desired,
+        stage: UpdateStage::Idle,
+        requested_at_ms: now_ms,
+        requested_until: 0,
+        retries: 0,
+        deadline_ms: 0,
+        restarts_in_watch: 0,
+        outcome: None,
+    }
+}
+
+fn request_missing(job: &mut Job, now_ms: u64, fx: &mut Vec<Effect>) {
+    if let Some(first) = job.next_missing() {
+        let count = (job.have.len() as u32 - first).min(FETCH_WINDOW);
+        fx.push(Effect::RequestChunks { first, count });
+        job.requested_at_ms = now_ms;
+        job.requested_until = first + count;
+    }
+}
+
+#[cfg(test)]
+#[path = "machine_tests.rs"]
+mod tests;

@@ -1,0 +1,201 @@
+use super::*;
+use UpdateStage::*;
+use outpost_protocol::messages::{BundleRef, Watch};
+use outpost_protocol::{ModelName, Version};
+
+fn desired(chunks: usize, mode: Mode) -> DesiredState {
+    DesiredState {
+        model: ModelName::new("digits").unwrap(),
+        version: Version::new(2, 0, 0),
+        sequence: 2,
+        bundle: BundleRef {
+            digest: Digest([chunks as u8; 32]),
+            size: chunks as u64 * 100,
+            chunk_size: 100,
+            chunks: vec![Digest([0; 32]); chunks],
+        },
+        rollout: Some("r1".into()),
+        mode,
+        issued_at: 0,
+        watch: Watch { secs: 60, max_error_ppm: 10_000, max_p95_us: 5_000, min_requests: 10, max_restarts: 3 },
+    }
+}
+
+fn stages(fx: &[Effect]) -> Vec<UpdateStage> {
+    fx.iter().filter_map(|e| if let Effect::Event { to, .. } = e { Some(*to) } else { None }).collect()
+}
+
+fn start(m: &mut Machine, d: DesiredState) -> Vec<Effect> {
+    m.step(Input::Desired { desired: d, already_active: false }, 0)
+}
+
+fn fetch_all(m: &mut Machine, n: u32) -> Vec<Effect> {
+    let bundle = m.state.job.as_ref().unwrap().bundle();
+    let mut fx = Vec::new();
+    for i in 0..n {
+        fx.extend(m.step(Input::Chunk { bundle, index: i, valid: true }, 10));
+    }
+    fx
+}
+
+fn healthy() -> Health {
+    Health { requests: 100, errors: 0, p95_us: 1_000, selftest_ok: true }
+}
+
+#[test]
+fn a_full_update_walks_every_stage_to_committed() {
+    let mut m = Machine::default();
+    let fx = start(&mut m, desired(20, Mode::Activate));
+    assert_eq!(fx[0], Effect::PrepareStaging { size: 2000 });
+    assert!(fx.contains(&Effect::RequestChunks { first: 0, count: FETCH_WINDOW }));
+    let fx = fetch_all(&mut m, 20);
+    // Windows of 8: after chunk 7 the next window, after chunk 15 the last four.
+    assert!(fx.contains(&Effect::RequestChunks { first: 8, count: 8 }));
+    assert!(fx.contains(&Effect::RequestChunks { first: 16, count: 4 }));
+    assert_eq!(fx.last(), Some(&Effect::Verify));
+    let fx = m.step(Input::Verified(Ok(())), 20);
+    assert_eq!(stages(&fx), vec![Staged, SelfTest]);
+    let fx = m.step(Input::SelfTested(Ok(())), 30);
+    assert_eq!((stages(&fx), fx.last()), (vec![Activating], Some(&Effect::Activate)));
+    let fx = m.step(Input::Activated(Ok(())), 40);
+    assert_eq!(stages(&fx), vec![Watching]);
+    assert!(m.step(Input::Health(healthy()), 50).is_empty());
+    assert!(m.step(Input::Tick, 59_000).is_empty(), "still inside the watch window");
+    let fx = m.step(Input::Tick, 60_040);
+    assert_eq!(fx[0], Effect::Commit);
+    assert_eq!(m.stage(), Committed);
+}
+
+#[test]
+fn a_shadow_update_shadows_for_the_requested_period_before_activating() {
+    let mut m = Machine::default();
+    start(&mut m, desired(1, Mode::Shadow { secs: 30, sample_percent: 25 }));
+    fetch_all(&mut m, 1);
+    m.step(Input::Verified(Ok(())), 0);
+    let fx = m.step(Input::SelfTested(Ok(())), 1_000);
+    assert_eq!(fx.last(), Some(&Effect::StartShadow { sample_percent: 25 }));
+    assert!(m.step(Input::Tick, 30_999).is_empty());
+    let fx = m.step(Input::Tick, 31_000);
+    assert_eq!(fx[0], Effect::StopShadow);
+    assert_eq!(fx.last(), Some(&Effect::Activate));
+}
+
+#[test]
+fn a_corrupt_chunk_is_requested_again_at_once() {
+    let mut m = Machine::default();
+    start(&mut m, desired(4, Mode::Activate));
+    let bundle = m.state.job.as_ref().unwrap().bundle();
+    m.step(Input::Chunk { bundle, index: 0, valid: true }, 1);
+    let fx = m.step(Input::Chunk { bundle, index: 1, valid: false }, 2);
+    assert_eq!(fx, vec![Effect::RequestChunks { first: 1, count: 3 }]);
+    for i in 1..4 {
+        m.step(Input::Chunk { bundle, index: i, valid: true }, 3);
+    }
+    assert_eq!(m.stage(), Verifying);
+}
+
+#[test]
+fn unanswered_requests_are_retried_and_finally_fail_the_fetch() {
+    let mut m = Machine::default();
+    start(&mut m, desired(2, Mode::Activate));
+    let fx = m.step(Input::Tick, FETCH_RETRY_MS);
+    assert_eq!(fx, vec![Effect::RequestChunks { first: 0, count: 2 }]);
+    let mut now = FETCH_RETRY_MS;
+    for _ in 0..FETCH_MAX_RETRIES {
+        now += FETCH_RETRY_MS;
+        m.step(Input::Tick, now);
+    }
+    assert_eq!(m.stage(), Rejected);
+    assert_eq!(m.state.job.unwrap().outcome.unwrap().0, RejectReason::FetchFailed);
+}
+
+#[test]
+fn the_retained_desired_state_delivered_again_changes_nothing() {
+    let mut m = Machine::default();
+    start(&mut m, desired(2, Mode::Activate));
+    fetch_all(&mut m, 1);
+    let before = m.clone();
+    assert!(start(&mut m, desired(2, Mode::Activate)).is_empty());
+    assert_eq!(m, before);
+    let mut idle = Machine::default();
+    assert!(idle.step(Input::Desired { desired: desired(2, Mode::Activate), already_active: true }, 0).is_empty());
+}
+
+#[test]
+fn a_refused_bundle_is_rejected_with_its_reason_and_nothing_activates() {
+    let mut m = Machine::default();
+    start(&mut m, desired(1, Mode::Activate));
+    fetch_all(&mut m, 1);
+    let fx = m.step(Input::Verified(Err((RejectReason::BadSignature, "tampered".into()))), 5);
+    assert!(fx.contains(&Effect::DiscardStaging));
+    assert!(!fx.contains(&Effect::Activate));
+    assert_eq!(m.stage(), Rejected);
+    assert_eq!(m.state.job.unwrap().outcome, Some((RejectReason::BadSignature, "tampered".into())));
+}
+
+fn watching() -> Machine {
+    let mut m = Machine::default();
+    start(&mut m, desired(1, Mode::Activate));
+    fetch_all(&mut m, 1);
+    m.step(Input::Verified(Ok(())), 0);
+    m.step(Input::SelfTested(Ok(())), 0);
+    m.step(Input::Activated(Ok(())), 0);
+    assert_eq!(m.stage(), Watching);
+    m
+}
+
+#[test]
+fn the_watch_rolls_back_on_errors_latency_or_a_failed_self_test_with_the_evidence() {
+    let cases = [
+        (Health { errors: 5, ..healthy() }, RejectReason::UnhealthyErrors, "5 error(s) in 100 request(s)"),
+        (Health { p95_us: 9_000, ..healthy() }, RejectReason::UnhealthyLatency, "p95 latency 9000 µs"),
+        (Health { selftest_ok: false, ..healthy() }, RejectReason::SelfTestFailed, "self-test failed"),
+    ];
+    for (health, reason, evidence) in cases {
+        let mut m = watching();
+        let fx = m.step(Input::Health(health), 10);
+        assert_eq!(fx[0], Effect::RollBack);
+        let (r, detail) = m.state.job.unwrap().outcome.unwrap();
+        assert_eq!(r, reason);
+        assert!(detail.contains(evidence), "{detail}");
+    }
+    // Too few requests to judge: no verdict yet.
+    let mut m = watching();
+    assert!(m.step(Input::Health(Health { requests: 3, errors: 3, ..healthy() }), 10).is_empty());
+}
+
+#[test]
+fn restarts_resume_each_stage_and_a_crash_loop_during_the_watch_rolls_back() {
+    let mut m = Machine::default();
+    start(&mut m, desired(10, Mode::Activate));
+    let fx = m.step(Input::Restarted { valid_chunks: [vec![true; 6], vec![false; 4]].concat() }, 100);
+    assert_eq!(fx, vec![Effect::RequestChunks { first: 6, count: 4 }], "resume from the first missing chunk");
+
+    let mut m = watching();
+    assert!(m.step(Input::Restarted { valid_chunks: vec![] }, 1).is_empty());
+    assert!(m.step(Input::Restarted { valid_chunks: vec![] }, 2).is_empty());
+    let fx = m.step(Input::Restarted { valid_chunks: vec![] }, 3);
+    assert_eq!(fx[0], Effect::RollBack);
+    assert_eq!(m.state.job.unwrap().outcome.unwrap().0, RejectReason::CrashLoop);
+
+    for (stage, effect) in [(SelfTest, Effect::SelfTest), (Activating, Effect::Activate), (Verifying, Effect::Verify)] {
+        let mut m = watching();
+        m.state.job.as_mut().unwrap().stage = stage;
+        assert_eq!(m.step(Input::Restarted { valid_chunks: vec![] }, 5), vec![effect], "{stage:?}");
+    }
+}
+
+#[test]
+fn a_new_desired_state_supersedes_an_unfinished_update_and_revert_switches_back() {
+    let mut m = watching();
+    let mut newer = desired(3, Mode::Activate);
+    newer.version = Version::new(3, 0, 0);
+    let fx = start(&mut m, newer);
+    assert_eq!(fx[0], Effect::RollBack, "the unwatched model is not kept");
+    assert!(stages(&fx).contains(&RolledBack) && stages(&fx).contains(&Fetching));
+    assert_eq!(m.state.job.as_ref().unwrap().desired.version, Version::new(3, 0, 0));
+
+    let fx = start(&mut m, desired(4, Mode::Revert));
+    assert!(fx.contains(&Effect::Revert));
+    assert_eq!(m.stage(), RolledBack);
+}
