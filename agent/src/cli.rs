@@ -31,6 +31,14 @@ pub struct Common {
     /// Address of the local API, e.g. 127.0.0.1:8470.
     #[arg(long)]
     listen: Option<String>,
+    /// Fleet broker, mqtt://HOST:PORT or mqtts://HOST:PORT.
+    #[arg(long)]
+    broker: Option<String>,
+    #[arg(long = "device-id")]
+    device_id: Option<String>,
+    /// Telemetry aggregation window, e.g. 60s.
+    #[arg(long = "telemetry-window")]
+    telemetry_window: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -104,6 +112,9 @@ fn load_config(common: &Common) -> Result<Config, Failure> {
     let overrides = Overrides {
         data_dir: common.data_dir.clone(),
         listen: common.listen.clone(),
+        broker: common.broker.clone(),
+        device_id: common.device_id.clone(),
+        telemetry_window: common.telemetry_window.clone(),
         trust: common.trust.clone(),
         root_pubs: common.root_pub.clone(),
     };
@@ -133,7 +144,8 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             let trust = Trust::load(&cfg).map_err(err)?;
             let store = Store::open(&cfg.data_dir).map_err(err)?;
             let bytes = std::fs::read(&bundle).map_err(|e| err(format!("{}: {e}", bundle.display())))?;
-            let target = if shadow { Target::Candidate } else { Target::Activate };
+            let target =
+                if shadow { Target::Candidate { shadow_percent: cfg.shadow.sample_percent } } else { Target::Activate };
             match install::install(&store, &trust, &bytes, now(), target) {
                 Ok(done) => {
                     let m = &done.manifest;

@@ -25,6 +25,30 @@ pub struct RawConfig {
     pub shadow: RawShadow,
     #[serde(default)]
     pub drift: RawDrift,
+    #[serde(default)]
+    pub link: RawLink,
+    #[serde(default)]
+    pub telemetry: RawTelemetry,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLink {
+    pub broker: Option<String>,
+    pub device_id: Option<String>,
+    pub ca: Option<PathBuf>,
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+    pub keepalive: Option<String>,
+    pub labels: Option<std::collections::BTreeMap<String, String>>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTelemetry {
+    pub window: Option<String>,
+    pub max_records: Option<u64>,
+    pub max_batch_bytes: Option<usize>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -80,6 +104,17 @@ pub struct Config {
     pub cache: CacheConfig,
     pub shadow: ShadowConfig,
     pub drift: DriftConfig,
+    /// The fleet link; `None` runs inference only (telemetry is still buffered).
+    pub link: Option<crate::link::LinkConfig>,
+    pub labels: Vec<(String, String)>,
+    pub telemetry: TelemetryConfig,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TelemetryConfig {
+    pub window: Duration,
+    pub max_records: u64,
+    pub max_batch_bytes: usize,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -137,6 +172,9 @@ pub struct Overrides {
     pub listen: Option<String>,
     pub trust: Option<PathBuf>,
     pub root_pubs: Vec<PathBuf>,
+    pub broker: Option<String>,
+    pub device_id: Option<String>,
+    pub telemetry_window: Option<String>,
 }
 
 impl Config {
@@ -164,6 +202,15 @@ impl Config {
         }
         if !o.root_pubs.is_empty() {
             raw.trust.root_pub = Some(o.root_pubs.clone());
+        }
+        if o.broker.is_some() {
+            raw.link.broker.clone_from(&o.broker);
+        }
+        if o.device_id.is_some() {
+            raw.link.device_id.clone_from(&o.device_id);
+        }
+        if o.telemetry_window.is_some() {
+            raw.telemetry.window.clone_from(&o.telemetry_window);
         }
         let invalid = |key, message: String| ConfigError::Invalid { path: name.to_owned(), key, message };
         let dur = |key, v: Option<String>, default: Duration| -> Result<Duration, ConfigError> {
@@ -200,7 +247,38 @@ impl Config {
         if drift.lo.partial_cmp(&drift.hi) != Some(std::cmp::Ordering::Less) || drift.bins == 0 || drift.bins > 1000 {
             return Err(invalid("drift", format!("need lo < hi and 1..=1000 bins, got {drift:?}")));
         }
+        let l = raw.link;
+        let link = match l.broker {
+            None => None,
+            Some(url) => {
+                let broker = url.parse().map_err(|m| invalid("link.broker", m))?;
+                let id = l.device_id.ok_or_else(|| invalid("link.device_id", "a broker needs a device id".into()))?;
+                let device =
+                    outpost_protocol::DeviceId::new(id).map_err(|e| invalid("link.device_id", e.to_string()))?;
+                Some(crate::link::LinkConfig {
+                    broker,
+                    device,
+                    ca: l.ca,
+                    client_cert: l.client_cert,
+                    client_key: l.client_key,
+                    keepalive: dur("link.keepalive", l.keepalive, Duration::from_secs(30))?,
+                    backoff_min: Duration::from_millis(200),
+                    backoff_max: Duration::from_secs(60),
+                })
+            }
+        };
+        let telemetry = TelemetryConfig {
+            window: dur("telemetry.window", raw.telemetry.window, Duration::from_secs(60))?,
+            max_records: raw.telemetry.max_records.unwrap_or(100_000),
+            max_batch_bytes: raw.telemetry.max_batch_bytes.unwrap_or(64 << 10),
+        };
+        if telemetry.window.is_zero() {
+            return Err(invalid("telemetry.window", "must be longer than 0".into()));
+        }
         Ok(Config {
+            link,
+            labels: l.labels.unwrap_or_default().into_iter().collect(),
+            telemetry,
             data_dir: raw.data_dir.unwrap_or_else(|| PathBuf::from("/var/lib/outpost")),
             listen,
             trust: TrustConfig {

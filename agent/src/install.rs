@@ -19,8 +19,8 @@ use std::path::Path;
 pub enum Target {
     /// Becomes active; the active model becomes previous; the release floor rises.
     Activate,
-    /// Becomes the shadow candidate; nothing else changes until it is promoted.
-    Candidate,
+    /// Becomes the shadow candidate on this share of requests; nothing else changes until it is promoted.
+    Candidate { shadow_percent: u8 },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -79,16 +79,24 @@ impl Trust {
     }
 }
 
-/// Verifies and installs `bundle_bytes`. `now` is Unix seconds.
-pub fn install(
+/// A bundle that passed verification, loaded in tract with its interface checked, and stored.
+#[derive(Debug)]
+pub struct Staged {
+    pub manifest: Manifest,
+    pub model: LoadedModel,
+    pub digest: outpost_protocol::Digest,
+    pub policy_version: u64,
+}
+
+/// Verifies `bundle_bytes` against the device's trust, floors and active model (the delta base), loads
+/// it in tract, checks its interface and stores it. Slots are not changed. The caller holds the lock.
+pub fn verify_and_store(
     store: &Store,
+    slots: &Slots,
     trust: &Trust,
     bundle_bytes: &[u8],
     now: u64,
-    target: Target,
-) -> Result<Installed, InstallError> {
-    let _lock = store.lock()?;
-    let mut slots = store.slots()?;
+) -> Result<Staged, InstallError> {
     let limits = Limits::default();
     // The unverified name only picks which floor applies; verify re-checks everything it depends on.
     let name = bundle::inspect(bundle_bytes, &limits)?.manifest.name;
@@ -114,10 +122,30 @@ pub fn install(
     let what = format!("{} {}", verified.manifest.name, verified.manifest.version);
     let model = LoadedModel::load(&verified.model, verified.manifest.clone(), 1)
         .map_err(|e| Rejection::new(RejectReason::ModelUnloadable, format!("{what}: {e}")))?;
-    let selftests =
-        selftest::run(&model).map_err(|e| Rejection::new(RejectReason::SelfTestFailed, format!("{what}: {e}")))?;
     let digest = store.put_model(&verified.model, &verified.manifest)?;
-    let hex = digest.to_hex();
+    Ok(Staged { manifest: verified.manifest, model, digest, policy_version: verified.policy_version })
+}
+
+/// Runs the stored model's self-test vectors.
+pub fn self_test(model: &LoadedModel) -> Result<usize, Rejection> {
+    let what = format!("{} {}", model.manifest.name, model.manifest.version);
+    selftest::run(model).map_err(|e| Rejection::new(RejectReason::SelfTestFailed, format!("{what}: {e}")))
+}
+
+/// Verifies and installs `bundle_bytes` (the offline path: `outpost-agent install`). `now` is Unix seconds.
+pub fn install(
+    store: &Store,
+    trust: &Trust,
+    bundle_bytes: &[u8],
+    now: u64,
+    target: Target,
+) -> Result<Installed, InstallError> {
+    let _lock = store.lock()?;
+    let mut slots = store.slots()?;
+    let staged = verify_and_store(store, &slots, trust, bundle_bytes, now)?;
+    let selftests = self_test(&staged.model)?;
+    let hex = staged.digest.to_hex();
+    let name = staged.manifest.name.as_str().to_owned();
     match target {
         Target::Activate => {
             if slots.active.as_deref() != Some(hex.as_str()) {
@@ -126,16 +154,20 @@ pub fn install(
             slots.active = Some(hex.clone());
             if slots.candidate.as_deref() == Some(hex.as_str()) {
                 slots.candidate = None;
+                slots.shadow_percent = None;
             }
-            let floor = slots.floors.entry(name.as_str().to_owned()).or_default();
-            *floor = (*floor).max(verified.manifest.sequence);
+            let floor = slots.floors.entry(name).or_default();
+            *floor = (*floor).max(staged.manifest.sequence);
         }
-        Target::Candidate => slots.candidate = Some(hex),
+        Target::Candidate { shadow_percent } => {
+            slots.candidate = Some(hex);
+            slots.shadow_percent = Some(shadow_percent);
+        }
     }
-    slots.policy_floor = slots.policy_floor.max(verified.policy_version);
+    slots.policy_floor = slots.policy_floor.max(staged.policy_version);
     store.write_slots(&slots)?;
     store.gc(&slots)?;
-    Ok(Installed { manifest: verified.manifest, selftests, slots })
+    Ok(Installed { manifest: staged.manifest, selftests, slots })
 }
 
 /// Loads the model a slot names, for serving.

@@ -8,13 +8,16 @@
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod fleet;
 pub mod install;
+pub mod link;
 pub mod runtime;
 pub mod serve;
 pub mod stats;
 pub mod status;
 pub mod store;
 pub mod sys;
+pub mod telemetry;
 pub mod update;
 
 /// This agent's version, as devices report it in `hello` and as manifests' `min_agent` compare it.

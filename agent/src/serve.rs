@@ -31,11 +31,18 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let store = Store::open(&cfg.data_dir)?;
     let rt = Runtime::start(runtime_config(&cfg));
-    let watcher = tokio::spawn(follow_slots(rt.clone(), store, cfg.inference.max_batch));
+    // Load the installed model before answering: after a restart the first request finds it ready.
+    let mut failed = None;
+    sync_slots(&rt, &store, cfg.inference.max_batch, &mut failed).await;
+    let watcher = tokio::spawn(follow_slots(rt.clone(), store.clone(), cfg.inference.max_batch));
+    let fleet = crate::fleet::start(&cfg, store, rt.clone())?;
     let app = api::router(rt.clone());
     tracing::info!(addr = %listener.local_addr()?, "serving the Open Inference Protocol");
     let result = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
     watcher.abort();
+    for task in fleet {
+        task.abort();
+    }
     rt.shutdown();
     Ok(result?)
 }
@@ -45,46 +52,49 @@ pub async fn serve(
 async fn follow_slots(rt: Arc<Runtime>, store: Store, max_batch: usize) {
     let mut failed: Option<Digest> = None;
     loop {
-        if let Ok(slots) = store.slots() {
-            let want = slots.active_digest();
-            let have = rt.active().map(|m| m.digest);
-            if let Some(digest) = want.filter(|w| Some(*w) != have && Some(*w) != failed) {
+        sync_slots(&rt, &store, max_batch, &mut failed).await;
+        tokio::time::sleep(SLOT_POLL).await;
+    }
+}
+
+async fn sync_slots(rt: &Arc<Runtime>, store: &Store, max_batch: usize, failed: &mut Option<Digest>) {
+    let Ok(slots) = store.slots() else { return };
+    let have = rt.active().map(|m| m.digest);
+    if let Some(digest) = slots.active_digest().filter(|w| Some(*w) != have && Some(*w) != *failed) {
+        let s = store.clone();
+        match tokio::task::spawn_blocking(move || load_slot(&s, &digest, max_batch, true)).await {
+            Ok(Ok(model)) => {
+                tracing::info!(model = model.name(), version = %model.manifest.version,
+                    load_ms = model.load_time.as_millis() as u64, max_batch = model.max_rows(), "activated");
+                rt.activate(model);
+            }
+            Ok(Err(e)) => {
+                tracing::error!(digest = %digest.short(), error = %e, "cannot load the active slot; keeping the current model");
+                *failed = Some(digest);
+            }
+            Err(e) => tracing::error!(error = %e, "model loading task failed"),
+        }
+    }
+    let want_c = slots.candidate_digest().filter(|_| slots.shadow_percent.is_some());
+    let percent = slots.shadow_percent.unwrap_or(0);
+    let have_c = rt.candidate().map(|m| m.digest);
+    if want_c != have_c && (want_c.is_none() || want_c != *failed) {
+        match want_c {
+            None => rt.set_candidate(None),
+            Some(digest) => {
                 let s = store.clone();
-                match tokio::task::spawn_blocking(move || load_slot(&s, &digest, max_batch, true)).await {
+                match tokio::task::spawn_blocking(move || load_slot(&s, &digest, 1, false)).await {
                     Ok(Ok(model)) => {
-                        tracing::info!(model = model.name(), version = %model.manifest.version,
-                            load_ms = model.load_time.as_millis() as u64, max_batch = model.max_rows(), "activated");
-                        rt.activate(model);
+                        tracing::info!(model = model.name(), version = %model.manifest.version, "shadowing candidate");
+                        rt.set_candidate_sampled(Some(model), percent);
                     }
                     Ok(Err(e)) => {
-                        tracing::error!(digest = %digest.short(), error = %e, "cannot load the active slot; keeping the current model");
-                        failed = Some(digest);
+                        tracing::error!(digest = %digest.short(), error = %e, "cannot load the candidate slot");
+                        *failed = Some(digest);
                     }
                     Err(e) => tracing::error!(error = %e, "model loading task failed"),
                 }
             }
-            let want_c = slots.candidate_digest();
-            let have_c = rt.candidate().map(|m| m.digest);
-            if want_c != have_c && (want_c.is_none() || want_c != failed) {
-                match want_c {
-                    None => rt.set_candidate(None),
-                    Some(digest) => {
-                        let s = store.clone();
-                        match tokio::task::spawn_blocking(move || load_slot(&s, &digest, 1, false)).await {
-                            Ok(Ok(model)) => {
-                                tracing::info!(model = model.name(), version = %model.manifest.version, "shadowing candidate");
-                                rt.set_candidate(Some(model));
-                            }
-                            Ok(Err(e)) => {
-                                tracing::error!(digest = %digest.short(), error = %e, "cannot load the candidate slot");
-                                failed = Some(digest);
-                            }
-                            Err(e) => tracing::error!(error = %e, "model loading task failed"),
-                        }
-                    }
-                }
-            }
         }
-        tokio::time::sleep(SLOT_POLL).await;
     }
 }

@@ -30,6 +30,9 @@ pub struct Slots {
     /// The highest trust policy version accepted. Never lowered.
     #[serde(default)]
     pub policy_floor: u64,
+    /// When set, the candidate runs in shadow on this share of live requests.
+    #[serde(default)]
+    pub shadow_percent: Option<u8>,
 }
 
 impl Slots {

@@ -31,11 +31,25 @@ fn shadow_reports_high_agreement_for_v2_and_low_agreement_for_the_bad_model() {
     let store = Store::open(&cfg.data_dir).unwrap();
     let trust = Trust::load(&cfg).unwrap();
     install::install(&store, &trust, &signed_bundle("v1", "1.0.0", 1), now(), Target::Activate).unwrap();
-    install::install(&store, &trust, &signed_bundle("v2", "2.0.0", 2), now(), Target::Candidate).unwrap();
+    install::install(
+        &store,
+        &trust,
+        &signed_bundle("v2", "2.0.0", 2),
+        now(),
+        Target::Candidate { shadow_percent: 100 },
+    )
+    .unwrap();
     let agent = Agent::start(cfg);
 
     let good = agreement_after_traffic(&agent, "2.0.0");
-    install::install(&store, &trust, &signed_bundle("bad", "2.0.1", 3), now(), Target::Candidate).unwrap();
+    install::install(
+        &store,
+        &trust,
+        &signed_bundle("bad", "2.0.1", 3),
+        now(),
+        Target::Candidate { shadow_percent: 100 },
+    )
+    .unwrap();
     let bad = agreement_after_traffic(&agent, "2.0.1");
     println!("shadow agreement: v1 vs v2 {good:.3}, v1 vs bad {bad:.3}");
     assert!(good >= 0.95, "v2 agrees with v1: {good}");

@@ -6,8 +6,39 @@ use std::fmt::Write;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// Request counts and latencies over a window that can be taken and restarted: one for telemetry
+/// windows, one for the watch after an activation.
+#[derive(Debug, Clone, Default)]
+pub struct WindowStats {
+    pub requests: u64,
+    /// Failed inferences (HTTP 500) and timeouts (504): what the watch budget counts as errors.
+    pub errors: u64,
+    pub timeouts: u64,
+    /// Refused before running (429, 503).
+    pub rejected: u64,
+    pub latency: LatencyHistogram,
+}
+
+impl WindowStats {
+    fn record(&mut self, status: u16, latency: std::time::Duration) {
+        self.requests += 1;
+        match status {
+            200 => self.latency.record(latency),
+            504 => {
+                self.errors += 1;
+                self.timeouts += 1;
+            }
+            500 => self.errors += 1,
+            429 | 503 => self.rejected += 1,
+            _ => {}
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct Metrics {
+    telemetry_window: Mutex<WindowStats>,
+    watch_window: Mutex<WindowStats>,
     /// (model, version, HTTP status) → requests.
     requests: Mutex<BTreeMap<(String, String, u16), u64>>,
     latency: Mutex<LatencyHistogram>,
@@ -21,6 +52,8 @@ pub struct Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Metrics {
+            telemetry_window: Mutex::default(),
+            watch_window: Mutex::default(),
             requests: Mutex::default(),
             latency: Mutex::default(),
             batch_sizes: Mutex::new(Histogram::new(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0])),
@@ -49,6 +82,25 @@ impl Metrics {
         if status == 200 {
             self.latency.lock().expect("metrics").record(latency);
         }
+        // Client mistakes (400, 404, 413) say nothing about the model's health.
+        if !matches!(status, 400 | 404 | 413) {
+            self.telemetry_window.lock().expect("metrics").record(status, latency);
+            self.watch_window.lock().expect("metrics").record(status, latency);
+        }
+    }
+
+    /// Takes the telemetry window's figures and starts a new window.
+    pub fn take_telemetry_window(&self) -> WindowStats {
+        std::mem::take(&mut *self.telemetry_window.lock().expect("metrics"))
+    }
+
+    /// The figures since the last activation.
+    pub fn watch_window(&self) -> WindowStats {
+        self.watch_window.lock().expect("metrics").clone()
+    }
+
+    pub fn reset_watch_window(&self) {
+        *self.watch_window.lock().expect("metrics") = WindowStats::default();
     }
 
     pub fn batch(&self, rows: usize) {

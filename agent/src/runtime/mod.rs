@@ -121,8 +121,10 @@ pub struct Runtime {
     cache: Mutex<ResultCache<Arc<Vec<OutputTensor>>>>,
     drift: Mutex<Option<(Digest, DriftAccumulator)>>,
     shadow: Mutex<ShadowAccumulator>,
+    finished_shadow: Mutex<Option<ShadowStats>>,
     pub metrics: Metrics,
     requests_seen: AtomicU64,
+    shadow_percent: std::sync::atomic::AtomicU8,
     /// Rows observed by the drift window so far (drift is recorded after the answers are sent).
     drift_rows: AtomicU64,
 }
@@ -145,8 +147,10 @@ impl Runtime {
             candidate: RwLock::new(None),
             drift: Mutex::new(None),
             shadow: Mutex::new(ShadowAccumulator::new()),
+            finished_shadow: Mutex::new(None),
             metrics: Metrics::default(),
             requests_seen: AtomicU64::new(0),
+            shadow_percent: std::sync::atomic::AtomicU8::new(0),
             drift_rows: AtomicU64::new(0),
         });
         for i in 0..rt.cfg.inference.workers {
@@ -180,6 +184,7 @@ impl Runtime {
         let model = Arc::new(model);
         self.metrics.model_load_us.store(model.load_time.as_micros() as u64, Ordering::Relaxed);
         *self.active.write().expect("active lock") = Some(model.clone());
+        self.metrics.reset_watch_window();
         model
     }
 
@@ -189,6 +194,17 @@ impl Runtime {
 
     /// Loads (`Some`) or drops (`None`) the shadow candidate; resets the shadow statistics.
     pub fn set_candidate(&self, model: Option<LoadedModel>) {
+        self.set_candidate_sampled(model, self.cfg.shadow.sample_percent);
+    }
+
+    /// As `set_candidate`, shadowing `sample_percent` % of requests (the desired state may ask for a share
+    /// other than the configured one).
+    pub fn set_candidate_sampled(&self, model: Option<LoadedModel>, sample_percent: u8) {
+        self.shadow_percent.store(sample_percent.min(100), Ordering::Relaxed);
+        // The outgoing candidate's figures belong to the current window: keep them for the next report.
+        if let Some(old) = self.take_shadow_stats() {
+            *self.finished_shadow.lock().expect("shadow lock") = Some(old);
+        }
         *self.candidate.write().expect("candidate lock") = model.map(Arc::new);
         *self.shadow.lock().expect("shadow lock") = ShadowAccumulator::new();
     }
@@ -201,10 +217,14 @@ impl Runtime {
         self.shadow.lock().expect("shadow lock").agreement()
     }
 
-    /// Takes the shadow window's statistics (and starts a new window).
+    /// Takes the shadow window's statistics (and starts a new window). A candidate that was replaced
+    /// or dropped during the window still reports what it saw.
     pub fn take_shadow_stats(&self) -> Option<ShadowStats> {
-        let cand = self.candidate()?;
-        self.shadow.lock().expect("shadow lock").snapshot(cand.manifest.version, cand.digest, cand.mem_bytes)
+        let finished = self.finished_shadow.lock().expect("shadow lock").take();
+        let current = self.candidate().and_then(|cand| {
+            self.shadow.lock().expect("shadow lock").snapshot(cand.manifest.version, cand.digest, cand.mem_bytes)
+        });
+        current.or(finished)
     }
 
     /// Takes the drift window's statistics for the active model (and starts a new window).
@@ -305,7 +325,7 @@ impl Runtime {
         if self.candidate.read().expect("candidate lock").is_none() {
             return false;
         }
-        let p = u64::from(self.cfg.shadow.sample_percent);
+        let p = u64::from(self.shadow_percent.load(Ordering::Relaxed));
         let n = self.requests_seen.fetch_add(1, Ordering::Relaxed);
         (n + 1) * p / 100 > n * p / 100
     }
@@ -342,6 +362,14 @@ impl Runtime {
         };
         self.metrics.batch(rows);
         let result = model.run(rows, &inputs);
+        // A model that answers NaN or infinity is broken, not merely wrong: count it as a failure.
+        let result = result.and_then(|outs| {
+            if outs.iter().all(|(data, _)| data.iter().all(|v| v.is_finite())) {
+                Ok(outs)
+            } else {
+                Err(model::ModelError::Run("the model produced non-finite outputs (NaN or infinity)".into()))
+            }
+        });
         let outs = match result {
             Ok(outs) => outs,
             Err(e) => {

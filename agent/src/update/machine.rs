@@ -90,7 +90,9 @@ pub enum Input {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
+    /// A transition of the job for `bundle` (which may no longer be the current job when superseded).
     Event {
+        bundle: Digest,
         from: UpdateStage,
         to: UpdateStage,
         reason: Option<RejectReason>,
@@ -98,6 +100,7 @@ pub enum Effect {
     },
     /// Create an empty staging file for a bundle of `size` bytes.
     PrepareStaging {
+        bundle: Digest,
         size: u64,
     },
     RequestChunks {
@@ -120,7 +123,9 @@ pub enum Effect {
     Commit,
     /// Switch to the model kept in the previous slot (fleet `abort --revert`).
     Revert,
-    DiscardStaging,
+    DiscardStaging {
+        bundle: Digest,
+    },
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -156,7 +161,7 @@ impl Machine {
     }
 
     fn go(job: &mut Job, to: UpdateStage, reason: Option<RejectReason>, detail: String, fx: &mut Vec<Effect>) {
-        fx.push(Effect::Event { from: job.stage, to, reason, detail: detail.clone() });
+        fx.push(Effect::Event { bundle: job.bundle(), from: job.stage, to, reason, detail: detail.clone() });
         job.stage = to;
         if let Some(r) = reason {
             job.outcome = Some((r, detail));
@@ -180,7 +185,7 @@ impl Machine {
                 UpdateStage::Activating | UpdateStage::Watching => fx.push(Effect::RollBack),
                 _ => {}
             }
-            fx.push(Effect::DiscardStaging);
+            fx.push(Effect::DiscardStaging { bundle: job.bundle() });
             let detail = format!("replaced by {} {}", d.model, d.version);
             let reason = if job.stage == UpdateStage::Watching || job.stage == UpdateStage::Activating {
                 UpdateStage::RolledBack
@@ -197,7 +202,7 @@ impl Machine {
             return;
         }
         let mut job = new_job(d, now_ms);
-        fx.push(Effect::PrepareStaging { size: job.desired.bundle.size });
+        fx.push(Effect::PrepareStaging { bundle: job.bundle(), size: job.desired.bundle.size });
         let detail = format!("{} chunk(s), {} bytes", job.have.len(), job.desired.bundle.size);
         Self::go(&mut job, UpdateStage::Fetching, None, detail, fx);
         request_missing(&mut job, now_ms, fx);
@@ -232,7 +237,7 @@ impl Machine {
                 if job.retries > FETCH_MAX_RETRIES {
                     let missing = job.have.iter().filter(|h| !**h).count();
                     let detail = format!("{missing} chunk(s) still missing after {FETCH_MAX_RETRIES} requests");
-                    fx.push(Effect::DiscardStaging);
+                    fx.push(Effect::DiscardStaging { bundle: job.bundle() });
                     Self::go(job, UpdateStage::Rejected, Some(RejectReason::FetchFailed), detail, fx);
                 } else {
                     request_missing(job, now_ms, fx);
@@ -256,7 +261,7 @@ impl Machine {
     fn after(&mut self, stage: UpdateStage, r: Result<(), (RejectReason, String)>, now_ms: u64, fx: &mut Vec<Effect>) {
         let Some(job) = self.state.job.as_mut().filter(|j| j.stage == stage) else { return };
         if let Err((reason, detail)) = r {
-            fx.push(Effect::DiscardStaging);
+            fx.push(Effect::DiscardStaging { bundle: job.bundle() });
             if stage == UpdateStage::Activating {
                 fx.push(Effect::RollBack);
                 Self::go(job, UpdateStage::RolledBack, Some(reason), detail, fx);
@@ -332,7 +337,7 @@ impl Machine {
                     job.have = valid_chunks;
                 } else {
                     job.have.iter_mut().for_each(|h| *h = false);
-                    fx.push(Effect::PrepareStaging { size: job.desired.bundle.size });
+                    fx.push(Effect::PrepareStaging { bundle: job.bundle(), size: job.desired.bundle.size });
                 }
                 match job.next_missing() {
                     None => {

@@ -2,6 +2,9 @@
 //! signed bundles made with the protocol crate, an agent served on 127.0.0.1:0, and a minimal HTTP client.
 #![allow(dead_code)]
 
+pub mod broker;
+pub mod controller;
+
 use outpost_agent::config::{Config, Overrides, RawConfig};
 use outpost_agent::runtime::model::{LoadedModel, read_interface};
 use outpost_protocol::bundle;
@@ -104,6 +107,15 @@ pub fn bundle_with(manifest: &Manifest, model: &[u8], key: &PrivateKey) -> Vec<u
     bundle::create(&m, std::slice::from_ref(key), &bytes)
 }
 
+/// A delta bundle of model `name` against model `base`, signed by the release key.
+pub fn signed_delta(name: &str, base: &str, version: &str, sequence: u64) -> Vec<u8> {
+    let (model, base) = (model_bytes(name), model_bytes(base));
+    let mut m = manifest(&model, version, sequence);
+    let (payload, bytes) = bundle::prepare_payload(&model, Some(&base), ModelFormat::Onnx);
+    m.payload = payload;
+    bundle::create(&m, &[release()], &bytes)
+}
+
 pub fn signed_bundle(name: &str, version: &str, sequence: u64) -> Vec<u8> {
     let model = model_bytes(name);
     bundle_with(&manifest(&model, version, sequence), &model, &release())
@@ -118,6 +130,7 @@ pub fn config(dir: &Path, extra_toml: &str) -> Config {
         listen: Some("127.0.0.1:0".into()),
         trust: Some(policy),
         root_pubs: vec![root_pub],
+        ..Overrides::default()
     };
     Config::validate(raw, &o, "test").unwrap()
 }
@@ -238,4 +251,74 @@ pub fn infer_body(images: &[Vec<f32>]) -> Vec<u8> {
 
 pub fn argmax(row: &[f32]) -> usize {
     row.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0
+}
+
+/// `outpost-agent run` as a real process, for crash tests. Its config file lives in `dir`.
+pub struct AgentProcess {
+    pub addr: SocketAddr,
+    config: PathBuf,
+    child: Option<std::process::Child>,
+}
+
+impl AgentProcess {
+    /// Writes `dir/agent.toml` (data in `dir/data`, trust files in `dir`, API on a free port) plus `extra`.
+    pub fn spawn(dir: &Path, extra: &str) -> AgentProcess {
+        let (policy, root_pub) = trust_files(dir);
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let config = dir.join("agent.toml");
+        let toml = format!(
+            "data_dir = {:?}\nlisten = \"127.0.0.1:{port}\"\n[trust]\npolicy = {:?}\nroot_pub = [{:?}]\n{extra}",
+            dir.join("data"),
+            policy,
+            root_pub
+        );
+        std::fs::write(&config, toml).unwrap();
+        let mut p = AgentProcess { addr: format!("127.0.0.1:{port}").parse().unwrap(), config, child: None };
+        p.restart();
+        p
+    }
+
+    pub fn restart(&mut self) {
+        self.restart_with(&[]);
+    }
+
+    pub fn restart_with(&mut self, env: &[(&str, &str)]) {
+        let log =
+            std::fs::OpenOptions::new().create(true).append(true).open(self.config.with_extension("log")).unwrap();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_outpost-agent"))
+            .args(["run", "--config", &self.config.display().to_string()])
+            .envs(env.iter().copied())
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(self.addr).is_err() {
+            assert!(Instant::now() < deadline, "the agent did not start listening");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn get(&self, path: &str) -> Response {
+        http(self.addr, "GET", path, b"")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.config.with_extension("log")).unwrap_or_default()
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        self.kill9();
+    }
 }

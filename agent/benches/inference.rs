@@ -1,0 +1,158 @@
+//! Inference benchmark: the same inputs through (a) tract called directly, (b) the agent runtime in-process,
+//! (c) the agent over local HTTP and (d) onnxruntime (Python, 1 thread); then 32 concurrent HTTP clients
+//! with batching off and on, and with shadow evaluation off and on; and tract preparation options. Prints
+//! Markdown tables and ratios; asserts no timing (BENCHMARKS.md holds the figures and the targets).
+//!
+//! ```sh
+//! cargo bench -p outpost-agent --bench inference
+//! ```
+//! `OUTPOST_BENCH_SCALE=0.2` scales every iteration count (quick look); `OUTPOST_BENCH_ONLY=digits` (or
+//! `mobilenet`) runs one model. The result cache is off everywhere, so no figure is a cache hit.
+
+#[path = "inference/http.rs"]
+mod http;
+#[path = "inference/latency.rs"]
+mod latency;
+#[path = "inference/load.rs"]
+mod load;
+#[path = "inference/models.rs"]
+mod models;
+#[path = "inference/parts.rs"]
+mod parts;
+#[path = "inference/report.rs"]
+mod report;
+
+use models::BenchModel;
+use report::Table;
+use std::path::Path;
+use std::time::Duration;
+
+/// Concurrent clients in the batching and shadow tables.
+const CLIENTS: usize = 32;
+/// The calibration budget `install::load_slot` gives a model at activation.
+const CALIBRATION: Duration = Duration::from_millis(300);
+const ORT_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/ort_bench.py");
+
+/// Iteration counts for one model (before `OUTPOST_BENCH_SCALE`).
+#[derive(Debug, Clone, Copy)]
+pub struct Counts {
+    /// Sequential batch-1 requests per row of the latency table.
+    pub seq: usize,
+    /// Requests per client in the concurrency tables.
+    pub per_client: usize,
+}
+
+fn main() -> anyhow::Result<()> {
+    let scale: f64 = std::env::var("OUTPOST_BENCH_SCALE").ok().and_then(|s| s.parse().ok()).unwrap_or(1.0);
+    let only = std::env::var("OUTPOST_BENCH_ONLY").unwrap_or_default();
+    let scaled = |c: Counts| Counts {
+        seq: ((c.seq as f64 * scale) as usize).max(10),
+        per_client: ((c.per_client as f64 * scale) as usize).max(2),
+    };
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_owned();
+    let tmp = std::env::temp_dir().join(format!("outpost-bench-inputs-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp)?;
+    machine();
+
+    let mut runs: Vec<(BenchModel, Counts)> = Vec::new();
+    let mut batch_n: Option<(BenchModel, Counts)> = None;
+    if only.is_empty() || only == "digits" {
+        let dir = root.join("simulations/models");
+        let inputs = dir.join("digits-test-inputs.f32");
+        let rows = models::read_rows(&inputs, 64)?;
+        let m = BenchModel::new(
+            "digits",
+            "digits",
+            &dir.join("digits-v1.onnx"),
+            &dir.join("digits-v2.onnx"),
+            rows,
+            inputs,
+        )?;
+        runs.push((m, scaled(Counts { seq: 3000, per_client: 300 })));
+    }
+    if only.is_empty() || only == "mobilenet" {
+        let path = root.join("simulations/models/bench/mobilenet_v2.onnx");
+        if path.exists() {
+            let rows_file = tmp.join("mobilenet-inputs.f32");
+            let rows = models::random_rows(20240616, 8, 3 * 224 * 224, &rows_file)?;
+            let counts = scaled(Counts { seq: 150, per_client: 8 });
+            let fixed = BenchModel::new("mobilenet_v2", "mobilenet_v2", &path, &path, rows.clone(), rows_file.clone())?;
+            // The stand-in is exported with a fixed batch of 1; a copy with a symbolic batch lets the agent
+            // batch it (and shows what a symbolic dimension costs tract).
+            let sym = tmp.join("mobilenet_v2_batchN.onnx");
+            let made = std::process::Command::new("python3")
+                .args([ORT_SCRIPT, "--symbolic-batch"])
+                .arg(&path)
+                .arg(&sym)
+                .output()
+                .map(|o| o.status.success())
+                .unwrap_or(false);
+            if made {
+                let m = BenchModel::new("mobilenet_v2", "mobilenet_v2 [N]", &sym, &sym, rows, rows_file)?;
+                batch_n = Some((m, counts));
+            } else {
+                println!("(no symbolic-batch copy of mobilenet_v2: python3 with the `onnx` package is needed)\n");
+            }
+            runs.push((fixed, counts));
+        } else {
+            println!(
+                "mobilenet_v2 skipped: {} is missing. Make it with\n    python3 simulations/models/make_models.py --mobilenet\n",
+                path.display()
+            );
+        }
+    }
+
+    let mut verdicts = Vec::new();
+    for (m, counts) in &runs {
+        let batch_n = batch_n.as_ref().map(|(b, _)| b).filter(|_| m.name != "digits");
+        verdicts.extend(latency::tables(m, *counts, batch_n)?);
+    }
+    let mut load_models: Vec<&(BenchModel, Counts)> = runs.iter().collect();
+    load_models.extend(batch_n.as_ref());
+    verdicts.extend(load::batching_table(&load_models)?);
+    for (m, counts) in runs.iter().filter(|(m, _)| m.name == "digits") {
+        verdicts.extend(load::batching_in_process(m, *counts)?);
+    }
+    load::shadow_table(&runs)?;
+
+    println!("## Targets\n");
+    let mut t = Table::new(&["target", "model", "measured", "met"]);
+    for v in verdicts {
+        t.row(v);
+    }
+    t.print();
+    println!("load average at the end: {}", loadavg());
+    let _ = std::fs::remove_dir_all(&tmp);
+    Ok(())
+}
+
+/// `/proc/loadavg`'s first three fields: anything else running skews every figure.
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+fn machine() {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!("# Outpost inference benchmark\n");
+    println!("machine: {cores} CPUs, {cpu}; {} {}", std::env::consts::OS, std::env::consts::ARCH);
+    println!("load average at start: {}", loadavg());
+    if cfg!(debug_assertions) {
+        println!("WARNING: built without optimisations; run it with `cargo bench`.");
+    }
+    println!();
+}
+
+/// One row of the targets table: target, model, measured, met.
+pub type Verdict = Vec<String>;
+
+pub fn verdict(target: &str, model: &str, measured: String, met: bool) -> Verdict {
+    vec![target.into(), model.into(), measured, if met { "yes".into() } else { "**no**".into() }]
+}

@@ -1,0 +1,235 @@
+//! Where the agent's time goes beyond tract: each piece of the request path timed on its own with the
+//! agent's own types (queue, drift statistics, request JSON), and the in-process runtime under concurrent
+//! callers (no HTTP), which isolates the batcher.
+
+use crate::http::{Agent, AgentSettings, Client};
+use crate::models::BenchModel;
+use crate::report::Summary;
+use outpost_agent::api::oip::InferRequestJson;
+use outpost_agent::runtime::model::LoadedModel;
+use outpost_agent::runtime::queue::{BatchQueue, Queued};
+use outpost_agent::runtime::{InferRequest, InputTensor, Runtime};
+use outpost_agent::stats::drift::DriftAccumulator;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Times `f` `n` times (after a few untimed calls).
+fn time_each(n: usize, mut f: impl FnMut(usize)) -> Summary {
+    for i in 0..n.min(20) {
+        f(i);
+    }
+    let mut lat = Vec::with_capacity(n);
+    let start = Instant::now();
+    for i in 0..n {
+        let t = Instant::now();
+        f(i);
+        lat.push(t.elapsed());
+    }
+    Summary::new(lat, start.elapsed())
+}
+
+struct Ping {
+    enqueued: Instant,
+    reply: tokio::sync::oneshot::Sender<()>,
+}
+
+impl Queued for Ping {
+    fn rows(&self) -> usize {
+        1
+    }
+    fn enqueued(&self) -> Instant {
+        self.enqueued
+    }
+}
+
+/// The runtime's hand-off without a model: push onto the agent's `BatchQueue`, a worker thread takes it
+/// and answers on a oneshot, the caller awaits it under a timeout, as `Runtime::infer` does.
+pub fn queue_round_trip(n: usize) -> anyhow::Result<Summary> {
+    let q = Arc::new(BatchQueue::<Ping>::new(64));
+    let worker_q = q.clone();
+    let worker = std::thread::spawn(move || {
+        while let Some(batch) = worker_q.next_batch(1, Duration::ZERO) {
+            for job in batch {
+                let _ = job.reply.send(());
+            }
+        }
+    });
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let summary = rt.block_on(async {
+        let once = || async {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            if q.try_push(Ping { enqueued: Instant::now(), reply: tx }).is_err() {
+                anyhow::bail!("queue full");
+            }
+            tokio::time::timeout(Duration::from_secs(2), rx).await??;
+            anyhow::Ok(())
+        };
+        for _ in 0..20 {
+            once().await?;
+        }
+        let mut lat = Vec::with_capacity(n);
+        let start = Instant::now();
+        for _ in 0..n {
+            let t = Instant::now();
+            once().await?;
+            lat.push(t.elapsed());
+        }
+        anyhow::Ok(Summary::new(lat, start.elapsed()))
+    });
+    q.close();
+    let _ = worker.join();
+    summary
+}
+
+/// The drift statistics the worker keeps over every input element, for one request.
+pub fn drift(m: &BenchModel, n: usize) -> Summary {
+    let mut acc = DriftAccumulator::new(None, std::slice::from_ref(&m.input), 0.0, 1.0, 10);
+    time_each(n, |i| acc.observe_input(0, &m.rows[i % m.rows.len()]))
+}
+
+/// The update suggested for `stats::drift::Feature::observe` (BENCHMARKS.md): the same histogram through
+/// `bin_index`, but the moments of the whole request computed in two division-free passes and merged into
+/// the running ones (Chan et al.), instead of Welford's division per element. Checked against the agent.
+pub fn drift_proposed(m: &BenchModel, n: usize) -> Summary {
+    let (lo, hi, bins) = (0.0f32, 1.0f32, 10usize);
+    let mut st = ProposedFeature { count: 0, finite: 0, mean: 0.0, m2: 0.0, bins: vec![0; bins + 2] };
+    let summary = time_each(n, |i| st.observe(&m.rows[i % m.rows.len()], lo, hi, bins));
+    let mut agent = DriftAccumulator::new(None, std::slice::from_ref(&m.input), lo, hi, bins);
+    let mut mine = ProposedFeature { count: 0, finite: 0, mean: 0.0, m2: 0.0, bins: vec![0; bins + 2] };
+    for row in m.rows.iter().take(4) {
+        agent.observe_input(0, row);
+        mine.observe(row, lo, hi, bins);
+    }
+    let f = &agent.snapshot().features[0];
+    let variance = mine.m2 / mine.finite.max(1) as f64;
+    assert!((f.mean - mine.mean).abs() < 1e-9 && (f.variance - variance).abs() < 1e-9 && f.bins == mine.bins);
+    summary
+}
+
+struct ProposedFeature {
+    count: u64,
+    finite: u64,
+    mean: f64,
+    m2: f64,
+    bins: Vec<u64>,
+}
+
+impl ProposedFeature {
+    fn observe(&mut self, values: &[f32], lo: f32, hi: f32, n: usize) {
+        let (mut k, mut sum) = (0u64, 0f64);
+        for &v in values {
+            self.bins[outpost_protocol::drift::bin_index(v, lo, hi, n)] += 1;
+            if v.is_finite() {
+                k += 1;
+                sum += f64::from(v);
+            }
+        }
+        self.count += values.len() as u64;
+        if k == 0 {
+            return;
+        }
+        let mean_b = sum / k as f64;
+        let m2_b: f64 = values.iter().filter(|v| v.is_finite()).map(|&v| (f64::from(v) - mean_b).powi(2)).sum();
+        let (na, nb) = (self.finite as f64, k as f64);
+        let delta = mean_b - self.mean;
+        self.mean += delta * nb / (na + nb);
+        self.m2 += m2_b + delta * delta * na * nb / (na + nb);
+        self.finite += k;
+    }
+}
+
+/// Decoding one request body into the agent's JSON request type.
+pub fn json_decode(m: &BenchModel, n: usize) -> Summary {
+    time_each(n, |i| {
+        let req: InferRequestJson =
+            serde_json::from_slice(&m.bodies[i % m.bodies.len()]).expect("the bench's own body decodes");
+        std::hint::black_box(req);
+    })
+}
+
+/// A keep-alive HTTP round trip to the agent without inference (`GET /v2/health/live`).
+pub fn http_floor(m: &BenchModel, n: usize) -> anyhow::Result<Summary> {
+    let s = AgentSettings { workers: 1, max_batch: 1, max_delay: None, shadow_percent: None };
+    let agent = Agent::start(&s, (&m.bytes, &m.manifest), None)?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let addr = agent.addr;
+    rt.block_on(async move {
+        let mut c = Client::connect(addr).await?;
+        for _ in 0..20 {
+            c.request("GET", "/v2/health/live", &[]).await?;
+        }
+        let mut lat = Vec::with_capacity(n);
+        let start = Instant::now();
+        for _ in 0..n {
+            let t = Instant::now();
+            c.request("GET", "/v2/health/live", &[]).await?;
+            lat.push(t.elapsed());
+        }
+        anyhow::Ok(Summary::new(lat, start.elapsed()))
+    })
+}
+
+/// Unlabelled samples of a Prometheus text page, by name.
+pub fn parse_metrics(text: &str) -> BTreeMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.contains('{'))
+        .filter_map(|l| l.split_once(' '))
+        .filter_map(|(name, value)| Some((name.to_owned(), value.trim().parse().ok()?)))
+        .collect()
+}
+
+/// `clients` tokio tasks calling `Runtime::infer` back to back, `per_client` each, on a current-thread
+/// runtime (one thread of callers, as the HTTP client side is). Returns the summary, the batch size
+/// kept after calibration and the mean rows per model run.
+pub fn in_process_clients(
+    m: &BenchModel,
+    s: &AgentSettings,
+    clients: usize,
+    per_client: usize,
+) -> anyhow::Result<(Summary, usize, f64)> {
+    let cfg = crate::http::bench_config(s);
+    let rt = Runtime::start(outpost_agent::serve::runtime_config(&cfg));
+    let mut model = LoadedModel::load(&m.bytes, m.manifest.clone(), s.max_batch)?;
+    model.calibrate(crate::CALIBRATION);
+    let kept = model.max_rows();
+    rt.activate(model);
+    let tokio_rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let rows = Arc::new(m.rows.clone());
+    let result = tokio_rt.block_on(async {
+        let before = parse_metrics(&rt.metrics.prometheus(&rt.gauges()));
+        let start = Instant::now();
+        let mut tasks = tokio::task::JoinSet::new();
+        for c in 0..clients {
+            let (rt, rows, name, input, shape) =
+                (rt.clone(), rows.clone(), m.name.to_owned(), m.input.clone(), m.shape1.clone());
+            tasks.spawn(async move {
+                let mut lat = Vec::with_capacity(per_client);
+                for i in 0..per_client {
+                    let data = rows[(c * per_client + i) % rows.len()].clone();
+                    let req = InferRequest {
+                        model: name.clone(),
+                        inputs: vec![InputTensor { name: input.clone(), shape: shape.clone(), data }],
+                        outputs: None,
+                    };
+                    let t = Instant::now();
+                    if rt.infer(req).await.is_ok() {
+                        lat.push(t.elapsed());
+                    }
+                }
+                lat
+            });
+        }
+        let mut lat = Vec::new();
+        while let Some(l) = tasks.join_next().await {
+            lat.extend(l?);
+        }
+        let summary = Summary::new(lat, start.elapsed());
+        let after = parse_metrics(&rt.metrics.prometheus(&rt.gauges()));
+        let delta = |k: &str| after.get(k).copied().unwrap_or(0.0) - before.get(k).copied().unwrap_or(0.0);
+        let rows_per_run = delta("outpost_batch_rows_sum") / delta("outpost_batch_rows_count").max(1.0);
+        anyhow::Ok((summary, kept, rows_per_run))
+    });
+    rt.shutdown();
+    result
+}

@@ -1,0 +1,91 @@
+//! The agent's fleet side: the link, the durable telemetry (windows in, batches out, acks back) and the
+//! update driver. Without a broker configured, telemetry is still recorded and waits for one.
+
+pub mod driver;
+pub mod shipper;
+pub mod window;
+
+use crate::config::Config;
+use crate::install::Trust;
+use crate::link::{self, Incoming};
+use crate::runtime::Runtime;
+use crate::store::Store;
+use crate::telemetry::queue::{QueueConfig, TelemetryQueue};
+use driver::{Driver, FromLink};
+use outpost_protocol::messages::{Hello, RunningModel};
+use std::sync::Arc;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+/// A boot-unique id: a new one tells the controller the device restarted.
+pub fn boot_id() -> u64 {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    (nanos as u64) ^ (u64::from(std::process::id()) << 32)
+}
+
+/// Starts telemetry and, when a broker is configured, the link and the update driver.
+pub fn start(cfg: &Config, store: Store, rt: Arc<Runtime>) -> anyhow::Result<Vec<JoinHandle<()>>> {
+    let queue = Arc::new(TelemetryQueue::open(
+        &cfg.data_dir.join("telemetry.redb"),
+        QueueConfig { max_records: cfg.telemetry.max_records, ..QueueConfig::default() },
+    )?);
+    let mut tasks = vec![tokio::spawn(window::produce(rt.clone(), queue.clone(), cfg.telemetry.window))];
+    let Some(link_cfg) = cfg.link.clone() else {
+        tracing::info!("no broker configured: serving locally, telemetry buffered");
+        return Ok(tasks);
+    };
+    let device = link_cfg.device.clone();
+    let labels = cfg.labels.clone();
+    let hello_store = store.clone();
+    let boot = boot_id();
+    let (link, mut incoming) = link::start(link_cfg, boot, move || Hello {
+        device: device.clone(),
+        arch: outpost_protocol::Arch::current().unwrap_or(outpost_protocol::Arch::X86_64),
+        agent_version: crate::version(),
+        labels: labels.clone(),
+        running: running_model(&hello_store),
+        boot_id: boot,
+        max_packet: link::MAX_PACKET as u32,
+    })?;
+    let trust = match Trust::load(cfg) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            tracing::warn!(error = %e, "updates over the link are refused until trust is configured");
+            None
+        }
+    };
+    let (to_driver, from_link) = mpsc::channel(64);
+    let (acks, acked) = watch::channel(0u64);
+    let (online_tx, online) = watch::channel(false);
+    tasks.push(tokio::spawn(async move {
+        while let Some(msg) = incoming.recv().await {
+            match msg {
+                Incoming::Connected => {
+                    let _ = online_tx.send(true);
+                }
+                Incoming::Disconnected => {
+                    let _ = online_tx.send(false);
+                }
+                Incoming::TelemetryAck(n) => {
+                    acks.send_modify(|a| *a = (*a).max(n));
+                }
+                Incoming::Desired(d) => {
+                    let _ = to_driver.send(FromLink::Desired(d)).await;
+                }
+                Incoming::Chunk(c) => {
+                    let _ = to_driver.send(FromLink::Chunk(c)).await;
+                }
+            }
+        }
+    }));
+    tasks.push(tokio::spawn(shipper::ship(link.clone(), queue.clone(), online, acked, cfg.telemetry.max_batch_bytes)));
+    let driver = Driver::new(store, trust, rt, Some(link), queue);
+    tasks.push(tokio::spawn(driver.run(from_link)));
+    Ok(tasks)
+}
+
+fn running_model(store: &Store) -> Option<RunningModel> {
+    let digest = store.slots().ok()?.active_digest()?;
+    let (_, m) = store.read_model(&digest).ok()?;
+    Some(RunningModel { name: m.name, version: m.version, digest, sequence: m.sequence })
+}
