@@ -21,6 +21,19 @@ pub fn print(cfg: &Config, json: bool) -> Result<(), Failure> {
         }
     };
     let live = fetch_live(cfg);
+    let update: serde_json::Value = std::fs::read(cfg.data_dir.join("update.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| {
+            let job = v.get("job")?.clone();
+            Some(serde_json::json!({
+                "version": job["desired"]["version"],
+                "stage": job["stage"],
+                "outcome": job["outcome"],
+                "rollout": job["desired"]["rollout"],
+            }))
+        })
+        .unwrap_or(serde_json::Value::Null);
     let report = serde_json::json!({
         "data_dir": cfg.data_dir,
         "active": describe(&slots.active),
@@ -28,6 +41,7 @@ pub fn print(cfg: &Config, json: bool) -> Result<(), Failure> {
         "previous": describe(&slots.previous),
         "floors": slots.floors,
         "policy_floor": slots.policy_floor,
+        "update": update,
         "running": live.is_some(),
         "live": live,
     });
@@ -49,6 +63,17 @@ pub fn print(cfg: &Config, json: bool) -> Result<(), Failure> {
     println!("candidate   {}", line(&report["candidate"]));
     println!("previous    {}", line(&report["previous"]));
     println!("floors      {}", serde_json::to_string(&slots.floors).expect("json"));
+    if let Some(stage) = report["update"]["stage"].as_str() {
+        let v = &report["update"]["version"];
+        let version = format!("{}.{}.{}", v["major"], v["minor"], v["patch"]);
+        let outcome = match &report["update"]["outcome"] {
+            serde_json::Value::Array(o) => {
+                format!(" ({}: {})", o[0].as_str().unwrap_or("?"), o[1].as_str().unwrap_or(""))
+            }
+            _ => String::new(),
+        };
+        println!("update      {version}: {stage}{outcome}");
+    }
     match &report["live"] {
         serde_json::Value::Null => println!("agent       not answering on {}", cfg.listen),
         l => {

@@ -33,6 +33,10 @@ pub struct Slots {
     /// When set, the candidate runs in shadow on this share of live requests.
     #[serde(default)]
     pub shadow_percent: Option<u8>,
+    /// The `previous` of before an activation still under watch: restored if the new model rolls back,
+    /// so a rollback never costs the device its one step back.
+    #[serde(default)]
+    pub retired: Option<String>,
 }
 
 impl Slots {
@@ -132,8 +136,11 @@ impl Store {
 
     /// Removes stored models no slot names.
     pub fn gc(&self, slots: &Slots) -> Result<(), StoreError> {
-        let keep: Vec<&str> =
-            [&slots.active, &slots.candidate, &slots.previous].into_iter().flatten().map(String::as_str).collect();
+        let keep: Vec<&str> = [&slots.active, &slots.candidate, &slots.previous, &slots.retired]
+            .into_iter()
+            .flatten()
+            .map(String::as_str)
+            .collect();
         let models = self.dir.join("models");
         for entry in std::fs::read_dir(&models).map_err(io(&models))? {
             let entry = entry.map_err(io(&models))?;

@@ -82,6 +82,12 @@ fn updates_over_mqtt_install_shadow_delta_roll_back_and_refuse_while_serving() {
     infer(5);
     serves(&agent, "2.0.0");
 
+    // 5. Fleet `abort --revert`: one step back to the kept previous model (v1, kept through the rollback).
+    let mut revert_ref = ctl.offer(b"revert".to_vec());
+    revert_ref.chunks.clear();
+    ctl.desire(&device, "2.0.0", 2, revert_ref, Mode::Revert, quick_watch());
+    serves(&agent, "1.0.0");
+
     // Telemetry arrived with every update event and inference window, acked and de-duplicated.
     std::thread::sleep(std::time::Duration::from_millis(2500));
     let seen = ctl.seen.lock().unwrap();

@@ -257,6 +257,7 @@ impl Driver {
                 let target = candidate.or_else(|| self.store.slots().ok().and_then(|s| s.active_digest()))?;
                 self.edit_slots(|s| {
                     if s.active_digest() != Some(target) {
+                        s.retired = s.previous.take();
                         s.previous = s.active.take();
                         s.active = Some(target.to_hex());
                     }
@@ -273,6 +274,7 @@ impl Driver {
                     if let Some(prev) = s.previous.take() {
                         back = prev.parse().ok();
                         s.active = Some(prev);
+                        s.previous = s.retired.take();
                     }
                     s.candidate = None;
                     s.shadow_percent = None;
@@ -306,6 +308,7 @@ impl Driver {
                 self.edit_slots(|s| {
                     let f = s.floors.entry(name).or_default();
                     *f = (*f).max(seq);
+                    s.retired = None;
                 });
                 self.discard_staging();
                 None

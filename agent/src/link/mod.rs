@@ -100,7 +100,12 @@ impl Link {
         if !self.is_connected() {
             return Err(LinkError::Offline);
         }
-        let bytes = if compress { codec::encode_compressed(msg) } else { codec::encode(msg) };
+        let plain = codec::encode(msg);
+        // zstd has a frame overhead that a single small window does not earn back: send whichever is smaller.
+        let bytes = match compress.then(|| codec::encode_compressed(msg)) {
+            Some(packed) if packed.len() < plain.len() => packed,
+            _ => plain,
+        };
         // An oversized QoS 1 publish on a persistent session loops forever in rumqttc (DESIGN.md): check first.
         if bytes.len() + 256 > MAX_PACKET {
             return Err(LinkError::TooLarge(bytes.len()));
