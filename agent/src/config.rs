@@ -359,6 +359,27 @@ mod tests {
     }
 
     #[test]
+    fn link_flags_override_the_file_and_a_broker_needs_a_valid_device_id() {
+        let raw = parse("[link]\nbroker = \"mqtt://a:1\"\ndevice_id = \"from-file\"\n", "a").unwrap();
+        let o = Overrides {
+            broker: Some("mqtts://b:8883".into()),
+            device_id: Some("from-flag".into()),
+            telemetry_window: Some("5s".into()),
+            ..Overrides::default()
+        };
+        let c = Config::validate(raw, &o, "a").unwrap();
+        let link = c.link.unwrap();
+        assert_eq!((link.broker.host.as_str(), link.broker.tls, link.device.as_str()), ("b", true, "from-flag"));
+        assert_eq!(c.telemetry.window, Duration::from_secs(5));
+        let err =
+            Config::validate(parse("[link]\nbroker = \"mqtt://a:1\"\n", "a").unwrap(), &Overrides::default(), "a");
+        assert!(err.unwrap_err().to_string().contains("link.device_id"));
+        let o = Overrides { device_id: Some("..".into()), broker: Some("mqtt://a".into()), ..Overrides::default() };
+        let err = Config::validate(RawConfig::default(), &o, "a").unwrap_err().to_string();
+        assert!(err.contains("link.device_id") && err.contains("traversal"), "{err}");
+    }
+
+    #[test]
     fn flags_override_the_file() {
         let raw = parse("data_dir = \"/from/file\"\nlisten = \"127.0.0.1:1\"", "a").unwrap();
         let o = Overrides { data_dir: Some("/from/flag".into()), ..Overrides::default() };

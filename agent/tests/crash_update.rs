@@ -58,9 +58,13 @@ fn kill_9_inside_every_update_state_resumes_and_the_agent_always_serves_a_verifi
         let bundle = ctl.offer(signed_bundle(model, &version, seq));
         ctl.desire(&device, &version, seq, bundle, Mode::Shadow { secs: 1, sample_percent: 50 }, watch);
         ctl.wait_event(&version, stage);
-        // Inside the stage (the failpoint holds it there): crash.
+        // Inside the stage (the failpoint holds it there): crash. The broker publishes the last will.
         std::thread::sleep(Duration::from_millis(200));
+        let offline_before = ctl.seen.lock().unwrap().presence.iter().filter(|(_, on)| !on).count();
         agent.kill9();
+        ctl.wait_until("the last will marking the device offline", |s| {
+            s.presence.iter().filter(|(_, on)| !on).count() > offline_before
+        });
         agent.restart();
         // Whatever the state, a verified model answers right after the restart.
         let now = serving(&agent).expect("a model serves after the restart");
@@ -129,4 +133,55 @@ fn a_fetch_killed_halfway_through_a_10_mb_bundle_resumes_from_the_first_missing_
     assert!(refetched < size / 20, "resuming re-fetched {refetched} of {size} bytes");
     let rejected = ctl.wait_event("9.0.0", UpdateStage::Rejected);
     assert_eq!(rejected.reason, Some(outpost_protocol::RejectReason::ModelUnloadable), "{}", rejected.detail);
+}
+
+#[test]
+fn telemetry_survives_many_kill_9_rounds_of_the_agent_process() {
+    let dir = tempdir("crash-telemetry");
+    let broker = Mosquitto::start(&dir);
+    let ctl = FakeController::start(broker.port);
+    let device = DeviceId::new("dev-rounds").unwrap();
+    let extra =
+        format!("[link]\nbroker = \"{}\"\ndevice_id = \"{device}\"\n[telemetry]\nwindow = \"50ms\"\n", broker.url());
+    let mut agent = AgentProcess::spawn(&dir, &extra);
+    let mut seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
+    println!("seed {seed}");
+    let rounds = 20;
+    for _ in 0..rounds {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        std::thread::sleep(Duration::from_millis(200 + seed % 400));
+        agent.kill9();
+        agent.restart();
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    agent.kill9();
+    // What the controller acked plus what the agent still holds is every record ever written: none lost.
+    let queue = outpost_agent::telemetry::queue::TelemetryQueue::open(
+        &dir.join("data/telemetry.redb"),
+        outpost_agent::telemetry::queue::QueueConfig::default(),
+    )
+    .unwrap();
+    let stats = queue.stats().unwrap();
+    let mut held = std::collections::BTreeSet::new();
+    let mut after = stats.acked_up_to;
+    while let Some(batch) = queue.batch_after(after, 1 << 20).unwrap() {
+        held.extend(batch.records.iter().map(|r| r.seq));
+        after = batch.last_seq;
+    }
+    let seen = ctl.seen.lock().unwrap();
+    let delivered: std::collections::BTreeSet<u64> = seen.records.keys().copied().collect();
+    let missing: Vec<u64> = (1..=stats.last_seq).filter(|s| !delivered.contains(s) && !held.contains(s)).collect();
+    println!(
+        "{rounds} kill -9 rounds: {} records written, {} delivered, {} still queued, {} lost, {} duplicates de-duplicated",
+        stats.last_seq,
+        delivered.len(),
+        held.len(),
+        missing.len(),
+        seen.duplicates
+    );
+    assert!(stats.last_seq > 100, "the agent wrote telemetry throughout");
+    assert!(missing.is_empty(), "lost records: {missing:?}");
+    assert!((1..=stats.acked_up_to).all(|s| delivered.contains(&s)), "everything acked was delivered");
 }

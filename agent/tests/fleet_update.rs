@@ -40,6 +40,12 @@ fn updates_over_mqtt_install_shadow_delta_roll_back_and_refuse_while_serving() {
         }
     };
 
+    // 0. Garbage on the device's topics is dropped; the link and the agent carry on.
+    use outpost_protocol::topics::{self, Down};
+    ctl.publish_raw(topics::down(&device, Down::Desired), b"not a message".to_vec(), true);
+    ctl.publish_raw(topics::down(&device, Down::Chunk), vec![b'O', b'P', 1, 0, 0xff, 0xff], false);
+    assert_eq!(agent.get("/v2/health/live").status, 200);
+
     // 1. First model, full bundle.
     let v1 = ctl.offer(signed_bundle("v1", "1.0.0", 1));
     ctl.desire(&device, "1.0.0", 1, v1, Mode::Activate, quick_watch());

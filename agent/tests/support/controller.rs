@@ -24,6 +24,8 @@ pub struct Seen {
     pub chunk_requests: u64,
     pub chunks_sent: u64,
     pub chunk_bytes_sent: u64,
+    /// (device, online) in arrival order: hellos mark online, the last will marks offline.
+    pub presence: Vec<(String, bool)>,
 }
 
 pub struct FakeController {
@@ -104,6 +106,21 @@ impl FakeController {
         self.rt.block_on(async move { c.publish(topic, QoS::AtLeastOnce, true, bytes).await.unwrap() });
     }
 
+    /// Publishes raw bytes (for malformed-input tests).
+    pub fn publish_raw(&self, topic: String, bytes: Vec<u8>, retain: bool) {
+        let c = self.client.clone();
+        self.rt.block_on(async move { c.publish(topic, QoS::AtLeastOnce, retain, bytes).await.unwrap() });
+    }
+
+    /// Waits until `ok` holds for what was seen.
+    pub fn wait_until(&self, what: &str, ok: impl Fn(&Seen) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !ok(&self.seen.lock().unwrap()) {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Waits for an update event reaching `to` for `version`; returns it.
     pub fn wait_event(&self, version: &str, to: UpdateStage) -> UpdateEvent {
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -137,6 +154,7 @@ async fn handle(
     let Ok(msg) = codec::decode(payload, &Limits::default()) else { return };
     match (kind, msg) {
         (Up::Hello, Message::Hello(_)) => seen.lock().unwrap().hellos += 1,
+        (Up::Presence, Message::Presence(p)) => seen.lock().unwrap().presence.push((p.device.to_string(), p.online)),
         (Up::Events, Message::Event(e)) => seen.lock().unwrap().events.push(e),
         (Up::Telemetry, Message::Telemetry(batch)) => {
             let up_to = {
