@@ -1,0 +1,92 @@
+//! Checking a request against the model, and the cache key over its exact input bytes.
+
+use super::model::LoadedModel;
+use super::{InferError, InferRequest, InputTensor};
+use outpost_protocol::digest::Hasher;
+
+/// Checks names, datatypes and shapes against the model; returns the row count and the inputs' data in
+/// the model's input order.
+pub(super) fn validate(model: &LoadedModel, req: &InferRequest) -> Result<(usize, Vec<Vec<f32>>), InferError> {
+    let specs = &model.interface().inputs;
+    if req.inputs.len() != specs.len() {
+        return Err(InferError::BadRequest(format!(
+            "model {} takes {} input(s), the request has {}",
+            model.name(),
+            specs.len(),
+            req.inputs.len()
+        )));
+    }
+    let mut rows = None;
+    let mut ordered = Vec::with_capacity(specs.len());
+    for (i, spec) in specs.iter().enumerate() {
+        let t = req
+            .inputs
+            .iter()
+            .find(|t| t.name == spec.name)
+            .ok_or_else(|| InferError::BadRequest(format!("missing input {:?}", spec.name)))?;
+        let row_shape = model.row_shape(i);
+        let (n, rest) = if model.batchable {
+            match t.shape.split_first() {
+                Some((n, rest)) => (*n, rest),
+                None => (0, &[][..]),
+            }
+        } else {
+            (1, &t.shape[..])
+        };
+        if n == 0 || rest != row_shape {
+            let want =
+                if model.batchable { format!("[N,{}]", join(row_shape)) } else { format!("[{}]", join(row_shape)) };
+            return Err(InferError::BadRequest(format!(
+                "input {:?} has shape [{}]; the model takes {want}",
+                t.name,
+                join(&t.shape)
+            )));
+        }
+        let expected = n * row_shape.iter().product::<usize>();
+        if t.data.len() != expected {
+            return Err(InferError::BadRequest(format!(
+                "input {:?} has {} values; shape [{}] needs {expected}",
+                t.name,
+                t.data.len(),
+                join(&t.shape)
+            )));
+        }
+        if *rows.get_or_insert(n) != n {
+            return Err(InferError::BadRequest("inputs disagree on the batch size".into()));
+        }
+        ordered.push(t.data.clone());
+    }
+    if let Some(wanted) = &req.outputs {
+        for name in wanted {
+            if !model.interface().outputs.iter().any(|o| &o.name == name) {
+                return Err(InferError::BadRequest(format!("the model has no output {name:?}")));
+            }
+        }
+    }
+    Ok((rows.unwrap_or(1), ordered))
+}
+
+fn join(dims: &[usize]) -> String {
+    dims.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(",")
+}
+
+/// SHA-256 over every input's name, shape and exact f32 bytes: the cache key's input half.
+pub(super) fn input_hash(inputs: &[InputTensor]) -> [u8; 32] {
+    let mut h = Hasher::default();
+    for t in inputs {
+        h.update(&(t.name.len() as u64).to_le_bytes());
+        h.update(t.name.as_bytes());
+        h.update(&(t.shape.len() as u64).to_le_bytes());
+        for d in &t.shape {
+            h.update(&(*d as u64).to_le_bytes());
+        }
+        let mut buf = [0u8; 4096];
+        for chunk in t.data.chunks(1024) {
+            for (i, v) in chunk.iter().enumerate() {
+                buf[i * 4..i * 4 + 4].copy_from_slice(&v.to_le_bytes());
+            }
+            h.update(&buf[..chunk.len() * 4]);
+        }
+    }
+    h.finish().0
+}
