@@ -40,6 +40,8 @@ pub struct Counts {
     pub seq: usize,
     /// Requests per client in the concurrency tables.
     pub per_client: usize,
+    /// Repetitions of each concurrent configuration (medians are reported).
+    pub reps: usize,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -48,11 +50,13 @@ fn main() -> anyhow::Result<()> {
     let scaled = |c: Counts| Counts {
         seq: ((c.seq as f64 * scale) as usize).max(10),
         per_client: ((c.per_client as f64 * scale) as usize).max(2),
+        reps: c.reps,
     };
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_owned();
     let tmp = std::env::temp_dir().join(format!("outpost-bench-inputs-{}", std::process::id()));
     std::fs::create_dir_all(&tmp)?;
     machine();
+    let (started, cpu0) = (std::time::Instant::now(), cpu_seconds());
 
     let mut runs: Vec<(BenchModel, Counts)> = Vec::new();
     let mut batch_n: Option<(BenchModel, Counts)> = None;
@@ -68,14 +72,14 @@ fn main() -> anyhow::Result<()> {
             rows,
             inputs,
         )?;
-        runs.push((m, scaled(Counts { seq: 3000, per_client: 300 })));
+        runs.push((m, scaled(Counts { seq: 3000, per_client: 500, reps: 3 })));
     }
     if only.is_empty() || only == "mobilenet" {
         let path = root.join("simulations/models/bench/mobilenet_v2.onnx");
         if path.exists() {
             let rows_file = tmp.join("mobilenet-inputs.f32");
             let rows = models::random_rows(20240616, 8, 3 * 224 * 224, &rows_file)?;
-            let counts = scaled(Counts { seq: 150, per_client: 8 });
+            let counts = scaled(Counts { seq: 150, per_client: 6, reps: 2 });
             let fixed = BenchModel::new("mobilenet_v2", "mobilenet_v2", &path, &path, rows.clone(), rows_file.clone())?;
             // The stand-in is exported with a fixed batch of 1; a copy with a symbolic batch lets the agent
             // batch it (and shows what a symbolic dimension costs tract).
@@ -122,8 +126,31 @@ fn main() -> anyhow::Result<()> {
     }
     t.print();
     println!("load average at the end: {}", loadavg());
+    if let (Some((busy0, me0)), Some((busy1, me1))) = (cpu0, cpu_seconds()) {
+        let others = (busy1 - busy0) - (me1 - me0);
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        let share = others / (started.elapsed().as_secs_f64() * cores) * 100.0;
+        println!(
+            "CPU used by other processes during the run: {others:.1} core-seconds ({share:.1} % of the machine); \
+             figures from a run where this is above a few % are skewed."
+        );
+    }
     let _ = std::fs::remove_dir_all(&tmp);
     Ok(())
+}
+
+/// CPU time (seconds) the whole machine spent busy, and this process with its children (onnxruntime), from
+/// `/proc`: the difference over the run is what other processes took, which skews every figure.
+fn cpu_seconds() -> Option<(f64, f64)> {
+    let tick = 100.0; // USER_HZ on Linux
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let cpu: Vec<f64> = stat.lines().next()?.split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
+    // user nice system idle iowait irq softirq steal
+    let busy = cpu.iter().enumerate().filter(|(i, _)| ![3, 4].contains(i)).take(6).map(|(_, v)| v).sum::<f64>();
+    let me = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let fields: Vec<f64> =
+        me.rsplit_once(')')?.1.split_whitespace().skip(11).take(4).filter_map(|v| v.parse().ok()).collect();
+    Some((busy / tick, fields.iter().sum::<f64>() / tick))
 }
 
 /// `/proc/loadavg`'s first three fields: anything else running skews every figure.

@@ -6,7 +6,10 @@
 //! never on the agent.
 
 pub mod cli;
+pub mod daemon;
 pub mod duration;
 pub mod files;
 pub mod model_probe;
 pub mod release;
+pub mod rollout;
+pub mod skew;

@@ -136,12 +136,18 @@ fn attribution(m: &BenchModel, c: Counts, a: &Summary, b: &Summary, cc: &Summary
     let mut t = Table::new(&["piece", "median", "p95"]);
     let mut row = |name: &str, s: &Summary| t.row(vec![name.into(), dur(s.median), dur(s.p95)]);
     row("tract run, concrete plan ((a))", a);
-    row("queue hand-off to a worker thread and back, no model", &parts::queue_round_trip(c.seq)?);
-    row("drift statistics over one request's input (DriftAccumulator::observe_input)", &parts::drift(m, c.seq));
+    let (none, job) = (Duration::ZERO, Duration::from_micros(20));
+    let spin = Duration::from_micros(50);
     row(
-        "  the same with moments merged per request (suggested change, see BENCHMARKS.md)",
-        &parts::drift_proposed(m, c.seq),
+        "queue hand-off to a worker thread and back (a 20 µs job, its 20 µs taken off)",
+        &parts::queue_round_trip(c.seq, none, job)?,
     );
+    let spun = parts::queue_round_trip(c.seq, spin, job)?;
+    row("  the same, worker polls the queue 50 µs before blocking (suggested change)", &spun);
+    row("drift statistics over one request's input (DriftAccumulator::observe_input)", &parts::drift(m, c.seq));
+    row("  the same, moments merged per request (suggested change)", &parts::drift_proposed(m, c.seq, None));
+    let strided = parts::drift_proposed(m, c.seq, Some(4096));
+    row("  the same, and at most 4096 elements per request, strided (suggested change)", &strided);
     row("(b) − (a) for comparison", &diff(b, a));
     row("decode one request body (api::oip::InferRequestJson)", &parts::json_decode(m, c.seq));
     row("HTTP keep-alive round trip without inference (GET /v2/health/live)", &parts::http_floor(m, c.seq)?);

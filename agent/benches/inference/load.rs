@@ -38,12 +38,54 @@ fn load_run(
     Ok((summary, errors, agent, metrics))
 }
 
-/// The three batching settings compared, for `workers` inference threads.
-fn settings(workers: usize) -> [(&'static str, AgentSettings); 3] {
+/// The batching settings compared, for `workers` inference threads. `max_delay 0` only matters where
+/// calibration can keep a batch above 1, which the models exported with a fixed batch never do.
+fn settings(workers: usize, with_no_wait: bool) -> Vec<(&'static str, AgentSettings)> {
     let off = AgentSettings { workers, max_batch: 1, max_delay: None, shadow_percent: None };
     let on = AgentSettings { max_batch: 8, ..off };
     let no_wait = AgentSettings { max_delay: Some(Duration::ZERO), ..on };
-    [("off", off), ("on", on), ("on, max_delay 0", no_wait)]
+    let mut v = vec![("off", off), ("on", on)];
+    if with_no_wait {
+        v.push(("on, max_delay 0", no_wait));
+    }
+    v
+}
+
+/// One repetition of one configuration.
+#[derive(Debug)]
+struct Rep {
+    sum: Summary,
+    errors: usize,
+    kept: u64,
+    metrics: Metrics,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// Medians over repetitions: throughput, p50, p95, rows per run; the throughput range; kept sizes.
+fn row_cells(reps: &[Rep], base_tp: f64) -> (Vec<String>, f64) {
+    let tp = median(reps.iter().map(|r| r.sum.throughput).collect());
+    let lo = reps.iter().map(|r| r.sum.throughput).fold(f64::INFINITY, f64::min);
+    let hi = reps.iter().map(|r| r.sum.throughput).fold(0.0, f64::max);
+    let secs = |f: fn(&Summary) -> Duration| {
+        Duration::from_secs_f64(median(reps.iter().map(|r| f(&r.sum).as_secs_f64()).collect()))
+    };
+    let kept: Vec<String> = reps.iter().map(|r| r.kept.to_string()).collect();
+    let vs = tp / base_tp;
+    let cells = vec![
+        kept.join(","),
+        format!("{:.2}", median(reps.iter().map(|r| r.metrics.rows_per_run).collect())),
+        rate(tp),
+        format!("{}–{}", rate(lo), rate(hi)),
+        dur(secs(|s| s.median)),
+        dur(secs(|s| s.p95)),
+        ratio(vs),
+        reps.iter().map(|r| r.errors).sum::<usize>().to_string(),
+    ];
+    (cells, vs)
 }
 
 pub fn batching_table(models: &[&(BenchModel, Counts)]) -> anyhow::Result<Vec<Verdict>> {
@@ -51,15 +93,18 @@ pub fn batching_table(models: &[&(BenchModel, Counts)]) -> anyhow::Result<Vec<Ve
     println!(
         "Each client is a tokio task (all on one client thread) with its own keep-alive connection, sending \
          its requests one after the other; throughput counts answered requests over the wall time. \
-         `on` = max_batch 8, calibrated at activation, default max_delay (500 µs).\n"
+         `on` = max_batch 8, calibrated at activation, default max_delay (500 µs). Each configuration runs \
+         `reps` times, interleaved with the others, on a fresh agent each time; the table shows medians and \
+         the range of throughput, and the batch size calibration kept in each repetition.\n"
     );
     let mut table = Table::new(&[
         "model",
         "workers",
         "batching",
-        "max batch kept",
+        "batch kept",
         "rows/run",
         "throughput",
+        "range",
         "p50",
         "p95",
         "vs off",
@@ -69,37 +114,39 @@ pub fn batching_table(models: &[&(BenchModel, Counts)]) -> anyhow::Result<Vec<Ve
     let mut verdicts = Vec::new();
     for (m, c) in models {
         for workers in [1, 2] {
-            let mut base = None;
-            for (label, s) in settings(workers) {
-                let (sum, errors, agent, metrics) = load_run(m, &s, c.per_client, false)?;
-                let status = agent.status()?;
-                drop(agent);
-                let kept = status["active"]["max_batch"].as_u64().unwrap_or(0);
-                let vs = sum.throughput / *base.get_or_insert(sum.throughput);
-                table.row(vec![
-                    m.label.clone(),
-                    workers.to_string(),
-                    label.into(),
-                    kept.to_string(),
-                    format!("{:.2}", metrics.rows_per_run),
-                    rate(sum.throughput),
-                    dur(sum.median),
-                    dur(sum.p95),
-                    ratio(vs),
-                    errors.to_string(),
-                ]);
-                if label == "on" {
+            let configs = settings(workers, m.name == "digits");
+            let mut reps: Vec<Vec<Rep>> = configs.iter().map(|_| Vec::new()).collect();
+            for rep in 0..c.reps {
+                for (i, (label, s)) in configs.iter().enumerate() {
+                    let (sum, errors, agent, metrics) = load_run(m, s, c.per_client, false)?;
+                    let status = agent.status()?;
+                    drop(agent);
+                    let kept = status["active"]["max_batch"].as_u64().unwrap_or(0);
+                    if *label == "on" && rep == 0 {
+                        let per_row = &status["active"]["calibration_us_per_row"];
+                        let cell = |b: &str| per_row[b].as_f64().map_or("–".into(), |us| format!("{us:.0}"));
+                        let who = format!("{} (workers {workers} run)", m.label);
+                        calib.push(vec![who, cell("1"), cell("2"), cell("4"), cell("8"), kept.to_string()]);
+                    }
+                    reps[i].push(Rep { sum, errors, kept, metrics });
+                }
+            }
+            let base_tp = median(reps[0].iter().map(|r| r.sum.throughput).collect());
+            for ((label, _), reps) in configs.iter().zip(&reps) {
+                let (cells, vs) = row_cells(reps, base_tp);
+                let mut row = vec![m.label.clone(), workers.to_string(), (*label).into()];
+                row.extend(cells);
+                table.row(row);
+                if *label == "on" {
                     verdicts.push(batching_verdict(m, workers, "HTTP", vs));
-                    let per_row = &status["active"]["calibration_us_per_row"];
-                    let cell = |b: &str| per_row[b].as_f64().map_or("–".into(), |us| format!("{us:.0}"));
-                    let who = format!("{} (workers {workers} run)", m.label);
-                    calib.push(vec![who, cell("1"), cell("2"), cell("4"), cell("8"), kept.to_string()]);
                 }
             }
         }
     }
     table.print();
-    println!("Calibration at activation (µs per row at each compiled batch size; sizes above the best are dropped):\n");
+    println!(
+        "Calibration at activation, first repetition (µs per row at each compiled batch size; the agent keeps sizes up to the smallest within 5 % of the best):\n"
+    );
     let mut t = Table::new(&["model", "batch 1", "batch 2", "batch 4", "batch 8", "kept"]);
     for row in calib {
         t.row(row);
@@ -121,25 +168,36 @@ fn batching_verdict(m: &BenchModel, workers: usize, how: &str, vs: f64) -> Verdi
 /// The same comparison without HTTP: `CLIENTS` tasks calling `Runtime::infer`.
 pub fn batching_in_process(m: &BenchModel, c: Counts) -> anyhow::Result<Vec<Verdict>> {
     println!("## {CLIENTS} concurrent callers in-process (Runtime::infer, no HTTP): batching, {}\n", m.label);
-    let mut t =
-        Table::new(&["workers", "batching", "max batch kept", "rows/run", "throughput", "p50", "p95", "vs off"]);
+    let mut t = Table::new(&[
+        "workers",
+        "batching",
+        "batch kept",
+        "rows/run",
+        "throughput",
+        "range",
+        "p50",
+        "p95",
+        "vs off",
+        "errors",
+    ]);
     let mut verdicts = Vec::new();
     for workers in [1, 2] {
-        let mut base = None;
-        for (label, s) in settings(workers) {
-            let (sum, kept, rows_per_run) = parts::in_process_clients(m, &s, CLIENTS, c.per_client * 2)?;
-            let vs = sum.throughput / *base.get_or_insert(sum.throughput);
-            t.row(vec![
-                workers.to_string(),
-                label.into(),
-                kept.to_string(),
-                format!("{rows_per_run:.2}"),
-                rate(sum.throughput),
-                dur(sum.median),
-                dur(sum.p95),
-                ratio(vs),
-            ]);
-            if label == "on" {
+        let configs = settings(workers, true);
+        let mut reps: Vec<Vec<Rep>> = configs.iter().map(|_| Vec::new()).collect();
+        for _ in 0..c.reps {
+            for (i, (_, s)) in configs.iter().enumerate() {
+                let (sum, kept, rows_per_run) = parts::in_process_clients(m, s, CLIENTS, c.per_client)?;
+                let metrics = Metrics { rows_per_run, shadow_compared: 0.0, shadow_skipped: 0.0 };
+                reps[i].push(Rep { sum, errors: 0, kept: kept as u64, metrics });
+            }
+        }
+        let base_tp = median(reps[0].iter().map(|r| r.sum.throughput).collect());
+        for ((label, _), reps) in configs.iter().zip(&reps) {
+            let (cells, vs) = row_cells(reps, base_tp);
+            let mut row = vec![workers.to_string(), (*label).into()];
+            row.extend(cells);
+            t.row(row);
+            if *label == "on" {
                 verdicts.push(batching_verdict(m, workers, "in-process", vs));
             }
         }
@@ -152,8 +210,9 @@ pub fn shadow_table(models: &[(BenchModel, Counts)]) -> anyhow::Result<()> {
     println!("## {CLIENTS} concurrent clients over HTTP: shadow evaluation\n");
     println!(
         "workers 1, default batching (max_batch 8 calibrated, max_delay 500 µs); the candidate is digits-v2 for \
-         digits, a second copy of the model otherwise. `compared` counts classifier rows compared (from \
-         /metrics); `skipped` counts samples dropped because the shadow queue was full.\n"
+         digits, a second copy of the model otherwise. Medians over the repetitions. `compared` counts \
+         classifier rows compared (from /metrics); `skipped` counts samples dropped because the shadow queue \
+         was full.\n"
     );
     let mut table = Table::new(&[
         "model",
@@ -164,26 +223,33 @@ pub fn shadow_table(models: &[(BenchModel, Counts)]) -> anyhow::Result<()> {
         "compared",
         "skipped",
         "p95 vs off",
+        "errors",
     ]);
     for (m, c) in models {
-        let mut base = None;
-        for (label, percent) in [("off", None), ("on, 10 % (default)", Some(10)), ("on, 100 %", Some(100))] {
-            let s = AgentSettings { workers: 1, max_batch: 8, max_delay: None, shadow_percent: percent };
-            let (sum, errors, agent, metrics) = load_run(m, &s, c.per_client, percent.is_some())?;
-            drop(agent);
-            if errors > 0 {
-                println!("({} shadow {label}: {errors} failed requests)", m.label);
+        let configs = [("off", None), ("on, 10 % (default)", Some(10)), ("on, 100 %", Some(100))];
+        let mut reps: Vec<Vec<Rep>> = configs.iter().map(|_| Vec::new()).collect();
+        for _ in 0..c.reps {
+            for (i, (_, percent)) in configs.iter().enumerate() {
+                let s = AgentSettings { workers: 1, max_batch: 8, max_delay: None, shadow_percent: *percent };
+                let (sum, errors, agent, metrics) = load_run(m, &s, c.per_client, percent.is_some())?;
+                drop(agent);
+                reps[i].push(Rep { sum, errors, kept: 0, metrics });
             }
-            let p95_off = *base.get_or_insert(sum.p95);
+        }
+        let p95 = |reps: &[Rep]| median(reps.iter().map(|r| r.sum.p95.as_secs_f64()).collect());
+        let p95_off = p95(&reps[0]);
+        for ((label, _), reps) in configs.iter().zip(&reps) {
+            let p50 = median(reps.iter().map(|r| r.sum.median.as_secs_f64()).collect());
             table.row(vec![
                 m.label.clone(),
-                label.into(),
-                dur(sum.median),
-                dur(sum.p95),
-                rate(sum.throughput),
-                format!("{:.0}", metrics.shadow_compared),
-                format!("{:.0}", metrics.shadow_skipped),
-                ratio(sum.p95.as_secs_f64() / p95_off.as_secs_f64()),
+                (*label).into(),
+                dur(Duration::from_secs_f64(p50)),
+                dur(Duration::from_secs_f64(p95(reps))),
+                rate(median(reps.iter().map(|r| r.sum.throughput).collect())),
+                format!("{:.0}", median(reps.iter().map(|r| r.metrics.shadow_compared).collect())),
+                format!("{:.0}", median(reps.iter().map(|r| r.metrics.shadow_skipped).collect())),
+                ratio(p95(reps) / p95_off),
+                reps.iter().map(|r| r.errors).sum::<usize>().to_string(),
             ]);
         }
     }

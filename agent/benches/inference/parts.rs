@@ -44,13 +44,25 @@ impl Queued for Ping {
 }
 
 /// The runtime's hand-off without a model: push onto the agent's `BatchQueue`, a worker thread takes it
-/// and answers on a oneshot, the caller awaits it under a timeout, as `Runtime::infer` does.
-pub fn queue_round_trip(n: usize) -> anyhow::Result<Summary> {
+/// and answers on a oneshot, the caller awaits it under a timeout, as `Runtime::infer` does. With `spin`,
+/// the worker first polls the queue for up to that long before it blocks in `next_batch` (the change
+/// BENCHMARKS.md suggests for `Runtime::worker`). The worker busy-waits `work` per job (a stand-in for
+/// the model, so the caller really parks), and that time is taken off the figures.
+pub fn queue_round_trip(n: usize, spin: Duration, work: Duration) -> anyhow::Result<Summary> {
     let q = Arc::new(BatchQueue::<Ping>::new(64));
     let worker_q = q.clone();
     let worker = std::thread::spawn(move || {
-        while let Some(batch) = worker_q.next_batch(1, Duration::ZERO) {
+        loop {
+            let until = Instant::now() + spin;
+            while worker_q.is_empty() && Instant::now() < until {
+                std::hint::spin_loop();
+            }
+            let Some(batch) = worker_q.next_batch(1, Duration::ZERO) else { break };
             for job in batch {
+                let start = Instant::now();
+                while start.elapsed() < work {
+                    std::hint::spin_loop();
+                }
                 let _ = job.reply.send(());
             }
         }
@@ -79,7 +91,8 @@ pub fn queue_round_trip(n: usize) -> anyhow::Result<Summary> {
     });
     q.close();
     let _ = worker.join();
-    summary
+    let s = summary?;
+    Ok(Summary { median: s.median.saturating_sub(work), p95: s.p95.saturating_sub(work), throughput: s.throughput })
 }
 
 /// The drift statistics the worker keeps over every input element, for one request.
@@ -91,10 +104,23 @@ pub fn drift(m: &BenchModel, n: usize) -> Summary {
 /// The update suggested for `stats::drift::Feature::observe` (BENCHMARKS.md): the same histogram through
 /// `bin_index`, but the moments of the whole request computed in two division-free passes and merged into
 /// the running ones (Chan et al.), instead of Welford's division per element. Checked against the agent.
-pub fn drift_proposed(m: &BenchModel, n: usize) -> Summary {
+pub fn drift_proposed(m: &BenchModel, n: usize, max_elements: Option<usize>) -> Summary {
     let (lo, hi, bins) = (0.0f32, 1.0f32, 10usize);
     let mut st = ProposedFeature { count: 0, finite: 0, mean: 0.0, m2: 0.0, bins: vec![0; bins + 2] };
-    let summary = time_each(n, |i| st.observe(&m.rows[i % m.rows.len()], lo, hi, bins));
+    let mut sample = Vec::new();
+    let summary = time_each(n, |i| {
+        let row = &m.rows[i % m.rows.len()];
+        match max_elements {
+            // Every k-th element, so that at most `cap` are observed per request.
+            Some(cap) if row.len() > cap => {
+                let k = row.len().div_ceil(cap);
+                sample.clear();
+                sample.extend(row.iter().step_by(k));
+                st.observe(&sample, lo, hi, bins);
+            }
+            _ => st.observe(row, lo, hi, bins),
+        }
+    });
     let mut agent = DriftAccumulator::new(None, std::slice::from_ref(&m.input), lo, hi, bins);
     let mut mine = ProposedFeature { count: 0, finite: 0, mean: 0.0, m2: 0.0, bins: vec![0; bins + 2] };
     for row in m.rows.iter().take(4) {

@@ -30,7 +30,13 @@ impl Summary {
 /// `123 µs` below 10 ms, `12.3 ms` above.
 pub fn dur(d: Duration) -> String {
     let us = d.as_secs_f64() * 1e6;
-    if us < 10_000.0 { format!("{us:.0} µs") } else { format!("{:.1} ms", us / 1e3) }
+    if us < 10.0 {
+        format!("{us:.1} µs")
+    } else if us < 10_000.0 {
+        format!("{us:.0} µs")
+    } else {
+        format!("{:.1} ms", us / 1e3)
+    }
 }
 
 pub fn rate(r: f64) -> String {

@@ -36,6 +36,8 @@ pub struct Driver {
     link: Option<Link>,
     queue: Arc<TelemetryQueue>,
     last_selftest_ms: u64,
+    /// Re-announces the device after its running model changed, so the fleet view never lags.
+    hello: Option<Arc<dyn Fn() -> outpost_protocol::messages::Hello + Send + Sync>>,
 }
 
 impl std::fmt::Debug for Driver {
@@ -71,6 +73,18 @@ impl Driver {
             link,
             queue,
             last_selftest_ms: 0,
+            hello: None,
+        }
+    }
+
+    pub fn with_hello(mut self, hello: Arc<dyn Fn() -> outpost_protocol::messages::Hello + Send + Sync>) -> Self {
+        self.hello = Some(hello);
+        self
+    }
+
+    async fn announce(&self) {
+        if let (Some(link), Some(hello)) = (&self.link, &self.hello) {
+            let _ = link.publish(Up::Hello, &Message::Hello(hello()), false).await;
         }
     }
 
@@ -266,6 +280,7 @@ impl Driver {
                 });
                 let r = self.wait_active(target).await;
                 self.last_selftest_ms = 0;
+                self.announce().await;
                 Some(Input::Activated(r))
             }
             Effect::RollBack => {
@@ -284,6 +299,7 @@ impl Driver {
                 {
                     tracing::error!(error = %e, "rollback target did not load");
                 }
+                self.announce().await;
                 None
             }
             Effect::Revert => {
@@ -300,6 +316,7 @@ impl Driver {
                     }
                     None => tracing::warn!("revert asked, but no previous model is kept"),
                 }
+                self.announce().await;
                 None
             }
             Effect::Commit => {
@@ -311,6 +328,7 @@ impl Driver {
                     s.retired = None;
                 });
                 self.discard_staging();
+                self.announce().await;
                 None
             }
             Effect::DiscardStaging { bundle } => {

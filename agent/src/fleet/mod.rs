@@ -38,7 +38,7 @@ pub fn start(cfg: &Config, store: Store, rt: Arc<Runtime>) -> anyhow::Result<Vec
     let labels = cfg.labels.clone();
     let hello_store = store.clone();
     let boot = boot_id();
-    let (link, mut incoming) = link::start(link_cfg, boot, move || Hello {
+    let hello: Arc<dyn Fn() -> Hello + Send + Sync> = Arc::new(move || Hello {
         device: device.clone(),
         arch: outpost_protocol::Arch::current().unwrap_or(outpost_protocol::Arch::X86_64),
         agent_version: crate::version(),
@@ -46,7 +46,9 @@ pub fn start(cfg: &Config, store: Store, rt: Arc<Runtime>) -> anyhow::Result<Vec
         running: running_model(&hello_store),
         boot_id: boot,
         max_packet: link::MAX_PACKET as u32,
-    })?;
+    });
+    let link_hello = hello.clone();
+    let (link, mut incoming) = link::start(link_cfg, boot, move || link_hello())?;
     let trust = match Trust::load(cfg) {
         Ok(t) => Some(t),
         Err(e) => {
@@ -79,7 +81,7 @@ pub fn start(cfg: &Config, store: Store, rt: Arc<Runtime>) -> anyhow::Result<Vec
         }
     }));
     tasks.push(tokio::spawn(shipper::ship(link.clone(), queue.clone(), online, acked, cfg.telemetry.max_batch_bytes)));
-    let driver = Driver::new(store, trust, rt, Some(link), queue);
+    let driver = Driver::new(store, trust, rt, Some(link), queue).with_hello(hello);
     tasks.push(tokio::spawn(driver.run(from_link)));
     Ok(tasks)
 }

@@ -261,8 +261,24 @@ impl Runtime {
         let (rows, inputs) = validate(&model, &req)?;
         let key = self.cache_enabled().then(|| CacheKey { model: model.digest, input: input_hash(&req.inputs) });
         if let Some(key) = &key {
-            if let Some(hit) = self.cache.lock().expect("cache lock").get(key, Instant::now()) {
+            let hit = self.cache.lock().expect("cache lock").get(key, Instant::now());
+            if let Some(hit) = hit {
                 self.metrics.cache_hits.fetch_add(1, Ordering::Relaxed);
+                // Cached answers are live traffic too: without this, repeated inputs would starve shadow
+                // evaluation of comparisons.
+                if self.sample_for_shadow() {
+                    let primary: Outputs = hit
+                        .iter()
+                        .map(|t| {
+                            let row_shape = if model.batchable { t.shape[1..].to_vec() } else { t.shape.clone() };
+                            (t.data.clone(), row_shape)
+                        })
+                        .collect();
+                    let job = ShadowJob { rows, inputs, primary, enqueued: Instant::now() };
+                    if self.shadow_queue.try_push(job).is_err() {
+                        self.metrics.shadow_skipped.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
                 return Ok(self.response(&model, hit, true, &req.outputs));
             }
             self.metrics.cache_misses.fetch_add(1, Ordering::Relaxed);

@@ -179,6 +179,7 @@ impl Machine {
             return;
         }
         // A newer desired state replaces an unfinished update.
+        let interrupted = self.state.job.as_ref().filter(|j| j.in_progress()).map(|j| j.stage);
         if let Some(job) = self.state.job.as_mut().filter(|j| j.in_progress()) {
             match job.stage {
                 UpdateStage::Shadow => fx.push(Effect::StopShadow),
@@ -196,8 +197,17 @@ impl Machine {
         }
         if d.mode == Mode::Revert {
             let mut job = new_job(d, now_ms);
-            fx.push(Effect::Revert);
-            Self::go(&mut job, UpdateStage::RolledBack, None, "reverted to the previous model on request".into(), fx);
+            let detail = match interrupted {
+                // The interrupted update already rolled its own activation back: that is the revert.
+                Some(UpdateStage::Activating | UpdateStage::Watching) => "reverted: the unfinished update rolled back",
+                // The new model never replaced the active one: cancelling it is the whole revert.
+                Some(_) => "reverted: the unfinished update was cancelled before activation",
+                None => {
+                    fx.push(Effect::Revert);
+                    "reverted to the previous model on request"
+                }
+            };
+            Self::go(&mut job, UpdateStage::RolledBack, None, detail.into(), fx);
             self.state.job = Some(job);
             return;
         }

@@ -195,7 +195,29 @@ fn a_new_desired_state_supersedes_an_unfinished_update_and_revert_switches_back(
     assert!(stages(&fx).contains(&RolledBack) && stages(&fx).contains(&Fetching));
     assert_eq!(m.state.job.as_ref().unwrap().desired.version, Version::new(3, 0, 0));
 
+    // A revert while that newer update is still fetching cancels it; the kept model already serves.
     let fx = start(&mut m, desired(4, Mode::Revert));
-    assert!(fx.contains(&Effect::Revert));
+    assert!(!fx.contains(&Effect::Revert), "{fx:?}");
     assert_eq!(m.stage(), RolledBack);
+    // Once idle, a revert switches to the previous slot.
+    let mut idle = Machine::default();
+    assert!(start(&mut idle, desired(5, Mode::Revert)).contains(&Effect::Revert));
+}
+
+#[test]
+fn a_revert_during_an_unfinished_update_undoes_only_that_update() {
+    // Before activation: cancelled, the active model untouched (no slot switch).
+    let mut m = Machine::default();
+    start(&mut m, desired(2, Mode::Shadow { secs: 60, sample_percent: 10 }));
+    fetch_all(&mut m, 2);
+    m.step(Input::Verified(Ok(())), 0);
+    m.step(Input::SelfTested(Ok(())), 0);
+    let fx = start(&mut m, desired(9, Mode::Revert));
+    assert!(fx.contains(&Effect::StopShadow));
+    assert!(!fx.contains(&Effect::Revert) && !fx.contains(&Effect::RollBack), "{fx:?}");
+    // While watching: the update's own rollback, and no second step back.
+    let mut m = watching();
+    let fx = start(&mut m, desired(9, Mode::Revert));
+    assert_eq!(fx.iter().filter(|e| **e == Effect::RollBack).count(), 1);
+    assert!(!fx.contains(&Effect::Revert), "{fx:?}");
 }

@@ -85,6 +85,19 @@ enum Command {
         #[arg(long, default_value = "0s", value_parser = parse_lifetime)]
         grace: u64,
     },
+    /// Upload a bundle to the controller, which verifies it before storing it.
+    Push {
+        bundle: PathBuf,
+        #[command(flatten)]
+        remote: super::client::Remote,
+    },
+    /// Bundles the controller holds.
+    List {
+        #[command(flatten)]
+        remote: super::client::Remote,
+        #[arg(short = 'o', long = "output", value_enum, default_value_t)]
+        output: Output,
+    },
     /// Show a bundle's manifest and signatures (nothing is verified).
     Inspect {
         bundle: PathBuf,
@@ -187,6 +200,40 @@ pub fn run(args: Args) -> Result<(), Failure> {
                 m.payload.model_sha256,
                 v.model.len()
             );
+            Ok(())
+        }
+        Command::Push { bundle, remote } => {
+            let bytes = crate::files::read(&bundle).map_err(|e| Failure::Error(e.to_string()))?;
+            let meta = remote.post_bytes("/api/v1/bundles", &bytes)?;
+            println!(
+                "pushed {}@{} (sequence {}, {}, {} bytes) as {}",
+                meta["name"].as_str().unwrap_or("?"),
+                meta["version"].as_str().unwrap_or("?"),
+                meta["sequence"],
+                meta["compression"].as_str().unwrap_or("?"),
+                meta["size"],
+                meta["digest"].as_str().unwrap_or("?")
+            );
+            Ok(())
+        }
+        Command::List { remote, output } => {
+            let list = remote.get("/api/v1/bundles")?;
+            if output == Output::Json {
+                println!("{}", serde_json::to_string_pretty(&list).expect("json"));
+                return Ok(());
+            }
+            println!("{:<24} {:>8} {:<6} {:>10}  DIGEST", "BUNDLE", "SEQUENCE", "KIND", "BYTES");
+            for b in list.as_array().into_iter().flatten() {
+                let name = format!("{}@{}", b["name"].as_str().unwrap_or("?"), b["version"].as_str().unwrap_or("?"));
+                let digest = b["digest"].as_str().unwrap_or("");
+                println!(
+                    "{name:<24} {:>8} {:<6} {:>10}  {}",
+                    b["sequence"],
+                    b["compression"].as_str().unwrap_or("?"),
+                    b["size"],
+                    &digest[..12.min(digest.len())]
+                );
+            }
             Ok(())
         }
         Command::Inspect { bundle, output } => {

@@ -3,7 +3,11 @@
 //! failures print one line naming what was wrong.
 
 mod bundle;
+pub mod client;
+mod devices;
 mod keys;
+mod rollout;
+mod serve;
 mod trust;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -21,8 +25,32 @@ enum Command {
     Keys(keys::Args),
     /// Make and inspect trust policies (the release keys devices accept, signed by the root keys).
     Trust(trust::Args),
-    /// Create, sign, verify and inspect signed model bundles (.obundle).
+    /// Create, sign, verify and inspect signed model bundles (.obundle); push them to the controller.
     Bundle(bundle::Args),
+    /// Run the controller daemon (embedded broker by default).
+    Serve(serve::Args),
+    /// Print the documented default `outpost serve` configuration.
+    PrintDefaultConfig,
+    /// The fleet's devices.
+    Devices(devices::Args),
+    /// Staged rollouts of a pushed bundle.
+    Rollout(rollout::Args),
+    /// Which model versions run where, and how the fleet stands against its targets.
+    Skew {
+        #[arg(long)]
+        model: Option<String>,
+        #[command(flatten)]
+        remote: client::Remote,
+        #[arg(short = 'o', long = "output", value_enum, default_value_t)]
+        output: Output,
+    },
+    /// The controller's audit log.
+    Audit {
+        #[command(flatten)]
+        remote: client::Remote,
+        #[arg(short = 'o', long = "output", value_enum, default_value_t)]
+        output: Output,
+    },
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
@@ -74,6 +102,26 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Keys(a) => keys::run(a),
         Command::Trust(a) => trust::run(a),
         Command::Bundle(a) => bundle::run(a),
+        Command::Serve(a) => serve::run(a),
+        Command::PrintDefaultConfig => {
+            print!("{}", crate::daemon::config::DEFAULT_CONFIG);
+            Ok(())
+        }
+        Command::Devices(a) => devices::run(a),
+        Command::Rollout(a) => rollout::run(a),
+        Command::Skew { model, remote, output } => rollout::skew(&remote, model.as_deref(), output),
+        Command::Audit { remote, output } => {
+            let log = remote.get("/api/v1/audit")?;
+            match output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&log).expect("json")),
+                Output::Table => {
+                    for e in log.as_array().into_iter().flatten() {
+                        println!("{:>5} {}", e["n"], e["entry"]);
+                    }
+                }
+            }
+            Ok(())
+        }
     }
 }
 

@@ -1,0 +1,72 @@
+//! The CLI's client for the controller API: `--controller URL` or `OUTPOST_CONTROLLER` (default
+//! http://127.0.0.1:8480), token from `OUTPOST_TOKEN` or the data directory's `api-token`.
+
+use super::Failure;
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Remote {
+    /// The controller API.
+    #[arg(long, env = "OUTPOST_CONTROLLER", default_value = "http://127.0.0.1:8480", global = true)]
+    pub controller: String,
+    /// Where `outpost serve` keeps its data (the API token is read from there).
+    #[arg(long = "data-dir", default_value = "outpost-data", global = true)]
+    pub data_dir: PathBuf,
+}
+
+impl Remote {
+    fn token(&self) -> Result<String, Failure> {
+        if let Ok(t) = std::env::var("OUTPOST_TOKEN") {
+            return Ok(t);
+        }
+        let path = self.data_dir.join("api-token");
+        std::fs::read_to_string(&path).map(|t| t.trim().to_owned()).map_err(|e| {
+            Failure::Error(format!(
+                "no API token: set OUTPOST_TOKEN or point --data-dir at the controller's data ({}: {e})",
+                path.display()
+            ))
+        })
+    }
+
+    fn agent(&self) -> ureq::Agent {
+        ureq::Agent::config_builder().http_status_as_error(false).build().into()
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.controller.trim_end_matches('/'))
+    }
+
+    fn answer(&self, r: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Result<serde_json::Value, Failure> {
+        let mut r =
+            r.map_err(|e| Failure::Error(format!("cannot reach the controller at {}: {e}", self.controller)))?;
+        let status = r.status();
+        let body: serde_json::Value = r.body_mut().read_json().unwrap_or(serde_json::Value::Null);
+        if status.is_success() {
+            Ok(body)
+        } else {
+            let msg = body["error"].as_str().map(str::to_owned).unwrap_or_else(|| format!("HTTP {status}"));
+            Err(if status.as_u16() == 422 {
+                Failure::Rejected(msg.trim_start_matches("rejected: ").to_owned())
+            } else {
+                Failure::Error(msg)
+            })
+        }
+    }
+
+    pub fn get(&self, path: &str) -> Result<serde_json::Value, Failure> {
+        let token = self.token()?;
+        self.answer(self.agent().get(&self.url(path)).header("Authorization", &format!("Bearer {token}")).call())
+    }
+
+    pub fn post_json(&self, path: &str, body: &serde_json::Value) -> Result<serde_json::Value, Failure> {
+        let token = self.token()?;
+        self.answer(
+            self.agent().post(&self.url(path)).header("Authorization", &format!("Bearer {token}")).send_json(body),
+        )
+    }
+
+    pub fn post_bytes(&self, path: &str, bytes: &[u8]) -> Result<serde_json::Value, Failure> {
+        let token = self.token()?;
+        self.answer(self.agent().post(&self.url(path)).header("Authorization", &format!("Bearer {token}")).send(bytes))
+    }
+}

@@ -1,0 +1,117 @@
+//! `outpost devices list [-l k=v,...] [-o json] | show ID [-o json]` and `outpost audit`.
+
+use super::client::Remote;
+use super::{Failure, Output};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    command: Command,
+    #[command(flatten)]
+    remote: Remote,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Devices with their running model, health and telemetry.
+    List {
+        /// Label selector, e.g. arch=aarch64,region=eu.
+        #[arg(short = 'l', long = "selector")]
+        selector: Option<String>,
+        #[arg(short = 'o', long = "output", value_enum, default_value_t)]
+        output: Output,
+    },
+    /// One device in detail, with its telemetry stream and recent update events.
+    Show {
+        id: String,
+        #[arg(short = 'o', long = "output", value_enum, default_value_t)]
+        output: Output,
+    },
+}
+
+fn version(v: &serde_json::Value) -> String {
+    if v.is_null() {
+        return "-".into();
+    }
+    format!("{}.{}.{}", v["major"], v["minor"], v["patch"])
+}
+
+fn running(d: &serde_json::Value) -> String {
+    match &d["running"] {
+        serde_json::Value::Null => "-".into(),
+        r => format!("{} {}", r["name"].as_str().unwrap_or("?"), version(&r["version"])),
+    }
+}
+
+pub fn run(a: Args) -> Result<(), Failure> {
+    match a.command {
+        Command::List { selector, output } => {
+            if let Some(s) = &selector {
+                crate::daemon::api::parse_selector(s).map_err(Failure::Error)?;
+            }
+            let path = match &selector {
+                Some(s) => format!(
+                    "/api/v1/devices?selector={}",
+                    s.replace('&', "%26").replace('=', "%3D").replace(',', "%2C")
+                ),
+                None => "/api/v1/devices".into(),
+            };
+            let list = a.remote.get(&path)?;
+            if output == Output::Json {
+                println!("{}", serde_json::to_string_pretty(&list).expect("json"));
+                return Ok(());
+            }
+            println!("{:<20} {:<8} {:<8} {:<16} {:<8} LABELS", "DEVICE", "ARCH", "ONLINE", "RUNNING", "AGENT");
+            for d in list.as_array().into_iter().flatten() {
+                let labels: Vec<String> = d["labels"]
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                    .collect();
+                println!(
+                    "{:<20} {:<8} {:<8} {:<16} {:<8} {}",
+                    d["id"].as_str().unwrap_or("?"),
+                    d["arch"].as_str().unwrap_or("-"),
+                    if d["online"].as_bool() == Some(true) { "yes" } else { "no" },
+                    running(d),
+                    version(&d["agent_version"]),
+                    labels.join(",")
+                );
+            }
+            Ok(())
+        }
+        Command::Show { id, output } => {
+            let d = a.remote.get(&format!("/api/v1/devices/{id}"))?;
+            if output == Output::Json {
+                println!("{}", serde_json::to_string_pretty(&d).expect("json"));
+                return Ok(());
+            }
+            let t = &d["telemetry"];
+            println!("device      {}", d["id"].as_str().unwrap_or("?"));
+            println!("online      {} (last seen {})", d["online"], d["last_seen"]);
+            println!("running     {}", running(&d));
+            println!(
+                "telemetry   {} record(s) received, contiguous up to {}, {} missing, {} duplicate(s)",
+                t["received"], t["up_to"], t["missing"], t["duplicates"]
+            );
+            if let Some(w) = d["last_window"].as_object() {
+                println!(
+                    "last window {} request(s), {} error(s), p95 {} µs",
+                    w["requests"], w["errors"], w["latency_p95_us"]
+                );
+            }
+            for e in d["events"].as_array().into_iter().flatten().rev().take(10) {
+                println!(
+                    "event       {} {:?} → {:?} {} {}",
+                    version(&e["version"]),
+                    e["from"],
+                    e["to"],
+                    e["reason"],
+                    e["detail"].as_str().unwrap_or("")
+                );
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,267 @@
+//! `outpost rollout start|status|pause|resume|promote|abort|undo|history` and `outpost skew`.
+
+use super::client::Remote;
+use super::{Failure, Output, parse_lifetime};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    command: Command,
+    #[command(flatten)]
+    remote: Remote,
+}
+
+/// `2%` or `0.02` → 0.02.
+fn rate(s: &str) -> Result<f64, String> {
+    let v = match s.strip_suffix('%') {
+        Some(p) => p.trim().parse::<f64>().map(|p| p / 100.0),
+        None => s.trim().parse::<f64>(),
+    }
+    .map_err(|_| format!("{s:?} is not a rate like 2% or 0.02"))?;
+    if !(0.0..=1.0).contains(&v) {
+        return Err(format!("{s:?} is out of range (0% to 100%)"));
+    }
+    Ok(v)
+}
+
+// Parsed once per process: the size difference between variants costs nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Roll a pushed bundle out in waves, gated on device telemetry.
+    Start {
+        /// NAME@VERSION or a digest prefix of a pushed bundle.
+        #[arg(long)]
+        bundle: String,
+        /// Label selector, e.g. arch=aarch64,region=eu (default: every device).
+        #[arg(long, default_value = "")]
+        selector: String,
+        /// Cumulative wave sizes: percentages or device counts, e.g. 1,25%,100%.
+        #[arg(long, default_value = "1%,10%,50%,100%")]
+        waves: String,
+        /// Bake time of each wave.
+        #[arg(long, default_value = "5m", value_parser = parse_lifetime)]
+        bake: u64,
+        #[arg(long = "max-failure-rate", value_parser = rate)]
+        max_failure_rate: Option<f64>,
+        #[arg(long = "max-error-rate", value_parser = rate)]
+        max_error_rate: Option<f64>,
+        #[arg(long = "max-p95-regression", value_parser = rate)]
+        max_p95_regression: Option<f64>,
+        #[arg(long = "min-shadow-agreement", value_parser = rate)]
+        min_shadow_agreement: Option<f64>,
+        #[arg(long = "max-psi")]
+        max_psi: Option<f64>,
+        /// Run the candidate in shadow this long before activating it.
+        #[arg(long, value_parser = parse_lifetime)]
+        shadow: Option<u64>,
+        #[arg(long, value_parser = rate)]
+        quorum: Option<f64>,
+        #[arg(long = "on-failure", default_value = "pause")]
+        on_failure: String,
+        /// The devices' own watch window after activation.
+        #[arg(long, default_value = "5m", value_parser = parse_lifetime)]
+        watch: u64,
+        /// Name the rollout (default: MODEL-VERSION-TIME).
+        #[arg(long)]
+        id: Option<String>,
+    },
+    /// Waves, devices per state, gate values.
+    Status {
+        id: String,
+        #[arg(long)]
+        watch: bool,
+        #[arg(short = 'o', long = "output", value_enum, default_value_t)]
+        output: Output,
+    },
+    Pause {
+        id: String,
+    },
+    Resume {
+        id: String,
+    },
+    Promote {
+        id: String,
+        #[arg(long)]
+        full: bool,
+    },
+    Abort {
+        id: String,
+        /// Tell every device that installed it to switch back to its previous model.
+        #[arg(long)]
+        revert: bool,
+    },
+    Undo {
+        id: String,
+    },
+    /// Every rollout, newest last.
+    History {
+        #[arg(long)]
+        model: Option<String>,
+        #[arg(short = 'o', long = "output", value_enum, default_value_t)]
+        output: Output,
+    },
+}
+
+fn phase(r: &serde_json::Value) -> String {
+    match &r["state"]["phase"] {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Object(o) => {
+            let (name, v) = o.iter().next().expect("one variant");
+            match v.get("reason").and_then(|x| x.as_str()) {
+                Some(reason) => format!("{name}: {reason}"),
+                None => format!("{name} {v}"),
+            }
+        }
+        other => other.to_string(),
+    }
+}
+
+fn print_status(r: &serde_json::Value) {
+    let spec = &r["spec"];
+    let rel = &spec["release"];
+    let v = &rel["version"];
+    println!("rollout   {}", spec["id"].as_str().unwrap_or("?"));
+    println!(
+        "release   {} {}.{}.{} (sequence {})",
+        rel["model"].as_str().unwrap_or("?"),
+        v["major"],
+        v["minor"],
+        v["patch"],
+        rel["sequence"]
+    );
+    println!("phase     {}", phase(r));
+    let waves = spec["waves"].as_array().map(|w| w.len()).unwrap_or(0);
+    println!("wave      {} of {}", r["state"]["wave"].as_u64().unwrap_or(0) + 1, waves);
+    let mut intents = std::collections::BTreeMap::<String, u32>::new();
+    for m in r["state"]["members"].as_object().into_iter().flatten().map(|(_, m)| m) {
+        *intents.entry(m["intent"].as_str().unwrap_or("?").to_owned()).or_default() += 1;
+    }
+    println!("devices   {}", intents.iter().map(|(k, n)| format!("{n} {k}")).collect::<Vec<_>>().join(", "));
+    for h in r["state"]["history"].as_array().into_iter().flatten().rev().take(8).collect::<Vec<_>>().into_iter().rev()
+    {
+        println!(
+            "  {} wave {} {}",
+            h["at"],
+            h["wave"].as_u64().unwrap_or(0) + 1,
+            serde_json::to_string(&h["decision"]).unwrap_or_default()
+        );
+    }
+}
+
+pub fn run(a: Args) -> Result<(), Failure> {
+    let remote = a.remote;
+    let verb = |id: &str, verb: &str, query: &str| -> Result<(), Failure> {
+        let r = remote.post_json(&format!("/api/v1/rollouts/{id}/{verb}{query}"), &serde_json::json!({}))?;
+        println!("{}: {}", r["spec"]["id"].as_str().unwrap_or(id), phase(&r));
+        Ok(())
+    };
+    match a.command {
+        Command::Start {
+            bundle,
+            selector,
+            waves,
+            bake,
+            max_failure_rate,
+            max_error_rate,
+            max_p95_regression,
+            min_shadow_agreement,
+            max_psi,
+            shadow,
+            quorum,
+            on_failure,
+            watch,
+            id,
+        } => {
+            let req = crate::daemon::rollouts::StartRequest {
+                bundle,
+                selector,
+                waves,
+                bake_secs: bake,
+                max_failure_rate,
+                max_error_rate,
+                max_p95_regression,
+                min_shadow_agreement,
+                max_psi,
+                shadow_secs: shadow.map(|s| s as u32),
+                quorum,
+                on_failure: Some(on_failure),
+                watch_secs: Some(watch as u32),
+                id,
+            };
+            let r = remote.post_json("/api/v1/rollouts", &serde_json::to_value(&req).expect("json"))?;
+            println!("started {}: {}", r["spec"]["id"].as_str().unwrap_or("?"), phase(&r));
+            Ok(())
+        }
+        Command::Status { id, watch, output } => loop {
+            let r = remote.get(&format!("/api/v1/rollouts/{id}"))?;
+            match output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&r).expect("json")),
+                Output::Table => print_status(&r),
+            }
+            let done = ["Completed", "RolledBack", "Aborted"].iter().any(|p| phase(&r).starts_with(p));
+            if !watch || done {
+                return Ok(());
+            }
+            std::thread::sleep(std::time::Duration::from_secs(2));
+            println!();
+        },
+        Command::Pause { id } => verb(&id, "pause", ""),
+        Command::Resume { id } => verb(&id, "resume", ""),
+        Command::Promote { id, full } => verb(&id, "promote", if full { "?full=true" } else { "" }),
+        Command::Abort { id, revert } => verb(&id, "abort", if revert { "?revert=true" } else { "" }),
+        Command::Undo { id } => verb(&id, "undo", ""),
+        Command::History { model, output } => {
+            let list = remote.get("/api/v1/rollouts")?;
+            let rows: Vec<&serde_json::Value> = list
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|r| model.as_deref().is_none_or(|m| r["spec"]["release"]["model"] == m))
+                .collect();
+            if output == Output::Json {
+                println!("{}", serde_json::to_string_pretty(&rows).expect("json"));
+                return Ok(());
+            }
+            for r in rows {
+                let v = &r["spec"]["release"]["version"];
+                println!(
+                    "{:<36} {}.{}.{}  {}",
+                    r["spec"]["id"].as_str().unwrap_or("?"),
+                    v["major"],
+                    v["minor"],
+                    v["patch"],
+                    phase(r)
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+/// `outpost skew [--model NAME]`.
+pub fn skew(remote: &Remote, model: Option<&str>, output: Output) -> Result<(), Failure> {
+    let all = remote.get("/api/v1/skew")?;
+    let rows: Vec<&serde_json::Value> =
+        all.as_array().into_iter().flatten().filter(|m| model.is_none_or(|name| m["model"] == name)).collect();
+    if output == Output::Json {
+        println!("{}", serde_json::to_string_pretty(&rows).expect("json"));
+        return Ok(());
+    }
+    for m in rows {
+        let c = &m["compliance"];
+        println!("model {}", m["model"].as_str().unwrap_or("?"));
+        for v in m["versions"].as_array().into_iter().flatten() {
+            let ver = &v["version"];
+            println!(
+                "  {}.{}.{}  {} online, {} offline",
+                ver["major"], ver["minor"], ver["patch"], v["online"], v["offline"]
+            );
+        }
+        println!(
+            "  on target {}, behind {}, ahead {}, in progress {}, failed {}, unknown {}",
+            c["on_target"], c["behind"], c["ahead"], c["in_progress"], c["failed"], c["unknown"]
+        );
+    }
+    Ok(())
+}

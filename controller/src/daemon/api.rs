@@ -1,0 +1,198 @@
+//! The controller's HTTP API (JSON) for everything the CLI does. Every route but `/api/v1/health`
+//! needs `Authorization: Bearer <token>`; the token is made at first start in the data directory.
+
+use super::bundles::{self, BundleMeta, Trust};
+use super::fleet::{Fleet, now};
+use super::registry::DeviceRecord;
+use super::store::{Store, Table};
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use outpost_protocol::DeviceId;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+#[derive(Clone)]
+pub struct Api {
+    pub rollouts: Arc<super::rollouts::Rollouts>,
+    pub fleet: Arc<Fleet>,
+    pub store: Arc<Store>,
+    pub trust: Option<Trust>,
+    pub token: Arc<String>,
+}
+
+impl std::fmt::Debug for Api {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Api").finish_non_exhaustive()
+    }
+}
+
+pub fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(serde_json::json!({ "error": message.into() }))).into_response()
+}
+
+pub fn router(api: Api) -> Router {
+    let protected = Router::new()
+        .route("/api/v1/devices", get(devices))
+        .route("/api/v1/devices/{id}", get(device))
+        .route("/api/v1/bundles", get(list_bundles).post(push_bundle))
+        .route("/api/v1/audit", get(audit))
+        .route("/api/v1/rollouts", get(list_rollouts).post(start_rollout))
+        .route("/api/v1/rollouts/{id}", get(get_rollout))
+        .route("/api/v1/rollouts/{id}/{verb}", axum::routing::post(rollout_verb))
+        .route("/api/v1/skew", get(skew))
+        .layer(middleware::from_fn_with_state(api.clone(), auth));
+    Router::new()
+        .route("/api/v1/health", get(|| async { Json(serde_json::json!({"ok": true})) }))
+        .merge(protected)
+        .layer(DefaultBodyLimit::max(1 << 30))
+        .with_state(api)
+}
+
+async fn auth(State(api): State<Api>, req: Request, next: Next) -> Response {
+    let given =
+        req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    if given != Some(api.token.as_str()) {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong API token (see the data directory's api-token, or OUTPOST_TOKEN)",
+        );
+    }
+    next.run(req).await
+}
+
+/// `?label=k=v&label=...` filters by labels; `arch` is a label too.
+fn matches(d: &DeviceRecord, filters: &[(String, String)]) -> bool {
+    filters.iter().all(|(k, v)| {
+        d.labels.get(k) == Some(v) || (k == "arch" && d.arch.map(|a| a.to_string()).as_deref() == Some(v.as_str()))
+    })
+}
+
+pub fn parse_selector(s: &str) -> Result<Vec<(String, String)>, String> {
+    s.split(',')
+        .filter(|p| !p.trim().is_empty())
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) if !k.trim().is_empty() && !v.trim().is_empty() => {
+                Ok((k.trim().to_owned(), v.trim().to_owned()))
+            }
+            _ => Err(format!("selector part {p:?} is not key=value")),
+        })
+        .collect()
+}
+
+async fn devices(State(api): State<Api>, Query(q): Query<HashMap<String, String>>) -> Response {
+    let filters = match q.get("selector").map(|s| parse_selector(s)).transpose() {
+        Ok(f) => f.unwrap_or_default(),
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    let list: Vec<DeviceRecord> = api.fleet.devices().into_iter().filter(|d| matches(d, &filters)).collect();
+    Json(list).into_response()
+}
+
+async fn device(State(api): State<Api>, Path(id): Path<String>) -> Response {
+    let Ok(id) = DeviceId::new(id.clone()) else {
+        return error(StatusCode::BAD_REQUEST, format!("{id:?} is not a device id"));
+    };
+    match api.fleet.device(&id) {
+        Some(d) => Json(d).into_response(),
+        None => error(StatusCode::NOT_FOUND, format!("no device {id}")),
+    }
+}
+
+async fn list_bundles(State(api): State<Api>) -> Response {
+    match api.store.all::<BundleMeta>(Table::Bundles) {
+        Ok(b) => Json(b).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+async fn push_bundle(State(api): State<Api>, body: Bytes) -> Response {
+    let Some(trust) = api.trust.clone() else {
+        return error(StatusCode::CONFLICT, "the controller has no trust policy configured to verify bundles with");
+    };
+    let store = api.store.clone();
+    let result = tokio::task::spawn_blocking(move || bundles::push(&store, &trust, &body, now())).await;
+    match result {
+        Ok(Ok(meta)) => {
+            let _ = api.store.audit(&serde_json::json!({"at": now(), "what": "bundle pushed", "bundle": &meta}));
+            (StatusCode::CREATED, Json(meta)).into_response()
+        }
+        Ok(Err(e)) => error(StatusCode::UNPROCESSABLE_ENTITY, e),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+async fn audit(State(api): State<Api>) -> Response {
+    match api.store.audit_log() {
+        Ok(log) => Json(log.into_iter().map(|(n, e)| serde_json::json!({"n": n, "entry": e})).collect::<Vec<_>>())
+            .into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+async fn list_rollouts(State(api): State<Api>) -> Response {
+    Json(api.rollouts.list()).into_response()
+}
+
+async fn get_rollout(State(api): State<Api>, Path(id): Path<String>) -> Response {
+    match api.rollouts.get(&id) {
+        Some(r) => Json(r).into_response(),
+        None => error(StatusCode::NOT_FOUND, format!("no rollout {id}")),
+    }
+}
+
+async fn start_rollout(State(api): State<Api>, Json(req): Json<super::rollouts::StartRequest>) -> Response {
+    match api.rollouts.start(&req).await {
+        Ok(r) => (StatusCode::CREATED, Json(r)).into_response(),
+        Err(e) => error(StatusCode::BAD_REQUEST, e),
+    }
+}
+
+async fn rollout_verb(
+    State(api): State<Api>,
+    Path((id, verb)): Path<(String, String)>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    use crate::rollout::Verb;
+    let flag = |k: &str| q.get(k).is_some_and(|v| v == "true");
+    let verb = match verb.as_str() {
+        "pause" => Verb::Pause,
+        "resume" => Verb::Resume,
+        "promote" => Verb::Promote { full: flag("full") },
+        "abort" => Verb::Abort { revert: flag("revert") },
+        "undo" => Verb::Undo,
+        other => return error(StatusCode::NOT_FOUND, format!("no rollout verb {other:?}")),
+    };
+    match api.rollouts.command(&id, verb, "operator").await {
+        Ok(r) => Json(r).into_response(),
+        Err(e) => error(StatusCode::CONFLICT, e),
+    }
+}
+
+async fn skew(State(api): State<Api>) -> Response {
+    let views: Vec<_> = api.fleet.devices().iter().map(|d| d.view()).collect();
+    let targets: Vec<_> = api
+        .rollouts
+        .list()
+        .into_iter()
+        .filter(|r| {
+            !matches!(r.state.phase, crate::rollout::Phase::Aborted { .. } | crate::rollout::Phase::RolledBack { .. })
+        })
+        .map(|r| {
+            let rel = &r.spec.release;
+            let target = crate::skew::Target {
+                version: rel.version,
+                digest: rel.bundle.digest,
+                model_digest: rel.model_digest,
+                sequence: rel.sequence,
+                rollout: Some(r.spec.id.clone()),
+            };
+            (rel.model.clone(), target)
+        })
+        .collect();
+    Json(crate::skew::fleet_skew(&views, &targets)).into_response()
+}

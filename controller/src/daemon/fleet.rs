@@ -1,0 +1,178 @@
+//! The controller's side of MQTT: one client that reads every device's up topics through a shared
+//! subscription (replicas split the ingest), keeps the registry, acks telemetry after the device record
+//! is durably stored, serves chunk requests from the bundle store, and publishes retained desired states.
+
+use super::registry::DeviceRecord;
+use super::store::{Store, Table};
+use outpost_protocol::codec;
+use outpost_protocol::messages::{BundleRef, Chunk, DesiredState, Message, TelemetryAck};
+use outpost_protocol::topics::{self, Down, Up};
+use outpost_protocol::{DeviceId, Digest, Limits};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Chunk size for bundles: under the agents' 1 MiB packet limit with room for the envelope.
+pub const CHUNK_SIZE: u32 = 256 << 10;
+
+pub struct Fleet {
+    client: AsyncClient,
+    store: Arc<Store>,
+    devices: Mutex<BTreeMap<DeviceId, DeviceRecord>>,
+    bundles: Mutex<HashMap<Digest, Arc<Vec<u8>>>>,
+}
+
+impl std::fmt::Debug for Fleet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fleet").finish_non_exhaustive()
+    }
+}
+
+pub fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+impl Fleet {
+    /// Connects to the broker and starts the ingest task. `client_id` must be unique per replica.
+    pub fn start(options: MqttOptions, store: Arc<Store>) -> anyhow::Result<Arc<Fleet>> {
+        let (client, mut eventloop) = AsyncClient::new(options, 1024);
+        let mut devices = BTreeMap::new();
+        for d in store.all::<DeviceRecord>(Table::Devices)? {
+            devices.insert(d.id.clone(), d);
+        }
+        let fleet = Arc::new(Fleet { client, store, devices: Mutex::new(devices), bundles: Mutex::default() });
+        let f = fleet.clone();
+        tokio::spawn(async move {
+            loop {
+                match eventloop.poll().await {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        tracing::info!("controller connected to the broker");
+                        let _ = f.client.subscribe(topics::controller_subscription(), QoS::AtLeastOnce).await;
+                        f.republish_desired().await;
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => f.handle(&p.topic, &p.payload).await,
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "controller lost the broker; retrying");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                }
+            }
+        });
+        Ok(fleet)
+    }
+
+    pub fn devices(&self) -> Vec<DeviceRecord> {
+        self.devices.lock().expect("devices").values().cloned().collect()
+    }
+
+    pub fn device(&self, id: &DeviceId) -> Option<DeviceRecord> {
+        self.devices.lock().expect("devices").get(id).cloned()
+    }
+
+    fn save(&self, d: &DeviceRecord) {
+        if let Err(e) = self.store.put(Table::Devices, d.id.as_str(), d) {
+            tracing::error!(device = %d.id, error = %e, "cannot store the device record");
+        }
+    }
+
+    /// Applies `change` to the device's record (creating it on first contact) and stores it.
+    fn update<R>(&self, id: &DeviceId, change: impl FnOnce(&mut DeviceRecord) -> R) -> R {
+        let mut devices = self.devices.lock().expect("devices");
+        let d = devices.entry(id.clone()).or_insert_with(|| DeviceRecord::new(id.clone(), now()));
+        let r = change(d);
+        self.save(d);
+        r
+    }
+
+    async fn handle(&self, topic: &str, payload: &[u8]) {
+        let Some(topics::Parsed::Up(device, kind)) = topics::parse(topic) else { return };
+        let msg = match codec::decode(payload, &Limits::default()) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(%device, topic, error = %e, "dropping a malformed message");
+                return;
+            }
+        };
+        let t = now();
+        match (kind, msg) {
+            (Up::Hello, Message::Hello(h)) if h.device == device => self.update(&device, |d| d.hello(h, t)),
+            (Up::Presence, Message::Presence(p)) if p.device == device => self.update(&device, |d| d.presence(p, t)),
+            (Up::Events, Message::Event(e)) => self.update(&device, |d| d.event(e, t)),
+            (Up::Telemetry, Message::Telemetry(batch)) => {
+                // Stored before acked: what the device deletes is never lost here.
+                let up_to = self.update(&device, |d| d.telemetry(batch, t));
+                let ack = codec::encode(&Message::TelemetryAck(TelemetryAck { up_to_seq: up_to }));
+                let _ = self.client.publish(topics::down(&device, Down::Ack), QoS::AtLeastOnce, false, ack).await;
+            }
+            (Up::Fetch, Message::ChunkRequest(req)) => {
+                self.serve_chunks(&device, req.bundle, req.first, req.count).await
+            }
+            (kind, _) => tracing::warn!(%device, kind = kind.as_str(), "dropping an unexpected message"),
+        }
+    }
+
+    /// The bytes of a pushed bundle, cached after the first read.
+    pub fn bundle_bytes(&self, digest: &Digest) -> Option<Arc<Vec<u8>>> {
+        if let Some(b) = self.bundles.lock().expect("bundles").get(digest) {
+            return Some(b.clone());
+        }
+        let bytes = Arc::new(std::fs::read(self.store.bundle_path(digest)).ok()?);
+        self.bundles.lock().expect("bundles").insert(*digest, bytes.clone());
+        Some(bytes)
+    }
+
+    pub fn bundle_ref(&self, digest: &Digest) -> Option<BundleRef> {
+        let bytes = self.bundle_bytes(digest)?;
+        Some(BundleRef {
+            digest: *digest,
+            size: bytes.len() as u64,
+            chunk_size: CHUNK_SIZE,
+            chunks: bytes.chunks(CHUNK_SIZE as usize).map(Digest::of).collect(),
+        })
+    }
+
+    async fn serve_chunks(&self, device: &DeviceId, digest: Digest, first: u32, count: u32) {
+        let Some(bytes) = self.bundle_bytes(&digest) else {
+            tracing::warn!(%device, bundle = %digest.short(), "chunk request for an unknown bundle");
+            return;
+        };
+        let total = bytes.len().div_ceil(CHUNK_SIZE as usize) as u32;
+        for index in first..first.saturating_add(count.min(64)).min(total) {
+            let start = index as usize * CHUNK_SIZE as usize;
+            let data = bytes[start..(start + CHUNK_SIZE as usize).min(bytes.len())].to_vec();
+            let msg = codec::encode(&Message::Chunk(Chunk { bundle: digest, index, total, data }));
+            let _ = self.client.publish(topics::down(device, Down::Chunk), QoS::AtLeastOnce, false, msg).await;
+        }
+    }
+
+    /// Publishes (retained) and records a device's desired state.
+    pub async fn desire(&self, device: &DeviceId, desired: DesiredState) -> anyhow::Result<()> {
+        let bytes = codec::encode(&Message::Desired(desired.clone()));
+        self.update(device, |d| d.desired = Some(desired));
+        self.client.publish(topics::down(device, Down::Desired), QoS::AtLeastOnce, true, bytes).await?;
+        Ok(())
+    }
+
+    /// Clears a device's retained desired state (an empty retained publish) and forgets it.
+    pub async fn withdraw(&self, device: &DeviceId) -> anyhow::Result<()> {
+        self.update(device, |d| d.desired = None);
+        self.client.publish(topics::down(device, Down::Desired), QoS::AtLeastOnce, true, Vec::<u8>::new()).await?;
+        Ok(())
+    }
+
+    async fn republish_desired(&self) {
+        let all: Vec<(DeviceId, DesiredState)> = self
+            .devices
+            .lock()
+            .expect("devices")
+            .values()
+            .filter_map(|d| d.desired.clone().map(|x| (d.id.clone(), x)))
+            .collect();
+        for (id, desired) in all {
+            let bytes = codec::encode(&Message::Desired(desired));
+            let _ = self.client.publish(topics::down(&id, Down::Desired), QoS::AtLeastOnce, true, bytes).await;
+        }
+    }
+}

@@ -1,0 +1,12 @@
+//! `outpost serve`: the controller daemon. The embedded broker (quick start) or an external one, the
+//! fleet registry fed over MQTT, the bundle store, rollouts, and the HTTP API the CLI talks to.
+
+pub mod api;
+pub mod broker;
+pub mod bundles;
+pub mod config;
+pub mod fleet;
+pub mod registry;
+pub mod rollouts;
+pub mod serve;
+pub mod store;

@@ -1,0 +1,202 @@
+//! The fleet registry: what the controller knows of each device, updated from the device's messages by
+//! pure functions (the daemon persists the records and publishes the replies).
+
+use crate::rollout::DeviceView;
+use outpost_protocol::messages::{DesiredState, Hello, Presence, RunningModel, TelemetryBatch};
+use outpost_protocol::telemetry::{DeviceHealth, InferenceWindow, RecordBody, UpdateEvent};
+use outpost_protocol::{Arch, DeviceId, UnixTime, Version};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, VecDeque};
+
+/// Update events kept per device for `devices show` and the planner.
+pub const EVENTS_KEPT: usize = 32;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeviceRecord {
+    pub id: DeviceId,
+    pub arch: Option<Arch>,
+    pub agent_version: Option<Version>,
+    pub labels: BTreeMap<String, String>,
+    pub running: Option<RunningModel>,
+    pub online: bool,
+    pub boot_id: u64,
+    pub first_seen: UnixTime,
+    pub last_seen: UnixTime,
+    pub telemetry: TelemetryCursor,
+    pub last_window: Option<InferenceWindow>,
+    pub last_window_at: UnixTime,
+    pub last_health: Option<DeviceHealth>,
+    pub events: VecDeque<UpdateEvent>,
+    /// The desired state last published for the device (republished when the controller starts,
+    /// because the embedded broker keeps retained messages in memory only).
+    #[serde(default)]
+    pub desired: Option<DesiredState>,
+    /// Per-release evidence for the rollout planner: latest update per bundle, windows per model digest,
+    /// shadow comparisons per candidate.
+    #[serde(default)]
+    pub evidence: Option<DeviceView>,
+}
+
+/// Where the device's telemetry stream stands. Batches arrive in sequence order from the device's last
+/// acknowledged record, so a gap at the start of a batch means the device dropped those records itself
+/// (its queue was full); they are counted, not waited for.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TelemetryCursor {
+    /// Every record up to here was received or is known to be lost.
+    pub up_to: u64,
+    pub received: u64,
+    /// Records received twice (resent after a lost ack) and ignored.
+    pub duplicates: u64,
+    /// Records the device dropped before sending them.
+    pub missing: u64,
+}
+
+impl DeviceRecord {
+    pub fn new(id: DeviceId, now: UnixTime) -> Self {
+        DeviceRecord {
+            id,
+            arch: None,
+            agent_version: None,
+            labels: BTreeMap::new(),
+            running: None,
+            online: false,
+            boot_id: 0,
+            first_seen: now,
+            last_seen: now,
+            telemetry: TelemetryCursor::default(),
+            last_window: None,
+            last_window_at: 0,
+            last_health: None,
+            events: VecDeque::new(),
+            desired: None,
+            evidence: None,
+        }
+    }
+
+    pub fn hello(&mut self, h: Hello, now: UnixTime) {
+        self.arch = Some(h.arch);
+        self.agent_version = Some(h.agent_version);
+        self.labels = h.labels.into_iter().collect();
+        self.running = h.running;
+        self.boot_id = h.boot_id;
+        self.online = true;
+        self.last_seen = now;
+    }
+
+    pub fn presence(&mut self, p: Presence, now: UnixTime) {
+        // A last will from an older boot must not mark a device that already came back offline.
+        if p.online || p.boot_id == self.boot_id || self.boot_id == 0 {
+            self.online = p.online;
+        }
+        self.last_seen = now;
+    }
+
+    fn evidence(&mut self) -> &mut DeviceView {
+        let id = self.id.clone();
+        self.evidence.get_or_insert_with(|| DeviceView::new(id))
+    }
+
+    /// What the planner and the skew tracker see of this device now.
+    pub fn view(&self) -> DeviceView {
+        let mut v = self.evidence.clone().unwrap_or_else(|| DeviceView::new(self.id.clone()));
+        v.arch = self.arch;
+        v.agent_version = self.agent_version;
+        v.labels = self.labels.iter().map(|(k, val)| (k.clone(), val.clone())).collect();
+        v.online = self.online;
+        v.last_seen = self.last_seen;
+        v.running.clone_from(&self.running);
+        v
+    }
+
+    pub fn event(&mut self, e: UpdateEvent, now: UnixTime) {
+        self.last_seen = now;
+        self.evidence().record_event(&e, now);
+        if self.events.back() == Some(&e) {
+            return; // The same event arrives on `up/events` and again inside telemetry.
+        }
+        self.events.push_back(e);
+        while self.events.len() > EVENTS_KEPT {
+            self.events.pop_front();
+        }
+    }
+
+    /// Takes in a batch; returns the sequence number to acknowledge. Records at or below the cursor are
+    /// duplicates; the rest are applied in order.
+    pub fn telemetry(&mut self, batch: TelemetryBatch, now: UnixTime) -> u64 {
+        self.last_seen = now;
+        self.online = true;
+        let c = &mut self.telemetry;
+        if batch.last_seq <= c.up_to {
+            c.duplicates += batch.records.len() as u64;
+            return c.up_to;
+        }
+        if batch.first_seq > c.up_to + 1 {
+            c.missing += batch.first_seq - c.up_to - 1;
+        }
+        let mut fresh = Vec::new();
+        for r in batch.records {
+            if r.seq <= c.up_to {
+                c.duplicates += 1;
+            } else {
+                c.received += 1;
+                fresh.push(r);
+            }
+        }
+        c.up_to = batch.last_seq;
+        for r in fresh {
+            match r.body {
+                RecordBody::Inference(w) => {
+                    self.evidence().record_window(&w, now);
+                    self.last_window_at = r.at;
+                    self.last_window = Some(w);
+                }
+                RecordBody::Health(h) => self.last_health = Some(h),
+                RecordBody::Update(e) => self.event(e, now),
+                RecordBody::Dropped { count } => tracing::warn!(device = %self.id, count, "device dropped telemetry"),
+            }
+        }
+        self.telemetry.up_to
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use outpost_protocol::telemetry::Record;
+
+    fn batch(first: u64, last: u64) -> TelemetryBatch {
+        let records =
+            (first..=last).map(|seq| Record { seq, at: seq, body: RecordBody::Dropped { count: 0 } }).collect();
+        TelemetryBatch { first_seq: first, last_seq: last, records }
+    }
+
+    #[test]
+    fn telemetry_is_acked_up_to_the_batch_and_resent_batches_count_as_duplicates() {
+        let mut d = DeviceRecord::new(DeviceId::new("d").unwrap(), 0);
+        assert_eq!(d.telemetry(batch(1, 10), 1), 10);
+        assert_eq!(d.telemetry(batch(1, 10), 2), 10, "a resend after a lost ack");
+        assert_eq!(d.telemetry(batch(8, 15), 3), 15, "overlapping resend");
+        let c = &d.telemetry;
+        assert_eq!((c.received, c.duplicates, c.missing), (15, 13, 0));
+    }
+
+    #[test]
+    fn records_the_device_dropped_are_counted_as_missing() {
+        let mut d = DeviceRecord::new(DeviceId::new("d").unwrap(), 0);
+        d.telemetry(batch(1, 5), 1);
+        d.telemetry(batch(9, 12), 2);
+        assert_eq!((d.telemetry.up_to, d.telemetry.missing), (12, 3));
+    }
+
+    #[test]
+    fn a_stale_last_will_does_not_mark_a_returned_device_offline() {
+        let id = DeviceId::new("d").unwrap();
+        let mut d = DeviceRecord::new(id.clone(), 0);
+        d.presence(Presence { device: id.clone(), online: true, boot_id: 2 }, 1);
+        d.boot_id = 2;
+        d.presence(Presence { device: id.clone(), online: false, boot_id: 1 }, 2);
+        assert!(d.online);
+        d.presence(Presence { device: id, online: false, boot_id: 2 }, 3);
+        assert!(!d.online);
+    }
+}

@@ -1,0 +1,200 @@
+//! The shell around the pure planner: it builds specs from operator requests and the bundle store,
+//! evaluates every live rollout each second against the registry, persists each rollout before
+//! performing its actions (publish or withdraw desired states, append audit entries).
+
+use super::bundles::{self, BundleMeta};
+use super::fleet::{Fleet, now};
+use super::store::{Store, Table};
+use crate::rollout::*;
+use outpost_protocol::messages::Watch;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+/// What `outpost rollout start` sends. Durations in seconds, rates in 0.0..=1.0.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StartRequest {
+    pub bundle: String,
+    #[serde(default)]
+    pub selector: String,
+    pub waves: String,
+    pub bake_secs: u64,
+    #[serde(default)]
+    pub max_failure_rate: Option<f64>,
+    #[serde(default)]
+    pub max_error_rate: Option<f64>,
+    #[serde(default)]
+    pub max_p95_regression: Option<f64>,
+    #[serde(default)]
+    pub min_shadow_agreement: Option<f64>,
+    #[serde(default)]
+    pub max_psi: Option<f64>,
+    #[serde(default)]
+    pub shadow_secs: Option<u32>,
+    #[serde(default)]
+    pub quorum: Option<f64>,
+    #[serde(default)]
+    pub on_failure: Option<String>,
+    #[serde(default)]
+    pub watch_secs: Option<u32>,
+    #[serde(default)]
+    pub id: Option<String>,
+}
+
+pub struct Rollouts {
+    store: Arc<Store>,
+    fleet: Arc<Fleet>,
+    live: Mutex<BTreeMap<String, Rollout>>,
+}
+
+impl std::fmt::Debug for Rollouts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rollouts").finish_non_exhaustive()
+    }
+}
+
+fn terminal(p: &Phase) -> bool {
+    matches!(p, Phase::RolledBack { .. } | Phase::Aborted { .. })
+}
+
+impl Rollouts {
+    pub fn load(store: Arc<Store>, fleet: Arc<Fleet>) -> anyhow::Result<Arc<Rollouts>> {
+        let mut live = BTreeMap::new();
+        for r in store.all::<Rollout>(Table::Rollouts)? {
+            live.insert(r.spec.id.clone(), r);
+        }
+        Ok(Arc::new(Rollouts { store, fleet, live: Mutex::new(live) }))
+    }
+
+    pub fn list(&self) -> Vec<Rollout> {
+        self.live.lock().expect("rollouts").values().cloned().collect()
+    }
+
+    pub fn get(&self, id: &str) -> Option<Rollout> {
+        self.live.lock().expect("rollouts").get(id).cloned()
+    }
+
+    /// Every desired state live rollouts ask for, for a broker that lost its retained messages.
+    pub async fn republish(&self) {
+        let actions: Vec<Action> =
+            self.list().iter().filter(|r| !terminal(&r.state.phase)).flat_map(|r| r.desired_states()).collect();
+        self.perform(actions).await;
+    }
+
+    pub fn spec(&self, req: &StartRequest) -> Result<RolloutSpec, String> {
+        let meta: BundleMeta = bundles::find(&self.store, &req.bundle)?;
+        let digest = meta.digest.parse().map_err(|e: String| e)?;
+        let bundle = self
+            .fleet
+            .bundle_ref(&digest)
+            .ok_or_else(|| format!("bundle {} is missing from the store", meta.digest))?;
+        let manifest = outpost_protocol::bundle::inspect(
+            &self.fleet.bundle_bytes(&digest).expect("just read"),
+            &Default::default(),
+        )
+        .map_err(|r| r.to_string())?
+        .manifest;
+        let waves = req
+            .waves
+            .split(',')
+            .map(|w| w.trim().parse::<WaveSize>().map(|size| Wave { size, bake_secs: req.bake_secs }))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| e.to_string())?;
+        let gates = Gates {
+            install: req.max_failure_rate.map(|r| InstallGate { max_failure_rate: r, min_finished: 1 }),
+            error_rate: req.max_error_rate.map(|r| ErrorRateGate { max_increase: r, min_requests: 20 }),
+            latency: req.max_p95_regression.map(|r| LatencyGate { max_p95_regression: r }),
+            shadow: req.min_shadow_agreement.map(|a| ShadowGate { min_agreement: a, min_compared: 20 }),
+            drift: req.max_psi.map(|p| DriftGate { max_psi: p }),
+            quorum: Quorum { min_fraction: req.quorum.unwrap_or(0.8), ..Quorum::default() },
+        };
+        let id = req.id.clone().unwrap_or_else(|| format!("{}-{}-{}", meta.name, meta.version, now()));
+        let spec = RolloutSpec {
+            id,
+            release: Release {
+                model: manifest.name.clone(),
+                version: manifest.version,
+                sequence: manifest.sequence,
+                bundle,
+                model_digest: manifest.payload.model_sha256,
+                targets: manifest.targets.clone(),
+            },
+            selector: Selector::parse(&req.selector).map_err(|e| e.to_string())?,
+            waves,
+            gates,
+            on_failure: req.on_failure.as_deref().unwrap_or("pause").parse().map_err(|e: SpecError| e.to_string())?,
+            shadow: req.shadow_secs.map(|secs| ShadowPeriod { secs, sample_percent: 100 }),
+            watch: Watch { secs: req.watch_secs.unwrap_or(300), ..Watch::default() },
+            hold_secs: None,
+        };
+        spec.validate().map_err(|e| e.to_string())?;
+        Ok(spec)
+    }
+
+    /// Creates a rollout and runs its first evaluation. One live rollout per model: a device must never
+    /// be told two things at once.
+    pub async fn start(&self, req: &StartRequest) -> Result<Rollout, String> {
+        let spec = self.spec(req)?;
+        if let Some(other) = self.list().iter().find(|r| {
+            r.spec.release.model == spec.release.model && !terminal(&r.state.phase) && r.state.phase != Phase::Completed
+        }) {
+            return Err(format!(
+                "rollout {} of {} is still live: abort it or wait for it",
+                other.spec.id, spec.release.model
+            ));
+        }
+        if self.get(&spec.id).is_some() {
+            return Err(format!("a rollout named {} exists", spec.id));
+        }
+        let mut rollout = Rollout::new(spec).map_err(|e| e.to_string())?;
+        let actions = rollout.evaluate(&self.views(), now());
+        self.save_and_perform(rollout.clone(), actions).await?;
+        Ok(rollout)
+    }
+
+    pub async fn command(&self, id: &str, verb: Verb, by: &str) -> Result<Rollout, String> {
+        let mut rollout = self.get(id).ok_or_else(|| format!("no rollout {id}"))?;
+        let actions = rollout.command(verb, by, &self.views(), now()).map_err(|e| e.to_string())?;
+        self.save_and_perform(rollout.clone(), actions).await?;
+        Ok(rollout)
+    }
+
+    /// One evaluation of every rollout that can still change.
+    pub async fn tick(&self) {
+        let views = self.views();
+        for mut rollout in self.list().into_iter().filter(|r| !terminal(&r.state.phase)) {
+            let before = rollout.clone();
+            let actions = rollout.evaluate(&views, now());
+            if rollout != before
+                && let Err(e) = self.save_and_perform(rollout, actions).await
+            {
+                tracing::error!(error = %e, "cannot store a rollout");
+            }
+        }
+    }
+
+    fn views(&self) -> Vec<DeviceView> {
+        self.fleet.devices().iter().map(|d| d.view()).collect()
+    }
+
+    async fn save_and_perform(&self, rollout: Rollout, actions: Vec<Action>) -> Result<(), String> {
+        // Persist first: a crash may lose actions (republished at start) but never repeats a decision.
+        self.store.put(Table::Rollouts, &rollout.spec.id, &rollout).map_err(|e| e.to_string())?;
+        self.live.lock().expect("rollouts").insert(rollout.spec.id.clone(), rollout);
+        self.perform(actions).await;
+        Ok(())
+    }
+
+    async fn perform(&self, actions: Vec<Action>) {
+        for a in actions {
+            let result = match a {
+                Action::Desire { device, desired } => self.fleet.desire(&device, desired).await,
+                Action::Withdraw { device } => self.fleet.withdraw(&device).await,
+                Action::Audit(entry) => self.store.audit(&entry).map(|_| ()).map_err(Into::into),
+            };
+            if let Err(e) = result {
+                tracing::error!(error = %e, "cannot perform a rollout action");
+            }
+        }
+    }
+}

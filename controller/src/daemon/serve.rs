@@ -1,0 +1,124 @@
+//! Wiring of `outpost serve`: store, token, broker, fleet ingest, API.
+
+use super::api::{self, Api};
+use super::bundles::Trust;
+use super::config::{Broker, ServeConfig};
+use super::fleet::Fleet;
+use super::store::Store;
+use outpost_protocol::keys;
+use outpost_protocol::trust::RootKeys;
+use rumqttc::{MqttOptions, TlsConfiguration, Transport};
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Reads the API token, making one (random, mode 0600) at first start.
+pub fn token(dir: &Path) -> anyhow::Result<String> {
+    let path = dir.join("api-token");
+    if let Ok(t) = std::fs::read_to_string(&path) {
+        return Ok(t.trim().to_owned());
+    }
+    let mut bytes = [0u8; 24];
+    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no OS randomness for the API token: {e}"))?;
+    let token = hex::encode(bytes);
+    crate::files::write_atomic(&path, token.as_bytes(), Some(0o600))?;
+    Ok(token)
+}
+
+fn trust(cfg: &ServeConfig) -> anyhow::Result<Option<Trust>> {
+    let Some(policy) = &cfg.trust_policy else { return Ok(None) };
+    let policy = std::fs::read(policy).map_err(|e| anyhow::anyhow!("{}: {e}", policy.display()))?;
+    let mut roots = Vec::new();
+    for p in &cfg.root_pubs {
+        let pem = std::fs::read_to_string(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
+        roots.push(keys::public_key_from_pem(&pem, &p.display().to_string())?);
+    }
+    if roots.is_empty() {
+        anyhow::bail!("a trust policy needs at least one root public key (trust.root_pub)");
+    }
+    Ok(Some(Trust { policy, roots: RootKeys { keys: roots, threshold: cfg.root_threshold } }))
+}
+
+fn mqtt_options(cfg: &ServeConfig, broker_addr: Option<std::net::SocketAddr>) -> anyhow::Result<MqttOptions> {
+    let (host, port, tls) = match (&cfg.broker, broker_addr) {
+        (_, Some(addr)) => (addr.ip().to_string(), addr.port(), None),
+        (Broker::External { url, ca, client_cert, client_key }, None) => {
+            let (tls, rest) = match url.strip_prefix("mqtts://") {
+                Some(r) => (true, r),
+                None => (false, url.trim_start_matches("mqtt://")),
+            };
+            let (host, port) = rest
+                .rsplit_once(':')
+                .map(|(h, p)| (h.to_owned(), p.parse().unwrap_or(1883)))
+                .unwrap_or((rest.to_owned(), if tls { 8883 } else { 1883 }));
+            let tls = if tls {
+                let read = |p: &Option<std::path::PathBuf>| -> anyhow::Result<Option<Vec<u8>>> {
+                    p.as_ref()
+                        .map(|p| std::fs::read(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display())))
+                        .transpose()
+                };
+                let ca = read(ca)?.ok_or_else(|| anyhow::anyhow!("mqtts:// needs broker.ca"))?;
+                let client_auth = match (read(client_cert)?, read(client_key)?) {
+                    (Some(c), Some(k)) => Some((c, k)),
+                    _ => None,
+                };
+                let _ = rustls_provider();
+                Some(TlsConfiguration::Simple { ca, alpn: None, client_auth })
+            } else {
+                None
+            };
+            (host, port, tls)
+        }
+        (Broker::Embedded(_), None) => anyhow::bail!("embedded broker not started"),
+    };
+    let mut o = MqttOptions::new(cfg.client_id.clone(), host, port);
+    o.set_keep_alive(Duration::from_secs(30));
+    o.set_max_packet_size(2 << 20, 2 << 20);
+    o.set_request_channel_capacity(1024);
+    if let Some(tls) = tls {
+        o.set_transport(Transport::tls_with_config(tls));
+    }
+    Ok(o)
+}
+
+fn rustls_provider() -> bool {
+    // rumqttc builds its TLS config from the process-wide rustls provider.
+    rustls::crypto::ring::default_provider().install_default().is_ok()
+}
+
+/// Runs the daemon with the API on `api_listener` until `shutdown` resolves.
+pub async fn serve(
+    cfg: ServeConfig,
+    api_listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let store = Arc::new(Store::open(&cfg.data_dir)?);
+    let token = token(&cfg.data_dir)?;
+    let trust = trust(&cfg)?;
+    let broker_addr = match cfg.broker {
+        Broker::Embedded(addr) => {
+            let bound = super::broker::start(addr, 2 << 20)?;
+            tracing::info!(%bound, "embedded MQTT broker listening");
+            Some(bound)
+        }
+        Broker::External { .. } => None,
+    };
+    let fleet = Fleet::start(mqtt_options(&cfg, broker_addr)?, store.clone())?;
+    let rollouts = super::rollouts::Rollouts::load(store.clone(), fleet.clone())?;
+    // A broker that restarted (or the embedded one) lost the retained desired states: publish them again.
+    rollouts.republish().await;
+    let ticker = rollouts.clone();
+    let evaluations = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            ticker.tick().await;
+        }
+    });
+    let app = api::router(Api { rollouts, fleet, store, trust, token: Arc::new(token) });
+    tracing::info!(addr = %api_listener.local_addr()?, "controller API listening");
+    axum::serve(api_listener, app).with_graceful_shutdown(shutdown).await?;
+    evaluations.abort();
+    Ok(())
+}

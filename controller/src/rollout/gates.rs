@@ -1,0 +1,316 @@
+//! Gates: the wave's devices against the devices still on the old release. Each gate gives pass, fail or
+//! inconclusive with the numbers it judged, so every decision can be explained later.
+
+use super::spec::{Gates, Release};
+use super::view::{DeviceView, InstallStatus};
+use outpost_protocol::UnixTime;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Verdict {
+    Pass,
+    Fail,
+    /// Not enough evidence: holds the bake, then pauses. Never fails a wave on its own.
+    Inconclusive,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GateKind {
+    Quorum,
+    InstallFailure,
+    ErrorRate,
+    LatencyP95,
+    ShadowAgreement,
+    Drift,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GateResult {
+    pub gate: GateKind,
+    pub verdict: Verdict,
+    /// The wave's figure (a rate, a ratio, a PSI) when there was one.
+    pub value: Option<f64>,
+    /// The baseline's figure the wave was compared with.
+    pub baseline: Option<f64>,
+    pub threshold: f64,
+    /// Devices (quorum, installs, latency, drift), requests (error rate) or comparisons (shadow) counted.
+    pub samples: u64,
+    pub note: String,
+}
+
+impl fmt::Display for GateResult {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?} {:?}: {}", self.gate, self.verdict, self.note)
+    }
+}
+
+/// The judgement of one wave at one moment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Evidence {
+    pub at: UnixTime,
+    pub wave: usize,
+    /// Devices the selector and the release's targets allow.
+    pub selected: u32,
+    /// Devices told to install (all waves so far), by where they stand.
+    pub cohort: u32,
+    pub installed: u32,
+    pub in_progress: u32,
+    pub failed: u32,
+    pub finished: u32,
+    pub reporting: u32,
+    pub baseline_devices: u32,
+    pub baseline_reporting: u32,
+    /// When the baseline figures were taken, if not now (the snapshot of an earlier evaluation).
+    pub baseline_from: Option<UnixTime>,
+    pub gates: Vec<GateResult>,
+}
+
+impl Evidence {
+    pub fn verdict(&self) -> Verdict {
+        let any = |v| self.gates.iter().any(|g| g.verdict == v);
+        if any(Verdict::Fail) {
+            Verdict::Fail
+        } else if any(Verdict::Inconclusive) {
+            Verdict::Inconclusive
+        } else {
+            Verdict::Pass
+        }
+    }
+
+    /// The gates with this verdict, one per clause: the reason recorded with a decision.
+    pub fn summary(&self, verdict: Verdict) -> String {
+        let parts: Vec<String> = self.gates.iter().filter(|g| g.verdict == verdict).map(|g| g.to_string()).collect();
+        parts.join("; ")
+    }
+}
+
+/// The baseline's figures from the last evaluation that had any.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BaselineSnapshot {
+    pub at: UnixTime,
+    pub devices: u32,
+    pub requests: u64,
+    pub errors: u64,
+    pub p95_median_us: Option<u32>,
+    pub psi_mean: Option<f64>,
+}
+
+/// Sums over a group of devices (the wave, or the baseline), built in one pass over the fleet.
+#[derive(Debug, Clone, Default)]
+pub struct Tally {
+    pub devices: u32,
+    pub installed: u32,
+    pub in_progress: u32,
+    pub failed: u32,
+    pub finished: u32,
+    pub reporting: u32,
+    pub requests: u64,
+    pub errors: u64,
+    p95s: Vec<u32>,
+    psi_sum: f64,
+    psi_n: u32,
+    shadow_compared: u64,
+    shadow_agreed: u64,
+}
+
+impl Tally {
+    /// A device told to install `release`: its install outcome, new-release window and shadow stats.
+    pub fn add_wave_device(&mut self, d: &DeviceView, release: &Release, fresh_since: UnixTime) {
+        let digest = release.bundle.digest;
+        self.devices += 1;
+        let status = d.install_status(&release.model, &digest, &release.model_digest, release.sequence);
+        match status {
+            InstallStatus::Installed { committed } => {
+                self.installed += 1;
+                self.finished += u32::from(committed);
+            }
+            InstallStatus::InProgress(_) => self.in_progress += 1,
+            InstallStatus::Failed(_) => {
+                self.failed += 1;
+                self.finished += 1;
+            }
+            InstallStatus::NotInstalled | InstallStatus::Reverted | InstallStatus::Ahead => {}
+        }
+        // Shadow comparisons count whatever their age: they are bound to this exact candidate and stop
+        // by design once it goes live.
+        let shadow = d.shadow_for(&release.model_digest);
+        if let Some(s) = shadow {
+            self.shadow_compared += s.compared;
+            self.shadow_agreed += s.agreed;
+        }
+        let window = d.window_for(&release.model_digest).filter(|w| w.received_at >= fresh_since);
+        if !matches!(status, InstallStatus::Failed(_))
+            && (window.is_some() || shadow.is_some_and(|s| s.received_at >= fresh_since))
+        {
+            self.reporting += 1;
+        }
+        if let Some(w) = window {
+            self.add_window(w.requests, w.errors, w.p95_us, w.psi);
+        }
+    }
+
+    /// A selected device still running another release of the model: its window for what it runs.
+    pub fn add_baseline_device(&mut self, d: &DeviceView, fresh_since: UnixTime) {
+        self.devices += 1;
+        let Some(running) = &d.running else { return };
+        if let Some(w) = d.window_for(&running.digest).filter(|w| w.received_at >= fresh_since) {
+            self.reporting += 1;
+            self.add_window(w.requests, w.errors, w.p95_us, w.psi);
+        }
+    }
+
+    fn add_window(&mut self, requests: u64, errors: u64, p95_us: u32, psi: Option<f32>) {
+        self.requests += requests;
+        self.errors += errors;
+        if requests > 0 {
+            self.p95s.push(p95_us);
+        }
+        if let Some(p) = psi.filter(|p| p.is_finite()) {
+            self.psi_sum += f64::from(p);
+            self.psi_n += 1;
+        }
+    }
+
+    /// The median of device p95s: robust to one slow device, and device p95s cannot be pooled exactly.
+    fn p95_median(&mut self) -> Option<u32> {
+        if self.p95s.is_empty() {
+            return None;
+        }
+        let mid = self.p95s.len() / 2;
+        Some(*self.p95s.select_nth_unstable(mid).1)
+    }
+
+    fn psi_mean(&self) -> Option<f64> {
+        (self.psi_n > 0).then(|| self.psi_sum / f64::from(self.psi_n))
+    }
+
+    pub fn snapshot(mut self, at: UnixTime) -> Option<BaselineSnapshot> {
+        (self.reporting > 0).then(|| BaselineSnapshot {
+            at,
+            devices: self.reporting,
+            requests: self.requests,
+            errors: self.errors,
+            p95_median_us: self.p95_median(),
+            psi_mean: self.psi_mean(),
+        })
+    }
+}
+
+fn ratio(a: u64, b: u64) -> f64 {
+    if b == 0 { 0.0 } else { a as f64 / b as f64 }
+}
+
+fn result(gate: GateKind, ok: Option<bool>, value: Option<f64>, threshold: f64, samples: u64) -> GateResult {
+    let verdict = match ok {
+        Some(true) => Verdict::Pass,
+        Some(false) => Verdict::Fail,
+        None => Verdict::Inconclusive,
+    };
+    GateResult { gate, verdict, value, baseline: None, threshold, samples, note: String::new() }
+}
+
+/// Judges the wave `w` against `baseline` (the current one, or the last snapshot).
+pub fn judge(gates: &Gates, w: &mut Tally, baseline: Option<&BaselineSnapshot>) -> Vec<GateResult> {
+    let mut out = Vec::new();
+    let q = gates.quorum;
+    // Devices whose install failed cannot report on the new release; the install gate judges them.
+    let can_report = w.devices - w.failed;
+    let need = ((q.min_fraction * f64::from(can_report)).ceil() as u32).max(q.min_devices.min(can_report));
+    // Pass or inconclusive, never fail: missing evidence pauses a rollout, it does not fail it.
+    let ok = (can_report > 0 && w.reporting >= need).then_some(true);
+    let mut r = result(GateKind::Quorum, ok, Some(ratio(w.reporting.into(), can_report.into())), q.min_fraction, 0);
+    r.samples = w.reporting.into();
+    r.note = format!(
+        "{} of {} device(s) reported within {} s, {} needed",
+        w.reporting, can_report, q.max_evidence_age_secs, need
+    );
+    out.push(r);
+
+    if let Some(g) = gates.install {
+        let need = g.min_finished.clamp(1, w.devices.max(1));
+        let rate = ratio(w.failed.into(), w.finished.into());
+        // Certain before `need` finished when the failures alone exceed the rate over the whole wave.
+        let certain = w.failed > 0 && ratio(w.failed.into(), w.devices.into()) > g.max_failure_rate;
+        let ok = if certain { Some(false) } else { (w.finished >= need).then_some(rate <= g.max_failure_rate) };
+        let mut r = result(GateKind::InstallFailure, ok, Some(rate), g.max_failure_rate, w.finished.into());
+        r.note = format!(
+            "{} of {} finished install(s) failed ({} of {} in progress)",
+            w.failed, w.finished, w.in_progress, w.devices
+        );
+        out.push(r);
+    }
+
+    if let Some(g) = gates.error_rate {
+        let rate = ratio(w.errors, w.requests);
+        let base = baseline.map(|b| ratio(b.errors, b.requests));
+        let limit = base.unwrap_or(0.0) + g.max_increase;
+        let ok = (w.requests >= g.min_requests.max(1)).then_some(rate <= limit);
+        let mut r = result(GateKind::ErrorRate, ok, Some(rate), g.max_increase, w.requests);
+        r.baseline = base;
+        r.note = format!(
+            "{} error(s) in {} request(s) = {:.3}%, limit {:.3}% ({})",
+            w.errors,
+            w.requests,
+            rate * 100.0,
+            limit * 100.0,
+            match base {
+                Some(b) => format!("baseline {:.3}% + {:.3}%", b * 100.0, g.max_increase * 100.0),
+                None => "no baseline: absolute".into(),
+            }
+        );
+        out.push(r);
+    }
+
+    if let Some(g) = gates.latency {
+        let wave = w.p95_median();
+        let base = baseline.and_then(|b| b.p95_median_us);
+        let value = wave.zip(base).map(|(a, b)| f64::from(a) / f64::from(b.max(1)));
+        let ok = value.map(|v| v <= 1.0 + g.max_p95_regression);
+        let mut r = result(GateKind::LatencyP95, ok, value, g.max_p95_regression, w.p95s.len() as u64);
+        r.baseline = base.map(f64::from);
+        r.note = format!(
+            "median device p95 {} µs vs baseline {} µs, at most +{:.0}%",
+            opt(wave),
+            opt(base),
+            g.max_p95_regression * 100.0
+        );
+        out.push(r);
+    }
+
+    if let Some(g) = gates.shadow {
+        let agreement = ratio(w.shadow_agreed, w.shadow_compared);
+        let ok = (w.shadow_compared >= g.min_compared.max(1)).then_some(agreement >= g.min_agreement);
+        let mut r = result(GateKind::ShadowAgreement, ok, Some(agreement), g.min_agreement, w.shadow_compared);
+        r.note = format!(
+            "{} of {} shadow comparison(s) agreed, at least {:.1}% needed",
+            w.shadow_agreed,
+            w.shadow_compared,
+            g.min_agreement * 100.0
+        );
+        out.push(r);
+    }
+
+    if let Some(g) = gates.drift {
+        let psi = w.psi_mean();
+        let mut r = result(GateKind::Drift, psi.map(|p| p <= g.max_psi), psi, g.max_psi, w.psi_n.into());
+        r.baseline = baseline.and_then(|b| b.psi_mean);
+        r.note = format!(
+            "mean PSI {} over {} device(s) (baseline {}), at most {}",
+            opt_f(psi),
+            w.psi_n,
+            opt_f(r.baseline),
+            g.max_psi
+        );
+        out.push(r);
+    }
+    out
+}
+
+fn opt(v: Option<u32>) -> String {
+    v.map_or_else(|| "n/a".into(), |v| v.to_string())
+}
+
+fn opt_f(v: Option<f64>) -> String {
+    v.map_or_else(|| "n/a".into(), |v| format!("{v:.3}"))
+}

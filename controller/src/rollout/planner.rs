@@ -1,0 +1,360 @@
+//! The planner: a rollout's spec and state, the fleet as [`DeviceView`]s and `now` in; the new state and
+//! the actions for the daemon out. No clock, no I/O: the same code runs in the daemon, the simulator and
+//! these tests.
+
+use super::gates::{self, Evidence, Tally, Verdict};
+use super::spec::{FailurePolicy, RolloutSpec, SpecError};
+use super::state::{Action, Actor, AuditEntry, Decision, Intent, Member, Phase, RolloutState};
+use super::view::{DeviceView, InstallStatus};
+use super::waves::{WavePlan, rank};
+use outpost_protocol::messages::{DesiredState, Mode};
+use outpost_protocol::{DeviceId, UnixTime};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+
+/// A rollout as the daemon stores it: the immutable spec and the state the planner changes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Rollout {
+    pub spec: RolloutSpec,
+    pub state: RolloutState,
+}
+
+/// Device actions emitted by one step, for the audit entry that explains them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Counts {
+    pub installs: u32,
+    pub reverts: u32,
+    pub withdrawals: u32,
+}
+
+impl Counts {
+    fn any(self) -> bool {
+        self.installs + self.reverts + self.withdrawals > 0
+    }
+}
+
+/// The selection at one evaluation: each device's rank if selected (same order as the views), and the
+/// wave cut-offs on that selection.
+pub(super) struct Survey {
+    ranks: Vec<Option<u64>>,
+    plan: WavePlan,
+    selected: u32,
+}
+
+impl Rollout {
+    pub fn new(spec: RolloutSpec) -> Result<Self, SpecError> {
+        spec.validate()?;
+        Ok(Rollout { spec, state: RolloutState::default() })
+    }
+
+    /// One planning step. Evaluating again with the same inputs emits nothing new: device actions go
+    /// out only when a device's intent changes, audit entries only with decisions.
+    pub fn evaluate(&mut self, devices: &[DeviceView], now: UnixTime) -> Vec<Action> {
+        let mut out = Vec::new();
+        let survey = self.survey(devices);
+        if self.state.phase == Phase::Pending {
+            self.begin(now);
+            let counts = self.sync(&survey, devices, now, &mut out);
+            self.audit(&mut out, now, Decision::Started, Actor::Planner, self.started_reason(&survey), counts, None);
+        }
+        match self.state.phase {
+            Phase::Progressing => self.progress(&survey, devices, now, &mut out),
+            Phase::Paused { .. } => self.state.last_evidence = Some(self.judge(&survey, devices, now)),
+            _ => {
+                let late = self.sync(&survey, devices, now, &mut out);
+                if late.any() {
+                    self.audit(
+                        &mut out,
+                        now,
+                        Decision::LateDevices,
+                        Actor::Planner,
+                        self.late_reason(late),
+                        late,
+                        None,
+                    );
+                }
+            }
+        }
+        out
+    }
+
+    /// Every desired state this rollout currently asks for, whether or not it changed: for a daemon that
+    /// starts against a broker that lost its retained messages (rumqttd keeps them in memory only).
+    pub fn desired_states(&self) -> Vec<Action> {
+        let to_action = |(id, m): (&DeviceId, &Member)| match m.intent {
+            Intent::Withdraw => Action::Withdraw { device: id.clone() },
+            intent => Action::Desire { device: id.clone(), desired: self.desired(intent, m.issued_at) },
+        };
+        self.state.members.iter().map(to_action).collect()
+    }
+
+    pub(super) fn survey(&self, devices: &[DeviceView]) -> Survey {
+        let ranks: Vec<Option<u64>> =
+            devices.iter().map(|d| self.selects(d).then(|| rank(&self.spec.id, &d.id))).collect();
+        let mut selected: Vec<u64> = ranks.iter().flatten().copied().collect();
+        let plan = WavePlan::new(&self.spec.waves, &mut selected);
+        Survey { ranks, plan, selected: selected.len() as u32 }
+    }
+
+    /// The selector matches and the release can run there. A device running a later release of the model
+    /// is left out: the agent would refuse the bundle as a rollback and it would count as a failure.
+    fn selects(&self, d: &DeviceView) -> bool {
+        let r = &self.spec.release;
+        self.spec.selector.matches(d)
+            && (r.targets.archs.is_empty() || d.arch.is_none_or(|a| r.targets.archs.contains(&a)))
+            && d.agent_version.is_none_or(|v| v >= r.targets.min_agent)
+            && !d.running.as_ref().is_some_and(|m| m.name == r.model && m.sequence > r.sequence)
+    }
+
+    /// Pending → wave 1. The caller brings the devices in line and records the start.
+    pub(super) fn begin(&mut self, now: UnixTime) {
+        self.state.phase = Phase::Progressing;
+        self.state.wave = 0;
+        self.state.wave_started_at = now;
+    }
+
+    pub(super) fn started_reason(&self, s: &Survey) -> String {
+        format!("{} device(s) selected; wave 1 of {} begins", s.selected, self.spec.waves.len())
+    }
+
+    /// Judges the wave, decides, and only then tells devices that joined late: a failing wave must not
+    /// grow first.
+    fn progress(&mut self, s: &Survey, devices: &[DeviceView], now: UnixTime, out: &mut Vec<Action>) {
+        let ev = self.judge(s, devices, now);
+        self.state.last_evidence = Some(ev.clone());
+        let k = self.state.wave;
+        let bake = self.spec.waves[k].bake_secs;
+        let bake_end = self.state.wave_started_at.saturating_add(bake);
+        let hold_end = bake_end.saturating_add(self.spec.hold_secs.unwrap_or(bake));
+        match ev.verdict() {
+            Verdict::Fail => self.fail(ev, s, devices, now, out),
+            Verdict::Pass if now >= bake_end => self.advance(ev, s, devices, now, out),
+            Verdict::Inconclusive if now >= hold_end => {
+                let reason = format!(
+                    "wave {}: no conclusive evidence by the end of the hold: {}",
+                    k + 1,
+                    ev.summary(Verdict::Inconclusive)
+                );
+                self.state.phase = Phase::Paused { reason: reason.clone() };
+                self.audit(out, now, Decision::PausedInconclusive, Actor::Planner, reason, Counts::default(), Some(ev));
+            }
+            Verdict::Inconclusive if now >= bake_end && !self.state.holding => {
+                self.state.holding = true;
+                let reason = format!(
+                    "wave {}: bake over, holding until {hold_end}: {}",
+                    k + 1,
+                    ev.summary(Verdict::Inconclusive)
+                );
+                self.audit(out, now, Decision::Holding, Actor::Planner, reason, Counts::default(), Some(ev));
+            }
+            _ => {}
+        }
+        if matches!(self.state.phase, Phase::Progressing | Phase::Completed) {
+            let late = self.sync(s, devices, now, out);
+            if late.any() {
+                self.state.last_evidence = Some(self.judge(s, devices, now));
+                self.audit(out, now, Decision::LateDevices, Actor::Planner, self.late_reason(late), late, None);
+            }
+        }
+    }
+
+    fn advance(&mut self, ev: Evidence, s: &Survey, devices: &[DeviceView], now: UnixTime, out: &mut Vec<Action>) {
+        let k = self.state.wave;
+        if k + 1 >= self.spec.waves.len() {
+            self.state.phase = Phase::Completed;
+            let reason = format!("wave {} passed its gates; all waves done", k + 1);
+            self.audit(out, now, Decision::Completed, Actor::Planner, reason, Counts::default(), Some(ev));
+            return;
+        }
+        self.state.wave = k + 1;
+        self.state.wave_started_at = now;
+        self.state.holding = false;
+        let counts = self.sync(s, devices, now, out);
+        // Status shows the new wave from now on, and evaluating again at `now` changes nothing.
+        self.state.last_evidence = Some(self.judge(s, devices, now));
+        let reason = format!("wave {} passed its gates; wave {} begins", k + 1, k + 2);
+        self.audit(out, now, Decision::Advanced { to: k + 1 }, Actor::Planner, reason, counts, Some(ev));
+    }
+
+    fn fail(&mut self, ev: Evidence, s: &Survey, devices: &[DeviceView], now: UnixTime, out: &mut Vec<Action>) {
+        let reason = format!("wave {} failed: {}", self.state.wave + 1, ev.summary(Verdict::Fail));
+        let rolled_back = self.spec.on_failure == FailurePolicy::Rollback;
+        self.state.phase = if rolled_back {
+            Phase::RolledBack { reason: reason.clone() }
+        } else {
+            Phase::Paused { reason: reason.clone() }
+        };
+        let counts = self.sync(s, devices, now, out);
+        self.audit(out, now, Decision::GateFailed { rolled_back }, Actor::Planner, reason, counts, Some(ev));
+    }
+
+    /// Brings every device in line with the phase: enroll into the waves so far while progressing or
+    /// completed, nothing while paused, switch back or withdraw in the terminal phases.
+    pub(super) fn sync(&mut self, s: &Survey, devices: &[DeviceView], now: UnixTime, out: &mut Vec<Action>) -> Counts {
+        match self.state.phase {
+            Phase::Progressing => self.enroll(self.state.wave, s, devices, now, out),
+            Phase::Completed => self.enroll(self.spec.waves.len() - 1, s, devices, now, out),
+            Phase::Pending | Phase::Paused { .. } => Counts::default(),
+            Phase::RolledBack { .. } | Phase::Aborted { .. } => self.reconcile(devices, now, out),
+        }
+    }
+
+    /// Tells every selected device of waves `..=upto` that was not told yet, online or not: the retained
+    /// desired state reaches an offline device when it returns.
+    fn enroll(
+        &mut self,
+        upto: usize,
+        s: &Survey,
+        devices: &[DeviceView],
+        now: UnixTime,
+        out: &mut Vec<Action>,
+    ) -> Counts {
+        let mut counts = Counts::default();
+        for (d, r) in devices.iter().zip(&s.ranks) {
+            let Some(wave) = r.and_then(|r| s.plan.wave_of(r)).filter(|&w| w <= upto) else { continue };
+            if self.state.members.contains_key(&d.id) {
+                continue;
+            }
+            let member = Member { wave, told_in: self.state.wave, intent: Intent::Install, issued_at: now };
+            self.state.members.insert(d.id.clone(), member);
+            out.push(Action::Desire { device: d.id.clone(), desired: self.desired(Intent::Install, now) });
+            counts.installs += 1;
+        }
+        counts
+    }
+
+    /// In a terminal phase: devices on the new release switch back (if reverting), devices told but not
+    /// on it have their desired state withdrawn. A device still watching the release is withdrawn, not
+    /// reverted: it commits and is reverted then, since a revert during the watch would make the agent
+    /// roll back and then also switch to the slot before.
+    fn reconcile(&mut self, devices: &[DeviceView], now: UnixTime, out: &mut Vec<Action>) -> Counts {
+        let reverting = self.state.phase.reverting();
+        let r = &self.spec.release;
+        let views: HashMap<&DeviceId, &DeviceView> = devices.iter().map(|d| (&d.id, d)).collect();
+        let mut changes = Vec::new();
+        for (id, m) in &self.state.members {
+            let status =
+                views.get(id).map(|d| d.install_status(&r.model, &r.bundle.digest, &r.model_digest, r.sequence));
+            let next = match (m.intent, status) {
+                (Intent::Revert, _) | (_, Some(InstallStatus::Ahead)) => None,
+                (_, Some(InstallStatus::Installed { committed: true })) if reverting => Some(Intent::Revert),
+                (Intent::Install, Some(InstallStatus::Installed { .. })) if !reverting => None,
+                (Intent::Install, _) => Some(Intent::Withdraw),
+                (Intent::Withdraw, _) => None,
+            };
+            if let Some(intent) = next {
+                changes.push((id.clone(), intent));
+            }
+        }
+        let mut counts = Counts::default();
+        for (id, intent) in changes {
+            let m = self.state.members.get_mut(&id).expect("a member");
+            m.intent = intent;
+            m.issued_at = now;
+            if intent == Intent::Revert {
+                counts.reverts += 1;
+                out.push(Action::Desire { device: id, desired: self.desired(intent, now) });
+            } else {
+                counts.withdrawals += 1;
+                out.push(Action::Withdraw { device: id });
+            }
+        }
+        counts
+    }
+
+    /// Judges the devices told during the current wave against the selected devices still on another
+    /// release of the model.
+    pub(super) fn judge(&mut self, s: &Survey, devices: &[DeviceView], now: UnixTime) -> Evidence {
+        let r = &self.spec.release;
+        let fresh_since = now.saturating_sub(self.spec.gates.quorum.max_evidence_age_secs);
+        let (mut wave, mut base) = (Tally::default(), Tally::default());
+        for (d, rank) in devices.iter().zip(&s.ranks) {
+            match self.state.members.get(&d.id) {
+                Some(m) if m.intent == Intent::Install && m.told_in == self.state.wave => {
+                    wave.add_wave_device(d, r, fresh_since)
+                }
+                Some(_) => {}
+                None if rank.is_some()
+                    && d.running.as_ref().is_some_and(|m| m.name == r.model && m.digest != r.bundle.digest) =>
+                {
+                    base.add_baseline_device(d, fresh_since)
+                }
+                None => {}
+            }
+        }
+        let (baseline_devices, baseline_reporting) = (base.devices, base.reporting);
+        if let Some(snapshot) = base.snapshot(now) {
+            self.state.baseline = Some(snapshot);
+        }
+        let baseline = self.state.baseline.as_ref();
+        let gates = gates::judge(&self.spec.gates, &mut wave, baseline);
+        Evidence {
+            at: now,
+            wave: self.state.wave,
+            selected: s.selected,
+            cohort: wave.devices,
+            installed: wave.installed,
+            in_progress: wave.in_progress,
+            failed: wave.failed,
+            finished: wave.finished,
+            reporting: wave.reporting,
+            baseline_devices,
+            baseline_reporting,
+            baseline_from: baseline.map(|b| b.at).filter(|&at| at != now),
+            gates,
+        }
+    }
+
+    pub(super) fn desired(&self, intent: Intent, issued_at: UnixTime) -> DesiredState {
+        let r = &self.spec.release;
+        let mode = match (intent, self.spec.shadow) {
+            (Intent::Revert, _) => Mode::Revert,
+            (_, Some(sh)) => Mode::Shadow { secs: sh.secs, sample_percent: sh.sample_percent },
+            (_, None) => Mode::Activate,
+        };
+        DesiredState {
+            model: r.model.clone(),
+            version: r.version,
+            sequence: r.sequence,
+            bundle: r.bundle.clone(),
+            rollout: Some(self.spec.id.clone()),
+            mode,
+            issued_at,
+            watch: self.spec.watch,
+        }
+    }
+
+    fn late_reason(&self, c: Counts) -> String {
+        format!(
+            "{} device(s) joined their wave late, {} reverted late, {} withdrawn",
+            c.installs, c.reverts, c.withdrawals
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn audit(
+        &mut self,
+        out: &mut Vec<Action>,
+        at: UnixTime,
+        decision: Decision,
+        by: Actor,
+        reason: String,
+        c: Counts,
+        evidence: Option<Evidence>,
+    ) {
+        let entry = AuditEntry {
+            at,
+            rollout: self.spec.id.clone(),
+            wave: self.state.wave,
+            decision,
+            by,
+            reason,
+            installs: c.installs,
+            reverts: c.reverts,
+            withdrawals: c.withdrawals,
+            evidence,
+        };
+        self.state.history.push(entry.clone());
+        out.push(Action::Audit(entry));
+    }
+}

@@ -1,0 +1,341 @@
+//! What an operator asks for when starting a rollout, and its validation. A spec is immutable once the
+//! rollout exists: everything that changes lives in [`super::RolloutState`].
+
+use super::view::DeviceView;
+use outpost_protocol::manifest::Targets;
+use outpost_protocol::messages::{BundleRef, Watch};
+use outpost_protocol::{ModelName, Version};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RolloutSpec {
+    /// Also the hash salt of wave membership: two rollouts pick different canaries.
+    pub id: String,
+    pub release: Release,
+    pub selector: Selector,
+    /// Cumulative sizes: `1%, 10%, 100%` means the second wave brings the total to 10 %.
+    pub waves: Vec<Wave>,
+    pub gates: Gates,
+    pub on_failure: FailurePolicy,
+    /// Run the candidate beside the active model this long before activating it.
+    pub shadow: Option<ShadowPeriod>,
+    /// Goes verbatim into every desired state: the device's own post-activation health budget.
+    pub watch: Watch,
+    /// How long a wave may wait for conclusive evidence after its bake before pausing; `None` = one more
+    /// bake time (so "no data" pauses after twice the bake).
+    pub hold_secs: Option<u64>,
+}
+
+/// The release being rolled out. The daemon fills it from the bundle store when the rollout starts; the
+/// chunk list is part of it so the planner emits complete, publishable desired states.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Release {
+    pub model: ModelName,
+    pub version: Version,
+    pub sequence: u64,
+    pub bundle: BundleRef,
+    /// SHA-256 of the model inside the bundle: what devices report running and measure windows and
+    /// shadow comparisons against (the bundle digest names the file, the model digest what serves).
+    pub model_digest: outpost_protocol::Digest,
+    /// From the manifest: devices it cannot run on are not selected, rather than counted as failures.
+    pub targets: Targets,
+}
+
+/// Label equality pairs, all of which must hold. The key `arch` also matches the device's architecture.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Selector(pub Vec<(String, String)>);
+
+impl Selector {
+    /// `arch=aarch64,region=eu`; the empty string selects every device.
+    pub fn parse(s: &str) -> Result<Self, SpecError> {
+        let mut pairs = Vec::new();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (k, v) = part.split_once('=').ok_or_else(|| SpecError::BadSelector { part: part.to_owned() })?;
+            pairs.push((k.trim().to_owned(), v.trim().to_owned()));
+        }
+        let sel = Selector(pairs);
+        sel.validate()?;
+        Ok(sel)
+    }
+
+    pub fn validate(&self) -> Result<(), SpecError> {
+        for (i, (k, _)) in self.0.iter().enumerate() {
+            if k.is_empty() {
+                return Err(SpecError::BadSelector { part: format!("={}", self.0[i].1) });
+            }
+            if self.0[..i].iter().any(|(earlier, _)| earlier == k) {
+                return Err(SpecError::DuplicateSelectorKey { key: k.clone() });
+            }
+        }
+        Ok(())
+    }
+
+    pub fn matches(&self, device: &DeviceView) -> bool {
+        self.0.iter().all(|(k, v)| device.label(k) == Some(v.as_str()))
+    }
+}
+
+impl fmt::Display for Selector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let pairs: Vec<String> = self.0.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        f.write_str(&pairs.join(","))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Wave {
+    pub size: WaveSize,
+    pub bake_secs: u64,
+}
+
+/// A wave's cumulative size. Percentages round up, so `1%` of 50 devices is one device, not none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WaveSize {
+    Percent(Percent),
+    /// The lowest-ranked `n` selected devices.
+    Count(u32),
+}
+
+/// A percentage in hundredths (1 % = 100, 100 % = 10 000): integer arithmetic keeps wave sizes exact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Percent(pub u32);
+
+impl Percent {
+    pub const ALL: Percent = Percent(10_000);
+
+    /// `ceil(self × n)`: a non-zero percentage of a non-empty fleet is at least one device.
+    pub fn of(self, n: usize) -> usize {
+        ((self.0 as u128 * n as u128).div_ceil(10_000)) as usize
+    }
+}
+
+impl fmt::Display for Percent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 % 100 {
+            0 => write!(f, "{}%", self.0 / 100),
+            r => write!(f, "{}.{:02}%", self.0 / 100, r),
+        }
+    }
+}
+
+impl fmt::Display for WaveSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WaveSize::Percent(p) => p.fmt(f),
+            WaveSize::Count(n) => write!(f, "{n} device(s)"),
+        }
+    }
+}
+
+impl std::str::FromStr for WaveSize {
+    type Err = SpecError;
+    /// `10%`, `0.5%` (at most two decimals) or a device count `5`.
+    fn from_str(s: &str) -> Result<Self, SpecError> {
+        let bad = || SpecError::BadWave { input: s.to_owned() };
+        let Some(pct) = s.trim().strip_suffix('%') else {
+            return s.trim().parse().map(WaveSize::Count).map_err(|_| bad());
+        };
+        let (whole, frac) = pct.split_once('.').unwrap_or((pct, ""));
+        if whole.is_empty() || frac.len() > 2 || !(whole.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit())) {
+            return Err(bad());
+        }
+        let whole: u32 = whole.parse().map_err(|_| bad())?;
+        let frac: u32 = if frac.is_empty() { 0 } else { format!("{frac:0<2}").parse().map_err(|_| bad())? };
+        Ok(WaveSize::Percent(Percent(whole.saturating_mul(100).saturating_add(frac))))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FailurePolicy {
+    Pause,
+    /// Revert every device of the rollout to its previous model.
+    Rollback,
+}
+
+impl std::str::FromStr for FailurePolicy {
+    type Err = SpecError;
+    fn from_str(s: &str) -> Result<Self, SpecError> {
+        match s {
+            "pause" => Ok(FailurePolicy::Pause),
+            "rollback" => Ok(FailurePolicy::Rollback),
+            other => Err(SpecError::BadPolicy { input: other.to_owned() }),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShadowPeriod {
+    pub secs: u32,
+    pub sample_percent: u8,
+}
+
+/// Each gate is optional except the quorum. Rates and fractions are in `0.0..=1.0`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Gates {
+    pub install: Option<InstallGate>,
+    pub error_rate: Option<ErrorRateGate>,
+    pub latency: Option<LatencyGate>,
+    pub shadow: Option<ShadowGate>,
+    pub drift: Option<DriftGate>,
+    pub quorum: Quorum,
+}
+
+/// Failed installs (rejected or rolled back with a reason) ÷ installs that finished.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct InstallGate {
+    pub max_failure_rate: f64,
+    /// Judge only once this many installs finished (or the whole wave did): AWS IoT's "minimum number of
+    /// executed devices", so one early failure among thousands does not stop a rollout on its own.
+    pub min_finished: u32,
+}
+
+/// Fails when the wave's error rate exceeds the baseline's by more than `max_increase` (absolute, so
+/// 0.01 = one percentage point). Relative to the baseline because field conditions (bad inputs, a flaky
+/// sensor) raise both; with no baseline at all the baseline rate counts as zero.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ErrorRateGate {
+    pub max_increase: f64,
+    /// Inconclusive below this many requests in the wave: a handful of requests proves nothing.
+    pub min_requests: u64,
+}
+
+/// Fails when the median device p95 of the wave exceeds the baseline's by more than this ratio
+/// (0.25 = 25 % slower).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LatencyGate {
+    pub max_p95_regression: f64,
+}
+
+/// Pooled top-1 agreement of the candidate with the active model during the shadow period.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ShadowGate {
+    pub min_agreement: f64,
+    pub min_compared: u64,
+}
+
+/// Fails when the wave's mean PSI (inputs and output classes against the reference profile) exceeds this.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct DriftGate {
+    pub max_psi: f64,
+}
+
+/// How much evidence a wave needs before it may advance. Missing evidence never fails a wave: it holds,
+/// then pauses.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Quorum {
+    /// Share of the wave's devices (failed installs aside) that must have reported fresh evidence.
+    pub min_fraction: f64,
+    pub min_devices: u32,
+    pub max_evidence_age_secs: u64,
+}
+
+impl Default for Quorum {
+    fn default() -> Self {
+        Quorum { min_fraction: 0.8, min_devices: 1, max_evidence_age_secs: 600 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SpecError {
+    #[error("rollout id {id:?} {why}")]
+    BadId { id: String, why: &'static str },
+    #[error("waves: at least one wave is needed")]
+    NoWaves,
+    #[error("waves[{wave}]: a wave of {size} selects no device")]
+    EmptyWave { wave: usize, size: WaveSize },
+    #[error("waves[{wave}]: {percent} is over 100%")]
+    PercentOutOfRange { wave: usize, percent: Percent },
+    #[error("waves[{wave}]: {size} does not grow on the previous wave's {previous} (sizes are cumulative)")]
+    WavesNotIncreasing { wave: usize, size: WaveSize, previous: WaveSize },
+    #[error("wave {input:?} is not a percentage (10%, 0.5%) or a device count (5)")]
+    BadWave { input: String },
+    #[error("{field} = {value} is out of range (expected {range})")]
+    OutOfRange { field: &'static str, value: f64, range: &'static str },
+    #[error("selector part {part:?} is not key=value")]
+    BadSelector { part: String },
+    #[error("selector key {key:?} appears twice")]
+    DuplicateSelectorKey { key: String },
+    #[error("failure policy {input:?} is neither pause nor rollback")]
+    BadPolicy { input: String },
+}
+
+impl RolloutSpec {
+    /// Checks everything that can be checked without the fleet. A selector that matches no device is
+    /// fine: devices may enroll later.
+    pub fn validate(&self) -> Result<(), SpecError> {
+        let bad_id = |why| Err(SpecError::BadId { id: self.id.clone(), why });
+        if self.id.is_empty() {
+            return bad_id("is empty");
+        }
+        if self.id.len() > 64 || self.id.chars().any(|c| c.is_control() || c == '/' || c == '+' || c == '#') {
+            return bad_id("must be at most 64 bytes without control characters, '/', '+' or '#'");
+        }
+        self.selector.validate()?;
+        self.validate_waves()?;
+        let g = &self.gates;
+        let unit = |field, v: f64| in_range(field, v, 0.0, 1.0, "0..=1");
+        let positive = |field, v: f64| in_range(field, v, 0.0, f64::MAX, ">= 0");
+        unit("gates.quorum.min_fraction", g.quorum.min_fraction)?;
+        if let Some(i) = g.install {
+            unit("gates.install.max_failure_rate", i.max_failure_rate)?;
+        }
+        if let Some(e) = g.error_rate {
+            unit("gates.error_rate.max_increase", e.max_increase)?;
+        }
+        if let Some(l) = g.latency {
+            positive("gates.latency.max_p95_regression", l.max_p95_regression)?;
+        }
+        if let Some(s) = g.shadow {
+            unit("gates.shadow.min_agreement", s.min_agreement)?;
+        }
+        if let Some(d) = g.drift {
+            positive("gates.drift.max_psi", d.max_psi)?;
+        }
+        if let Some(s) = self.shadow
+            && !(1..=100).contains(&s.sample_percent)
+        {
+            return Err(SpecError::OutOfRange {
+                field: "shadow.sample_percent",
+                value: f64::from(s.sample_percent),
+                range: "1..=100",
+            });
+        }
+        Ok(())
+    }
+
+    /// Sizes must grow wave on wave. A count next to a percentage cannot be compared without the fleet
+    /// size; the planner then takes the larger of the two, so such a wave may add no device.
+    fn validate_waves(&self) -> Result<(), SpecError> {
+        if self.waves.is_empty() {
+            return Err(SpecError::NoWaves);
+        }
+        for (i, w) in self.waves.iter().enumerate() {
+            match w.size {
+                WaveSize::Percent(Percent(0)) | WaveSize::Count(0) => {
+                    return Err(SpecError::EmptyWave { wave: i, size: w.size });
+                }
+                WaveSize::Percent(p) if p > Percent::ALL => {
+                    return Err(SpecError::PercentOutOfRange { wave: i, percent: p });
+                }
+                _ => {}
+            }
+            let Some(prev) = i.checked_sub(1).map(|j| self.waves[j].size) else { continue };
+            let grows = match (prev, w.size) {
+                (WaveSize::Percent(a), WaveSize::Percent(b)) => b > a,
+                (WaveSize::Count(a), WaveSize::Count(b)) => b > a,
+                (WaveSize::Percent(a), WaveSize::Count(_)) => a < Percent::ALL,
+                (WaveSize::Count(_), WaveSize::Percent(_)) => true,
+            };
+            if !grows {
+                return Err(SpecError::WavesNotIncreasing { wave: i, size: w.size, previous: prev });
+            }
+        }
+        Ok(())
+    }
+}
+
+fn in_range(field: &'static str, value: f64, lo: f64, hi: f64, range: &'static str) -> Result<(), SpecError> {
+    // `contains` is false for NaN, so a NaN threshold is refused too.
+    if (lo..=hi).contains(&value) { Ok(()) } else { Err(SpecError::OutOfRange { field, value, range }) }
+}

@@ -1,0 +1,199 @@
+//! Everything about a rollout that changes, and what the planner asks the daemon to do. All plain data:
+//! the daemon persists [`RolloutState`] after every step and a reloaded state continues where it was.
+
+use super::gates::{BaselineSnapshot, Evidence};
+use outpost_protocol::messages::DesiredState;
+use outpost_protocol::{DeviceId, UnixTime};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RolloutState {
+    pub phase: Phase,
+    /// Index of the current wave (0-based; shown 1-based to people).
+    pub wave: usize,
+    /// Start of the current wave's bake; reset by resume and promote.
+    pub wave_started_at: UnixTime,
+    /// Set once the bake ended with inconclusive gates, so "holding" is recorded once.
+    pub holding: bool,
+    /// Every device ever told about this rollout, and what it was last told. Sticky: a device stays in
+    /// the wave it was put in even when the selection around it changes.
+    pub members: BTreeMap<DeviceId, Member>,
+    /// The last baseline seen with evidence: used once every device of the selection joined the rollout
+    /// (the last wave) or the remaining baseline went quiet.
+    pub baseline: Option<BaselineSnapshot>,
+    pub last_evidence: Option<Evidence>,
+    /// Every decision, as also emitted in [`Action::Audit`].
+    pub history: Vec<AuditEntry>,
+}
+
+impl Default for RolloutState {
+    fn default() -> Self {
+        RolloutState {
+            phase: Phase::Pending,
+            wave: 0,
+            wave_started_at: 0,
+            holding: false,
+            members: BTreeMap::new(),
+            baseline: None,
+            last_evidence: None,
+            history: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Phase {
+    /// Created; the first evaluation starts the first wave.
+    Pending,
+    Progressing,
+    /// No device is told anything new until resumed or promoted.
+    Paused {
+        reason: String,
+    },
+    /// Every wave passed (or was promoted). Devices that match the selector later still join.
+    Completed,
+    /// The failure policy or `undo` reverted the rollout. Terminal.
+    RolledBack {
+        reason: String,
+    },
+    /// Stopped by an operator; `reverted` when its devices were told to switch back. Terminal.
+    Aborted {
+        reverted: bool,
+    },
+}
+
+impl Phase {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Phase::Pending => "pending",
+            Phase::Progressing => "progressing",
+            Phase::Paused { .. } => "paused",
+            Phase::Completed => "completed",
+            Phase::RolledBack { .. } => "rolled back",
+            Phase::Aborted { reverted: false } => "aborted",
+            Phase::Aborted { reverted: true } => "aborted and reverted",
+        }
+    }
+
+    /// Phases in which devices that got the new release are told to switch back.
+    pub fn reverting(&self) -> bool {
+        matches!(self, Phase::RolledBack { .. } | Phase::Aborted { reverted: true })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// The wave the device's rank put it in (0-based).
+    pub wave: usize,
+    /// The wave that was current when the device was first told: its evidence is judged in that wave.
+    /// Later than `wave` for a device that joined late (offline, or selected after its wave began).
+    pub told_in: usize,
+    pub intent: Intent,
+    /// When the current intent was first issued; republishing reuses it, so the bytes do not change.
+    pub issued_at: UnixTime,
+}
+
+/// What the controller last told a device on behalf of this rollout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Intent {
+    /// Install the release (`Mode::Activate`, or `Mode::Shadow` first).
+    Install,
+    /// Switch back to the model in the previous slot (`Mode::Revert`).
+    Revert,
+    /// The device's retained desired state was cleared before it installed anything.
+    Withdraw,
+}
+
+/// What the daemon does after a step, in order, after persisting the new state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Action {
+    /// Publish `desired` retained on the device's `down/desired` topic.
+    Desire { device: DeviceId, desired: DesiredState },
+    /// Clear the device's retained desired state (an empty retained publish), so a device that has not
+    /// started installing never will. A device already mid-install finishes; if the rollout is reverting,
+    /// a later evaluation sees it on the new release and tells it to revert.
+    Withdraw { device: DeviceId },
+    /// Append to the audit log.
+    Audit(AuditEntry),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub at: UnixTime,
+    pub rollout: String,
+    /// The wave the decision was taken in (0-based).
+    pub wave: usize,
+    pub decision: Decision,
+    pub by: Actor,
+    /// One line for people: why.
+    pub reason: String,
+    /// Device actions emitted with this decision.
+    pub installs: u32,
+    pub reverts: u32,
+    pub withdrawals: u32,
+    /// The numbers the decision rests on, per gate.
+    pub evidence: Option<Evidence>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Actor {
+    Planner,
+    Operator(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Decision {
+    Started,
+    /// The previous wave passed its gates; `to` began.
+    Advanced {
+        to: usize,
+    },
+    /// The bake ended without conclusive evidence; waiting up to the hold time.
+    Holding,
+    /// Evidence stayed inconclusive past the hold: paused.
+    PausedInconclusive,
+    /// A gate failed; `rolled_back` tells which policy applied.
+    GateFailed {
+        rolled_back: bool,
+    },
+    Completed,
+    /// Devices joined their waves after them (late, or newly selected), or were told to revert late.
+    LateDevices,
+    Paused,
+    Resumed,
+    Promoted {
+        full: bool,
+    },
+    Aborted {
+        revert: bool,
+    },
+    Undone,
+}
+
+impl RolloutState {
+    /// Device count per wave (by the wave each member was put in), for status tables.
+    pub fn members_per_wave(&self, waves: usize) -> Vec<u32> {
+        let mut counts = vec![0u32; waves];
+        for m in self.members.values() {
+            if let Some(c) = counts.get_mut(m.wave) {
+                *c += 1;
+            }
+        }
+        counts
+    }
+
+    /// How many members were last told each intent.
+    pub fn intents(&self) -> BTreeMap<&'static str, u32> {
+        let mut out = BTreeMap::new();
+        for m in self.members.values() {
+            let key = match m.intent {
+                Intent::Install => "install",
+                Intent::Revert => "revert",
+                Intent::Withdraw => "withdraw",
+            };
+            *out.entry(key).or_insert(0) += 1;
+        }
+        out
+    }
+}

@@ -1,0 +1,244 @@
+use super::gates::{Tally, judge};
+use super::testkit::*;
+use super::*;
+use outpost_protocol::telemetry::UpdateStage::{self, *};
+use outpost_protocol::{RejectReason, UnixTime};
+
+const NOW: UnixTime = T0 + 3_600;
+
+/// A wave device: its install stage, and a window on the new release `age` seconds old, if any.
+fn dev(i: usize, stage: UpdateStage, w: Option<(u64, u64, u64, u32)>) -> DeviceView {
+    let mut d = DeviceView::new(id(i));
+    let reason = matches!(stage, Rejected | RolledBack).then_some(RejectReason::SelfTestFailed);
+    d.updates = vec![UpdateView { bundle: NEW, stage, reason, at: T0 }];
+    if let Some((age, requests, errors, p95)) = w {
+        d.windows = vec![window(NEW, NOW - age, requests, errors, p95)];
+    }
+    d
+}
+
+fn healthy(n: usize) -> Vec<DeviceView> {
+    (0..n).map(|i| dev(i, Committed, Some((60, 1_000, 1, 2_000)))).collect()
+}
+
+fn with(mut v: Vec<DeviceView>, change: impl Fn(usize, &mut DeviceView)) -> Vec<DeviceView> {
+    v.iter_mut().enumerate().for_each(|(i, d)| change(i, d));
+    v
+}
+
+fn baseline(errors_per_1000: u64, p95: u32) -> Option<BaselineSnapshot> {
+    let (requests, errors) = (10_000, errors_per_1000 * 10);
+    Some(BaselineSnapshot { at: NOW, devices: 10, requests, errors, p95_median_us: Some(p95), psi_mean: Some(0.02) })
+}
+
+fn results(gates: &Gates, wave: &[DeviceView], base: Option<BaselineSnapshot>) -> Vec<GateResult> {
+    let release = spec(&["100%"], 600).release;
+    let mut t = Tally::default();
+    let fresh_since = NOW - gates.quorum.max_evidence_age_secs;
+    wave.iter().for_each(|d| t.add_wave_device(d, &release, fresh_since));
+    judge(gates, &mut t, base.as_ref())
+}
+
+fn verdict(gates: &Gates, wave: &[DeviceView], base: Option<BaselineSnapshot>, kind: GateKind) -> Verdict {
+    results(gates, wave, base).into_iter().find(|g| g.gate == kind).unwrap().verdict
+}
+
+#[test]
+fn each_gate_passes_fails_or_is_inconclusive_by_its_numbers() {
+    use GateKind::*;
+    use Verdict::*;
+    let g = |f: fn(&mut Gates)| {
+        let mut g = Gates::default();
+        f(&mut g);
+        g
+    };
+    let install = g(|g| g.install = Some(InstallGate { max_failure_rate: 0.2, min_finished: 1 }));
+    let install10 = g(|g| g.install = Some(InstallGate { max_failure_rate: 0.2, min_finished: 10 }));
+    let errors = g(|g| g.error_rate = Some(ErrorRateGate { max_increase: 0.01, min_requests: 100 }));
+    let latency = g(|g| g.latency = Some(LatencyGate { max_p95_regression: 0.25 }));
+    let shadow = g(|g| g.shadow = Some(ShadowGate { min_agreement: 0.95, min_compared: 100 }));
+    let drift = g(|g| g.drift = Some(DriftGate { max_psi: 0.2 }));
+    let shadowed = |compared, agreed, age| {
+        with(healthy(4), move |_, d| {
+            d.shadows = vec![ShadowView { candidate: NEW, compared, agreed, received_at: NOW - age }]
+        })
+    };
+    let psi = |p: Option<f32>| with(healthy(4), move |_, d| d.windows[0].psi = p);
+    let p95 = |p| with(healthy(10), move |_, d| d.windows[0].p95_us = p);
+    type Case<'a> = (&'a str, &'a Gates, Vec<DeviceView>, Option<BaselineSnapshot>, GateKind, Verdict);
+    let cases: Vec<Case> = vec![
+        ("all installs committed", &install, healthy(10), None, InstallFailure, Pass),
+        (
+            "3 of 10 installs failed",
+            &install,
+            with(healthy(10), |i, d| {
+                if i < 3 {
+                    d.updates[0] = dev(i, Rejected, None).updates[0]
+                }
+            }),
+            None,
+            InstallFailure,
+            Fail,
+        ),
+        (
+            "no install finished",
+            &install,
+            (0..5).map(|i| dev(i, Fetching, None)).collect(),
+            None,
+            InstallFailure,
+            Inconclusive,
+        ),
+        (
+            "1 failed, 1 done, 18 busy, 10 needed",
+            &install10,
+            (0..20).map(|i| dev(i, [Rejected, Committed, Verifying][i.min(2)], None)).collect(),
+            None,
+            InstallFailure,
+            Inconclusive,
+        ),
+        (
+            "5 of 20 failed is over 20 % already",
+            &install10,
+            (0..20).map(|i| dev(i, if i < 5 { RolledBack } else { Fetching }, None)).collect(),
+            None,
+            InstallFailure,
+            Fail,
+        ),
+        (
+            "1 % errors on a 1 % baseline",
+            &errors,
+            with(healthy(10), |_, d| d.windows[0].errors = 10),
+            baseline(10, 2_000),
+            ErrorRate,
+            Pass,
+        ),
+        (
+            "4 % errors on a 1 % baseline",
+            &errors,
+            with(healthy(10), |_, d| d.windows[0].errors = 40),
+            baseline(10, 2_000),
+            ErrorRate,
+            Fail,
+        ),
+        (
+            "too few requests",
+            &errors,
+            with(healthy(2), |_, d| d.windows[0].requests = 40),
+            baseline(10, 2_000),
+            ErrorRate,
+            Inconclusive,
+        ),
+        (
+            "0.5 % errors, no baseline",
+            &errors,
+            with(healthy(10), |_, d| d.windows[0].errors = 5),
+            None,
+            ErrorRate,
+            Pass,
+        ),
+        ("2 % errors, no baseline", &errors, with(healthy(10), |_, d| d.windows[0].errors = 20), None, ErrorRate, Fail),
+        ("p95 20 % slower", &latency, p95(2_400), baseline(1, 2_000), LatencyP95, Pass),
+        ("p95 30 % slower", &latency, p95(2_600), baseline(1, 2_000), LatencyP95, Fail),
+        (
+            "one slow device of ten",
+            &latency,
+            with(healthy(10), |i, d| {
+                if i == 0 {
+                    d.windows[0].p95_us = 100_000
+                }
+            }),
+            baseline(1, 2_000),
+            LatencyP95,
+            Pass,
+        ),
+        ("no baseline latency", &latency, healthy(10), None, LatencyP95, Inconclusive),
+        (
+            "no wave latency",
+            &latency,
+            with(healthy(3), |_, d| d.windows.clear()),
+            baseline(1, 2_000),
+            LatencyP95,
+            Inconclusive,
+        ),
+        ("98 % shadow agreement", &shadow, shadowed(300, 294, 60), None, ShadowAgreement, Pass),
+        ("90 % shadow agreement", &shadow, shadowed(300, 270, 60), None, ShadowAgreement, Fail),
+        ("too few comparisons", &shadow, shadowed(20, 20, 60), None, ShadowAgreement, Inconclusive),
+        ("a day-old shadow period still counts", &shadow, shadowed(300, 294, 86_400), None, ShadowAgreement, Pass),
+        ("PSI 0.05", &drift, psi(Some(0.05)), None, Drift, Pass),
+        ("PSI 0.3", &drift, psi(Some(0.3)), None, Drift, Fail),
+        ("no reference profile", &drift, psi(None), None, Drift, Inconclusive),
+    ];
+    for (what, gates, wave, base, kind, want) in cases {
+        let got = results(gates, &wave, base);
+        let r = got.iter().find(|g| g.gate == kind).unwrap();
+        assert_eq!(r.verdict, want, "{what}: {r:?}");
+        assert!(!r.note.is_empty(), "{what}");
+    }
+}
+
+#[test]
+fn quorum_counts_fresh_evidence_and_leaves_failed_installs_out() {
+    let gates = Gates::default(); // 80 % of the devices that can report, within 600 s
+    let wave = |fresh: usize| -> Vec<DeviceView> {
+        (0..10)
+            .map(|i| match i {
+                0 | 1 => dev(i, Rejected, Some((60, 1_000, 0, 2_000))),
+                i if i < 2 + fresh => dev(i, Committed, Some((599, 1_000, 0, 2_000))),
+                i => dev(i, Committed, Some((601, 1_000, 0, 2_000))),
+            })
+            .collect()
+    };
+    assert_eq!(verdict(&gates, &wave(6), None, GateKind::Quorum), Verdict::Inconclusive, "6 of 8 < 80 %");
+    assert_eq!(verdict(&gates, &wave(7), None, GateKind::Quorum), Verdict::Pass, "7 of 8 ≥ 80 %");
+    assert_eq!(verdict(&gates, &wave(0), None, GateKind::Quorum), Verdict::Inconclusive, "never a failure");
+    assert_eq!(verdict(&gates, &[], None, GateKind::Quorum), Verdict::Inconclusive, "an empty wave proves nothing");
+    let mut three = gates.clone();
+    three.quorum.min_devices = 3;
+    assert_eq!(verdict(&three, &healthy(1), None, GateKind::Quorum), Verdict::Pass, "a smaller wave needs all it has");
+    assert_eq!(verdict(&three, &healthy(5)[..2], None, GateKind::Quorum), Verdict::Pass);
+}
+
+#[test]
+fn evidence_older_than_the_maximum_age_is_not_judged() {
+    let mut gates =
+        Gates { error_rate: Some(ErrorRateGate { max_increase: 0.01, min_requests: 100 }), ..Gates::default() };
+    let stale_and_bad = with(healthy(10), |_, d| {
+        d.windows[0].errors = 500;
+        d.windows[0].received_at = NOW - 601;
+    });
+    assert_eq!(verdict(&gates, &stale_and_bad, None, GateKind::ErrorRate), Verdict::Inconclusive);
+    gates.quorum.max_evidence_age_secs = 3_600;
+    assert_eq!(verdict(&gates, &stale_and_bad, None, GateKind::ErrorRate), Verdict::Fail);
+}
+
+#[test]
+fn install_status_reads_events_before_the_running_model() {
+    let m = model();
+    type Event = Option<(UpdateStage, Option<RejectReason>)>;
+    let cases: &[(Event, Option<u64>, InstallStatus)] = &[
+        (None, None, InstallStatus::NotInstalled),
+        (None, Some(11), InstallStatus::Installed { committed: true }),
+        (Some((Fetching, None)), Some(10), InstallStatus::InProgress(Fetching)),
+        (Some((Watching, None)), Some(10), InstallStatus::Installed { committed: false }),
+        (Some((Committed, None)), Some(10), InstallStatus::Installed { committed: true }),
+        (
+            Some((RolledBack, Some(RejectReason::UnhealthyErrors))),
+            Some(11),
+            InstallStatus::Failed(Some(RejectReason::UnhealthyErrors)),
+        ),
+        (Some((RolledBack, None)), Some(10), InstallStatus::Reverted),
+        (Some((Rejected, Some(RejectReason::Superseded))), Some(10), InstallStatus::NotInstalled),
+        (Some((Committed, None)), Some(12), InstallStatus::Ahead),
+    ];
+    for &(event, seq, want) in cases {
+        let mut d = DeviceView::new(id(0));
+        d.running = seq.map(|s| {
+            let mut r = running(if s == 11 { NEW } else { OLD });
+            r.sequence = s;
+            r
+        });
+        d.updates =
+            event.map(|(stage, reason)| UpdateView { bundle: NEW, stage, reason, at: T0 }).into_iter().collect();
+        assert_eq!(d.install_status(&m, &NEW, &NEW, 11), want, "{event:?} running {seq:?}");
+    }
+}

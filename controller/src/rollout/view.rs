@@ -1,0 +1,185 @@
+//! What the planner and the skew tracker know about a device: a plain snapshot the daemon fills from its
+//! registry. Nothing here reads a clock or a store.
+
+use outpost_protocol::messages::RunningModel;
+use outpost_protocol::telemetry::{InferenceWindow, UpdateEvent, UpdateStage};
+use outpost_protocol::{Arch, DeviceId, Digest, ModelName, RejectReason, UnixTime, Version};
+use serde::{Deserialize, Serialize};
+
+/// How many entries `record_*` keeps per list: the current release, the previous one and a spare or two.
+pub const KEPT_PER_DEVICE: usize = 4;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeviceView {
+    pub id: DeviceId,
+    pub arch: Option<Arch>,
+    pub agent_version: Option<Version>,
+    pub labels: Vec<(String, String)>,
+    pub online: bool,
+    pub last_seen: UnixTime,
+    /// From the latest hello or signed version report.
+    pub running: Option<RunningModel>,
+    /// The latest update event per bundle.
+    pub updates: Vec<UpdateView>,
+    /// The latest inference window (or the daemon's merge of recent windows) per model digest.
+    pub windows: Vec<WindowView>,
+    /// Shadow comparisons per candidate digest, summed over windows. Kept apart from `windows` because
+    /// it outlives the shadow period: it is the evidence a shadow gate judges after the candidate went live.
+    pub shadows: Vec<ShadowView>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdateView {
+    pub bundle: Digest,
+    pub stage: UpdateStage,
+    pub reason: Option<RejectReason>,
+    pub at: UnixTime,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WindowView {
+    pub model: ModelName,
+    pub version: Version,
+    pub digest: Digest,
+    pub received_at: UnixTime,
+    pub requests: u64,
+    /// Errors and timeouts: both are answers the application did not get.
+    pub errors: u64,
+    pub p95_us: u32,
+    /// The largest PSI over input tensors and output classes, when the manifest had a reference profile.
+    pub psi: Option<f32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShadowView {
+    pub candidate: Digest,
+    pub compared: u64,
+    pub agreed: u64,
+    pub received_at: UnixTime,
+}
+
+/// Where a device stands with one release, from its update events and what it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InstallStatus {
+    /// No sign of it (never told, superseded, or an event we have not received yet).
+    NotInstalled,
+    /// Fetching, verifying, self-testing or shadowing: the old model still serves.
+    InProgress(UpdateStage),
+    /// Activated; `committed` once the device's watch window passed.
+    Installed { committed: bool },
+    /// Rejected, or rolled back by its own watch, with the reason the device gave.
+    Failed(Option<RejectReason>),
+    /// Switched back to its previous model on the controller's request.
+    Reverted,
+    /// Runs a later release of the model (a newer rollout reached it): never reverted by this one.
+    Ahead,
+}
+
+impl DeviceView {
+    pub fn new(id: DeviceId) -> Self {
+        DeviceView {
+            id,
+            arch: None,
+            agent_version: None,
+            labels: Vec::new(),
+            online: false,
+            last_seen: 0,
+            running: None,
+            updates: Vec::new(),
+            windows: Vec::new(),
+            shadows: Vec::new(),
+        }
+    }
+
+    /// A label's value; `arch` falls back to the device's architecture, which hello reports apart.
+    pub fn label(&self, key: &str) -> Option<&str> {
+        match self.labels.iter().find(|(k, _)| k == key) {
+            Some((_, v)) => Some(v),
+            None if key == "arch" => self.arch.map(Arch::as_str),
+            None => None,
+        }
+    }
+
+    pub fn update_for(&self, bundle: &Digest) -> Option<&UpdateView> {
+        self.updates.iter().find(|u| &u.bundle == bundle)
+    }
+
+    pub fn window_for(&self, digest: &Digest) -> Option<&WindowView> {
+        self.windows.iter().find(|w| &w.digest == digest)
+    }
+
+    pub fn shadow_for(&self, candidate: &Digest) -> Option<&ShadowView> {
+        self.shadows.iter().find(|s| &s.candidate == candidate)
+    }
+
+    /// Where this device stands with the release `(model, digest, sequence)`. The latest event for the
+    /// bundle wins over `running`, which may lag behind it (a report not yet received); `running` decides
+    /// when there is no event (a device that already ran the release produces none).
+    pub fn install_status(
+        &self,
+        model: &ModelName,
+        digest: &Digest,
+        model_digest: &Digest,
+        sequence: u64,
+    ) -> InstallStatus {
+        if let Some(r) = &self.running
+            && &r.name == model
+            && r.sequence > sequence
+        {
+            return InstallStatus::Ahead;
+        }
+        let Some(u) = self.update_for(digest) else {
+            let runs = self.running.as_ref().is_some_and(|r| &r.digest == model_digest);
+            return if runs { InstallStatus::Installed { committed: true } } else { InstallStatus::NotInstalled };
+        };
+        match (u.stage, u.reason) {
+            (UpdateStage::Committed, _) => InstallStatus::Installed { committed: true },
+            (UpdateStage::Activating | UpdateStage::Watching, _) => InstallStatus::Installed { committed: false },
+            // A revert on request carries no reason; being superseded is not the release's fault.
+            (UpdateStage::RolledBack, None) => InstallStatus::Reverted,
+            (UpdateStage::RolledBack | UpdateStage::Rejected, Some(RejectReason::Superseded)) => {
+                InstallStatus::NotInstalled
+            }
+            (UpdateStage::RolledBack | UpdateStage::Rejected, reason) => InstallStatus::Failed(reason),
+            (stage, _) => InstallStatus::InProgress(stage),
+        }
+    }
+
+    /// Folds an update event into `updates` (the daemon's registry calls this as events arrive).
+    pub fn record_event(&mut self, event: &UpdateEvent, at: UnixTime) {
+        let view = UpdateView { bundle: event.bundle, stage: event.to, reason: event.reason, at };
+        self.updates.retain(|u| u.bundle != event.bundle);
+        self.updates.insert(0, view);
+        self.updates.truncate(KEPT_PER_DEVICE);
+    }
+
+    /// Folds an inference window into `windows` and, when it carried shadow statistics, `shadows`.
+    pub fn record_window(&mut self, w: &InferenceWindow, received_at: UnixTime) {
+        let psi = w.features.iter().filter_map(|f| f.psi).chain(w.class_psi).reduce(f32::max);
+        let view = WindowView {
+            model: w.model.clone(),
+            version: w.version,
+            digest: w.digest,
+            received_at,
+            requests: w.requests,
+            errors: w.errors + w.timeouts,
+            p95_us: w.latency_p95_us,
+            psi,
+        };
+        self.windows.retain(|x| x.digest != w.digest);
+        self.windows.insert(0, view);
+        self.windows.truncate(KEPT_PER_DEVICE);
+        if let Some(s) = &w.shadow {
+            // Summed: one window of a quiet device compares a handful of requests; the whole period counts.
+            let mut view = ShadowView { candidate: s.candidate_digest, compared: 0, agreed: 0, received_at };
+            if let Some(i) = self.shadows.iter().position(|x| x.candidate == s.candidate_digest) {
+                let old = self.shadows.remove(i);
+                (view.compared, view.agreed) = (old.compared, old.agreed);
+            }
+            view.compared += s.compared;
+            view.agreed += s.agreed_top1;
+            self.shadows.insert(0, view);
+            self.shadows.truncate(KEPT_PER_DEVICE);
+        }
+    }
+}
