@@ -290,7 +290,7 @@ impl Config {
             inference: InferenceConfig {
                 workers,
                 max_batch,
-                max_delay: dur("inference.max_delay", i.max_delay, Duration::from_micros(500))?,
+                max_delay: dur("inference.max_delay", i.max_delay, Duration::ZERO)?,
                 queue_capacity,
                 request_timeout: dur("inference.request_timeout", i.request_timeout, Duration::from_secs(2))?,
                 max_body_bytes: i.max_body_bytes.unwrap_or(4 << 20),

@@ -12,6 +12,9 @@ pub trait Queued {
     fn enqueued(&self) -> Instant;
 }
 
+/// How long an idle worker polls for the next job before blocking.
+const SPIN: Duration = Duration::from_micros(50);
+
 #[derive(Debug)]
 pub struct BatchQueue<J> {
     inner: Mutex<State<J>>,
@@ -60,6 +63,14 @@ impl<J: Queued> BatchQueue<J> {
     /// first job has waited less than `max_delay`. A job too large for the batch so far waits for the next.
     pub fn next_batch(&self, max_rows: usize, max_delay: Duration) -> Option<Vec<J>> {
         let mut s = self.inner.lock().expect("queue lock");
+        // Poll briefly before sleeping: waking a blocked thread costs ~40 µs on small VMs (measured in
+        // BENCHMARKS.md), twice a model's whole run time for small models under steady load.
+        let spin_until = Instant::now() + SPIN;
+        while s.jobs.is_empty() && !s.closed && Instant::now() < spin_until {
+            drop(s);
+            std::thread::yield_now();
+            s = self.inner.lock().expect("queue lock");
+        }
         while s.jobs.is_empty() {
             if s.closed {
                 return None;
