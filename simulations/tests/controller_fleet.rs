@@ -77,22 +77,7 @@ fn trust_files(dir: &Path) -> (PathBuf, PathBuf) {
 }
 
 fn digits_bundle(version: &str, sequence: u64) -> Vec<u8> {
-    let model = std::fs::read(outpost_simulations::models_dir().join("digits-v1.onnx")).unwrap();
-    let (payload, bytes) = bundle::prepare_payload(&model, None, ModelFormat::Onnx);
-    let m = Manifest {
-        format: MANIFEST_FORMAT,
-        name: ModelName::new("digits").unwrap(),
-        version: version.parse::<Version>().unwrap(),
-        sequence,
-        payload,
-        targets: Targets { archs: vec![], min_agent: Version::new(0, 1, 0) },
-        interface: outpost_agent::runtime::model::read_interface(&model).unwrap(),
-        selftest: vec![],
-        created: now() - 60,
-        expires: now() + 86_400,
-        reference: None,
-    };
-    bundle::create(&m, &[private_key_from_seed([2; 32])], &bytes)
+    bundle_of("v1", version, sequence)
 }
 
 /// The controller's `outpost` binary, built beside this crate's own by `cargo test --workspace`.
