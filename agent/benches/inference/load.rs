@@ -38,15 +38,16 @@ fn load_run(
     Ok((summary, errors, agent, metrics))
 }
 
-/// The batching settings compared, for `workers` inference threads. `max_delay 0` only matters where
+/// The batching settings compared, for `workers` inference threads: off, on (the defaults: max_batch 8
+/// calibrated, max_delay 0) and on with the old default max_delay of 500 µs. The last only matters where
 /// calibration can keep a batch above 1, which the models exported with a fixed batch never do.
-fn settings(workers: usize, with_no_wait: bool) -> Vec<(&'static str, AgentSettings)> {
+fn settings(workers: usize, with_wait: bool) -> Vec<(&'static str, AgentSettings)> {
     let off = AgentSettings { workers, max_batch: 1, max_delay: None, shadow_percent: None };
     let on = AgentSettings { max_batch: 8, ..off };
-    let no_wait = AgentSettings { max_delay: Some(Duration::ZERO), ..on };
+    let waiting = AgentSettings { max_delay: Some(Duration::from_micros(500)), ..on };
     let mut v = vec![("off", off), ("on", on)];
-    if with_no_wait {
-        v.push(("on, max_delay 0", no_wait));
+    if with_wait {
+        v.push(("on, max_delay 500 µs", waiting));
     }
     v
 }
@@ -93,7 +94,7 @@ pub fn batching_table(models: &[&(BenchModel, Counts)]) -> anyhow::Result<Vec<Ve
     println!(
         "Each client is a tokio task (all on one client thread) with its own keep-alive connection, sending \
          its requests one after the other; throughput counts answered requests over the wall time. \
-         `on` = max_batch 8, calibrated at activation, default max_delay (500 µs). Each configuration runs \
+         `on` = max_batch 8, calibrated at activation, default max_delay (0). Each configuration runs \
          `reps` times, interleaved with the others, on a fresh agent each time; the table shows medians and \
          the range of throughput, and the batch size calibration kept in each repetition.\n"
     );
@@ -215,7 +216,7 @@ pub fn batching_in_process(m: &BenchModel, c: Counts) -> anyhow::Result<Vec<Verd
 pub fn shadow_table(models: &[(BenchModel, Counts)]) -> anyhow::Result<()> {
     println!("## {CLIENTS} concurrent clients over HTTP: shadow evaluation\n");
     println!(
-        "workers 1, default batching (max_batch 8 calibrated, max_delay 500 µs); the candidate is digits-v2 for \
+        "workers 1, default batching (max_batch 8 calibrated, max_delay 0); the candidate is digits-v2 for \
          digits, a second copy of the model otherwise. Medians over the repetitions. `compared` counts \
          classifier rows compared (from /metrics; 0 for mobilenet_v2, whose fixed-batch output rows are \
          `[1,1000]`, which the agent does not take for a classifier); `skipped` counts samples dropped \

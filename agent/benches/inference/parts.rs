@@ -44,20 +44,14 @@ impl Queued for Ping {
 }
 
 /// The runtime's hand-off without a model: push onto the agent's `BatchQueue`, a worker thread takes it
-/// and answers on a oneshot, the caller awaits it under a timeout, as `Runtime::infer` does. With `spin`,
-/// the worker first polls the queue for up to that long before it blocks in `next_batch` (the change
-/// BENCHMARKS.md suggests for `Runtime::worker`). The worker busy-waits `work` per job (a stand-in for
-/// the model, so the caller really parks), and that time is taken off the figures.
-pub fn queue_round_trip(n: usize, spin: Duration, work: Duration) -> anyhow::Result<Summary> {
+/// (`next_batch` polls 50 µs before it blocks) and answers on a oneshot, the caller awaits it under a
+/// timeout, as `Runtime::infer` does. The worker busy-waits `work` per job (a stand-in for the model, so
+/// the caller really parks), and that time is taken off the figures.
+pub fn queue_round_trip(n: usize, work: Duration) -> anyhow::Result<Summary> {
     let q = Arc::new(BatchQueue::<Ping>::new(64));
     let worker_q = q.clone();
     let worker = std::thread::spawn(move || {
-        loop {
-            let until = Instant::now() + spin;
-            while worker_q.is_empty() && Instant::now() < until {
-                std::hint::spin_loop();
-            }
-            let Some(batch) = worker_q.next_batch(1, Duration::ZERO) else { break };
+        while let Some(batch) = worker_q.next_batch(1, Duration::ZERO) {
             for job in batch {
                 let start = Instant::now();
                 while start.elapsed() < work {
@@ -95,74 +89,20 @@ pub fn queue_round_trip(n: usize, spin: Duration, work: Duration) -> anyhow::Res
     Ok(Summary { median: s.median.saturating_sub(work), p95: s.p95.saturating_sub(work), throughput: s.throughput })
 }
 
-/// The drift statistics the worker keeps over every input element, for one request.
-pub fn drift(m: &BenchModel, n: usize) -> Summary {
+/// Drift statistics over one request's input: every value (`sample = None`, what the runtime did before),
+/// or a strided sample of at most `sample` values (what `Runtime::observe_drift` does now).
+pub fn drift(m: &BenchModel, n: usize, sample: Option<usize>) -> Summary {
     let mut acc = DriftAccumulator::new(None, std::slice::from_ref(&m.input), 0.0, 1.0, 10);
-    time_each(n, |i| acc.observe_input(0, &m.rows[i % m.rows.len()]))
-}
-
-/// The update suggested for `stats::drift::Feature::observe` (BENCHMARKS.md): the same histogram through
-/// `bin_index`, but the moments of the whole request computed in two division-free passes and merged into
-/// the running ones (Chan et al.), instead of Welford's division per element. Checked against the agent.
-pub fn drift_proposed(m: &BenchModel, n: usize, max_elements: Option<usize>) -> Summary {
-    let (lo, hi, bins) = (0.0f32, 1.0f32, 10usize);
-    let mut st = ProposedFeature { count: 0, finite: 0, mean: 0.0, m2: 0.0, bins: vec![0; bins + 2] };
-    let mut sample = Vec::new();
-    let summary = time_each(n, |i| {
+    time_each(n, |i| {
         let row = &m.rows[i % m.rows.len()];
-        match max_elements {
-            // Every k-th element, so that at most `cap` are observed per request.
+        match sample {
             Some(cap) if row.len() > cap => {
-                let k = row.len().div_ceil(cap);
-                sample.clear();
-                sample.extend(row.iter().step_by(k));
-                st.observe(&sample, lo, hi, bins);
+                let strided: Vec<f32> = row.iter().step_by(row.len().div_ceil(cap)).copied().collect();
+                acc.observe_input(0, &strided);
             }
-            _ => st.observe(row, lo, hi, bins),
+            _ => acc.observe_input(0, row),
         }
-    });
-    let mut agent = DriftAccumulator::new(None, std::slice::from_ref(&m.input), lo, hi, bins);
-    let mut mine = ProposedFeature { count: 0, finite: 0, mean: 0.0, m2: 0.0, bins: vec![0; bins + 2] };
-    for row in m.rows.iter().take(4) {
-        agent.observe_input(0, row);
-        mine.observe(row, lo, hi, bins);
-    }
-    let f = &agent.snapshot().features[0];
-    let variance = mine.m2 / mine.finite.max(1) as f64;
-    assert!((f.mean - mine.mean).abs() < 1e-9 && (f.variance - variance).abs() < 1e-9 && f.bins == mine.bins);
-    summary
-}
-
-struct ProposedFeature {
-    count: u64,
-    finite: u64,
-    mean: f64,
-    m2: f64,
-    bins: Vec<u64>,
-}
-
-impl ProposedFeature {
-    fn observe(&mut self, values: &[f32], lo: f32, hi: f32, n: usize) {
-        let (mut k, mut sum) = (0u64, 0f64);
-        for &v in values {
-            self.bins[outpost_protocol::drift::bin_index(v, lo, hi, n)] += 1;
-            if v.is_finite() {
-                k += 1;
-                sum += f64::from(v);
-            }
-        }
-        self.count += values.len() as u64;
-        if k == 0 {
-            return;
-        }
-        let mean_b = sum / k as f64;
-        let m2_b: f64 = values.iter().filter(|v| v.is_finite()).map(|&v| (f64::from(v) - mean_b).powi(2)).sum();
-        let (na, nb) = (self.finite as f64, k as f64);
-        let delta = mean_b - self.mean;
-        self.mean += delta * nb / (na + nb);
-        self.m2 += m2_b + delta * delta * na * nb / (na + nb);
-        self.finite += k;
-    }
+    })
 }
 
 /// Decoding one request body into the agent's JSON request type.

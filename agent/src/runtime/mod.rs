@@ -113,6 +113,15 @@ impl Queued for ShadowJob {
     }
 }
 
+/// The class count of a classifier's output row: `[C]` for a batch-dimension model, `[1, C]` for a
+/// fixed-batch one (mobilenet-style exports). `None` for anything else (regressors, maps).
+fn classes(row_shape: &[usize]) -> Option<usize> {
+    match *row_shape {
+        [c] | [1, c] if c >= 2 => Some(c),
+        _ => None,
+    }
+}
+
 /// Input values per tensor and batch that feed the drift histogram.
 const DRIFT_SAMPLE: usize = 4096;
 
@@ -450,7 +459,7 @@ impl Runtime {
             }
         }
         if let Some((logits, row_shape)) = outs.first()
-            && let [classes] = row_shape[..]
+            && let Some(classes) = classes(row_shape)
         {
             acc.observe_output(logits, classes);
         }
@@ -472,10 +481,7 @@ impl Runtime {
                 let Ok(outs) = candidate.run(job.rows, &job.inputs) else { continue };
                 let latency = start.elapsed();
                 let (Some((cand, _)), Some((prim, row_shape))) = (outs.first(), job.primary.first()) else { continue };
-                let classes = match row_shape[..] {
-                    [c] if c >= 2 => Some(c),
-                    _ => None,
-                };
+                let classes = classes(row_shape);
                 self.shadow.lock().expect("shadow lock").record(prim, cand, classes, latency);
             }
         }
@@ -493,5 +499,17 @@ impl Runtime {
             std::thread::sleep(Duration::from_micros(200));
         }
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn classifier_rows_are_recognised_with_or_without_a_fixed_batch_of_one() {
+        assert_eq!(super::classes(&[10]), Some(10));
+        assert_eq!(super::classes(&[1, 1000]), Some(1000));
+        assert_eq!(super::classes(&[1]), None);
+        assert_eq!(super::classes(&[3, 10]), None);
+        assert_eq!(super::classes(&[8, 8, 3]), None);
     }
 }
