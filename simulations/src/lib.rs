@@ -1,6 +1,11 @@
 //! The Outpost fleet simulator and quick-start demo. It is the one crate that depends on both the agent
-//! and the controller: it wires real agents and a real controller together, on sockets (the demo) or on
-//! a simulated message fabric with a virtual clock (the simulator).
+//! and the controller: it wires real agents and a real controller together, on sockets (the demo and the
+//! load run) or on a simulated message fabric with a virtual clock (the simulator).
+
+pub mod demo;
+pub mod load;
+pub mod report;
+pub mod sim;
 
 /// Where the committed model fixtures live (`simulations/models/`).
 pub fn models_dir() -> std::path::PathBuf {
