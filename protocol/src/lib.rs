@@ -10,6 +10,7 @@ pub mod codec;
 pub mod compress;
 pub mod digest;
 pub mod drift;
+pub mod enroll;
 pub mod keys;
 pub mod limits;
 pub mod manifest;

@@ -21,6 +21,10 @@ pub enum Message {
     Chunk(Chunk),
     Report(SignedVersionReport),
     Presence(Presence),
+    /// `enroll/{id}/request` (see `enroll.rs`).
+    EnrollRequest(crate::enroll::EnrollRequest),
+    /// `enroll/{id}/response`.
+    EnrollResponse(crate::enroll::EnrollResponse),
 }
 
 /// Online / offline (`up/presence`, retained). The offline form is the device's MQTT last will, so the

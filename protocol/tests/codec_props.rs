@@ -3,6 +3,7 @@
 
 use outpost_protocol::bundle;
 use outpost_protocol::codec;
+use outpost_protocol::enroll::*;
 use outpost_protocol::keys::SigBytes;
 use outpost_protocol::messages::*;
 use outpost_protocol::telemetry::*;
@@ -191,6 +192,34 @@ fn message() -> impl Strategy<Value = Message> {
             Message::Report(SignedVersionReport { report, device_key, signature: SigBytes(sig) })
         },
     );
+    let enroll_request = (
+        device(),
+        ".{0,40}",
+        vec(any::<u8>(), 0..300),
+        arch(),
+        version(),
+        vec((name(), name()), 0..3),
+        any::<u64>(),
+    )
+        .prop_map(|(device, token, csr, arch, agent_version, labels, nonce)| {
+            Message::EnrollRequest(EnrollRequest { device, token, csr, arch, agent_version, labels, nonce })
+        });
+    let refusal = prop::sample::select(vec![
+        EnrollRefusal::InvalidToken,
+        EnrollRefusal::ExpiredToken,
+        EnrollRefusal::BadCsr,
+        EnrollRefusal::WrongSubject,
+        EnrollRefusal::Revoked,
+        EnrollRefusal::KeyMismatch,
+        EnrollRefusal::Unavailable,
+    ]);
+    let outcome = prop_oneof![
+        (".{0,80}", ".{0,80}").prop_map(|(certificate, ca)| EnrollOutcome::Issued { certificate, ca }),
+        Just(EnrollOutcome::Pending),
+        (refusal, ".{0,40}").prop_map(|(reason, detail)| EnrollOutcome::Refused { reason, detail }),
+    ];
+    let enroll_response = (device(), any::<u64>(), outcome)
+        .prop_map(|(device, nonce, outcome)| Message::EnrollResponse(EnrollResponse { device, nonce, outcome }));
     prop_oneof![
         hello,
         telemetry,
@@ -210,6 +239,8 @@ fn message() -> impl Strategy<Value = Message> {
             online,
             boot_id
         })),
+        enroll_request,
+        enroll_response,
     ]
 }
 

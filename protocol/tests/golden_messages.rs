@@ -3,6 +3,7 @@
 //! deliberate, versioned change: `OUTPOST_BLESS=1 cargo test -p outpost-protocol --test golden_messages`.
 
 use outpost_protocol::codec;
+use outpost_protocol::enroll::*;
 use outpost_protocol::keys::private_key_from_seed;
 use outpost_protocol::messages::*;
 use outpost_protocol::telemetry::*;
@@ -140,6 +141,44 @@ fn samples() -> Vec<(&'static str, Message)> {
         ("chunk", Message::Chunk(Chunk { bundle: Digest([0xcd; 32]), index: 1, total: 2, data: (0..=255).collect() })),
         ("report", Message::Report(SignedVersionReport::sign(&report, &private_key_from_seed([5; 32])))),
         ("presence", Message::Presence(Presence { device: device(), online: false, boot_id: 7 })),
+        (
+            "enroll_request",
+            Message::EnrollRequest(EnrollRequest {
+                device: device(),
+                token: "opt_0123456789abcdef0123456789abcdef0123456789ab".into(),
+                csr: (0..=200).collect(),
+                arch: Arch::Armv7,
+                agent_version: Version::new(0, 1, 0),
+                labels: vec![("site".into(), "berlin-3".into())],
+                nonce: 0x0102_0304_0506_0708,
+            }),
+        ),
+        (
+            "enroll_response_issued",
+            Message::EnrollResponse(EnrollResponse {
+                device: device(),
+                nonce: 0x0102_0304_0506_0708,
+                outcome: EnrollOutcome::Issued {
+                    certificate: "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n".into(),
+                    ca: "-----BEGIN CERTIFICATE-----\nMIIC\n-----END CERTIFICATE-----\n".into(),
+                },
+            }),
+        ),
+        (
+            "enroll_response_pending",
+            Message::EnrollResponse(EnrollResponse { device: device(), nonce: 9, outcome: EnrollOutcome::Pending }),
+        ),
+        (
+            "enroll_response_refused",
+            Message::EnrollResponse(EnrollResponse {
+                device: device(),
+                nonce: 9,
+                outcome: EnrollOutcome::Refused {
+                    reason: EnrollRefusal::InvalidToken,
+                    detail: "no such enrollment token".into(),
+                },
+            }),
+        ),
     ]
 }
 
