@@ -23,6 +23,7 @@ use tokio::sync::mpsc;
 #[derive(Debug)]
 pub enum FromLink {
     Desired(DesiredState),
+    Withdrawn,
     Chunk(Chunk),
 }
 
@@ -105,6 +106,7 @@ impl Driver {
                         let already_active = self.is_active(&d);
                         self.handle(Input::Desired { desired: d, already_active }).await;
                     }
+                    Some(FromLink::Withdrawn) => self.handle(Input::Withdrawn).await,
                     Some(FromLink::Chunk(c)) => {
                         let input = self.write_chunk(&c);
                         if let Some(input) = input {

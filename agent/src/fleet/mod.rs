@@ -74,6 +74,9 @@ pub fn start(cfg: &Config, store: Store, rt: Arc<Runtime>) -> anyhow::Result<Vec
                 Incoming::Desired(d) => {
                     let _ = to_driver.send(FromLink::Desired(d)).await;
                 }
+                Incoming::Withdrawn => {
+                    let _ = to_driver.send(FromLink::Withdrawn).await;
+                }
                 Incoming::Chunk(c) => {
                     let _ = to_driver.send(FromLink::Chunk(c)).await;
                 }

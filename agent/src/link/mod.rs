@@ -67,6 +67,8 @@ pub enum Incoming {
     Connected,
     Disconnected,
     Desired(DesiredState),
+    /// The retained desired state was cleared (an empty retained publish).
+    Withdrawn,
     Chunk(Chunk),
     TelemetryAck(u64),
 }
@@ -209,6 +211,9 @@ fn route(device: &DeviceId, topic: &str, payload: &[u8], limits: &Limits) -> Opt
         tracing::warn!(topic, "dropping a message for another device");
         return None;
     }
+    if kind == Down::Desired && payload.is_empty() {
+        return Some(Incoming::Withdrawn);
+    }
     let msg = match codec::decode(payload, limits) {
         Ok(m) => m,
         Err(e) => {
@@ -253,5 +258,9 @@ mod tests {
         assert_eq!(route(&me, &topics::down(&me, Down::Ack), b"garbage", &limits), None);
         assert_eq!(route(&me, &topics::down(&me, Down::Desired), &ack, &limits), None, "an ack on the desired topic");
         assert_eq!(route(&me, "some/other/topic", &ack, &limits), None);
+        // A cleared retained desired state is a withdrawal; an empty payload elsewhere is malformed.
+        assert_eq!(route(&me, &topics::down(&me, Down::Desired), b"", &limits), Some(Incoming::Withdrawn));
+        assert_eq!(route(&me, &topics::down(&me, Down::Chunk), b"", &limits), None);
+        assert_eq!(route(&me, &topics::down(&other, Down::Desired), b"", &limits), None);
     }
 }

@@ -82,6 +82,8 @@ pub enum Input {
     SelfTested(Result<(), (RejectReason, String)>),
     Activated(Result<(), String>),
     Health(Health),
+    /// The controller cleared the retained desired state (a rollout stopped, or its gates failed).
+    Withdrawn,
     /// The agent started; `valid_chunks` is the staging file re-checked against the chunk digests.
     Restarted {
         valid_chunks: Vec<bool>,
@@ -155,6 +157,7 @@ impl Machine {
                 self.after(UpdateStage::Activating, r, now_ms, &mut fx)
             }
             Input::Health(h) => self.health(h, &mut fx),
+            Input::Withdrawn => self.withdrawn(&mut fx),
             Input::Restarted { valid_chunks } => self.restarted(valid_chunks, now_ms, &mut fx),
         }
         fx
@@ -217,6 +220,30 @@ impl Machine {
         Self::go(&mut job, UpdateStage::Fetching, None, detail, fx);
         request_missing(&mut job, now_ms, fx);
         self.state.job = Some(job);
+    }
+
+    /// A withdrawal cancels an update that has not replaced the active model yet, shadowing included: the
+    /// candidate never serves. An activated one finishes its watch; the controller reverts it after (it
+    /// tells `Mode::Revert` once the device reports the release). The job is forgotten, so the same
+    /// desired state issued again later (a resumed rollout) starts afresh instead of looking re-delivered.
+    fn withdrawn(&mut self, fx: &mut Vec<Effect>) {
+        let Some(job) = self.state.job.as_mut() else { return };
+        match job.stage {
+            UpdateStage::Fetching
+            | UpdateStage::Verifying
+            | UpdateStage::Staged
+            | UpdateStage::SelfTest
+            | UpdateStage::Shadow => {
+                if job.stage == UpdateStage::Shadow {
+                    fx.push(Effect::StopShadow);
+                }
+                fx.push(Effect::DiscardStaging { bundle: job.bundle() });
+                let detail = "withdrawn by the controller before activation".to_string();
+                Self::go(job, UpdateStage::Rejected, Some(RejectReason::Superseded), detail, fx);
+                self.state.job = None;
+            }
+            _ => {}
+        }
     }
 
     fn chunk(&mut self, bundle: Digest, index: u32, valid: bool, now_ms: u64, fx: &mut Vec<Effect>) {

@@ -221,3 +221,39 @@ fn a_revert_during_an_unfinished_update_undoes_only_that_update() {
     assert_eq!(fx.iter().filter(|e| **e == Effect::RollBack).count(), 1);
     assert!(!fx.contains(&Effect::Revert), "{fx:?}");
 }
+
+#[test]
+fn a_withdrawal_cancels_a_shadowing_candidate_before_it_ever_serves_and_the_same_state_can_come_again() {
+    let shadow = Mode::Shadow { secs: 30, sample_percent: 100 };
+    let mut m = Machine::default();
+    start(&mut m, desired(2, shadow.clone()));
+    fetch_all(&mut m, 2);
+    m.step(Input::Verified(Ok(())), 20);
+    m.step(Input::SelfTested(Ok(())), 30);
+    assert_eq!(m.stage(), Shadow);
+    let fx = m.step(Input::Withdrawn, 40);
+    assert_eq!(fx[0], Effect::StopShadow);
+    assert!(matches!(fx[1], Effect::DiscardStaging { .. }));
+    assert!(!fx.contains(&Effect::Activate) && !fx.contains(&Effect::Revert) && !fx.contains(&Effect::RollBack));
+    assert!(matches!(&fx[2], Effect::Event { to: Rejected, reason: Some(RejectReason::Superseded), .. }));
+    assert_eq!(m.stage(), Idle);
+    // The shadow deadline passing later activates nothing.
+    assert!(m.step(Input::Tick, 60_000).is_empty());
+    // The same desired state issued again (a resumed rollout) starts a fresh update.
+    let fx = start(&mut m, desired(2, shadow));
+    assert_eq!(stages(&fx), vec![Fetching]);
+}
+
+#[test]
+fn a_withdrawal_mid_fetch_cancels_and_one_after_activation_lets_the_watch_finish() {
+    let mut m = Machine::default();
+    start(&mut m, desired(20, Mode::Activate));
+    let fx = m.step(Input::Withdrawn, 5);
+    assert_eq!(stages(&fx), vec![Rejected]);
+    assert!(m.step(Input::Chunk { bundle: Digest([20; 32]), index: 0, valid: true }, 6).is_empty());
+
+    let mut m = watching();
+    assert!(m.step(Input::Withdrawn, 50).is_empty(), "an activated model is reverted by the controller, not here");
+    assert_eq!(m.stage(), Watching);
+    assert!(Machine::default().step(Input::Withdrawn, 0).is_empty());
+}

@@ -111,8 +111,9 @@ pub enum Action {
     /// Publish `desired` retained on the device's `down/desired` topic.
     Desire { device: DeviceId, desired: DesiredState },
     /// Clear the device's retained desired state (an empty retained publish), so a device that has not
-    /// started installing never will. A device already mid-install finishes; if the rollout is reverting,
-    /// a later evaluation sees it on the new release and tells it to revert.
+    /// started installing never will, and one fetching, verifying, self-testing or shadowing cancels (the
+    /// candidate never serves). A device already activated finishes its watch; if the rollout is
+    /// reverting, a later evaluation sees it on the new release and tells it to revert.
     Withdraw { device: DeviceId },
     /// Append to the audit log.
     Audit(AuditEntry),
