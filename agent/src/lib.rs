@@ -17,6 +17,7 @@ pub mod stats;
 pub mod status;
 pub mod store;
 pub mod sys;
+pub mod systemd;
 pub mod telemetry;
 pub mod update;
 

@@ -38,7 +38,10 @@ pub async fn serve(
     let fleet = crate::fleet::start(&cfg, store, rt.clone())?;
     let app = api::router(rt.clone());
     tracing::info!(addr = %listener.local_addr()?, "serving the Open Inference Protocol");
-    let result = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+    // Under systemd (Type=notify): READY=1 now, watchdog pings while serving, STOPPING=1 on shutdown.
+    let systemd = crate::systemd::Notifier::from_env();
+    let _watchdog = systemd.ready();
+    let result = axum::serve(listener, app).with_graceful_shutdown(systemd.stopping_on(shutdown)).await;
     watcher.abort();
     for task in fleet {
         task.abort();
