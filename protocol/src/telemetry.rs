@@ -46,7 +46,9 @@ pub struct InferenceWindow {
     pub errors: u64,
     pub timeouts: u64,
     pub rejected: u64,
-    /// Counts per [`LATENCY_BUCKETS_US`] bucket plus one overflow bucket.
+    /// Counts per [`LATENCY_BUCKETS_US`] bucket plus one overflow bucket, of the answers the model
+    /// computed: result-cache hits are left out (they time the cache, and a model that was just activated
+    /// has a cold cache), so latency gates compare models. 0 for p50/p95 when the model computed nothing.
     pub latency_hist: Vec<u64>,
     pub latency_p50_us: u32,
     pub latency_p95_us: u32,

@@ -105,7 +105,8 @@ async fn infer(
         Ok((version, r)) => (version, r),
         Err(r) => (rt.active().map(|m| m.manifest.version.to_string()).unwrap_or_default(), r),
     };
-    rt.metrics.request(&name, &version, response.status().as_u16(), start.elapsed());
+    let cached = response.headers().contains_key("x-outpost-cache");
+    rt.metrics.request(&name, &version, response.status().as_u16(), start.elapsed(), cached);
     response
 }
 

@@ -20,9 +20,12 @@ pub struct WindowStats {
 }
 
 impl WindowStats {
-    fn record(&mut self, status: u16, latency: std::time::Duration) {
+    /// `cached`: answered from the result cache. Counted as a request, but its latency is the cache's,
+    /// not the model's: windows feed latency gates and the watch, which judge the model.
+    fn record(&mut self, status: u16, latency: std::time::Duration, cached: bool) {
         self.requests += 1;
         match status {
+            200 if cached => {}
             200 => self.latency.record(latency),
             504 => {
                 self.errors += 1;
@@ -77,15 +80,15 @@ pub struct Gauges {
 }
 
 impl Metrics {
-    pub fn request(&self, model: &str, version: &str, status: u16, latency: std::time::Duration) {
+    pub fn request(&self, model: &str, version: &str, status: u16, latency: std::time::Duration, cached: bool) {
         *self.requests.lock().expect("metrics").entry((model.into(), version.into(), status)).or_default() += 1;
         if status == 200 {
             self.latency.lock().expect("metrics").record(latency);
         }
         // Client mistakes (400, 404, 413) say nothing about the model's health.
         if !matches!(status, 400 | 404 | 413) {
-            self.telemetry_window.lock().expect("metrics").record(status, latency);
-            self.watch_window.lock().expect("metrics").record(status, latency);
+            self.telemetry_window.lock().expect("metrics").record(status, latency, cached);
+            self.watch_window.lock().expect("metrics").record(status, latency, cached);
         }
     }
 

@@ -57,6 +57,23 @@ fn terminal(p: &Phase) -> bool {
     matches!(p, Phase::RolledBack { .. } | Phase::Aborted { .. })
 }
 
+/// The newest rollout of each model (by its start): it alone speaks for the model's devices, whatever its
+/// phase. A rolled-back one keeps reverting devices that commit the release late (they were mid-watch when
+/// the gate failed); a completed one keeps enrolling devices that match later. Older rollouts are history:
+/// evaluating them would let a superseded release enrol new devices, or revert devices a newer rollout
+/// moved on.
+fn owners(list: Vec<Rollout>) -> Vec<Rollout> {
+    let mut newest: BTreeMap<String, Rollout> = BTreeMap::new();
+    for r in list {
+        let key = |r: &Rollout| (r.state.history.first().map(|e| e.at).unwrap_or(0), r.spec.id.clone());
+        let model = r.spec.release.model.to_string();
+        if newest.get(&model).is_none_or(|old| key(old) < key(&r)) {
+            newest.insert(model, r);
+        }
+    }
+    newest.into_values().collect()
+}
+
 impl Rollouts {
     pub fn load(store: Arc<Store>, fleet: Arc<Fleet>) -> anyhow::Result<Arc<Rollouts>> {
         let mut live = BTreeMap::new();
@@ -74,10 +91,10 @@ impl Rollouts {
         self.live.lock().expect("rollouts").get(id).cloned()
     }
 
-    /// Every desired state live rollouts ask for, for a broker that lost its retained messages.
+    /// Every desired state the owning rollouts ask for, terminal ones included (a retained revert must
+    /// reach a device that is offline now), for a broker that lost its retained messages.
     pub async fn republish(&self) {
-        let actions: Vec<Action> =
-            self.list().iter().filter(|r| !terminal(&r.state.phase)).flat_map(|r| r.desired_states()).collect();
+        let actions: Vec<Action> = owners(self.list()).iter().flat_map(|r| r.desired_states()).collect();
         self.perform(actions).await;
     }
 
@@ -143,11 +160,24 @@ impl Rollouts {
                 other.spec.id, spec.release.model
             ));
         }
+        let views = self.views();
+        if let Some(owner) = owners(self.list()).into_iter().find(|r| r.spec.release.model == spec.release.model)
+            && owner.state.phase.reverting()
+        {
+            let digest = owner.spec.release.model_digest;
+            let left = views.iter().filter(|d| d.running.as_ref().is_some_and(|m| m.digest == digest)).count();
+            if left > 0 {
+                return Err(format!(
+                    "rollout {} is still reverting {left} device(s) from {} {}: wait for it",
+                    owner.spec.id, owner.spec.release.model, owner.spec.release.version
+                ));
+            }
+        }
         if self.get(&spec.id).is_some() {
             return Err(format!("a rollout named {} exists", spec.id));
         }
         let mut rollout = Rollout::new(spec).map_err(|e| e.to_string())?;
-        let actions = rollout.evaluate(&self.views(), now());
+        let actions = rollout.evaluate(&views, now());
         self.save_and_perform(rollout.clone(), actions).await?;
         Ok(rollout)
     }
@@ -159,10 +189,10 @@ impl Rollouts {
         Ok(rollout)
     }
 
-    /// One evaluation of every rollout that can still change.
+    /// One evaluation of the rollout that owns each model's devices.
     pub async fn tick(&self) {
         let views = self.views();
-        for mut rollout in self.list().into_iter().filter(|r| !terminal(&r.state.phase)) {
+        for mut rollout in owners(self.list()) {
             let before = rollout.clone();
             let actions = rollout.evaluate(&views, now());
             if rollout != before

@@ -163,7 +163,8 @@ impl Tally {
     fn add_window(&mut self, requests: u64, errors: u64, p95_us: u32, psi: Option<f32>) {
         self.requests += requests;
         self.errors += errors;
-        if requests > 0 {
+        // p95 0: the model computed nothing in the window (every answer came from the device's cache).
+        if requests > 0 && p95_us > 0 {
             self.p95s.push(p95_us);
         }
         if let Some(p) = psi.filter(|p| p.is_finite()) {
