@@ -9,6 +9,7 @@ pub mod cli;
 pub mod daemon;
 pub mod duration;
 pub mod files;
+pub mod image;
 pub mod model_probe;
 pub mod release;
 pub mod rollout;

@@ -5,6 +5,7 @@
 mod bundle;
 pub mod client;
 mod devices;
+mod image;
 mod keys;
 mod rollout;
 mod serve;
@@ -44,6 +45,8 @@ enum Command {
         #[arg(short = 'o', long = "output", value_enum, default_value_t)]
         output: Output,
     },
+    /// Flashable device images (firmware-images/).
+    Image(image::Args),
     /// The controller's audit log.
     Audit {
         #[command(flatten)]
@@ -109,6 +112,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Devices(a) => devices::run(a),
         Command::Rollout(a) => rollout::run(a),
+        Command::Image(a) => image::run(a),
         Command::Skew { model, remote, output } => rollout::skew(&remote, model.as_deref(), output),
         Command::Audit { remote, output } => {
             let log = remote.get("/api/v1/audit")?;
