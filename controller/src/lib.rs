@@ -11,6 +11,7 @@ pub mod duration;
 pub mod files;
 pub mod image;
 pub mod model_probe;
+pub mod pki;
 pub mod release;
 pub mod rollout;
 pub mod skew;
