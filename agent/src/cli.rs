@@ -56,6 +56,10 @@ enum Command {
         /// Install as the shadow candidate instead of activating it.
         #[arg(long)]
         shadow: bool,
+        /// Do nothing when a model is already active: a device image's first-boot install, which must
+        /// not fight the models the fleet sent since.
+        #[arg(long = "if-no-model")]
+        if_no_model: bool,
     },
     /// Run the active model's self-test vectors; exit 1 on a mismatch.
     Selftest {
@@ -139,10 +143,14 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
                 crate::serve::serve(cfg, listener, shutdown_signal()).await.map_err(err)
             })
         }
-        Command::Install { bundle, common, shadow } => {
+        Command::Install { bundle, common, shadow, if_no_model } => {
             let cfg = load_config(&common)?;
-            let trust = Trust::load(&cfg).map_err(err)?;
             let store = Store::open(&cfg.data_dir).map_err(err)?;
+            if if_no_model && let Some(active) = store.slots().map_err(err)?.active_digest() {
+                println!("a model is already active ({}); nothing to install", active.short());
+                return Ok(());
+            }
+            let trust = Trust::load(&cfg).map_err(err)?;
             let bytes = std::fs::read(&bundle).map_err(|e| err(format!("{}: {e}", bundle.display())))?;
             let target =
                 if shadow { Target::Candidate { shadow_percent: cfg.shadow.sample_percent } } else { Target::Activate };

@@ -146,3 +146,23 @@ fn a_broken_config_is_refused_before_anything_binds_naming_the_bad_key() {
     let parsed = outpost_agent::config::Config::load(Some(&path), &Default::default()).unwrap();
     assert_eq!(parsed.listen.to_string(), "127.0.0.1:8470");
 }
+
+#[test]
+fn install_if_no_model_installs_on_first_boot_only() {
+    let dir = tempdir("install-if-no-model");
+    let d = |p: &str| dir.join(p).display().to_string();
+    let first_boot = |bundle: &[u8], name: &str| {
+        std::fs::write(dir.join(name), bundle).unwrap();
+        let flags = ["--data-dir", &d("data"), "--trust", &d("trust.policy"), "--root-pub", &d("root.pub")];
+        agent_cli(&[&["install", "--if-no-model", &d(name)][..], &flags[..]].concat())
+    };
+    let _ = config(&dir, "");
+    let out = first_boot(&signed_bundle("v1", "1.0.0", 1), "v1.obundle");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("installed digits 1.0.0"), "{}", stderr(&out));
+    let slots = std::fs::read(dir.join("data/slots.json")).unwrap();
+    // A later boot, with a newer model active or not, leaves the slots alone and succeeds.
+    let again = first_boot(&signed_bundle("v2", "2.0.0", 2), "v2.obundle");
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert!(String::from_utf8_lossy(&again.stdout).contains("already active"));
+    assert_eq!(std::fs::read(dir.join("data/slots.json")).unwrap(), slots);
+}

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 
 pub const PREFIX: &str = "outpost/v1/enroll";
 
-/// The longest enrollment token accepted, in bytes (`outpost enroll-token create` makes 47).
+/// The longest enrollment token accepted, in bytes (`outpost enroll-token create` makes 68).
 pub const MAX_TOKEN: usize = 256;
 /// The largest CSR accepted, in DER bytes (a P-256 CSR is about 250).
 pub const MAX_CSR: usize = 4096;

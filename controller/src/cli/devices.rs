@@ -1,4 +1,4 @@
-//! `outpost devices list [-l k=v,...] [-o json] | show ID [-o json]` and `outpost audit`.
+//! `outpost devices list [-l k=v,...] [-o json] | show ID [-o json] | approve ID | revoke ID`.
 
 use super::client::Remote;
 use super::{Failure, Output};
@@ -27,6 +27,25 @@ enum Command {
         #[arg(short = 'o', long = "output", value_enum, default_value_t)]
         output: Output,
     },
+    /// Approve a device that enrolled with a token without --auto-approve: it gets its certificate.
+    Approve { id: String },
+    /// Refuse a device for good: its messages are ignored, its certificates go on the CRL, it cannot
+    /// enroll again under this id.
+    Revoke { id: String },
+}
+
+fn status(d: &serde_json::Value) -> &str {
+    match &d["enrollment"]["status"] {
+        serde_json::Value::String(s) => match s.as_str() {
+            "Unenrolled" => "-",
+            "Pending" => "pending",
+            "Approved" => "approved",
+            "Enrolled" => "enrolled",
+            _ => "?",
+        },
+        serde_json::Value::Object(o) if o.contains_key("Revoked") => "revoked",
+        _ => "-",
+    }
 }
 
 fn version(v: &serde_json::Value) -> String {
@@ -61,7 +80,10 @@ pub fn run(a: Args) -> Result<(), Failure> {
                 println!("{}", serde_json::to_string_pretty(&list).expect("json"));
                 return Ok(());
             }
-            println!("{:<20} {:<8} {:<8} {:<16} {:<8} LABELS", "DEVICE", "ARCH", "ONLINE", "RUNNING", "AGENT");
+            println!(
+                "{:<20} {:<8} {:<8} {:<9} {:<16} {:<8} LABELS",
+                "DEVICE", "ARCH", "ONLINE", "IDENTITY", "RUNNING", "AGENT"
+            );
             for d in list.as_array().into_iter().flatten() {
                 let labels: Vec<String> = d["labels"]
                     .as_object()
@@ -70,10 +92,11 @@ pub fn run(a: Args) -> Result<(), Failure> {
                     .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
                     .collect();
                 println!(
-                    "{:<20} {:<8} {:<8} {:<16} {:<8} {}",
+                    "{:<20} {:<8} {:<8} {:<9} {:<16} {:<8} {}",
                     d["id"].as_str().unwrap_or("?"),
                     d["arch"].as_str().unwrap_or("-"),
                     if d["online"].as_bool() == Some(true) { "yes" } else { "no" },
+                    status(d),
                     running(d),
                     version(&d["agent_version"]),
                     labels.join(",")
@@ -90,6 +113,7 @@ pub fn run(a: Args) -> Result<(), Failure> {
             let t = &d["telemetry"];
             println!("device      {}", d["id"].as_str().unwrap_or("?"));
             println!("online      {} (last seen {})", d["online"], d["last_seen"]);
+            println!("identity    {}", status(&d));
             println!("running     {}", running(&d));
             println!(
                 "telemetry   {} record(s) received, contiguous up to {}, {} missing, {} duplicate(s)",
@@ -111,6 +135,16 @@ pub fn run(a: Args) -> Result<(), Failure> {
                     e["detail"].as_str().unwrap_or("")
                 );
             }
+            Ok(())
+        }
+        Command::Approve { id } => {
+            a.remote.post_json(&format!("/api/v1/devices/{id}/approve"), &serde_json::json!({}))?;
+            println!("approved {id}: it gets its certificate on its next enrollment request");
+            Ok(())
+        }
+        Command::Revoke { id } => {
+            a.remote.post_json(&format!("/api/v1/devices/{id}/revoke"), &serde_json::json!({}))?;
+            println!("revoked {id}: its messages are ignored and its certificates are on the CRL");
             Ok(())
         }
     }

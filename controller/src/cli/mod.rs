@@ -3,8 +3,11 @@
 //! failures print one line naming what was wrong.
 
 mod bundle;
+mod certs;
 pub mod client;
 mod devices;
+mod enroll_token;
+mod image;
 mod keys;
 mod rollout;
 mod serve;
@@ -27,12 +30,16 @@ enum Command {
     Trust(trust::Args),
     /// Create, sign, verify and inspect signed model bundles (.obundle); push them to the controller.
     Bundle(bundle::Args),
+    /// The device CA: issue device, broker and controller certificates.
+    Certs(certs::Args),
     /// Run the controller daemon (embedded broker by default).
     Serve(serve::Args),
     /// Print the documented default `outpost serve` configuration.
     PrintDefaultConfig,
     /// The fleet's devices.
     Devices(devices::Args),
+    /// Enrollment tokens: devices enroll with one on first boot and get their certificate.
+    EnrollToken(enroll_token::Args),
     /// Staged rollouts of a pushed bundle.
     Rollout(rollout::Args),
     /// Which model versions run where, and how the fleet stands against its targets.
@@ -44,6 +51,8 @@ enum Command {
         #[arg(short = 'o', long = "output", value_enum, default_value_t)]
         output: Output,
     },
+    /// Flashable device images (firmware-images/).
+    Image(image::Args),
     /// The controller's audit log.
     Audit {
         #[command(flatten)]
@@ -102,13 +111,16 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Keys(a) => keys::run(a),
         Command::Trust(a) => trust::run(a),
         Command::Bundle(a) => bundle::run(a),
+        Command::Certs(a) => certs::run(a),
         Command::Serve(a) => serve::run(a),
         Command::PrintDefaultConfig => {
             print!("{}", crate::daemon::config::DEFAULT_CONFIG);
             Ok(())
         }
         Command::Devices(a) => devices::run(a),
+        Command::EnrollToken(a) => enroll_token::run(a),
         Command::Rollout(a) => rollout::run(a),
+        Command::Image(a) => image::run(a),
         Command::Skew { model, remote, output } => rollout::skew(&remote, model.as_deref(), output),
         Command::Audit { remote, output } => {
             let log = remote.get("/api/v1/audit")?;

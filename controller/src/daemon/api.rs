@@ -39,6 +39,9 @@ pub fn router(api: Api) -> Router {
     let protected = Router::new()
         .route("/api/v1/devices", get(devices))
         .route("/api/v1/devices/{id}", get(device))
+        .route("/api/v1/devices/{id}/approve", axum::routing::post(approve))
+        .route("/api/v1/devices/{id}/revoke", axum::routing::post(revoke))
+        .route("/api/v1/enroll-tokens", get(list_tokens).post(create_token))
         .route("/api/v1/bundles", get(list_bundles).post(push_bundle))
         .route("/api/v1/audit", get(audit))
         .route("/api/v1/rollouts", get(list_rollouts).post(start_rollout))
@@ -100,6 +103,74 @@ async fn device(State(api): State<Api>, Path(id): Path<String>) -> Response {
     match api.fleet.device(&id) {
         Some(d) => Json(d).into_response(),
         None => error(StatusCode::NOT_FOUND, format!("no device {id}")),
+    }
+}
+
+fn device_id(id: &str) -> Result<DeviceId, Response> {
+    DeviceId::new(id).map_err(|e| error(StatusCode::BAD_REQUEST, format!("{id:?} is not a device id: {e}")))
+}
+
+async fn approve(State(api): State<Api>, Path(id): Path<String>) -> Response {
+    let id = match device_id(&id) {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
+    match api.fleet.approve(&id) {
+        Ok(()) => Json(api.fleet.device(&id)).into_response(),
+        Err(e) => error(StatusCode::CONFLICT, e),
+    }
+}
+
+async fn revoke(State(api): State<Api>, Path(id): Path<String>) -> Response {
+    let id = match device_id(&id) {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
+    match api.fleet.revoke(&id).await {
+        Ok(()) => Json(api.fleet.device(&id)).into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+/// `outpost enroll-token create`: lifetime in seconds (default 7 days), auto-approve or not.
+#[derive(Debug, serde::Deserialize)]
+struct TokenRequest {
+    #[serde(default)]
+    auto_approve: bool,
+    expires_secs: Option<u64>,
+}
+
+async fn create_token(State(api): State<Api>, Json(req): Json<TokenRequest>) -> Response {
+    let lifetime = req.expires_secs.unwrap_or(7 * 86_400);
+    if lifetime == 0 {
+        return error(StatusCode::BAD_REQUEST, "a token must live longer than 0 seconds");
+    }
+    match api.fleet.create_token(lifetime, req.auto_approve) {
+        Ok((secret, t)) => (
+            StatusCode::CREATED,
+            Json(serde_json::json!({
+                "token": secret, "id": t.id, "expires": t.expires, "auto_approve": t.auto_approve,
+            })),
+        )
+            .into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+async fn list_tokens(State(api): State<Api>) -> Response {
+    match api.fleet.tokens() {
+        Ok(list) => Json(
+            list.into_iter()
+                .map(|t| {
+                    serde_json::json!({
+                        "id": t.id, "created": t.created, "expires": t.expires,
+                        "auto_approve": t.auto_approve, "uses": t.uses,
+                    })
+                })
+                .collect::<Vec<_>>(),
+        )
+        .into_response(),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
 }
 

@@ -17,6 +17,14 @@ pub struct RawConfig {
     pub broker: RawBroker,
     #[serde(default)]
     pub trust: RawTrust,
+    #[serde(default)]
+    pub enroll: RawEnroll,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEnroll {
+    pub on_revoke: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -59,6 +67,8 @@ pub struct ServeConfig {
     pub trust_policy: Option<PathBuf>,
     pub root_pubs: Vec<PathBuf>,
     pub root_threshold: usize,
+    /// Run after `devices revoke` rewrote `<data>/ca/crl.pem`, so the broker reloads it (empty: nothing).
+    pub on_revoke: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -133,6 +143,7 @@ pub fn load(path: Option<&std::path::Path>, o: &Overrides) -> Result<ServeConfig
         trust_policy: raw.trust.policy,
         root_pubs: raw.trust.root_pub.unwrap_or_default(),
         root_threshold: raw.trust.root_threshold.unwrap_or(1).max(1),
+        on_revoke: raw.enroll.on_revoke.unwrap_or_default(),
     })
 }
 

@@ -5,6 +5,7 @@
 use super::registry::DeviceRecord;
 use super::store::{Store, Table};
 use outpost_protocol::codec;
+use outpost_protocol::enroll;
 use outpost_protocol::messages::{BundleRef, Chunk, DesiredState, Message, TelemetryAck};
 use outpost_protocol::topics::{self, Down, Up};
 use outpost_protocol::{DeviceId, Digest, Limits};
@@ -17,10 +18,12 @@ use std::time::Duration;
 pub const CHUNK_SIZE: u32 = 256 << 10;
 
 pub struct Fleet {
-    client: AsyncClient,
-    store: Arc<Store>,
-    devices: Mutex<BTreeMap<DeviceId, DeviceRecord>>,
+    pub(super) client: AsyncClient,
+    pub(super) store: Arc<Store>,
+    pub(super) devices: Mutex<BTreeMap<DeviceId, DeviceRecord>>,
     bundles: Mutex<HashMap<Digest, Arc<Vec<u8>>>>,
+    /// Device identities: the CA, the revocation hook and the audit rate limit (`enrollment.rs`).
+    pub(super) identity: super::enrollment::Identity,
 }
 
 impl std::fmt::Debug for Fleet {
@@ -35,13 +38,18 @@ pub fn now() -> u64 {
 
 impl Fleet {
     /// Connects to the broker and starts the ingest task. `client_id` must be unique per replica.
-    pub fn start(options: MqttOptions, store: Arc<Store>) -> anyhow::Result<Arc<Fleet>> {
+    pub fn start(
+        options: MqttOptions,
+        store: Arc<Store>,
+        identity: super::enrollment::Identity,
+    ) -> anyhow::Result<Arc<Fleet>> {
         let (client, mut eventloop) = AsyncClient::new(options, 1024);
         let mut devices = BTreeMap::new();
         for d in store.all::<DeviceRecord>(Table::Devices)? {
             devices.insert(d.id.clone(), d);
         }
-        let fleet = Arc::new(Fleet { client, store, devices: Mutex::new(devices), bundles: Mutex::default() });
+        let fleet =
+            Arc::new(Fleet { client, store, devices: Mutex::new(devices), bundles: Mutex::default(), identity });
         let f = fleet.clone();
         tokio::spawn(async move {
             loop {
@@ -49,6 +57,7 @@ impl Fleet {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
                         tracing::info!("controller connected to the broker");
                         let _ = f.client.subscribe(topics::controller_subscription(), QoS::AtLeastOnce).await;
+                        let _ = f.client.subscribe(enroll::controller_subscription(), QoS::AtLeastOnce).await;
                         f.republish_desired().await;
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) => f.handle(&p.topic, &p.payload).await,
@@ -71,14 +80,14 @@ impl Fleet {
         self.devices.lock().expect("devices").get(id).cloned()
     }
 
-    fn save(&self, d: &DeviceRecord) {
+    pub(super) fn save(&self, d: &DeviceRecord) {
         if let Err(e) = self.store.put(Table::Devices, d.id.as_str(), d) {
             tracing::error!(device = %d.id, error = %e, "cannot store the device record");
         }
     }
 
     /// Applies `change` to the device's record (creating it on first contact) and stores it.
-    fn update<R>(&self, id: &DeviceId, change: impl FnOnce(&mut DeviceRecord) -> R) -> R {
+    pub(super) fn update<R>(&self, id: &DeviceId, change: impl FnOnce(&mut DeviceRecord) -> R) -> R {
         let mut devices = self.devices.lock().expect("devices");
         let d = devices.entry(id.clone()).or_insert_with(|| DeviceRecord::new(id.clone(), now()));
         let r = change(d);
@@ -87,7 +96,15 @@ impl Fleet {
     }
 
     async fn handle(&self, topic: &str, payload: &[u8]) {
+        if let Some(device) = enroll::parse_request_topic(topic) {
+            return self.enroll(device, payload).await;
+        }
         let Some(topics::Parsed::Up(device, kind)) = topics::parse(topic) else { return };
+        // A revoked device may still hold a connection (or the broker may not have reloaded its CRL yet):
+        // nothing it says reaches the registry.
+        if self.is_revoked(&device) {
+            return self.ignore_revoked(&device, kind.as_str());
+        }
         let msg = match codec::decode(payload, &Limits::default()) {
             Ok(m) => m,
             Err(e) => {

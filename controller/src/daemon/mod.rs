@@ -5,6 +5,8 @@ pub mod api;
 pub mod broker;
 pub mod bundles;
 pub mod config;
+pub mod enroll;
+pub mod enrollment;
 pub mod fleet;
 pub mod registry;
 pub mod rollouts;

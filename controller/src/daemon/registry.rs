@@ -35,6 +35,9 @@ pub struct DeviceRecord {
     /// shadow comparisons per candidate.
     #[serde(default)]
     pub evidence: Option<DeviceView>,
+    /// Its identity: enrollment status, bound key, certificates issued.
+    #[serde(default)]
+    pub enrollment: super::enroll::Enrollment,
 }
 
 /// Where the device's telemetry stream stands. Batches arrive in sequence order from the device's last
@@ -70,6 +73,7 @@ impl DeviceRecord {
             events: VecDeque::new(),
             desired: None,
             evidence: None,
+            enrollment: super::enroll::Enrollment::default(),
         }
     }
 

@@ -82,6 +82,18 @@ fn mqtt_options(cfg: &ServeConfig, broker_addr: Option<std::net::SocketAddr>) ->
     Ok(o)
 }
 
+/// The device CA in `<data>/ca`, made at first start. Without it the daemon still runs; enrollment
+/// answers `unavailable` and says why in the log.
+fn device_ca(data_dir: &Path) -> Option<crate::pki::Ca> {
+    match crate::pki::Ca::open_or_init(&data_dir.join("ca"), super::fleet::now()) {
+        Ok(ca) => Some(ca),
+        Err(e) => {
+            tracing::error!(error = %e, "no device CA: devices cannot enroll");
+            None
+        }
+    }
+}
+
 fn rustls_provider() -> bool {
     // rumqttc builds its TLS config from the process-wide rustls provider.
     rustls::crypto::ring::default_provider().install_default().is_ok()
@@ -104,7 +116,12 @@ pub async fn serve(
         }
         Broker::External { .. } => None,
     };
-    let fleet = Fleet::start(mqtt_options(&cfg, broker_addr)?, store.clone())?;
+    let identity = super::enrollment::Identity::new(device_ca(&cfg.data_dir), cfg.on_revoke.clone());
+    let fleet = Fleet::start(mqtt_options(&cfg, broker_addr)?, store.clone(), identity)?;
+    // Rewritten at every start: it reflects the registry and never reaches its next-update time.
+    if let Err(e) = fleet.write_crl(super::fleet::now()) {
+        tracing::warn!(error = %e, "cannot write the certificate revocation list");
+    }
     let rollouts = super::rollouts::Rollouts::load(store.clone(), fleet.clone())?;
     // A broker that restarted (or the embedded one) lost the retained desired states: publish them again.
     rollouts.republish().await;

@@ -11,6 +11,8 @@ const DEVICES: TableDefinition<&str, &[u8]> = TableDefinition::new("devices");
 const BUNDLES: TableDefinition<&str, &[u8]> = TableDefinition::new("bundles");
 const ROLLOUTS: TableDefinition<&str, &[u8]> = TableDefinition::new("rollouts");
 const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+/// Enrollment tokens by the SHA-256 of their secret (the secret itself is never stored).
+const ENROLL_TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("enroll_tokens");
 
 #[derive(Debug, thiserror::Error)]
 #[error("{path}: {message}")]
@@ -31,6 +33,7 @@ pub enum Table {
     Devices,
     Bundles,
     Rollouts,
+    EnrollTokens,
 }
 
 impl Table {
@@ -39,6 +42,7 @@ impl Table {
             Table::Devices => DEVICES,
             Table::Bundles => BUNDLES,
             Table::Rollouts => ROLLOUTS,
+            Table::EnrollTokens => ENROLL_TOKENS,
         }
     }
 }
@@ -51,7 +55,7 @@ impl Store {
         let store = Store { db, dir: dir.to_owned() };
         // Create every table up front so readers never meet a missing one.
         let txn = store.db.begin_write().map_err(|e| err(&path, e))?;
-        for def in [DEVICES, BUNDLES, ROLLOUTS] {
+        for def in [DEVICES, BUNDLES, ROLLOUTS, ENROLL_TOKENS] {
             txn.open_table(def).map_err(|e| err(&path, e))?;
         }
         txn.open_table(AUDIT).map_err(|e| err(&path, e))?;

@@ -1,0 +1,79 @@
+//! `outpost enroll-token create [--auto-approve] [--expires 7d] | list`: the secrets devices enroll with.
+//! The controller keeps only their hash; `create` prints the token once, alone on stdout, so
+//! `outpost enroll-token create > token` writes the file an image carries.
+
+use super::client::Remote;
+use super::{Failure, Output};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    command: Command,
+    #[command(flatten)]
+    remote: Remote,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Make a token; print it once.
+    Create {
+        /// Devices that enroll with it get their certificate at once; otherwise they wait for
+        /// `outpost devices approve ID`.
+        #[arg(long = "auto-approve")]
+        auto_approve: bool,
+        /// How long it can be used, e.g. 7d, 12h.
+        #[arg(long, default_value = "7d")]
+        expires: String,
+        #[arg(short = 'o', long = "output", value_enum, default_value_t)]
+        output: Output,
+    },
+    /// Tokens (ids, expiry, uses; never the secrets).
+    List {
+        #[arg(short = 'o', long = "output", value_enum, default_value_t)]
+        output: Output,
+    },
+}
+
+pub fn run(a: Args) -> Result<(), Failure> {
+    match a.command {
+        Command::Create { auto_approve, expires, output } => {
+            let secs = super::parse_lifetime(&expires).map_err(|e| Failure::Error(format!("--expires: {e}")))?;
+            if secs == 0 {
+                return Err(Failure::Error("--expires: a token must live longer than 0 seconds".into()));
+            }
+            let body = serde_json::json!({ "auto_approve": auto_approve, "expires_secs": secs });
+            let t = a.remote.post_json("/api/v1/enroll-tokens", &body)?;
+            match output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&t).expect("json")),
+                Output::Table => {
+                    println!("{}", t["token"].as_str().unwrap_or_default());
+                    eprintln!(
+                        "token {} ({}), expires at {}: it is shown only now",
+                        t["id"].as_str().unwrap_or("?"),
+                        if auto_approve { "auto-approve" } else { "devices wait for approval" },
+                        t["expires"]
+                    );
+                }
+            }
+            Ok(())
+        }
+        Command::List { output } => {
+            let list = a.remote.get("/api/v1/enroll-tokens")?;
+            if output == Output::Json {
+                println!("{}", serde_json::to_string_pretty(&list).expect("json"));
+                return Ok(());
+            }
+            println!("{:<14} {:<13} {:<12} {:<6}", "TOKEN", "AUTO-APPROVE", "EXPIRES", "USES");
+            for t in list.as_array().into_iter().flatten() {
+                println!(
+                    "{:<14} {:<13} {:<12} {:<6}",
+                    t["id"].as_str().unwrap_or("?"),
+                    if t["auto_approve"] == true { "yes" } else { "no" },
+                    t["expires"],
+                    t["uses"]
+                );
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,273 @@
+//! The shell of enrollment and revocation: answers devices' enrollment requests (checks by `enroll.rs`
+//! and `pki::csr`, certificates by the CA), and the operator's tokens, approvals and revocations. Every
+//! refusal, approval, issue and revocation goes to the audit log.
+
+use super::enroll::{self, Decision, EnrollToken, Status};
+use super::fleet::{Fleet, now};
+use super::store::Table;
+use crate::pki::{self, Ca};
+use outpost_protocol::enroll::{EnrollOutcome, EnrollRefusal, EnrollRequest, EnrollResponse, MAX_TOKEN};
+use outpost_protocol::messages::Message;
+use outpost_protocol::{DeviceId, Limits, codec};
+use rumqttc::QoS;
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+/// Refusals and ignored messages are audited at most this often per device, so a device (or someone
+/// spraying requests) cannot flood the audit log.
+const AUDIT_EVERY_SECS: u64 = 60;
+
+/// What the fleet needs for identities.
+pub struct Identity {
+    /// `None` when the CA could not be opened or made: enrollment answers `unavailable`.
+    pub ca: Option<Ca>,
+    /// Run after the CRL is rewritten, e.g. `["systemctl", "reload", "mosquitto"]`.
+    pub on_revoke: Vec<String>,
+    last_audit: Mutex<HashMap<(DeviceId, &'static str), u64>>,
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Identity").field("ca", &self.ca).field("on_revoke", &self.on_revoke).finish_non_exhaustive()
+    }
+}
+
+impl Identity {
+    pub fn new(ca: Option<Ca>, on_revoke: Vec<String>) -> Identity {
+        Identity { ca, on_revoke, last_audit: Mutex::default() }
+    }
+
+    /// Whether an audit entry of this kind for this device is due (rate limit).
+    fn audit_due(&self, device: &DeviceId, kind: &'static str, now: u64) -> bool {
+        let mut last = self.last_audit.lock().expect("audit limiter");
+        let due = last.get(&(device.clone(), kind)).is_none_or(|t| now >= t + AUDIT_EVERY_SECS);
+        if due {
+            last.insert((device.clone(), kind), now);
+        }
+        due
+    }
+}
+
+impl Fleet {
+    fn audit(&self, entry: serde_json::Value) {
+        if let Err(e) = self.store.audit(&entry) {
+            tracing::error!(error = %e, "cannot append to the audit log");
+        }
+    }
+
+    pub(super) fn is_revoked(&self, id: &DeviceId) -> bool {
+        self.devices
+            .lock()
+            .expect("devices")
+            .get(id)
+            .is_some_and(|d| matches!(d.enrollment.status, Status::Revoked { .. }))
+    }
+
+    pub(super) fn ignore_revoked(&self, device: &DeviceId, kind: &str) {
+        tracing::warn!(%device, kind, "ignoring a message from a revoked device");
+        let t = now();
+        if self.identity.audit_due(device, "ignored", t) {
+            self.audit(serde_json::json!({
+                "at": t, "what": "message from a revoked device ignored", "device": device, "topic": kind,
+            }));
+        }
+    }
+
+    /// Answers one enrollment request published on `enroll/{device}/request`.
+    pub(super) async fn enroll(&self, device: DeviceId, payload: &[u8]) {
+        let req = match codec::decode(payload, &Limits::default()) {
+            Ok(Message::EnrollRequest(r)) if r.device == device => r,
+            Ok(_) => return tracing::warn!(%device, "dropping a foreign message on an enrollment topic"),
+            Err(e) => return tracing::warn!(%device, error = %e, "dropping a malformed enrollment request"),
+        };
+        let nonce = req.nonce;
+        let outcome = self.decide_enrollment(&device, req);
+        if let EnrollOutcome::Refused { reason, detail } = &outcome {
+            tracing::warn!(%device, reason = reason.code(), detail, "enrollment refused");
+        }
+        let msg = codec::encode(&Message::EnrollResponse(EnrollResponse { device: device.clone(), nonce, outcome }));
+        let topic = outpost_protocol::enroll::response_topic(&device);
+        if let Err(e) = self.client.publish(topic, QoS::AtLeastOnce, false, msg).await {
+            tracing::warn!(%device, error = %e, "cannot answer an enrollment request");
+        }
+    }
+
+    fn refuse(&self, device: &DeviceId, token: Option<&str>, reason: EnrollRefusal, detail: String) -> EnrollOutcome {
+        let t = now();
+        if self.identity.audit_due(device, "refused", t) {
+            self.audit(serde_json::json!({
+                "at": t, "what": "enrollment refused", "device": device, "reason": reason.code(),
+                "detail": &detail, "token": token,
+            }));
+        }
+        EnrollOutcome::Refused { reason, detail }
+    }
+
+    fn decide_enrollment(&self, device: &DeviceId, req: EnrollRequest) -> EnrollOutcome {
+        let t = now();
+        if req.token.len() > MAX_TOKEN {
+            return self.refuse(device, None, EnrollRefusal::InvalidToken, "the token is too long".into());
+        }
+        let csr = match pki::csr::check(&req.csr, device) {
+            Ok(c) => c,
+            Err(e) => return self.refuse(device, None, e.refusal(), e.to_string()),
+        };
+        let key = csr.key_fingerprint();
+        let hash = enroll::hash(&req.token);
+        let stored: Option<EnrollToken> = match self.store.get(Table::EnrollTokens, &hash) {
+            Ok(s) => s,
+            Err(e) => return self.refuse(device, None, EnrollRefusal::Unavailable, e.to_string()),
+        };
+        let checked = enroll::check_token(stored.as_ref(), t).map(|tok| (tok.id.as_str(), tok.auto_approve));
+        let token_id = checked.as_ref().ok().map(|(id, _)| id.to_string());
+        let current = self.device(device).map(|d| d.enrollment).unwrap_or_default();
+        match enroll::decide(&current, &key, checked) {
+            Decision::Refuse(reason, detail) => self.refuse(device, token_id.as_deref(), reason, detail),
+            Decision::Pending => {
+                let first = current.status != Status::Pending;
+                self.update(device, |d| {
+                    d.enrollment.status = Status::Pending;
+                    d.enrollment.key = Some(key.clone());
+                    d.enrollment.token.clone_from(&token_id);
+                    d.enrollment.requested = t;
+                    d.arch = Some(req.arch);
+                    d.agent_version = Some(req.agent_version);
+                    d.labels = req.labels.into_iter().collect();
+                });
+                if first {
+                    self.count_token_use(stored);
+                    self.audit(serde_json::json!({
+                        "at": t, "what": "enrollment pending approval", "device": device, "token": token_id, "key": key,
+                    }));
+                }
+                EnrollOutcome::Pending
+            }
+            Decision::Issue => {
+                let Some(ca) = &self.identity.ca else {
+                    let detail = "the controller has no device CA".to_string();
+                    return self.refuse(device, token_id.as_deref(), EnrollRefusal::Unavailable, detail);
+                };
+                let issued = match ca.issue_for_csr(device, &csr, t) {
+                    Ok(i) => i,
+                    Err(e) => return self.refuse(device, token_id.as_deref(), EnrollRefusal::Unavailable, e.to_string()),
+                };
+                let fresh = current.status == Status::Unenrolled;
+                self.update(device, |d| {
+                    let e = &mut d.enrollment;
+                    e.status = Status::Enrolled;
+                    e.key = Some(key.clone());
+                    if e.token.is_none() {
+                        e.token.clone_from(&token_id);
+                    }
+                    e.requested = t;
+                    e.serials.push(issued.serial.clone());
+                    d.arch = Some(req.arch);
+                    d.agent_version = Some(req.agent_version);
+                    d.labels = req.labels.into_iter().collect();
+                });
+                if fresh {
+                    self.count_token_use(stored);
+                }
+                self.audit(serde_json::json!({
+                    "at": t, "what": "device enrolled", "device": device, "token": token_id, "key": key,
+                    "serial": &issued.serial,
+                }));
+                tracing::info!(%device, serial = %issued.serial, "device enrolled");
+                EnrollOutcome::Issued { certificate: issued.cert_pem, ca: ca.cert_pem().to_owned() }
+            }
+        }
+    }
+
+    fn count_token_use(&self, token: Option<EnrollToken>) {
+        if let Some(mut tok) = token {
+            tok.uses += 1;
+            if let Err(e) = self.store.put(Table::EnrollTokens, &tok.hash.clone(), &tok) {
+                tracing::warn!(token = %tok.id, error = %e, "cannot count a token use");
+            }
+        }
+    }
+
+    /// `outpost enroll-token create`: returns the secret (shown once) and the stored token.
+    pub fn create_token(&self, lifetime_secs: u64, auto_approve: bool) -> anyhow::Result<(String, EnrollToken)> {
+        let mut random = [0u8; 32];
+        getrandom::fill(&mut random).map_err(|e| anyhow::anyhow!("no OS randomness for a token: {e}"))?;
+        let t = now();
+        let (secret, token) = enroll::new_token(random, t, lifetime_secs, auto_approve);
+        self.store.put(Table::EnrollTokens, &token.hash, &token)?;
+        self.audit(serde_json::json!({
+            "at": t, "what": "enrollment token created", "token": &token.id, "expires": token.expires,
+            "auto_approve": auto_approve,
+        }));
+        Ok((secret, token))
+    }
+
+    pub fn tokens(&self) -> anyhow::Result<Vec<EnrollToken>> {
+        Ok(self.store.all(Table::EnrollTokens)?)
+    }
+
+    /// `outpost devices approve ID`: a pending device gets its certificate on its next request.
+    pub fn approve(&self, id: &DeviceId) -> Result<(), String> {
+        let status = self.device(id).map(|d| d.enrollment.status);
+        match status {
+            Some(Status::Pending) | Some(Status::Approved) => {}
+            Some(other) => return Err(format!("device {id} is {}, not pending approval", other.label())),
+            None => return Err(format!("no device {id}")),
+        }
+        self.update(id, |d| d.enrollment.status = Status::Approved);
+        self.audit(serde_json::json!({"at": now(), "what": "device approved", "device": id}));
+        Ok(())
+    }
+
+    /// `outpost devices revoke ID`: the registry refuses the device from now on, its certificates go on the
+    /// CRL, and the revocation hook lets the broker reload it. An unknown id is revoked too (pre-emptively).
+    pub async fn revoke(&self, id: &DeviceId) -> Result<(), String> {
+        let t = now();
+        self.update(id, |d| {
+            if !matches!(d.enrollment.status, Status::Revoked { .. }) {
+                d.enrollment.status = Status::Revoked { at: t };
+            }
+            d.online = false;
+        });
+        let crl = self.write_crl(t);
+        self.audit(serde_json::json!({
+            "at": t, "what": "device revoked", "device": id, "crl": crl.as_ref().map(|p| p.display().to_string()),
+        }));
+        let crl = crl.map_err(|e| format!("device {id} is revoked in the registry, but the CRL was not written: {e}"))?;
+        if let Some(ca) = &self.identity.ca {
+            tracing::info!(device = %id, crl = %crl.display(), dir = %ca.dir().display(), "device revoked");
+        }
+        self.run_revoke_hook().await
+    }
+
+    /// Rewrites the CRL from the registry (also at every start, so it never reaches its next-update time).
+    pub fn write_crl(&self, t: u64) -> Result<std::path::PathBuf, String> {
+        let Some(ca) = &self.identity.ca else { return Err("the controller has no device CA".into()) };
+        let revoked: Vec<(String, u64)> = self
+            .devices()
+            .into_iter()
+            .filter_map(|d| match d.enrollment.status {
+                Status::Revoked { at } => Some((d.id.to_string(), at)),
+                _ => None,
+            })
+            .collect();
+        ca.write_crl(&revoked, t).map_err(|e| e.to_string())
+    }
+
+    async fn run_revoke_hook(&self) -> Result<(), String> {
+        let Some((cmd, args)) = self.identity.on_revoke.split_first() else { return Ok(()) };
+        let (c, a) = (cmd.clone(), args.to_vec());
+        let out = tokio::task::spawn_blocking(move || std::process::Command::new(c).args(a).output())
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("enroll.on_revoke {cmd:?}: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "enroll.on_revoke {:?} failed ({}): {}",
+                self.identity.on_revoke,
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(())
+    }
+}

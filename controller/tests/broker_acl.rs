@@ -1,0 +1,225 @@
+//! The shipped production broker setup with real mosquitto, real certificates from `outpost certs` and
+//! real rumqttc clients: a device can use only its own topics, the controller identity sees all of them,
+//! a certificate from another CA is refused, and the enrollment listener confines each anonymous client
+//! to its own enrollment topics.
+
+#[path = "support/prod_broker.rs"]
+mod prod_broker;
+
+use prod_broker::ProdBroker;
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+fn tempdir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("outpost-acl-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn outpost(args: &[&str]) {
+    let out = Command::new(env!("CARGO_BIN_EXE_outpost")).args(args).output().unwrap();
+    assert!(out.status.success(), "outpost {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// CA in `data`, server/controller/device certificates in `pki`.
+fn issue_all(data: &Path, pki: &Path, devices: &[&str]) {
+    let (data, pki) = (data.display().to_string(), pki.display().to_string());
+    outpost(&["certs", "init", "--data-dir", &data]);
+    outpost(&["certs", "server", "--host", "127.0.0.1", "--out", &pki, "--data-dir", &data]);
+    outpost(&["certs", "controller", "--out", &pki, "--data-dir", &data]);
+    for d in devices {
+        outpost(&["certs", "issue", "--device", d, "--out", &pki, "--data-dir", &data]);
+    }
+    std::fs::copy(Path::new(&data).join("ca/crl.pem"), Path::new(&pki).join("crl.pem")).unwrap();
+}
+
+struct Client {
+    client: AsyncClient,
+    rx: mpsc::UnboundedReceiver<(String, Vec<u8>)>,
+    connected: tokio::sync::watch::Receiver<Option<bool>>,
+}
+
+/// A rumqttc client; `identity` is the certificate/key file stem in `pki` (none: server-auth TLS only).
+fn client(pki: &Path, port: u16, client_id: &str, identity: Option<&str>) -> Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut o = MqttOptions::new(client_id, "127.0.0.1", port);
+    o.set_keep_alive(Duration::from_secs(5));
+    let ca = std::fs::read(pki.join("ca.pem")).unwrap();
+    let client_auth = identity.map(|n| {
+        (std::fs::read(pki.join(format!("{n}.crt"))).unwrap(), std::fs::read(pki.join(format!("{n}.key"))).unwrap())
+    });
+    o.set_transport(Transport::tls_with_config(TlsConfiguration::Simple { ca, alpn: None, client_auth }));
+    let (client, mut eventloop) = AsyncClient::new(o, 64);
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (ctx, connected) = tokio::sync::watch::channel(None);
+    tokio::spawn(async move {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    let _ = ctx.send(Some(true));
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    let _ = tx.send((p.topic.clone(), p.payload.to_vec()));
+                }
+                Ok(_) => {}
+                Err(_) => {
+                    let _ = ctx.send(Some(false));
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    });
+    Client { client, rx, connected }
+}
+
+impl Client {
+    /// Waits for the first connection outcome: `true` on CONNACK, `false` when the attempt failed.
+    async fn outcome(&mut self) -> bool {
+        let r = self.connected.wait_for(|c| c.is_some()).await.unwrap();
+        r.unwrap()
+    }
+
+    async fn sub(&self, filter: &str) {
+        self.client.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
+    }
+
+    async fn publish(&self, topic: &str, body: &str) {
+        self.client.publish(topic, QoS::AtLeastOnce, false, body.as_bytes().to_vec()).await.unwrap();
+    }
+
+    /// Everything received until `marker` arrives (or panics after 10 s).
+    async fn until(&mut self, marker: &str) -> Vec<(String, String)> {
+        let mut seen = Vec::new();
+        loop {
+            let (topic, body) = tokio::time::timeout(Duration::from_secs(10), self.rx.recv())
+                .await
+                .unwrap_or_else(|_| panic!("{marker:?} never arrived; got {seen:?}"))
+                .unwrap();
+            let body = String::from_utf8_lossy(&body).into_owned();
+            let done = body == marker;
+            seen.push((topic, body));
+            if done {
+                return seen;
+            }
+        }
+    }
+}
+
+const DEV: &str = "outpost/v1/devices";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_use_only_their_own_topics_the_controller_sees_all_and_foreign_certificates_are_refused() {
+    let dir = tempdir("identity");
+    let (data, pki) = (dir.join("data"), dir.join("pki"));
+    issue_all(&data, &pki, &["dev-a", "dev-b"]);
+    let broker = ProdBroker::start(&pki);
+
+    let mut ctl = client(&pki, broker.tls_port, "outpost-controller", Some("controller"));
+    assert!(ctl.outcome().await, "the controller identity connects: {}", broker.log());
+    // Exactly the daemon's subscription (a shared one): the ACL must allow it.
+    ctl.sub(&outpost_protocol::topics::controller_subscription()).await;
+    let mut a = client(&pki, broker.tls_port, "dev-a", Some("dev-a"));
+    let mut b = client(&pki, broker.tls_port, "dev-b", Some("dev-b"));
+    assert!(a.outcome().await && b.outcome().await, "devices connect: {}", broker.log());
+    for filter in [format!("{DEV}/dev-b/down/#"), "#".into(), format!("{DEV}/dev-a/down/+")] {
+        a.sub(&filter).await;
+    }
+    b.sub(&format!("{DEV}/dev-b/down/+")).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // A speaks as B, then as itself: the controller gets only the second.
+    a.publish(&format!("{DEV}/dev-b/up/hello"), "a-as-b").await;
+    a.publish(&format!("{DEV}/dev-b/up/telemetry"), "a-as-b").await;
+    a.publish(&format!("{DEV}/dev-a/down/desired"), "a-writes-its-own-down").await;
+    a.publish(&format!("{DEV}/dev-a/up/hello"), "a-done").await;
+    let seen = ctl.until("a-done").await;
+    assert_eq!(seen, vec![(format!("{DEV}/dev-a/up/hello"), "a-done".into())], "only A's own message reached it");
+    b.publish(&format!("{DEV}/dev-b/up/hello"), "b-done").await;
+    assert_eq!(ctl.until("b-done").await, vec![(format!("{DEV}/dev-b/up/hello"), "b-done".into())]);
+
+    // The controller writes B's desired state (retained, as the daemon does), then A's: A reads only its own.
+    let desired_b = format!("{DEV}/dev-b/down/desired");
+    ctl.client.publish(&desired_b, QoS::AtLeastOnce, true, b"for-b".to_vec()).await.unwrap();
+    ctl.publish(&format!("{DEV}/dev-b/down/chunk"), "chunk-for-b").await;
+    assert_eq!(b.until("chunk-for-b").await.len(), 2, "B gets its desired state and chunk");
+    ctl.publish(&format!("{DEV}/dev-a/down/desired"), "for-a").await;
+    let seen_by_a = a.until("for-a").await;
+    assert!(seen_by_a.iter().all(|(t, _)| t.starts_with(&format!("{DEV}/dev-a/"))), "A saw {seen_by_a:?}");
+    assert!(!seen_by_a.iter().any(|(_, body)| body == "a-writes-its-own-down"), "a device cannot write down topics");
+    // A late subscriber on A's identity does not get B's retained desired state either.
+    let mut late = client(&pki, broker.tls_port, "dev-a-late", Some("dev-a"));
+    assert!(late.outcome().await);
+    late.sub(&desired_b).await;
+    late.sub(&format!("{DEV}/dev-a/down/+")).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    ctl.publish(&format!("{DEV}/dev-a/down/ack"), "late-marker").await;
+    assert_eq!(late.until("late-marker").await.len(), 1, "B's retained desired state never reached A");
+
+    // A certificate from another CA (same device id) and no certificate at all: refused at the handshake.
+    let other = dir.join("other");
+    let other_pki = dir.join("other-pki");
+    issue_all(&other, &other_pki, &["dev-a"]);
+    std::fs::copy(pki.join("ca.pem"), other_pki.join("ca.pem")).unwrap(); // trust the real broker
+    let mut forged = client(&other_pki, broker.tls_port, "dev-a", Some("dev-a"));
+    assert!(!forged.outcome().await, "a certificate from another CA is refused");
+    let mut anonymous = client(&pki, broker.tls_port, "dev-x", None);
+    assert!(!anonymous.outcome().await, "no certificate, no connection on the identity listener");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_enrollment_listener_confines_each_anonymous_client_to_its_own_enrollment_topics() {
+    let dir = tempdir("enroll");
+    let (data, pki) = (dir.join("data"), dir.join("pki"));
+    issue_all(&data, &pki, &["dev-b"]);
+    let broker = ProdBroker::start(&pki);
+    let enroll = "outpost/v1/enroll";
+
+    let mut ctl = client(&pki, broker.tls_port, "outpost-controller", Some("controller"));
+    assert!(ctl.outcome().await);
+    ctl.sub(&outpost_protocol::enroll::controller_subscription()).await;
+    ctl.sub(&outpost_protocol::topics::controller_subscription()).await;
+    let desired_b = format!("{DEV}/dev-b/down/desired");
+    ctl.client.publish(&desired_b, QoS::AtLeastOnce, true, b"secret-desired".to_vec()).await.unwrap();
+
+    // No client certificate: server-auth TLS is enough here.
+    let mut c = client(&pki, broker.enroll_port, "dev-c", None);
+    let mut d = client(&pki, broker.enroll_port, "dev-d", None);
+    assert!(c.outcome().await && d.outcome().await, "anonymous enrollment clients connect: {}", broker.log());
+    for filter in ["#", "outpost/v1/enroll/+/request", desired_b.as_str(), "outpost/v1/enroll/dev-c/response"] {
+        c.sub(filter).await;
+    }
+    d.sub("outpost/v1/enroll/dev-d/response").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // C writes D's request, a device topic, then its own request (one connection: in order).
+    c.publish(&format!("{enroll}/dev-d/request"), "c-as-d").await;
+    c.publish(&format!("{DEV}/dev-b/up/hello"), "c-as-b").await;
+    c.publish(&format!("{enroll}/dev-c/request"), "c-done").await;
+    let seen = ctl.until("c-done").await;
+    assert_eq!(seen, vec![(format!("{enroll}/dev-c/request"), "c-done".to_string())], "C's forged messages arrived");
+    d.publish(&format!("{enroll}/dev-d/request"), "d-token").await;
+    assert_eq!(ctl.until("d-token").await.len(), 1, "D's own request arrives");
+
+    // The controller answers both; each reads its own answer only, and C never saw D's token.
+    ctl.publish(&format!("{enroll}/dev-d/response"), "cert-d").await;
+    ctl.publish(&format!("{enroll}/dev-c/response"), "cert-c").await;
+    assert_eq!(d.until("cert-d").await.len(), 1);
+    let seen_by_c = c.until("cert-c").await;
+    assert_eq!(seen_by_c, vec![(format!("{enroll}/dev-c/response"), "cert-c".to_string())], "C saw {seen_by_c:?}");
+
+    // A client id that is a wildcard gains nothing through %c: it reads no one's answer.
+    let mut w = client(&pki, broker.enroll_port, "+", None);
+    if w.outcome().await {
+        w.sub("outpost/v1/enroll/+/response").await;
+        w.sub("#").await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        ctl.publish(&format!("{enroll}/dev-c/response"), "cert-c-again").await;
+        c.until("cert-c-again").await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(w.rx.try_recv().is_err(), "a wildcard client id read an answer");
+    }
+}

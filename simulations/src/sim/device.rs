@@ -1,0 +1,719 @@
+//! A simulated device: the real agent update machine inside a shell that does what the agent's driver
+//! (`agent/src/fleet/driver.rs`) does with the machine's effects: staging file of checked chunks, verify
+//! into the candidate slot, self-test, slot switches (active / previous / retired / candidate), commit with
+//! the release floor, events into the telemetry queue and onto `up/events`, hello after model changes.
+//! Local traffic is drawn from the model's behaviour; telemetry windows and the watch's health figures
+//! come from it.
+
+use super::catalog::{BASE, Catalog, TARGET};
+use super::fabric::Down;
+use super::rng::Rng;
+use super::scenario::Scenario;
+use super::telemetry::{Body, Queue, Window};
+use super::world::{Ev, Work, World};
+use outpost_agent::update::machine::{Effect, Health, Input, Machine, UpdateState};
+use outpost_protocol::messages::{ChunkRequest, DesiredState, Hello, Message, Mode, Presence, RunningModel};
+use outpost_protocol::telemetry::{UpdateEvent, UpdateStage};
+use outpost_protocol::{Arch, DeviceId, Digest, RejectReason, Version};
+use std::collections::VecDeque;
+
+/// Device clocks start here (ms since the Unix epoch), shifted by each device's skew.
+const DEVICE_EPOCH_MS: u64 = super::world::T0 * 1000;
+const VERIFY_MS: u64 = 200;
+const SELFTEST_MS: u64 = 500;
+const ACTIVATE_MS: u64 = 300;
+pub const AGENT_VERSION: Version = Version::new(0, 1, 0);
+
+#[derive(Debug, Clone, Default)]
+pub struct Link {
+    pub up: bool,
+    /// Incremented on every connect: a message for an older connection is not delivered.
+    pub conn: u32,
+    /// A reconnect attempt is scheduled.
+    pub connecting: bool,
+    pub last_desired_at: u64,
+}
+
+/// The model slots, as `Slots` in the agent's store.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Slots {
+    pub active: Option<u8>,
+    pub previous: Option<u8>,
+    pub retired: Option<u8>,
+    pub candidate: Option<u8>,
+    pub shadow_percent: Option<u8>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Traffic {
+    requests: u64,
+    errors: u64,
+    compared: u64,
+    agreed: u64,
+}
+
+#[derive(Debug)]
+pub struct Device {
+    pub id: DeviceId,
+    pub arch: Arch,
+    pub labels: Vec<(String, String)>,
+    pub powered: bool,
+    /// Counts power cycles; cancels work and ticks of an earlier boot.
+    pub boot: u32,
+    pub boot_id: u64,
+    pub link: Link,
+    /// No network before this time (ms): the device is offline from the start.
+    pub offline_until_ms: u64,
+    pub skew_ms: i64,
+    pub machine: Machine,
+    /// The machine's state as last persisted: what a power loss comes back to.
+    persisted: UpdateState,
+    pub slots: Slots,
+    pub floor: u64,
+    /// Bit per release that passed verification on this device (the factory model counts as verified).
+    pub verified: u8,
+    /// The staging file: which chunks of which bundle are written and matched their digest.
+    staging: Option<(Digest, Vec<bool>)>,
+    last_chunk: Option<u32>,
+    served_until_ms: u64,
+    window: Traffic,
+    watch: Traffic,
+    queue: Queue,
+    /// The release is broken on this device / fails its self-test here.
+    failing: bool,
+    selftest_fails: bool,
+    /// Loses power once while an update runs (and has not yet).
+    will_lose_power: bool,
+    ticking: bool,
+    pub ever_on_target: bool,
+}
+
+impl Device {
+    pub fn new(i: u32, s: &Scenario, catalog: &Catalog, rng: &mut Rng) -> Device {
+        let f = &s.fleet;
+        let region = &f.regions[i as usize % f.regions.len()];
+        let arch_name = &f.archs[(i as usize / f.regions.len()) % f.archs.len()];
+        let arch: Arch = arch_name.parse().expect("validated");
+        let skew = s.fleet.clock_skew_secs as i64 * 1000;
+        let offline = rng.chance(s.faults.offline_fraction);
+        let offline_until_ms =
+            if offline { rng.range(s.faults.return_min_secs, s.faults.return_max_secs).max(1) * 1000 } else { 0 };
+        let _ = catalog;
+        Device {
+            id: DeviceId::new(format!("dev-{i:06}")).expect("a valid id"),
+            arch,
+            labels: vec![("region".into(), region.clone()), ("arch".into(), arch.as_str().into())],
+            powered: true,
+            boot: 0,
+            boot_id: rng.next_u64(),
+            link: Link::default(),
+            offline_until_ms,
+            skew_ms: rng.range(0, 2 * skew as u64) as i64 - skew,
+            machine: Machine::default(),
+            persisted: UpdateState::default(),
+            slots: Slots { active: Some(BASE), ..Slots::default() },
+            floor: 10,
+            verified: 1 << BASE,
+            staging: None,
+            last_chunk: None,
+            served_until_ms: 0,
+            window: Traffic::default(),
+            watch: Traffic::default(),
+            queue: Queue::default(),
+            failing: rng.chance(s.release.failing_devices),
+            selftest_fails: rng.chance(s.release.selftest_failures),
+            will_lose_power: rng.chance(s.faults.power_loss),
+            ticking: false,
+            ever_on_target: false,
+        }
+    }
+
+    pub fn label(&self, key: &str) -> Option<&str> {
+        self.labels.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+
+    /// The device's own clock (ms): virtual time shifted by its skew.
+    pub fn clock_ms(&self, now_ms: u64) -> u64 {
+        (DEVICE_EPOCH_MS + now_ms).saturating_add_signed(self.skew_ms)
+    }
+
+    /// An update is under way (the machine needs ticks).
+    pub fn updating(&self) -> bool {
+        !matches!(
+            self.machine.stage(),
+            UpdateStage::Idle | UpdateStage::Committed | UpdateStage::RolledBack | UpdateStage::Rejected
+        )
+    }
+
+    pub fn running(&self, catalog: &Catalog) -> Option<RunningModel> {
+        self.slots.active.map(|r| catalog.get(r).running.clone())
+    }
+
+    /// The device's own update of `bundle` ended in a refusal or a rollback of its own (not a
+    /// supersession or a revert on request).
+    pub fn install_failed(&self, bundle: &Digest) -> bool {
+        self.machine.state.job.as_ref().is_some_and(|j| {
+            j.bundle() == *bundle
+                && matches!(j.stage, UpdateStage::RolledBack | UpdateStage::Rejected)
+                && j.outcome.as_ref().is_some_and(|(r, _)| *r != RejectReason::Superseded)
+        })
+    }
+
+    /// The controller's view says what the device says: the model it runs and where its last update
+    /// stands.
+    pub fn agrees_with(&self, v: &outpost_controller::rollout::DeviceView, catalog: &Catalog) -> bool {
+        let update_known = match self.machine.state.job.as_ref() {
+            Some(j) => v.update_for(&j.bundle()).is_some_and(|u| u.stage == j.stage),
+            None => true,
+        };
+        v.running == self.running(catalog) && update_known
+    }
+
+    fn job_desired(&self) -> Option<DesiredState> {
+        self.machine.state.job.as_ref().map(|j| j.desired.clone())
+    }
+}
+
+impl World {
+    fn dev(&mut self, dev: u32) -> &mut Device {
+        &mut self.devices[dev as usize]
+    }
+
+    fn hello(&self, dev: u32) -> Message {
+        let d = &self.devices[dev as usize];
+        Message::Hello(Hello {
+            device: d.id.clone(),
+            arch: d.arch,
+            agent_version: AGENT_VERSION,
+            labels: d.labels.clone(),
+            running: d.running(&self.catalog),
+            boot_id: d.boot_id,
+            max_packet: 1 << 20,
+        })
+    }
+
+    /// Whether the device could reach the broker right now.
+    fn reachable(&self, dev: u32) -> bool {
+        let d = &self.devices[dev as usize];
+        d.powered && self.now_ms() >= d.offline_until_ms && self.ctl.broker_up && !self.is_partitioned(dev)
+    }
+
+    pub(super) fn device_connect(&mut self, dev: u32) {
+        self.dev(dev).link.connecting = false;
+        if self.devices[dev as usize].link.up || !self.devices[dev as usize].powered {
+            return;
+        }
+        if !self.reachable(dev) {
+            self.schedule_reconnect(dev, 0);
+            return;
+        }
+        self.reconnects += 1;
+        let failures = self.scenario.fabric.link_failures_per_hour;
+        let fail_after = (failures > 0.0).then(|| self.rng.exp(3_600_000.0 / failures) as u64);
+        let d = self.dev(dev);
+        d.link.up = true;
+        d.link.conn += 1;
+        let (id, boot_id, conn) = (d.id.clone(), d.boot_id, d.link.conn);
+        if let Some(after) = fail_after {
+            self.q.after(after.max(1), Ev::LinkFail { dev, conn });
+        }
+        self.dev_send(dev, Message::Presence(Presence { device: id, online: true, boot_id }));
+        let hello = self.hello(dev);
+        self.dev_send(dev, hello);
+        // The broker hands a new subscriber the retained desired state.
+        if self.devices[dev as usize].link.up
+            && let Some(desired) = self.ctl.retained[dev as usize].clone()
+        {
+            self.ctl_send(dev, Down::Desired(desired));
+        }
+        self.ship(dev);
+    }
+
+    fn schedule_reconnect(&mut self, dev: u32, after_ms: u64) {
+        let f = &self.scenario.fabric;
+        let backoff = self.rng.range(f.reconnect_min_secs * 1000, f.reconnect_max_secs * 1000);
+        let d = self.dev(dev);
+        if d.link.connecting || !d.powered {
+            return;
+        }
+        d.link.connecting = true;
+        self.q.after(after_ms + backoff, Ev::Connect { dev });
+    }
+
+    pub(super) fn device_link_lost(&mut self, dev: u32, conn: u32) {
+        let d = &self.devices[dev as usize];
+        if d.link.up || d.link.conn != conn {
+            return;
+        }
+        self.schedule_reconnect(dev, 0);
+    }
+
+    pub(super) fn device_receives(&mut self, dev: u32, conn: u32, msg: Down) {
+        let d = &self.devices[dev as usize];
+        if !d.link.up || d.link.conn != conn || !d.powered {
+            return;
+        }
+        match msg {
+            Down::Desired(desired) => {
+                let active = d.slots.active.map(|r| &self.catalog.get(r).running);
+                let already_active = active.is_some_and(|m| m.name == desired.model && m.sequence == desired.sequence);
+                let installs = desired.mode != Mode::Revert && !already_active;
+                if installs && d.will_lose_power {
+                    // Somewhere in the update: fetching, verifying, shadowing, activating or watching.
+                    let span = (u64::from(self.scenario.rollout.shadow_secs.unwrap_or(0))
+                        + u64::from(self.scenario.rollout.watch_secs))
+                        * 1000;
+                    let at = self.rng.range(50, span.max(100));
+                    self.dev(dev).will_lose_power = false;
+                    self.q.after(at, Ev::PowerLoss { dev });
+                }
+                self.step(dev, Input::Desired { desired: (*desired).clone(), already_active });
+            }
+            Down::Withdrawn => self.step(dev, Input::Withdrawn),
+            Down::Chunk { release, index, corrupt } => self.chunk_arrives(dev, release, index, corrupt),
+            Down::Ack(up_to) => {
+                let q = &mut self.dev(dev).queue;
+                let more = !q.is_empty();
+                q.ack(up_to);
+                // The shipper sends the next batch of a backlog as soon as the previous one is acked.
+                if more && !self.devices[dev as usize].queue.is_empty() {
+                    self.ship(dev);
+                }
+            }
+        }
+    }
+
+    /// What the driver's `write_chunk` does: check the chunk against the digest list and write it.
+    fn chunk_arrives(&mut self, dev: u32, release: u8, index: u32, corrupt: bool) {
+        let r = self.catalog.get(release);
+        let d = &self.devices[dev as usize];
+        let Some(job) = d.machine.state.job.as_ref().filter(|j| j.stage == UpdateStage::Fetching) else { return };
+        if job.bundle() != r.bundle.digest {
+            return;
+        }
+        let b = &job.desired.bundle;
+        let i = index as usize;
+        let data = &r.chunk_data[i.min(r.chunk_data.len() - 1)];
+        let digest = if corrupt {
+            let mut bad = data.clone();
+            let mid = bad.len() / 2;
+            bad[mid] ^= 0x5a;
+            Digest::of(&bad)
+        } else {
+            Digest::of(data)
+        };
+        let valid = i < b.chunks.len() && digest == b.chunks[i];
+        let bundle = b.digest;
+        let n = b.chunks.len();
+        let d = self.dev(dev);
+        if valid {
+            let staging = d.staging.get_or_insert_with(|| (bundle, vec![false; n]));
+            if staging.0 == bundle {
+                staging.1[i] = true;
+            }
+            d.last_chunk = Some(index);
+        }
+        self.step(dev, Input::Chunk { bundle, index, valid });
+    }
+
+    pub(super) fn device_tick(&mut self, dev: u32, boot: u32) {
+        let d = self.dev(dev);
+        if d.boot != boot {
+            return;
+        }
+        d.ticking = false;
+        if !d.powered {
+            return;
+        }
+        self.step(dev, Input::Tick);
+        if self.devices[dev as usize].machine.stage() == UpdateStage::Watching {
+            self.serve(dev);
+            let d = &self.devices[dev as usize];
+            let p95 = d.slots.active.map_or(0, |r| self.catalog.get(r).p95_us);
+            let h = Health { requests: d.watch.requests, errors: d.watch.errors, p95_us: p95, selftest_ok: true };
+            self.step(dev, Input::Health(h));
+        }
+    }
+
+    /// Steps the machine, persists, and performs the effects (feeding immediate answers back), as the
+    /// driver's `handle` does.
+    pub(super) fn step(&mut self, dev: u32, input: Input) {
+        let mut pending = VecDeque::from([input]);
+        while let Some(input) = pending.pop_front() {
+            let now = self.now_ms();
+            let d = self.dev(dev);
+            let previous_job = d.job_desired();
+            let effects = d.machine.step(input, d.clock_ms(now));
+            if !effects.is_empty() {
+                d.persisted = d.machine.state.clone();
+            }
+            let (events, work): (Vec<Effect>, Vec<Effect>) =
+                effects.into_iter().partition(|e| matches!(e, Effect::Event { .. }));
+            for e in events {
+                if let Effect::Event { bundle, from, to, reason, detail } = e {
+                    let current = self.devices[dev as usize].job_desired();
+                    let desired =
+                        [current, previous_job.clone()].into_iter().flatten().find(|d| d.bundle.digest == bundle);
+                    if let Some(desired) = desired {
+                        self.report_event(dev, &desired, from, to, reason, detail);
+                    }
+                }
+            }
+            for e in work {
+                if let Some(next) = self.perform_effect(dev, e) {
+                    pending.push_back(next);
+                }
+            }
+        }
+        self.ensure_tick(dev);
+    }
+
+    fn ensure_tick(&mut self, dev: u32) {
+        let tick = self.scenario.fleet.tick_secs * 1000;
+        let d = self.dev(dev);
+        if d.ticking || !d.powered || !d.updating() {
+            return;
+        }
+        d.ticking = true;
+        let boot = d.boot;
+        self.q.after(tick, Ev::Tick { dev, boot });
+    }
+
+    fn report_event(
+        &mut self,
+        dev: u32,
+        d: &DesiredState,
+        from: UpdateStage,
+        to: UpdateStage,
+        reason: Option<RejectReason>,
+        detail: String,
+    ) {
+        let event = UpdateEvent {
+            rollout: d.rollout.clone(),
+            model: d.model.clone(),
+            version: d.version,
+            bundle: d.bundle.digest,
+            from,
+            to,
+            reason,
+            detail,
+        };
+        self.append(dev, Body::Update(Box::new(event.clone())));
+        self.dev_send(dev, Message::Event(event));
+    }
+
+    /// Appends to the durable telemetry queue (drop-oldest at its cap, as the agent's queue).
+    fn append(&mut self, dev: u32, body: Body) {
+        let cap = self.scenario.fleet.queue_records;
+        let now = self.now_ms();
+        let d = self.dev(dev);
+        let at = d.clock_ms(now) / 1000;
+        d.queue.append(at, body, cap);
+    }
+
+    /// Sends the oldest unacknowledged records (the controller de-duplicates by sequence number).
+    pub(super) fn ship(&mut self, dev: u32) {
+        let d = &self.devices[dev as usize];
+        if !d.link.up {
+            return;
+        }
+        if let Some(batch) = d.queue.batch(self.scenario.fleet.batch_records, &self.catalog) {
+            self.dev_send(dev, Message::Telemetry(batch));
+        }
+    }
+
+    fn announce(&mut self, dev: u32) {
+        let hello = self.hello(dev);
+        self.dev_send(dev, hello);
+    }
+
+    fn perform_effect(&mut self, dev: u32, effect: Effect) -> Option<Input> {
+        let boot = self.devices[dev as usize].boot;
+        match effect {
+            Effect::Event { .. } => None,
+            Effect::PrepareStaging { bundle, .. } => {
+                let n = self.catalog.by_bundle(&bundle).map_or(0, |r| self.catalog.get(r).bundle.chunks.len());
+                let d = self.dev(dev);
+                d.staging = Some((bundle, vec![false; n]));
+                d.last_chunk = None;
+                None
+            }
+            Effect::RequestChunks { first, count } => {
+                let bundle = self.devices[dev as usize].machine.state.job.as_ref()?.bundle();
+                self.dev_send(dev, Message::ChunkRequest(ChunkRequest { bundle, first, count }));
+                None
+            }
+            Effect::Verify => {
+                self.q.after(VERIFY_MS, Ev::Work { dev, boot, work: Work::Verify });
+                None
+            }
+            Effect::SelfTest => {
+                self.q.after(SELFTEST_MS, Ev::Work { dev, boot, work: Work::SelfTest });
+                None
+            }
+            Effect::StartShadow { sample_percent } => {
+                self.serve(dev);
+                self.dev(dev).slots.shadow_percent = Some(sample_percent);
+                None
+            }
+            Effect::StopShadow => {
+                self.serve(dev);
+                self.dev(dev).slots.shadow_percent = None;
+                None
+            }
+            Effect::Activate => {
+                self.serve(dev);
+                let s = self.devices[dev as usize].slots;
+                let target = s.candidate.or(s.active)?;
+                let mut s2 = s;
+                if s2.active != Some(target) {
+                    s2.retired = s2.previous.take();
+                    s2.previous = s2.active.take();
+                    s2.active = Some(target);
+                }
+                s2.candidate = None;
+                s2.shadow_percent = None;
+                self.set_slots(dev, s2);
+                self.q.after(ACTIVATE_MS, Ev::Work { dev, boot, work: Work::Activate });
+                None
+            }
+            Effect::RollBack => {
+                self.serve(dev);
+                let mut s = self.devices[dev as usize].slots;
+                if let Some(prev) = s.previous.take() {
+                    s.active = Some(prev);
+                    s.previous = s.retired.take();
+                }
+                s.candidate = None;
+                s.shadow_percent = None;
+                self.set_slots(dev, s);
+                self.announce(dev);
+                None
+            }
+            Effect::Revert => {
+                self.serve(dev);
+                let mut s = self.devices[dev as usize].slots;
+                if let Some(prev) = s.previous.take() {
+                    s.previous = s.active.replace(prev);
+                }
+                self.set_slots(dev, s);
+                self.announce(dev);
+                None
+            }
+            Effect::Commit => {
+                let seq = self.devices[dev as usize].machine.state.job.as_ref()?.desired.sequence;
+                let d = self.dev(dev);
+                d.floor = d.floor.max(seq);
+                d.slots.retired = None;
+                d.staging = None;
+                self.announce(dev);
+                None
+            }
+            Effect::DiscardStaging { bundle } => {
+                let d = self.dev(dev);
+                if d.staging.as_ref().is_some_and(|(b, _)| *b == bundle) {
+                    d.staging = None;
+                }
+                if d.slots.candidate != d.slots.active {
+                    d.slots.candidate = None;
+                    d.slots.shadow_percent = None;
+                }
+                None
+            }
+        }
+    }
+
+    /// Changes the slots; keeps the per-model counts and the exposure record. The watch figures restart
+    /// with a new active model.
+    fn set_slots(&mut self, dev: u32, s: Slots) {
+        let before = self.devices[dev as usize].slots.active;
+        if before != s.active {
+            if let Some(b) = before {
+                self.on_model[b as usize] -= 1;
+            }
+            if let Some(a) = s.active {
+                self.on_model[a as usize] += 1;
+            }
+            let d = self.dev(dev);
+            d.watch = Traffic::default();
+            if s.active == Some(TARGET) && !d.ever_on_target {
+                d.ever_on_target = true;
+                self.ever_on_target += 1;
+            }
+        }
+        self.dev(dev).slots = s;
+    }
+
+    pub(super) fn device_work_done(&mut self, dev: u32, boot: u32, work: Work) {
+        let d = &self.devices[dev as usize];
+        if d.boot != boot || !d.powered {
+            return; // The power went while this was under way; the restart redoes it.
+        }
+        let input = match work {
+            Work::Verify => Input::Verified(self.verify(dev)),
+            Work::SelfTest => {
+                let d = &self.devices[dev as usize];
+                match d.slots.candidate {
+                    None => Input::SelfTested(Err((RejectReason::Malformed, "no staged candidate".into()))),
+                    Some(TARGET) if d.selftest_fails => Input::SelfTested(Err((
+                        RejectReason::SelfTestFailed,
+                        "self-test vector 1: output differs beyond the tolerance".into(),
+                    ))),
+                    Some(_) => Input::SelfTested(Ok(())),
+                }
+            }
+            Work::Activate => {
+                self.announce(dev);
+                Input::Activated(Ok(()))
+            }
+        };
+        self.step(dev, input);
+    }
+
+    /// The checks of `protocol::verify` that the simulated bundles can fail: completeness and digest,
+    /// the release-key signature, and anti-rollback against the floor. Success stores the candidate and
+    /// records the release as verified on this device.
+    fn verify(&mut self, dev: u32) -> Result<(), (RejectReason, String)> {
+        let skip_signature = self.scenario.faults.skip_signature_check;
+        let d = &self.devices[dev as usize];
+        let job = d.machine.state.job.as_ref().ok_or((RejectReason::Malformed, "no update in progress".into()))?;
+        let bundle = job.bundle();
+        let complete = d.staging.as_ref().is_some_and(|(b, have)| *b == bundle && have.iter().all(|h| *h));
+        if !complete {
+            return Err((RejectReason::PayloadDigestMismatch, "the fetched bundle does not match its digest".into()));
+        }
+        let r = self.catalog.by_bundle(&bundle).ok_or((RejectReason::Malformed, "unknown bundle".into()))?;
+        let info = self.catalog.get(r);
+        let signed = info.signed;
+        if !signed && !skip_signature {
+            return Err((
+                RejectReason::UnknownKey,
+                "the manifest is signed by no release key of the trust policy".into(),
+            ));
+        }
+        if info.running.sequence <= d.floor {
+            return Err((
+                RejectReason::Rollback,
+                format!("sequence {} is at or below the floor {}", info.running.sequence, d.floor),
+            ));
+        }
+        let d = self.dev(dev);
+        d.slots.candidate = Some(r);
+        d.slots.shadow_percent = None;
+        if signed {
+            d.verified |= 1 << r;
+        }
+        Ok(())
+    }
+
+    /// Local traffic since the last accounting, on the active model (and the candidate when shadowing).
+    fn serve(&mut self, dev: u32) {
+        let now = self.now_ms();
+        let rate = self.scenario.fleet.requests_per_sec;
+        let (failing_rate, agreement) =
+            (self.scenario.release.failing_error_rate, self.scenario.release.shadow_agreement);
+        let d = &self.devices[dev as usize];
+        let elapsed = now.saturating_sub(d.served_until_ms);
+        if !d.powered || elapsed == 0 {
+            self.dev(dev).served_until_ms = now;
+            return;
+        }
+        let Some(active) = d.slots.active else { return };
+        let err = if active == TARGET && d.failing { failing_rate } else { self.catalog.get(active).error_rate };
+        let shadow = d.slots.shadow_percent.filter(|_| d.slots.candidate.is_some());
+        let requests = self.rng.round(rate * elapsed as f64 / 1000.0);
+        let errors = self.rng.round(requests as f64 * err);
+        let (compared, agreed) = match shadow {
+            Some(p) => {
+                let c = self.rng.round(requests as f64 * f64::from(p) / 100.0);
+                (c, self.rng.round(c as f64 * agreement))
+            }
+            None => (0, 0),
+        };
+        let d = self.dev(dev);
+        d.served_until_ms = now;
+        for t in [&mut d.window, &mut d.watch] {
+            t.requests += requests;
+            t.errors += errors;
+        }
+        d.window.compared += compared;
+        d.window.agreed += agreed.min(compared);
+    }
+
+    /// The telemetry window: one inference record for the active model, then ship.
+    pub(super) fn device_window(&mut self, dev: u32) {
+        let window = self.scenario.fleet.telemetry_window_secs;
+        self.q.after(window * 1000, Ev::Window { dev });
+        if !self.devices[dev as usize].powered {
+            return;
+        }
+        self.serve(dev);
+        let jitter = self.rng.unit();
+        let d = &self.devices[dev as usize];
+        let w = d.window;
+        let Some(active) = d.slots.active else { return };
+        if w.requests > 0 || w.compared > 0 {
+            let p95 = f64::from(self.catalog.get(active).p95_us) * (0.9 + 0.2 * jitter);
+            let window = Window {
+                model: active,
+                candidate: d.slots.candidate,
+                window_secs: window as u32,
+                requests: w.requests as u32,
+                errors: w.errors as u32,
+                p95_us: p95 as u32,
+                compared: w.compared as u32,
+                agreed: w.agreed as u32,
+            };
+            self.append(dev, Body::Window(window));
+        }
+        self.dev(dev).window = Traffic::default();
+        self.ship(dev);
+    }
+
+    pub(super) fn device_power_loss(&mut self, dev: u32) {
+        if !self.devices[dev as usize].powered {
+            return;
+        }
+        self.serve(dev);
+        self.power_losses += 1;
+        self.break_link(dev);
+        let off = self.scenario.faults.power_off_secs.max(1) * 1000;
+        let torn = self.rng.chance(0.5);
+        let d = self.dev(dev);
+        d.powered = false;
+        d.boot += 1;
+        d.ticking = false;
+        // The chunk being written when the power went may be torn: its digest no longer matches.
+        if torn
+            && d.machine.stage() == UpdateStage::Fetching
+            && let (Some((_, have)), Some(k)) = (d.staging.as_mut(), d.last_chunk)
+        {
+            have[k as usize] = false;
+        }
+        // What was not persisted is gone.
+        d.machine = Machine::new(d.persisted.clone());
+        self.q.after(off, Ev::PowerOn { dev });
+    }
+
+    pub(super) fn device_power_on(&mut self, dev: u32) {
+        let now = self.now_ms();
+        let skew = self.scenario.fleet.clock_skew_secs as i64 * 1000;
+        let boot_id = self.rng.next_u64();
+        let new_skew = self.rng.range(0, 2 * skew as u64) as i64 - skew;
+        let d = self.dev(dev);
+        d.powered = true;
+        d.boot_id = boot_id;
+        // A device without a real-time clock comes back with another idea of the time.
+        d.skew_ms = new_skew;
+        d.served_until_ms = now;
+        d.watch = Traffic::default();
+        d.window = Traffic::default();
+        // The driver re-checks the staging file against the chunk digests of the persisted job.
+        let valid_chunks = match (d.machine.state.job.as_ref(), d.staging.as_ref()) {
+            (Some(job), Some((b, have))) if *b == job.bundle() => have.clone(),
+            _ => vec![],
+        };
+        self.step(dev, Input::Restarted { valid_chunks });
+        self.schedule_reconnect(dev, 0);
+    }
+}

@@ -1,0 +1,479 @@
+//! The simulated world: every device, the controller, the broker and the network between them, driven
+//! by one discrete-event queue in virtual time. One closed [`Ev`] enum lists every trigger; [`World::run`]
+//! pops events in (time, sequence) order and checks the fleet invariants after each one.
+
+use super::catalog::{BASE, Catalog, TARGET};
+use super::controller::Controller;
+use super::device::Device;
+use super::fabric::{Down, Traffic};
+use super::invariants::Violation;
+use super::queue::EventQueue;
+use super::rng::Rng;
+use super::scenario::{Expect, Scenario};
+use outpost_controller::rollout::{AuditEntry, Phase};
+use outpost_protocol::UnixTime;
+use outpost_protocol::messages::Message;
+
+/// Virtual time 0 on the controller's clock (Unix seconds).
+pub const T0: UnixTime = 1_760_000_000;
+
+/// Everything that can happen. Device events carry the device's boot counter where a power loss must
+/// cancel them (work in progress, ticks), and messages to a device carry the connection they were sent on.
+#[derive(Debug)]
+pub enum Ev {
+    ToDevice {
+        dev: u32,
+        conn: u32,
+        msg: Down,
+    },
+    ToController {
+        dev: u32,
+        msg: Box<Message>,
+    },
+    Tick {
+        dev: u32,
+        boot: u32,
+    },
+    Window {
+        dev: u32,
+    },
+    Work {
+        dev: u32,
+        boot: u32,
+        work: Work,
+    },
+    Connect {
+        dev: u32,
+    },
+    /// The device's link notices its connection died (keepalive) and starts reconnecting.
+    LinkLost {
+        dev: u32,
+        conn: u32,
+    },
+    /// Connection `conn` dies on its own (a flaky link).
+    LinkFail {
+        dev: u32,
+        conn: u32,
+    },
+    /// The broker publishes the device's last will for connection `conn`.
+    LastWill {
+        dev: u32,
+        conn: u32,
+        boot_id: u64,
+    },
+    PowerLoss {
+        dev: u32,
+    },
+    PowerOn {
+        dev: u32,
+    },
+    StartRollout,
+    Evaluate,
+    ControllerStart,
+    PartitionStart(usize),
+    PartitionEnd(usize),
+    /// Test knob: a forged desired state reaches one device outside its wave.
+    Forge,
+}
+
+/// The shell's slow steps; their answers come back as machine inputs when done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Work {
+    Verify,
+    SelfTest,
+    Activate,
+}
+
+/// Devices on each model over virtual time, sampled at every evaluation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub at_ms: u64,
+    pub on_base: u32,
+    pub on_target: u32,
+    pub updating: u32,
+    pub offline: u32,
+}
+
+#[derive(Debug)]
+pub struct World {
+    pub scenario: Scenario,
+    pub seed: u64,
+    pub q: EventQueue<Ev>,
+    pub rng: Rng,
+    pub catalog: Catalog,
+    pub devices: Vec<Device>,
+    pub ctl: Controller,
+    pub traffic: Traffic,
+    pub steps: u64,
+    pub violation: Option<Violation>,
+    pub rollout_started_ms: Option<u64>,
+    pub converged_ms: Option<u64>,
+    pub samples: Vec<Sample>,
+    /// Devices that ever ran the release (activated it).
+    pub ever_on_target: u32,
+    pub power_losses: u32,
+    pub reconnects: u64,
+    pub controller_restarts: u32,
+    /// Actions the planner decided but the crash kept from going out.
+    pub actions_lost_in_crash: usize,
+    pub(super) partitioned: Vec<bool>,
+    pub(super) on_model: [u32; 2],
+    /// Index of the device the test knob forged a desired state for.
+    pub forged: Option<u32>,
+}
+
+/// What a run produced, for the report and the tests.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub scenario: String,
+    pub description: String,
+    pub seed: u64,
+    pub devices: u32,
+    pub expect: Expect,
+    /// The rollout's phase at the end ("completed", "rolled back", ...).
+    pub phase: String,
+    pub phase_reason: Option<String>,
+    pub expectation_met: bool,
+    pub expectation_note: String,
+    pub violation: Option<Violation>,
+    pub steps: u64,
+    pub end_ms: u64,
+    pub rollout_started_ms: Option<u64>,
+    pub converged_ms: Option<u64>,
+    pub ever_on_target: u32,
+    pub release_is_bad: bool,
+    pub final_on_base: u32,
+    pub final_on_target: u32,
+    /// Devices whose own install of the release failed (refused, or rolled back by their watch).
+    pub failed_installs: u32,
+    pub power_losses: u32,
+    pub reconnects: u64,
+    pub controller_restarts: u32,
+    pub actions_lost_in_crash: usize,
+    pub traffic: Traffic,
+    pub samples: Vec<Sample>,
+    pub history: Vec<AuditEntry>,
+    pub target_label: String,
+    pub base_label: String,
+}
+
+impl Outcome {
+    /// No invariant broke and the rollout ended as the scenario said it would.
+    pub fn ok(&self) -> bool {
+        self.violation.is_none() && self.expectation_met
+    }
+}
+
+impl World {
+    pub fn new(scenario: Scenario, devices: u32, seed: u64) -> World {
+        let mut rng = Rng::new(seed);
+        let catalog = Catalog::new(&scenario.baseline, &scenario.release);
+        let devs: Vec<Device> = (0..devices).map(|i| Device::new(i, &scenario, &catalog, &mut rng)).collect();
+        let ctl = Controller::new(&devs, &catalog, &scenario);
+        let partitions = scenario.faults.partitions.len();
+        let mut w = World {
+            q: EventQueue::default(),
+            rng,
+            catalog,
+            ctl,
+            traffic: Traffic::default(),
+            steps: 0,
+            violation: None,
+            rollout_started_ms: None,
+            converged_ms: None,
+            samples: Vec::new(),
+            ever_on_target: 0,
+            power_losses: 0,
+            reconnects: 0,
+            controller_restarts: 0,
+            actions_lost_in_crash: 0,
+            partitioned: vec![false; partitions],
+            on_model: [devices, 0],
+            forged: None,
+            seed,
+            devices: devs,
+            scenario,
+        };
+        w.schedule_start();
+        w
+    }
+
+    fn schedule_start(&mut self) {
+        let s = &self.scenario;
+        let (spread, window) = (s.fleet.connect_spread_secs * 1000, s.fleet.telemetry_window_secs * 1000);
+        for i in 0..self.devices.len() as u32 {
+            let d = &self.devices[i as usize];
+            let first = if d.offline_until_ms > 0 { d.offline_until_ms } else { self.rng.range(0, spread) };
+            let phase = self.rng.range(1, window);
+            self.q.at(first, Ev::Connect { dev: i });
+            self.q.at(phase, Ev::Window { dev: i });
+        }
+        self.q.at(s.rollout.start_secs * 1000, Ev::StartRollout);
+        self.q.at(s.controller.evaluate_every_secs * 1000, Ev::Evaluate);
+        for (i, p) in s.faults.partitions.iter().enumerate() {
+            self.q.at(p.from_secs * 1000, Ev::PartitionStart(i));
+            self.q.at(p.until_secs * 1000, Ev::PartitionEnd(i));
+        }
+        if s.faults.activate_outside_wave {
+            self.q.at(s.rollout.start_secs * 1000 + 1_000, Ev::Forge);
+        }
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        self.q.now()
+    }
+
+    /// The controller's clock: Unix seconds.
+    pub fn now_s(&self) -> UnixTime {
+        T0 + self.q.now() / 1000
+    }
+
+    /// Runs to convergence, a violation, or the scenario's time limit.
+    pub fn run(mut self) -> Outcome {
+        let limit = (self.scenario.max_hours * 3_600_000.0) as u64;
+        while let Some((at, ev)) = self.q.pop() {
+            if at > limit {
+                break;
+            }
+            self.steps += 1;
+            let touched = self.handle(ev);
+            if let Some(dev) = touched {
+                self.check_device(dev);
+            }
+            if self.violation.is_some() || self.converged_ms.is_some() {
+                break;
+            }
+        }
+        if self.violation.is_none() {
+            self.check_end();
+        }
+        self.outcome()
+    }
+
+    /// Performs one event; returns the device whose state it may have changed, for the invariant checks.
+    fn handle(&mut self, ev: Ev) -> Option<u32> {
+        match ev {
+            Ev::ToDevice { dev, conn, msg } => {
+                self.device_receives(dev, conn, msg);
+                Some(dev)
+            }
+            Ev::ToController { dev, msg } => {
+                self.controller_receives(dev, *msg);
+                None
+            }
+            Ev::Tick { dev, boot } => {
+                self.device_tick(dev, boot);
+                Some(dev)
+            }
+            Ev::Window { dev } => {
+                self.device_window(dev);
+                None
+            }
+            Ev::Work { dev, boot, work } => {
+                self.device_work_done(dev, boot, work);
+                Some(dev)
+            }
+            Ev::Connect { dev } => {
+                self.device_connect(dev);
+                Some(dev)
+            }
+            Ev::LinkLost { dev, conn } => {
+                self.device_link_lost(dev, conn);
+                None
+            }
+            Ev::LinkFail { dev, conn } => {
+                let l = &self.devices[dev as usize].link;
+                if l.up && l.conn == conn {
+                    self.break_link(dev);
+                }
+                None
+            }
+            Ev::LastWill { dev, conn, boot_id } => {
+                self.broker_last_will(dev, conn, boot_id);
+                None
+            }
+            Ev::PowerLoss { dev } => {
+                self.device_power_loss(dev);
+                Some(dev)
+            }
+            Ev::PowerOn { dev } => {
+                self.device_power_on(dev);
+                Some(dev)
+            }
+            Ev::StartRollout => {
+                self.start_rollout();
+                None
+            }
+            Ev::Evaluate => {
+                self.evaluate();
+                None
+            }
+            Ev::ControllerStart => {
+                self.controller_start();
+                None
+            }
+            Ev::PartitionStart(i) => {
+                self.partition(i, true);
+                None
+            }
+            Ev::PartitionEnd(i) => {
+                self.partition(i, false);
+                None
+            }
+            Ev::Forge => {
+                self.forge();
+                None
+            }
+        }
+    }
+
+    fn partition(&mut self, i: usize, start: bool) {
+        self.partitioned[i] = start;
+        let p = self.scenario.faults.partitions[i].clone();
+        for dev in 0..self.devices.len() as u32 {
+            let d = &self.devices[dev as usize];
+            if d.label(&p.label) != Some(p.value.as_str()) {
+                continue;
+            }
+            if start {
+                // The connections die; each side notices at its keepalive.
+                self.break_link(dev);
+            }
+            // At the end, devices find their way back on their own reconnect timers.
+        }
+    }
+
+    /// Is the device cut off by an active partition?
+    pub fn is_partitioned(&self, dev: u32) -> bool {
+        let d = &self.devices[dev as usize];
+        self.scenario
+            .faults
+            .partitions
+            .iter()
+            .zip(&self.partitioned)
+            .any(|(p, &on)| on && d.label(&p.label) == Some(p.value.as_str()))
+    }
+
+    /// Test knob: a desired state for the release that the controller never issued reaches the first
+    /// device the rollout has not enrolled (a compromised broker or a buggy planner would do this).
+    fn forge(&mut self) {
+        let Some(rollout) = self.ctl.rollout.as_ref() else { return };
+        let members = &rollout.state.members;
+        let Some(dev) = (0..self.devices.len() as u32).find(|&i| {
+            let d = &self.devices[i as usize];
+            d.link.up && !members.contains_key(&d.id)
+        }) else {
+            return;
+        };
+        let r = &rollout.spec.release;
+        let desired = outpost_protocol::messages::DesiredState {
+            model: r.model.clone(),
+            version: r.version,
+            sequence: r.sequence,
+            bundle: r.bundle.clone(),
+            rollout: Some("forged".into()),
+            mode: outpost_protocol::messages::Mode::Activate,
+            issued_at: self.now_s(),
+            watch: rollout.spec.watch,
+        };
+        self.forged = Some(dev);
+        let conn = self.devices[dev as usize].link.conn;
+        self.q.after(1, Ev::ToDevice { dev, conn, msg: Down::Desired(std::sync::Arc::new(desired)) });
+    }
+
+    pub(super) fn sample(&mut self) {
+        let updating = self.devices.iter().filter(|d| d.updating()).count() as u32;
+        let offline = self.devices.iter().filter(|d| !d.link.up).count() as u32;
+        let s = Sample {
+            at_ms: self.now_ms(),
+            on_base: self.on_model[BASE as usize],
+            on_target: self.on_model[TARGET as usize],
+            updating,
+            offline,
+        };
+        // Consecutive identical samples add nothing to a step chart.
+        if self.samples.last().is_none_or(|l| {
+            (l.on_base, l.on_target, l.updating, l.offline) != (s.on_base, s.on_target, s.updating, s.offline)
+        }) {
+            self.samples.push(s);
+        }
+    }
+
+    fn outcome(&self) -> Outcome {
+        let rollout = self.ctl.rollout.as_ref().or(self.ctl.on_disk.as_ref());
+        let phase = rollout.map(|r| r.state.phase.clone()).unwrap_or(Phase::Pending);
+        let phase_reason = match &phase {
+            Phase::Paused { reason } | Phase::RolledBack { reason } => Some(reason.clone()),
+            _ => None,
+        };
+        let reached = match (self.scenario.expect, &phase) {
+            (Expect::Completed, Phase::Completed) => true,
+            (Expect::RolledBack, Phase::RolledBack { .. }) => true,
+            (Expect::Paused, Phase::Paused { .. }) => true,
+            _ => false,
+        };
+        let (final_on_base, final_on_target) = (self.on_model[BASE as usize], self.on_model[TARGET as usize]);
+        let target_bundle = self.catalog.get(TARGET).bundle.digest;
+        let failed_installs = self.devices.iter().filter(|d| d.install_failed(&target_bundle)).count() as u32;
+        let n = self.devices.len() as u32;
+        let (expectation_met, expectation_note) = if !reached {
+            (false, format!("expected {}, the rollout is {}", self.scenario.expect.name(), phase.name()))
+        } else if self.converged_ms.is_none() {
+            (
+                false,
+                format!(
+                    "{} as expected, but the fleet did not converge in {} h",
+                    phase.name(),
+                    self.scenario.max_hours
+                ),
+            )
+        } else {
+            match self.scenario.expect {
+                Expect::Completed if final_on_target + failed_installs != n => (
+                    false,
+                    format!(
+                        "completed, but {final_on_target} of {n} devices run the release ({failed_installs} failed)"
+                    ),
+                ),
+                Expect::RolledBack if final_on_base != n => {
+                    (false, format!("rolled back, but only {final_on_base} of {n} devices run the previous model"))
+                }
+                _ => (true, format!("{} as expected", phase.name())),
+            }
+        };
+        let r = &self.scenario.release;
+        Outcome {
+            scenario: self.scenario.name.clone(),
+            description: self.scenario.description.clone(),
+            seed: self.seed,
+            devices: n,
+            expect: self.scenario.expect,
+            phase: phase.name().to_owned(),
+            phase_reason,
+            expectation_met,
+            expectation_note,
+            violation: self.violation.clone(),
+            steps: self.steps,
+            end_ms: self.now_ms(),
+            rollout_started_ms: self.rollout_started_ms,
+            converged_ms: self.converged_ms,
+            ever_on_target: self.ever_on_target,
+            release_is_bad: r.failing_devices > 0.0
+                || r.selftest_failures > 0.0
+                || !r.signed
+                || r.shadow_agreement < 0.95,
+            final_on_base,
+            final_on_target,
+            failed_installs,
+            power_losses: self.power_losses,
+            reconnects: self.reconnects,
+            controller_restarts: self.controller_restarts,
+            actions_lost_in_crash: self.actions_lost_in_crash,
+            traffic: self.traffic.clone(),
+            samples: self.samples.clone(),
+            history: rollout.map(|r| r.state.history.clone()).unwrap_or_default(),
+            target_label: self.catalog.label(Some(TARGET)),
+            base_label: self.catalog.label(Some(BASE)),
+        }
+    }
+}
