@@ -1,132 +1,12 @@
 //! The controller daemon with real agents over a real mosquitto: devices register and report, bundles
 //! are verified on push, the operator CLI shows it all.
 
-use outpost_agent::config::{Config, Overrides};
-use outpost_protocol::bundle;
-use outpost_protocol::keys::{self, private_key_from_seed};
-use outpost_protocol::manifest::*;
-use outpost_protocol::trust::{self, POLICY_FORMAT, TrustPolicy};
-use outpost_protocol::{ModelName, Version};
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output};
+mod support;
+
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
-
-fn tempdir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("outpost-sim-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn wait_port(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "nothing listens on {port}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-struct Proc(Child);
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn mosquitto(dir: &Path) -> (Proc, u16) {
-    let port = free_port();
-    let conf = dir.join("mosquitto.conf");
-    std::fs::write(&conf, format!("listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")).unwrap();
-    let bin = if Path::new("/usr/sbin/mosquitto").exists() { "/usr/sbin/mosquitto" } else { "mosquitto" };
-    let child = Command::new(bin)
-        .arg("-c")
-        .arg(&conf)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("mosquitto installed");
-    wait_port(port);
-    (Proc(child), port)
-}
-
-fn now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
-}
-
-/// Root and release keys, the trust policy and the root public key, as files in `dir`.
-fn trust_files(dir: &Path) -> (PathBuf, PathBuf) {
-    let root = private_key_from_seed([1; 32]);
-    let release = private_key_from_seed([2; 32]);
-    let policy = TrustPolicy {
-        format: POLICY_FORMAT,
-        version: 1,
-        created: now() - 60,
-        expires: now() + 86_400,
-        threshold: 1,
-        release_keys: vec![release.verifying_key().to_bytes()],
-    };
-    std::fs::write(dir.join("trust.policy"), trust::create_policy(&policy, std::slice::from_ref(&root))).unwrap();
-    std::fs::write(dir.join("root.pub"), keys::public_key_to_pem(&root.verifying_key())).unwrap();
-    (dir.join("trust.policy"), dir.join("root.pub"))
-}
-
-fn digits_bundle(version: &str, sequence: u64) -> Vec<u8> {
-    bundle_of("v1", version, sequence)
-}
-
-/// The controller's `outpost` binary, built beside this crate's own by `cargo test --workspace`.
-fn outpost_bin() -> PathBuf {
-    let bin = Path::new(env!("CARGO_BIN_EXE_outpost-sim")).with_file_name("outpost");
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo build -p outpost-controller` (cargo test --workspace does)",
-        bin.display()
-    );
-    bin
-}
-
-fn outpost(args: &[&str]) -> Output {
-    Command::new(outpost_bin()).args(args).output().unwrap()
-}
-
-/// Starts an in-process agent that joins the fleet through `broker_port`.
-fn agent(dir: &Path, id: &str, broker_port: u16, labels: &str) -> std::thread::JoinHandle<()> {
-    agent_on(dir, id, broker_port, labels, 0)
-}
-
-/// As `agent`, with the local API on `api_port` (0: any).
-fn agent_on(dir: &Path, id: &str, broker_port: u16, labels: &str, api_port: u16) -> std::thread::JoinHandle<()> {
-    // Trust files are written once per test (by `trust_files`); agents only read them.
-    let (policy, root_pub) = (dir.join("trust.policy"), dir.join("root.pub"));
-    let raw = outpost_agent::config::parse(
-        &format!("[link]\nlabels = {{ {labels} }}\n[telemetry]\nwindow = \"1s\"\n"),
-        "test",
-    )
-    .unwrap();
-    let o = Overrides {
-        data_dir: Some(dir.join(id)),
-        listen: Some(format!("127.0.0.1:{api_port}")),
-        trust: Some(policy),
-        root_pubs: vec![root_pub],
-        broker: Some(format!("mqtt://127.0.0.1:{broker_port}")),
-        device_id: Some(id.into()),
-        ..Overrides::default()
-    };
-    let cfg = Config::validate(raw, &o, "test").unwrap();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Runtime::new().unwrap();
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::bind(cfg.listen).await.unwrap();
-            let _ = outpost_agent::serve::serve(cfg, listener, std::future::pending()).await;
-        });
-    })
-}
+use support::*;
 
 #[test]
 fn devices_register_over_mosquitto_and_pushed_bundles_are_verified() {
@@ -241,53 +121,6 @@ fn with_no_config_the_controller_runs_its_own_broker_and_devices_join_it() {
     // The default data directory is ./outpost-data in the working folder, with the API token in it.
     assert!(dir.join("outpost-data/api-token").exists());
     let _ = data;
-}
-
-fn bundle_of(model: &str, version: &str, sequence: u64) -> Vec<u8> {
-    let bytes = std::fs::read(outpost_simulations::models_dir().join(format!("digits-{model}.onnx"))).unwrap();
-    let (payload, packed) = bundle::prepare_payload(&bytes, None, ModelFormat::Onnx);
-    let m = Manifest {
-        format: MANIFEST_FORMAT,
-        name: ModelName::new("digits").unwrap(),
-        version: version.parse::<Version>().unwrap(),
-        sequence,
-        payload,
-        targets: Targets { archs: vec![], min_agent: Version::new(0, 1, 0) },
-        interface: outpost_agent::runtime::model::read_interface(&bytes).unwrap(),
-        selftest: vec![],
-        created: now() - 60,
-        expires: now() + 86_400,
-        reference: None,
-    };
-    bundle::create(&m, &[private_key_from_seed([2; 32])], &packed)
-}
-
-fn serving(port: u16) -> Option<String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    use std::io::{Read, Write};
-    write!(s, "GET /v2/models/digits HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).ok()?;
-    let body = buf.split_once("\r\n\r\n")?.1;
-    let v: serde_json::Value = serde_json::from_str(body).ok()?;
-    v["versions"][0].as_str().map(str::to_owned)
-}
-
-fn infer(port: u16) {
-    use std::io::{Read, Write};
-    let body = format!(
-        "{{\"inputs\":[{{\"name\":\"input\",\"shape\":[1,1,8,8],\"datatype\":\"FP32\",\"data\":[{}]}}]}}",
-        vec!["0.5"; 64].join(",")
-    );
-    if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
-        let _ = write!(
-            s,
-            "POST /v2/models/digits/infer HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        );
-        let mut sink = Vec::new();
-        let _ = s.read_to_end(&mut sink);
-    }
 }
 
 #[test]

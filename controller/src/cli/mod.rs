@@ -2,6 +2,7 @@
 //! `-o json` for scripts. Exit codes: 0 success, 1 a bundle or policy was rejected, 2 any other error;
 //! failures print one line naming what was wrong.
 
+mod audit;
 mod bundle;
 mod certs;
 pub mod client;
@@ -55,6 +56,9 @@ enum Command {
     Image(image::Args),
     /// The controller's audit log.
     Audit {
+        /// Only the decisions of this rollout.
+        #[arg(long)]
+        rollout: Option<String>,
         #[command(flatten)]
         remote: client::Remote,
         #[arg(short = 'o', long = "output", value_enum, default_value_t)]
@@ -122,18 +126,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Rollout(a) => rollout::run(a),
         Command::Image(a) => image::run(a),
         Command::Skew { model, remote, output } => rollout::skew(&remote, model.as_deref(), output),
-        Command::Audit { remote, output } => {
-            let log = remote.get("/api/v1/audit")?;
-            match output {
-                Output::Json => println!("{}", serde_json::to_string_pretty(&log).expect("json")),
-                Output::Table => {
-                    for e in log.as_array().into_iter().flatten() {
-                        println!("{:>5} {}", e["n"], e["entry"]);
-                    }
-                }
-            }
-            Ok(())
-        }
+        Command::Audit { rollout, remote, output } => audit::run(&remote, rollout.as_deref(), output),
     }
 }
 

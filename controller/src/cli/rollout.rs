@@ -138,14 +138,76 @@ fn print_status(r: &serde_json::Value) {
         *intents.entry(m["intent"].as_str().unwrap_or("?").to_owned()).or_default() += 1;
     }
     println!("devices   {}", intents.iter().map(|(k, n)| format!("{n} {k}")).collect::<Vec<_>>().join(", "));
+    let current = r["state"]["wave"].as_u64().unwrap_or(0) as usize;
+    let mut per_wave = vec![0u64; waves];
+    for m in r["state"]["members"].as_object().into_iter().flatten().map(|(_, m)| m) {
+        if let Some(c) = m["wave"].as_u64().and_then(|w| per_wave.get_mut(w as usize)) {
+            *c += 1;
+        }
+    }
+    for (i, w) in spec["waves"].as_array().into_iter().flatten().enumerate() {
+        let size = &w["size"];
+        // Percentages are stored in basis points (10000 = 100 %).
+        let size = size["Percent"]
+            .as_f64()
+            .map(|bp| format!("{}%", bp / 100.0))
+            .or_else(|| size["Count"].as_u64().map(|n| n.to_string()));
+        let mark = if i == current { ">" } else { " " };
+        println!(
+            "  {mark} wave {:<2} {:>6}  {} device(s) told, bake {} s",
+            i + 1,
+            size.unwrap_or_default(),
+            per_wave[i],
+            w["bake_secs"]
+        );
+    }
+    let ev = &r["state"]["last_evidence"];
+    if ev.is_object() {
+        let n = |k: &str| ev[k].as_u64().unwrap_or(0);
+        println!(
+            "progress  {} {}/{} installed, {} in progress, {} failed, {} reporting",
+            bar(n("installed"), n("selected"), 24),
+            n("installed"),
+            n("selected"),
+            n("in_progress"),
+            n("failed"),
+            n("reporting")
+        );
+        println!("gates");
+        for g in ev["gates"].as_array().into_iter().flatten() {
+            println!(
+                "  {:<16} {:<12} {}",
+                g["gate"].as_str().unwrap_or("?"),
+                g["verdict"].as_str().unwrap_or("?"),
+                g["note"].as_str().unwrap_or("")
+            );
+        }
+    }
     for h in r["state"]["history"].as_array().into_iter().flatten().rev().take(8).collect::<Vec<_>>().into_iter().rev()
     {
         println!(
             "  {} wave {} {}",
-            h["at"],
+            super::audit::utc(h["at"].as_u64().unwrap_or(0)),
             h["wave"].as_u64().unwrap_or(0) + 1,
             serde_json::to_string(&h["decision"]).unwrap_or_default()
         );
+    }
+}
+
+/// `[########........]`: `done` of `total` in `width` cells.
+fn bar(done: u64, total: u64, width: usize) -> String {
+    let filled = if total == 0 { 0 } else { ((done.min(total) as f64 / total as f64) * width as f64).round() as usize };
+    format!("[{}{}]", "#".repeat(filled), ".".repeat(width - filled))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn progress_bars_fill_in_proportion_and_never_overflow() {
+        assert_eq!(super::bar(0, 10, 10), "[..........]");
+        assert_eq!(super::bar(5, 10, 10), "[#####.....]");
+        assert_eq!(super::bar(12, 10, 10), "[##########]");
+        assert_eq!(super::bar(3, 0, 4), "[....]");
     }
 }
 

@@ -248,11 +248,8 @@ async fn skew(State(api): State<Api>) -> Response {
     let views: Vec<_> = api.fleet.devices().iter().map(|d| d.view()).collect();
     let targets: Vec<_> = api
         .rollouts
-        .list()
+        .targets()
         .into_iter()
-        .filter(|r| {
-            !matches!(r.state.phase, crate::rollout::Phase::Aborted { .. } | crate::rollout::Phase::RolledBack { .. })
-        })
         .map(|r| {
             let rel = &r.spec.release;
             let target = crate::skew::Target {

@@ -63,9 +63,18 @@ fn terminal(p: &Phase) -> bool {
 /// evaluating them would let a superseded release enrol new devices, or revert devices a newer rollout
 /// moved on.
 fn owners(list: Vec<Rollout>) -> Vec<Rollout> {
+    newest_per_model(list)
+}
+
+/// When a rollout started, for ordering (ties: by id).
+fn started(r: &Rollout) -> (u64, String) {
+    (r.state.history.first().map(|e| e.at).unwrap_or(0), r.spec.id.clone())
+}
+
+fn newest_per_model(list: Vec<Rollout>) -> Vec<Rollout> {
     let mut newest: BTreeMap<String, Rollout> = BTreeMap::new();
     for r in list {
-        let key = |r: &Rollout| (r.state.history.first().map(|e| e.at).unwrap_or(0), r.spec.id.clone());
+        let key = started;
         let model = r.spec.release.model.to_string();
         if newest.get(&model).is_none_or(|old| key(old) < key(&r)) {
             newest.insert(model, r);
@@ -89,6 +98,13 @@ impl Rollouts {
 
     pub fn get(&self, id: &str) -> Option<Rollout> {
         self.live.lock().expect("rollouts").get(id).cloned()
+    }
+
+    /// What each model's devices should run, for the skew view: the release of its newest rollout that was
+    /// not rolled back or aborted (a rolled-back release is not a target; the one before it still is).
+    pub fn targets(&self) -> Vec<Rollout> {
+        let kept = self.list().into_iter().filter(|r| !terminal(&r.state.phase)).collect();
+        newest_per_model(kept)
     }
 
     /// Every desired state the owning rollouts ask for, terminal ones included (a retained revert must

@@ -126,6 +126,12 @@ impl Rollout {
         let bake = self.spec.waves[k].bake_secs;
         let bake_end = self.state.wave_started_at.saturating_add(bake);
         let hold_end = bake_end.saturating_add(self.spec.hold_secs.unwrap_or(bake));
+        // A later wave that adds no device (25 % of 4 devices after a 1-device canary) has nothing to
+        // judge: waiting for its evidence would only pause the rollout. The earlier waves were judged.
+        if k > 0 && !self.state.members.values().any(|m| m.told_in == k) {
+            self.advance(ev, s, devices, now, out);
+            return;
+        }
         match ev.verdict() {
             Verdict::Fail => self.fail(ev, s, devices, now, out),
             Verdict::Pass if now >= bake_end => self.advance(ev, s, devices, now, out),

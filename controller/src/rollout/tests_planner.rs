@@ -246,3 +246,17 @@ fn desired_states_repeat_every_intent_with_its_original_issue_time() {
     again.sort_by_key(key);
     assert_eq!(again, published);
 }
+
+#[test]
+fn a_wave_that_adds_no_device_advances_at_once_instead_of_pausing() {
+    // 4 devices: the canary is 1, 25 % is still 1, so wave 2 adds nobody.
+    let mut w = World::new(4);
+    let mut r = Rollout::new(gated(&["1", "25%", "100%"], 600)).unwrap();
+    w.tick(&mut r, 0);
+    let actions = w.tick(&mut r, 600);
+    assert_eq!(decisions(&actions), vec![Decision::Advanced { to: 1 }]);
+    let actions = w.tick(&mut r, 1);
+    assert_eq!(decisions(&actions), vec![Decision::Advanced { to: 2 }], "{:?}", r.state.phase);
+    assert_eq!(installs(&actions).len(), 3);
+    assert_eq!(r.state.phase, Phase::Progressing);
+}

@@ -71,7 +71,10 @@ fn prepare_out(out: &Path) -> anyhow::Result<()> {
     if out.exists() {
         let empty = std::fs::read_dir(out)?.next().is_none();
         if !empty && !out.join(MARK).exists() {
-            anyhow::bail!("{} exists and was not made by the demo; refusing to overwrite it (use --out)", out.display());
+            anyhow::bail!(
+                "{} exists and was not made by the demo; refusing to overwrite it (use --out)",
+                out.display()
+            );
         }
         std::fs::remove_dir_all(out)?;
     }

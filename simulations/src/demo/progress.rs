@@ -22,7 +22,9 @@ pub fn updating(devices: &[DeviceRecord]) -> BTreeMap<&'static str, u32> {
     for d in devices {
         let Some(e) = d.events.back() else { continue };
         let stage = match e.to {
-            UpdateStage::Fetching | UpdateStage::Verifying | UpdateStage::Staged | UpdateStage::SelfTest => "installing",
+            UpdateStage::Fetching | UpdateStage::Verifying | UpdateStage::Staged | UpdateStage::SelfTest => {
+                "installing"
+            }
             UpdateStage::Shadow => "shadowing",
             UpdateStage::Activating | UpdateStage::Watching => "watching",
             _ => continue,

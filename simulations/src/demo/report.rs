@@ -190,16 +190,19 @@ fn summary(i: &Inputs, charts: &[&str]) -> String {
             f.join(", ")
         );
     }
-    let _ = writeln!(s, "\n## Devices at the end\n\n| device | serving | versions it ever answered with |\n|---|---|---|");
+    let _ =
+        writeln!(s, "\n## Devices at the end\n\n| device | serving | versions it ever answered with |\n|---|---|---|");
     for (id, v) in i.final_versions {
-        let served = i.load.served.get(id).map(|s| s.iter().cloned().collect::<Vec<_>>().join(", ")).unwrap_or_default();
+        let served =
+            i.load.served.get(id).map(|s| s.iter().cloned().collect::<Vec<_>>().join(", ")).unwrap_or_default();
         let _ = writeln!(s, "| {id} | {v} | {served} |");
     }
     let _ = writeln!(s, "\n## Charts\n");
     for c in charts {
         let _ = writeln!(s, "![{c}]({c})\n");
     }
-    let _ = writeln!(s, "## Audit trail\n\n| t (s) | rollout | wave | decision | by | reason |\n|---|---|---|---|---|---|");
+    let _ =
+        writeln!(s, "## Audit trail\n\n| t (s) | rollout | wave | decision | by | reason |\n|---|---|---|---|---|---|");
     for e in i.audit {
         let _ = writeln!(
             s,

@@ -1,0 +1,230 @@
+//! What operators fear during a rollout, end to end with real parts (mosquitto, the `outpost serve`
+//! process, in-process agents): the controller is killed (`kill -9`) mid-rollout and restarted; a device
+//! is offline during its wave and comes back later. Both catch up, nothing is decided twice. Plus the
+//! CLI's refusals: a one-line reason, a non-zero exit, nothing half-created.
+
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use support::*;
+
+fn start_controller(data: &Path, mqtt: u16, dir: &Path, api_port: u16) -> Proc {
+    let d = |p: &Path| p.display().to_string();
+    let api = format!("127.0.0.1:{api_port}");
+    let proc = Proc(
+        Command::new(outpost_bin())
+            .args(["serve", "--data-dir", &d(data), "--api", &api, "--broker", &format!("mqtt://127.0.0.1:{mqtt}")])
+            .args(["--trust", &d(&dir.join("trust.policy")), "--root-pub", &d(&dir.join("root.pub"))])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_port(api_port);
+    proc
+}
+
+struct Cli {
+    url: String,
+    data: String,
+}
+
+impl Cli {
+    fn run(&self, args: &[&str]) -> std::process::Output {
+        Command::new(outpost_bin())
+            .args(args)
+            .args(["--controller", &self.url, "--data-dir", &self.data])
+            .output()
+            .unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(out.status.success(), "outpost {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn json(&self, args: &[&str]) -> serde_json::Value {
+        serde_json::from_str(&self.ok(&[args, &["-o", "json"][..]].concat())).unwrap()
+    }
+
+    /// Waits until `pred` holds for the rollout's JSON.
+    fn wait_rollout(&self, id: &str, secs: u64, what: &str, pred: impl Fn(&serde_json::Value) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let out = self.run(&["rollout", "status", id, "-o", "json"]);
+            if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&out.stdout)
+                && pred(&v)
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{what}: {}", self.ok(&["rollout", "status", id]));
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+fn phase(v: &serde_json::Value) -> String {
+    let p = &v["state"]["phase"];
+    p.as_str().map(str::to_owned).or_else(|| p.as_object().and_then(|o| o.keys().next().cloned())).unwrap_or_default()
+}
+
+#[test]
+fn a_controller_killed_mid_rollout_and_a_device_offline_during_its_wave_both_catch_up() {
+    let dir = tempdir("recovery");
+    let (_broker, mqtt) = mosquitto(&dir);
+    trust_files(&dir);
+    let data = dir.join("controller-data");
+    let api_port = free_port();
+    let mut controller = start_controller(&data, mqtt, &dir, api_port);
+    let cli = Cli { url: format!("http://127.0.0.1:{api_port}"), data: data.display().to_string() };
+    let mut agents: Vec<(Running, u16)> =
+        (0..3).map(|i| stoppable_agent(&dir, &format!("dev-{i}"), mqtt, "site = \"lab\"", 0)).collect();
+    // Local applications use the models the whole time: gates judge real inference windows.
+    let ports = std::sync::Arc::new(std::sync::Mutex::new(agents.iter().map(|a| a.1).collect::<Vec<u16>>()));
+    let _load = {
+        let ports = ports.clone();
+        std::thread::spawn(move || {
+            loop {
+                let now: Vec<u16> = ports.lock().unwrap().clone();
+                for p in now {
+                    infer(p);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while cli.json(&["devices", "list"]).as_array().map(|l| l.len()) != Some(3) {
+        assert!(Instant::now() < deadline, "devices did not register");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for (model, version, seq) in [("v1", "1.0.0", 1u64), ("v2", "2.0.0", 2)] {
+        let path = dir.join(format!("{model}.obundle"));
+        std::fs::write(&path, bundle_of(model, version, seq)).unwrap();
+        cli.ok(&["bundle", "push", &path.display().to_string()]);
+    }
+    let start = |bundle: &str, id: &str, waves: &str, bake: &str| {
+        cli.ok(&[
+            "rollout",
+            "start",
+            "--bundle",
+            bundle,
+            "--waves",
+            waves,
+            "--bake",
+            bake,
+            "--watch",
+            "1s",
+            "--max-failure-rate",
+            "50%",
+            "--quorum",
+            "50%",
+            "--id",
+            id,
+        ])
+    };
+    start("digits@1.0.0", "first", "100%", "2s");
+    cli.wait_rollout("first", 60, "v1 did not complete", |v| phase(v) == "Completed");
+
+    // dev-2 goes offline; v2 starts with a 1-device canary and a long enough bake to kill the controller in.
+    let (gone, gone_port) = agents.pop().unwrap();
+    ports.lock().unwrap().retain(|p| *p != gone_port);
+    gone.halt();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while cli.json(&["devices", "show", "dev-2"])["online"] != false {
+        assert!(Instant::now() < deadline, "the controller never saw dev-2 go offline");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    start("digits@2.0.0", "second", "1,100%", "6s");
+    cli.wait_rollout("second", 30, "the canary was never told", |v| {
+        v["state"]["members"].as_object().is_some_and(|m| m.len() == 1)
+    });
+    // kill -9 mid-bake, restart on the same data directory.
+    controller.0.kill().unwrap();
+    controller.0.wait().unwrap();
+    drop(controller);
+    std::thread::sleep(Duration::from_secs(2));
+    let _controller = start_controller(&data, mqtt, &dir, api_port);
+    cli.wait_rollout("second", 90, "the rollout did not resume and complete after the restart", |v| {
+        phase(v) == "Completed"
+    });
+    for (_, port) in &agents {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while serving(*port).as_deref() != Some("2.0.0") {
+            assert!(Instant::now() < deadline, "an online device did not get v2");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    // Each decision was taken once, across the crash.
+    let audit = cli.ok(&["audit", "--rollout", "second", "-o", "json"]);
+    let entries: Vec<serde_json::Value> = serde_json::from_str(&audit).unwrap();
+    let count = |d: &str| entries.iter().filter(|e| e.to_string().contains(d)).count();
+    assert_eq!((count("Started"), count("Advanced"), count("\"Completed\"")), (1, 1, 1), "{audit}");
+
+    // dev-2 returns to a completed rollout: its retained desired state is waiting, it installs v2.
+    let (_back, port) = stoppable_agent(&dir, "dev-2", mqtt, "site = \"lab\"", 0);
+    ports.lock().unwrap().push(port);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while serving(port).as_deref() != Some("2.0.0") {
+        assert!(Instant::now() < deadline, "the returning device did not catch up: {:?}", serving(port));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The controller's view converges: the device announced its new model.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let skew = cli.ok(&["skew"]);
+        if skew.contains("2.0.0  3 online") && skew.contains("on target 3") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{skew}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn operator_mistakes_get_a_one_line_reason_a_nonzero_exit_and_create_nothing() {
+    let dir = tempdir("cli-refusals");
+    let (_broker, mqtt) = mosquitto(&dir);
+    trust_files(&dir);
+    let data = dir.join("controller-data");
+    let api_port = free_port();
+    let _controller = start_controller(&data, mqtt, &dir, api_port);
+    let cli = Cli { url: format!("http://127.0.0.1:{api_port}"), data: data.display().to_string() };
+    let path = dir.join("v1.obundle");
+    std::fs::write(&path, bundle_of("v1", "1.0.0", 1)).unwrap();
+    cli.ok(&["bundle", "push", &path.display().to_string()]);
+
+    let base = ["rollout", "start", "--bundle", "digits@1.0.0"];
+    let cases: &[(&[&str], &str)] = &[
+        (&["rollout", "start", "--bundle", "digits@9.9.9"], "digits@9.9.9"),
+        (&["--selector", "region"], "selector"),
+        (&["--waves", "50%,10%"], "wave"),
+        (&["--max-failure-rate", "150%"], "150%"),
+        (&["--quorum", "120%"], "120%"),
+        (&["--on-failure", "explode"], "explode"),
+    ];
+    for (args, needle) in cases {
+        let args: Vec<&str> = if args[0] == "rollout" { args.to_vec() } else { [&base[..], args].concat() };
+        let out = cli.run(&args);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!out.status.success(), "outpost {args:?} was accepted");
+        // The reason is the first line (clap adds a pointer to --help after its own refusals).
+        let first = err.lines().next().unwrap_or_default().to_lowercase();
+        assert!(first.contains(&needle.to_lowercase()), "outpost {args:?}: {err}");
+        assert!(err.trim().lines().count() <= 3, "a reason, not a dump: {err}");
+    }
+    let history = cli.json(&["rollout", "history"]);
+    assert_eq!(history.as_array().map(Vec::len), Some(0), "nothing half-created: {history}");
+
+    // An unreachable controller: a reason naming it, exit 2.
+    let out = Command::new(outpost_bin())
+        .args(["devices", "list", "--controller", &format!("http://127.0.0.1:{}", free_port())])
+        .env("OUTPOST_TOKEN", "x")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("cannot reach the controller"), "{err}");
+}
