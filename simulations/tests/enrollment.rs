@@ -98,7 +98,8 @@ impl Controller {
     }
 
     fn token(&self, dir: &Path, name: &str, auto: bool) -> PathBuf {
-        let args: &[&str] = if auto { &["enroll-token", "create", "--auto-approve"] } else { &["enroll-token", "create"] };
+        let args: &[&str] =
+            if auto { &["enroll-token", "create", "--auto-approve"] } else { &["enroll-token", "create"] };
         let token = self.run(args).trim().to_owned();
         assert!(token.starts_with("opt_"), "{token}");
         let path = dir.join(name);
@@ -222,10 +223,15 @@ fn devices_enroll_over_mosquitto_wait_for_approval_and_revoked_ones_are_refused(
     let mut a = Agent::new(&dir, "dev-auto", &link(&auto));
     a.start();
     let ctx = || format!("{}\n--- agent\n{}\n--- broker\n{}", ctl.log(), a.log(), broker.log());
-    wait_until("dev-auto enrolled and online", 40, || {
-        let dev = ctl.device("dev-auto");
-        status(&dev) == "Enrolled" && dev["online"] == true && dev["agent_version"].is_object()
-    }, ctx);
+    wait_until(
+        "dev-auto enrolled and online",
+        40,
+        || {
+            let dev = ctl.device("dev-auto");
+            status(&dev) == "Enrolled" && dev["online"] == true && dev["agent_version"].is_object()
+        },
+        ctx,
+    );
     let list = ctl.run(&["devices", "list"]);
     assert!(list.lines().any(|l| l.contains("dev-auto") && l.contains("enrolled") && l.contains("yes")), "{list}");
     let identity = a.data.join("identity");
@@ -241,10 +247,15 @@ fn devices_enroll_over_mosquitto_wait_for_approval_and_revoked_ones_are_refused(
     let boot = ctl.device("dev-auto")["boot_id"].clone();
     a.stop();
     a.start();
-    wait_until("dev-auto back with a new boot", 30, || {
-        let dev = ctl.device("dev-auto");
-        dev["boot_id"] != boot && dev["online"] == true
-    }, || format!("{}\n--- agent\n{}", ctl.log(), a.log()));
+    wait_until(
+        "dev-auto back with a new boot",
+        30,
+        || {
+            let dev = ctl.device("dev-auto");
+            dev["boot_id"] != boot && dev["online"] == true
+        },
+        || format!("{}\n--- agent\n{}", ctl.log(), a.log()),
+    );
     let second_run = a.log().split("serving the Open Inference Protocol").last().unwrap_or_default().to_owned();
     assert!(!second_run.contains("enroll"), "the restart did not enroll again:\n{second_run}");
 
@@ -253,9 +264,12 @@ fn devices_enroll_over_mosquitto_wait_for_approval_and_revoked_ones_are_refused(
     std::fs::write(&wrong, "opt_0000000000000000000000000000000000000000000000000000000000000000\n").unwrap();
     let mut w = Agent::new(&dir, "dev-wrong", &link(&wrong));
     w.start();
-    wait_until("two refusals of the wrong token", 30, || {
-        w.log().matches("enrollment refused: invalid_token").count() >= 2
-    }, || w.log());
+    wait_until(
+        "two refusals of the wrong token",
+        30,
+        || w.log().matches("enrollment refused: invalid_token").count() >= 2,
+        || w.log(),
+    );
     assert!(w.live(), "the local API serves while enrollment is refused");
     assert!(!w.data.join("identity/device.crt").exists());
     assert!(ctl.device("dev-wrong").is_null(), "a refused device is not registered");
@@ -267,17 +281,25 @@ fn devices_enroll_over_mosquitto_wait_for_approval_and_revoked_ones_are_refused(
     let manual = ctl.token(&dir, "token-manual", false);
     let mut p = Agent::new(&dir, "dev-pending", &link(&manual));
     p.start();
-    wait_until("dev-pending registered as pending", 30, || status(&ctl.device("dev-pending")) == "Pending", || {
-        format!("{}\n--- agent\n{}", ctl.log(), p.log())
-    });
+    wait_until(
+        "dev-pending registered as pending",
+        30,
+        || status(&ctl.device("dev-pending")) == "Pending",
+        || format!("{}\n--- agent\n{}", ctl.log(), p.log()),
+    );
     std::thread::sleep(Duration::from_secs(2));
     assert!(!p.data.join("identity/device.crt").exists(), "no certificate before approval");
     assert!(ctl.run(&["devices", "list"]).contains("pending"));
     ctl.run(&["devices", "approve", "dev-pending"]);
-    wait_until("dev-pending enrolled and online after approval", 40, || {
-        let dev = ctl.device("dev-pending");
-        status(&dev) == "Enrolled" && dev["online"] == true
-    }, || format!("{}\n--- agent\n{}", ctl.log(), p.log()));
+    wait_until(
+        "dev-pending enrolled and online after approval",
+        40,
+        || {
+            let dev = ctl.device("dev-pending");
+            status(&dev) == "Enrolled" && dev["online"] == true
+        },
+        || format!("{}\n--- agent\n{}", ctl.log(), p.log()),
+    );
     let out = ctl.cli(&["devices", "approve", "dev-auto"]);
     assert!(!out.status.success(), "only pending devices can be approved");
 
@@ -322,10 +344,15 @@ fn the_quick_start_embedded_broker_enrolls_over_plain_mqtt() {
     let link = format!("broker = \"mqtt://127.0.0.1:{mqtt}\"\nenroll_token = {:?}\n", d(&token));
     let mut a = Agent::new(&dir, "dev-quick", &link);
     a.start();
-    wait_until("dev-quick enrolled and online", 40, || {
-        let dev = ctl.device("dev-quick");
-        status(&dev) == "Enrolled" && dev["online"] == true
-    }, || format!("{}\n--- agent\n{}", ctl.log(), a.log()));
+    wait_until(
+        "dev-quick enrolled and online",
+        40,
+        || {
+            let dev = ctl.device("dev-quick");
+            status(&dev) == "Enrolled" && dev["online"] == true
+        },
+        || format!("{}\n--- agent\n{}", ctl.log(), a.log()),
+    );
     assert!(a.data.join("identity/device.crt").exists());
     assert!(data.join("ca/ca.pem").exists(), "the CA was made at first start");
 }

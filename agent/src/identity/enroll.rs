@@ -42,7 +42,10 @@ pub struct Facts {
 pub enum Verdict {
     /// Not an answer to this attempt (another nonce or device): wait on.
     Ignore,
-    Issued { certificate: String, ca: String },
+    Issued {
+        certificate: String,
+        ca: String,
+    },
     Pending,
     Refused(EnrollRefusal, String),
     /// An answer that cannot be used (a certificate for another key).
@@ -58,7 +61,9 @@ pub fn judge(resp: &EnrollResponse, device: &DeviceId, nonce: u64, public_key: &
         EnrollOutcome::Issued { certificate, ca } if certificate_names_key(certificate, public_key) => {
             Verdict::Issued { certificate: certificate.clone(), ca: ca.clone() }
         }
-        EnrollOutcome::Issued { .. } => Verdict::Unusable("the issued certificate does not name this device's key".into()),
+        EnrollOutcome::Issued { .. } => {
+            Verdict::Unusable("the issued certificate does not name this device's key".into())
+        }
         EnrollOutcome::Pending => Verdict::Pending,
         EnrollOutcome::Refused { reason, detail } => Verdict::Refused(*reason, detail.clone()),
     }
@@ -179,7 +184,8 @@ async fn attempt(link: &LinkConfig, cfg: &EnrollConfig, paths: &Paths, facts: &F
             }
             // Subscribed before asking, so the answer cannot pass by unheard.
             Ok(Event::Incoming(Packet::SubAck(_))) => {
-                let _ = client.publish(enroll::request_topic(&link.device), QoS::AtLeastOnce, false, request.clone()).await;
+                let _ =
+                    client.publish(enroll::request_topic(&link.device), QoS::AtLeastOnce, false, request.clone()).await;
             }
             Ok(Event::Incoming(Packet::Publish(p))) if p.topic == response_topic => {
                 let Ok(Message::EnrollResponse(resp)) = codec::decode(&p.payload, &limits) else {
@@ -203,7 +209,9 @@ async fn attempt(link: &LinkConfig, cfg: &EnrollConfig, paths: &Paths, facts: &F
                 }
             }
             Ok(_) => {}
-            Err(e) => break Attempt::Failed(format!("enrollment endpoint {}:{}: {e}", cfg.broker.host, cfg.broker.port)),
+            Err(e) => {
+                break Attempt::Failed(format!("enrollment endpoint {}:{}: {e}", cfg.broker.host, cfg.broker.port));
+            }
         }
     };
     let _ = client.disconnect().await;
@@ -219,8 +227,12 @@ mod tests {
     }
 
     fn cert_with(bytes: &[u8]) -> String {
-        pem_rfc7468::encode_string("CERTIFICATE", pem_rfc7468::LineEnding::LF, &[&[0x30, 0x82][..], bytes, b"rest"].concat())
-            .unwrap()
+        pem_rfc7468::encode_string(
+            "CERTIFICATE",
+            pem_rfc7468::LineEnding::LF,
+            &[&[0x30, 0x82][..], bytes, b"rest"].concat(),
+        )
+        .unwrap()
     }
 
     #[test]

@@ -63,7 +63,8 @@ impl Paths {
                 let der = csr::generate_pkcs8()?;
                 let pem = pem_rfc7468::encode_string("PRIVATE KEY", pem_rfc7468::LineEnding::LF, &der)
                     .map_err(|e| IdentityError::Invalid { path: path.clone(), message: e.to_string() })?;
-                std::fs::create_dir_all(&self.dir).map_err(|source| IdentityError::Io { path: self.dir.clone(), source })?;
+                std::fs::create_dir_all(&self.dir)
+                    .map_err(|source| IdentityError::Io { path: self.dir.clone(), source })?;
                 write_atomic(&path, pem.as_bytes(), 0o600)?;
                 tracing::info!(path = %path.display(), "made the device key");
                 Ok(csr::key_pair(&der, &path.display().to_string())?)
@@ -83,7 +84,7 @@ impl Paths {
 /// that the answer was not meant for this device).
 pub fn certificate_names_key(cert_pem: &str, public_key: &[u8]) -> bool {
     match pem_rfc7468::decode_vec(cert_pem.as_bytes()) {
-        Ok((label, der)) if label == "CERTIFICATE" => der.windows(public_key.len()).any(|w| w == public_key),
+        Ok(("CERTIFICATE", der)) => der.windows(public_key.len()).any(|w| w == public_key),
         _ => false,
     }
 }

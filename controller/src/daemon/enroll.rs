@@ -68,7 +68,9 @@ pub enum Status {
     Approved,
     Enrolled,
     /// Refused for good: its messages are ignored, its certificates are on the CRL, it never enrolls again.
-    Revoked { at: UnixTime },
+    Revoked {
+        at: UnixTime,
+    },
 }
 
 impl Status {

@@ -149,7 +149,9 @@ impl Fleet {
                 };
                 let issued = match ca.issue_for_csr(device, &csr, t) {
                     Ok(i) => i,
-                    Err(e) => return self.refuse(device, token_id.as_deref(), EnrollRefusal::Unavailable, e.to_string()),
+                    Err(e) => {
+                        return self.refuse(device, token_id.as_deref(), EnrollRefusal::Unavailable, e.to_string());
+                    }
                 };
                 let fresh = current.status == Status::Unenrolled;
                 self.update(device, |d| {
@@ -232,7 +234,8 @@ impl Fleet {
         self.audit(serde_json::json!({
             "at": t, "what": "device revoked", "device": id, "crl": crl.as_ref().map(|p| p.display().to_string()),
         }));
-        let crl = crl.map_err(|e| format!("device {id} is revoked in the registry, but the CRL was not written: {e}"))?;
+        let crl =
+            crl.map_err(|e| format!("device {id} is revoked in the registry, but the CRL was not written: {e}"))?;
         if let Some(ca) = &self.identity.ca {
             tracing::info!(device = %id, crl = %crl.display(), dir = %ca.dir().display(), "device revoked");
         }

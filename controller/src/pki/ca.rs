@@ -170,8 +170,8 @@ impl Ca {
         let key_pem = files::read_string(&key_path)?;
         let key = KeyPair::from_pem(&key_pem).map_err(|e| x509(&key_path.display().to_string(), e))?;
         let cert_pem = files::read_string(&Ca::cert_path(dir))?;
-        let issuer = Issuer::from_ca_cert_pem(&cert_pem, key)
-            .map_err(|e| x509(&Ca::cert_path(dir).display().to_string(), e))?;
+        let issuer =
+            Issuer::from_ca_cert_pem(&cert_pem, key).map_err(|e| x509(&Ca::cert_path(dir).display().to_string(), e))?;
         Ok(Ca { dir: dir.to_owned(), cert_pem, issuer })
     }
 
@@ -189,7 +189,12 @@ impl Ca {
     }
 
     /// Issues a certificate for a device whose CSR passed `csr::check` (its key never left the device).
-    pub fn issue_for_csr(&self, device: &outpost_protocol::DeviceId, csr: &CheckedCsr, now: u64) -> Result<Issued, PkiError> {
+    pub fn issue_for_csr(
+        &self,
+        device: &outpost_protocol::DeviceId,
+        csr: &CheckedCsr,
+        now: u64,
+    ) -> Result<Issued, PkiError> {
         self.issue(&Leaf::Device(device.clone()), &csr.public_key, now)
     }
 
@@ -232,7 +237,8 @@ impl Ca {
         let mut revoked_certs = Vec::new();
         for (subject, when) in revoked {
             for c in issued.iter().filter(|c| c.kind == "device" && &c.subject == subject) {
-                let bytes = hex::decode(&c.serial).map_err(|e| PkiError::Invalid(format!("serial {}: {e}", c.serial)))?;
+                let bytes =
+                    hex::decode(&c.serial).map_err(|e| PkiError::Invalid(format!("serial {}: {e}", c.serial)))?;
                 revoked_certs.push(RevokedCertParams {
                     serial_number: SerialNumber::from_slice(&bytes),
                     revocation_time: at(*when as i64)?,

@@ -68,7 +68,8 @@ pub fn check(der: &[u8], device: &DeviceId) -> Result<CheckedCsr, CsrError> {
         return Err(CsrError::TooLarge(der.len()));
     }
     // rcgen verifies the self-signature while parsing: a CSR for a key the sender does not hold fails here.
-    let parsed = CertificateSigningRequestParams::from_der(&der.into()).map_err(|e| CsrError::Invalid(e.to_string()))?;
+    let parsed =
+        CertificateSigningRequestParams::from_der(&der.into()).map_err(|e| CsrError::Invalid(e.to_string()))?;
     if parsed.public_key.algorithm() != &PKCS_ECDSA_P256_SHA256 {
         return Err(CsrError::WrongAlgorithm);
     }
