@@ -306,6 +306,15 @@ fn devices_enroll_over_mosquitto_wait_for_approval_and_revoked_ones_are_refused(
     // 5. Revocation: the registry ignores the device, the broker (CRL, reloaded by the hook) refuses it.
     ctl.run(&["devices", "revoke", "dev-auto"]);
     assert_eq!(status(&ctl.device("dev-auto")), "Revoked");
+    // Its open connection lives on until it reconnects: what it sends (telemetry every second) is ignored
+    // and audited.
+    wait_until(
+        "the revoked device's messages ignored and audited",
+        20,
+        || ctl.run(&["audit"]).contains("message from a revoked device ignored"),
+        || ctl.run(&["audit"]),
+    );
+    assert_eq!(ctl.device("dev-auto")["online"], false, "its telemetry did not mark it online");
     let boot = ctl.device("dev-auto")["boot_id"].clone();
     a.stop();
     a.start();
