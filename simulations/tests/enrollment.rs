@@ -198,7 +198,7 @@ fn devices_enroll_over_mosquitto_wait_for_approval_and_revoked_ones_are_refused(
         &config,
         format!(
             "[broker]\nurl = \"mqtts://127.0.0.1:{}\"\nca = {:?}\nclient_cert = {:?}\nclient_key = {:?}\n\
-             [enroll]\non_revoke = [\"kill\", \"-HUP\", \"{}\"]\n",
+             [enroll]\non_revoke = [\"sh\", \"-c\", \"kill -HUP {}\"]\n",
             broker.tls_port,
             d(&pki.join("ca.pem")),
             d(&pki.join("controller.crt")),
