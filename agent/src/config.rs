@@ -41,6 +41,10 @@ pub struct RawLink {
     pub client_key: Option<PathBuf>,
     pub keepalive: Option<String>,
     pub labels: Option<std::collections::BTreeMap<String, String>>,
+    /// A file holding the enrollment token (first boot only).
+    pub enroll_token: Option<PathBuf>,
+    /// The enrollment endpoint when it differs from `broker` (mosquitto: the server-auth TLS listener).
+    pub enroll_broker: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -255,6 +259,19 @@ impl Config {
                 let id = l.device_id.ok_or_else(|| invalid("link.device_id", "a broker needs a device id".into()))?;
                 let device =
                     outpost_protocol::DeviceId::new(id).map_err(|e| invalid("link.device_id", e.to_string()))?;
+                let enroll = match (l.enroll_token, l.enroll_broker) {
+                    (Some(token_file), endpoint) => Some(crate::identity::enroll::EnrollConfig {
+                        broker: match endpoint {
+                            Some(u) => u.parse().map_err(|m| invalid("link.enroll_broker", m))?,
+                            None => url.parse().map_err(|m| invalid("link.broker", m))?,
+                        },
+                        token_file,
+                    }),
+                    (None, Some(_)) => {
+                        return Err(invalid("link.enroll_broker", "needs link.enroll_token (the token file)".into()));
+                    }
+                    (None, None) => None,
+                };
                 Some(crate::link::LinkConfig {
                     broker,
                     device,
@@ -264,6 +281,7 @@ impl Config {
                     keepalive: dur("link.keepalive", l.keepalive, Duration::from_secs(30))?,
                     backoff_min: Duration::from_millis(200),
                     backoff_max: Duration::from_secs(60),
+                    enroll,
                 })
             }
         };
@@ -374,6 +392,16 @@ mod tests {
         let err =
             Config::validate(parse("[link]\nbroker = \"mqtt://a:1\"\n", "a").unwrap(), &Overrides::default(), "a");
         assert!(err.unwrap_err().to_string().contains("link.device_id"));
+        let enroll = "[link]\nbroker = \"mqtts://b:8883\"\ndevice_id = \"d\"\nenroll_token = \"/etc/outpost/token\"\n";
+        let c = Config::validate(parse(enroll, "a").unwrap(), &Overrides::default(), "a").unwrap();
+        let e = c.link.unwrap().enroll.unwrap();
+        assert_eq!((e.broker.port, e.token_file), (8883, PathBuf::from("/etc/outpost/token")), "same endpoint");
+        let split = format!("{enroll}enroll_broker = \"mqtts://b:8884\"\n");
+        let c = Config::validate(parse(&split, "a").unwrap(), &Overrides::default(), "a").unwrap();
+        assert_eq!(c.link.unwrap().enroll.unwrap().broker.port, 8884);
+        let orphan = "[link]\nbroker = \"mqtt://b\"\ndevice_id = \"d\"\nenroll_broker = \"mqtt://c\"\n";
+        let err = Config::validate(parse(orphan, "a").unwrap(), &Overrides::default(), "a").unwrap_err();
+        assert!(err.to_string().contains("link.enroll_broker"), "{err}");
         let o = Overrides { device_id: Some("..".into()), broker: Some("mqtt://a".into()), ..Overrides::default() };
         let err = Config::validate(RawConfig::default(), &o, "a").unwrap_err().to_string();
         assert!(err.contains("link.device_id") && err.contains("traversal"), "{err}");

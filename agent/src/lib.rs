@@ -9,6 +9,7 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod fleet;
+pub mod identity;
 pub mod install;
 pub mod link;
 pub mod runtime;

@@ -192,18 +192,11 @@ fn message() -> impl Strategy<Value = Message> {
             Message::Report(SignedVersionReport { report, device_key, signature: SigBytes(sig) })
         },
     );
-    let enroll_request = (
-        device(),
-        ".{0,40}",
-        vec(any::<u8>(), 0..300),
-        arch(),
-        version(),
-        vec((name(), name()), 0..3),
-        any::<u64>(),
-    )
-        .prop_map(|(device, token, csr, arch, agent_version, labels, nonce)| {
-            Message::EnrollRequest(EnrollRequest { device, token, csr, arch, agent_version, labels, nonce })
-        });
+    let enroll_request =
+        (device(), ".{0,40}", vec(any::<u8>(), 0..300), arch(), version(), vec((name(), name()), 0..3), any::<u64>())
+            .prop_map(|(device, token, csr, arch, agent_version, labels, nonce)| {
+                Message::EnrollRequest(EnrollRequest { device, token, csr, arch, agent_version, labels, nonce })
+            });
     let refusal = prop::sample::select(vec![
         EnrollRefusal::InvalidToken,
         EnrollRefusal::ExpiredToken,

@@ -6,6 +6,7 @@ pub mod shipper;
 pub mod window;
 
 use crate::config::Config;
+use crate::identity;
 use crate::install::Trust;
 use crate::link::{self, Incoming};
 use crate::runtime::Runtime;
@@ -23,21 +24,88 @@ pub fn boot_id() -> u64 {
     (nanos as u64) ^ (u64::from(std::process::id()) << 32)
 }
 
-/// Starts telemetry and, when a broker is configured, the link and the update driver.
+/// Starts telemetry and, when a broker is configured, the link and the update driver. A device without a
+/// certificate but with an enrollment token enrolls first (in the background: inference serves meanwhile).
 pub fn start(cfg: &Config, store: Store, rt: Arc<Runtime>) -> anyhow::Result<Vec<JoinHandle<()>>> {
     let queue = Arc::new(TelemetryQueue::open(
         &cfg.data_dir.join("telemetry.redb"),
         QueueConfig { max_records: cfg.telemetry.max_records, ..QueueConfig::default() },
     )?);
     let mut tasks = vec![tokio::spawn(window::produce(rt.clone(), queue.clone(), cfg.telemetry.window))];
-    let Some(link_cfg) = cfg.link.clone() else {
+    let Some(mut link_cfg) = cfg.link.clone() else {
         tracing::info!("no broker configured: serving locally, telemetry buffered");
         return Ok(tasks);
     };
+    let paths = identity::Paths::new(&cfg.data_dir);
+    let boot = boot_id();
+    match (&link_cfg.enroll, paths.enrolled()) {
+        (Some(enroll_cfg), false) => {
+            let (cfg, enroll_cfg) = (cfg.clone(), enroll_cfg.clone());
+            tasks.push(tokio::spawn(async move {
+                let facts = identity::enroll::Facts {
+                    arch: outpost_protocol::Arch::current().unwrap_or(outpost_protocol::Arch::X86_64),
+                    agent_version: crate::version(),
+                    labels: cfg.labels.clone(),
+                };
+                identity::enroll::enroll(&link_cfg, &enroll_cfg, &paths, &facts, boot).await;
+                use_identity(&mut link_cfg, &paths);
+                match join(&cfg, link_cfg, store, rt, queue, boot) {
+                    // Dropping this task (shutdown) aborts the fleet tasks it started.
+                    Ok(joined) => AbortOnDrop(joined).wait().await,
+                    Err(e) => tracing::error!(error = %e, "enrolled, but the fleet link cannot start"),
+                }
+            }));
+        }
+        _ => {
+            if paths.enrolled() {
+                use_identity(&mut link_cfg, &paths);
+            }
+            tasks.extend(join(cfg, link_cfg, store, rt, queue, boot)?);
+        }
+    }
+    Ok(tasks)
+}
+
+/// Connects with the enrolled identity: its certificate and key, and its CA unless `link.ca` names one.
+fn use_identity(link: &mut link::LinkConfig, paths: &identity::Paths) {
+    link.client_cert = Some(paths.cert());
+    link.client_key = Some(paths.key());
+    if link.ca.is_none() && paths.ca().is_file() {
+        link.ca = Some(paths.ca());
+    }
+}
+
+struct AbortOnDrop(Vec<JoinHandle<()>>);
+
+impl AbortOnDrop {
+    async fn wait(mut self) {
+        for t in self.0.iter_mut() {
+            let _ = t.await;
+        }
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for t in &self.0 {
+            t.abort();
+        }
+    }
+}
+
+/// The link, the telemetry shipper and the update driver.
+fn join(
+    cfg: &Config,
+    link_cfg: link::LinkConfig,
+    store: Store,
+    rt: Arc<Runtime>,
+    queue: Arc<TelemetryQueue>,
+    boot: u64,
+) -> anyhow::Result<Vec<JoinHandle<()>>> {
+    let mut tasks = Vec::new();
     let device = link_cfg.device.clone();
     let labels = cfg.labels.clone();
     let hello_store = store.clone();
-    let boot = boot_id();
     let hello: Arc<dyn Fn() -> Hello + Send + Sync> = Arc::new(move || Hello {
         device: device.clone(),
         arch: outpost_protocol::Arch::current().unwrap_or(outpost_protocol::Arch::X86_64),

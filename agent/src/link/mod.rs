@@ -30,6 +30,8 @@ pub struct LinkConfig {
     pub keepalive: Duration,
     pub backoff_min: Duration,
     pub backoff_max: Duration,
+    /// First-boot enrollment, used only while the device has no certificate (`identity/enroll.rs`).
+    pub enroll: Option<crate::identity::enroll::EnrollConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -106,14 +106,14 @@ async fn device(State(api): State<Api>, Path(id): Path<String>) -> Response {
     }
 }
 
-fn device_id(id: &str) -> Result<DeviceId, Response> {
-    DeviceId::new(id).map_err(|e| error(StatusCode::BAD_REQUEST, format!("{id:?} is not a device id: {e}")))
+fn device_id(id: &str) -> Result<DeviceId, Box<Response>> {
+    DeviceId::new(id).map_err(|e| Box::new(error(StatusCode::BAD_REQUEST, format!("{id:?} is not a device id: {e}"))))
 }
 
 async fn approve(State(api): State<Api>, Path(id): Path<String>) -> Response {
     let id = match device_id(&id) {
         Ok(id) => id,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     match api.fleet.approve(&id) {
         Ok(()) => Json(api.fleet.device(&id)).into_response(),
@@ -124,7 +124,7 @@ async fn approve(State(api): State<Api>, Path(id): Path<String>) -> Response {
 async fn revoke(State(api): State<Api>, Path(id): Path<String>) -> Response {
     let id = match device_id(&id) {
         Ok(id) => id,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     match api.fleet.revoke(&id).await {
         Ok(()) => Json(api.fleet.device(&id)).into_response(),

@@ -13,9 +13,11 @@ use rumqttc::QoS;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-/// Refusals and ignored messages are audited at most this often per device, so a device (or someone
-/// spraying requests) cannot flood the audit log.
+/// Refusals and ignored messages are audited at most this often per device, and at most
+/// `AUDIT_BUDGET_PER_MINUTE` times a minute in all, so a device (or someone spraying requests under many
+/// ids) cannot flood the append-only audit log. The log lines (tracing) still show every one.
 const AUDIT_EVERY_SECS: u64 = 60;
+const AUDIT_BUDGET_PER_MINUTE: u32 = 100;
 
 /// What the fleet needs for identities.
 pub struct Identity {
@@ -24,6 +26,8 @@ pub struct Identity {
     /// Run after the CRL is rewritten, e.g. `["systemctl", "reload", "mosquitto"]`.
     pub on_revoke: Vec<String>,
     last_audit: Mutex<HashMap<(DeviceId, &'static str), u64>>,
+    /// (minute, audits in it) across all devices.
+    budget: Mutex<(u64, u32)>,
 }
 
 impl std::fmt::Debug for Identity {
@@ -34,17 +38,29 @@ impl std::fmt::Debug for Identity {
 
 impl Identity {
     pub fn new(ca: Option<Ca>, on_revoke: Vec<String>) -> Identity {
-        Identity { ca, on_revoke, last_audit: Mutex::default() }
+        Identity { ca, on_revoke, last_audit: Mutex::default(), budget: Mutex::default() }
     }
 
     /// Whether an audit entry of this kind for this device is due (rate limit).
     fn audit_due(&self, device: &DeviceId, kind: &'static str, now: u64) -> bool {
         let mut last = self.last_audit.lock().expect("audit limiter");
-        let due = last.get(&(device.clone(), kind)).is_none_or(|t| now >= t + AUDIT_EVERY_SECS);
-        if due {
-            last.insert((device.clone(), kind), now);
+        if last.get(&(device.clone(), kind)).is_some_and(|t| now < t + AUDIT_EVERY_SECS) {
+            return false;
         }
-        due
+        let mut budget = self.budget.lock().expect("audit budget");
+        if budget.0 != now / 60 {
+            *budget = (now / 60, 0);
+        }
+        if budget.1 >= AUDIT_BUDGET_PER_MINUTE {
+            return false;
+        }
+        budget.1 += 1;
+        // Forget old entries so a spray of ids does not grow the map without end.
+        if last.len() > 10_000 {
+            last.retain(|_, t| now < *t + AUDIT_EVERY_SECS);
+        }
+        last.insert((device.clone(), kind), now);
+        true
     }
 }
 
@@ -272,5 +288,24 @@ impl Fleet {
             ));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn audits_are_limited_per_device_and_in_all() {
+        let identity = Identity::new(None, vec![]);
+        let dev = |i: u32| DeviceId::new(format!("dev-{i}")).unwrap();
+        assert!(identity.audit_due(&dev(0), "refused", 120));
+        assert!(!identity.audit_due(&dev(0), "refused", 150), "once a minute per device");
+        assert!(identity.audit_due(&dev(0), "ignored", 150), "kinds count apart");
+        assert!(identity.audit_due(&dev(0), "refused", 180));
+        let admitted = (1..=500).filter(|i| identity.audit_due(&dev(*i), "refused", 190)).count();
+        // dev-0's audit at 180 was the first of minute 3.
+        assert_eq!(admitted as u32, AUDIT_BUDGET_PER_MINUTE - 1, "a spray of ids stops at the budget");
+        assert!(identity.audit_due(&dev(900), "refused", 240), "the budget renews each minute");
     }
 }

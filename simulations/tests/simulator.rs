@@ -1,0 +1,179 @@
+//! The fleet simulator through its library API: every shipped scenario with a few seeds, reproducibility,
+//! and proof that the invariant checks can fail (test-only fault knobs that break a rule on purpose).
+
+use outpost_simulations::sim::{self, RunOptions, Scenario, invariants, summary};
+use std::path::PathBuf;
+
+const SEEDS: [u64; 3] = [1, 2, 3];
+const DEVICES: u32 = 500;
+
+fn scenario(name: &str) -> Scenario {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scenarios").join(format!("{name}.toml"));
+    Scenario::load(&path).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn run(s: &Scenario, seed: u64) -> sim::Outcome {
+    run_with(s, seed, DEVICES)
+}
+
+fn run_with(s: &Scenario, seed: u64, devices: u32) -> sim::Outcome {
+    sim::run(s, RunOptions { devices: Some(devices), seed: Some(seed) }).unwrap()
+}
+
+/// Runs a shipped scenario with every seed; each must hold every invariant and end as it says.
+fn check(name: &str) -> Vec<sim::Outcome> {
+    check_with(name, DEVICES)
+}
+
+fn check_with(name: &str, devices: u32) -> Vec<sim::Outcome> {
+    let s = scenario(name);
+    SEEDS
+        .iter()
+        .map(|&seed| {
+            let o = run_with(&s, seed, devices);
+            assert!(o.violation.is_none(), "{name} seed {seed}: {}", o.violation.as_ref().unwrap());
+            assert!(o.expectation_met, "{name} seed {seed}: {}", o.expectation_note);
+            assert!(o.converged_ms.is_some(), "{name} seed {seed}: did not converge");
+            o
+        })
+        .collect()
+}
+
+#[test]
+fn every_shipped_scenario_parses() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .map(|p| {
+            Scenario::load(&p).unwrap_or_else(|e| panic!("{e}"));
+            p.file_stem().unwrap().to_string_lossy().into_owned()
+        })
+        .collect();
+    names.sort();
+    for required in
+        ["bad_model_canary", "controller_restart", "good_rollout", "message_loss", "offline_late", "partition_region"]
+    {
+        assert!(names.iter().any(|n| n == required), "missing scenario {required}");
+    }
+}
+
+#[test]
+fn good_rollout_completes_with_everyone_on_the_release() {
+    for o in check("good_rollout") {
+        assert_eq!(o.final_on_target + o.failed_installs, DEVICES);
+        assert_eq!(o.ever_on_target, o.final_on_target + o.failed_installs.min(o.ever_on_target));
+        assert!(o.history.len() >= 5, "started, three advances, completed");
+    }
+}
+
+#[test]
+fn bad_model_is_caught_at_the_canary_and_rolled_back() {
+    // 1,000 devices: a canary of 1 % is 10 devices, enough that one of them meets the fault (at 500, a
+    // 5-device canary misses a fault of 40 % of devices one time in thirteen, and wave 2 catches it).
+    for o in check_with("bad_model_canary", 1_000) {
+        assert_eq!(o.final_on_base, 1_000, "seed {}: everyone back on the previous model", o.seed);
+        // Only the canary's devices may ever have run the bad model.
+        assert!(o.ever_on_target <= 10, "seed {}: {} devices exposed", o.seed, o.ever_on_target);
+        assert!(o.ever_on_target > 0, "seed {}: the canary ran it", o.seed);
+    }
+}
+
+#[test]
+fn subtle_model_is_stopped_by_the_shadow_gate_before_it_serves() {
+    for o in check("subtle_model") {
+        assert_eq!(o.ever_on_target, 0, "seed {}: the candidate never went live", o.seed);
+        assert!(o.phase_reason.as_deref().is_some_and(|r| r.contains("ShadowAgreement")), "{:?}", o.phase_reason);
+    }
+}
+
+#[test]
+fn a_fifth_of_messages_lost_still_completes() {
+    for o in check("message_loss") {
+        let t = o.traffic.total();
+        let share = t.dropped as f64 / t.sent as f64;
+        assert!((0.17..0.23).contains(&share), "seed {}: {share} of messages dropped", o.seed);
+        assert!(o.traffic.corrupted_chunks > 0 || o.seed != 1, "chunks were corrupted in transit");
+    }
+}
+
+#[test]
+fn devices_offline_at_the_start_install_when_they_return() {
+    for o in check("offline_late") {
+        assert_eq!(o.final_on_target + o.failed_installs, DEVICES);
+        // They returned between 30 min and 3 h: convergence waits for the last of them.
+        assert!(o.converged_ms.unwrap() >= 1_800_000, "seed {}", o.seed);
+    }
+}
+
+#[test]
+fn a_controller_crash_mid_rollout_loses_nothing_that_matters() {
+    for o in check("controller_restart") {
+        assert_eq!(o.controller_restarts, 1);
+        assert!(o.actions_lost_in_crash > 0, "seed {}: the crash hit a step with actions", o.seed);
+        assert!(o.power_losses > 0, "seed {}: devices lost power mid-update", o.seed);
+    }
+}
+
+#[test]
+fn a_partitioned_region_catches_up() {
+    for o in check("partition_region") {
+        assert_eq!(o.final_on_target + o.failed_installs, DEVICES);
+        assert!(o.converged_ms.unwrap() >= 4_500_000, "seed {}: not before the partition heals", o.seed);
+    }
+}
+
+#[test]
+fn the_same_seed_gives_the_same_report_byte_for_byte() {
+    let s = scenario("message_loss");
+    let a = summary::render(&run(&s, 7));
+    let b = summary::render(&run(&s, 7));
+    assert_eq!(a, b);
+    assert!(a.files.iter().any(|(n, _)| n == "versions.svg"));
+    let c = summary::render(&run(&s, 8));
+    assert_ne!(a.files[0].1, c.files[0].1, "another seed, another run");
+}
+
+fn with(base: &str, extra: &str) -> Scenario {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scenarios").join(format!("{base}.toml"));
+    let text = std::fs::read_to_string(path).unwrap() + extra;
+    Scenario::parse(&text, "test").unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[test]
+fn a_device_activating_outside_its_wave_is_caught_with_seed_and_step() {
+    let s = with("good_rollout", "\n[faults]\nactivate_outside_wave = true\n");
+    let o = run(&s, 5);
+    let v = o.violation.clone().expect("the wave invariant fires");
+    assert_eq!(v.invariant, invariants::OUTSIDE_WAVE);
+    assert_eq!(v.seed, 5);
+    assert!(v.step > 0 && v.device.is_some());
+    let shown = v.to_string();
+    assert!(shown.contains("seed 5") && shown.contains(&format!("step {}", v.step)), "{shown}");
+    assert!(!o.ok());
+    // The seed replays it exactly.
+    assert_eq!(run(&s, 5).violation, Some(v));
+}
+
+#[test]
+fn an_unsigned_release_is_refused_and_a_device_skipping_the_check_is_caught() {
+    let refused = with("good_rollout", "\n[release]\nsigned = false\n");
+    let refused = Scenario { expect: sim::Expect::RolledBack, ..refused };
+    let o = run(&refused, 1);
+    assert!(o.violation.is_none(), "{:?}", o.violation);
+    assert!(o.expectation_met, "{}", o.expectation_note);
+    assert_eq!(o.ever_on_target, 0, "no device ran a model no trusted key signed");
+
+    let skipping = with("good_rollout", "\n[release]\nsigned = false\n[faults]\nskip_signature_check = true\n");
+    let v = run(&skipping, 1).violation.expect("the verification invariant fires");
+    assert_eq!(v.invariant, invariants::UNVERIFIED);
+}
+
+#[test]
+fn a_misspelt_key_is_refused_naming_it() {
+    let e = Scenario::parse("name = \"x\"\nexpect = \"completed\"\n[faults]\npower_lost = 0.1\n", "bad.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("bad.toml") && e.contains("power_lost"), "{e}");
+}
