@@ -200,17 +200,6 @@ fn bar(done: u64, total: u64, width: usize) -> String {
     format!("[{}{}]", "#".repeat(filled), ".".repeat(width - filled))
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn progress_bars_fill_in_proportion_and_never_overflow() {
-        assert_eq!(super::bar(0, 10, 10), "[..........]");
-        assert_eq!(super::bar(5, 10, 10), "[#####.....]");
-        assert_eq!(super::bar(12, 10, 10), "[##########]");
-        assert_eq!(super::bar(3, 0, 4), "[....]");
-    }
-}
-
 pub fn run(a: Args) -> Result<(), Failure> {
     let remote = a.remote;
     let verb = |id: &str, verb: &str, query: &str| -> Result<(), Failure> {
@@ -326,4 +315,15 @@ pub fn skew(remote: &Remote, model: Option<&str>, output: Output) -> Result<(), 
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn progress_bars_fill_in_proportion_and_never_overflow() {
+        assert_eq!(super::bar(0, 10, 10), "[..........]");
+        assert_eq!(super::bar(5, 10, 10), "[#####.....]");
+        assert_eq!(super::bar(12, 10, 10), "[##########]");
+        assert_eq!(super::bar(3, 0, 4), "[....]");
+    }
 }
