@@ -281,7 +281,7 @@ impl Rollout {
                 }
                 Some(_) => {}
                 None if rank.is_some()
-                    && d.running.as_ref().is_some_and(|m| m.name == r.model && m.digest != r.bundle.digest) =>
+                    && d.running.as_ref().is_some_and(|m| m.name == r.model && m.digest != r.model_digest) =>
                 {
                     base.add_baseline_device(d, fresh_since)
                 }
