@@ -4,13 +4,12 @@
 //! measure but one: it answers differently) caught by the shadow-agreement gate at the canary and rolled
 //! back. Live progress while it runs, a report at the end, exit 0 only if every expected outcome happened.
 
-mod api;
-mod fleet;
-mod load;
-mod progress;
+pub(crate) mod fleet;
+pub(crate) mod load;
+pub(crate) mod progress;
 mod report;
 mod script;
-mod setup;
+pub(crate) mod setup;
 
 pub use report::Check;
 use std::path::{Path, PathBuf};
@@ -71,7 +70,10 @@ fn prepare_out(out: &Path) -> anyhow::Result<()> {
     if out.exists() {
         let empty = std::fs::read_dir(out)?.next().is_none();
         if !empty && !out.join(MARK).exists() {
-            anyhow::bail!("{} exists and was not made by the demo; refusing to overwrite it (use --out)", out.display());
+            anyhow::bail!(
+                "{} exists and was not made by the demo; refusing to overwrite it (use --out)",
+                out.display()
+            );
         }
         std::fs::remove_dir_all(out)?;
     }

@@ -1,12 +1,12 @@
 //! The demo's story, step by step, with the checks that decide its exit code.
 
-use super::api::Controller;
 use super::fleet::{self, Fleet};
 use super::load::{self, Load, LoadStats};
 use super::progress;
 use super::report::{self, Check, Timeline};
 use super::setup::{self, Release};
 use super::{Args, Outcome};
+use crate::controller_api::Controller;
 use outpost_controller::daemon::registry::DeviceRecord;
 use outpost_controller::rollout::{Decision, GateKind, Phase, Rollout, Verdict};
 use std::collections::BTreeMap;
@@ -44,7 +44,7 @@ pub fn run(args: &Args) -> anyhow::Result<Outcome> {
     println!("   controller API http://{}, MQTT {}", fleet.api, fleet.mqtt);
     let ctl = Controller::connect(fleet.api, &fleet.controller_data)?;
     let (images, labels) = load::test_set(&models)?;
-    let load = Load::start(&fleet.devices, images, labels, args.rps);
+    let load = Load::start(&fleet.devices, images, labels, f64::from(args.rps));
     let mut run = Run { ctl, fleet: &fleet, load: &load, started, timeline: Timeline::default(), last_sample: None };
     let mut checks = Vec::new();
 
@@ -71,7 +71,9 @@ pub fn run(args: &Args) -> anyhow::Result<Outcome> {
         checks.push(completed(&r, &format!("v1 rollout completes; all {} devices serve 1.0.0", args.devices)));
         checks.push(run.all_serve("1.0.0"));
         rollouts.push(r);
-        println!("\n== 2. digits 2.0.0 in waves (1 device, 25 %, 100 %) with a {SHADOW_SECS} s shadow period and gates");
+        println!(
+            "\n== 2. digits 2.0.0 in waves (1 device, 25 %, 100 %) with a {SHADOW_SECS} s shadow period and gates"
+        );
         if let Some(r) = run.rollout(&v2, "2.0.0", "1,25%,100%", true, &mut checks) {
             checks.push(completed(&r, "v2 rollout passes its gates in 3 waves and completes"));
             checks.push(run.all_serve("2.0.0"));
@@ -170,7 +172,11 @@ impl Run<'_> {
             Ok(rollout) => Some(rollout),
             Err(e) => {
                 println!("   ! {e:#}");
-                checks.push(Check { what: format!("the {version} rollout runs"), observed: format!("{e:#}"), ok: false });
+                checks.push(Check {
+                    what: format!("the {version} rollout runs"),
+                    observed: format!("{e:#}"),
+                    ok: false,
+                });
                 None
             }
         }
@@ -282,7 +288,12 @@ fn completed(r: &Rollout, what: &str) -> Check {
     let waves_passed = r.state.history.iter().filter(|e| matches!(e.decision, Decision::Advanced { .. })).count();
     Check {
         what: what.into(),
-        observed: format!("{}, {} wave advance(s), {} device(s)", r.state.phase.name(), waves_passed, r.state.members.len()),
+        observed: format!(
+            "{}, {} wave advance(s), {} device(s)",
+            r.state.phase.name(),
+            waves_passed,
+            r.state.members.len()
+        ),
         ok: r.state.phase == Phase::Completed && !failed && waves_passed + 1 == r.spec.waves.len(),
     }
 }
