@@ -39,10 +39,8 @@ fn loopback_listener(preferred: u16) -> anyhow::Result<TcpListener> {
     Ok(TcpListener::bind(("127.0.0.1", preferred)).or_else(|_| TcpListener::bind("127.0.0.1:0"))?)
 }
 
-fn stopped(mut rx: watch::Receiver<bool>) -> impl std::future::Future<Output = ()> + Send + 'static {
-    async move {
-        let _ = rx.wait_for(|s| *s).await;
-    }
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
 }
 
 /// Starts the controller and `n` agents on `rt`; returns once all of them listen.

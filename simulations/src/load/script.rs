@@ -139,7 +139,7 @@ pub fn run(args: &Args, controller_bin: Option<&Path>) -> anyhow::Result<Outcome
     rt.shutdown_timeout(Duration::from_secs(5));
     drop(broker);
     if !args.keep_data {
-        let _ = std::fs::remove_dir_all(&work.join("devices"));
+        let _ = std::fs::remove_dir_all(work.join("devices"));
     }
     Ok(Outcome { converged: ok, inputs, report: report.join("summary.md") })
 }

@@ -406,12 +406,12 @@ impl World {
             Phase::Paused { reason } | Phase::RolledBack { reason } => Some(reason.clone()),
             _ => None,
         };
-        let reached = match (self.scenario.expect, &phase) {
-            (Expect::Completed, Phase::Completed) => true,
-            (Expect::RolledBack, Phase::RolledBack { .. }) => true,
-            (Expect::Paused, Phase::Paused { .. }) => true,
-            _ => false,
-        };
+        let reached = matches!(
+            (self.scenario.expect, &phase),
+            (Expect::Completed, Phase::Completed)
+                | (Expect::RolledBack, Phase::RolledBack { .. })
+                | (Expect::Paused, Phase::Paused { .. })
+        );
         let (final_on_base, final_on_target) = (self.on_model[BASE as usize], self.on_model[TARGET as usize]);
         let target_bundle = self.catalog.get(TARGET).bundle.digest;
         let failed_installs = self.devices.iter().filter(|d| d.install_failed(&target_bundle)).count() as u32;
