@@ -2,6 +2,7 @@
 //! and the controller: it wires real agents and a real controller together, on sockets (the demo and the
 //! load run) or on a simulated message fabric with a virtual clock (the simulator).
 
+pub(crate) mod controller_api;
 pub mod demo;
 pub mod load;
 pub mod report;

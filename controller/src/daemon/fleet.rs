@@ -50,17 +50,34 @@ impl Fleet {
         }
         let fleet =
             Arc::new(Fleet { client, store, devices: Mutex::new(devices), bundles: Mutex::default(), identity });
+        // Only `eventloop.poll()` drains the client's request channel (1024 publishes), and handling a
+        // message publishes (acks, chunks). Handled inside the poll loop, a full channel blocks the handler
+        // and with it the only thing that empties the channel: at 1,000 devices the controller froze for
+        // good once a rollout's desired states and the acks filled it. So the poll loop never awaits a
+        // publish: messages go in order to one handler task, and the republish at connect runs apart.
+        let (to_handler, mut incoming) = tokio::sync::mpsc::unbounded_channel::<rumqttc::Publish>();
+        let h = fleet.clone();
+        tokio::spawn(async move {
+            while let Some(p) = incoming.recv().await {
+                h.handle(&p.topic, &p.payload).await;
+            }
+        });
         let f = fleet.clone();
         tokio::spawn(async move {
             loop {
                 match eventloop.poll().await {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
                         tracing::info!("controller connected to the broker");
-                        let _ = f.client.subscribe(topics::controller_subscription(), QoS::AtLeastOnce).await;
-                        let _ = f.client.subscribe(enroll::controller_subscription(), QoS::AtLeastOnce).await;
-                        f.republish_desired().await;
+                        let f = f.clone();
+                        tokio::spawn(async move {
+                            let _ = f.client.subscribe(topics::controller_subscription(), QoS::AtLeastOnce).await;
+                            let _ = f.client.subscribe(enroll::controller_subscription(), QoS::AtLeastOnce).await;
+                            f.republish_desired().await;
+                        });
                     }
-                    Ok(Event::Incoming(Packet::Publish(p))) => f.handle(&p.topic, &p.payload).await,
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        let _ = to_handler.send(p);
+                    }
                     Ok(_) => {}
                     Err(e) => {
                         tracing::warn!(error = %e, "controller lost the broker; retrying");

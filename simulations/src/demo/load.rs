@@ -51,8 +51,9 @@ pub fn test_set(models: &std::path::Path) -> anyhow::Result<(Vec<Vec<f32>>, Vec<
 }
 
 impl Load {
-    /// Starts `threads` senders sharing the devices, each device asked about `per_device_rps` times a second.
-    pub fn start(devices: &[Device], images: Vec<Vec<f32>>, labels: Vec<u8>, per_device_rps: u32) -> Load {
+    /// Starts `threads` senders sharing the devices, each device asked about `per_device_rps` times a second
+    /// (below 1: once every `1 / per_device_rps` seconds).
+    pub fn start(devices: &[Device], images: Vec<Vec<f32>>, labels: Vec<u8>, per_device_rps: f64) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(Mutex::new(LoadStats::default()));
         let bodies: Arc<Vec<(Vec<f32>, u8)>> = Arc::new(images.into_iter().zip(labels).collect());
@@ -63,7 +64,7 @@ impl Load {
                 let mine: Vec<(String, SocketAddr)> =
                     devices.iter().skip(t).step_by(threads).map(|d| (d.id.clone(), d.api)).collect();
                 let (stop, stats, bodies) = (stop.clone(), stats.clone(), bodies.clone());
-                let period = Duration::from_secs_f64(1.0 / f64::from(per_device_rps.max(1)));
+                let period = Duration::from_secs_f64(1.0 / per_device_rps.max(0.001));
                 std::thread::spawn(move || sender(&mine, &bodies, period, started, &stop, &stats))
             })
             .collect();

@@ -4,13 +4,12 @@
 //! measure but one: it answers differently) caught by the shadow-agreement gate at the canary and rolled
 //! back. Live progress while it runs, a report at the end, exit 0 only if every expected outcome happened.
 
-mod api;
-mod fleet;
-mod load;
-mod progress;
+pub(crate) mod fleet;
+pub(crate) mod load;
+pub(crate) mod progress;
 mod report;
 mod script;
-mod setup;
+pub(crate) mod setup;
 
 pub use report::Check;
 use std::path::{Path, PathBuf};

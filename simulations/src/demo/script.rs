@@ -1,12 +1,12 @@
 //! The demo's story, step by step, with the checks that decide its exit code.
 
-use super::api::Controller;
 use super::fleet::{self, Fleet};
 use super::load::{self, Load, LoadStats};
 use super::progress;
 use super::report::{self, Check, Timeline};
 use super::setup::{self, Release};
 use super::{Args, Outcome};
+use crate::controller_api::Controller;
 use outpost_controller::daemon::registry::DeviceRecord;
 use outpost_controller::rollout::{Decision, GateKind, Phase, Rollout, Verdict};
 use std::collections::BTreeMap;
@@ -44,7 +44,7 @@ pub fn run(args: &Args) -> anyhow::Result<Outcome> {
     println!("   controller API http://{}, MQTT {}", fleet.api, fleet.mqtt);
     let ctl = Controller::connect(fleet.api, &fleet.controller_data)?;
     let (images, labels) = load::test_set(&models)?;
-    let load = Load::start(&fleet.devices, images, labels, args.rps);
+    let load = Load::start(&fleet.devices, images, labels, f64::from(args.rps));
     let mut run = Run { ctl, fleet: &fleet, load: &load, started, timeline: Timeline::default(), last_sample: None };
     let mut checks = Vec::new();
 

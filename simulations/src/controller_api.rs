@@ -1,5 +1,5 @@
-//! The demo talks to the controller the way the CLI does: its HTTP API with the operator token. Answers
-//! are read into the controller's own types.
+//! The demo and the load run talk to the controller the way the CLI does: its HTTP API with the operator
+//! token. Answers are read into the controller's own types.
 
 use outpost_controller::daemon::registry::DeviceRecord;
 use outpost_controller::rollout::{AuditEntry, Rollout};

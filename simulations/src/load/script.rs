@@ -1,0 +1,265 @@
+//! The load run, step by step: broker, controller, bundles, N agents; wait until all registered; v1 on
+//! every device in one wave; v2 in gated waves; each device's own API asked what it serves. Every step
+//! leaves marks for the report.
+
+use super::broker::{Mosquitto, SysCounters};
+use super::fleet;
+use super::meter::{Mark, Pids};
+use super::report::{Inputs, RolloutRun};
+use super::{Args, Outcome};
+use crate::controller_api::Controller;
+use crate::demo::progress;
+use crate::demo::setup::{self, Release};
+use outpost_controller::daemon::registry::DeviceRecord;
+use outpost_controller::rollout::{Decision, Phase};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// How often the controller is polled (and a mark taken) while waiting: each poll lists every device, so
+/// it is load on the controller too; once a second would be a tenth of its work at 1,000 devices.
+const POLL: Duration = Duration::from_secs(2);
+
+struct Run {
+    ctl: Controller,
+    pids: Pids,
+    sys: SysCounters,
+    started: Instant,
+    timeline: Vec<Mark>,
+}
+
+impl Run {
+    fn mark(&mut self) -> (Mark, Vec<DeviceRecord>) {
+        let devices = self.ctl.devices().unwrap_or_default();
+        let m = Mark::take(self.started.elapsed().as_secs_f64(), self.pids, &self.sys, &devices);
+        self.timeline.push(m.clone());
+        (m, devices)
+    }
+}
+
+pub fn run(args: &Args, controller_bin: Option<&Path>) -> anyhow::Result<Outcome> {
+    let started = Instant::now();
+    let work = args.out.join("work");
+    std::fs::create_dir_all(&work)?;
+    println!("== keys, trust policy and signed digits bundles");
+    let (trust, releases) = setup::prepare(&work, &crate::models_dir())?;
+    let (v1, v2) = (&releases[0], &releases[1]);
+
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(args.threads).enable_all().build()?;
+    let broker = Mosquitto::start(&work.join("broker"))?;
+    let sys = SysCounters::subscribe(&rt, broker.addr);
+    let (stop, stop_rx) = tokio::sync::watch::channel(false);
+    let controller = fleet::start_controller(&rt, controller_bin, &work, &trust, &broker.url(), stop_rx.clone())?;
+    let where_ = if controller.pid().is_some() { "separate process" } else { "in this process" };
+    println!("== mosquitto {} (pid {}), controller {where_} API http://{}", broker.addr, broker.pid(), controller.api);
+    let ctl = Controller::connect(controller.api, &controller.data)?;
+    for r in [v1, v2] {
+        let bytes = std::fs::read(&r.bundle)?;
+        ctl.push_bundle(&bytes)?;
+        println!("   pushed {} ({} bytes)", r.reference(), bytes.len());
+    }
+    let pids = Pids { broker: broker.pid(), controller: controller.pid(), this: std::process::id() };
+    let mut run = Run { ctl, pids, sys, started, timeline: Vec::new() };
+    // Let the $SYS counters arrive once, so the first mark has them.
+    std::thread::sleep(Duration::from_millis(1200));
+    let before_agents = run.mark().0;
+    let fds_before = super::procstat::open_fds();
+
+    println!("== {} agents", args.devices);
+    let t0 = Instant::now();
+    let devices = fleet::start_agents(&rt, &work, &trust, &broker.url(), args.devices, args.window, &stop_rx)?;
+    let spawned_secs = t0.elapsed().as_secs_f64();
+    // The applications: a trickle of digits images to every device's local API, so each telemetry window
+    // carries inference figures the quorum and error-rate gates judge (404/503 until a model is active).
+    let (images, labels) = crate::demo::load::test_set(&crate::models_dir())?;
+    let apps: Vec<crate::demo::fleet::Device> =
+        devices.iter().map(|(id, api)| crate::demo::fleet::Device { id: id.clone(), api: *api }).collect();
+    let traffic = crate::demo::load::Load::start(&apps, images, labels, args.rps);
+    let registered = wait_registered(&mut run, args.devices, register_timeout(args.devices));
+    let register_secs = t0.elapsed().as_secs_f64();
+    let after_register = run.mark().0;
+    let fds_agents = super::procstat::open_fds().saturating_sub(fds_before);
+    let mut rollouts = Vec::new();
+    let mut ok = registered.is_ok();
+    match &registered {
+        Ok(n) => println!("   {n} devices online after {register_secs:.1} s"),
+        Err(e) => println!("   ! {e:#}"),
+    }
+    if ok {
+        println!("== v1: digits 1.0.0 on every device, one wave");
+        let r = follow(&mut run, v1, "100%", args, args.devices);
+        ok &= r.converged;
+        rollouts.push(r);
+    }
+    let at_v1 = traffic.snapshot();
+    if ok {
+        println!("== v2: digits 2.0.0 in waves {}, bake {} s", args.waves, args.bake);
+        let r = follow(&mut run, v2, &args.waves, args, args.devices);
+        ok &= r.converged;
+        rollouts.push(r);
+    }
+    let after_v2 = traffic.snapshot();
+    let serving = serving(&devices, &v2.version.to_string());
+    println!("== each device's own API: {} of {} serve {}", serving, devices.len(), v2.version);
+    ok &= serving == devices.len();
+    // A quiet stretch after the rollouts: steady-state telemetry ingest and idle CPU.
+    let quiet_from = run.mark().0;
+    std::thread::sleep(Duration::from_secs(args.window.max(5) * 2));
+    let end = run.mark().0;
+    let traffic = traffic.finish();
+    let failures = |s: &crate::demo::load::LoadStats| s.failures.values().sum::<u64>();
+
+    let inputs = Inputs {
+        devices: args.devices,
+        waves: args.waves.clone(),
+        bake: args.bake,
+        window: args.window,
+        controller_separate: controller.pid().is_some(),
+        spawned_secs,
+        register_secs: registered.as_ref().ok().map(|_| register_secs),
+        fds_agents,
+        serving,
+        requests: traffic.total(),
+        failed_during_v2: failures(&after_v2) - failures(&at_v1),
+        requests_during_v2: after_v2.total() - at_v1.total(),
+        rps: args.rps,
+        before_agents,
+        after_register,
+        quiet: (quiet_from, end),
+        rollouts,
+        timeline: std::mem::take(&mut run.timeline),
+        wall_secs: started.elapsed().as_secs_f64(),
+    };
+    let report = args.out.clone();
+    for (name, body) in super::report::render(&inputs) {
+        std::fs::write(report.join(name), body)?;
+    }
+    let _ = stop.send(true);
+    drop(controller);
+    rt.shutdown_timeout(Duration::from_secs(5));
+    drop(broker);
+    if !args.keep_data {
+        let _ = std::fs::remove_dir_all(work.join("devices"));
+    }
+    Ok(Outcome { converged: ok, inputs, report: report.join("summary.md") })
+}
+
+/// Generous: connecting is fast, but each hello is one durable commit at the controller.
+fn register_timeout(n: usize) -> Duration {
+    Duration::from_secs(60 + n as u64 / 5)
+}
+
+fn wait_registered(run: &mut Run, n: usize, timeout: Duration) -> anyhow::Result<usize> {
+    let deadline = Instant::now() + timeout;
+    let mut last = usize::MAX;
+    loop {
+        let (m, _) = run.mark();
+        if m.online >= n {
+            return Ok(m.online);
+        }
+        if m.online != last {
+            println!("   {:>6.1} s  {} of {n} online", m.at, m.online);
+            last = m.online;
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!("only {} of {n} devices came online within {} s", m.online, timeout.as_secs());
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Starts a rollout and follows it until it is over, every device runs the release and none is
+/// mid-update; or until the timeout.
+fn follow(run: &mut Run, r: &Release, waves: &str, args: &Args, n: usize) -> RolloutRun {
+    let version = r.version.to_string();
+    let id = format!("load-digits-{version}");
+    let req = serde_json::json!({
+        "id": id,
+        "bundle": r.reference(),
+        "waves": waves,
+        "bake_secs": args.bake,
+        "watch_secs": 2,
+        // Installs and who reports. The error-rate gate wants more requests than a trickle gives a small
+        // wave in one bake; the demo runs it (and the latency and shadow gates) under real load.
+        "max_failure_rate": 0.02,
+        "quorum": 0.8,
+        "on_failure": "pause",
+    });
+    let (start, _) = run.mark();
+    let mut out =
+        RolloutRun { id: id.clone(), version: version.clone(), waves: waves.into(), start, ..RolloutRun::default() };
+    if let Err(e) = run.ctl.start_rollout(&req) {
+        out.note = format!("{e:#}");
+        println!("   ! {}", out.note);
+        return out;
+    }
+    let deadline = Instant::now() + Duration::from_secs(args.rollout_timeout);
+    let mut last_wave = usize::MAX;
+    loop {
+        let rollout = run.ctl.rollout(&id);
+        let (m, devices) = run.mark();
+        let Ok(rollout) = rollout else {
+            out.note = "the controller stopped answering".into();
+            out.end = m;
+            return out;
+        };
+        if rollout.state.wave != last_wave {
+            last_wave = rollout.state.wave;
+            out.wave_starts.push(m.at);
+        }
+        let on = m.versions.get(&version).copied().unwrap_or(0) as usize;
+        let updating = progress::updating(&devices);
+        println!(
+            "   {:>6.1} s  {} wave {}/{}  {on}/{n} on {version}  {}",
+            m.at,
+            rollout.state.phase.name(),
+            rollout.state.wave + 1,
+            rollout.spec.waves.len(),
+            updating.iter().map(|(k, v)| format!("{v} {k}")).collect::<Vec<_>>().join(", ")
+        );
+        let over = !matches!(rollout.state.phase, Phase::Pending | Phase::Progressing);
+        if over && updating.is_empty() && on == n && rollout.state.phase == Phase::Completed {
+            out.converged = true;
+        }
+        if out.converged || (over && rollout.state.phase != Phase::Completed) || Instant::now() > deadline {
+            out.phase = rollout.state.phase.name().to_string();
+            out.advanced =
+                rollout.state.history.iter().filter(|e| matches!(e.decision, Decision::Advanced { .. })).count();
+            out.failed_installs = devices.iter().filter(|d| failed(d, &version)).count();
+            out.on_target = on;
+            if !out.converged {
+                let why = match &rollout.state.phase {
+                    Phase::Paused { reason } | Phase::RolledBack { reason } => reason.clone(),
+                    _ => "timed out".into(),
+                };
+                out.note = format!("{} ({why}) with {on} of {n} devices on {version}", out.phase);
+            }
+            out.end = m;
+            return out;
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// The device's last update event is a refusal or a rollback of this version.
+fn failed(d: &DeviceRecord, version: &str) -> bool {
+    use outpost_protocol::telemetry::UpdateStage;
+    d.events.back().is_some_and(|e| {
+        matches!(e.to, UpdateStage::Rejected | UpdateStage::RolledBack) && e.version.to_string() == version
+    })
+}
+
+/// How many devices' own inference APIs say they serve `version` (asked over HTTP, not the controller).
+fn serving(devices: &[(String, SocketAddr)], version: &str) -> usize {
+    let http: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    devices
+        .iter()
+        .filter(|(_, api)| {
+            http.get(&format!("http://{api}/v2/models/digits"))
+                .call()
+                .ok()
+                .and_then(|mut r| r.body_mut().read_json::<serde_json::Value>().ok())
+                .is_some_and(|v| v["versions"][0].as_str() == Some(version))
+        })
+        .count()
+}

@@ -1,0 +1,52 @@
+//! `outpost-sim load` with a small fleet: real mosquitto, the real controller daemon, 20 real agents.
+//! Every device must register, take v1 and then v2 through four gated waves, and serve v2 from its own
+//! API; the report must carry the figures the full run is for.
+
+use outpost_simulations::load::{self, Args, ControllerMode};
+
+#[test]
+fn a_small_fleet_converges_through_both_rollouts_and_the_report_has_its_figures() {
+    let out = std::env::temp_dir().join(format!("outpost-load-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let args = Args {
+        devices: 20,
+        out: out.clone(),
+        waves: "1%,10%,50%,100%".into(),
+        bake: 4,
+        rps: 1.0,
+        window: 2,
+        rollout_timeout: 120,
+        controller: ControllerMode::InProcess,
+        threads: 4,
+        keep_data: false,
+    };
+    let outcome = load::run(&args).expect("the load run runs");
+    let i = &outcome.inputs;
+    let summary = std::fs::read_to_string(&outcome.report).unwrap();
+    assert!(outcome.converged, "{summary}");
+    assert!(i.register_secs.is_some(), "{summary}");
+    assert_eq!(i.rollouts.len(), 2);
+    for r in &i.rollouts {
+        assert!(r.converged && r.phase == "completed" && r.on_target == 20, "{r:?}");
+        assert_eq!(r.failed_installs, 0);
+    }
+    assert_eq!(i.rollouts[1].advanced, 3, "four waves, three advances");
+    assert_eq!(i.serving, 20, "every device's own API serves 2.0.0");
+    assert_eq!(i.failed_during_v2, 0, "no inference request fails while v2 rolls out");
+    // Every device fetched the ~145 KB bundle twice through the broker, and mosquitto counted it.
+    let whole = i.rollouts[1].span();
+    let sent = whole.sys.get("bytes/sent").copied().expect("mosquitto's $SYS byte counters were read");
+    assert!(sent > 20 * 140_000, "{sent} bytes out of the broker during the v2 rollout");
+    assert!(i.timeline.iter().any(|m| m.broker.rss > 0 && m.broker.cpu_secs >= 0.0));
+    assert!(i.quiet.1.telemetry > 0, "the controller stored telemetry");
+    assert!(load::memory_per_device(i).0 > 0);
+    for needle in
+        ["all devices registered", "rollout 2.0.0", "broker peak RSS", "memory per device", "telemetry ingest"]
+    {
+        assert!(summary.contains(needle), "{needle} missing from\n{summary}");
+    }
+    for chart in ["versions.svg", "memory.svg", "cpu.svg"] {
+        assert!(std::fs::read_to_string(out.join(chart)).unwrap().starts_with("<svg"), "{chart}");
+    }
+    let _ = std::fs::remove_dir_all(&out);
+}
