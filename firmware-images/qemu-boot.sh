@@ -4,7 +4,8 @@
 # loopback, unpacks rootfs.tar.zst, and runs the unit's own ExecStartPre and ExecStart lines in a chroot
 # of it under qemu-user, with a NOTIFY_SOCKET and a watchdog as systemd would give. Checks: the first
 # bundle is installed, READY=1 and WATCHDOG=1 arrive, the agent answers inference with onnxruntime's
-# logits, the controller lists the device with digits 1.0.0 (hello), and STOPPING=1 arrives on SIGTERM.
+# logits, enrolls with the image's token (key and certificate under /var/lib/outpost/identity), the
+# controller lists it enrolled with digits 1.0.0 (hello), and STOPPING=1 arrives on SIGTERM.
 # Needs root (chroot). Environment: OUTPOST_AGENT_BIN, OUTPOST_BIN as for cross/qemu-smoke.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,11 +38,13 @@ pids+=($!)
 wait_for 60 "$outpost" devices list --controller "http://127.0.0.1:$api" --data-dir "$work/ctl"
 
 echo "== image"
+"$outpost" enroll-token create --auto-approve --expires 1d --controller "http://127.0.0.1:$api" \
+  --data-dir "$work/ctl" >"$work/enroll-token"
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=outpost-test-ca -days 2 \
   -keyout "$work/ca.key" -out "$work/ca.pem" 2>/dev/null
 # Plain MQTT: the embedded broker has no TLS. The CA still goes into the image as it would in production.
 "$outpost" image build --target "$target" --agent "$agent" --controller "mqtt://127.0.0.1:$mqtt" \
-  --ca "$work/ca.pem" --trust "$work/trust.policy" --root-pub "$work/keys/root.pub" --enroll-token qemu-boot-token \
+  --ca "$work/ca.pem" --trust "$work/trust.policy" --root-pub "$work/keys/root.pub" --enroll-token "@$work/enroll-token" \
   --bundle "$work/digits-v1.obundle" --labels site=qemu,board=emulated --data-size 64M --out "$work/image"
 root=$work/root
 mkdir -p "$root"
@@ -93,14 +96,16 @@ echo "first boot to first inference: $(($(now_ms) - t0)) ms (install, load, serv
 infer_digits "$port" 16
 
 echo "== the controller sees the device"
-# The device's row: online, its arch, the model it reported in hello, and the image's labels.
+# The device's row: its arch, online, enrolled, the model it reported in hello, and the image's labels.
 has_device() {
   "$outpost" devices list --controller "http://127.0.0.1:$api" --data-dir "$work/ctl" |
-    grep -iE "^qemu-device-1 +$arch +yes .*digits 1\.0\.0 .*board=emulated"
+    grep -iE "^qemu-device-1 +$arch +yes +enrolled +digits 1\.0\.0 .*board=emulated"
 }
 wait_for 60 has_device || { "$outpost" devices list --controller "http://127.0.0.1:$api" --data-dir "$work/ctl"; exit 1; }
 "$outpost" devices list --controller "http://127.0.0.1:$api" --data-dir "$work/ctl"
 wait_for 10 grep -qx WATCHDOG=1 "$work/notify.log"
+for f in device.key device.crt; do test -s "$root/var/lib/outpost/identity/$f"; done
+grep -q "enrolled: identity stored" "$work/agent.log"
 echo "rss: $(rss_kb "$agent_pid") kB (agent under ${emu[0]:-no emulator}, digits v1 active)"
 
 echo "== shutdown"
