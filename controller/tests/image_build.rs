@@ -220,6 +220,7 @@ fn an_aarch64_image_holds_the_agent_its_config_trust_and_first_bundle_in_both_fo
     let config: toml::Value = toml::from_str(std::str::from_utf8(&file("/etc/outpost/agent.toml").0).unwrap()).unwrap();
     assert_eq!(config["link"]["broker"].as_str(), Some("mqtts://fleet.example.com:8883"));
     assert_eq!(config["link"]["ca"].as_str(), Some("/etc/outpost/ca.pem"));
+    assert_eq!(config["link"]["enroll_token"].as_str(), Some("/etc/outpost/enroll-token"));
     assert_eq!(config["link"]["labels"]["site"].as_str(), Some("berlin"));
     assert_eq!(config["trust"]["policy"].as_str(), Some("/etc/outpost/trust.policy"));
     assert_eq!(config["data_dir"].as_str(), Some("/var/lib/outpost"));

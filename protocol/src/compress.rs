@@ -7,8 +7,10 @@ use std::io::{Read, Write};
 /// zstd level for bundles: bundles are made once and fetched by many devices over costly links.
 pub const LEVEL: i32 = 19;
 
-/// Decoders refuse windows above this (2^31 = 2 GiB) even if a frame asks for more.
-const WINDOW_LOG_MAX: u32 = 31;
+/// Decoders refuse windows above this (2^31 = 2 GiB) even if a frame asks for more. On 32-bit targets
+/// zstd's own ceiling is 2^30 (`ZSTD_WINDOWLOG_MAX_32`) and it refuses a larger setting outright, which
+/// failed every install on armv7 (found under qemu by cross/qemu-smoke.sh).
+const WINDOW_LOG_MAX: u32 = if cfg!(target_pointer_width = "32") { 30 } else { 31 };
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecompressError {

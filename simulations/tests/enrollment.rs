@@ -52,6 +52,45 @@ fn d(p: &Path) -> String {
     p.display().to_string()
 }
 
+fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
+
+/// A trust policy, its root public key and a signed digits bundle, as files in `dir`.
+fn model_files(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    use outpost_protocol::keys::{self, private_key_from_seed};
+    use outpost_protocol::manifest::*;
+    use outpost_protocol::trust::{self, POLICY_FORMAT, TrustPolicy};
+    let (root, release) = (private_key_from_seed([1; 32]), private_key_from_seed([2; 32]));
+    let policy = TrustPolicy {
+        format: POLICY_FORMAT,
+        version: 1,
+        created: now() - 60,
+        expires: now() + 86_400,
+        threshold: 1,
+        release_keys: vec![release.verifying_key().to_bytes()],
+    };
+    std::fs::write(dir.join("trust.policy"), trust::create_policy(&policy, std::slice::from_ref(&root))).unwrap();
+    std::fs::write(dir.join("root.pub"), keys::public_key_to_pem(&root.verifying_key())).unwrap();
+    let model = std::fs::read(outpost_simulations::models_dir().join("digits-v1.onnx")).unwrap();
+    let (payload, packed) = outpost_protocol::bundle::prepare_payload(&model, None, ModelFormat::Onnx);
+    let m = Manifest {
+        format: MANIFEST_FORMAT,
+        name: outpost_protocol::ModelName::new("digits").unwrap(),
+        version: outpost_protocol::Version::new(1, 0, 0),
+        sequence: 1,
+        payload,
+        targets: Targets { archs: vec![], min_agent: outpost_protocol::Version::new(0, 1, 0) },
+        interface: outpost_agent::runtime::model::read_interface(&model).unwrap(),
+        selftest: vec![],
+        created: now() - 60,
+        expires: now() + 86_400,
+        reference: None,
+    };
+    std::fs::write(dir.join("digits.obundle"), outpost_protocol::bundle::create(&m, &[release], &packed)).unwrap();
+    (dir.join("trust.policy"), dir.join("root.pub"), dir.join("digits.obundle"))
+}
+
 fn wait_until(what: &str, secs: u64, mut ok: impl FnMut() -> bool, context: impl Fn() -> String) {
     let deadline = Instant::now() + Duration::from_secs(secs);
     while !ok() {
@@ -161,6 +200,34 @@ impl Agent {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Installs a bundle with the agent's own CLI (the agent is stopped).
+    fn install(&self, bundle: &Path, policy: &Path, root_pub: &Path) {
+        let out = Command::new(sibling("outpost-agent"))
+            .args(["install", &d(bundle), "--config", &d(&self.config), "--data-dir", &d(&self.data)])
+            .args(["--trust", &d(policy), "--root-pub", &d(root_pub)])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "install: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// One inference over the local API; the HTTP status line.
+    fn infer(&self) -> String {
+        use std::io::{Read, Write};
+        let body = format!(
+            "{{\"inputs\":[{{\"name\":\"input\",\"shape\":[1,1,8,8],\"datatype\":\"FP32\",\"data\":[{}]}}]}}",
+            vec!["0.5"; 64].join(",")
+        );
+        let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.api)) else { return "no connection".into() };
+        let _ = write!(
+            s,
+            "POST /v2/models/digits/infer HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let mut buf = String::new();
+        let _ = s.read_to_string(&mut buf);
+        buf.lines().next().unwrap_or_default().to_owned()
+    }
+
     fn live(&self) -> bool {
         use std::io::{Read, Write};
         let Ok(mut s) = TcpStream::connect(("127.0.0.1", self.api)) else { return false };
@@ -263,6 +330,8 @@ fn devices_enroll_over_mosquitto_wait_for_approval_and_revoked_ones_are_refused(
     let wrong = dir.join("token-wrong");
     std::fs::write(&wrong, "opt_0000000000000000000000000000000000000000000000000000000000000000\n").unwrap();
     let mut w = Agent::new(&dir, "dev-wrong", &link(&wrong));
+    let (policy, root_pub, bundle) = model_files(&dir);
+    w.install(&bundle, &policy, &root_pub);
     w.start();
     wait_until(
         "two refusals of the wrong token",
@@ -271,6 +340,7 @@ fn devices_enroll_over_mosquitto_wait_for_approval_and_revoked_ones_are_refused(
         || w.log(),
     );
     assert!(w.live(), "the local API serves while enrollment is refused");
+    wait_until("inference while enrollment is refused", 20, || w.infer().starts_with("HTTP/1.1 200"), || w.infer());
     assert!(!w.data.join("identity/device.crt").exists());
     assert!(ctl.device("dev-wrong").is_null(), "a refused device is not registered");
     let audit = ctl.run(&["audit"]);

@@ -38,8 +38,11 @@ pub fn start(cfg: &Config, store: Store, rt: Arc<Runtime>) -> anyhow::Result<Vec
     };
     let paths = identity::Paths::new(&cfg.data_dir);
     let boot = boot_id();
+    // A certificate named in the config (`link.client_cert`) is the operator's choice: it wins over the
+    // identity folder and enrollment.
+    let configured = link_cfg.client_cert.is_some();
     match (&link_cfg.enroll, paths.enrolled()) {
-        (Some(enroll_cfg), false) => {
+        (Some(enroll_cfg), false) if !configured => {
             let (cfg, enroll_cfg) = (cfg.clone(), enroll_cfg.clone());
             tasks.push(tokio::spawn(async move {
                 let facts = identity::enroll::Facts {
@@ -57,7 +60,7 @@ pub fn start(cfg: &Config, store: Store, rt: Arc<Runtime>) -> anyhow::Result<Vec
             }));
         }
         _ => {
-            if paths.enrolled() {
+            if paths.enrolled() && !configured {
                 use_identity(&mut link_cfg, &paths);
             }
             tasks.extend(join(cfg, link_cfg, store, rt, queue, boot)?);

@@ -131,8 +131,8 @@ fn toml_str(s: &str) -> String {
     toml::Value::String(s.to_owned()).to_string()
 }
 
-/// The agent's config on the device. Paths only; the device id and identity are the agent's own
-/// (derived on the device at first boot), so one image serves a whole batch of devices.
+/// The agent's config on the device. Paths only; the identity is the agent's own (made on the device at
+/// first boot), so one image serves a whole batch of devices.
 pub fn agent_toml(
     target: Target,
     agent_version: &str,
@@ -152,6 +152,9 @@ pub fn agent_toml(
     if ca {
         t += &format!("ca = {}\n", toml_str(CA));
     }
+    // First boot: the agent enrolls with this token (device key and certificate under
+    // `<data_dir>/identity/`); later boots use the identity and never read the token again.
+    t += &format!("enroll_token = {}\n", toml_str(ENROLL_TOKEN));
     let pairs: Vec<String> = labels.iter().map(|(k, v)| format!("{} = {}", toml_str(k), toml_str(v))).collect();
     t += &format!("labels = {{ {} }}\n", pairs.join(", "));
     t
@@ -349,6 +352,7 @@ mod tests {
         assert_eq!(v["trust"]["root_pub"][0].as_str(), Some(ROOT_PUB));
         assert_eq!(v["link"]["broker"].as_str(), Some("mqtts://fleet:8883"));
         assert_eq!(v["link"]["ca"].as_str(), Some(CA));
+        assert_eq!(v["link"]["enroll_token"].as_str(), Some(ENROLL_TOKEN));
         assert_eq!(v["link"]["labels"]["site"].as_str(), Some("a \"quoted\" place"));
         let plain = agent_toml(Target::Aarch64Musl, "0.1.0", &url, &[], false);
         assert!(toml::from_str::<toml::Value>(&plain).unwrap()["link"].get("ca").is_none());

@@ -90,9 +90,10 @@ impl World {
         }
         if self.converged_ms.is_none() {
             // Not settled: say which device is furthest from it, so the seed can be replayed and looked at.
+            // (While the controller is down its registry is on disk: nothing agrees.)
             let lagging = (0..self.devices.len() as u32).find(|&i| {
-                let (d, v) = (&self.devices[i as usize], &self.ctl.views[i as usize]);
-                !d.agrees_with(v, &self.catalog)
+                let d = &self.devices[i as usize];
+                self.ctl.views.get(i as usize).is_none_or(|v| !d.agrees_with(v, &self.catalog))
             });
             if let Some(dev) = lagging {
                 let d = &self.devices[dev as usize];

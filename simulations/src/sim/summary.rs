@@ -115,7 +115,7 @@ pub fn render(o: &Outcome) -> Report {
             vec![
                 secs((e.at - super::world::T0) * 1000),
                 (e.wave + 1).to_string(),
-                format!("{:?}", e.decision),
+                decision(e.decision),
                 e.reason.clone(),
             ]
         })
@@ -131,6 +131,20 @@ pub fn render(o: &Outcome) -> Report {
     }
     files.insert(0, ("report.md".to_string(), md));
     Report { files }
+}
+
+/// A decision in words (waves 1-based, as people count them).
+fn decision(d: Decision) -> String {
+    match d {
+        Decision::Advanced { to } => format!("advanced to wave {}", to + 1),
+        Decision::GateFailed { rolled_back: true } => "gate failed: rolled back".into(),
+        Decision::GateFailed { rolled_back: false } => "gate failed: paused".into(),
+        Decision::Promoted { full } => if full { "promoted to completion" } else { "promoted" }.into(),
+        Decision::Aborted { revert } => if revert { "aborted and reverted" } else { "aborted" }.into(),
+        Decision::PausedInconclusive => "paused: inconclusive".into(),
+        Decision::LateDevices => "late devices".into(),
+        other => format!("{other:?}").to_lowercase(),
+    }
 }
 
 fn versions_chart(o: &Outcome) -> String {
