@@ -164,17 +164,21 @@ pub fn build(spec: &ImageSpec) -> Result<ImageManifest, ImageError> {
     let c = check(spec)?;
     let out = &spec.out;
     std::fs::create_dir_all(out).map_err(file_err(out))?;
+    // An old manifest must not describe new images if this build stops half way: no manifest, no image.
+    let old_manifest = out.join(MANIFEST);
+    if let Err(e) = std::fs::remove_file(&old_manifest)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        return Err(file_err(&old_manifest)(e));
+    }
     let tmp = |name: &str| out.join(format!(".{name}.tmp-{}", std::process::id()));
-
-    let rootfs_tmp = tmp(ROOTFS);
-    let f = std::fs::File::create(&rootfs_tmp).map_err(file_err(&rootfs_tmp))?;
-    let mut w = std::io::BufWriter::new(f);
-    tar::write(&c.tree, spec.now, &mut w).map_err(file_err(&rootfs_tmp))?;
-    let f = w.into_inner().map_err(|e| e.into_error()).map_err(file_err(&rootfs_tmp))?;
-    f.sync_all().map_err(file_err(&rootfs_tmp))?;
-
-    let data_tmp = tmp(DATA_IMAGE);
-    ext4::write(&c.tree, c.data_size, "outpost-data", &tmp("staging"), &data_tmp)?;
+    let (rootfs_tmp, data_tmp) = (tmp(ROOTFS), tmp(DATA_IMAGE));
+    let written = write_images(&c, spec.now, &rootfs_tmp, &data_tmp, &tmp("staging"));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&rootfs_tmp);
+        let _ = std::fs::remove_file(&data_tmp);
+    }
+    written?;
 
     let mut images = Vec::new();
     for (from, name) in [(&rootfs_tmp, ROOTFS), (&data_tmp, DATA_IMAGE)] {
@@ -198,4 +202,14 @@ pub fn build(spec: &ImageSpec) -> Result<ImageManifest, ImageError> {
     let json = serde_json::to_string_pretty(&m).expect("manifest serialises") + "\n";
     files::write_atomic(&out.join(MANIFEST), json.as_bytes(), None)?;
     Ok(m)
+}
+
+fn write_images(c: &Checked, mtime: u64, rootfs: &Path, data: &Path, scratch: &Path) -> Result<(), ImageError> {
+    let f = std::fs::File::create(rootfs).map_err(file_err(rootfs))?;
+    let mut w = std::io::BufWriter::new(f);
+    tar::write(&c.tree, mtime, &mut w).map_err(file_err(rootfs))?;
+    let f = w.into_inner().map_err(|e| e.into_error()).map_err(file_err(rootfs))?;
+    f.sync_all().map_err(file_err(rootfs))?;
+    ext4::write(&c.tree, c.data_size, "outpost-data", scratch, data)?;
+    Ok(())
 }
