@@ -256,7 +256,14 @@ impl Config {
             None => None,
             Some(url) => {
                 let broker = url.parse().map_err(|m| invalid("link.broker", m))?;
-                let id = l.device_id.ok_or_else(|| invalid("link.device_id", "a broker needs a device id".into()))?;
+                // Unset: the machine's own stable id, so one image flashed on many boards needs no hand work.
+                let id = l.device_id.or_else(crate::sys::default_device_id).ok_or_else(|| {
+                    invalid(
+                        "link.device_id",
+                        "a broker needs a device id, and this machine has no /etc/machine-id or hostname to derive one"
+                            .into(),
+                    )
+                })?;
                 let device =
                     outpost_protocol::DeviceId::new(id).map_err(|e| invalid("link.device_id", e.to_string()))?;
                 let enroll = match (l.enroll_token, l.enroll_broker) {
@@ -389,9 +396,13 @@ mod tests {
         let link = c.link.unwrap();
         assert_eq!((link.broker.host.as_str(), link.broker.tls, link.device.as_str()), ("b", true, "from-flag"));
         assert_eq!(c.telemetry.window, Duration::from_secs(5));
-        let err =
+        // No device id in the file: the machine's own (machine-id or hostname), or a refusal naming the key.
+        let unnamed =
             Config::validate(parse("[link]\nbroker = \"mqtt://a:1\"\n", "a").unwrap(), &Overrides::default(), "a");
-        assert!(err.unwrap_err().to_string().contains("link.device_id"));
+        match crate::sys::default_device_id() {
+            Some(id) => assert_eq!(unnamed.unwrap().link.unwrap().device.as_str(), id),
+            None => assert!(unnamed.unwrap_err().to_string().contains("link.device_id")),
+        }
         let enroll = "[link]\nbroker = \"mqtts://b:8883\"\ndevice_id = \"d\"\nenroll_token = \"/etc/outpost/token\"\n";
         let c = Config::validate(parse(enroll, "a").unwrap(), &Overrides::default(), "a").unwrap();
         let e = c.link.unwrap().enroll.unwrap();

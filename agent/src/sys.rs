@@ -63,3 +63,44 @@ fn process_ticks() -> u64 {
     let get = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
     get(11) + get(12)
 }
+
+/// The device id when the config names none: `dev-` and the first 16 hex digits of `/etc/machine-id`
+/// (stable across boots, unique per installed system), else the hostname. `None` when neither is usable.
+pub fn default_device_id() -> Option<String> {
+    let machine_id = std::fs::read_to_string("/etc/machine-id").ok();
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").ok();
+    device_id_from(machine_id.as_deref(), hostname.as_deref())
+}
+
+/// Pure part of [`default_device_id`].
+pub fn device_id_from(machine_id: Option<&str>, hostname: Option<&str>) -> Option<String> {
+    let valid = |s: String| outpost_protocol::DeviceId::new(s.clone()).ok().map(|_| s);
+    let from_machine = machine_id
+        .map(str::trim)
+        .filter(|m| m.len() >= 16 && m.bytes().all(|b| b.is_ascii_hexdigit()) && m.bytes().any(|b| b != b'0'))
+        .and_then(|m| valid(format!("dev-{}", &m[..16].to_ascii_lowercase())));
+    from_machine.or_else(|| {
+        let h = hostname?.trim();
+        let clean: String =
+            h.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' }).collect();
+        (!clean.is_empty() && clean != "localhost").then_some(clean).and_then(valid)
+    })
+}
+
+#[cfg(test)]
+mod device_id_tests {
+    use super::device_id_from;
+
+    #[test]
+    fn the_machine_id_names_the_device_else_a_usable_hostname() {
+        let mid = "0123456789ABCDEF0123456789abcdef\n";
+        assert_eq!(device_id_from(Some(mid), Some("board")), Some("dev-0123456789abcdef".into()));
+        // An empty, short, all-zero or garbled machine id falls back to the hostname.
+        for bad in ["", "1234", "00000000000000000000000000000000", "not-a-machine-id-at-all-xxxxxxxx"] {
+            assert_eq!(device_id_from(Some(bad), Some("edge-7\n")), Some("edge-7".into()), "{bad:?}");
+        }
+        assert_eq!(device_id_from(None, Some("cam.lobby")), Some("cam-lobby".into()));
+        assert_eq!(device_id_from(None, Some("localhost")), None);
+        assert_eq!(device_id_from(None, None), None);
+    }
+}
