@@ -4,6 +4,7 @@
 
 pub(crate) mod controller_api;
 pub mod demo;
+pub(crate) mod inprocess;
 pub mod load;
 pub mod report;
 pub mod sim;

@@ -3,6 +3,7 @@
 //! machine, MQTT link), each with its own data directory, device id and labels.
 
 use super::setup::Trust;
+use crate::inprocess::{AgentSpec, spawn_agent, stopped, wait_listening};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use tokio::sync::watch;
@@ -37,10 +38,6 @@ impl Fleet {
 /// `preferred` when free (the documented default, so the CLI's defaults work), else any free port.
 fn loopback_listener(preferred: u16) -> anyhow::Result<TcpListener> {
     Ok(TcpListener::bind(("127.0.0.1", preferred)).or_else(|_| TcpListener::bind("127.0.0.1:0"))?)
-}
-
-async fn stopped(mut rx: watch::Receiver<bool>) {
-    let _ = rx.wait_for(|s| *s).await;
 }
 
 /// Starts the controller and `n` agents on `rt`; returns once all of them listen.
@@ -84,53 +81,14 @@ pub fn start(rt: &tokio::runtime::Runtime, out: &Path, trust: &Trust, n: usize) 
         let (arch, region) = (ARCHS[i % ARCHS.len()], REGIONS[(i / ARCHS.len()) % REGIONS.len()]);
         let id = format!("edge-{region}-{:02}", i + 1);
         let data_dir = out.join("devices").join(&id);
-        let local = TcpListener::bind("127.0.0.1:0")?;
-        let addr = local.local_addr()?;
-        let raw = outpost_agent::config::parse(
-            &format!(
-                "[link]\nlabels = {{ arch = \"{arch}\", region = \"{region}\" }}\n\
+        let toml = format!(
+            "[link]\nlabels = {{ arch = \"{arch}\", region = \"{region}\" }}\n\
                  [telemetry]\nwindow = \"2s\"\n"
-            ),
-            "demo",
-        )?;
-        let cfg = outpost_agent::config::Config::validate(
-            raw,
-            &outpost_agent::config::Overrides {
-                data_dir: Some(data_dir.clone()),
-                listen: Some(addr.to_string()),
-                trust: Some(trust.policy.clone()),
-                root_pubs: vec![trust.root_pub.clone()],
-                broker: Some(format!("mqtt://{mqtt}")),
-                device_id: Some(id.clone()),
-                telemetry_window: None,
-            },
-            "demo",
-        )?;
-        local.set_nonblocking(true)?;
-        let listener = {
-            let _g = rt.enter();
-            tokio::net::TcpListener::from_std(local)?
-        };
-        let shutdown = stopped(rx.clone());
-        let name = id.clone();
-        rt.spawn(async move {
-            if let Err(e) = outpost_agent::serve::serve(cfg, listener, shutdown).await {
-                tracing::error!(device = %name, error = %e, "an agent stopped");
-            }
-        });
+        );
+        let spec = AgentSpec { id: &id, toml: &toml, data_dir, broker: &format!("mqtt://{mqtt}") };
+        let addr = spawn_agent(rt, spec, trust, &rx)?;
         devices.push(Device { id, api: addr });
     }
     wait_listening(api_addr)?;
     Ok(Fleet { api: api_addr, mqtt, controller_data, devices, stop })
-}
-
-fn wait_listening(addr: SocketAddr) -> anyhow::Result<()> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while std::net::TcpStream::connect(addr).is_err() {
-        if std::time::Instant::now() > deadline {
-            anyhow::bail!("nothing listens on {addr} after 20 s");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    Ok(())
 }

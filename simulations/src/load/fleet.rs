@@ -3,6 +3,7 @@
 //! MQTT connection, durable telemetry queue, update driver and tract runtime.
 
 use crate::demo::setup::Trust;
+use crate::inprocess::{AgentSpec, spawn_agent, stopped, wait_listening};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -50,10 +51,6 @@ impl Drop for Controller {
             let _ = c.wait();
         }
     }
-}
-
-async fn stopped(mut rx: watch::Receiver<bool>) {
-    let _ = rx.wait_for(|s| *s).await;
 }
 
 /// Starts `outpost serve` from `bin` as a child process, or (`bin == None`) the same daemon in `rt`.
@@ -130,48 +127,12 @@ pub fn start_agents(
     for i in 0..n {
         let id = device_id(i);
         let region = REGIONS[i % REGIONS.len()];
-        let local = TcpListener::bind("127.0.0.1:0")?;
-        let addr = local.local_addr()?;
-        let raw = outpost_agent::config::parse(&agent_toml(region, window_secs), "load")?;
-        let cfg = outpost_agent::config::Config::validate(
-            raw,
-            &outpost_agent::config::Overrides {
-                data_dir: Some(dir.join("devices").join(&id)),
-                listen: Some(addr.to_string()),
-                trust: Some(trust.policy.clone()),
-                root_pubs: vec![trust.root_pub.clone()],
-                broker: Some(broker.to_owned()),
-                device_id: Some(id.clone()),
-                telemetry_window: None,
-            },
-            "load",
-        )?;
-        local.set_nonblocking(true)?;
-        let listener = {
-            let _g = rt.enter();
-            tokio::net::TcpListener::from_std(local)?
-        };
-        let shutdown = stopped(stop.clone());
-        let name = id.clone();
-        rt.spawn(async move {
-            if let Err(e) = outpost_agent::serve::serve(cfg, listener, shutdown).await {
-                tracing::error!(device = %name, error = %e, "an agent stopped");
-            }
-        });
+        let toml = agent_toml(region, window_secs);
+        let spec = AgentSpec { id: &id, toml: &toml, data_dir: dir.join("devices").join(&id), broker };
+        let addr = spawn_agent(rt, spec, trust, stop)?;
         devices.push((id, addr));
     }
     Ok(devices)
-}
-
-fn wait_listening(addr: SocketAddr) -> anyhow::Result<()> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while std::net::TcpStream::connect(addr).is_err() {
-        if std::time::Instant::now() > deadline {
-            anyhow::bail!("nothing listens on {addr} after 20 s");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    Ok(())
 }
 
 #[cfg(test)]
