@@ -3,17 +3,18 @@
 //! status a client can act on: 400 fix the request, 404 wrong model, 413 too big, 429/503 retry later
 //! (`Retry-After`), 504 too slow.
 
+pub mod binary;
 pub mod oip;
 
 use crate::runtime::{InferError, InferRequest, InputTensor, Runtime};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use oip::{InferRequestJson, InferResponseJson, ModelMetadata, OutputJson, TensorMetadata};
+use oip::{BinaryParameters, InferResponseJson, ModelMetadata, OutputJson, TensorMetadata};
 use outpost_protocol::manifest::{Dim, TensorSpec};
 use std::sync::Arc;
 use std::time::Instant;
@@ -98,10 +99,11 @@ async fn metadata(State(rt): State<Arc<Runtime>>, Path(name): Path<String>) -> R
 async fn infer(
     State(rt): State<Arc<Runtime>>,
     Path(name): Path<String>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let start = Instant::now();
-    let (version, response) = match infer_inner(&rt, name.clone(), body).await {
+    let (version, response) = match infer_inner(&rt, name.clone(), &headers, body).await {
         Ok((version, r)) => (version, r),
         Err(r) => (rt.active().map(|m| m.manifest.version.to_string()).unwrap_or_default(), r),
     };
@@ -113,6 +115,7 @@ async fn infer(
 async fn infer_inner(
     rt: &Runtime,
     name: String,
+    headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(String, Response), Response> {
     let body = body.map_err(|e| {
@@ -123,8 +126,13 @@ async fn infer_inner(
             error(status, e.body_text())
         }
     })?;
-    let req: InferRequestJson = serde_json::from_slice(&body)
-        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("invalid request JSON: {e}")))?;
+    let header_len = match headers.get(binary::HEADER).map(|v| v.to_str()) {
+        None => None,
+        Some(Ok(v)) => Some(v),
+        Some(Err(_)) => return Err(error(StatusCode::BAD_REQUEST, "Inference-Header-Content-Length is not text")),
+    };
+    let req = binary::decode_request(&body, header_len).map_err(|e| error(StatusCode::BAD_REQUEST, e))?;
+    drop(body);
     for t in &req.inputs {
         if t.datatype != "FP32" {
             return Err(error(
@@ -134,23 +142,39 @@ async fn infer_inner(
         }
     }
     let id = req.id.clone();
+    let binary_out = binary::binary_outputs(&req);
     let request = InferRequest {
         model: name,
         inputs: req.inputs.into_iter().map(|t| InputTensor { name: t.name, shape: t.shape, data: t.data }).collect(),
         outputs: req.outputs.map(|o| o.into_iter().map(|o| o.name).collect()),
     };
     let res = rt.infer(request).await.map_err(|e| infer_error(&e))?;
+    let outputs = res.outputs.iter().map(|t| {
+        let raw = binary_out.contains(&t.name);
+        OutputJson {
+            name: &t.name,
+            shape: &t.shape,
+            datatype: "FP32",
+            data: (!raw).then_some(&t.data[..]),
+            parameters: raw.then(|| BinaryParameters { binary_data_size: t.data.len() * 4 }),
+        }
+    });
     let json = InferResponseJson {
         model_name: &res.model_name,
         model_version: &res.model_version,
         id,
-        outputs: res
-            .outputs
-            .iter()
-            .map(|t| OutputJson { name: &t.name, shape: &t.shape, datatype: "FP32", data: &t.data })
-            .collect(),
+        outputs: outputs.collect(),
     };
-    let mut response = Json(json).into_response();
+    let mut response = if binary_out.any() {
+        let raw: Vec<&[f32]> =
+            res.outputs.iter().filter(|t| binary_out.contains(&t.name)).map(|t| &t.data[..]).collect();
+        let (body, json_len) = binary::encode_response(&json, &raw);
+        let mut r = ([(header::CONTENT_TYPE, "application/octet-stream")], body).into_response();
+        r.headers_mut().insert(binary::HEADER, HeaderValue::from(json_len));
+        r
+    } else {
+        Json(json).into_response()
+    };
     if res.cached {
         response.headers_mut().insert("x-outpost-cache", HeaderValue::from_static("hit"));
     }

@@ -22,7 +22,8 @@ pub struct InputJson {
     pub name: String,
     pub shape: Vec<usize>,
     pub datatype: String,
-    #[serde(deserialize_with = "flat_f32")]
+    /// Empty when the tensor travels as binary data after the JSON (`api::binary`).
+    #[serde(default, deserialize_with = "flat_f32")]
     pub data: Vec<f32>,
     #[serde(default)]
     pub parameters: Option<serde_json::Value>,
@@ -49,7 +50,16 @@ pub struct OutputJson<'a> {
     pub name: &'a str,
     pub shape: &'a [usize],
     pub datatype: &'static str,
-    pub data: &'a [f32],
+    /// `None` when the values follow the JSON as binary data (`parameters.binary_data_size` says how many bytes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<&'a [f32]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<BinaryParameters>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BinaryParameters {
+    pub binary_data_size: usize,
 }
 
 #[derive(Debug, Serialize)]

@@ -49,6 +49,8 @@ pub struct Metrics {
     pub cache_hits: AtomicU64,
     pub cache_misses: AtomicU64,
     pub shadow_skipped: AtomicU64,
+    /// Requests the model answered on the caller's thread instead of a worker's (`Runtime::run_inline`).
+    pub inline_runs: AtomicU64,
     pub model_load_us: AtomicU64,
 }
 
@@ -63,6 +65,7 @@ impl Default for Metrics {
             cache_hits: AtomicU64::new(0),
             cache_misses: AtomicU64::new(0),
             shadow_skipped: AtomicU64::new(0),
+            inline_runs: AtomicU64::new(0),
             model_load_us: AtomicU64::new(0),
         }
     }
@@ -136,6 +139,9 @@ impl Metrics {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
         };
         gauge(&mut out, "outpost_queue_depth", "Requests waiting for a worker.", "gauge", g.queue_depth.to_string());
+        let inline = self.inline_runs.load(Ordering::Relaxed).to_string();
+        let help = "Model runs done on the requesting thread (quick model, idle workers), not handed to a worker.";
+        gauge(&mut out, "outpost_inline_runs_total", help, "counter", inline);
         let hits = self.cache_hits.load(Ordering::Relaxed);
         let misses = self.cache_misses.load(Ordering::Relaxed);
         gauge(&mut out, "outpost_cache_hits_total", "Result cache hits.", "counter", hits.to_string());

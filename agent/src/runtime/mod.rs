@@ -125,6 +125,12 @@ fn classes(row_shape: &[usize]) -> Option<usize> {
 /// Input values per tensor and batch that feed the drift histogram.
 const DRIFT_SAMPLE: usize = 4096;
 
+/// Models whose single run takes at most this long may run on the caller's thread when a worker slot is
+/// free and nothing is queued. Below it, the hand-off to a worker thread and back (21–45 µs on the
+/// benchmark machine) is a large share of the request; above it the hand-off is noise, and a long run
+/// belongs off the HTTP server's threads.
+const INLINE_MAX_RUN: Duration = Duration::from_millis(1);
+
 pub struct Runtime {
     cfg: RuntimeConfig,
     active: RwLock<Option<Arc<LoadedModel>>>,
@@ -140,6 +146,19 @@ pub struct Runtime {
     shadow_percent: std::sync::atomic::AtomicU8,
     /// Rows observed by the drift window so far (drift is recorded after the answers are sent).
     drift_rows: AtomicU64,
+    /// Model runs in progress, on worker threads or inline on callers' threads. A caller runs inline only
+    /// while fewer than `workers` runs are in progress, so inline runs never add CPU demand beyond what
+    /// the configured workers would use.
+    running: std::sync::atomic::AtomicUsize,
+}
+
+/// Counts one model run in progress for as long as it lives (a panicking run still gives its slot back).
+struct RunSlot<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for RunSlot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl std::fmt::Debug for Runtime {
@@ -165,6 +184,7 @@ impl Runtime {
             requests_seen: AtomicU64::new(0),
             shadow_percent: std::sync::atomic::AtomicU8::new(0),
             drift_rows: AtomicU64::new(0),
+            running: std::sync::atomic::AtomicUsize::new(0),
         });
         for i in 0..rt.cfg.inference.workers {
             let rt = rt.clone();
@@ -265,13 +285,15 @@ impl Runtime {
     }
 
     /// Answers one request: validate, cache, queue (429 when full), wait (504 after the timeout).
-    pub async fn infer(&self, req: InferRequest) -> Result<InferResponse, InferError> {
+    pub async fn infer(&self, mut req: InferRequest) -> Result<InferResponse, InferError> {
         let model = self.active().ok_or(InferError::NotReady)?;
         if req.model != model.name() {
             return Err(InferError::UnknownModel(req.model));
         }
-        let (rows, inputs) = validate(&model, &req)?;
+        let (rows, order) = validate(&model, &req)?;
         let key = self.cache_enabled().then(|| CacheKey { model: model.digest, input: input_hash(&req.inputs) });
+        // The request's buffers move on to the model (an image is 600 KB: no copy).
+        let inputs: Vec<Vec<f32>> = order.into_iter().map(|i| std::mem::take(&mut req.inputs[i].data)).collect();
         if let Some(key) = &key {
             let hit = self.cache.lock().expect("cache lock").get(key, Instant::now());
             if let Some(hit) = hit {
@@ -297,16 +319,25 @@ impl Runtime {
         }
         let now = Instant::now();
         let timeout = self.cfg.inference.request_timeout;
-        let (tx, rx) = oneshot::channel();
+        let (tx, mut rx) = oneshot::channel();
         let job =
             Job { rows, inputs, enqueued: now, deadline: now + timeout, shadow: self.sample_for_shadow(), reply: tx };
-        if self.queue.try_push(job).is_err() {
-            return Err(InferError::Overloaded(self.queue.len()));
-        }
-        let (ran, outs) = match tokio::time::timeout(timeout, rx).await {
-            Ok(Ok(result)) => result?,
-            Ok(Err(_)) => return Err(InferError::Failed("the inference worker stopped".into())),
-            Err(_) => return Err(InferError::Timeout(timeout)),
+        let (ran, outs) = match self.run_inline(&model, job) {
+            // Ran here: the answer is already in the channel.
+            Ok(()) => match rx.try_recv() {
+                Ok(result) => result?,
+                Err(_) => return Err(InferError::Failed("the inline run gave no answer".into())),
+            },
+            Err(job) => {
+                if self.queue.try_push(job).is_err() {
+                    return Err(InferError::Overloaded(self.queue.len()));
+                }
+                match tokio::time::timeout(timeout, rx).await {
+                    Ok(Ok(result)) => result?,
+                    Ok(Err(_)) => return Err(InferError::Failed("the inference worker stopped".into())),
+                    Err(_) => return Err(InferError::Timeout(timeout)),
+                }
+            }
         };
         let tensors: Vec<OutputTensor> = outs
             .into_iter()
@@ -359,6 +390,31 @@ impl Runtime {
         (n + 1) * p / 100 > n * p / 100
     }
 
+    /// Runs `job` on the calling thread when that is cheaper than handing it to a worker: the model is
+    /// quick (its calibrated run for these rows fits `INLINE_MAX_RUN` and half the timeout), nothing is queued (queued requests came first and
+    /// batching needs them together) and fewer than `workers` runs are in progress. Hands the job back
+    /// otherwise. The answer goes through the job's channel exactly as from a worker, with the same
+    /// metrics, drift and shadow sampling.
+    fn run_inline(&self, model: &Arc<LoadedModel>, job: Job) -> Result<(), Job> {
+        // The estimate is per row at the smallest batch; a request of many rows goes to the workers, where
+        // the request timeout still applies (an inline run cannot be abandoned).
+        let limit = INLINE_MAX_RUN.min(self.cfg.inference.request_timeout / 2);
+        let quick = model.run_cost().is_some_and(|cost| cost.saturating_mul(job.rows as u32) <= limit);
+        if !quick || !self.queue.is_empty() {
+            return Err(job);
+        }
+        let workers = self.cfg.inference.workers;
+        let claimed =
+            self.running.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < workers).then_some(n + 1));
+        if claimed.is_err() {
+            return Err(job);
+        }
+        let _slot = RunSlot(&self.running);
+        self.metrics.inline_runs.fetch_add(1, Ordering::Relaxed);
+        self.run_batch(model, vec![job]);
+        Ok(())
+    }
+
     fn worker(self: Arc<Self>) {
         loop {
             let max_rows = self.active().map(|m| m.max_rows()).unwrap_or(1);
@@ -377,6 +433,8 @@ impl Runtime {
             if live.is_empty() {
                 continue;
             }
+            self.running.fetch_add(1, Ordering::AcqRel);
+            let _slot = RunSlot(&self.running);
             self.run_batch(&model, live);
         }
     }
@@ -384,13 +442,11 @@ impl Runtime {
     fn run_batch(&self, model: &Arc<LoadedModel>, jobs: Vec<Job>) {
         let rows: usize = jobs.iter().map(|j| j.rows).sum();
         let n_inputs = model.interface().inputs.len();
-        let inputs: Vec<Vec<f32>> = if jobs.len() == 1 {
-            jobs[0].inputs.clone()
-        } else {
-            (0..n_inputs).map(|i| jobs.iter().flat_map(|j| j.inputs[i].iter().copied()).collect()).collect()
-        };
+        // One job runs on its own buffers; a batch needs its rows back to back.
+        let joined: Option<Vec<Vec<f32>>> = (jobs.len() > 1)
+            .then(|| (0..n_inputs).map(|i| jobs.iter().flat_map(|j| j.inputs[i].iter().copied()).collect()).collect());
         self.metrics.batch(rows);
-        let result = model.run(rows, &inputs);
+        let result = model.run(rows, joined.as_deref().unwrap_or(&jobs[0].inputs));
         // A model that answers NaN or infinity is broken, not merely wrong: count it as a failure.
         let result = result.and_then(|outs| {
             if outs.iter().all(|(data, _)| data.iter().all(|v| v.is_finite())) {
@@ -410,28 +466,24 @@ impl Runtime {
         };
         // Answer first; drift and shadow work happen after every caller has its result.
         let mut offset = 0;
-        let mut shadow_work = Vec::new();
-        for job in jobs {
+        let mut answered = Vec::with_capacity(jobs.len());
+        for Job { rows: n, inputs, shadow, reply, .. } in jobs {
             let mine: Outputs = outs
                 .iter()
                 .map(|(data, row_shape)| {
                     let per: usize = row_shape.iter().product();
-                    (data[offset * per..(offset + job.rows) * per].to_vec(), row_shape.clone())
+                    (data[offset * per..(offset + n) * per].to_vec(), row_shape.clone())
                 })
                 .collect();
-            offset += job.rows;
-            if job.shadow {
-                shadow_work.push(ShadowJob {
-                    rows: job.rows,
-                    inputs: job.inputs,
-                    primary: mine.clone(),
-                    enqueued: Instant::now(),
-                });
-            }
-            let _ = job.reply.send(Ok((model.clone(), mine)));
+            offset += n;
+            let primary = shadow.then(|| mine.clone());
+            let _ = reply.send(Ok((model.clone(), mine)));
+            answered.push((n, inputs, primary));
         }
-        self.observe_drift(model, &inputs, &outs);
-        for work in shadow_work {
+        self.observe_drift(model, joined.as_deref().unwrap_or(&answered[0].1), &outs);
+        for (rows, inputs, primary) in answered {
+            let Some(primary) = primary else { continue };
+            let work = ShadowJob { rows, inputs, primary, enqueued: Instant::now() };
             if self.shadow_queue.try_push(work).is_err() {
                 self.metrics.shadow_skipped.fetch_add(1, Ordering::Relaxed);
             }

@@ -9,7 +9,40 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tract_onnx::prelude::*;
 
-type Plan = Arc<TypedRunnableModel>;
+/// A compiled plan with the run states it keeps for reuse: spawning a state per run costs about 1 µs
+/// (5 % of the digits model, BENCHMARKS.md), so states go back to the pool after each run.
+#[derive(Debug)]
+struct Plan {
+    plan: Arc<TypedRunnableModel>,
+    states: std::sync::Mutex<Vec<TypedSimpleState>>,
+}
+
+/// States a plan keeps: one per thread that may run it at once (workers and inline callers); more than
+/// this are dropped after their run rather than held.
+const POOLED_STATES: usize = 8;
+
+impl Plan {
+    fn new(plan: Arc<TypedRunnableModel>) -> Plan {
+        Plan { plan, states: std::sync::Mutex::new(Vec::new()) }
+    }
+
+    fn run(&self, values: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let pooled = self.states.lock().expect("state pool").pop();
+        let mut state = match pooled {
+            Some(state) => state,
+            None => self.plan.spawn()?,
+        };
+        let result = state.run(values);
+        // A failed run may leave a state mid-turn: only clean ones go back.
+        if result.is_ok() {
+            let mut pool = self.states.lock().expect("state pool");
+            if pool.len() < POOLED_STATES {
+                pool.push(state);
+            }
+        }
+        result
+    }
+}
 
 /// Each output's values (rows back to back) and its shape without the batch dimension.
 pub type Outputs = Vec<(Vec<f32>, Vec<usize>)>;
@@ -91,7 +124,7 @@ impl LoadedModel {
                 m = m.with_input_fact(i, f32::fact(&full).into()).map_err(load)?;
             }
             let plan = m.into_optimized().map_err(load)?.into_runnable().map_err(load)?;
-            plans.insert(rows, plan);
+            plans.insert(rows, Plan::new(plan));
         }
         let mem_bytes = crate::sys::rss_bytes().saturating_sub(rss_before);
         Ok(LoadedModel {
@@ -150,7 +183,10 @@ impl LoadedModel {
                 let mut data = inputs[i][done * per..(done + take) * per].to_vec();
                 data.resize(size * per, 0.0);
                 let full: Vec<usize> = if self.batchable { [&[size][..], shape].concat() } else { shape.clone() };
-                let t = Tensor::from_shape(&full, &data).map_err(|e| ModelError::Run(format!("{e:#}")))?;
+                // Moves the buffer into the tensor (`Tensor::from_shape` would copy it once more).
+                let t = tract_ndarray::ArrayD::from_shape_vec(full, data)
+                    .map_err(|e| ModelError::Run(format!("input {i}: {e}")))?
+                    .into_tensor();
                 values.push(t.into_tvalue());
             }
             let result = plan.run(values).map_err(|e| ModelError::Run(format!("{e:#}")))?;
@@ -159,11 +195,13 @@ impl LoadedModel {
                 let shape = view.shape();
                 let row_shape: Vec<usize> = if self.batchable { shape[1..].to_vec() } else { shape.to_vec() };
                 let per: usize = row_shape.iter().product();
-                let flat: Vec<f32> = view.iter().copied().collect();
                 if outputs.len() <= o {
                     outputs.push((Vec::with_capacity(rows * per), row_shape));
                 }
-                outputs[o].0.extend_from_slice(&flat[..take * per]);
+                match view.as_slice() {
+                    Some(flat) => outputs[o].0.extend_from_slice(&flat[..take * per]),
+                    None => outputs[o].0.extend(view.iter().take(take * per).copied()),
+                }
             }
             done += take;
         }
@@ -172,18 +210,17 @@ impl LoadedModel {
 
     /// Measures time per row at each compiled batch size (a few runs of zeros), then keeps only the
     /// sizes up to the one with the best time per row: larger batches that do not pay on this CPU are
-    /// dropped, so batching is never slower than running requests one by one.
+    /// dropped, so batching is never slower than running requests one by one. A model with one plan is
+    /// timed too (3 runs): the runtime uses the cost of one row to decide whether a request may run on
+    /// the caller's thread.
     pub fn calibrate(&mut self, budget: Duration) {
-        if !self.batchable || self.plans.len() < 2 {
-            return;
-        }
         let sizes: Vec<usize> = self.plans.keys().copied().collect();
+        let per_size = if sizes.len() < 2 { Duration::ZERO } else { budget / sizes.len() as u32 };
         let mut results = Vec::new();
         for &rows in &sizes {
             let inputs: Vec<Vec<f32>> = (0..self.row_shapes.len()).map(|i| vec![0.0; rows * self.row_len(i)]).collect();
             // Warm up once, then time runs until the per-size budget is spent (at least 3).
             let _ = self.run(rows, &inputs);
-            let per_size = budget / sizes.len() as u32;
             let start = Instant::now();
             let mut runs = 0u32;
             while runs < 3 || (start.elapsed() < per_size && runs < 1000) {
@@ -198,6 +235,11 @@ impl LoadedModel {
             results.iter().find(|(_, t)| t.as_secs_f64() <= best.as_secs_f64() * 1.05).map(|(r, _)| *r).unwrap_or(1);
         self.plans.retain(|&rows, _| rows <= keep);
         self.calibration = results;
+    }
+
+    /// Measured time of one run at the smallest compiled batch (`None` before `calibrate`).
+    pub fn run_cost(&self) -> Option<Duration> {
+        self.calibration.first().map(|(rows, per_row)| *per_row * *rows as u32)
     }
 }
 

@@ -4,9 +4,9 @@ use super::model::LoadedModel;
 use super::{InferError, InferRequest, InputTensor};
 use outpost_protocol::digest::Hasher;
 
-/// Checks names, datatypes and shapes against the model; returns the row count and the inputs' data in
-/// the model's input order.
-pub(super) fn validate(model: &LoadedModel, req: &InferRequest) -> Result<(usize, Vec<Vec<f32>>), InferError> {
+/// Checks names, datatypes and shapes against the model; returns the row count and, for each of the
+/// model's inputs in order, the index of the request tensor that feeds it.
+pub(super) fn validate(model: &LoadedModel, req: &InferRequest) -> Result<(usize, Vec<usize>), InferError> {
     let specs = &model.interface().inputs;
     if req.inputs.len() != specs.len() {
         return Err(InferError::BadRequest(format!(
@@ -19,11 +19,12 @@ pub(super) fn validate(model: &LoadedModel, req: &InferRequest) -> Result<(usize
     let mut rows = None;
     let mut ordered = Vec::with_capacity(specs.len());
     for (i, spec) in specs.iter().enumerate() {
-        let t = req
+        let index = req
             .inputs
             .iter()
-            .find(|t| t.name == spec.name)
+            .position(|t| t.name == spec.name)
             .ok_or_else(|| InferError::BadRequest(format!("missing input {:?}", spec.name)))?;
+        let t = &req.inputs[index];
         let row_shape = model.row_shape(i);
         let (n, rest) = if model.batchable {
             match t.shape.split_first() {
@@ -54,7 +55,7 @@ pub(super) fn validate(model: &LoadedModel, req: &InferRequest) -> Result<(usize
         if *rows.get_or_insert(n) != n {
             return Err(InferError::BadRequest("inputs disagree on the batch size".into()));
         }
-        ordered.push(t.data.clone());
+        ordered.push(index);
     }
     if let Some(wanted) = &req.outputs {
         for name in wanted {

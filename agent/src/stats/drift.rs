@@ -64,19 +64,29 @@ impl Feature {
     }
 
     fn observe(&mut self, values: &[f32]) {
+        // One NaN or infinity would turn the window's mean and variance into NaN; the histogram already
+        // shows it (overflow or underflow bin), so the moments describe the finite values.
+        let (mut n, mut sum) = (0u64, 0f64);
         for &v in values {
             self.bins[bin_index(v, self.lo, self.hi, self.n)] += 1;
-            self.count += 1;
-            // One NaN or infinity would turn the window's mean and variance into NaN; the histogram
-            // already shows it (overflow or underflow bin), so the moments describe the finite values.
             if v.is_finite() {
-                self.finite += 1;
-                let x = f64::from(v);
-                let delta = x - self.mean;
-                self.mean += delta / self.finite as f64;
-                self.m2 += delta * (x - self.mean);
+                n += 1;
+                sum += f64::from(v);
             }
         }
+        self.count += values.len() as u64;
+        if n == 0 {
+            return;
+        }
+        // The call's own mean and squared deviations, merged into the window's (Chan et al.): one division
+        // per call instead of one per value, which was half of a small model's per-request overhead.
+        let batch_mean = sum / n as f64;
+        let batch_m2: f64 = values.iter().filter(|v| v.is_finite()).map(|&v| (f64::from(v) - batch_mean).powi(2)).sum();
+        let total = self.finite + n;
+        let delta = batch_mean - self.mean;
+        self.mean += delta * n as f64 / total as f64;
+        self.m2 += batch_m2 + delta * delta * (self.finite as f64 * n as f64 / total as f64);
+        self.finite = total;
     }
 
     fn take(&mut self) -> FeatureStats {

@@ -170,6 +170,10 @@ impl Agent {
         http(self.addr, "POST", path, body)
     }
 
+    pub fn post_with(&self, path: &str, headers: &[(&str, String)], body: &[u8]) -> Response {
+        http_with(self.addr, "POST", path, headers, body)
+    }
+
     /// Polls `GET path` until `ok` holds (the agent follows slot changes asynchronously).
     pub fn wait_for(&self, path: &str, what: &str, ok: impl Fn(&Response) -> bool) -> Response {
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -220,10 +224,16 @@ impl Response {
 
 /// One HTTP/1.1 request with `Connection: close`.
 pub fn http(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> Response {
+    http_with(addr, method, path, &[], body)
+}
+
+/// `http` with extra request headers.
+pub fn http_with(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, String)], body: &[u8]) -> Response {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let extra: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
     let head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
     s.write_all(head.as_bytes()).unwrap();
