@@ -10,6 +10,7 @@ use outpost_agent::store::{Slots, Store};
 use outpost_protocol::manifest::Manifest;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -150,36 +151,63 @@ impl Drop for Agent {
     }
 }
 
+/// How request bodies travel.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Wire {
+    /// Open Inference Protocol JSON.
+    Json,
+    /// The binary tensor extension: raw input and output tensors after a JSON header.
+    Binary,
+}
+
+/// Request `i` of a model's bodies, sent the `wire` way.
+async fn send(c: &mut Client, m: &Bodies, wire: Wire, i: usize) -> anyhow::Result<Vec<u8>> {
+    match wire {
+        Wire::Json => c.infer(m.name, &m.json[i % m.json.len()]).await,
+        Wire::Binary => {
+            let (body, header_len) = &m.binary[i % m.binary.len()];
+            c.infer_binary(m.name, body, *header_len).await
+        }
+    }
+}
+
+/// A model's request bodies, shareable with client tasks.
+#[derive(Debug, Clone)]
+struct Bodies {
+    name: &'static str,
+    json: Arc<Vec<Vec<u8>>>,
+    binary: Arc<Vec<(Vec<u8>, usize)>>,
+}
+
 /// `n` clients, each on its own connection, each sending `per_client` requests back to back after
 /// `warm` untimed ones. Returns latencies of answered requests over the wall time, and the failures.
 pub async fn clients(
     addr: std::net::SocketAddr,
     m: &BenchModel,
+    wire: Wire,
     n: usize,
     per_client: usize,
     warm: usize,
 ) -> anyhow::Result<(Summary, usize)> {
+    let bodies = Bodies { name: m.name, json: m.bodies.clone(), binary: m.binary_bodies.clone() };
     let mut conns = Vec::with_capacity(n);
     for i in 0..n {
         let mut c = Client::connect(addr).await?;
         for w in 0..warm {
-            c.infer(m.name, &m.bodies[(i + w) % m.bodies.len()]).await?;
+            send(&mut c, &bodies, wire, i + w).await?;
         }
         conns.push(c);
     }
-    let bodies = m.bodies.clone();
     let start = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for (ci, mut c) in conns.into_iter().enumerate() {
         let bodies = bodies.clone();
-        let name = m.name;
         tasks.spawn(async move {
             let mut lat = Vec::with_capacity(per_client);
             let mut errors = 0;
             for i in 0..per_client {
-                let body = &bodies[(ci * per_client + i) % bodies.len()];
                 let t = Instant::now();
-                match c.infer(name, body).await {
+                match send(&mut c, &bodies, wire, ci * per_client + i).await {
                     Ok(_) => lat.push(t.elapsed()),
                     Err(_) => errors += 1,
                 }
@@ -214,8 +242,19 @@ impl Client {
 
     /// Sends one request and reads the whole response: (status, body).
     pub async fn request(&mut self, method: &str, path: &str, body: &[u8]) -> anyhow::Result<(u16, Vec<u8>)> {
+        self.request_with(method, path, "", body).await
+    }
+
+    /// `request` with extra header lines (each ending in `\r\n`).
+    pub async fn request_with(
+        &mut self,
+        method: &str,
+        path: &str,
+        extra: &str,
+        body: &[u8],
+    ) -> anyhow::Result<(u16, Vec<u8>)> {
         let head = format!(
-            "{method} {path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+            "{method} {path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n{extra}content-length: {}\r\n\r\n",
             body.len()
         );
         let stream = self.conn.get_mut();
@@ -250,6 +289,17 @@ impl Client {
         let mut out = vec![0; length.context("response without content-length")?];
         self.conn.read_exact(&mut out).await?;
         Ok((status, out))
+    }
+
+    /// `POST /v2/models/{model}/infer` with the binary tensor extension (the JSON header is the first
+    /// `header_len` bytes of `body`); an error unless the agent answers 200.
+    pub async fn infer_binary(&mut self, model: &str, body: &[u8], header_len: usize) -> anyhow::Result<Vec<u8>> {
+        let extra = format!("inference-header-content-length: {header_len}\r\n");
+        let (status, out) = self.request_with("POST", &format!("/v2/models/{model}/infer"), &extra, body).await?;
+        if status != 200 {
+            bail!("binary infer answered {status}: {}", String::from_utf8_lossy(&out));
+        }
+        Ok(out)
     }
 
     /// `POST /v2/models/{model}/infer`; an error unless the agent answers 200.

@@ -1,7 +1,7 @@
 //! Sequential requests at batch 1: (a) tract direct, (b) the agent runtime in-process, (c) the agent over
 //! HTTP, (d) onnxruntime; tract's preparation options; and where the agent's extra time goes.
 
-use crate::http::{self, Agent, AgentSettings, Client};
+use crate::http::{self, Agent, AgentSettings, Client, Wire};
 use crate::models::{self, BenchModel, Prep};
 use crate::report::{Summary, Table, dur, rate, ratio};
 use crate::{CALIBRATION, Counts, ORT_SCRIPT, Verdict, parts, verdict};
@@ -19,12 +19,16 @@ pub fn tables(m: &BenchModel, c: Counts, batch_n: Option<&BenchModel>) -> anyhow
     drop(plan);
     let a = direct(m, Prep::Concrete, c.seq)?.0;
     let off = AgentSettings { workers: 1, max_batch: 1, max_delay: None, shadow_percent: None };
-    let b = in_process(m, &off, c.seq, &reference)?;
-    let cc = over_http(m, &off, c.seq, &reference)?;
+    let b = in_process(m, &off, true, c.seq, &reference)?;
+    let b_handed = in_process(m, &off, false, c.seq, &reference)?;
+    let cc = over_http(m, &off, Wire::Json, c.seq, &reference)?;
+    let cb = over_http(m, &off, Wire::Binary, c.seq, &reference)?;
     let mut rows: Vec<(String, Option<Summary>)> = vec![
         ("(a) tract direct (concrete [1,…] plan)".into(), Some(a)),
         ("(b) agent runtime in-process, max_batch 1".into(), Some(b.0)),
-        ("(c) agent over HTTP, max_batch 1".into(), Some(cc.0)),
+        ("(b) the same from a current-thread runtime (always handed to a worker)".into(), Some(b_handed.0)),
+        ("(c) agent over HTTP, JSON, max_batch 1".into(), Some(cc.0)),
+        ("(c) agent over HTTP, binary tensors, max_batch 1".into(), Some(cb.0)),
     ];
     // With a batch dimension the default config batches (max_batch 8, calibrated; max_delay 0). With the
     // old default max_delay of 500 µs a lone request waited that long for company.
@@ -34,10 +38,10 @@ pub fn tables(m: &BenchModel, c: Counts, batch_n: Option<&BenchModel>) -> anyhow
         let default = AgentSettings { max_batch: 8, ..off };
         let waiting = AgentSettings { max_delay: Some(Duration::from_micros(500)), ..default };
         for (what, s) in [("default config", default), ("default config but max_delay 500 µs", waiting)] {
-            let (bs, kept) = in_process(m, &s, c.seq, &reference)?;
+            let (bs, kept) = in_process(m, &s, true, c.seq, &reference)?;
             rows.push((format!("(b) agent runtime in-process, {what} (batch kept: {kept})"), Some(bs)));
-            let (cs, kept) = over_http(m, &s, c.seq, &reference)?;
-            rows.push((format!("(c) agent over HTTP, {what} (batch kept: {kept})"), Some(cs)));
+            let (cs, kept) = over_http(m, &s, Wire::Json, c.seq, &reference)?;
+            rows.push((format!("(c) agent over HTTP, JSON, {what} (batch kept: {kept})"), Some(cs)));
             defaults.push((what, bs, cs));
         }
     }
@@ -81,19 +85,27 @@ pub fn tables(m: &BenchModel, c: Counts, batch_n: Option<&BenchModel>) -> anyhow
         ));
     }
     if m.name != "digits" {
-        v.push(verdict(
-            "(c) median within 1.3× of (a)",
-            &format!("{} (max_batch 1)", m.label),
-            ratio(vs_a(&cc.0)),
-            vs_a(&cc.0) <= 1.3,
-        ));
+        for (wire, s) in [("JSON", &cc.0), ("binary tensors", &cb.0)] {
+            v.push(verdict(
+                "(c) median within 1.3× of (a)",
+                &format!("{} ({wire}, max_batch 1)", m.label),
+                ratio(vs_a(s)),
+                vs_a(s) <= 1.3,
+            ));
+        }
     }
     if let Some(d) = d {
         let vs_d = |s: &Summary| ratio(s.median.as_secs_f64() / d.median.as_secs_f64());
         v.push(vec![
             "report: median / onnxruntime 1 thread".into(),
             m.label.clone(),
-            format!("agent (c) {}, agent (b) {}, tract (a) {}", vs_d(&cc.0), vs_d(&b.0), vs_d(&a)),
+            format!(
+                "agent (c) JSON {}, (c) binary {}, agent (b) {}, tract (a) {}",
+                vs_d(&cc.0),
+                vs_d(&cb.0),
+                vs_d(&b.0),
+                vs_d(&a)
+            ),
             "–".into(),
         ]);
     }
@@ -138,12 +150,16 @@ fn attribution(m: &BenchModel, c: Counts, a: &Summary, b: &Summary, cc: &Summary
     let mut row = |name: &str, s: &Summary| t.row(vec![name.into(), dur(s.median), dur(s.p95)]);
     row("tract run, concrete plan ((a))", a);
     let handoff = parts::queue_round_trip(c.seq, Duration::from_micros(20))?;
-    row("queue hand-off to a worker thread and back (a 20 µs job, its 20 µs taken off)", &handoff);
+    row(
+        "queue hand-off to a worker thread and back (a 20 µs job, its 20 µs taken off; only when a worker must run it)",
+        &handoff,
+    );
     row("drift statistics over every input value (the runtime before the change)", &parts::drift(m, c.seq, None));
     let sampled = parts::drift(m, c.seq, Some(4096));
     row("drift statistics over a strided sample of ≤ 4096 values (the runtime now)", &sampled);
     row("(b) − (a) for comparison", &diff(b, a));
     row("decode one request body (api::oip::InferRequestJson)", &parts::json_decode(m, c.seq));
+    row("decode one binary request body (api::binary::decode_request)", &parts::binary_decode(m, c.seq));
     row("HTTP keep-alive round trip without inference (GET /v2/health/live)", &parts::http_floor(m, c.seq)?);
     row("(c) − (b) for comparison", &diff(cc, b));
     t.print();
@@ -190,9 +206,16 @@ fn direct_reused_state(m: &BenchModel, n: usize) -> anyhow::Result<Summary> {
     Ok(Summary::new(lat, start.elapsed()))
 }
 
-/// (b): `Runtime::start` + `activate` + `infer`, from a current-thread tokio runtime. Returns the summary
-/// and the batch size the model kept after calibration.
-fn in_process(m: &BenchModel, s: &AgentSettings, n: usize, reference: &[f32]) -> anyhow::Result<(Summary, usize)> {
+/// (b): `Runtime::start` + `activate` + `infer`, from a tokio runtime like the agent's server (multi-thread,
+/// 2 workers), where a quick model may run on the caller's thread; or from a current-thread runtime, where
+/// every request is handed to a worker thread. Returns the summary and the batch size calibration kept.
+fn in_process(
+    m: &BenchModel,
+    s: &AgentSettings,
+    multi_thread: bool,
+    n: usize,
+    reference: &[f32],
+) -> anyhow::Result<(Summary, usize)> {
     let cfg = http::bench_config(s);
     let rt = Runtime::start(outpost_agent::serve::runtime_config(&cfg));
     let mut model = LoadedModel::load(&m.bytes, m.manifest.clone(), s.max_batch)?;
@@ -208,7 +231,11 @@ fn in_process(m: &BenchModel, s: &AgentSettings, n: usize, reference: &[f32]) ->
         }],
         outputs: None,
     };
-    let tokio_rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let tokio_rt = if multi_thread {
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?
+    } else {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()?
+    };
     let result = tokio_rt.block_on(async {
         let first = rt.infer(request(0)).await?;
         check(&m.label, "(b)", &first.outputs[0].data, reference)?;
@@ -229,24 +256,43 @@ fn in_process(m: &BenchModel, s: &AgentSettings, n: usize, reference: &[f32]) ->
     Ok((result?, kept))
 }
 
-/// (c): `serve::serve` on loopback and one keep-alive client posting JSON bodies.
-fn over_http(m: &BenchModel, s: &AgentSettings, n: usize, reference: &[f32]) -> anyhow::Result<(Summary, usize)> {
+/// (c): `serve::serve` on loopback and one keep-alive client posting JSON bodies, or binary tensors.
+fn over_http(
+    m: &BenchModel,
+    s: &AgentSettings,
+    wire: Wire,
+    n: usize,
+    reference: &[f32],
+) -> anyhow::Result<(Summary, usize)> {
     let agent = Agent::start(s, (&m.bytes, &m.manifest), None)?;
     let kept = agent.status()?["active"]["max_batch"].as_u64().unwrap_or(0) as usize;
     let addr = agent.addr;
     let tokio_rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let summary = tokio_rt.block_on(async {
         let mut client = Client::connect(addr).await?;
-        let body = client.infer(m.name, &m.bodies[0]).await?;
-        let json: serde_json::Value = serde_json::from_slice(&body)?;
-        let got: Vec<f32> = json["outputs"][0]["data"]
-            .as_array()
-            .context("no outputs[0].data")?
-            .iter()
-            .map(|v| v.as_f64().unwrap_or(f64::NAN) as f32)
-            .collect();
+        let got: Vec<f32> = match wire {
+            Wire::Json => {
+                let body = client.infer(m.name, &m.bodies[0]).await?;
+                let json: serde_json::Value = serde_json::from_slice(&body)?;
+                json["outputs"][0]["data"]
+                    .as_array()
+                    .context("no outputs[0].data")?
+                    .iter()
+                    .map(|v| v.as_f64().unwrap_or(f64::NAN) as f32)
+                    .collect()
+            }
+            Wire::Binary => {
+                let (body, header_len) = &m.binary_bodies[0];
+                let out = client.infer_binary(m.name, body, *header_len).await?;
+                // The JSON header ends where its one value ends; the raw logits follow.
+                let mut values = serde_json::Deserializer::from_slice(&out).into_iter::<serde_json::Value>();
+                values.next().context("no JSON header")??;
+                let raw = &out[values.byte_offset()..];
+                raw.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+            }
+        };
         check(&m.label, "(c)", &got, reference)?;
-        let (summary, errors) = http::clients(addr, m, 1, n, warmup(n)).await?;
+        let (summary, errors) = http::clients(addr, m, wire, 1, n, warmup(n)).await?;
         if errors > 0 {
             bail!("{errors} failed requests in the sequential HTTP run");
         }

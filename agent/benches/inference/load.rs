@@ -27,7 +27,8 @@ fn load_run(
     let agent = Agent::start(s, (&m.bytes, &m.manifest), cand)?;
     let tokio_rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let before = agent.metrics()?;
-    let (summary, errors) = tokio_rt.block_on(http::clients(agent.addr, m, CLIENTS, per_client, 1))?;
+    let (summary, errors) =
+        tokio_rt.block_on(http::clients(agent.addr, m, http::Wire::Json, CLIENTS, per_client, 1))?;
     let after = agent.metrics()?;
     let delta = |k: &str| after.get(k).copied().unwrap_or(0.0) - before.get(k).copied().unwrap_or(0.0);
     let metrics = Metrics {

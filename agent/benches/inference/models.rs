@@ -29,6 +29,8 @@ pub struct BenchModel {
     pub rows_file: PathBuf,
     /// `{"inputs":[...]}` for each row, encoded once.
     pub bodies: Arc<Vec<Vec<u8>>>,
+    /// The same requests with the binary tensor extension: (body, JSON header length).
+    pub binary_bodies: Arc<Vec<(Vec<u8>, usize)>>,
 }
 
 /// An unsigned manifest for `bytes`: interface as tract reads it, digests of the bytes, no self-test.
@@ -88,6 +90,22 @@ impl BenchModel {
                 .expect("encode")
             })
             .collect();
+        // The same rows with the binary tensor extension: a JSON header, then the raw little-endian values;
+        // the logits come back raw too.
+        let binary_bodies: Vec<(Vec<u8>, usize)> = rows
+            .iter()
+            .map(|r| {
+                let mut body = serde_json::to_vec(&serde_json::json!({
+                    "inputs": [{"name": spec.name, "shape": shape1, "datatype": "FP32",
+                        "parameters": {"binary_data_size": r.len() * 4}}],
+                    "parameters": {"binary_data_output": true}
+                }))
+                .expect("encode");
+                let header_len = body.len();
+                body.extend(r.iter().flat_map(|v| v.to_le_bytes()));
+                (body, header_len)
+            })
+            .collect();
         Ok(BenchModel {
             name,
             label: label.to_owned(),
@@ -100,6 +118,7 @@ impl BenchModel {
             rows,
             rows_file,
             bodies: Arc::new(bodies),
+            binary_bodies: Arc::new(binary_bodies),
         })
     }
 }

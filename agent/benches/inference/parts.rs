@@ -114,6 +114,16 @@ pub fn json_decode(m: &BenchModel, n: usize) -> Summary {
     })
 }
 
+/// Decoding one binary-extension request body (`api::binary::decode_request`): JSON header + raw tensor.
+pub fn binary_decode(m: &BenchModel, n: usize) -> Summary {
+    time_each(n, |i| {
+        let (body, header_len) = &m.binary_bodies[i % m.binary_bodies.len()];
+        let req = outpost_agent::api::binary::decode_request(body, Some(&header_len.to_string()))
+            .expect("the bench's own body decodes");
+        std::hint::black_box(req);
+    })
+}
+
 /// A keep-alive HTTP round trip to the agent without inference (`GET /v2/health/live`).
 pub fn http_floor(m: &BenchModel, n: usize) -> anyhow::Result<Summary> {
     let s = AgentSettings { workers: 1, max_batch: 1, max_delay: None, shadow_percent: None };

@@ -391,7 +391,8 @@ impl Runtime {
     }
 
     /// Runs `job` on the calling thread when that is cheaper than handing it to a worker: the model is
-    /// quick (its calibrated run for these rows fits `INLINE_MAX_RUN` and half the timeout), nothing is queued (queued requests came first and
+    /// quick (its calibrated run for these rows fits `INLINE_MAX_RUN` and half the timeout), the caller is
+    /// on a multi-thread runtime, nothing is queued (queued requests came first and
     /// batching needs them together) and fewer than `workers` runs are in progress. Hands the job back
     /// otherwise. The answer goes through the job's channel exactly as from a worker, with the same
     /// metrics, drift and shadow sampling.
@@ -400,7 +401,7 @@ impl Runtime {
         // the request timeout still applies (an inline run cannot be abandoned).
         let limit = INLINE_MAX_RUN.min(self.cfg.inference.request_timeout / 2);
         let quick = model.run_cost().is_some_and(|cost| cost.saturating_mul(job.rows as u32) <= limit);
-        if !quick || !self.queue.is_empty() {
+        if !quick || !self.queue.is_empty() || !on_multi_thread_runtime() {
             return Err(job);
         }
         let workers = self.cfg.inference.workers;
@@ -538,6 +539,14 @@ impl Runtime {
             }
         }
     }
+}
+
+/// Whether the calling task runs on a multi-thread tokio runtime (the agent's server does). On a
+/// current-thread runtime one thread serves every task: running models there would serialise concurrent
+/// callers (an inline run never yields) and leave the workers and the batcher idle.
+fn on_multi_thread_runtime() -> bool {
+    tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
 }
 
 impl Runtime {
