@@ -55,7 +55,7 @@ fn concurrent_clients_each_get_their_own_answer_whether_inline_or_queued() {
     let agent = serving_agent("inline-concurrent", "[cache]\nmax_entries = 0\n");
     let (images, _) = test_set();
     let want: Vec<Vec<f32>> =
-        images.iter().take(16).map(|im| logits(&agent.post(INFER, &infer_body(&[im.clone()])))).collect();
+        images.iter().take(16).map(|im| logits(&agent.post(INFER, &infer_body(std::slice::from_ref(im))))).collect();
     let addr = agent.addr;
     std::thread::scope(|s| {
         for (i, image) in images.iter().take(16).enumerate() {
