@@ -9,6 +9,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tract_onnx::prelude::*;
 
+/// Interleaved timing rounds per batch size in `calibrate`.
+const CALIBRATION_ROUNDS: usize = 5;
+
 /// A compiled plan with the run states it keeps for reuse: spawning a state per run costs about 1 µs
 /// (5 % of the digits model, BENCHMARKS.md), so states go back to the pool after each run.
 #[derive(Debug)]
@@ -215,20 +218,38 @@ impl LoadedModel {
     /// the caller's thread.
     pub fn calibrate(&mut self, budget: Duration) {
         let sizes: Vec<usize> = self.plans.keys().copied().collect();
-        let per_size = if sizes.len() < 2 { Duration::ZERO } else { budget / sizes.len() as u32 };
-        let mut results = Vec::new();
-        for &rows in &sizes {
-            let inputs: Vec<Vec<f32>> = (0..self.row_shapes.len()).map(|i| vec![0.0; rows * self.row_len(i)]).collect();
-            // Warm up once, then time runs until the per-size budget is spent (at least 3).
-            let _ = self.run(rows, &inputs);
-            let start = Instant::now();
-            let mut runs = 0u32;
-            while runs < 3 || (start.elapsed() < per_size && runs < 1000) {
-                let _ = self.run(rows, &inputs);
-                runs += 1;
-            }
-            results.push((rows, start.elapsed() / (runs * rows as u32)));
+        let inputs: Vec<Vec<Vec<f32>>> = sizes
+            .iter()
+            .map(|&rows| (0..self.row_shapes.len()).map(|i| vec![0.0; rows * self.row_len(i)]).collect())
+            .collect();
+        for (&rows, inputs) in sizes.iter().zip(&inputs) {
+            let _ = self.run(rows, inputs); // warm-up: first runs allocate
         }
+        // Sizes are timed in interleaved rounds and each size keeps its median round, so a burst of other
+        // work on the machine skews one round of every size rather than all of one size (per-row costs of
+        // a small model differ by a few per cent between sizes: noise decided the kept size before).
+        let rounds = if sizes.len() < 2 { 1 } else { CALIBRATION_ROUNDS };
+        let per_slot = if sizes.len() < 2 { Duration::ZERO } else { budget / (rounds * sizes.len()) as u32 };
+        let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); sizes.len()];
+        for _ in 0..rounds {
+            for (i, (&rows, inputs)) in sizes.iter().zip(&inputs).enumerate() {
+                let start = Instant::now();
+                let mut runs = 0u32;
+                while runs < 3 || (start.elapsed() < per_slot && runs < 1000) {
+                    let _ = self.run(rows, inputs);
+                    runs += 1;
+                }
+                samples[i].push(start.elapsed() / (runs * rows as u32));
+            }
+        }
+        let results: Vec<(usize, Duration)> = sizes
+            .iter()
+            .zip(&mut samples)
+            .map(|(&rows, times)| {
+                times.sort();
+                (rows, times[times.len() / 2])
+            })
+            .collect();
         // Prefer the smallest size within 5 % of the best: a larger batch must clearly pay for the wait.
         let best = results.iter().map(|(_, t)| *t).min().unwrap_or_default();
         let keep =
