@@ -15,7 +15,7 @@ const REGIONS: [&str; 3] = ["eu", "us", "ap"];
 /// What each simulated device runs, as an agent config. The lightest honest agent: the whole fleet side
 /// (link, update driver, durable telemetry queue, verify, self-test, slot switch, runtime activation) is
 /// the production code; only the serving runtime is sized for one machine hosting a thousand devices:
-/// one inference worker, batches of one (so no calibration at activation), no result cache.
+/// one inference worker, batches of one (calibration only times three runs), no result cache.
 pub fn agent_toml(region: &str, window_secs: u64) -> String {
     format!(
         "[inference]\nworkers = 1\nmax_batch = 1\n\

@@ -108,7 +108,7 @@ pub fn render(i: &Inputs) -> Vec<(String, String)> {
         "Each device is a real `outpost-agent` (`outpost_agent::serve::serve`) in this process: its own data \
          directory, device id, MQTT connection to mosquitto, durable telemetry queue (redb, one fsync per record, \
          a window every {} s), update driver, model store with slots, and a tract runtime (1 inference worker, \
-         batches of 1 so no calibration, no result cache) behind its local inference API on a loopback port. \
+         batches of 1 so calibration only times three runs, no result cache) behind its local inference API on a loopback port. \
          Every device fetches the signed bundle in chunks from the controller over MQTT, verifies it, runs its \
          self-tests, activates and reports. The controller is the real daemon ({}); the broker is Debian's \
          mosquitto. An application on each device asks its local API about {} digits image(s) a second.\n\n",
