@@ -11,6 +11,12 @@ pub fn rss_bytes() -> u64 {
 }
 
 /// Seconds since the device booted (0 where `/proc/uptime` is unavailable).
+/// Bytes an unprivileged process may still write on the filesystem holding `path` (0 when unknown): the
+/// room left for staging a model update and buffering telemetry.
+pub fn disk_free_bytes(path: &std::path::Path) -> u64 {
+    rustix::fs::statvfs(path).map(|s| s.f_bavail.saturating_mul(s.f_frsize)).unwrap_or(0)
+}
+
 pub fn uptime_secs() -> u64 {
     std::fs::read_to_string("/proc/uptime")
         .ok()
@@ -102,5 +108,21 @@ mod device_id_tests {
         assert_eq!(device_id_from(None, Some("cam.lobby")), Some("cam-lobby".into()));
         assert_eq!(device_id_from(None, Some("localhost")), None);
         assert_eq!(device_id_from(None, None), None);
+    }
+}
+
+#[cfg(test)]
+mod disk_tests {
+    #[test]
+    fn free_disk_space_agrees_with_df() {
+        let dir = std::env::temp_dir();
+        let ours = super::disk_free_bytes(&dir);
+        let df = std::process::Command::new("df").args(["-B1", "--output=avail"]).arg(&dir).output().unwrap();
+        let df: u64 = String::from_utf8_lossy(&df.stdout).lines().nth(1).unwrap().trim().parse().unwrap();
+        assert!(ours > 0);
+        // Other processes write meanwhile: agree within 1 % or 64 MiB.
+        let tolerance = (df / 100).max(64 << 20);
+        assert!(ours.abs_diff(df) <= tolerance, "statvfs {ours} vs df {df}");
+        assert_eq!(super::disk_free_bytes(std::path::Path::new("/no/such/dir")), 0);
     }
 }

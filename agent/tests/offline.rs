@@ -74,6 +74,12 @@ fn a_broker_outage_under_load_loses_no_telemetry_and_never_stops_inference() {
         std::thread::sleep(Duration::from_millis(200));
     };
     let seen = ctl.seen.lock().unwrap();
+    // Health records measure the device: free disk space of the data directory's filesystem.
+    for r in seen.records.values() {
+        if let RecordBody::Health(h) = &r.body {
+            assert!(h.disk_free_bytes > 0 && h.rss_bytes > 0, "{h:?}");
+        }
+    }
     let seqs: Vec<u64> = seen.records.keys().copied().collect();
     assert_eq!(seqs, (1..=agent_last).collect::<Vec<_>>(), "every record from 1 to {agent_last}, none missing");
     let inference: u64 = seen

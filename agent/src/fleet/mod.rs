@@ -31,7 +31,8 @@ pub fn start(cfg: &Config, store: Store, rt: Arc<Runtime>) -> anyhow::Result<Vec
         &cfg.data_dir.join("telemetry.redb"),
         QueueConfig { max_records: cfg.telemetry.max_records, ..QueueConfig::default() },
     )?);
-    let mut tasks = vec![tokio::spawn(window::produce(rt.clone(), queue.clone(), cfg.telemetry.window))];
+    let mut tasks =
+        vec![tokio::spawn(window::produce(rt.clone(), queue.clone(), cfg.telemetry.window, cfg.data_dir.clone()))];
     let Some(mut link_cfg) = cfg.link.clone() else {
         tracing::info!("no broker configured: serving locally, telemetry buffered");
         return Ok(tasks);

@@ -4,11 +4,12 @@
 use crate::runtime::Runtime;
 use crate::telemetry::queue::TelemetryQueue;
 use outpost_protocol::telemetry::{DeviceHealth, InferenceWindow, RecordBody};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-pub async fn produce(rt: Arc<Runtime>, queue: Arc<TelemetryQueue>, window: Duration) {
+pub async fn produce(rt: Arc<Runtime>, queue: Arc<TelemetryQueue>, window: Duration, data_dir: PathBuf) {
     let mut tick = tokio::time::interval(window);
     tick.tick().await;
     let mut cpu = crate::sys::CpuMeter::new();
@@ -60,7 +61,7 @@ pub async fn produce(rt: Arc<Runtime>, queue: Arc<TelemetryQueue>, window: Durat
             RecordBody::Health(DeviceHealth {
                 rss_bytes: crate::sys::rss_bytes(),
                 cpu_percent: cpu.percent(),
-                disk_free_bytes: 0,
+                disk_free_bytes: crate::sys::disk_free_bytes(&data_dir),
                 uptime_secs: crate::sys::uptime_secs(),
                 temperature_c: crate::sys::temperature_c(),
                 queue_len: stats.as_ref().map(|s| s.len).unwrap_or(0),
