@@ -142,12 +142,9 @@ pub fn check(c: &Check) -> Result<VerifiedBundle, ReleaseError> {
     Ok(verified.into_inner())
 }
 
-/// A device's model file as it holds it: NNEF as is, or an ONNX model converted as `create` converts it.
+/// A device's model file as it holds it: an ONNX model is converted as `create` converts it; anything else
+/// (the device's own NNEF file) is taken as it is, as the device takes its base: as opaque bytes.
 fn device_model(path: &std::path::Path) -> Result<Vec<u8>, ReleaseError> {
     let bytes = files::read(path)?;
-    if model_probe::nnef::load(&bytes).is_ok() {
-        return Ok(bytes);
-    }
-    let probe = model_probe::load(&bytes).map_err(|source| ReleaseError::Model { path: path.display().to_string(), source })?;
-    Ok(probe.nnef)
+    Ok(model_probe::load(&bytes).map(|probe| probe.nnef).unwrap_or(bytes))
 }
