@@ -193,10 +193,17 @@ fn now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
+/// `OUTPOST_LOG` takes `level` or `target=level,...` directives (e.g. `debug`, `info,rumqttc=warn`), as the
+/// controller's does; `filter::Targets` rather than `EnvFilter` because the latter's span and field
+/// matching brings regex into the device binary. An unparsable value falls back to `info`.
 fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("OUTPOST_LOG").unwrap_or_else(|_| "info".into());
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let info = || tracing_subscriber::filter::Targets::new().with_default(tracing::Level::INFO);
+    let filter = std::env::var("OUTPOST_LOG").ok().and_then(|v| v.parse().ok()).unwrap_or_else(info);
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).try_init();
+    let fmt = tracing_subscriber::fmt().with_ansi(ansi).with_writer(std::io::stderr).finish();
+    let _ = fmt.with(filter).try_init();
 }
 
 async fn shutdown_signal() {

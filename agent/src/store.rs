@@ -4,7 +4,7 @@
 //! ```text
 //! DATA_DIR/slots.json                 the slot table (replaced atomically)
 //! DATA_DIR/slots.lock                 held by any process changing slots
-//! DATA_DIR/models/<sha256>/model.onnx
+//! DATA_DIR/models/<sha256>/model          the model file, in the format its manifest names (NNEF)
 //! DATA_DIR/models/<sha256>/manifest.bin   postcard Manifest from the verified bundle
 //! ```
 //! Crash safety follows Bottlerocket's order: write the new model beside the others, fsync, read it back
@@ -110,7 +110,7 @@ impl Store {
         let digest = manifest.payload.model_sha256;
         let dir = self.model_dir(&digest);
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-        write_atomic(&dir.join("model.onnx"), model)?;
+        write_atomic(&dir.join("model"), model)?;
         write_atomic(&dir.join("manifest.bin"), &manifest.to_bytes())?;
         self.read_model(&digest)?;
         Ok(digest)
@@ -119,7 +119,7 @@ impl Store {
     /// Reads a stored model, refusing it if the bytes no longer match their digest (disk corruption).
     pub fn read_model(&self, digest: &Digest) -> Result<(Vec<u8>, Manifest), StoreError> {
         let dir = self.model_dir(digest);
-        let model_path = dir.join("model.onnx");
+        let model_path = dir.join("model");
         let model = std::fs::read(&model_path).map_err(io(&model_path))?;
         if Digest::of(&model) != *digest {
             return Err(StoreError::Corrupt {

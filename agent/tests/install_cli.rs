@@ -118,11 +118,11 @@ fn a_corrupted_model_on_disk_fails_selftest_instead_of_serving_wrong_answers() {
     assert!(install(&dir, &signed_bundle("v1", "1.0.0", 1), "v1.obundle").status.success());
     let models = dir.join("data/models");
     let model_dir = std::fs::read_dir(&models).unwrap().next().unwrap().unwrap().path();
-    let onnx = model_dir.join("model.onnx");
-    let mut bytes = std::fs::read(&onnx).unwrap();
+    let file = model_dir.join("model");
+    let mut bytes = std::fs::read(&file).unwrap();
     let n = bytes.len();
     bytes[n - 50] ^= 0x20;
-    std::fs::write(&onnx, bytes).unwrap();
+    std::fs::write(&file, bytes).unwrap();
     let out = agent_cli(&["selftest", "--data-dir", &dir.join("data").display().to_string()]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("does not match its digest"), "{}", stderr(&out));

@@ -1,29 +1,53 @@
-//! Loads a model with tract at packaging time: proves it runs, reads its interface, and computes the
-//! self-test vectors' expected outputs, so a bundle that would fail on every device is never signed.
+//! Loads a model with tract at packaging time: converts it to the NNEF devices run ([`nnef`]), proves the
+//! converted model runs, reads its interface, and computes the self-test vectors' expected outputs with it,
+//! so a bundle that would fail on every device is never signed and its vectors check exactly what devices run.
+
+pub mod nnef;
 
 use outpost_protocol::manifest::{DType, Dim, ModelInterface, Tensor, TensorSpec};
+use std::collections::HashMap;
 use tract_onnx::prelude::*;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
     #[error("tract cannot load the model: {0}")]
     Load(String),
+    #[error("tract cannot convert the model to NNEF for devices: {0}")]
+    Convert(String),
     #[error("tract cannot run the model: {0}")]
     Run(String),
     #[error("unsupported model: {0}")]
     Unsupported(String),
 }
 
-/// A loaded (not yet shape-specialised) ONNX model.
+/// A model as devices will load it: the NNEF bytes a bundle carries and tract-core's model of them (not
+/// yet shape-specialised).
 #[derive(Debug)]
 pub struct Probe {
-    model: InferenceModel,
+    model: TypedModel,
     pub interface: ModelInterface,
+    /// The NNEF archive (tar) that goes into the bundle.
+    pub nnef: Vec<u8>,
 }
 
-pub fn load(bytes: &[u8]) -> Result<Probe, ProbeError> {
-    let model = tract_onnx::onnx().model_for_read(&mut &bytes[..]).map_err(|e| ProbeError::Load(format!("{e:#}")))?;
-    let typed = model.clone().into_typed().map_err(|e| ProbeError::Load(format!("{e:#}")))?;
+/// Converts an ONNX model to NNEF and loads the result the way the agent does (tract-core ops only).
+pub fn load(onnx: &[u8]) -> Result<Probe, ProbeError> {
+    let onnx_interface = interface(&nnef::onnx_typed(onnx)?)?;
+    let bytes = nnef::convert(onnx)?;
+    let model = nnef::load(&bytes)?;
+    let interface = interface(&model)?;
+    // Devices match request and self-test tensors by name, and the manifest promises the exported model's
+    // interface: the conversion must not rename or reshape anything.
+    if interface != onnx_interface {
+        return Err(ProbeError::Convert(format!(
+            "the NNEF model's interface {interface:?} differs from the ONNX model's {onnx_interface:?}"
+        )));
+    }
+    Ok(Probe { model, interface, nnef: bytes })
+}
+
+/// Names, types and shapes (symbolic dimensions by name) of a model's inputs and outputs, as tract sees them.
+fn interface(typed: &TypedModel) -> Result<ModelInterface, ProbeError> {
     let spec = |outlet: OutletId| -> Result<TensorSpec, ProbeError> {
         let fact = typed.outlet_fact(outlet).map_err(|e| ProbeError::Load(e.to_string()))?;
         let name = typed.outlet_label(outlet).unwrap_or(&typed.node(outlet.node).name).to_owned();
@@ -39,11 +63,10 @@ pub fn load(bytes: &[u8]) -> Result<Probe, ProbeError> {
     };
     let inputs = typed.input_outlets().map_err(|e| ProbeError::Load(e.to_string()))?.to_vec();
     let outputs = typed.output_outlets().map_err(|e| ProbeError::Load(e.to_string()))?.to_vec();
-    let interface = ModelInterface {
+    Ok(ModelInterface {
         inputs: inputs.into_iter().map(spec).collect::<Result<_, _>>()?,
         outputs: outputs.into_iter().map(spec).collect::<Result<_, _>>()?,
-    };
-    Ok(Probe { model, interface })
+    })
 }
 
 fn dtype(dt: DatumType) -> Result<DType, ProbeError> {
@@ -64,13 +87,20 @@ impl Probe {
     /// for these exact shapes: tract runs concrete plans far faster than symbolic ones (DESIGN.md).
     pub fn run(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, ProbeError> {
         let run_err = |e: TractError| ProbeError::Run(format!("{e:#}"));
-        let mut model = self.model.clone();
+        let input_outlets = self.model.input_outlets().map_err(run_err)?;
+        let mut symbols = HashMap::new();
         let mut values = TVec::new();
-        for (i, t) in inputs.iter().enumerate() {
+        for (t, outlet) in inputs.iter().zip(input_outlets) {
             let shape: Vec<usize> = t.shape.iter().map(|&d| d as usize).collect();
-            model = model.with_input_fact(i, f32::fact(&shape).into()).map_err(run_err)?;
+            let fact = self.model.outlet_fact(*outlet).map_err(run_err)?;
+            for (dim, &n) in fact.shape.iter().zip(&shape) {
+                if let TDim::Sym(s) = dim {
+                    symbols.insert(s.clone(), TDim::Val(n as i64));
+                }
+            }
             values.push(tract_onnx::prelude::Tensor::from_shape(&shape, &t.data).map_err(run_err)?.into_tvalue());
         }
+        let model = self.model.set_symbols(&symbols).map_err(run_err)?;
         let plan = model.into_optimized().map_err(run_err)?.into_runnable().map_err(run_err)?;
         let outputs = plan.run(values).map_err(run_err)?;
         outputs

@@ -1,5 +1,6 @@
 //! tract on the committed digits models and held-out test set: accuracy per model, and how far its
 //! logits are from onnxruntime's (committed by `make_models.py`). Prints the figures for the issue notes.
+//! The probe runs the NNEF conversion bundles carry, so this also checks the conversion changes no answer.
 
 use outpost_controller::model_probe;
 use outpost_protocol::manifest::Tensor;

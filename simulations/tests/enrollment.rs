@@ -72,8 +72,9 @@ fn model_files(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     };
     std::fs::write(dir.join("trust.policy"), trust::create_policy(&policy, std::slice::from_ref(&root))).unwrap();
     std::fs::write(dir.join("root.pub"), keys::public_key_to_pem(&root.verifying_key())).unwrap();
-    let model = std::fs::read(outpost_simulations::models_dir().join("digits-v1.onnx")).unwrap();
-    let (payload, packed) = outpost_protocol::bundle::prepare_payload(&model, None, ModelFormat::Onnx);
+    let onnx = std::fs::read(outpost_simulations::models_dir().join("digits-v1.onnx")).unwrap();
+    let model = outpost_controller::model_probe::nnef::convert(&onnx).unwrap();
+    let (payload, packed) = outpost_protocol::bundle::prepare_payload(&model, None, ModelFormat::Nnef);
     let m = Manifest {
         format: MANIFEST_FORMAT,
         name: outpost_protocol::ModelName::new("digits").unwrap(),

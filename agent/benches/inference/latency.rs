@@ -218,7 +218,7 @@ fn in_process(
 ) -> anyhow::Result<(Summary, usize)> {
     let cfg = http::bench_config(s);
     let rt = Runtime::start(outpost_agent::serve::runtime_config(&cfg));
-    let mut model = LoadedModel::load(&m.bytes, m.manifest.clone(), s.max_batch)?;
+    let mut model = LoadedModel::load(&m.nnef, m.manifest.clone(), s.max_batch)?;
     model.calibrate(CALIBRATION);
     let kept = model.max_rows();
     rt.activate(model);
@@ -264,7 +264,7 @@ fn over_http(
     n: usize,
     reference: &[f32],
 ) -> anyhow::Result<(Summary, usize)> {
-    let agent = Agent::start(s, (&m.bytes, &m.manifest), None)?;
+    let agent = Agent::start(s, (&m.nnef, &m.manifest), None)?;
     let kept = agent.status()?["active"]["max_batch"].as_u64().unwrap_or(0) as usize;
     let addr = agent.addr;
     let tokio_rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;

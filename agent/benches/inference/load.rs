@@ -24,7 +24,7 @@ fn load_run(
     candidate: bool,
 ) -> anyhow::Result<(Summary, usize, Agent, Metrics)> {
     let cand = candidate.then(|| (&m.candidate.0[..], &m.candidate.1));
-    let agent = Agent::start(s, (&m.bytes, &m.manifest), cand)?;
+    let agent = Agent::start(s, (&m.nnef, &m.manifest), cand)?;
     let tokio_rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let before = agent.metrics()?;
     let (summary, errors) =

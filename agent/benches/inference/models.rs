@@ -17,9 +17,12 @@ pub struct BenchModel {
     /// What the table calls it.
     pub label: String,
     pub path: PathBuf,
+    /// The ONNX file: what tract direct (row (a)) and onnxruntime run.
     pub bytes: Vec<u8>,
+    /// The model as bundles carry it (NNEF converted from `bytes`): what the agent loads.
+    pub nnef: Vec<u8>,
     pub manifest: Manifest,
-    /// The shadow candidate: another model with the same interface.
+    /// The shadow candidate (NNEF): another model with the same interface.
     pub candidate: (Vec<u8>, Manifest),
     /// The input tensor's name and its shape at batch 1.
     pub input: String,
@@ -33,7 +36,7 @@ pub struct BenchModel {
     pub binary_bodies: Arc<Vec<(Vec<u8>, usize)>>,
 }
 
-/// An unsigned manifest for `bytes`: interface as tract reads it, digests of the bytes, no self-test.
+/// An unsigned manifest for NNEF `bytes`: interface as tract reads it, digests of the bytes, no self-test.
 pub fn manifest(name: &str, version: Version, bytes: &[u8]) -> anyhow::Result<Manifest> {
     let digest = Digest::of(bytes);
     Ok(Manifest {
@@ -42,7 +45,7 @@ pub fn manifest(name: &str, version: Version, bytes: &[u8]) -> anyhow::Result<Ma
         version,
         sequence: 1,
         payload: Payload {
-            format: ModelFormat::Onnx,
+            format: ModelFormat::Nnef,
             compression: Compression::Full,
             compressed_size: bytes.len() as u64,
             compressed_sha256: digest,
@@ -69,8 +72,10 @@ impl BenchModel {
         rows_file: PathBuf,
     ) -> anyhow::Result<BenchModel> {
         let bytes = std::fs::read(path).with_context(|| path.display().to_string())?;
-        let active = manifest(name, Version::new(1, 0, 0), &bytes)?;
+        let nnef = to_nnef(&bytes)?;
+        let active = manifest(name, Version::new(1, 0, 0), &nnef)?;
         let cand = std::fs::read(candidate_path).with_context(|| candidate_path.display().to_string())?;
+        let cand = to_nnef(&cand)?;
         let cand_manifest = manifest(name, Version::new(2, 0, 0), &cand)?;
         let spec = &active.interface.inputs[0];
         let shape1: Vec<usize> = std::iter::once(1)
@@ -112,6 +117,7 @@ impl BenchModel {
             path: path.to_owned(),
             input: spec.name.clone(),
             bytes,
+            nnef,
             manifest: active.clone(),
             candidate: (cand, cand_manifest),
             shape1,
@@ -121,6 +127,12 @@ impl BenchModel {
             binary_bodies: Arc::new(binary_bodies),
         })
     }
+}
+
+/// ONNX → NNEF as `outpost bundle create` converts (controller/src/model_probe/nnef.rs).
+pub fn to_nnef(onnx_bytes: &[u8]) -> TractResult<Vec<u8>> {
+    let typed = tract_onnx::onnx().model_for_read(&mut &onnx_bytes[..])?.into_typed()?.into_decluttered()?;
+    tract_nnef::nnef().write_to_tar_with_config(&typed, Vec::new(), false, true)
 }
 
 /// Reads `n` rows of `per` floats from a raw little-endian f32 file.

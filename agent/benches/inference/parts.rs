@@ -127,7 +127,7 @@ pub fn binary_decode(m: &BenchModel, n: usize) -> Summary {
 /// A keep-alive HTTP round trip to the agent without inference (`GET /v2/health/live`).
 pub fn http_floor(m: &BenchModel, n: usize) -> anyhow::Result<Summary> {
     let s = AgentSettings { workers: 1, max_batch: 1, max_delay: None, shadow_percent: None };
-    let agent = Agent::start(&s, (&m.bytes, &m.manifest), None)?;
+    let agent = Agent::start(&s, (&m.nnef, &m.manifest), None)?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let addr = agent.addr;
     rt.block_on(async move {
@@ -166,7 +166,7 @@ pub fn in_process_clients(
 ) -> anyhow::Result<(Summary, usize, f64)> {
     let cfg = crate::http::bench_config(s);
     let rt = Runtime::start(outpost_agent::serve::runtime_config(&cfg));
-    let mut model = LoadedModel::load(&m.bytes, m.manifest.clone(), s.max_batch)?;
+    let mut model = LoadedModel::load(&m.nnef, m.manifest.clone(), s.max_batch)?;
     model.calibrate(crate::CALIBRATION);
     let kept = model.max_rows();
     rt.activate(model);

@@ -1,13 +1,16 @@
 //! A model loaded for serving: tract parses and optimises it once per activation, into concrete plans
 //! (one per batch size it will run), never per request. DESIGN.md measured symbolic-batch plans up to 10×
 //! slower than concrete ones, so a symbolic batch dimension becomes a set of concrete plans.
+//!
+//! Models arrive as NNEF (tract's own format), converted from ONNX by `outpost bundle create`: the agent
+//! links tract-core and tract-nnef only, without the ONNX parser and tract-hir (cross/README.md "Size").
 
 use outpost_protocol::Digest;
-use outpost_protocol::manifest::{DType, Dim, Manifest, ModelInterface, TensorSpec};
-use std::collections::BTreeMap;
+use outpost_protocol::manifest::{DType, Dim, Manifest, ModelFormat, ModelInterface, TensorSpec};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tract_onnx::prelude::*;
+use tract_nnef::prelude::*;
 
 /// Interleaved timing rounds per batch size in `calibrate`.
 const CALIBRATION_ROUNDS: usize = 5;
@@ -87,7 +90,14 @@ impl LoadedModel {
         let start = Instant::now();
         let rss_before = crate::sys::rss_bytes();
         let load = |e: TractError| ModelError::Load(format!("{e:#}"));
-        let model = tract_onnx::onnx().model_for_read(&mut &bytes[..]).map_err(load)?;
+        if manifest.payload.format != ModelFormat::Nnef {
+            return Err(ModelError::Unsupported(format!(
+                "the bundle carries a {:?} model; this agent runs NNEF: repackage it with `outpost bundle create`, \
+                 which converts ONNX to NNEF",
+                manifest.payload.format
+            )));
+        }
+        let model = read_model(bytes)?;
         check_interface(&model, &manifest.interface)?;
         let iface = &manifest.interface;
         for t in iface.inputs.iter().chain(&iface.outputs) {
@@ -119,13 +129,18 @@ impl LoadedModel {
             })
             .collect::<Result<_, _>>()?;
         let sizes: Vec<usize> = if batchable { batch_sizes(max_batch) } else { vec![1] };
+        // A plan per batch size: the batch symbol (dimension 0 of the inputs) bound to that size.
+        let mut batch_symbols = Vec::new();
+        for outlet in model.input_outlets().map_err(load)?.iter().filter(|_| batchable) {
+            if let Some(TDim::Sym(s)) = model.outlet_fact(*outlet).map_err(load)?.shape.first() {
+                batch_symbols.push(s.clone());
+            }
+        }
         let mut plans = BTreeMap::new();
         for &rows in &sizes {
-            let mut m = model.clone();
-            for (i, shape) in row_shapes.iter().enumerate() {
-                let full: Vec<usize> = if batchable { [&[rows][..], shape].concat() } else { shape.clone() };
-                m = m.with_input_fact(i, f32::fact(&full).into()).map_err(load)?;
-            }
+            let values: HashMap<Symbol, TDim> =
+                batch_symbols.iter().map(|s| (s.clone(), TDim::Val(rows as i64))).collect();
+            let m = model.set_symbols(&values).map_err(load)?;
             let plan = m.into_optimized().map_err(load)?.into_runnable().map_err(load)?;
             plans.insert(rows, Plan::new(plan));
         }
@@ -268,8 +283,7 @@ impl LoadedModel {
 /// manifest for this model must declare.
 pub fn read_interface(bytes: &[u8]) -> Result<ModelInterface, ModelError> {
     let load = |e: TractError| ModelError::Load(format!("{e:#}"));
-    let model = tract_onnx::onnx().model_for_read(&mut &bytes[..]).map_err(load)?;
-    let typed = model.into_typed().map_err(load)?;
+    let typed = read_model(bytes)?;
     let spec = |outlet: &OutletId| -> Result<TensorSpec, ModelError> {
         let fact = typed.outlet_fact(*outlet).map_err(load)?;
         let name = typed.outlet_label(*outlet).unwrap_or(&typed.node(outlet.node).name).to_owned();
@@ -295,6 +309,11 @@ pub fn read_interface(bytes: &[u8]) -> Result<ModelInterface, ModelError> {
     })
 }
 
+/// Parses an NNEF archive (tar) with tract-core's operators: the one model format this agent runs.
+fn read_model(bytes: &[u8]) -> Result<TypedModel, ModelError> {
+    tract_nnef::nnef().model_for_read(&mut &bytes[..]).map_err(|e| ModelError::Load(format!("{e:#}")))
+}
+
 /// 1, 2, 4, … up to and including `max` (`max` itself when it is not a power of two).
 fn batch_sizes(max: usize) -> Vec<usize> {
     let mut sizes: Vec<usize> =
@@ -306,8 +325,7 @@ fn batch_sizes(max: usize) -> Vec<usize> {
 }
 
 /// The model file must present the interface its signed manifest promises (names, ranks, fixed dims).
-fn check_interface(model: &InferenceModel, iface: &ModelInterface) -> Result<(), ModelError> {
-    let typed = model.clone().into_typed().map_err(|e| ModelError::Load(format!("{e:#}")))?;
+fn check_interface(typed: &TypedModel, iface: &ModelInterface) -> Result<(), ModelError> {
     let compare = |kind: &str, outlets: &[OutletId], specs: &[TensorSpec]| -> Result<(), ModelError> {
         if outlets.len() != specs.len() {
             return Err(ModelError::InterfaceMismatch(format!(

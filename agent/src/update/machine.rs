@@ -35,7 +35,8 @@ pub struct Job {
     pub retries: u32,
     /// End of the shadow period or of the watch window.
     pub deadline_ms: u64,
-    pub restarts_in_watch: u8,
+    /// Agent restarts while the candidate was being tested, activated or watched (see `restarted`).
+    pub restarts: u8,
     pub outcome: Option<(RejectReason, String)>,
 }
 
@@ -326,7 +327,7 @@ impl Machine {
             },
             UpdateStage::Activating => {
                 job.deadline_ms = now_ms + u64::from(job.desired.watch.secs) * 1000;
-                job.restarts_in_watch = 0;
+                job.restarts = 0;
                 let detail = format!("watching for {} s", job.desired.watch.secs);
                 Self::go(job, UpdateStage::Watching, None, detail, fx);
             }
@@ -368,7 +369,8 @@ impl Machine {
 
     fn restarted(&mut self, valid_chunks: Vec<bool>, now_ms: u64, fx: &mut Vec<Effect>) {
         let Some(job) = self.state.job.as_mut() else { return };
-        match job.stage {
+        let stage = job.stage;
+        match stage {
             UpdateStage::Fetching => {
                 if valid_chunks.len() == job.have.len() {
                     job.have = valid_chunks;
@@ -388,24 +390,36 @@ impl Machine {
                 job.stage = UpdateStage::Verifying;
                 fx.push(Effect::Verify);
             }
+            // The candidate runs in these stages. Device builds abort on panic (Cargo.toml `edge`), so a
+            // candidate whose self-test, shadow run or activation panics kills the agent: counted here,
+            // such a model is refused (or rolled back) after `max_restarts` instead of crash-looping the
+            // device forever.
+            UpdateStage::SelfTest | UpdateStage::Shadow if crash_loop(job) => {
+                fx.push(Effect::DiscardStaging { bundle: job.bundle() });
+                let detail = format!("the agent restarted {} time(s) while testing the candidate", job.restarts);
+                Self::go(job, UpdateStage::Rejected, Some(RejectReason::CrashLoop), detail, fx);
+            }
             UpdateStage::SelfTest => fx.push(Effect::SelfTest),
             UpdateStage::Shadow => {
                 if let Mode::Shadow { sample_percent, .. } = job.desired.mode {
                     fx.push(Effect::StartShadow { sample_percent });
                 }
             }
-            UpdateStage::Activating => fx.push(Effect::Activate),
-            UpdateStage::Watching => {
-                job.restarts_in_watch += 1;
-                if job.restarts_in_watch >= job.desired.watch.max_restarts.max(1) {
-                    fx.push(Effect::RollBack);
-                    let detail = format!("the agent restarted {} time(s) while watching", job.restarts_in_watch);
-                    Self::go(job, UpdateStage::RolledBack, Some(RejectReason::CrashLoop), detail, fx);
-                }
+            UpdateStage::Activating | UpdateStage::Watching if crash_loop(job) => {
+                fx.push(Effect::RollBack);
+                let detail = format!("the agent restarted {} time(s) while activating or watching", job.restarts);
+                Self::go(job, UpdateStage::RolledBack, Some(RejectReason::CrashLoop), detail, fx);
             }
+            UpdateStage::Activating => fx.push(Effect::Activate),
             _ => {}
         }
     }
+}
+
+/// Counts one more restart of the agent during this job; true once they reach the watch's `max_restarts`.
+fn crash_loop(job: &mut Job) -> bool {
+    job.restarts = job.restarts.saturating_add(1);
+    job.restarts >= job.desired.watch.max_restarts.max(1)
 }
 
 fn new_job(desired: DesiredState, now_ms: u64) -> Job {
@@ -417,7 +431,7 @@ fn new_job(desired: DesiredState, now_ms: u64) -> Job {
         requested_until: 0,
         retries: 0,
         deadline_ms: 0,
-        restarts_in_watch: 0,
+        restarts: 0,
         outcome: None,
     }
 }

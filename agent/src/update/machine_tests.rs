@@ -178,6 +178,21 @@ fn restarts_resume_each_stage_and_a_crash_loop_during_the_watch_rolls_back() {
     assert_eq!(fx[0], Effect::RollBack);
     assert_eq!(m.state.job.unwrap().outcome.unwrap().0, RejectReason::CrashLoop);
 
+    // A candidate that kills the agent before it is active (a panic aborts device builds) is refused after
+    // `max_restarts`, and one that kills it while activating is rolled back: never an endless crash loop.
+    for (stage, last, outcome) in [
+        (SelfTest, Effect::DiscardStaging { bundle: watching().state.job.unwrap().bundle() }, RejectReason::CrashLoop),
+        (Activating, Effect::RollBack, RejectReason::CrashLoop),
+    ] {
+        let mut m = watching();
+        m.state.job.as_mut().unwrap().stage = stage;
+        assert_eq!(m.step(Input::Restarted { valid_chunks: vec![] }, 1).len(), 1, "{stage:?}: resumed");
+        assert_eq!(m.step(Input::Restarted { valid_chunks: vec![] }, 2).len(), 1, "{stage:?}: resumed");
+        let fx = m.step(Input::Restarted { valid_chunks: vec![] }, 3);
+        assert_eq!(fx[0], last, "{stage:?}");
+        assert_eq!(m.state.job.unwrap().outcome.unwrap().0, outcome, "{stage:?}");
+    }
+
     for (stage, effect) in [(SelfTest, Effect::SelfTest), (Activating, Effect::Activate), (Verifying, Effect::Verify)] {
         let mut m = watching();
         m.state.job.as_mut().unwrap().stage = stage;

@@ -21,8 +21,18 @@ pub fn models() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../simulations/models")
 }
 
+/// A committed digits model as bundles carry it: NNEF, converted from its ONNX file.
 pub fn model_bytes(name: &str) -> Vec<u8> {
-    std::fs::read(models().join(format!("digits-{name}.onnx"))).unwrap()
+    to_nnef(&std::fs::read(models().join(format!("digits-{name}.onnx"))).unwrap())
+}
+
+/// ONNX → NNEF the way `outpost bundle create` converts (controller/src/model_probe/nnef.rs; the agent
+/// cannot depend on the controller): decluttered typed model, tract-core ops, deterministic tar.
+pub fn to_nnef(onnx_bytes: &[u8]) -> Vec<u8> {
+    use tract_onnx::prelude::*;
+    let typed = tract_onnx::onnx().model_for_read(&mut &onnx_bytes[..]).unwrap().into_typed().unwrap();
+    let typed = typed.into_decluttered().unwrap();
+    tract_nnef::nnef().write_to_tar_with_config(&typed, Vec::new(), false, true).unwrap()
 }
 
 /// The held-out digits: (images of 64 floats, labels).
@@ -72,7 +82,7 @@ pub fn trust_files(dir: &Path) -> (PathBuf, PathBuf) {
 
 /// A manifest for `model` whose self-test vectors (the first 4 test images) hold the model's own outputs.
 pub fn manifest(model: &[u8], version: &str, sequence: u64) -> Manifest {
-    let (payload, _) = bundle::prepare_payload(model, None, ModelFormat::Onnx);
+    let (payload, _) = bundle::prepare_payload(model, None, ModelFormat::Nnef);
     let mut m = Manifest {
         format: MANIFEST_FORMAT,
         name: ModelName::new("digits").unwrap(),
@@ -101,7 +111,7 @@ pub fn manifest(model: &[u8], version: &str, sequence: u64) -> Manifest {
 
 /// A full bundle of `manifest` over `model`, signed by `key`.
 pub fn bundle_with(manifest: &Manifest, model: &[u8], key: &PrivateKey) -> Vec<u8> {
-    let (payload, bytes) = bundle::prepare_payload(model, None, ModelFormat::Onnx);
+    let (payload, bytes) = bundle::prepare_payload(model, None, ModelFormat::Nnef);
     let mut m = manifest.clone();
     m.payload = payload;
     bundle::create(&m, std::slice::from_ref(key), &bytes)
@@ -111,7 +121,7 @@ pub fn bundle_with(manifest: &Manifest, model: &[u8], key: &PrivateKey) -> Vec<u
 pub fn signed_delta(name: &str, base: &str, version: &str, sequence: u64) -> Vec<u8> {
     let (model, base) = (model_bytes(name), model_bytes(base));
     let mut m = manifest(&model, version, sequence);
-    let (payload, bytes) = bundle::prepare_payload(&model, Some(&base), ModelFormat::Onnx);
+    let (payload, bytes) = bundle::prepare_payload(&model, Some(&base), ModelFormat::Nnef);
     m.payload = payload;
     bundle::create(&m, &[release()], &bytes)
 }

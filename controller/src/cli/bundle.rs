@@ -15,7 +15,8 @@ pub struct Args {
 
 #[derive(Debug, clap::Subcommand)]
 enum Command {
-    /// Package an ONNX model: check it runs, compute self-test vectors, compress, sign.
+    /// Package an ONNX model: convert it to the NNEF devices run, check it runs, compute self-test vectors,
+    /// compress, sign.
     Create {
         #[arg(long)]
         model: PathBuf,
@@ -29,7 +30,7 @@ enum Command {
         /// Release private key(s) to sign with.
         #[arg(long = "key", required = true)]
         keys: Vec<PathBuf>,
-        /// Make a delta against this model (the one devices run now).
+        /// Make a delta against this ONNX model (the one devices run now, converted again the same way).
         #[arg(long)]
         base: Option<PathBuf>,
         /// Raw little-endian f32 samples for self-test inputs (default: seeded random inputs).
@@ -75,7 +76,7 @@ enum Command {
         /// The device's agent version (default: this release's).
         #[arg(long = "agent-version")]
         agent_version: Option<Version>,
-        /// The device's current model, for delta bundles.
+        /// The device's current model, for delta bundles: its NNEF file, or the ONNX it was packaged from.
         #[arg(long)]
         base: Option<PathBuf>,
         /// Verify as of this Unix time instead of now.

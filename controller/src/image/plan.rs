@@ -175,6 +175,9 @@ pub fn systemd_unit(first_bundle: bool) -> String {
 Description=Outpost agent: local inference and verified model updates\n\
 Wants=network-online.target\n\
 After=network-online.target time-sync.target\n\
+# Never stop restarting (systemd's default gives up after 5 starts in 10 s): the agent aborts on a panic,\n\
+# and its update machine, not systemd, ends a crash loop by refusing or rolling back the new model.\n\
+StartLimitIntervalSec=0\n\
 \n\
 [Service]\n\
 Type=notify\n\
@@ -365,6 +368,7 @@ mod tests {
             "Type=notify",
             "WatchdogSec=30s",
             "Restart=always",
+            "StartLimitIntervalSec=0",
             "ProtectSystem=strict",
             "ReadWritePaths=/var/lib/outpost",
             "NoNewPrivileges=yes",

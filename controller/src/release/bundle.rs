@@ -30,7 +30,8 @@ pub struct Create {
     pub out: PathBuf,
 }
 
-/// Probes the model with tract, computes self-test vectors, compresses (full or delta), signs, writes.
+/// Converts the ONNX model to NNEF and probes it with tract, computes self-test vectors, compresses (full
+/// or delta), signs, writes. The bundle carries the NNEF model: what the agent loads.
 pub fn create(c: &Create) -> Result<Inspected, ReleaseError> {
     if c.keys.is_empty() {
         return Err(ReleaseError::Invalid("bundle create needs at least one --key".into()));
@@ -55,12 +56,18 @@ pub fn create(c: &Create) -> Result<Inspected, ReleaseError> {
         }
         Inputs::Seeded => None,
     };
-    let base = c.base.as_deref().map(files::read).transpose()?;
-    if let (Some(base), Some(path)) = (&base, &c.base) {
-        // A delta against a model devices could not be running is useless; at least it must load.
-        model_probe::load(base).map_err(|source| ReleaseError::Model { path: path.display().to_string(), source })?;
-    }
-    let (payload, bytes) = obundle::prepare_payload(&model, base.as_deref(), ModelFormat::Onnx);
+    // Devices hold the base as the NNEF it was shipped as; the conversion is deterministic, so converting
+    // the base ONNX again gives exactly those bytes (a delta against a model devices could not be running
+    // is useless; at least it must load).
+    let base = match &c.base {
+        Some(path) => Some(
+            model_probe::load(&files::read(path)?)
+                .map_err(|source| ReleaseError::Model { path: path.display().to_string(), source })?
+                .nnef,
+        ),
+        None => None,
+    };
+    let (payload, bytes) = obundle::prepare_payload(&probe.nnef, base.as_deref(), ModelFormat::Nnef);
     let manifest = Manifest {
         format: MANIFEST_FORMAT,
         name: c.name.clone(),
@@ -115,7 +122,10 @@ pub fn check(c: &Check) -> Result<VerifiedBundle, ReleaseError> {
     };
     let policy = files::read(&c.trust)?;
     let bundle = files::read(&c.bundle)?;
-    let base = c.base.as_deref().map(files::read).transpose()?;
+    let base = match &c.base {
+        Some(path) => Some(device_model(path)?),
+        None => None,
+    };
     let device = DeviceFacts { arch: c.arch, agent_version: c.agent_version };
     let verified = verify::verify(&VerifyRequest {
         policy: &policy,
@@ -130,4 +140,11 @@ pub fn check(c: &Check) -> Result<VerifiedBundle, ReleaseError> {
         limits: &Limits::default(),
     })?;
     Ok(verified.into_inner())
+}
+
+/// A device's model file as it holds it: an ONNX model is converted as `create` converts it; anything else
+/// (the device's own NNEF file) is taken as it is, as the device takes its base: as opaque bytes.
+fn device_model(path: &std::path::Path) -> Result<Vec<u8>, ReleaseError> {
+    let bytes = files::read(path)?;
+    Ok(model_probe::load(&bytes).map(|probe| probe.nnef).unwrap_or(bytes))
 }

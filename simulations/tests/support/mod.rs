@@ -161,8 +161,10 @@ pub fn stoppable_agent(dir: &Path, id: &str, broker_port: u16, labels: &str, api
 }
 
 pub fn bundle_of(model: &str, version: &str, sequence: u64) -> Vec<u8> {
-    let bytes = std::fs::read(outpost_simulations::models_dir().join(format!("digits-{model}.onnx"))).unwrap();
-    let (payload, packed) = bundle::prepare_payload(&bytes, None, ModelFormat::Onnx);
+    let onnx = std::fs::read(outpost_simulations::models_dir().join(format!("digits-{model}.onnx"))).unwrap();
+    // Bundles carry NNEF, converted as `outpost bundle create` does.
+    let bytes = outpost_controller::model_probe::nnef::convert(&onnx).unwrap();
+    let (payload, packed) = bundle::prepare_payload(&bytes, None, ModelFormat::Nnef);
     let m = Manifest {
         format: MANIFEST_FORMAT,
         name: ModelName::new("digits").unwrap(),
