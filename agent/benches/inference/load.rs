@@ -219,9 +219,8 @@ pub fn shadow_table(models: &[(BenchModel, Counts)]) -> anyhow::Result<()> {
     println!(
         "workers 1, default batching (max_batch 8 calibrated, max_delay 0); the candidate is digits-v2 for \
          digits, a second copy of the model otherwise. Medians over the repetitions. `compared` counts \
-         classifier rows compared (from /metrics; 0 for mobilenet_v2, whose fixed-batch output rows are \
-         `[1,1000]`, which the agent does not take for a classifier); `skipped` counts samples dropped \
-         because the shadow queue was full.\n"
+         classifier rows compared (from /metrics; mobilenet_v2's fixed-batch `[1,1000]` rows count as a \
+         classifier's); `skipped` counts samples dropped because the shadow queue was full.\n"
     );
     let mut table = Table::new(&[
         "model",

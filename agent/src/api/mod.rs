@@ -89,7 +89,7 @@ async fn metadata(State(rt): State<Arc<Runtime>>, Path(name): Path<String>) -> R
     Json(ModelMetadata {
         name: m.name().to_owned(),
         versions: vec![m.manifest.version.to_string()],
-        platform: "onnx_tract",
+        platform: "tract_nnef",
         inputs: iface.inputs.iter().map(tensor_meta).collect(),
         outputs: iface.outputs.iter().map(tensor_meta).collect(),
     })
