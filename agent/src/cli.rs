@@ -201,8 +201,9 @@ fn init_tracing() {
     use tracing_subscriber::util::SubscriberInitExt;
     let info = || tracing_subscriber::filter::Targets::new().with_default(tracing::Level::INFO);
     let filter = std::env::var("OUTPOST_LOG").ok().and_then(|v| v.parse().ok()).unwrap_or_else(info);
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let fmt = tracing_subscriber::fmt().with_ansi(ansi).with_writer(std::io::stderr).finish();
+    // No colours even on a terminal: the device build leaves out tracing-subscriber's `ansi` feature (size),
+    // and asking for colours without it prints a warning (a panic in debug builds).
+    let fmt = tracing_subscriber::fmt().with_ansi(false).with_writer(std::io::stderr).finish();
     let _ = fmt.with(filter).try_init();
 }
 
