@@ -1,76 +1,90 @@
-//! A quick model answers on the requesting thread when the workers are idle (no hand-off), and under
-//! concurrent load requests still queue, batch and all get their own answers.
+//! In-process callers: a quick model answers on the caller's thread when the request is alone (no hand-off
+//! to a worker); large requests and concurrent ones go through the workers, and every caller gets its own
+//! answer. Over HTTP the model always runs on a worker (the server's threads carry the connections).
 
 mod support;
 
-use outpost_agent::install::{self, Target, Trust};
-use outpost_agent::store::Store;
+use outpost_agent::runtime::model::LoadedModel;
+use outpost_agent::runtime::{InferRequest, InputTensor, Runtime};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use support::*;
 
-const INFER: &str = "/v2/models/digits/infer";
-
-fn serving_agent(name: &str, extra: &str) -> Agent {
+fn runtime(name: &str) -> (Arc<Runtime>, Vec<Vec<f32>>) {
     let dir = tempdir(name);
-    let cfg = config(&dir, extra);
-    let store = Store::open(&cfg.data_dir).unwrap();
-    let trust = Trust::load(&cfg).unwrap();
-    install::install(&store, &trust, &signed_bundle("v1", "1.0.0", 1), now(), Target::Activate).unwrap();
-    let agent = Agent::start(cfg);
-    agent.wait_for("/v2/models/digits", "digits 1.0.0", |r| r.status == 200);
-    agent
+    let cfg = config(&dir, "[cache]\nmax_entries = 0\n");
+    let rt = Runtime::start(outpost_agent::serve::runtime_config(&cfg));
+    let model = model_bytes("v1");
+    let mut loaded = LoadedModel::load(&model, manifest(&model, "1.0.0", 1), 8).unwrap();
+    loaded.calibrate(std::time::Duration::from_millis(50));
+    rt.activate(loaded);
+    (rt, test_set().0)
 }
 
-fn counter(agent: &Agent, name: &str) -> u64 {
-    let text = agent.get("/metrics").text();
-    let line = text.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("{name}: {text}"));
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
-fn logits(r: &Response) -> Vec<f32> {
-    r.json()["outputs"][0]["data"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect()
-}
-
-#[test]
-fn sequential_requests_to_a_quick_model_run_inline_and_large_ones_go_to_the_workers() {
-    let agent = serving_agent("inline-seq", "[cache]\nmax_entries = 0\n");
-    let (images, _) = test_set();
-    let before = counter(&agent, "outpost_inline_runs_total");
-    for image in images.iter().take(50) {
-        let r = agent.post(INFER, &infer_body(std::slice::from_ref(image)));
-        assert_eq!(r.status, 200, "{}", r.text());
+fn request(images: &[Vec<f32>]) -> InferRequest {
+    InferRequest {
+        model: "digits".into(),
+        inputs: vec![InputTensor { name: "input".into(), shape: vec![images.len(), 1, 8, 8], data: images.concat() }],
+        outputs: None,
     }
-    let inline = counter(&agent, "outpost_inline_runs_total") - before;
-    assert_eq!(inline, 50, "every request of an idle agent runs on its own thread");
-    // 360 rows cost far more than the inline limit: the workers run them.
-    let r = agent.post(INFER, &infer_body(&images));
-    assert_eq!(r.status, 200);
-    assert_eq!(counter(&agent, "outpost_inline_runs_total") - before, 50);
-    // Calibration measured the cost that decides it, for a model of any batch shape.
-    let calibration = &agent.status()["active"]["calibration_us_per_row"];
-    assert!(calibration["1"].as_f64().unwrap() > 0.0, "{calibration}");
+}
+
+fn server_like_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
 }
 
 #[test]
-fn concurrent_clients_each_get_their_own_answer_whether_inline_or_queued() {
-    let agent = serving_agent("inline-concurrent", "[cache]\nmax_entries = 0\n");
-    let (images, _) = test_set();
-    let want: Vec<Vec<f32>> =
-        images.iter().take(16).map(|im| logits(&agent.post(INFER, &infer_body(std::slice::from_ref(im))))).collect();
-    let addr = agent.addr;
-    std::thread::scope(|s| {
-        for (i, image) in images.iter().take(16).enumerate() {
-            let want = &want[i];
-            s.spawn(move || {
-                for _ in 0..25 {
-                    let r = http(addr, "POST", INFER, &infer_body(std::slice::from_ref(image)));
-                    assert_eq!(r.status, 200, "{}", r.text());
-                    // A batched plan may round differently in the last bits; another image's logits differ by units.
-                    let got = logits(&r);
-                    let diff = got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-                    assert!(diff < 1e-3, "client {i} got someone else's answer: {got:?} vs {want:?}");
-                }
-            });
+fn a_lone_request_to_a_quick_model_runs_inline_and_large_ones_go_to_the_workers() {
+    let (rt, images) = runtime("inline-seq");
+    let inline = || rt.metrics.inline_runs.load(Ordering::Relaxed);
+    let tokio_rt = server_like_runtime();
+    tokio_rt.block_on(async {
+        for image in images.iter().take(50) {
+            rt.infer(request(std::slice::from_ref(image))).await.unwrap();
+        }
+        assert_eq!(inline(), 50, "every lone request of an idle runtime runs on its caller's thread");
+        // 360 rows cost far more than the inline limit: the workers run them.
+        let all = rt.infer(request(&images)).await.unwrap();
+        assert_eq!(all.outputs[0].shape, vec![360, 10]);
+        assert_eq!(inline(), 50);
+        // The HTTP server's entry point never runs a model on its own threads.
+        rt.infer_on_workers(request(&images[..1])).await.unwrap();
+        assert_eq!(inline(), 50);
+    });
+    // From a current-thread runtime every request goes to the workers (inline runs would serialise tasks).
+    let current = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    current.block_on(async { rt.infer(request(&images[..1])).await.unwrap() });
+    assert_eq!(inline(), 50);
+    rt.shutdown();
+}
+
+#[test]
+fn concurrent_callers_each_get_their_own_answer_whether_inline_or_queued() {
+    let (rt, images) = runtime("inline-concurrent");
+    let tokio_rt = server_like_runtime();
+    let want: Vec<Vec<f32>> = tokio_rt.block_on(async {
+        let mut want = Vec::new();
+        for image in images.iter().take(16) {
+            want.push(rt.infer(request(std::slice::from_ref(image))).await.unwrap().outputs[0].data.clone());
+        }
+        want
+    });
+    let mut tasks = Vec::new();
+    for (i, image) in images.iter().take(16).enumerate() {
+        let (rt, image, want) = (rt.clone(), image.clone(), want[i].clone());
+        tasks.push(tokio_rt.spawn(async move {
+            for _ in 0..50 {
+                let got = rt.infer(request(std::slice::from_ref(&image))).await.unwrap().outputs[0].data.clone();
+                // A batched plan may round differently in the last bits; another image's logits differ by units.
+                let diff = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+                assert!(diff < 1e-3, "caller {i} got someone else's answer: {got:?} vs {want:?}");
+            }
+        }));
+    }
+    tokio_rt.block_on(async {
+        for t in tasks {
+            t.await.unwrap();
         }
     });
-    assert!(counter(&agent, "outpost_inline_runs_total") > 0);
+    rt.shutdown();
 }

@@ -148,7 +148,7 @@ async fn infer_inner(
         inputs: req.inputs.into_iter().map(|t| InputTensor { name: t.name, shape: t.shape, data: t.data }).collect(),
         outputs: req.outputs.map(|o| o.into_iter().map(|o| o.name).collect()),
     };
-    let res = rt.infer(request).await.map_err(|e| infer_error(&e))?;
+    let res = rt.infer_on_workers(request).await.map_err(|e| infer_error(&e))?;
     let outputs = res.outputs.iter().map(|t| {
         let raw = binary_out.contains(&t.name);
         OutputJson {

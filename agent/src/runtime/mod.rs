@@ -150,10 +150,19 @@ pub struct Runtime {
     /// while fewer than `workers` runs are in progress, so inline runs never add CPU demand beyond what
     /// the configured workers would use.
     running: std::sync::atomic::AtomicUsize,
+    /// `infer` calls in progress (cache hits included): a request runs inline only when it is alone.
+    in_flight: std::sync::atomic::AtomicUsize,
 }
 
-/// Counts one model run in progress for as long as it lives (a panicking run still gives its slot back).
+/// Counts one model run (or one request) in progress for as long as it lives.
 struct RunSlot<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> RunSlot<'a> {
+    fn enter(counter: &'a std::sync::atomic::AtomicUsize) -> RunSlot<'a> {
+        counter.fetch_add(1, Ordering::AcqRel);
+        RunSlot(counter)
+    }
+}
 
 impl Drop for RunSlot<'_> {
     fn drop(&mut self) {
@@ -185,6 +194,7 @@ impl Runtime {
             shadow_percent: std::sync::atomic::AtomicU8::new(0),
             drift_rows: AtomicU64::new(0),
             running: std::sync::atomic::AtomicUsize::new(0),
+            in_flight: std::sync::atomic::AtomicUsize::new(0),
         });
         for i in 0..rt.cfg.inference.workers {
             let rt = rt.clone();
@@ -285,7 +295,21 @@ impl Runtime {
     }
 
     /// Answers one request: validate, cache, queue (429 when full), wait (504 after the timeout).
-    pub async fn infer(&self, mut req: InferRequest) -> Result<InferResponse, InferError> {
+    /// For callers on their own threads (an application embedding the runtime): a quick model may run
+    /// right here when the request is alone (`run_inline`).
+    pub async fn infer(&self, req: InferRequest) -> Result<InferResponse, InferError> {
+        self.answer(req, true).await
+    }
+
+    /// For the HTTP server: the model always runs on a worker thread. The server's threads carry every
+    /// connection; a model run there stalls them, and measured no faster for a lone client over HTTP
+    /// (85–89 µs either way) while costing 20–27 % of throughput under 32 clients (BENCHMARKS.md).
+    pub async fn infer_on_workers(&self, req: InferRequest) -> Result<InferResponse, InferError> {
+        self.answer(req, false).await
+    }
+
+    async fn answer(&self, mut req: InferRequest, may_inline: bool) -> Result<InferResponse, InferError> {
+        let _in_flight = RunSlot::enter(&self.in_flight);
         let model = self.active().ok_or(InferError::NotReady)?;
         if req.model != model.name() {
             return Err(InferError::UnknownModel(req.model));
@@ -322,7 +346,8 @@ impl Runtime {
         let (tx, mut rx) = oneshot::channel();
         let job =
             Job { rows, inputs, enqueued: now, deadline: now + timeout, shadow: self.sample_for_shadow(), reply: tx };
-        let (ran, outs) = match self.run_inline(&model, job) {
+        let inline = if may_inline { self.run_inline(&model, job) } else { Err(job) };
+        let (ran, outs) = match inline {
             // Ran here: the answer is already in the channel.
             Ok(()) => match rx.try_recv() {
                 Ok(result) => result?,
@@ -392,7 +417,7 @@ impl Runtime {
 
     /// Runs `job` on the calling thread when that is cheaper than handing it to a worker: the model is
     /// quick (its calibrated run for these rows fits `INLINE_MAX_RUN` and half the timeout), the caller is
-    /// on a multi-thread runtime, nothing is queued (queued requests came first and
+    /// on a multi-thread runtime, it is the only request in progress, no worker is polling for work, nothing is queued (queued requests came first and
     /// batching needs them together) and fewer than `workers` runs are in progress. Hands the job back
     /// otherwise. The answer goes through the job's channel exactly as from a worker, with the same
     /// metrics, drift and shadow sampling.
@@ -401,7 +426,12 @@ impl Runtime {
         // the request timeout still applies (an inline run cannot be abandoned).
         let limit = INLINE_MAX_RUN.min(self.cfg.inference.request_timeout / 2);
         let quick = model.run_cost().is_some_and(|cost| cost.saturating_mul(job.rows as u32) <= limit);
-        if !quick || !self.queue.is_empty() || !on_multi_thread_runtime() {
+        // Inline is for a lone request on an idle agent. Under concurrent requests it cost throughput even
+        // with the workers asleep (HTTP, 32 clients, one worker: 27k instead of 37k requests/s): the
+        // server's threads then run models instead of connections. A polling worker means load too: it
+        // takes the job at once, without a wake-up.
+        let alone = self.in_flight.load(Ordering::Acquire) == 1;
+        if !quick || !alone || !self.queue.is_empty() || self.queue.has_polling_worker() || !on_multi_thread_runtime() {
             return Err(job);
         }
         let workers = self.cfg.inference.workers;

@@ -3,6 +3,7 @@
 //! waited `max_delay`. Bounded so overload turns into a fast 429, not into memory and latency growth.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -20,6 +21,8 @@ pub struct BatchQueue<J> {
     inner: Mutex<State<J>>,
     cv: Condvar,
     capacity: usize,
+    /// Workers polling for a job right now (they finished one moments ago): handing them work is cheap.
+    polling: AtomicUsize,
 }
 
 #[derive(Debug)]
@@ -30,7 +33,12 @@ struct State<J> {
 
 impl<J: Queued> BatchQueue<J> {
     pub fn new(capacity: usize) -> Self {
-        BatchQueue { inner: Mutex::new(State { jobs: VecDeque::new(), closed: false }), cv: Condvar::new(), capacity }
+        BatchQueue {
+            inner: Mutex::new(State { jobs: VecDeque::new(), closed: false }),
+            cv: Condvar::new(),
+            capacity,
+            polling: AtomicUsize::new(0),
+        }
     }
 
     /// Queues `job`, or hands it back when the queue is full or closed.
@@ -53,6 +61,12 @@ impl<J: Queued> BatchQueue<J> {
         self.len() == 0
     }
 
+    /// Whether a worker is polling for its next job: it finished one within the last `SPIN`, so the
+    /// system is under load and a job pushed now is taken without waking a sleeping thread.
+    pub fn has_polling_worker(&self) -> bool {
+        self.polling.load(Ordering::Acquire) > 0
+    }
+
     /// Wakes every waiting worker and makes `next_batch` return `None` once drained.
     pub fn close(&self) {
         self.inner.lock().expect("queue lock").closed = true;
@@ -66,11 +80,13 @@ impl<J: Queued> BatchQueue<J> {
         // Poll briefly before sleeping: waking a blocked thread costs ~40 µs on small VMs (measured in
         // BENCHMARKS.md), twice a model's whole run time for small models under steady load.
         let spin_until = Instant::now() + SPIN;
+        self.polling.fetch_add(1, Ordering::AcqRel);
         while s.jobs.is_empty() && !s.closed && Instant::now() < spin_until {
             drop(s);
             std::thread::yield_now();
             s = self.inner.lock().expect("queue lock");
         }
+        self.polling.fetch_sub(1, Ordering::AcqRel);
         while s.jobs.is_empty() {
             if s.closed {
                 return None;
