@@ -2,6 +2,7 @@
 //! result cache; shadow evaluation of a candidate on sampled live requests, off the response path; and
 //! drift statistics. HTTP lives in `api`; this module knows nothing of JSON.
 
+mod execute;
 pub mod metrics;
 pub mod model;
 pub mod queue;
@@ -12,6 +13,7 @@ use crate::config::{CacheConfig, DriftConfig, InferenceConfig, ShadowConfig};
 use crate::stats::cache::{CacheKey, ResultCache};
 use crate::stats::drift::{DriftAccumulator, DriftSnapshot};
 use crate::stats::shadow::ShadowAccumulator;
+use execute::RunSlot;
 use metrics::{Gauges, Metrics};
 use model::LoadedModel;
 use outpost_protocol::Digest;
@@ -122,15 +124,6 @@ fn classes(row_shape: &[usize]) -> Option<usize> {
     }
 }
 
-/// Input values per tensor and batch that feed the drift histogram.
-const DRIFT_SAMPLE: usize = 4096;
-
-/// Models whose single run takes at most this long may run on the caller's thread when a worker slot is
-/// free and nothing is queued. Below it, the hand-off to a worker thread and back (21–45 µs on the
-/// benchmark machine) is a large share of the request; above it the hand-off is noise, and a long run
-/// belongs off the HTTP server's threads.
-const INLINE_MAX_RUN: Duration = Duration::from_millis(1);
-
 pub struct Runtime {
     cfg: RuntimeConfig,
     active: RwLock<Option<Arc<LoadedModel>>>,
@@ -152,22 +145,6 @@ pub struct Runtime {
     running: std::sync::atomic::AtomicUsize,
     /// `infer` calls in progress (cache hits included): a request runs inline only when it is alone.
     in_flight: std::sync::atomic::AtomicUsize,
-}
-
-/// Counts one model run (or one request) in progress for as long as it lives.
-struct RunSlot<'a>(&'a std::sync::atomic::AtomicUsize);
-
-impl<'a> RunSlot<'a> {
-    fn enter(counter: &'a std::sync::atomic::AtomicUsize) -> RunSlot<'a> {
-        counter.fetch_add(1, Ordering::AcqRel);
-        RunSlot(counter)
-    }
-}
-
-impl Drop for RunSlot<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
 }
 
 impl std::fmt::Debug for Runtime {
@@ -413,183 +390,6 @@ impl Runtime {
         let p = u64::from(self.shadow_percent.load(Ordering::Relaxed));
         let n = self.requests_seen.fetch_add(1, Ordering::Relaxed);
         (n + 1) * p / 100 > n * p / 100
-    }
-
-    /// Runs `job` on the calling thread when that is cheaper than handing it to a worker: the model is
-    /// quick (its calibrated run for these rows fits `INLINE_MAX_RUN` and half the timeout), the caller is
-    /// on a multi-thread runtime, it is the only request in progress, no worker is polling for work, nothing is queued (queued requests came first and
-    /// batching needs them together) and fewer than `workers` runs are in progress. Hands the job back
-    /// otherwise. The answer goes through the job's channel exactly as from a worker, with the same
-    /// metrics, drift and shadow sampling.
-    fn run_inline(&self, model: &Arc<LoadedModel>, job: Job) -> Result<(), Job> {
-        // The estimate is per row at the smallest batch; a request of many rows goes to the workers, where
-        // the request timeout still applies (an inline run cannot be abandoned).
-        let limit = INLINE_MAX_RUN.min(self.cfg.inference.request_timeout / 2);
-        let quick = model.run_cost().is_some_and(|cost| cost.saturating_mul(job.rows as u32) <= limit);
-        // Inline is for a lone request on an idle agent. Under concurrent requests it cost throughput even
-        // with the workers asleep (HTTP, 32 clients, one worker: 27k instead of 37k requests/s): the
-        // server's threads then run models instead of connections. A polling worker means load too: it
-        // takes the job at once, without a wake-up.
-        let alone = self.in_flight.load(Ordering::Acquire) == 1;
-        if !quick || !alone || !self.queue.is_empty() || self.queue.has_polling_worker() || !on_multi_thread_runtime() {
-            return Err(job);
-        }
-        let workers = self.cfg.inference.workers;
-        let claimed =
-            self.running.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < workers).then_some(n + 1));
-        if claimed.is_err() {
-            return Err(job);
-        }
-        let _slot = RunSlot(&self.running);
-        self.metrics.inline_runs.fetch_add(1, Ordering::Relaxed);
-        self.run_batch(model, vec![job]);
-        Ok(())
-    }
-
-    fn worker(self: Arc<Self>) {
-        loop {
-            let max_rows = self.active().map(|m| m.max_rows()).unwrap_or(1);
-            let Some(batch) = self.queue.next_batch(max_rows, self.cfg.inference.max_delay) else { return };
-            let Some(model) = self.active() else {
-                for job in batch {
-                    let _ = job.reply.send(Err(InferError::NotReady));
-                }
-                continue;
-            };
-            let now = Instant::now();
-            let (live, expired): (Vec<Job>, Vec<Job>) = batch.into_iter().partition(|j| j.deadline > now);
-            for job in expired {
-                let _ = job.reply.send(Err(InferError::Timeout(self.cfg.inference.request_timeout)));
-            }
-            if live.is_empty() {
-                continue;
-            }
-            self.running.fetch_add(1, Ordering::AcqRel);
-            let _slot = RunSlot(&self.running);
-            self.run_batch(&model, live);
-        }
-    }
-
-    fn run_batch(&self, model: &Arc<LoadedModel>, jobs: Vec<Job>) {
-        let rows: usize = jobs.iter().map(|j| j.rows).sum();
-        let n_inputs = model.interface().inputs.len();
-        // One job runs on its own buffers; a batch needs its rows back to back.
-        let joined: Option<Vec<Vec<f32>>> = (jobs.len() > 1)
-            .then(|| (0..n_inputs).map(|i| jobs.iter().flat_map(|j| j.inputs[i].iter().copied()).collect()).collect());
-        self.metrics.batch(rows);
-        let result = model.run(rows, joined.as_deref().unwrap_or(&jobs[0].inputs));
-        // A model that answers NaN or infinity is broken, not merely wrong: count it as a failure.
-        let result = result.and_then(|outs| {
-            if outs.iter().all(|(data, _)| data.iter().all(|v| v.is_finite())) {
-                Ok(outs)
-            } else {
-                Err(model::ModelError::Run("the model produced non-finite outputs (NaN or infinity)".into()))
-            }
-        });
-        let outs = match result {
-            Ok(outs) => outs,
-            Err(e) => {
-                for job in jobs {
-                    let _ = job.reply.send(Err(InferError::Failed(e.to_string())));
-                }
-                return;
-            }
-        };
-        // Answer first; drift and shadow work happen after every caller has its result.
-        let mut offset = 0;
-        let mut answered = Vec::with_capacity(jobs.len());
-        for Job { rows: n, inputs, shadow, reply, .. } in jobs {
-            let mine: Outputs = outs
-                .iter()
-                .map(|(data, row_shape)| {
-                    let per: usize = row_shape.iter().product();
-                    (data[offset * per..(offset + n) * per].to_vec(), row_shape.clone())
-                })
-                .collect();
-            offset += n;
-            let primary = shadow.then(|| mine.clone());
-            let _ = reply.send(Ok((model.clone(), mine)));
-            answered.push((n, inputs, primary));
-        }
-        self.observe_drift(model, joined.as_deref().unwrap_or(&answered[0].1), &outs);
-        for (rows, inputs, primary) in answered {
-            let Some(primary) = primary else { continue };
-            let work = ShadowJob { rows, inputs, primary, enqueued: Instant::now() };
-            if self.shadow_queue.try_push(work).is_err() {
-                self.metrics.shadow_skipped.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-    }
-
-    fn observe_drift(&self, model: &LoadedModel, inputs: &[Vec<f32>], outs: &Outputs) {
-        let mut d = self.drift.lock().expect("drift lock");
-        if d.as_ref().map(|(digest, _)| *digest) != Some(model.digest) {
-            let names: Vec<String> = model.interface().inputs.iter().map(|t| t.name.clone()).collect();
-            let dc = &self.cfg.drift;
-            let acc = DriftAccumulator::new(model.manifest.reference.as_ref(), &names, dc.lo, dc.hi, dc.bins);
-            *d = Some((model.digest, acc));
-        }
-        let (_, acc) = d.as_mut().expect("just set");
-        for (i, values) in inputs.iter().enumerate() {
-            // A strided sample of at most DRIFT_SAMPLE values per batch: an image's 150k pixels cost 2 ms
-            // to bin, a sample of 4096 30 µs (BENCHMARKS.md), and a histogram's shares barely move.
-            if values.len() > DRIFT_SAMPLE {
-                let stride = values.len().div_ceil(DRIFT_SAMPLE);
-                let sample: Vec<f32> = values.iter().step_by(stride).copied().collect();
-                acc.observe_input(i, &sample);
-            } else {
-                acc.observe_input(i, values);
-            }
-        }
-        if let Some((logits, row_shape)) = outs.first()
-            && let Some(classes) = classes(row_shape)
-        {
-            acc.observe_output(logits, classes);
-        }
-        let rows = outs.first().map(|(data, shape)| data.len() / shape.iter().product::<usize>().max(1)).unwrap_or(0);
-        self.drift_rows.fetch_add(rows as u64, Ordering::Relaxed);
-    }
-
-    fn shadow_worker(self: Arc<Self>) {
-        while let Some(batch) = self.shadow_queue.next_batch(1, Duration::ZERO) {
-            let Some(candidate) = self.candidate() else { continue };
-            for job in batch {
-                // Lower priority than live traffic: while requests wait for a worker, the shadow sample
-                // waits too; if they keep waiting, the sample is dropped rather than competing for CPU.
-                if !self.yield_to_live_traffic() {
-                    self.metrics.shadow_skipped.fetch_add(1, Ordering::Relaxed);
-                    continue;
-                }
-                let start = Instant::now();
-                let Ok(outs) = candidate.run(job.rows, &job.inputs) else { continue };
-                let latency = start.elapsed();
-                let (Some((cand, _)), Some((prim, row_shape))) = (outs.first(), job.primary.first()) else { continue };
-                let classes = classes(row_shape);
-                self.shadow.lock().expect("shadow lock").record(prim, cand, classes, latency);
-            }
-        }
-    }
-}
-
-/// Whether the calling task runs on a multi-thread tokio runtime (the agent's server does). On a
-/// current-thread runtime one thread serves every task: running models there would serialise concurrent
-/// callers (an inline run never yields) and leave the workers and the batcher idle.
-fn on_multi_thread_runtime() -> bool {
-    tokio::runtime::Handle::try_current()
-        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
-}
-
-impl Runtime {
-    /// Waits up to 50 ms for the live queue to empty; `false` when it never did.
-    fn yield_to_live_traffic(&self) -> bool {
-        let deadline = Instant::now() + Duration::from_millis(50);
-        while !self.queue.is_empty() {
-            if Instant::now() >= deadline {
-                return false;
-            }
-            std::thread::sleep(Duration::from_micros(200));
-        }
-        true
     }
 }
 
