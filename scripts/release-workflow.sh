@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The release-engineer workflow end to end, on the committed digits models: keys, a trust policy, signed
 # bundles (full and delta), verification as a device would do it, and the refusals a device makes.
-# Everything lands in ./outpost-demo/ (or $OUT). Until the fleet demo lands, this is the quick start.
+# Everything lands in ./outpost-demo/ (or $OUT). The fleet itself: `outpost-sim demo`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-outpost-demo}
