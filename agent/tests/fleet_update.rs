@@ -42,8 +42,16 @@ fn updates_over_mqtt_install_shadow_delta_roll_back_and_refuse_while_serving() {
 
     // 0. Garbage on the device's topics is dropped; the link and the agent carry on.
     use outpost_protocol::topics::{self, Down};
-    ctl.publish_raw(topics::down(&device, Down::Desired), b"not a message".to_vec(), true);
-    ctl.publish_raw(topics::down(&device, Down::Chunk), vec![b'O', b'P', 1, 0, 0xff, 0xff], false);
+    ctl.publish_raw(
+        topics::down(&device, &Down::Desired(outpost_protocol::ModelName::new("digits").unwrap())),
+        b"not a message".to_vec(),
+        true,
+    );
+    ctl.publish_raw(
+        topics::down(&device, &Down::Chunk),
+        vec![b'O', b'P', outpost_protocol::codec::MAJOR, 0, 0xff, 0xff],
+        false,
+    );
     assert_eq!(agent.get("/v2/health/live").status, 200);
 
     // 1. First model, full bundle.

@@ -109,7 +109,7 @@ fn fleet(n: usize, rng: &mut Rng) -> Vec<DeviceView> {
             // 3 % of devices are offline at any time.
             d.online = rng.below(100) >= 3;
             d.last_seen = T0 - rng.below(60);
-            d.running = Some(running(OLD));
+            d.running = vec![running(OLD)];
             d.windows = vec![window(OLD, T0, rng)];
             d
         })
@@ -124,7 +124,7 @@ fn act(devices: &mut [DeviceView], actions: &[Action], now: UnixTime, rng: &mut 
         .filter_map(|a| if let Action::Desire { device, .. } = a { Some(device) } else { None })
         .collect();
     for d in devices.iter_mut().filter(|d| told.contains(&d.id)) {
-        d.running = Some(running(NEW));
+        d.running = vec![running(NEW)];
         d.updates = vec![UpdateView { bundle: NEW, stage: UpdateStage::Committed, reason: None, at: now }];
         d.windows.insert(0, window(NEW, now, rng));
         d.shadows = vec![ShadowView { candidate: NEW, compared: 200, agreed: 196, received_at: now }];
@@ -133,7 +133,7 @@ fn act(devices: &mut [DeviceView], actions: &[Action], now: UnixTime, rng: &mut 
 
 fn refresh(devices: &mut [DeviceView], now: UnixTime, rng: &mut Rng) {
     for d in devices.iter_mut().filter(|d| d.online) {
-        let digest = d.running.as_ref().unwrap().digest;
+        let digest = d.running[0].digest;
         d.windows[0] = window(digest, now, rng);
     }
 }

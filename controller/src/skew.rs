@@ -62,7 +62,7 @@ pub struct AgentCount {
 
 /// Skew of every model that a device runs or that has a target, by model name.
 pub fn fleet_skew(devices: &[DeviceView], targets: &[(ModelName, Target)]) -> Vec<ModelSkew> {
-    let mut models: BTreeSet<&ModelName> = devices.iter().filter_map(|d| d.running.as_ref().map(|r| &r.name)).collect();
+    let mut models: BTreeSet<&ModelName> = devices.iter().flat_map(|d| d.running.iter().map(|r| &r.name)).collect();
     models.extend(targets.iter().map(|(m, _)| m));
     models.into_iter().map(|m| model_skew(m, targets.iter().find(|(t, _)| t == m).map(|(_, t)| t), devices)).collect()
 }
@@ -76,7 +76,7 @@ pub fn model_skew(model: &ModelName, target: Option<&Target>, devices: &[DeviceV
     let mut compliance = Compliance::default();
     let mut oldest_serving: Option<Version> = None;
     for d in devices {
-        let runs = d.running.as_ref().filter(|r| &r.name == model);
+        let runs = d.runs(model);
         let targeted = target.as_ref().is_some_and(|t| d.update_for(&t.digest).is_some());
         if runs.is_none() && !targeted {
             continue;
@@ -129,7 +129,7 @@ pub fn model_skew(model: &ModelName, target: Option<&Target>, devices: &[DeviceV
 pub fn newest_committed(model: &ModelName, devices: &[DeviceView]) -> Option<Target> {
     devices
         .iter()
-        .filter_map(|d| d.running.as_ref().filter(|r| &r.name == model).map(|r| (d, r)))
+        .filter_map(|d| d.runs(model).map(|r| (d, r)))
         .filter(|(d, r)| d.update_for(&r.digest).is_none_or(|u| u.stage == UpdateStage::Committed))
         .max_by_key(|(_, r)| r.sequence)
         .map(|(_, r)| Target {
@@ -175,7 +175,7 @@ mod tests {
     /// A device running `1.{minor}.0` (or nothing), online or not, with an event for `1.{event.0}.0`.
     fn dev(i: usize, minor: Option<u32>, online: bool, event: Option<(u32, UpdateStage)>) -> DeviceView {
         let mut d = DeviceView::new(DeviceId::new(format!("dev-{i}")).unwrap());
-        d.running = minor.map(release);
+        d.running = minor.map(release).into_iter().collect();
         d.online = online;
         d.agent_version = Some(Version::new(0, 1 + (i % 2) as u32, 0));
         if let Some((m, stage)) = event {
@@ -253,7 +253,7 @@ mod tests {
     #[test]
     fn the_fleet_view_covers_every_model_run_or_targeted() {
         let mut other = dev(9, None, true, None);
-        other.running = Some(RunningModel { name: ModelName::new("faces").unwrap(), ..release(0) });
+        other.running = vec![RunningModel { name: ModelName::new("faces").unwrap(), ..release(0) }];
         let devices = vec![dev(0, Some(0), true, None), other];
         let targets = [(ModelName::new("speech").unwrap(), target(3))];
         let names: Vec<String> = fleet_skew(&devices, &targets).iter().map(|s| s.model.to_string()).collect();

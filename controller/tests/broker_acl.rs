@@ -128,13 +128,13 @@ async fn devices_use_only_their_own_topics_the_controller_sees_all_and_foreign_c
     for filter in [format!("{DEV}/dev-b/down/#"), "#".into(), format!("{DEV}/dev-a/down/+")] {
         a.sub(&filter).await;
     }
-    b.sub(&format!("{DEV}/dev-b/down/+")).await;
+    b.sub(&format!("{DEV}/dev-b/down/#")).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     // A speaks as B, then as itself: the controller gets only the second.
     a.publish(&format!("{DEV}/dev-b/up/hello"), "a-as-b").await;
     a.publish(&format!("{DEV}/dev-b/up/telemetry"), "a-as-b").await;
-    a.publish(&format!("{DEV}/dev-a/down/desired"), "a-writes-its-own-down").await;
+    a.publish(&format!("{DEV}/dev-a/down/desired/digits"), "a-writes-its-own-down").await;
     a.publish(&format!("{DEV}/dev-a/up/hello"), "a-done").await;
     let seen = ctl.until("a-done").await;
     assert_eq!(seen, vec![(format!("{DEV}/dev-a/up/hello"), "a-done".into())], "only A's own message reached it");
@@ -142,11 +142,11 @@ async fn devices_use_only_their_own_topics_the_controller_sees_all_and_foreign_c
     assert_eq!(ctl.until("b-done").await, vec![(format!("{DEV}/dev-b/up/hello"), "b-done".into())]);
 
     // The controller writes B's desired state (retained, as the daemon does), then A's: A reads only its own.
-    let desired_b = format!("{DEV}/dev-b/down/desired");
+    let desired_b = format!("{DEV}/dev-b/down/desired/digits");
     ctl.client.publish(&desired_b, QoS::AtLeastOnce, true, b"for-b".to_vec()).await.unwrap();
     ctl.publish(&format!("{DEV}/dev-b/down/chunk"), "chunk-for-b").await;
     assert_eq!(b.until("chunk-for-b").await.len(), 2, "B gets its desired state and chunk");
-    ctl.publish(&format!("{DEV}/dev-a/down/desired"), "for-a").await;
+    ctl.publish(&format!("{DEV}/dev-a/down/desired/digits"), "for-a").await;
     let seen_by_a = a.until("for-a").await;
     assert!(seen_by_a.iter().all(|(t, _)| t.starts_with(&format!("{DEV}/dev-a/"))), "A saw {seen_by_a:?}");
     assert!(!seen_by_a.iter().any(|(_, body)| body == "a-writes-its-own-down"), "a device cannot write down topics");
@@ -154,7 +154,7 @@ async fn devices_use_only_their_own_topics_the_controller_sees_all_and_foreign_c
     let mut late = client(&pki, broker.tls_port, "dev-a-late", Some("dev-a"));
     assert!(late.outcome().await);
     late.sub(&desired_b).await;
-    late.sub(&format!("{DEV}/dev-a/down/+")).await;
+    late.sub(&format!("{DEV}/dev-a/down/#")).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     ctl.publish(&format!("{DEV}/dev-a/down/ack"), "late-marker").await;
     assert_eq!(late.until("late-marker").await.len(), 1, "B's retained desired state never reached A");
@@ -182,7 +182,7 @@ async fn the_enrollment_listener_confines_each_anonymous_client_to_its_own_enrol
     assert!(ctl.outcome().await);
     ctl.sub(&outpost_protocol::enroll::controller_subscription()).await;
     ctl.sub(&outpost_protocol::topics::controller_subscription()).await;
-    let desired_b = format!("{DEV}/dev-b/down/desired");
+    let desired_b = format!("{DEV}/dev-b/down/desired/digits");
     ctl.client.publish(&desired_b, QoS::AtLeastOnce, true, b"secret-desired".to_vec()).await.unwrap();
 
     // No client certificate: server-auth TLS is enough here.

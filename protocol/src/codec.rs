@@ -10,8 +10,10 @@ use crate::messages::Message;
 use std::io::Read;
 
 pub const MAGIC: [u8; 2] = *b"OP";
-/// The wire major version. A controller also decodes `MAJOR - 1` once there is one.
-pub const MAJOR: u8 = 1;
+/// The wire major version. A controller also decodes `MAJOR - 1` once there is a released one. 2: a device
+/// runs a set of models (`Hello::running` is a list, desired states per model, `Mode::Remove`); 1 was
+/// never released.
+pub const MAJOR: u8 = 2;
 const FLAG_ZSTD: u8 = 1;
 const HEADER: usize = 4;
 

@@ -5,7 +5,9 @@
 use crate::UnixTime;
 use crate::digest::Digest;
 use crate::keys::SigBytes;
+use crate::limits::Limits;
 use crate::names::{Arch, DeviceId, ModelName};
+use crate::rejection::{RejectReason, Rejection};
 use crate::telemetry::{Record, UpdateEvent};
 use crate::version::Version;
 use serde::{Deserialize, Serialize};
@@ -36,14 +38,16 @@ pub struct Presence {
     pub boot_id: u64,
 }
 
-/// Sent on every connect (`up/hello`).
+/// Sent on every connect and whenever a model changes (`up/hello`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Hello {
     pub device: DeviceId,
     pub arch: Arch,
     pub agent_version: Version,
     pub labels: Vec<(String, String)>,
-    pub running: Option<RunningModel>,
+    /// Every model the device serves, one entry per model name, in name order. Unsigned: what the device
+    /// claims (its signed version report is the attested form).
+    pub running: Vec<RunningModel>,
     /// Boot-unique id: a new one tells the controller the device restarted.
     pub boot_id: u64,
     /// Largest MQTT packet the device accepts; the controller sizes chunks below it.
@@ -70,9 +74,15 @@ pub struct TelemetryBatch {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TelemetryAck {
     pub up_to_seq: u64,
+    /// The controller has not heard this device's hello since it started (it subscribed after the
+    /// device connected, or restarted while the device stayed connected): the device says hello again,
+    /// so what it runs is never stale for longer than a telemetry window.
+    pub hello_wanted: bool,
 }
 
-/// What the device should run (`down/desired`, retained).
+/// What the device should run of one model (`down/desired/{model}`, retained; the topic's model and
+/// `model` must agree). Unsigned: the device takes it as a request to fetch and verify, never as a fact
+/// (floors, names and versions come from the verified manifest; [`BundleRef::check`] bounds every size).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DesiredState {
     pub model: ModelName,
@@ -116,6 +126,40 @@ pub struct BundleRef {
     pub chunks: Vec<Digest>,
 }
 
+impl BundleRef {
+    /// Checks every size the (unsigned) reference names against `limits`, before the device allocates a
+    /// staging file, a chunk buffer or a chunk table by them: stops a ~100-byte desired state from making
+    /// the device reserve gigabytes, or abort on allocation at every restart.
+    pub fn check(&self, limits: &Limits) -> Result<(), Rejection> {
+        let over = |what: String| Err(Rejection::new(RejectReason::OverLimits, what));
+        if self.size == 0 {
+            return Err(Rejection::new(RejectReason::Malformed, "the bundle reference names an empty bundle"));
+        }
+        if self.size > limits.max_bundle() {
+            return over(format!("bundle of {} bytes; the limit is {}", self.size, limits.max_bundle()));
+        }
+        if self.chunk_size == 0 || self.chunk_size as usize > limits.max_chunk {
+            return over(format!("chunk size {}; it must be 1..={}", self.chunk_size, limits.max_chunk));
+        }
+        let needed = self.size.div_ceil(u64::from(self.chunk_size));
+        if needed > u64::from(limits.max_chunks) {
+            return over(format!("{needed} chunks; the limit is {}", limits.max_chunks));
+        }
+        if self.chunks.len() as u64 != needed {
+            return Err(Rejection::new(
+                RejectReason::Malformed,
+                format!(
+                    "{} chunk digests for {} bytes in chunks of {}: {needed} expected",
+                    self.chunks.len(),
+                    self.size,
+                    self.chunk_size
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// Only append variants.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Mode {
@@ -125,6 +169,10 @@ pub enum Mode {
     Shadow { secs: u32, sample_percent: u8 },
     /// Switch back to the verified model kept in the `previous` slot (fleet `abort --revert`).
     Revert,
+    /// Stop serving this model and drop its slots (a removal rollout). `version`, `sequence` and `bundle`
+    /// name the release the controller last knew the device to run; the device removes the model whatever
+    /// it runs, and keeps its floor, so a removed release cannot come back below it.
+    Remove,
 }
 
 /// Ask for `count` chunks of a bundle starting at `first` (`up/fetch`).
@@ -159,9 +207,12 @@ pub struct VersionReport {
     /// Grows with every report: a replayed old report is recognisable.
     pub counter: u64,
     pub at: UnixTime,
-    pub running: Option<RunningModel>,
-    pub previous: Option<RunningModel>,
-    pub floor: u64,
+    /// Every model the device serves, in name order.
+    pub running: Vec<RunningModel>,
+    /// The model kept in each model's `previous` slot.
+    pub previous: Vec<RunningModel>,
+    /// The anti-rollback floor of every model the device has committed.
+    pub floors: Vec<(ModelName, u64)>,
 }
 
 impl SignedVersionReport {
@@ -179,5 +230,38 @@ impl SignedVersionReport {
             return None;
         }
         postcard::from_bytes(&self.report).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bundle_ref(size: u64, chunk_size: u32, chunks: usize) -> BundleRef {
+        BundleRef { digest: Digest::of(b"b"), size, chunk_size, chunks: vec![Digest::of(b"c"); chunks] }
+    }
+
+    #[test]
+    fn a_consistent_bundle_reference_within_the_limits_passes() {
+        let l = Limits::default();
+        assert_eq!(bundle_ref(1, 1, 1).check(&l), Ok(()));
+        assert_eq!(bundle_ref(300 << 10, 256 << 10, 2).check(&l), Ok(()));
+        assert_eq!(bundle_ref(256 << 10, 256 << 10, 1).check(&l), Ok(()));
+    }
+
+    #[test]
+    fn bundle_references_an_attacker_could_send_are_refused_by_their_numbers() {
+        let l = Limits::default();
+        let code = |r: BundleRef| r.check(&l).unwrap_err().reason;
+        // Sizes that would make the device reserve disk or memory it has not got.
+        assert_eq!(code(bundle_ref(l.max_bundle() + 1, 256 << 10, 0)), RejectReason::OverLimits);
+        assert_eq!(code(bundle_ref(u64::MAX, 256 << 10, 1)), RejectReason::OverLimits);
+        assert_eq!(code(bundle_ref(1 << 20, u32::MAX, 1)), RejectReason::OverLimits, "a 4 GiB chunk buffer");
+        assert_eq!(code(bundle_ref(1 << 20, 0, 1)), RejectReason::OverLimits, "division by zero");
+        assert_eq!(code(bundle_ref(l.max_bundle(), 1, 0)), RejectReason::OverLimits, "a chunk table of 512 M entries");
+        // Digest lists that do not match the size.
+        assert_eq!(code(bundle_ref(3 << 20, 256 << 10, 1)), RejectReason::Malformed);
+        assert_eq!(code(bundle_ref(1, 1, 2)), RejectReason::Malformed);
+        assert_eq!(code(bundle_ref(0, 1, 0)), RejectReason::Malformed);
     }
 }

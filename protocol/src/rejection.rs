@@ -56,10 +56,15 @@ pub enum RejectReason {
     FetchFailed,
     /// A newer desired state replaced this update before it finished.
     Superseded,
+    /// The verified manifest names another model, version or sequence than the (unsigned) desired state
+    /// asked for: stops a forged desired state from smuggling a genuine bundle of another release in.
+    DesiredMismatch,
+    /// Loading the model would take the device over its memory budget; the models it serves keep serving.
+    InsufficientMemory,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 24] = [
+    pub const ALL: [RejectReason; 26] = [
         RejectReason::BadSignature,
         RejectReason::UnknownKey,
         RejectReason::BelowThreshold,
@@ -84,6 +89,8 @@ impl RejectReason {
         RejectReason::CrashLoop,
         RejectReason::FetchFailed,
         RejectReason::Superseded,
+        RejectReason::DesiredMismatch,
+        RejectReason::InsufficientMemory,
     ];
 
     /// The stable snake_case code printed by the CLI and stored by the controller.
@@ -113,6 +120,8 @@ impl RejectReason {
             RejectReason::CrashLoop => "crash_loop",
             RejectReason::FetchFailed => "fetch_failed",
             RejectReason::Superseded => "superseded",
+            RejectReason::DesiredMismatch => "desired_mismatch",
+            RejectReason::InsufficientMemory => "insufficient_memory",
         }
     }
 }

@@ -3,12 +3,16 @@
 //!
 //! ```text
 //! outpost/v1/devices/{id}/up/{hello|telemetry|events|report|fetch|presence}   device → controller
-//! outpost/v1/devices/{id}/down/{desired|ack|chunk}                   controller → device
+//! outpost/v1/devices/{id}/down/desired/{model}                                   controller → device
+//! outpost/v1/devices/{id}/down/{ack|chunk}                                       controller → device
 //! ```
-//! `desired` is retained, so a device that reconnects learns its target at once. `fetch` (chunk requests)
-//! and `presence` (retained; the last will marks a device offline) are additions to DESIGN.md's list.
+//! A device runs a set of models, each updated on its own, so each has its own desired state:
+//! `down/desired/{model}` is retained, so a device that reconnects learns every target at once, and an empty
+//! retained payload withdraws one model's target without touching the others. Everything a device may
+//! receive stays under `.../{id}/down/#`, which is what broker ACLs grant. `fetch` (chunk requests) and
+//! `presence` (retained; the last will marks a device offline) are additions to DESIGN.md's list.
 
-use crate::names::DeviceId;
+use crate::names::{DeviceId, ModelName};
 
 pub const PREFIX: &str = "outpost/v1/devices";
 /// The shared-subscription group through which controller replicas split the device ingest.
@@ -24,9 +28,10 @@ pub enum Up {
     Presence,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Down {
-    Desired,
+    /// One model's desired state (retained).
+    Desired(ModelName),
     Ack,
     Chunk,
 }
@@ -50,17 +55,17 @@ impl Up {
 }
 
 impl Down {
-    pub const ALL: [Down; 3] = [Down::Desired, Down::Ack, Down::Chunk];
-    pub fn as_str(self) -> &'static str {
+    /// The topic levels after `down/`. Model names are validated newtypes: they add no level or wildcard.
+    pub fn path(&self) -> String {
         match self {
-            Down::Desired => "desired",
-            Down::Ack => "ack",
-            Down::Chunk => "chunk",
+            Down::Desired(model) => format!("desired/{model}"),
+            Down::Ack => "ack".into(),
+            Down::Chunk => "chunk".into(),
         }
     }
     /// Whether the broker keeps the last message for devices that connect later.
-    pub fn retained(self) -> bool {
-        matches!(self, Down::Desired)
+    pub fn retained(&self) -> bool {
+        matches!(self, Down::Desired(_))
     }
 }
 
@@ -68,13 +73,13 @@ pub fn up(device: &DeviceId, kind: Up) -> String {
     format!("{PREFIX}/{device}/up/{}", kind.as_str())
 }
 
-pub fn down(device: &DeviceId, kind: Down) -> String {
-    format!("{PREFIX}/{device}/down/{}", kind.as_str())
+pub fn down(device: &DeviceId, kind: &Down) -> String {
+    format!("{PREFIX}/{device}/down/{}", kind.path())
 }
 
 /// What a device subscribes to: its own down topics only (the broker ACL enforces the same).
 pub fn device_subscription(device: &DeviceId) -> String {
-    format!("{PREFIX}/{device}/down/+")
+    format!("{PREFIX}/{device}/down/#")
 }
 
 /// What the controller subscribes to: every device's up topics, as a shared subscription.
@@ -95,12 +100,18 @@ pub fn parse(topic: &str) -> Option<Parsed> {
     let device = DeviceId::new(parts.next()?).ok()?;
     let dir = parts.next()?;
     let kind = parts.next()?;
+    let model = match (dir, kind) {
+        ("down", "desired") => Some(ModelName::new(parts.next()?).ok()?),
+        _ => None,
+    };
     if parts.next().is_some() {
         return None;
     }
-    match dir {
-        "up" => Up::ALL.into_iter().find(|k| k.as_str() == kind).map(|k| Parsed::Up(device, k)),
-        "down" => Down::ALL.into_iter().find(|k| k.as_str() == kind).map(|k| Parsed::Down(device, k)),
+    match (dir, kind, model) {
+        ("up", _, _) => Up::ALL.into_iter().find(|k| k.as_str() == kind).map(|k| Parsed::Up(device, k)),
+        ("down", _, Some(model)) => Some(Parsed::Down(device, Down::Desired(model))),
+        ("down", "ack", None) => Some(Parsed::Down(device, Down::Ack)),
+        ("down", "chunk", None) => Some(Parsed::Down(device, Down::Chunk)),
         _ => None,
     }
 }
@@ -115,10 +126,15 @@ mod tests {
         for k in Up::ALL {
             assert_eq!(parse(&up(&id, k)), Some(Parsed::Up(id.clone(), k)));
         }
-        for k in Down::ALL {
-            assert_eq!(parse(&down(&id, k)), Some(Parsed::Down(id.clone(), k)));
+        let digits = ModelName::new("digits").unwrap();
+        for k in [Down::Desired(digits), Down::Ack, Down::Chunk] {
+            assert_eq!(parse(&down(&id, &k)), Some(Parsed::Down(id.clone(), k)));
         }
         assert_eq!(up(&id, Up::Hello), "outpost/v1/devices/dev-7/up/hello");
+        let kws = Down::Desired(ModelName::new("kws").unwrap());
+        assert_eq!(down(&id, &kws), "outpost/v1/devices/dev-7/down/desired/kws");
+        // The device's one subscription covers every model's desired state.
+        assert_eq!(device_subscription(&id), "outpost/v1/devices/dev-7/down/#");
     }
 
     #[test]
@@ -129,6 +145,10 @@ mod tests {
             "outpost/v2/devices/dev-7/up/hello",
             "outpost/v1/devices/dev-7/sideways/hello",
             "outpost/v1/devices/dev-7/up/nonsense",
+            "outpost/v1/devices/dev-7/down/desired",
+            "outpost/v1/devices/dev-7/down/desired/../x",
+            "outpost/v1/devices/dev-7/down/desired/a/b",
+            "outpost/v1/devices/dev-7/down/ack/x",
             "other/topic",
         ] {
             assert_eq!(parse(t), None, "{t}");

@@ -163,7 +163,7 @@ fn message() -> impl Strategy<Value = Message> {
         arch(),
         version(),
         vec((name(), name()), 0..4),
-        prop::option::of(running()),
+        prop::collection::vec(running(), 0..4),
         any::<u64>(),
         any::<u32>(),
     )
@@ -176,6 +176,7 @@ fn message() -> impl Strategy<Value = Message> {
         Just(Mode::Activate),
         (any::<u32>(), any::<u8>()).prop_map(|(secs, sample_percent)| Mode::Shadow { secs, sample_percent }),
         Just(Mode::Revert),
+        Just(Mode::Remove),
     ];
     let bundle_ref = (digest(), any::<u64>(), any::<u32>(), vec(digest(), 0..4))
         .prop_map(|(digest, size, chunk_size, chunks)| BundleRef { digest, size, chunk_size, chunks });
@@ -216,7 +217,8 @@ fn message() -> impl Strategy<Value = Message> {
     prop_oneof![
         hello,
         telemetry,
-        any::<u64>().prop_map(|up_to_seq| Message::TelemetryAck(TelemetryAck { up_to_seq })),
+        (any::<u64>(), any::<bool>())
+            .prop_map(|(up_to_seq, hello_wanted)| Message::TelemetryAck(TelemetryAck { up_to_seq, hello_wanted })),
         event().prop_map(Message::Event),
         desired,
         (digest(), any::<u32>(), any::<u32>()).prop_map(|(bundle, first, count)| Message::ChunkRequest(ChunkRequest {
@@ -251,7 +253,7 @@ proptest! {
     fn decoding_arbitrary_bytes_never_panics(bytes in vec(any::<u8>(), 0..2048)) {
         let limits = Limits::default();
         let _ = codec::decode(&bytes, &limits);
-        let mut framed = vec![b'O', b'P', 1, 0];
+        let mut framed = vec![b'O', b'P', codec::MAJOR, 0];
         framed.extend_from_slice(&bytes);
         let _ = codec::decode(&framed, &limits);
         framed[3] = 1;

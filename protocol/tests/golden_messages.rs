@@ -19,6 +19,14 @@ fn digits() -> ModelName {
 fn running() -> RunningModel {
     RunningModel { name: digits(), version: Version::new(1, 0, 0), digest: Digest([0xab; 32]), sequence: 1 }
 }
+fn kws() -> RunningModel {
+    RunningModel {
+        name: ModelName::new("kws").unwrap(),
+        version: Version::new(3, 1, 0),
+        digest: Digest([0xee; 32]),
+        sequence: 7,
+    }
+}
 
 fn samples() -> Vec<(&'static str, Message)> {
     let window = InferenceWindow {
@@ -81,9 +89,9 @@ fn samples() -> Vec<(&'static str, Message)> {
         device: device(),
         counter: 9,
         at: 1_800_000_100,
-        running: Some(running()),
-        previous: None,
-        floor: 1,
+        running: vec![running(), kws()],
+        previous: vec![kws()],
+        floors: vec![(digits(), 1), (ModelName::new("kws").unwrap(), 7)],
     };
     vec![
         (
@@ -93,7 +101,7 @@ fn samples() -> Vec<(&'static str, Message)> {
                 arch: Arch::Aarch64,
                 agent_version: Version::new(0, 1, 0),
                 labels: vec![("region".into(), "eu".into()), ("arch".into(), "aarch64".into())],
-                running: Some(running()),
+                running: vec![running(), kws()],
                 boot_id: 0x1234_5678_9abc_def0,
                 max_packet: 1 << 20,
             }),
@@ -111,7 +119,7 @@ fn samples() -> Vec<(&'static str, Message)> {
                 ],
             }),
         ),
-        ("telemetry_ack", Message::TelemetryAck(TelemetryAck { up_to_seq: 103 })),
+        ("telemetry_ack", Message::TelemetryAck(TelemetryAck { up_to_seq: 103, hello_wanted: true })),
         ("event", Message::Event(event)),
         (
             "desired",
@@ -135,6 +143,24 @@ fn samples() -> Vec<(&'static str, Message)> {
                     min_requests: 50,
                     max_restarts: 3,
                 },
+            }),
+        ),
+        (
+            "desired_remove",
+            Message::Desired(DesiredState {
+                model: ModelName::new("kws").unwrap(),
+                version: Version::new(3, 1, 0),
+                sequence: 7,
+                bundle: BundleRef {
+                    digest: Digest([0xef; 32]),
+                    size: 1000,
+                    chunk_size: 1000,
+                    chunks: vec![Digest([3; 32])],
+                },
+                rollout: Some("r-9".into()),
+                mode: Mode::Remove,
+                issued_at: 1_800_000_500,
+                watch: Watch::default(),
             }),
         ),
         ("chunk_request", Message::ChunkRequest(ChunkRequest { bundle: Digest([0xcd; 32]), first: 1, count: 1 })),
@@ -229,7 +255,9 @@ fn oversized_foreign_and_future_messages_are_refused_with_the_reason() {
     assert_eq!(codec::decode(b"OP", &limits), Err(Truncated(2)));
     assert_eq!(codec::decode(b"{\"json\":1}", &limits), Err(BadMagic));
     assert_eq!(codec::decode(&[b'O', b'P', 9, 0, 0], &limits), Err(UnsupportedVersion(9)));
-    assert_eq!(codec::decode(&[b'O', b'P', 1, 0x80, 0], &limits), Err(UnknownFlags(0x80)));
+    assert_eq!(codec::decode(&[b'O', b'P', codec::MAJOR, 0x80, 0], &limits), Err(UnknownFlags(0x80)));
+    // The unreleased single-model format 1 is not spoken any more.
+    assert_eq!(codec::decode(&[b'O', b'P', 1, 0, 0], &limits), Err(UnsupportedVersion(1)));
     // A compressed body that expands past the limit is a bomb, caught while decompressing.
     let bomb = codec::encode_compressed(&Message::Chunk(Chunk {
         bundle: Digest([0; 32]),

@@ -33,10 +33,12 @@ fn devices_register_over_mosquitto_and_pushed_bundles_are_verified() {
     loop {
         let out = outpost(&[&["devices", "list", "-o", "json"][..], &remote].concat());
         let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-        if list.as_array().map(|l| l.len()) == Some(2) && list.as_array().unwrap().iter().all(|d| d["online"] == true) {
+        // Registered by its hello (labels), not only seen online through presence or telemetry.
+        let joined = |d: &serde_json::Value| d["online"] == true && d["labels"]["region"].is_string();
+        if list.as_array().map(|l| l.len()) == Some(2) && list.as_array().unwrap().iter().all(joined) {
             break;
         }
-        assert!(Instant::now() < deadline, "devices did not register: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(Instant::now() < deadline, "devices did not register: {list} {}", String::from_utf8_lossy(&out.stderr));
         std::thread::sleep(Duration::from_millis(100));
     }
     let out = outpost(&[&["devices", "list", "-l", "region=eu"][..], &remote].concat());

@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 #[derive(Debug)]
 pub enum FromLink {
     Desired(DesiredState),
-    Withdrawn,
+    Withdrawn(outpost_protocol::ModelName),
     Chunk(Chunk),
 }
 
@@ -106,7 +106,13 @@ impl Driver {
                         let already_active = self.is_active(&d);
                         self.handle(Input::Desired { desired: d, already_active }).await;
                     }
-                    Some(FromLink::Withdrawn) => self.handle(Input::Withdrawn).await,
+                    // One update machine serves one model at a time for now: a withdrawal of another
+                    // model's desired state is not this job's.
+                    Some(FromLink::Withdrawn(model)) => {
+                        if self.machine.state.job.as_ref().is_some_and(|j| j.desired.model == model) {
+                            self.handle(Input::Withdrawn).await;
+                        }
+                    }
                     Some(FromLink::Chunk(c)) => {
                         let input = self.write_chunk(&c);
                         if let Some(input) = input {

@@ -115,7 +115,7 @@ fn join(
         arch: outpost_protocol::Arch::current().unwrap_or(outpost_protocol::Arch::X86_64),
         agent_version: crate::version(),
         labels: labels.clone(),
-        running: running_model(&hello_store),
+        running: running_models(&hello_store),
         boot_id: boot,
         max_packet: link::MAX_PACKET as u32,
     });
@@ -140,14 +140,14 @@ fn join(
                 Incoming::Disconnected => {
                     let _ = online_tx.send(false);
                 }
-                Incoming::TelemetryAck(n) => {
+                Incoming::TelemetryAck { up_to: n, .. } => {
                     acks.send_modify(|a| *a = (*a).max(n));
                 }
                 Incoming::Desired(d) => {
                     let _ = to_driver.send(FromLink::Desired(d)).await;
                 }
-                Incoming::Withdrawn => {
-                    let _ = to_driver.send(FromLink::Withdrawn).await;
+                Incoming::Withdrawn(model) => {
+                    let _ = to_driver.send(FromLink::Withdrawn(model)).await;
                 }
                 Incoming::Chunk(c) => {
                     let _ = to_driver.send(FromLink::Chunk(c)).await;
@@ -161,8 +161,9 @@ fn join(
     Ok(tasks)
 }
 
-fn running_model(store: &Store) -> Option<RunningModel> {
-    let digest = store.slots().ok()?.active_digest()?;
-    let (_, m) = store.read_model(&digest).ok()?;
-    Some(RunningModel { name: m.name, version: m.version, digest, sequence: m.sequence })
+/// Every model the device serves, for the hello.
+fn running_models(store: &Store) -> Vec<RunningModel> {
+    let Some(digest) = store.slots().ok().and_then(|s| s.active_digest()) else { return Vec::new() };
+    let Ok((_, m)) = store.read_model(&digest) else { return Vec::new() };
+    vec![RunningModel { name: m.name, version: m.version, digest, sequence: m.sequence }]
 }

@@ -1,11 +1,13 @@
 //! The fleet link: one MQTT connection (rumqttc; TLS through rustls with the `ring` provider), QoS 1,
-//! a persistent session, a last will that marks the device offline, a hello on every connect, and
-//! subscriptions to the device's own `down/+` topics. Incoming payloads are decoded with the protocol's
-//! limits; malformed or foreign ones are logged and dropped, never fatal.
+//! a persistent session, a last will that marks the device offline, a hello on every connect, and a
+//! subscription to the device's own `down/#` topics (each model's retained `down/desired/{model}`, acks,
+//! chunks). Incoming payloads are decoded with the protocol's limits; malformed or foreign ones are logged
+//! and dropped, never fatal.
 
 pub mod backoff;
 
 use backoff::Backoff;
+use outpost_protocol::ModelName;
 use outpost_protocol::codec;
 use outpost_protocol::messages::{Chunk, DesiredState, Hello, Message, Presence};
 use outpost_protocol::topics::{self, Down, Up};
@@ -69,10 +71,13 @@ pub enum Incoming {
     Connected,
     Disconnected,
     Desired(DesiredState),
-    /// The retained desired state was cleared (an empty retained publish).
-    Withdrawn,
+    /// A model's retained desired state was cleared (an empty retained publish).
+    Withdrawn(ModelName),
     Chunk(Chunk),
-    TelemetryAck(u64),
+    TelemetryAck {
+        up_to: u64,
+        hello_wanted: bool,
+    },
 }
 
 /// The sending half, cloneable; publishes are refused while disconnected or when oversized.
@@ -181,7 +186,14 @@ pub fn start(
                     }
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
-                    if let Some(msg) = route(&device, &p.topic, &p.payload, &limits)
+                    let msg = route(&device, &p.topic, &p.payload, &limits);
+                    if let Some(Incoming::TelemetryAck { hello_wanted: true, .. }) = msg {
+                        // The controller missed our hello (it started after we connected): say it again.
+                        let hello_msg = codec::encode(&Message::Hello(hello()));
+                        let _ =
+                            client.publish(topics::up(&device, Up::Hello), QoS::AtLeastOnce, false, hello_msg).await;
+                    }
+                    if let Some(msg) = msg
                         && tx.send(msg).await.is_err()
                     {
                         return;
@@ -213,8 +225,10 @@ fn route(device: &DeviceId, topic: &str, payload: &[u8], limits: &Limits) -> Opt
         tracing::warn!(topic, "dropping a message for another device");
         return None;
     }
-    if kind == Down::Desired && payload.is_empty() {
-        return Some(Incoming::Withdrawn);
+    if let Down::Desired(model) = &kind
+        && payload.is_empty()
+    {
+        return Some(Incoming::Withdrawn(model.clone()));
     }
     let msg = match codec::decode(payload, limits) {
         Ok(m) => m,
@@ -224,11 +238,14 @@ fn route(device: &DeviceId, topic: &str, payload: &[u8], limits: &Limits) -> Opt
         }
     };
     match (kind, msg) {
-        (Down::Desired, Message::Desired(d)) => Some(Incoming::Desired(d)),
+        // The topic names the model: a desired state for another model on it is misrouted or forged.
+        (Down::Desired(model), Message::Desired(d)) if d.model == model => Some(Incoming::Desired(d)),
         (Down::Chunk, Message::Chunk(c)) => Some(Incoming::Chunk(c)),
-        (Down::Ack, Message::TelemetryAck(a)) => Some(Incoming::TelemetryAck(a.up_to_seq)),
+        (Down::Ack, Message::TelemetryAck(a)) => {
+            Some(Incoming::TelemetryAck { up_to: a.up_to_seq, hello_wanted: a.hello_wanted })
+        }
         (kind, other) => {
-            tracing::warn!(topic, kind = kind.as_str(), message = ?std::mem::discriminant(&other), "dropping an unexpected message");
+            tracing::warn!(topic, kind = kind.path(), message = ?std::mem::discriminant(&other), "dropping an unexpected message");
             None
         }
     }
@@ -254,15 +271,23 @@ mod tests {
         let me = DeviceId::new("dev-1").unwrap();
         let other = DeviceId::new("dev-2").unwrap();
         let limits = Limits::default();
-        let ack = codec::encode(&Message::TelemetryAck(outpost_protocol::messages::TelemetryAck { up_to_seq: 9 }));
-        assert_eq!(route(&me, &topics::down(&me, Down::Ack), &ack, &limits), Some(Incoming::TelemetryAck(9)));
-        assert_eq!(route(&me, &topics::down(&other, Down::Ack), &ack, &limits), None);
-        assert_eq!(route(&me, &topics::down(&me, Down::Ack), b"garbage", &limits), None);
-        assert_eq!(route(&me, &topics::down(&me, Down::Desired), &ack, &limits), None, "an ack on the desired topic");
+        let ack = codec::encode(&Message::TelemetryAck(outpost_protocol::messages::TelemetryAck {
+            up_to_seq: 9,
+            hello_wanted: false,
+        }));
+        let digits = ModelName::new("digits").unwrap();
+        let desired_digits = Down::Desired(digits.clone());
+        assert_eq!(
+            route(&me, &topics::down(&me, &Down::Ack), &ack, &limits),
+            Some(Incoming::TelemetryAck { up_to: 9, hello_wanted: false })
+        );
+        assert_eq!(route(&me, &topics::down(&other, &Down::Ack), &ack, &limits), None);
+        assert_eq!(route(&me, &topics::down(&me, &Down::Ack), b"garbage", &limits), None);
+        assert_eq!(route(&me, &topics::down(&me, &desired_digits), &ack, &limits), None, "an ack on a desired topic");
         assert_eq!(route(&me, "some/other/topic", &ack, &limits), None);
-        // A cleared retained desired state is a withdrawal; an empty payload elsewhere is malformed.
-        assert_eq!(route(&me, &topics::down(&me, Down::Desired), b"", &limits), Some(Incoming::Withdrawn));
-        assert_eq!(route(&me, &topics::down(&me, Down::Chunk), b"", &limits), None);
-        assert_eq!(route(&me, &topics::down(&other, Down::Desired), b"", &limits), None);
+        // A cleared retained desired state withdraws that model; an empty payload elsewhere is malformed.
+        assert_eq!(route(&me, &topics::down(&me, &desired_digits), b"", &limits), Some(Incoming::Withdrawn(digits)));
+        assert_eq!(route(&me, &topics::down(&me, &Down::Chunk), b"", &limits), None);
+        assert_eq!(route(&me, &topics::down(&other, &desired_digits), b"", &limits), None);
     }
 }

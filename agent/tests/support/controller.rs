@@ -101,8 +101,8 @@ impl FakeController {
             issued_at: 0,
             watch,
         };
-        let bytes = codec::encode(&Message::Desired(d));
-        let (c, topic) = (self.client.clone(), topics::down(device, Down::Desired));
+        let bytes = codec::encode(&Message::Desired(d.clone()));
+        let (c, topic) = (self.client.clone(), topics::down(device, &Down::Desired(d.model.clone())));
         self.rt.block_on(async move { c.publish(topic, QoS::AtLeastOnce, true, bytes).await.unwrap() });
     }
 
@@ -167,8 +167,8 @@ async fn handle(
                 }
                 batch.last_seq
             };
-            let ack = codec::encode(&Message::TelemetryAck(TelemetryAck { up_to_seq: up_to }));
-            let _ = c.publish(topics::down(&device, Down::Ack), QoS::AtLeastOnce, false, ack).await;
+            let ack = codec::encode(&Message::TelemetryAck(TelemetryAck { up_to_seq: up_to, hello_wanted: false }));
+            let _ = c.publish(topics::down(&device, &Down::Ack), QoS::AtLeastOnce, false, ack).await;
         }
         (Up::Fetch, Message::ChunkRequest(req)) => {
             seen.lock().unwrap().chunk_requests += 1;
@@ -186,7 +186,7 @@ async fn handle(
                     data[0] ^= 0xff;
                 }
                 let chunk = codec::encode(&Message::Chunk(Chunk { bundle: req.bundle, index, total, data }));
-                let _ = c.publish(topics::down(&device, Down::Chunk), QoS::AtLeastOnce, false, chunk).await;
+                let _ = c.publish(topics::down(&device, &Down::Chunk), QoS::AtLeastOnce, false, chunk).await;
                 {
                     let mut s = seen.lock().unwrap();
                     s.chunks_sent += 1;

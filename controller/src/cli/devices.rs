@@ -55,11 +55,15 @@ fn version(v: &serde_json::Value) -> String {
     format!("{}.{}.{}", v["major"], v["minor"], v["patch"])
 }
 
+/// Every model the device serves: `digits 2.0.0, kws 1.1.0`, or `-`.
 fn running(d: &serde_json::Value) -> String {
-    match &d["running"] {
-        serde_json::Value::Null => "-".into(),
-        r => format!("{} {}", r["name"].as_str().unwrap_or("?"), version(&r["version"])),
-    }
+    let models: Vec<String> = d["running"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| format!("{} {}", r["name"].as_str().unwrap_or("?"), version(&r["version"])))
+        .collect();
+    if models.is_empty() { "-".into() } else { models.join(", ") }
 }
 
 pub fn run(a: Args) -> Result<(), Failure> {

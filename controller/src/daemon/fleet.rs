@@ -8,9 +8,9 @@ use outpost_protocol::codec;
 use outpost_protocol::enroll;
 use outpost_protocol::messages::{BundleRef, Chunk, DesiredState, Message, TelemetryAck};
 use outpost_protocol::topics::{self, Down, Up};
-use outpost_protocol::{DeviceId, Digest, Limits};
+use outpost_protocol::{DeviceId, Digest, Limits, ModelName};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,6 +24,9 @@ pub struct Fleet {
     bundles: Mutex<HashMap<Digest, Arc<Vec<u8>>>>,
     /// Device identities: the CA, the revocation hook and the audit rate limit (`enrollment.rs`).
     pub(super) identity: super::enrollment::Identity,
+    /// Devices whose hello this process received. A device connected before the controller subscribed
+    /// (or across a controller restart) is asked for its hello in its next telemetry ack.
+    greeted: Mutex<HashSet<DeviceId>>,
 }
 
 impl std::fmt::Debug for Fleet {
@@ -48,8 +51,14 @@ impl Fleet {
         for d in store.all::<DeviceRecord>(Table::Devices)? {
             devices.insert(d.id.clone(), d);
         }
-        let fleet =
-            Arc::new(Fleet { client, store, devices: Mutex::new(devices), bundles: Mutex::default(), identity });
+        let fleet = Arc::new(Fleet {
+            client,
+            store,
+            devices: Mutex::new(devices),
+            bundles: Mutex::default(),
+            identity,
+            greeted: Mutex::default(),
+        });
         // Only `eventloop.poll()` drains the client's request channel (1024 publishes), and handling a
         // message publishes (acks, chunks). Handled inside the poll loop, a full channel blocks the handler
         // and with it the only thing that empties the channel: at 1,000 devices the controller froze for
@@ -131,14 +140,18 @@ impl Fleet {
         };
         let t = now();
         match (kind, msg) {
-            (Up::Hello, Message::Hello(h)) if h.device == device => self.update(&device, |d| d.hello(h, t)),
+            (Up::Hello, Message::Hello(h)) if h.device == device => {
+                self.greeted.lock().expect("greeted").insert(device.clone());
+                self.update(&device, |d| d.hello(h, t))
+            }
             (Up::Presence, Message::Presence(p)) if p.device == device => self.update(&device, |d| d.presence(p, t)),
             (Up::Events, Message::Event(e)) => self.update(&device, |d| d.event(e, t)),
             (Up::Telemetry, Message::Telemetry(batch)) => {
                 // Stored before acked: what the device deletes is never lost here.
                 let up_to = self.update(&device, |d| d.telemetry(batch, t));
-                let ack = codec::encode(&Message::TelemetryAck(TelemetryAck { up_to_seq: up_to }));
-                let _ = self.client.publish(topics::down(&device, Down::Ack), QoS::AtLeastOnce, false, ack).await;
+                let hello_wanted = !self.greeted.lock().expect("greeted").contains(&device);
+                let ack = codec::encode(&Message::TelemetryAck(TelemetryAck { up_to_seq: up_to, hello_wanted }));
+                let _ = self.client.publish(topics::down(&device, &Down::Ack), QoS::AtLeastOnce, false, ack).await;
             }
             (Up::Fetch, Message::ChunkRequest(req)) => {
                 self.serve_chunks(&device, req.bundle, req.first, req.count).await
@@ -177,22 +190,28 @@ impl Fleet {
             let start = index as usize * CHUNK_SIZE as usize;
             let data = bytes[start..(start + CHUNK_SIZE as usize).min(bytes.len())].to_vec();
             let msg = codec::encode(&Message::Chunk(Chunk { bundle: digest, index, total, data }));
-            let _ = self.client.publish(topics::down(device, Down::Chunk), QoS::AtLeastOnce, false, msg).await;
+            let _ = self.client.publish(topics::down(device, &Down::Chunk), QoS::AtLeastOnce, false, msg).await;
         }
     }
 
     /// Publishes (retained) and records a device's desired state.
     pub async fn desire(&self, device: &DeviceId, desired: DesiredState) -> anyhow::Result<()> {
         let bytes = codec::encode(&Message::Desired(desired.clone()));
-        self.update(device, |d| d.desired = Some(desired));
-        self.client.publish(topics::down(device, Down::Desired), QoS::AtLeastOnce, true, bytes).await?;
+        let topic = topics::down(device, &Down::Desired(desired.model.clone()));
+        self.update(device, |d| {
+            d.desired.insert(desired.model.clone(), desired);
+        });
+        self.client.publish(topic, QoS::AtLeastOnce, true, bytes).await?;
         Ok(())
     }
 
-    /// Clears a device's retained desired state (an empty retained publish) and forgets it.
-    pub async fn withdraw(&self, device: &DeviceId) -> anyhow::Result<()> {
-        self.update(device, |d| d.desired = None);
-        self.client.publish(topics::down(device, Down::Desired), QoS::AtLeastOnce, true, Vec::<u8>::new()).await?;
+    /// Clears a device's retained desired state of one model (an empty retained publish) and forgets it.
+    pub async fn withdraw(&self, device: &DeviceId, model: &ModelName) -> anyhow::Result<()> {
+        self.update(device, |d| {
+            d.desired.remove(model);
+        });
+        let topic = topics::down(device, &Down::Desired(model.clone()));
+        self.client.publish(topic, QoS::AtLeastOnce, true, Vec::<u8>::new()).await?;
         Ok(())
     }
 
@@ -202,11 +221,12 @@ impl Fleet {
             .lock()
             .expect("devices")
             .values()
-            .filter_map(|d| d.desired.clone().map(|x| (d.id.clone(), x)))
+            .flat_map(|d| d.desired.values().map(|x| (d.id.clone(), x.clone())))
             .collect();
         for (id, desired) in all {
+            let topic = topics::down(&id, &Down::Desired(desired.model.clone()));
             let bytes = codec::encode(&Message::Desired(desired));
-            let _ = self.client.publish(topics::down(&id, Down::Desired), QoS::AtLeastOnce, true, bytes).await;
+            let _ = self.client.publish(topic, QoS::AtLeastOnce, true, bytes).await;
         }
     }
 }

@@ -4,7 +4,7 @@
 use crate::rollout::DeviceView;
 use outpost_protocol::messages::{DesiredState, Hello, Presence, RunningModel, TelemetryBatch};
 use outpost_protocol::telemetry::{DeviceHealth, InferenceWindow, RecordBody, UpdateEvent};
-use outpost_protocol::{Arch, DeviceId, UnixTime, Version};
+use outpost_protocol::{Arch, DeviceId, ModelName, UnixTime, Version};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 
@@ -17,7 +17,8 @@ pub struct DeviceRecord {
     pub arch: Option<Arch>,
     pub agent_version: Option<Version>,
     pub labels: BTreeMap<String, String>,
-    pub running: Option<RunningModel>,
+    /// Every model the device serves (its latest hello).
+    pub running: Vec<RunningModel>,
     pub online: bool,
     pub boot_id: u64,
     pub first_seen: UnixTime,
@@ -27,10 +28,10 @@ pub struct DeviceRecord {
     pub last_window_at: UnixTime,
     pub last_health: Option<DeviceHealth>,
     pub events: VecDeque<UpdateEvent>,
-    /// The desired state last published for the device (republished when the controller starts,
-    /// because the embedded broker keeps retained messages in memory only).
+    /// The desired state last published for each of the device's models (republished when the
+    /// controller starts, because the embedded broker keeps retained messages in memory only).
     #[serde(default)]
-    pub desired: Option<DesiredState>,
+    pub desired: BTreeMap<ModelName, DesiredState>,
     /// Per-release evidence for the rollout planner: latest update per bundle, windows per model digest,
     /// shadow comparisons per candidate.
     #[serde(default)]
@@ -61,7 +62,7 @@ impl DeviceRecord {
             arch: None,
             agent_version: None,
             labels: BTreeMap::new(),
-            running: None,
+            running: Vec::new(),
             online: false,
             boot_id: 0,
             first_seen: now,
@@ -71,7 +72,7 @@ impl DeviceRecord {
             last_window_at: 0,
             last_health: None,
             events: VecDeque::new(),
-            desired: None,
+            desired: BTreeMap::new(),
             evidence: None,
             enrollment: super::enroll::Enrollment::default(),
         }

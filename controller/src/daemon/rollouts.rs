@@ -181,7 +181,8 @@ impl Rollouts {
             && owner.state.phase.reverting()
         {
             let digest = owner.spec.release.model_digest;
-            let left = views.iter().filter(|d| d.running.as_ref().is_some_and(|m| m.digest == digest)).count();
+            let model = &owner.spec.release.model;
+            let left = views.iter().filter(|d| d.runs(model).is_some_and(|m| m.digest == digest)).count();
             if left > 0 {
                 return Err(format!(
                     "rollout {} is still reverting {left} device(s) from {} {}: wait for it",
@@ -235,7 +236,7 @@ impl Rollouts {
         for a in actions {
             let result = match a {
                 Action::Desire { device, desired } => self.fleet.desire(&device, desired).await,
-                Action::Withdraw { device } => self.fleet.withdraw(&device).await,
+                Action::Withdraw { device, model } => self.fleet.withdraw(&device, &model).await,
                 Action::Audit(entry) => self.store.audit(&entry).map(|_| ()).map_err(Into::into),
             };
             if let Err(e) = result {

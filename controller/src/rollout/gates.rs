@@ -3,7 +3,7 @@
 
 use super::spec::{Gates, Release};
 use super::view::{DeviceView, InstallStatus};
-use outpost_protocol::UnixTime;
+use outpost_protocol::{ModelName, UnixTime};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -151,9 +151,9 @@ impl Tally {
     }
 
     /// A selected device still running another release of the model: its window for what it runs.
-    pub fn add_baseline_device(&mut self, d: &DeviceView, fresh_since: UnixTime) {
+    pub fn add_baseline_device(&mut self, d: &DeviceView, model: &ModelName, fresh_since: UnixTime) {
         self.devices += 1;
-        let Some(running) = &d.running else { return };
+        let Some(running) = d.runs(model) else { return };
         if let Some(w) = d.window_for(&running.digest).filter(|w| w.received_at >= fresh_since) {
             self.reporting += 1;
             self.add_window(w.requests, w.errors, w.p95_us, w.psi);

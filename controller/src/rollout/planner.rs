@@ -82,7 +82,7 @@ impl Rollout {
     /// starts against a broker that lost its retained messages (rumqttd keeps them in memory only).
     pub fn desired_states(&self) -> Vec<Action> {
         let to_action = |(id, m): (&DeviceId, &Member)| match m.intent {
-            Intent::Withdraw => Action::Withdraw { device: id.clone() },
+            Intent::Withdraw => Action::Withdraw { device: id.clone(), model: self.spec.release.model.clone() },
             intent => Action::Desire { device: id.clone(), desired: self.desired(intent, m.issued_at) },
         };
         self.state.members.iter().map(to_action).collect()
@@ -103,7 +103,7 @@ impl Rollout {
         self.spec.selector.matches(d)
             && (r.targets.archs.is_empty() || d.arch.is_none_or(|a| r.targets.archs.contains(&a)))
             && d.agent_version.is_none_or(|v| v >= r.targets.min_agent)
-            && !d.running.as_ref().is_some_and(|m| m.name == r.model && m.sequence > r.sequence)
+            && !d.runs(&r.model).is_some_and(|m| m.sequence > r.sequence)
     }
 
     /// Pending → wave 1. The caller brings the devices in line and records the start.
@@ -262,7 +262,7 @@ impl Rollout {
                 out.push(Action::Desire { device: id, desired: self.desired(intent, now) });
             } else {
                 counts.withdrawals += 1;
-                out.push(Action::Withdraw { device: id });
+                out.push(Action::Withdraw { device: id, model: self.spec.release.model.clone() });
             }
         }
         counts
@@ -280,10 +280,8 @@ impl Rollout {
                     wave.add_wave_device(d, r, fresh_since)
                 }
                 Some(_) => {}
-                None if rank.is_some()
-                    && d.running.as_ref().is_some_and(|m| m.name == r.model && m.digest != r.model_digest) =>
-                {
-                    base.add_baseline_device(d, fresh_since)
+                None if rank.is_some() && d.runs(&r.model).is_some_and(|m| m.digest != r.model_digest) => {
+                    base.add_baseline_device(d, &r.model, fresh_since)
                 }
                 None => {}
             }

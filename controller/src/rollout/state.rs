@@ -108,13 +108,14 @@ pub enum Intent {
 /// What the daemon does after a step, in order, after persisting the new state.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Action {
-    /// Publish `desired` retained on the device's `down/desired` topic.
+    /// Publish `desired` retained on the device's `down/desired/{model}` topic.
     Desire { device: DeviceId, desired: DesiredState },
     /// Clear the device's retained desired state (an empty retained publish), so a device that has not
     /// started installing never will, and one fetching, verifying, self-testing or shadowing cancels (the
     /// candidate never serves). A device already activated finishes its watch; if the rollout is
     /// reverting, a later evaluation sees it on the new release and tells it to revert.
-    Withdraw { device: DeviceId },
+    /// Clear the device's retained desired state of `model` (its other models' states stay).
+    Withdraw { device: DeviceId, model: outpost_protocol::ModelName },
     /// Append to the audit log.
     Audit(AuditEntry),
 }

@@ -81,7 +81,7 @@ impl World {
                 let mut d = DeviceView::new(id(i));
                 d.online = true;
                 d.last_seen = T0;
-                d.running = Some(running(OLD));
+                d.running = vec![running(OLD)];
                 d
             })
             .collect();
@@ -106,7 +106,7 @@ impl World {
     /// Every online device reports a window for what it runs.
     pub fn report(&mut self) {
         for d in self.devices.iter_mut().filter(|d| d.online) {
-            let Some(r) = &d.running else { continue };
+            let Some(r) = d.running.first() else { continue };
             let h = if r.digest == NEW { self.new } else { self.old };
             d.windows = vec![window(r.digest, self.now, 1_000, h.errors_per_1000, h.p95_us)];
             d.last_seen = self.now;
@@ -120,7 +120,7 @@ impl World {
                 Action::Desire { device, desired } => {
                     self.retained.insert(device.clone(), desired.clone());
                 }
-                Action::Withdraw { device } => {
+                Action::Withdraw { device, .. } => {
                     self.retained.remove(device);
                 }
                 Action::Audit(_) => {}
@@ -138,18 +138,18 @@ impl World {
         let now = self.now;
         let d = self.device(id);
         let event = |stage, reason| UpdateView { bundle: NEW, stage, reason, at: now };
-        let on_new = d.running.as_ref().is_some_and(|r| r.digest == NEW);
+        let on_new = d.running.iter().any(|r| r.digest == NEW);
         let last = d.update_for(&NEW).map(|u| u.stage);
         match desired.mode {
             Mode::Revert if on_new => {
-                d.running = Some(running(OLD));
+                d.running = vec![running(OLD)];
                 d.updates = vec![event(UpdateStage::RolledBack, None)];
             }
             Mode::Activate | Mode::Shadow { .. } if !on_new && last.is_none() => {
                 if refusing {
                     d.updates = vec![event(UpdateStage::Rejected, Some(RejectReason::SelfTestFailed))];
                 } else {
-                    d.running = Some(running(NEW));
+                    d.running = vec![running(NEW)];
                     let stage = if slow { UpdateStage::Watching } else { UpdateStage::Committed };
                     d.updates = vec![event(stage, None)];
                 }
@@ -174,7 +174,7 @@ impl World {
     }
 
     pub fn on_new(&self) -> usize {
-        self.devices.iter().filter(|d| d.running.as_ref().is_some_and(|r| r.digest == NEW)).count()
+        self.devices.iter().filter(|d| d.running.iter().any(|r| r.digest == NEW)).count()
     }
 }
 
@@ -200,7 +200,7 @@ fn desires(actions: &[Action], pick: impl Fn(&Mode) -> bool) -> Vec<DeviceId> {
 pub fn withdrawals(actions: &[Action]) -> Vec<DeviceId> {
     actions
         .iter()
-        .filter_map(|a| if let Action::Withdraw { device } = a { Some(device.clone()) } else { None })
+        .filter_map(|a| if let Action::Withdraw { device, .. } = a { Some(device.clone()) } else { None })
         .collect()
 }
 

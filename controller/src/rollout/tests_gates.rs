@@ -232,11 +232,14 @@ fn install_status_reads_events_before_the_running_model() {
     ];
     for &(event, seq, want) in cases {
         let mut d = DeviceView::new(id(0));
-        d.running = seq.map(|s| {
-            let mut r = running(if s == 11 { NEW } else { OLD });
-            r.sequence = s;
-            r
-        });
+        d.running = seq
+            .map(|s| {
+                let mut r = running(if s == 11 { NEW } else { OLD });
+                r.sequence = s;
+                r
+            })
+            .into_iter()
+            .collect();
         d.updates =
             event.map(|(stage, reason)| UpdateView { bundle: NEW, stage, reason, at: T0 }).into_iter().collect();
         assert_eq!(d.install_status(&m, &NEW, &NEW, 11), want, "{event:?} running {seq:?}");

@@ -117,7 +117,7 @@ fn devices_the_release_cannot_serve_are_never_selected() {
         ("another region", |d| d.labels = vec![("region".into(), "us".into())]),
         ("another architecture", |d| d.arch = Some(Arch::Armv7)),
         ("an agent too old", |d| d.agent_version = Some(Version::new(0, 9, 0))),
-        ("a later release", |d| d.running.as_mut().unwrap().sequence = 12),
+        ("a later release", |d| d.running[0].sequence = 12),
     ];
     for (what, change) in cases {
         let mut w = World::new(10);

@@ -105,7 +105,7 @@ proptest! {
                 Op::AddDevice => {
                     let i = w.devices.len();
                     let mut d = DeviceView::new(id(10_000 + i));
-                    (d.online, d.running) = (true, Some(running(OLD)));
+                    (d.online, d.running) = (true, vec![running(OLD)]);
                     d.labels = vec![("region".into(), region(i).into())];
                     w.devices.push(d);
                     vec![]

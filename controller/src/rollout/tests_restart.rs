@@ -56,7 +56,7 @@ fn commit_all(w: &mut World) {
 fn new_devices(w: &mut World) {
     for i in 1000..1010 {
         let mut d = DeviceView::new(id(i));
-        (d.online, d.running) = (true, Some(running(OLD)));
+        (d.online, d.running) = (true, vec![running(OLD)]);
         w.devices.push(d);
     }
 }

@@ -17,8 +17,8 @@ pub struct DeviceView {
     pub labels: Vec<(String, String)>,
     pub online: bool,
     pub last_seen: UnixTime,
-    /// From the latest hello or signed version report.
-    pub running: Option<RunningModel>,
+    /// Every model the device serves, from the latest hello or signed version report.
+    pub running: Vec<RunningModel>,
     /// The latest update event per bundle.
     pub updates: Vec<UpdateView>,
     /// The latest inference window (or the daemon's merge of recent windows) per model digest.
@@ -84,7 +84,7 @@ impl DeviceView {
             labels: Vec::new(),
             online: false,
             last_seen: 0,
-            running: None,
+            running: Vec::new(),
             updates: Vec::new(),
             windows: Vec::new(),
             shadows: Vec::new(),
@@ -98,6 +98,11 @@ impl DeviceView {
             None if key == "arch" => self.arch.map(Arch::as_str),
             None => None,
         }
+    }
+
+    /// What the device runs of `model`, if it serves it.
+    pub fn runs(&self, model: &ModelName) -> Option<&RunningModel> {
+        self.running.iter().find(|r| &r.name == model)
     }
 
     pub fn update_for(&self, bundle: &Digest) -> Option<&UpdateView> {
@@ -122,14 +127,13 @@ impl DeviceView {
         model_digest: &Digest,
         sequence: u64,
     ) -> InstallStatus {
-        if let Some(r) = &self.running
-            && &r.name == model
+        if let Some(r) = self.runs(model)
             && r.sequence > sequence
         {
             return InstallStatus::Ahead;
         }
         let Some(u) = self.update_for(digest) else {
-            let runs = self.running.as_ref().is_some_and(|r| &r.digest == model_digest);
+            let runs = self.runs(model).is_some_and(|r| &r.digest == model_digest);
             return if runs { InstallStatus::Installed { committed: true } } else { InstallStatus::NotInstalled };
         };
         match (u.stage, u.reason) {

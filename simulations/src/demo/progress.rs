@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 pub fn versions(devices: &[DeviceRecord]) -> BTreeMap<String, u32> {
     let mut out = BTreeMap::new();
     for d in devices {
-        let v = d.running.as_ref().map(|r| r.version.to_string()).unwrap_or_else(|| "none".into());
+        let v = d.running.first().map(|r| r.version.to_string()).unwrap_or_else(|| "none".into());
         *out.entry(v).or_insert(0) += 1;
     }
     out

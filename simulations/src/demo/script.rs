@@ -224,7 +224,7 @@ impl Run<'_> {
             }
             let settled = progress::updating(&devices).is_empty();
             let over = !matches!(rollout.state.phase, Phase::Pending | Phase::Progressing);
-            let on = |d: &DeviceRecord| d.running.as_ref().is_some_and(|m| m.version.to_string() == version);
+            let on = |d: &DeviceRecord| d.running.iter().any(|m| m.version.to_string() == version);
             let done = match rollout.state.phase {
                 Phase::Completed => devices.iter().all(on),
                 // Devices that were mid-watch when the gate failed are reverted once they commit.

@@ -268,7 +268,7 @@ impl World {
                     }
                     self.ctl_send(dev as u32, Down::Desired(desired));
                 }
-                Action::Withdraw { device } => {
+                Action::Withdraw { device, .. } => {
                     let dev = index_of(&device);
                     if self.ctl.broker_up {
                         self.ctl.retained[dev] = None;

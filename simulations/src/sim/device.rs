@@ -148,8 +148,8 @@ impl Device {
         )
     }
 
-    pub fn running(&self, catalog: &Catalog) -> Option<RunningModel> {
-        self.slots.active.map(|r| catalog.get(r).running.clone())
+    pub fn running(&self, catalog: &Catalog) -> Vec<RunningModel> {
+        self.slots.active.map(|r| catalog.get(r).running.clone()).into_iter().collect()
     }
 
     /// The device's own update of `bundle` ended in a refusal or a rollback of its own (not a

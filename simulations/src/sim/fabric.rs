@@ -184,9 +184,13 @@ impl World {
             }
             // An empty retained publish clears the state: no payload at all.
             Down::Withdrawn => ("down/desired", 0),
-            Down::Ack(n) => {
-                ("down/ack", encoded_len(&mut self.ctl.scratch, &Message::TelemetryAck(TelemetryAck { up_to_seq: *n })))
-            }
+            Down::Ack(n) => (
+                "down/ack",
+                encoded_len(
+                    &mut self.ctl.scratch,
+                    &Message::TelemetryAck(TelemetryAck { up_to_seq: *n, hello_wanted: false }),
+                ),
+            ),
             Down::Chunk { release, index, .. } => {
                 // Encode the real message with empty data, then add the data and its longer length prefix.
                 let r = self.catalog.get(*release);

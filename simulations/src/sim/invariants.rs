@@ -103,7 +103,7 @@ impl World {
                     self.catalog.label(d.slots.active),
                     d.machine.stage(),
                     if d.link.up { "connected" } else { "disconnected" },
-                    v.and_then(|v| v.running.as_ref()).map_or("nothing".into(), |r| format!("v{}", r.version)),
+                    v.and_then(|v| v.running.first()).map_or("nothing".into(), |r| format!("v{}", r.version)),
                     d.machine
                         .state
                         .job
