@@ -16,6 +16,8 @@ pub enum Domain {
     Manifest,
     TrustPolicy,
     VersionReport,
+    /// A root document (`root.rs`): the fleet's root key set, signed by the old root and the new one.
+    Root,
 }
 
 impl Domain {
@@ -24,6 +26,7 @@ impl Domain {
             Domain::Manifest => b"outpost/v1/manifest\0",
             Domain::TrustPolicy => b"outpost/v1/trust-policy\0",
             Domain::VersionReport => b"outpost/v1/version-report\0",
+            Domain::Root => b"outpost/v1/root\0",
         }
     }
 }
@@ -35,7 +38,12 @@ pub struct KeyId(pub [u8; 8]);
 
 impl KeyId {
     pub fn of(key: &PublicKey) -> Self {
-        let d = Digest::of(key.as_bytes());
+        KeyId::of_bytes(key.as_bytes())
+    }
+
+    /// The id of raw public key bytes (valid or not: for naming a key in an error).
+    pub fn of_bytes(raw: &[u8; 32]) -> Self {
+        let d = Digest::of(raw);
         let mut id = [0u8; 8];
         id.copy_from_slice(&d.0[..8]);
         KeyId(id)
@@ -106,7 +114,9 @@ pub fn verify_one(key: &PublicKey, domain: Domain, bytes: &[u8], sig: &Signature
     key.verify_strict(&tagged(domain, bytes), &s).is_ok()
 }
 
-fn tagged(domain: Domain, bytes: &[u8]) -> Vec<u8> {
+/// The exact bytes a signature in `domain` covers: the domain's tag, then `bytes`. For signatures made
+/// outside this module (the device's ECDSA key signs version reports with `ring` on the device).
+pub fn tagged(domain: Domain, bytes: &[u8]) -> Vec<u8> {
     let mut v = Vec::with_capacity(domain.tag().len() + bytes.len());
     v.extend_from_slice(domain.tag());
     v.extend_from_slice(bytes);

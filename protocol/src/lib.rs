@@ -17,10 +17,13 @@ pub mod manifest;
 pub mod messages;
 pub mod names;
 pub mod rejection;
+pub mod report;
+pub mod root;
 pub mod signed;
 pub mod telemetry;
 pub mod topics;
 pub mod trust;
+pub mod trust_update;
 pub mod verify;
 pub mod version;
 

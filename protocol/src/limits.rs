@@ -22,6 +22,9 @@ pub struct Limits {
     pub max_chunk: usize,
     /// Most chunks per bundle. Default 4096 (1 GiB at 256 KiB).
     pub max_chunks: u32,
+    /// Most root documents in one trust update (root rotations a device can walk at once; each is at most
+    /// `max_policy` bytes and the whole message at most `max_message`). Default 64.
+    pub max_root_chain: usize,
 }
 
 impl Default for Limits {
@@ -35,6 +38,7 @@ impl Default for Limits {
             max_model: 1 << 30,
             max_chunk: 256 << 10,
             max_chunks: 4096,
+            max_root_chain: 64,
         }
     }
 }

@@ -4,7 +4,6 @@
 
 use crate::UnixTime;
 use crate::digest::Digest;
-use crate::keys::SigBytes;
 use crate::limits::Limits;
 use crate::names::{Arch, DeviceId, ModelName};
 use crate::rejection::{RejectReason, Rejection};
@@ -27,6 +26,24 @@ pub enum Message {
     EnrollRequest(crate::enroll::EnrollRequest),
     /// `enroll/{id}/response`.
     EnrollResponse(crate::enroll::EnrollResponse),
+    /// `fleet/trust` (retained): the fleet's root chain and current trust policy.
+    Trust(TrustUpdate),
+}
+
+pub use crate::report::{SignedVersionReport, VersionReport};
+
+/// The fleet's trust as the controller publishes it (`outpost/v1/fleet/trust`, retained): the root
+/// documents from `first_root` on and the current trust policy, signed by the last of them (or by the
+/// image's root when there are none). Everything in it is signed; a device takes what verifies against the
+/// root it pins (`trust_update::apply`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrustUpdate {
+    /// The version of `roots[0]` (2 for a chain that starts right after the image's root).
+    pub first_root: u64,
+    /// Root documents (`OPROOT01`), versions `first_root`, `first_root + 1`, … in order.
+    pub roots: Vec<Vec<u8>>,
+    /// The current trust policy (`OPTRUST1`).
+    pub policy: Vec<u8>,
 }
 
 /// Online / offline (`up/presence`, retained). The offline form is the device's MQTT last will, so the
@@ -190,47 +207,6 @@ pub struct Chunk {
     pub index: u32,
     pub total: u32,
     pub data: Vec<u8>,
-}
-
-/// What a device runs, signed by its device key so a compromised broker or replica cannot forge the
-/// fleet's compliance view (Uptane's version reports). `report` is a postcard [`VersionReport`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SignedVersionReport {
-    pub report: Vec<u8>,
-    pub device_key: [u8; 32],
-    pub signature: SigBytes,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct VersionReport {
-    pub device: DeviceId,
-    /// Grows with every report: a replayed old report is recognisable.
-    pub counter: u64,
-    pub at: UnixTime,
-    /// Every model the device serves, in name order.
-    pub running: Vec<RunningModel>,
-    /// The model kept in each model's `previous` slot.
-    pub previous: Vec<RunningModel>,
-    /// The anti-rollback floor of every model the device has committed.
-    pub floors: Vec<(ModelName, u64)>,
-}
-
-impl SignedVersionReport {
-    pub fn sign(report: &VersionReport, key: &crate::keys::PrivateKey) -> Self {
-        let bytes = postcard::to_allocvec(report).expect("report encodes");
-        let sig = crate::keys::sign(key, crate::keys::Domain::VersionReport, &bytes);
-        SignedVersionReport { report: bytes, device_key: key.verifying_key().to_bytes(), signature: sig.sig }
-    }
-
-    /// Checks the signature and decodes the report. The caller checks `device_key` is the one enrolled.
-    pub fn open(&self) -> Option<VersionReport> {
-        let key = crate::keys::public_key_from_bytes(&self.device_key)?;
-        let sig = crate::keys::Signature { key_id: crate::keys::KeyId::of(&key), sig: self.signature.clone() };
-        if !crate::keys::verify_one(&key, crate::keys::Domain::VersionReport, &self.report, &sig) {
-            return None;
-        }
-        postcard::from_bytes(&self.report).ok()
-    }
 }
 
 #[cfg(test)]

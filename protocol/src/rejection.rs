@@ -61,10 +61,33 @@ pub enum RejectReason {
     DesiredMismatch,
     /// Loading the model would take the device over its memory budget; the models it serves keep serving.
     InsufficientMemory,
+    /// The root chain skips a version, or starts past the one after the device's root: each root must be
+    /// signed by the one before it, so a step that is not there cannot be checked.
+    RootVersionGap,
+    /// The root chain goes back: its newest root is older than the one the device pins, or a document's
+    /// signed version is below its place in the chain. Stops reinstating a root whose keys were rotated out.
+    RootRollback,
+    /// A root document lacks a threshold of valid signatures by the previous root's keys or by its own:
+    /// stops one stolen old key, or keys nobody holds, from taking over the fleet's root.
+    RootBelowThreshold,
+    /// A root document or trust policy requires 0 signatures: a naive verifier would take any document.
+    ThresholdZero,
+    /// A root document or trust policy lists more keys than a signed file may carry signatures
+    /// (`Limits::max_signatures`): a threshold above that could never be met again, and a long key list
+    /// only makes every check slower.
+    TooManyKeys,
+    /// A root document or trust policy lists one key twice: it inflates n, and a verifier counting list
+    /// entries instead of distinct keys would let one key sign twice.
+    DuplicateKeys,
+    /// A threshold above the number of keys listed: nothing could ever be signed again.
+    ThresholdUnreachable,
+    /// The device's newest root has expired, so a policy it signs is not taken: a withheld root rotation
+    /// does not keep an old root's keys in power forever (freeze).
+    RootExpired,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 26] = [
+    pub const ALL: [RejectReason; 34] = [
         RejectReason::BadSignature,
         RejectReason::UnknownKey,
         RejectReason::BelowThreshold,
@@ -91,6 +114,14 @@ impl RejectReason {
         RejectReason::Superseded,
         RejectReason::DesiredMismatch,
         RejectReason::InsufficientMemory,
+        RejectReason::RootVersionGap,
+        RejectReason::RootRollback,
+        RejectReason::RootBelowThreshold,
+        RejectReason::ThresholdZero,
+        RejectReason::TooManyKeys,
+        RejectReason::DuplicateKeys,
+        RejectReason::ThresholdUnreachable,
+        RejectReason::RootExpired,
     ];
 
     /// The stable snake_case code printed by the CLI and stored by the controller.
@@ -122,6 +153,14 @@ impl RejectReason {
             RejectReason::Superseded => "superseded",
             RejectReason::DesiredMismatch => "desired_mismatch",
             RejectReason::InsufficientMemory => "insufficient_memory",
+            RejectReason::RootVersionGap => "root_version_gap",
+            RejectReason::RootRollback => "root_rollback",
+            RejectReason::RootBelowThreshold => "root_below_threshold",
+            RejectReason::ThresholdZero => "threshold_zero",
+            RejectReason::TooManyKeys => "too_many_keys",
+            RejectReason::DuplicateKeys => "duplicate_keys",
+            RejectReason::ThresholdUnreachable => "threshold_unreachable",
+            RejectReason::RootExpired => "root_expired",
         }
     }
 }

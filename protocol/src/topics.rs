@@ -11,10 +11,17 @@
 //! retained payload withdraws one model's target without touching the others. Everything a device may
 //! receive stays under `.../{id}/down/#`, which is what broker ACLs grant. `fetch` (chunk requests) and
 //! `presence` (retained; the last will marks a device offline) are additions to DESIGN.md's list.
+//!
+//! One topic is the whole fleet's: `outpost/v1/fleet/trust` ([`TRUST`], retained) carries the root chain
+//! and trust policy, the same signed bytes for every device.
 
 use crate::names::{DeviceId, ModelName};
 
 pub const PREFIX: &str = "outpost/v1/devices";
+/// The fleet's trust (root chain and current policy), retained, one message for every device: it is
+/// signed and public, so it needs no per-device copy (`messages::TrustUpdate`). Broker ACLs let every
+/// device read it and only the controller write it.
+pub const TRUST: &str = "outpost/v1/fleet/trust";
 /// The shared-subscription group through which controller replicas split the device ingest.
 pub const SHARE_GROUP: &str = "outpost";
 

@@ -114,27 +114,59 @@ pub fn verify_policy(
             format!("trust policy v{} expired at {} (now {now}, grace {grace} s)", policy.version, policy.expires),
         ));
     }
-    let mut release_keys = Vec::with_capacity(policy.release_keys.len());
-    for raw in &policy.release_keys {
-        let key = keys::public_key_from_bytes(raw).ok_or_else(|| {
-            Rejection::new(
-                RejectReason::Malformed,
-                format!("trust policy lists an invalid release key {}", hex::encode(raw)),
-            )
-        })?;
-        release_keys.push(key);
-    }
-    if policy.threshold == 0 || usize::from(policy.threshold) > release_keys.len() {
+    let what = format!("trust policy v{}", policy.version);
+    let release_keys = check_key_set(&policy.release_keys, policy.threshold, &what, "release", limits)?;
+    Ok(Verified::new(CheckedPolicy { policy, release_keys, root_signers }))
+}
+
+/// Checks a key set and its threshold as trust policies and root documents list them, before any of the
+/// keys is trusted with anything: each check names the attack it stops (see the reason codes).
+pub(crate) fn check_key_set(
+    raw: &[[u8; 32]],
+    threshold: u8,
+    what: &str,
+    kind: &str,
+    limits: &Limits,
+) -> Result<Vec<PublicKey>, Rejection> {
+    if threshold == 0 {
         return Err(Rejection::new(
-            RejectReason::Malformed,
+            RejectReason::ThresholdZero,
+            format!("{what} requires 0 {kind} signatures: it would trust anything"),
+        ));
+    }
+    if raw.len() > limits.max_signatures {
+        return Err(Rejection::new(
+            RejectReason::TooManyKeys,
             format!(
-                "trust policy threshold {} cannot be met by its {} release key(s)",
-                policy.threshold,
-                release_keys.len()
+                "{what} lists {} {kind} keys; a signed file carries at most {} signatures",
+                raw.len(),
+                limits.max_signatures
             ),
         ));
     }
-    Ok(Verified::new(CheckedPolicy { policy, release_keys, root_signers }))
+    let mut keys: Vec<PublicKey> = Vec::with_capacity(raw.len());
+    for (i, bytes) in raw.iter().enumerate() {
+        if raw[..i].contains(bytes) {
+            return Err(Rejection::new(
+                RejectReason::DuplicateKeys,
+                format!("{what} lists {kind} key {} twice", KeyId::of_bytes(bytes)),
+            ));
+        }
+        let key = keys::public_key_from_bytes(bytes).ok_or_else(|| {
+            Rejection::new(
+                RejectReason::Malformed,
+                format!("{what} lists an invalid {kind} key {}", hex::encode(bytes)),
+            )
+        })?;
+        keys.push(key);
+    }
+    if usize::from(threshold) > keys.len() {
+        return Err(Rejection::new(
+            RejectReason::ThresholdUnreachable,
+            format!("{what} requires {threshold} {kind} signatures but lists {} key(s)", keys.len()),
+        ));
+    }
+    Ok(keys)
 }
 
 fn decode_body(body: &[u8]) -> Result<TrustPolicy, Rejection> {

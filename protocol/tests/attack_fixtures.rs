@@ -1,7 +1,8 @@
 //! One named fixture per attack under `tests/data/attacks/`, each refused by `verify` with its own reason
 //! code. The fixtures are files, so other implementations and fuzzers can use them; they are made
 //! deterministically below (fixed keys, fixed clock) and the test also fails if the committed bytes drift
-//! from what this code makes (the bundle format changed). Re-record with `OUTPOST_BLESS=1`.
+//! from what this code makes (the bundle format changed). Re-record with `OUTPOST_BLESS=1`. Trust updates
+//! over the air (root chains, policies) have their own fixtures in `attack_fixtures/trust_updates.rs`.
 
 use outpost_protocol::bundle;
 use outpost_protocol::keys::{self, PrivateKey, private_key_from_seed};
@@ -10,6 +11,9 @@ use outpost_protocol::trust::{self, POLICY_FORMAT, RootKeys, TrustPolicy};
 use outpost_protocol::verify::{DeviceFacts, VerifyRequest, verify};
 use outpost_protocol::{Arch, Digest, Limits, ModelName, RejectReason, Version, compress};
 use std::path::PathBuf;
+
+#[path = "attack_fixtures/trust_updates.rs"]
+mod trust_updates;
 
 const NOW: u64 = 1_800_000_000;
 const DAY: u64 = 86_400;

@@ -6,6 +6,7 @@ use outpost_protocol::codec;
 use outpost_protocol::enroll::*;
 use outpost_protocol::keys::SigBytes;
 use outpost_protocol::messages::*;
+use outpost_protocol::root;
 use outpost_protocol::telemetry::*;
 use outpost_protocol::trust;
 use outpost_protocol::{Arch, DeviceId, Digest, Limits, ModelName, RejectReason, Version};
@@ -185,7 +186,7 @@ fn message() -> impl Strategy<Value = Message> {
             let watch = Watch { secs: issued_at as u32, max_error_ppm: sequence as u32, ..Watch::default() };
             Message::Desired(DesiredState { model, version, sequence, bundle, rollout, mode, issued_at, watch })
         });
-    let report = (vec(any::<u8>(), 0..64), any::<[u8; 32]>(), any::<[u8; 32]>(), any::<[u8; 32]>()).prop_map(
+    let report = (vec(any::<u8>(), 0..64), vec(any::<u8>(), 0..70), any::<[u8; 32]>(), any::<[u8; 32]>()).prop_map(
         |(report, device_key, a, b)| {
             let mut sig = [0u8; 64];
             sig[..32].copy_from_slice(&a);
@@ -236,6 +237,8 @@ fn message() -> impl Strategy<Value = Message> {
         })),
         enroll_request,
         enroll_response,
+        (any::<u64>(), vec(vec(any::<u8>(), 0..80), 0..3), vec(any::<u8>(), 0..80))
+            .prop_map(|(first_root, roots, policy)| Message::Trust(TrustUpdate { first_root, roots, policy })),
     ]
 }
 
@@ -260,6 +263,9 @@ proptest! {
         let _ = codec::decode(&framed, &limits);
         let _ = bundle::inspect(&bytes, &limits);
         let _ = trust::read_policy_unverified(&bytes, &limits);
+        let _ = root::read_root_unverified(&bytes, &limits);
+        let pinned = root::TrustedRoot::pinned(vec![outpost_protocol::keys::private_key_from_seed([1; 32]).verifying_key()], 1);
+        let _ = root::walk(&pinned, 2, std::slice::from_ref(&bytes), &limits);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use outpost_protocol::codec;
 use outpost_protocol::enroll::*;
-use outpost_protocol::keys::private_key_from_seed;
+use outpost_protocol::keys::SigBytes;
 use outpost_protocol::messages::*;
 use outpost_protocol::telemetry::*;
 use outpost_protocol::{Arch, DeviceId, Digest, Limits, ModelName, RejectReason, Version};
@@ -92,6 +92,16 @@ fn samples() -> Vec<(&'static str, Message)> {
         running: vec![running(), kws()],
         previous: vec![kws()],
         floors: vec![(digits(), 1), (ModelName::new("kws").unwrap(), 7)],
+        agent_version: Version::new(0, 2, 0),
+        policy_version: 3,
+        root_version: 2,
+    };
+    // The encoding is what is pinned here; the signature's meaning is tested in `report.rs` (ring's ECDSA
+    // signatures are randomised, so a real one would differ on every run).
+    let signed_report = SignedVersionReport {
+        report: postcard::to_allocvec(&report).unwrap(),
+        device_key: [&[0x04u8][..], &[0x11; 64][..]].concat(),
+        signature: SigBytes([0x5a; 64]),
     };
     vec![
         (
@@ -165,7 +175,15 @@ fn samples() -> Vec<(&'static str, Message)> {
         ),
         ("chunk_request", Message::ChunkRequest(ChunkRequest { bundle: Digest([0xcd; 32]), first: 1, count: 1 })),
         ("chunk", Message::Chunk(Chunk { bundle: Digest([0xcd; 32]), index: 1, total: 2, data: (0..=255).collect() })),
-        ("report", Message::Report(SignedVersionReport::sign(&report, &private_key_from_seed([5; 32])))),
+        ("report", Message::Report(signed_report)),
+        (
+            "trust",
+            Message::Trust(TrustUpdate {
+                first_root: 2,
+                roots: vec![b"OPROOT01 root v2".to_vec(), b"OPROOT01 root v3".to_vec()],
+                policy: b"OPTRUST1 policy".to_vec(),
+            }),
+        ),
         ("presence", Message::Presence(Presence { device: device(), online: false, boot_id: 7 })),
         (
             "enroll_request",
@@ -225,16 +243,6 @@ fn every_message_encodes_to_its_golden_bytes_and_back() {
         assert_eq!(bytes, golden, "encoding of {name} changed: old agents would not understand it");
         assert_eq!(codec::decode(&golden, &Limits::default()).unwrap(), msg, "{name} decodes");
     }
-}
-
-#[test]
-fn the_version_report_signature_verifies_and_tampering_breaks_it() {
-    let (_, Message::Report(mut signed)) = samples().into_iter().find(|(n, _)| *n == "report").unwrap() else {
-        unreachable!()
-    };
-    assert_eq!(signed.open().unwrap().counter, 9);
-    signed.report[3] ^= 1;
-    assert!(signed.open().is_none());
 }
 
 #[test]

@@ -103,7 +103,7 @@ impl Rollout {
         self.spec.selector.matches(d)
             && (r.targets.archs.is_empty() || d.arch.is_none_or(|a| r.targets.archs.contains(&a)))
             && d.agent_version.is_none_or(|v| v >= r.targets.min_agent)
-            && !d.runs(&r.model).is_some_and(|m| m.sequence > r.sequence)
+            && d.runs(&r.model).is_none_or(|m| m.sequence <= r.sequence)
     }
 
     /// Pending → wave 1. The caller brings the devices in line and records the start.
