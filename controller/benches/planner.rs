@@ -77,6 +77,7 @@ fn spec() -> RolloutSpec {
         shadow: None,
         watch: Watch::default(),
         hold_secs: None,
+        kind: outpost_controller::rollout::Kind::Install,
     }
 }
 

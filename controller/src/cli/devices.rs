@@ -1,7 +1,12 @@
 //! `outpost devices list [-l k=v,...] [-o json] | show ID [-o json] | approve ID | revoke ID`.
 
+use super::audit::utc;
 use super::client::Remote;
 use super::{Failure, Output};
+use crate::daemon::enroll::Status;
+use crate::daemon::registry::{DeviceRecord, ModelSummary};
+use outpost_protocol::messages::Mode;
+use outpost_protocol::telemetry::{UpdateEvent, UpdateStage};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -13,7 +18,7 @@ pub struct Args {
 
 #[derive(Debug, clap::Subcommand)]
 enum Command {
-    /// Devices with their running model, health and telemetry.
+    /// Devices with every model they run (and what the controller asks of them when it differs).
     List {
         /// Label selector, e.g. arch=aarch64,region=eu.
         #[arg(short = 'l', long = "selector")]
@@ -21,7 +26,8 @@ enum Command {
         #[arg(short = 'o', long = "output", value_enum, default_value_t)]
         output: Output,
     },
-    /// One device in detail, with its telemetry stream and recent update events.
+    /// One device in detail: every model on it (running, desired, latest update and window), its
+    /// telemetry stream and recent update events.
     Show {
         id: String,
         #[arg(short = 'o', long = "output", value_enum, default_value_t)]
@@ -34,36 +40,192 @@ enum Command {
     Revoke { id: String },
 }
 
-fn status(d: &serde_json::Value) -> &str {
-    match &d["enrollment"]["status"] {
-        serde_json::Value::String(s) => match s.as_str() {
-            "Unenrolled" => "-",
-            "Pending" => "pending",
-            "Approved" => "approved",
-            "Enrolled" => "enrolled",
-            _ => "?",
-        },
-        serde_json::Value::Object(o) if o.contains_key("Revoked") => "revoked",
-        _ => "-",
+fn status(d: &DeviceRecord) -> &'static str {
+    match d.enrollment.status {
+        Status::Unenrolled => "-",
+        Status::Pending => "pending",
+        Status::Approved => "approved",
+        Status::Enrolled => "enrolled",
+        Status::Revoked { .. } => "revoked",
     }
 }
 
-fn version(v: &serde_json::Value) -> String {
-    if v.is_null() {
-        return "-".into();
-    }
-    format!("{}.{}.{}", v["major"], v["minor"], v["patch"])
+fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
+    v.map_or_else(|| "-".into(), |v| v.to_string())
 }
 
-/// Every model the device serves: `digits 2.0.0, kws 1.1.0`, or `-`.
-fn running(d: &serde_json::Value) -> String {
-    let models: Vec<String> = d["running"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|r| format!("{} {}", r["name"].as_str().unwrap_or("?"), version(&r["version"])))
+pub(crate) fn stage(s: UpdateStage) -> &'static str {
+    match s {
+        UpdateStage::Idle => "idle",
+        UpdateStage::Fetching => "fetching",
+        UpdateStage::Verifying => "verifying",
+        UpdateStage::Staged => "staged",
+        UpdateStage::SelfTest => "self-test",
+        UpdateStage::Shadow => "shadow",
+        UpdateStage::Activating => "activating",
+        UpdateStage::Watching => "watching",
+        UpdateStage::Committed => "committed",
+        UpdateStage::RolledBack => "rolled back",
+        UpdateStage::Rejected => "rejected",
+    }
+}
+
+fn mode(m: &Mode) -> String {
+    match m {
+        Mode::Activate => "activate".into(),
+        Mode::Shadow { secs, sample_percent } => format!("shadow {secs} s on {sample_percent}% then activate"),
+        Mode::Revert => "revert to the previous model".into(),
+        Mode::Remove => "remove".into(),
+    }
+}
+
+/// One model in `devices list`: `digits 2.0.0`, with the desired state when it differs from what runs
+/// (`digits 1.0.0 (-> 2.0.0)`, `kws - (-> 1.0.0)`, `kws 1.0.0 (-> remove)`).
+fn compact(m: &ModelSummary) -> String {
+    let running = m.running.as_ref().map(|r| r.version.to_string()).unwrap_or_else(|| "-".into());
+    let wanted = m.desired.as_ref().and_then(|d| match d.mode {
+        Mode::Remove => m.running.is_some().then(|| "remove".to_string()),
+        Mode::Revert => Some("revert".into()),
+        _ => m.running.as_ref().is_none_or(|r| r.sequence != d.sequence).then(|| d.version.to_string()),
+    });
+    match wanted {
+        Some(w) => format!("{} {running} (-> {w})", m.name),
+        None if m.running.is_none() => String::new(),
+        None => format!("{} {running}", m.name),
+    }
+}
+
+fn models_line(d: &DeviceRecord) -> String {
+    let parts: Vec<String> = d.model_summaries().iter().map(compact).filter(|s| !s.is_empty()).collect();
+    if parts.is_empty() { "-".into() } else { parts.join(", ") }
+}
+
+fn labels(d: &DeviceRecord) -> String {
+    d.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+}
+
+/// `devices list` as a table: one line per device, every model on it.
+pub fn list_table(devices: &[DeviceRecord]) -> String {
+    let rows: Vec<[String; 7]> = devices
+        .iter()
+        .map(|d| {
+            [
+                d.id.to_string(),
+                opt(d.arch),
+                if d.online { "yes" } else { "no" }.into(),
+                status(d).into(),
+                opt(d.agent_version),
+                models_line(d),
+                labels(d),
+            ]
+        })
         .collect();
-    if models.is_empty() { "-".into() } else { models.join(", ") }
+    let head = ["DEVICE", "ARCH", "ONLINE", "IDENTITY", "AGENT", "MODELS", "LABELS"].map(String::from);
+    table(std::iter::once(head).chain(rows))
+}
+
+/// Left-aligned columns two spaces apart, the last one unpadded.
+fn table(rows: impl Iterator<Item = [String; 7]>) -> String {
+    let rows: Vec<[String; 7]> = rows.collect();
+    let mut width = [0usize; 7];
+    for r in &rows {
+        for (w, c) in width.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for r in &rows {
+        let mut line = String::new();
+        for (i, c) in r.iter().enumerate() {
+            if i + 1 == r.len() {
+                line.push_str(c);
+            } else {
+                line.push_str(&format!("{c:<w$}  ", w = width[i]));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// `devices show ID`: the device, then every model on it (what runs, what the controller asks for, the
+/// latest update event and inference window), then the latest update events of all models.
+pub fn show_text(d: &DeviceRecord) -> String {
+    let mut o = String::new();
+    let mut line = |s: String| {
+        o.push_str(&s);
+        o.push('\n');
+    };
+    let t = &d.telemetry;
+    line(format!("device      {}", d.id));
+    line(format!("online      {} (last seen {} UTC)", if d.online { "yes" } else { "no" }, utc(d.last_seen)));
+    line(format!("identity    {}", status(d)));
+    line(format!("arch        {}, agent {}", opt(d.arch), opt(d.agent_version)));
+    line(format!("labels      {}", labels(d)));
+    line(format!(
+        "telemetry   {} record(s) received, contiguous up to {}, {} missing, {} duplicate(s)",
+        t.received, t.up_to, t.missing, t.duplicates
+    ));
+    let models = d.model_summaries();
+    line(format!("models      {}", models.len()));
+    for m in &models {
+        line(format!("  {}", m.name));
+        match &m.running {
+            Some(r) => {
+                line(format!("    running   {} (sequence {}, model {})", r.version, r.sequence, r.digest.short()))
+            }
+            None => line("    running   -".into()),
+        }
+        match &m.desired {
+            Some(x) => line(format!(
+                "    desired   {} (sequence {}): {}, rollout {}, issued {} UTC",
+                x.version,
+                x.sequence,
+                mode(&x.mode),
+                x.rollout.as_deref().unwrap_or("-"),
+                utc(x.issued_at)
+            )),
+            None => line("    desired   -".into()),
+        }
+        if let Some(e) = &m.last_event {
+            line(format!("    update    {}", event(e)));
+        }
+        if let Some(w) = &m.last_window {
+            line(format!(
+                "    window    {} {}: {} request(s), {} error(s), {} timeout(s), p95 {} µs",
+                w.version,
+                w.digest.short(),
+                w.requests,
+                w.errors,
+                w.timeouts,
+                w.latency_p95_us
+            ));
+        }
+    }
+    if d.models.values().any(|m| !m.events.is_empty()) {
+        // Per model the events are in order; the device's models share no sequence, so they are listed
+        // model by model, the last ten of each.
+        line("events      (per model, oldest first)".into());
+        for m in d.models.values() {
+            for e in m.events.iter().skip(m.events.len().saturating_sub(10)) {
+                line(format!("  {} {}", e.model, event(e)));
+            }
+        }
+    }
+    o
+}
+
+/// `2.0.0 watching -> committed` with the reason code and detail when there are any.
+fn event(e: &UpdateEvent) -> String {
+    let mut s = format!("{} {} -> {}", e.version, stage(e.from), stage(e.to));
+    if let Some(r) = e.reason {
+        s.push_str(&format!(" [{}]", r.code()));
+    }
+    if !e.detail.is_empty() {
+        s.push_str(&format!(": {}", e.detail));
+    }
+    s
 }
 
 pub fn run(a: Args) -> Result<(), Failure> {
@@ -84,28 +246,9 @@ pub fn run(a: Args) -> Result<(), Failure> {
                 println!("{}", serde_json::to_string_pretty(&list).expect("json"));
                 return Ok(());
             }
-            println!(
-                "{:<20} {:<8} {:<8} {:<9} {:<16} {:<8} LABELS",
-                "DEVICE", "ARCH", "ONLINE", "IDENTITY", "RUNNING", "AGENT"
-            );
-            for d in list.as_array().into_iter().flatten() {
-                let labels: Vec<String> = d["labels"]
-                    .as_object()
-                    .into_iter()
-                    .flatten()
-                    .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
-                    .collect();
-                println!(
-                    "{:<20} {:<8} {:<8} {:<9} {:<16} {:<8} {}",
-                    d["id"].as_str().unwrap_or("?"),
-                    d["arch"].as_str().unwrap_or("-"),
-                    if d["online"].as_bool() == Some(true) { "yes" } else { "no" },
-                    status(d),
-                    running(d),
-                    version(&d["agent_version"]),
-                    labels.join(",")
-                );
-            }
+            let list: Vec<DeviceRecord> = serde_json::from_value(list)
+                .map_err(|e| Failure::Error(format!("the controller's device list: {e}")))?;
+            print!("{}", list_table(&list));
             Ok(())
         }
         Command::Show { id, output } => {
@@ -114,31 +257,9 @@ pub fn run(a: Args) -> Result<(), Failure> {
                 println!("{}", serde_json::to_string_pretty(&d).expect("json"));
                 return Ok(());
             }
-            let t = &d["telemetry"];
-            println!("device      {}", d["id"].as_str().unwrap_or("?"));
-            println!("online      {} (last seen {})", d["online"], d["last_seen"]);
-            println!("identity    {}", status(&d));
-            println!("running     {}", running(&d));
-            println!(
-                "telemetry   {} record(s) received, contiguous up to {}, {} missing, {} duplicate(s)",
-                t["received"], t["up_to"], t["missing"], t["duplicates"]
-            );
-            if let Some(w) = d["last_window"].as_object() {
-                println!(
-                    "last window {} request(s), {} error(s), p95 {} µs",
-                    w["requests"], w["errors"], w["latency_p95_us"]
-                );
-            }
-            for e in d["events"].as_array().into_iter().flatten().rev().take(10) {
-                println!(
-                    "event       {} {:?} → {:?} {} {}",
-                    version(&e["version"]),
-                    e["from"],
-                    e["to"],
-                    e["reason"],
-                    e["detail"].as_str().unwrap_or("")
-                );
-            }
+            let d: DeviceRecord = serde_json::from_value(d)
+                .map_err(|e| Failure::Error(format!("the controller's device record: {e}")))?;
+            print!("{}", show_text(&d));
             Ok(())
         }
         Command::Approve { id } => {
@@ -151,5 +272,87 @@ pub fn run(a: Args) -> Result<(), Failure> {
             println!("revoked {id}: its messages are ignored and its certificates are on the CRL");
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use outpost_protocol::messages::{BundleRef, DesiredState, RunningModel, Watch};
+    use outpost_protocol::{Arch, DeviceId, Digest, ModelName, Version};
+
+    fn name(s: &str) -> ModelName {
+        ModelName::new(s).unwrap()
+    }
+
+    fn device() -> DeviceRecord {
+        let mut d = DeviceRecord::new(DeviceId::new("edge-eu-01").unwrap(), 1_760_000_000);
+        d.arch = Some(Arch::Aarch64);
+        d.agent_version = Some(Version::new(0, 1, 0));
+        d.online = true;
+        d.labels.insert("region".into(), "eu".into());
+        d.running = vec![
+            RunningModel { name: name("digits"), version: Version::new(2, 0, 0), digest: Digest([2; 32]), sequence: 2 },
+            RunningModel {
+                name: name("vibration"),
+                version: Version::new(1, 0, 0),
+                digest: Digest([5; 32]),
+                sequence: 1,
+            },
+        ];
+        let desired = |model: &str, minor: u32, mode: Mode| DesiredState {
+            model: name(model),
+            version: Version::new(1, minor, 0),
+            sequence: u64::from(minor) + 1,
+            bundle: BundleRef { digest: Digest([9; 32]), size: 1, chunk_size: 1, chunks: vec![Digest([8; 32])] },
+            rollout: Some(format!("{model}-rollout")),
+            mode,
+            issued_at: 1_760_000_100,
+            watch: Watch::default(),
+        };
+        d.desired.insert(name("vibration"), desired("vibration", 1, Mode::Activate));
+        d.desired.insert(name("kws"), desired("kws", 0, Mode::Activate));
+        d.event(
+            UpdateEvent {
+                rollout: Some("vibration-rollout".into()),
+                model: name("vibration"),
+                version: Version::new(1, 1, 0),
+                bundle: Digest([9; 32]),
+                from: UpdateStage::Fetching,
+                to: UpdateStage::Verifying,
+                reason: None,
+                detail: "3 chunk(s)".into(),
+            },
+            1_760_000_101,
+        );
+        d
+    }
+
+    #[test]
+    fn the_device_list_shows_every_model_and_what_the_controller_asks_when_it_differs() {
+        let text = list_table(&[device()]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("DEVICE") && lines[0].contains("MODELS"), "{text}");
+        assert!(
+            lines[1].contains("digits 2.0.0, kws - (-> 1.0.0), vibration 1.0.0 (-> 1.1.0)"),
+            "one line per device, every model: {text}"
+        );
+        assert!(lines[1].contains("aarch64") && lines[1].ends_with("region=eu"), "{text}");
+    }
+
+    #[test]
+    fn device_show_lists_each_model_with_running_desired_and_latest_update() {
+        let text = show_text(&device());
+        assert!(text.contains("models      3\n"), "{text}");
+        for want in [
+            "  digits\n    running   2.0.0 (sequence 2, model 020202020202)\n    desired   -\n",
+            "  kws\n    running   -\n    desired   1.0.0 (sequence 1): activate, rollout kws-rollout",
+            "  vibration\n    running   1.0.0 (sequence 1, model",
+            "    update    1.1.0 fetching -> verifying: 3 chunk(s)\n",
+            "  vibration 1.1.0 fetching -> verifying: 3 chunk(s)\n",
+        ] {
+            assert!(text.contains(want), "missing {want:?} in:\n{text}");
+        }
+        assert!(!text.contains("Some(") && !text.contains("Watching"), "no Debug forms: {text}");
     }
 }

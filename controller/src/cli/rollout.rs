@@ -1,4 +1,4 @@
-//! `outpost rollout start|status|pause|resume|promote|abort|undo|history` and `outpost skew`.
+//! `outpost rollout start|remove|status|pause|resume|promote|abort|undo|history` and `outpost skew`.
 
 use super::client::Remote;
 use super::{Failure, Output, parse_lifetime};
@@ -34,7 +34,7 @@ enum Command {
         #[arg(long)]
         bundle: String,
         /// Label selector, e.g. arch=aarch64,region=eu (default: every device).
-        #[arg(long, default_value = "")]
+        #[arg(short = 'l', long, default_value = "")]
         selector: String,
         /// Cumulative wave sizes: percentages or device counts, e.g. 1,25%,100%.
         #[arg(long, default_value = "1%,10%,50%,100%")]
@@ -63,6 +63,34 @@ enum Command {
         #[arg(long, default_value = "5m", value_parser = parse_lifetime)]
         watch: u64,
         /// Name the rollout (default: MODEL-VERSION-TIME).
+        #[arg(long)]
+        id: Option<String>,
+    },
+    /// Take a model off devices, in waves: each selected device that runs MODEL stops serving it and
+    /// drops its slots. Rollouts of other models on the same devices are not touched. A removal cannot
+    /// be reverted: to bring the model back, roll it out again.
+    ///
+    /// Example: outpost rollout remove kws -l region=eu --waves 1,100% --bake 2m
+    Remove {
+        /// The model to remove.
+        model: String,
+        /// Label selector, e.g. arch=aarch64,region=eu (default: every device that runs MODEL).
+        #[arg(short = 'l', long, default_value = "")]
+        selector: String,
+        /// Cumulative wave sizes: percentages or device counts, e.g. 1,100%.
+        #[arg(long, default_value = "100%")]
+        waves: String,
+        /// Bake time of each wave: it advances once the bake is over and enough of its devices confirmed
+        /// the removal; with too few confirmations it holds one more bake, then pauses.
+        #[arg(long, default_value = "30s", value_parser = parse_lifetime)]
+        bake: u64,
+        /// Share of a wave that must confirm the removal (their hello no longer lists MODEL).
+        #[arg(long, value_parser = rate)]
+        quorum: Option<f64>,
+        /// Pause when more than this share of a wave's devices refuse the removal.
+        #[arg(long = "max-failure-rate", value_parser = rate)]
+        max_failure_rate: Option<f64>,
+        /// Name the rollout (default: MODEL-remove-TIME).
         #[arg(long)]
         id: Option<String>,
     },
@@ -121,15 +149,20 @@ fn print_status(r: &serde_json::Value) {
     let spec = &r["spec"];
     let rel = &spec["release"];
     let v = &rel["version"];
+    let removal = spec["kind"] == "Remove";
     println!("rollout   {}", spec["id"].as_str().unwrap_or("?"));
-    println!(
-        "release   {} {}.{}.{} (sequence {})",
-        rel["model"].as_str().unwrap_or("?"),
-        v["major"],
-        v["minor"],
-        v["patch"],
-        rel["sequence"]
-    );
+    if removal {
+        println!("removes   {} from the selected devices", rel["model"].as_str().unwrap_or("?"));
+    } else {
+        println!(
+            "release   {} {}.{}.{} (sequence {})",
+            rel["model"].as_str().unwrap_or("?"),
+            v["major"],
+            v["minor"],
+            v["patch"],
+            rel["sequence"]
+        );
+    }
     println!("phase     {}", phase(r));
     let waves = spec["waves"].as_array().map(|w| w.len()).unwrap_or(0);
     println!("wave      {} of {}", r["state"]["wave"].as_u64().unwrap_or(0) + 1, waves);
@@ -165,10 +198,11 @@ fn print_status(r: &serde_json::Value) {
     if ev.is_object() {
         let n = |k: &str| ev[k].as_u64().unwrap_or(0);
         println!(
-            "progress  {} {}/{} installed, {} in progress, {} failed, {} reporting",
+            "progress  {} {}/{} {}, {} in progress, {} failed, {} reporting",
             bar(n("installed"), n("selected"), 24),
             n("installed"),
             n("selected"),
+            if removal { "removed" } else { "installed" },
             n("in_progress"),
             n("failed"),
             n("reporting")
@@ -225,6 +259,7 @@ pub fn run(a: Args) -> Result<(), Failure> {
             id,
         } => {
             let req = crate::daemon::rollouts::StartRequest {
+                remove: None,
                 bundle,
                 selector,
                 waves,
@@ -239,6 +274,22 @@ pub fn run(a: Args) -> Result<(), Failure> {
                 on_failure: Some(on_failure),
                 watch_secs: Some(watch as u32),
                 id,
+            };
+            let r = remote.post_json("/api/v1/rollouts", &serde_json::to_value(&req).expect("json"))?;
+            println!("started {}: {}", r["spec"]["id"].as_str().unwrap_or("?"), phase(&r));
+            Ok(())
+        }
+        Command::Remove { model, selector, waves, bake, quorum, max_failure_rate, id } => {
+            let req = crate::daemon::rollouts::StartRequest {
+                remove: Some(model),
+                selector,
+                waves,
+                bake_secs: bake,
+                quorum,
+                max_failure_rate,
+                on_failure: Some("pause".into()),
+                id,
+                ..Default::default()
             };
             let r = remote.post_json("/api/v1/rollouts", &serde_json::to_value(&req).expect("json"))?;
             println!("started {}: {}", r["spec"]["id"].as_str().unwrap_or("?"), phase(&r));

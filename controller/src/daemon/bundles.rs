@@ -123,3 +123,14 @@ pub fn find(store: &Store, spec: &str) -> Result<BundleMeta, String> {
         many => Err(format!("{spec:?} matches {} bundles; use the digest", many.len())),
     }
 }
+
+/// The pushed bundle of `model` with the highest release sequence: what a removal rollout names.
+pub fn newest(store: &Store, model: &str) -> Result<BundleMeta, String> {
+    let all: Vec<BundleMeta> = store.all(Table::Bundles).map_err(|e| e.to_string())?;
+    all.into_iter().filter(|b| b.name == model).max_by_key(|b| b.sequence).ok_or_else(|| {
+        format!(
+            "no bundle of {model} was pushed: a removal names the model's release in each device's desired \
+             state; push the release the devices run first (outpost bundle push)"
+        )
+    })
+}

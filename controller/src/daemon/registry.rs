@@ -1,15 +1,17 @@
 //! The fleet registry: what the controller knows of each device, updated from the device's messages by
-//! pure functions (the daemon persists the records and publishes the replies).
+//! pure functions (the daemon persists the records and publishes the replies). A device runs a set of
+//! models: what is per model (update events, the latest inference window, the desired state) is kept
+//! per model name, so a busy model never pushes another's history out.
 
 use crate::rollout::DeviceView;
 use outpost_protocol::messages::{DesiredState, Hello, Presence, RunningModel, TelemetryBatch};
 use outpost_protocol::telemetry::{DeviceHealth, InferenceWindow, RecordBody, UpdateEvent};
 use outpost_protocol::{Arch, DeviceId, ModelName, UnixTime, Version};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-/// Update events kept per device for `devices show` and the planner.
-pub const EVENTS_KEPT: usize = 32;
+/// Update events kept per model of a device, for `devices show`.
+pub const EVENTS_KEPT: usize = 16;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeviceRecord {
@@ -24,10 +26,11 @@ pub struct DeviceRecord {
     pub first_seen: UnixTime,
     pub last_seen: UnixTime,
     pub telemetry: TelemetryCursor,
-    pub last_window: Option<InferenceWindow>,
-    pub last_window_at: UnixTime,
     pub last_health: Option<DeviceHealth>,
-    pub events: VecDeque<UpdateEvent>,
+    /// Per model the device runs or ran, was told about or reported on: its recent update events and its
+    /// latest inference window.
+    #[serde(default)]
+    pub models: BTreeMap<ModelName, ModelLog>,
     /// The desired state last published for each of the device's models (republished when the
     /// controller starts, because the embedded broker keeps retained messages in memory only).
     #[serde(default)]
@@ -39,6 +42,27 @@ pub struct DeviceRecord {
     /// Its identity: enrollment status, bound key, certificates issued.
     #[serde(default)]
     pub enrollment: super::enroll::Enrollment,
+}
+
+/// What the registry keeps of one model on one device.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ModelLog {
+    /// The latest [`EVENTS_KEPT`] update events of this model, oldest first.
+    pub events: VecDeque<UpdateEvent>,
+    pub last_window: Option<InferenceWindow>,
+    /// When the device closed that window (its clock).
+    pub last_window_at: UnixTime,
+}
+
+/// One model on one device as `devices show` lists it: what runs, what the controller asks for, and
+/// the latest update event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelSummary {
+    pub name: ModelName,
+    pub running: Option<RunningModel>,
+    pub desired: Option<DesiredState>,
+    pub last_event: Option<UpdateEvent>,
+    pub last_window: Option<InferenceWindow>,
 }
 
 /// Where the device's telemetry stream stands. Batches arrive in sequence order from the device's last
@@ -68,10 +92,8 @@ impl DeviceRecord {
             first_seen: now,
             last_seen: now,
             telemetry: TelemetryCursor::default(),
-            last_window: None,
-            last_window_at: 0,
             last_health: None,
-            events: VecDeque::new(),
+            models: BTreeMap::new(),
             desired: BTreeMap::new(),
             evidence: None,
             enrollment: super::enroll::Enrollment::default(),
@@ -116,13 +138,46 @@ impl DeviceRecord {
     pub fn event(&mut self, e: UpdateEvent, now: UnixTime) {
         self.last_seen = now;
         self.evidence().record_event(&e, now);
-        if self.events.back() == Some(&e) {
+        let events = &mut self.models.entry(e.model.clone()).or_default().events;
+        if events.back() == Some(&e) {
             return; // The same event arrives on `up/events` and again inside telemetry.
         }
-        self.events.push_back(e);
-        while self.events.len() > EVENTS_KEPT {
-            self.events.pop_front();
+        events.push_back(e);
+        while events.len() > EVENTS_KEPT {
+            events.pop_front();
         }
+    }
+
+    /// The latest update event of `model`.
+    pub fn last_event(&self, model: &ModelName) -> Option<&UpdateEvent> {
+        self.models.get(model).and_then(|m| m.events.back())
+    }
+
+    /// The latest update event of every model (one per model, in model order).
+    pub fn last_events(&self) -> impl Iterator<Item = &UpdateEvent> {
+        self.models.values().filter_map(|m| m.events.back())
+    }
+
+    /// What the device runs of `model`.
+    pub fn runs(&self, model: &ModelName) -> Option<&RunningModel> {
+        self.running.iter().find(|r| &r.name == model)
+    }
+
+    /// Every model the device runs, is told about or reported on, in name order.
+    pub fn model_summaries(&self) -> Vec<ModelSummary> {
+        let mut names: BTreeSet<&ModelName> = self.running.iter().map(|r| &r.name).collect();
+        names.extend(self.desired.keys());
+        names.extend(self.models.keys());
+        names
+            .into_iter()
+            .map(|name| ModelSummary {
+                name: name.clone(),
+                running: self.runs(name).cloned(),
+                desired: self.desired.get(name).cloned(),
+                last_event: self.last_event(name).cloned(),
+                last_window: self.models.get(name).and_then(|m| m.last_window.clone()),
+            })
+            .collect()
     }
 
     /// Takes in a batch; returns the sequence number to acknowledge. Records at or below the cursor are
@@ -152,8 +207,9 @@ impl DeviceRecord {
             match r.body {
                 RecordBody::Inference(w) => {
                     self.evidence().record_window(&w, now);
-                    self.last_window_at = r.at;
-                    self.last_window = Some(w);
+                    let log = self.models.entry(w.model.clone()).or_default();
+                    log.last_window_at = r.at;
+                    log.last_window = Some(w);
                 }
                 RecordBody::Health(h) => self.last_health = Some(h),
                 RecordBody::Update(e) => self.event(e, now),
@@ -167,7 +223,7 @@ impl DeviceRecord {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use outpost_protocol::telemetry::Record;
+    use outpost_protocol::telemetry::{Record, UpdateStage};
 
     fn batch(first: u64, last: u64) -> TelemetryBatch {
         let records =
@@ -191,6 +247,66 @@ mod tests {
         d.telemetry(batch(1, 5), 1);
         d.telemetry(batch(9, 12), 2);
         assert_eq!((d.telemetry.up_to, d.telemetry.missing), (12, 3));
+    }
+
+    fn event(model: &str, version: u32, to: UpdateStage) -> UpdateEvent {
+        UpdateEvent {
+            rollout: None,
+            model: ModelName::new(model).unwrap(),
+            version: Version::new(version, 0, 0),
+            bundle: outpost_protocol::Digest([version as u8; 32]),
+            from: UpdateStage::Idle,
+            to,
+            reason: None,
+            detail: String::new(),
+        }
+    }
+
+    #[test]
+    fn update_events_are_kept_per_model_so_a_busy_model_never_pushes_another_out() {
+        let mut d = DeviceRecord::new(DeviceId::new("d").unwrap(), 0);
+        d.event(event("kws", 1, UpdateStage::Committed), 1);
+        for i in 0..(EVENTS_KEPT as u32 * 3) {
+            d.event(event("digits", 2 + i % 2, UpdateStage::Fetching), 2);
+        }
+        assert_eq!(d.models[&ModelName::new("digits").unwrap()].events.len(), EVENTS_KEPT);
+        let kws = d.last_event(&ModelName::new("kws").unwrap()).unwrap();
+        assert_eq!((kws.version, kws.to), (Version::new(1, 0, 0), UpdateStage::Committed));
+        assert_eq!(d.last_events().count(), 2);
+    }
+
+    #[test]
+    fn every_model_running_desired_or_reported_on_is_summarised_in_name_order() {
+        use outpost_protocol::messages::{BundleRef, Mode, Watch};
+        let mut d = DeviceRecord::new(DeviceId::new("d").unwrap(), 0);
+        let name = |s: &str| ModelName::new(s).unwrap();
+        d.running = vec![RunningModel {
+            name: name("digits"),
+            version: Version::new(2, 0, 0),
+            digest: outpost_protocol::Digest([2; 32]),
+            sequence: 2,
+        }];
+        let bundle = BundleRef { digest: outpost_protocol::Digest([7; 32]), size: 1, chunk_size: 1, chunks: vec![] };
+        d.desired.insert(
+            name("kws"),
+            DesiredState {
+                model: name("kws"),
+                version: Version::new(1, 0, 0),
+                sequence: 1,
+                bundle,
+                rollout: Some("k1".into()),
+                mode: Mode::Activate,
+                issued_at: 5,
+                watch: Watch::default(),
+            },
+        );
+        d.event(event("anomaly", 1, UpdateStage::Rejected), 3);
+        let s = d.model_summaries();
+        let names: Vec<&str> = s.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names, ["anomaly", "digits", "kws"]);
+        assert!(s[0].running.is_none() && s[0].last_event.is_some());
+        assert_eq!(s[1].running.as_ref().map(|r| r.sequence), Some(2));
+        assert_eq!(s[2].desired.as_ref().map(|x| x.sequence), Some(1));
     }
 
     #[test]

@@ -11,10 +11,15 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-/// What `outpost rollout start` sends. Durations in seconds, rates in 0.0..=1.0.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// What `outpost rollout start` (and `rollout remove`) sends. Durations in seconds, rates in 0.0..=1.0.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct StartRequest {
+    /// NAME@VERSION or a digest prefix of a pushed bundle (an install).
+    #[serde(default)]
     pub bundle: String,
+    /// A model name: take it off the selected devices instead (a removal rollout; `bundle` stays empty).
+    #[serde(default)]
+    pub remove: Option<String>,
     #[serde(default)]
     pub selector: String,
     pub waves: String,
@@ -102,8 +107,10 @@ impl Rollouts {
 
     /// What each model's devices should run, for the skew view: the release of its newest rollout that was
     /// not rolled back or aborted (a rolled-back release is not a target; the one before it still is).
+    /// Removals are no target: skew counts the versions that run.
     pub fn targets(&self) -> Vec<Rollout> {
-        let kept = self.list().into_iter().filter(|r| !terminal(&r.state.phase)).collect();
+        let kept =
+            self.list().into_iter().filter(|r| !terminal(&r.state.phase) && r.spec.kind == Kind::Install).collect();
         newest_per_model(kept)
     }
 
@@ -115,7 +122,13 @@ impl Rollouts {
     }
 
     pub fn spec(&self, req: &StartRequest) -> Result<RolloutSpec, String> {
-        let meta: BundleMeta = bundles::find(&self.store, &req.bundle)?;
+        let (meta, kind): (BundleMeta, Kind) = match &req.remove {
+            Some(_) if !req.bundle.is_empty() => {
+                return Err("a rollout either installs a bundle or removes a model".into());
+            }
+            Some(model) => (bundles::newest(&self.store, model)?, Kind::Remove),
+            None => (bundles::find(&self.store, &req.bundle)?, Kind::Install),
+        };
         let digest = meta.digest.parse().map_err(|e: String| e)?;
         let bundle = self
             .fleet
@@ -141,7 +154,10 @@ impl Rollouts {
             drift: req.max_psi.map(|p| DriftGate { max_psi: p }),
             quorum: Quorum { min_fraction: req.quorum.unwrap_or(0.8), ..Quorum::default() },
         };
-        let id = req.id.clone().unwrap_or_else(|| format!("{}-{}-{}", meta.name, meta.version, now()));
+        let id = req.id.clone().unwrap_or_else(|| match kind {
+            Kind::Install => format!("{}-{}-{}", meta.name, meta.version, now()),
+            Kind::Remove => format!("{}-remove-{}", meta.name, now()),
+        });
         let spec = RolloutSpec {
             id,
             release: Release {
@@ -159,6 +175,7 @@ impl Rollouts {
             shadow: req.shadow_secs.map(|secs| ShadowPeriod { secs, sample_percent: 100 }),
             watch: Watch { secs: req.watch_secs.unwrap_or(300), ..Watch::default() },
             hold_secs: None,
+            kind,
         };
         spec.validate().map_err(|e| e.to_string())?;
         Ok(spec)
@@ -194,6 +211,13 @@ impl Rollouts {
             return Err(format!("a rollout named {} exists", spec.id));
         }
         let mut rollout = Rollout::new(spec).map_err(|e| e.to_string())?;
+        if rollout.spec.kind == Kind::Remove && rollout.survey_count(&views) == 0 {
+            return Err(format!(
+                "no device matching the selector {:?} runs {}: nothing to remove",
+                rollout.spec.selector.to_string(),
+                rollout.spec.release.model
+            ));
+        }
         let actions = rollout.evaluate(&views, now());
         self.save_and_perform(rollout.clone(), actions).await?;
         Ok(rollout)

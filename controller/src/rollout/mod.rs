@@ -66,6 +66,7 @@
 //! would otherwise clear or override the new desired state. A completed rollout keeps enrolling devices
 //! that match later, until a newer rollout of the model supersedes it.
 
+mod add_remove;
 pub mod gates;
 pub mod planner;
 pub mod spec;
@@ -77,8 +78,8 @@ pub mod waves;
 pub use gates::{BaselineSnapshot, Evidence, GateKind, GateResult, Verdict};
 pub use planner::Rollout;
 pub use spec::{
-    DriftGate, ErrorRateGate, FailurePolicy, Gates, InstallGate, LatencyGate, Percent, Quorum, Release, RolloutSpec,
-    Selector, ShadowGate, ShadowPeriod, SpecError, Wave, WaveSize,
+    DriftGate, ErrorRateGate, FailurePolicy, Gates, InstallGate, Kind, LatencyGate, Percent, Quorum, Release,
+    RolloutSpec, Selector, ShadowGate, ShadowPeriod, SpecError, Wave, WaveSize,
 };
 pub use state::{Action, Actor, AuditEntry, Decision, Intent, Member, Phase, RolloutState};
 pub use verbs::{Verb, VerbError};
@@ -88,6 +89,8 @@ pub use view::{DeviceView, InstallStatus, ShadowView, UpdateView, WindowView};
 mod testkit;
 #[cfg(test)]
 mod tests_gates;
+#[cfg(test)]
+mod tests_models;
 #[cfg(test)]
 mod tests_planner;
 #[cfg(test)]

@@ -3,7 +3,7 @@
 //! these tests.
 
 use super::gates::{self, Evidence, Tally, Verdict};
-use super::spec::{FailurePolicy, RolloutSpec, SpecError};
+use super::spec::{FailurePolicy, Kind, RolloutSpec, SpecError};
 use super::state::{Action, Actor, AuditEntry, Decision, Intent, Member, Phase, RolloutState};
 use super::view::{DeviceView, InstallStatus};
 use super::waves::{WavePlan, rank};
@@ -39,6 +39,13 @@ pub(super) struct Survey {
     ranks: Vec<Option<u64>>,
     plan: WavePlan,
     selected: u32,
+}
+
+impl Survey {
+    /// Devices the selector and the release's targets allow.
+    pub(super) fn selected(&self) -> u32 {
+        self.selected
+    }
 }
 
 impl Rollout {
@@ -83,9 +90,14 @@ impl Rollout {
     pub fn desired_states(&self) -> Vec<Action> {
         let to_action = |(id, m): (&DeviceId, &Member)| match m.intent {
             Intent::Withdraw => Action::Withdraw { device: id.clone(), model: self.spec.release.model.clone() },
-            intent => Action::Desire { device: id.clone(), desired: self.desired(intent, m.issued_at) },
+            _ => Action::Desire { device: id.clone(), desired: self.desired(m) },
         };
         self.state.members.iter().map(to_action).collect()
+    }
+
+    /// How many devices the rollout selects now (selector, targets, and for a removal the model).
+    pub fn survey_count(&self, devices: &[DeviceView]) -> u32 {
+        devices.iter().filter(|d| self.selects(d)).count() as u32
     }
 
     pub(super) fn survey(&self, devices: &[DeviceView]) -> Survey {
@@ -97,9 +109,15 @@ impl Rollout {
     }
 
     /// The selector matches and the release can run there. A device running a later release of the model
-    /// is left out: the agent would refuse the bundle as a rollback and it would count as a failure.
+    /// is left out: the agent would refuse the bundle as a rollback and it would count as a failure. A
+    /// removal selects the selector's devices that run the model, and keeps its members selected once
+    /// they removed it, so the waves do not shift under it.
     fn selects(&self, d: &DeviceView) -> bool {
         let r = &self.spec.release;
+        if self.spec.kind == Kind::Remove {
+            return self.spec.selector.matches(d)
+                && (d.runs(&r.model).is_some() || self.state.members.contains_key(&d.id));
+        }
         self.spec.selector.matches(d)
             && (r.targets.archs.is_empty() || d.arch.is_none_or(|a| r.targets.archs.contains(&a)))
             && d.agent_version.is_none_or(|v| v >= r.targets.min_agent)
@@ -221,18 +239,21 @@ impl Rollout {
             if self.state.members.contains_key(&d.id) {
                 continue;
             }
-            let member = Member { wave, told_in: self.state.wave, intent: Intent::Install, issued_at: now };
+            let intent = if self.spec.kind == Kind::Remove { Intent::Remove } else { Intent::Install };
+            let fresh = d.runs(&self.spec.release.model).is_none();
+            let member = Member { wave, told_in: self.state.wave, intent, issued_at: now, fresh };
+            out.push(Action::Desire { device: d.id.clone(), desired: self.desired(&member) });
             self.state.members.insert(d.id.clone(), member);
-            out.push(Action::Desire { device: d.id.clone(), desired: self.desired(Intent::Install, now) });
             counts.installs += 1;
         }
         counts
     }
 
-    /// In a terminal phase: devices on the new release switch back (if reverting), devices told but not
-    /// on it have their desired state withdrawn. A device still watching the release is withdrawn, not
-    /// reverted: it commits and is reverted then, since a revert during the watch would make the agent
-    /// roll back and then also switch to the slot before.
+    /// In a terminal phase: devices on the new release switch back (if reverting; a device the rollout
+    /// added the model to removes it), devices told but not on it have their desired state withdrawn. A
+    /// device still watching the release is withdrawn, not reverted: it commits and is reverted then,
+    /// since a revert during the watch would make the agent roll back and then also switch to the slot
+    /// before. An aborted removal withdraws the devices that still run the model.
     fn reconcile(&mut self, devices: &[DeviceView], now: UnixTime, out: &mut Vec<Action>) -> Counts {
         let reverting = self.state.phase.reverting();
         let r = &self.spec.release;
@@ -242,8 +263,13 @@ impl Rollout {
             let status =
                 views.get(id).map(|d| d.install_status(&r.model, &r.bundle.digest, &r.model_digest, r.sequence));
             let next = match (m.intent, status) {
-                (Intent::Revert, _) | (_, Some(InstallStatus::Ahead)) => None,
-                (_, Some(InstallStatus::Installed { committed: true })) if reverting => Some(Intent::Revert),
+                (Intent::Remove, _) if self.spec.kind == Kind::Remove => {
+                    views.get(id).is_some_and(|d| d.runs(&r.model).is_some()).then_some(Intent::Withdraw)
+                }
+                (Intent::Revert | Intent::Remove, _) | (_, Some(InstallStatus::Ahead)) => None,
+                (_, Some(InstallStatus::Installed { committed: true })) if reverting => {
+                    Some(if m.fresh { Intent::Remove } else { Intent::Revert })
+                }
                 (Intent::Install, Some(InstallStatus::Installed { .. })) if !reverting => None,
                 (Intent::Install, _) => Some(Intent::Withdraw),
                 (Intent::Withdraw, _) => None,
@@ -257,9 +283,10 @@ impl Rollout {
             let m = self.state.members.get_mut(&id).expect("a member");
             m.intent = intent;
             m.issued_at = now;
-            if intent == Intent::Revert {
+            if intent != Intent::Withdraw {
                 counts.reverts += 1;
-                out.push(Action::Desire { device: id, desired: self.desired(intent, now) });
+                let desired = self.desired(&self.state.members[&id]);
+                out.push(Action::Desire { device: id, desired });
             } else {
                 counts.withdrawals += 1;
                 out.push(Action::Withdraw { device: id, model: self.spec.release.model.clone() });
@@ -271,6 +298,9 @@ impl Rollout {
     /// Judges the devices told during the current wave against the selected devices still on another
     /// release of the model.
     pub(super) fn judge(&mut self, s: &Survey, devices: &[DeviceView], now: UnixTime) -> Evidence {
+        if self.spec.kind == Kind::Remove {
+            return self.judge_removal(s, devices, now);
+        }
         let r = &self.spec.release;
         let fresh_since = now.saturating_sub(self.spec.gates.quorum.max_evidence_age_secs);
         let (mut wave, mut base) = (Tally::default(), Tally::default());
@@ -291,7 +321,8 @@ impl Rollout {
             self.state.baseline = Some(snapshot);
         }
         let baseline = self.state.baseline.as_ref();
-        let gates = gates::judge(&self.spec.gates, &mut wave, baseline);
+        let mut gates = gates::judge(&self.spec.gates, &mut wave, baseline);
+        self.judge_newcomers(&mut gates, devices, baseline_devices, fresh_since);
         Evidence {
             at: now,
             wave: self.state.wave,
@@ -309,12 +340,16 @@ impl Rollout {
         }
     }
 
-    pub(super) fn desired(&self, intent: Intent, issued_at: UnixTime) -> DesiredState {
+    /// What `m` is told. A device the rollout adds the model to activates at once: it has no active
+    /// model to shadow the candidate against.
+    pub(super) fn desired(&self, m: &Member) -> DesiredState {
         let r = &self.spec.release;
+        let (intent, issued_at) = (m.intent, m.issued_at);
         let mode = match (intent, self.spec.shadow) {
             (Intent::Revert, _) => Mode::Revert,
-            (_, Some(sh)) => Mode::Shadow { secs: sh.secs, sample_percent: sh.sample_percent },
-            (_, None) => Mode::Activate,
+            (Intent::Remove, _) => Mode::Remove,
+            (_, Some(sh)) if !m.fresh => Mode::Shadow { secs: sh.secs, sample_percent: sh.sample_percent },
+            (_, _) => Mode::Activate,
         };
         DesiredState {
             model: r.model.clone(),

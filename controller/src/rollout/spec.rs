@@ -25,6 +25,31 @@ pub struct RolloutSpec {
     /// How long a wave may wait for conclusive evidence after its bake before pausing; `None` = one more
     /// bake time (so "no data" pauses after twice the bake).
     pub hold_secs: Option<u64>,
+    /// Install the release, or take the model off the selected devices.
+    #[serde(default)]
+    pub kind: Kind,
+}
+
+/// What a rollout does to each device it reaches.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Kind {
+    /// Install the release (adding the model where the device does not run it yet).
+    #[default]
+    Install,
+    /// Stop serving the model and drop its slots (`Mode::Remove`). The release names what the
+    /// controller last pushed of the model; devices remove the model whatever version they run. The
+    /// selection is the selector's devices that run the model. A removal cannot be reverted (the slots
+    /// are gone): to bring the model back, roll it out again.
+    Remove,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Install => "install",
+            Kind::Remove => "remove",
+        }
+    }
 }
 
 /// The release being rolled out. The daemon fills it from the bundle store when the rollout starts; the
@@ -258,6 +283,8 @@ pub enum SpecError {
     DuplicateSelectorKey { key: String },
     #[error("failure policy {input:?} is neither pause nor rollback")]
     BadPolicy { input: String },
+    #[error("a removal rollout {what}")]
+    NotForRemoval { what: &'static str },
 }
 
 impl RolloutSpec {
@@ -273,6 +300,9 @@ impl RolloutSpec {
         }
         self.selector.validate()?;
         self.validate_waves()?;
+        if self.kind == Kind::Remove {
+            self.validate_removal()?;
+        }
         let g = &self.gates;
         let unit = |field, v: f64| in_range(field, v, 0.0, 1.0, "0..=1");
         let positive = |field, v: f64| in_range(field, v, 0.0, f64::MAX, ">= 0");
@@ -300,6 +330,24 @@ impl RolloutSpec {
                 value: f64::from(s.sample_percent),
                 range: "1..=100",
             });
+        }
+        Ok(())
+    }
+
+    /// A removal has no new release to measure or shadow, and no way back.
+    fn validate_removal(&self) -> Result<(), SpecError> {
+        let g = &self.gates;
+        let refuse = |what| Err(SpecError::NotForRemoval { what });
+        if self.on_failure == FailurePolicy::Rollback {
+            return refuse(
+                "cannot roll back: devices that removed the model have nothing to switch back to (use --on-failure pause)",
+            );
+        }
+        if self.shadow.is_some() {
+            return refuse("has no candidate to shadow");
+        }
+        if g.error_rate.is_some() || g.latency.is_some() || g.shadow.is_some() || g.drift.is_some() {
+            return refuse("has no new release to measure: only the install-failure gate and the quorum apply");
         }
         Ok(())
     }

@@ -92,6 +92,11 @@ pub struct Member {
     pub intent: Intent,
     /// When the current intent was first issued; republishing reuses it, so the bytes do not change.
     pub issued_at: UnixTime,
+    /// The device did not run the model when it was first told: the rollout adds the model there. It is
+    /// told to activate without a shadow period (there is no active model to shadow), and reverting it
+    /// removes the model (there is no previous model to switch back to).
+    #[serde(default)]
+    pub fresh: bool,
 }
 
 /// What the controller last told a device on behalf of this rollout.
@@ -103,6 +108,9 @@ pub enum Intent {
     Revert,
     /// The device's retained desired state was cleared before it installed anything.
     Withdraw,
+    /// Drop the model (`Mode::Remove`): the members of a removal rollout, and reverted devices that did
+    /// not run the model before this rollout added it.
+    Remove,
 }
 
 /// What the daemon does after a step, in order, after persisting the new state.
@@ -110,11 +118,11 @@ pub enum Intent {
 pub enum Action {
     /// Publish `desired` retained on the device's `down/desired/{model}` topic.
     Desire { device: DeviceId, desired: DesiredState },
-    /// Clear the device's retained desired state (an empty retained publish), so a device that has not
-    /// started installing never will, and one fetching, verifying, self-testing or shadowing cancels (the
-    /// candidate never serves). A device already activated finishes its watch; if the rollout is
-    /// reverting, a later evaluation sees it on the new release and tells it to revert.
-    /// Clear the device's retained desired state of `model` (its other models' states stay).
+    /// Clear the device's retained desired state of `model` (an empty retained publish; its other
+    /// models' states stay), so a device that has not started installing never will, and one fetching,
+    /// verifying, self-testing or shadowing cancels (the candidate never serves). A device already
+    /// activated finishes its watch; if the rollout is reverting, a later evaluation sees it on the new
+    /// release and tells it to revert.
     Withdraw { device: DeviceId, model: outpost_protocol::ModelName },
     /// Append to the audit log.
     Audit(AuditEntry),
@@ -193,6 +201,7 @@ impl RolloutState {
                 Intent::Install => "install",
                 Intent::Revert => "revert",
                 Intent::Withdraw => "withdraw",
+                Intent::Remove => "remove",
             };
             *out.entry(key).or_insert(0) += 1;
         }

@@ -44,6 +44,7 @@ pub fn spec(waves: &[&str], bake: u64) -> RolloutSpec {
         shadow: None,
         watch: Watch::default(),
         hold_secs: None,
+        kind: Kind::Install,
     }
 }
 

@@ -41,6 +41,11 @@ impl Verb {
 pub enum VerbError {
     #[error("rollout {rollout}: cannot {verb} a rollout that is {phase}")]
     NotAllowed { rollout: String, verb: &'static str, phase: &'static str },
+    #[error(
+        "rollout {rollout} removes {model}: cannot {verb} it (the devices that removed the model have nothing to \
+         switch back to); to bring the model back, roll it out again"
+    )]
+    Removal { rollout: String, model: String, verb: &'static str },
 }
 
 impl Rollout {
@@ -62,6 +67,13 @@ impl Rollout {
             Verb::Abort { .. } => matches!(phase, Phase::Progressing | Phase::Paused { .. } | Phase::Completed),
             Verb::Undo => !phase.reverting(),
         };
+        if self.spec.kind == super::spec::Kind::Remove && matches!(verb, Verb::Undo | Verb::Abort { revert: true }) {
+            return Err(VerbError::Removal {
+                rollout: self.spec.id.clone(),
+                model: self.spec.release.model.to_string(),
+                verb: verb.name(),
+            });
+        }
         if !allowed {
             return Err(VerbError::NotAllowed {
                 rollout: self.spec.id.clone(),

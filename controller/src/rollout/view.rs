@@ -6,8 +6,11 @@ use outpost_protocol::telemetry::{InferenceWindow, UpdateEvent, UpdateStage};
 use outpost_protocol::{Arch, DeviceId, Digest, ModelName, RejectReason, UnixTime, Version};
 use serde::{Deserialize, Serialize};
 
-/// How many entries `record_*` keeps per list: the current release, the previous one and a spare or two.
-pub const KEPT_PER_DEVICE: usize = 4;
+/// How many entries `record_*` keeps per list, across the device's models: the current release, the
+/// previous one and a spare or two of each of up to four models. Entries are per bundle or model digest,
+/// so a model that sees no new release keeps its entries whatever the others do, until 16 newer
+/// releases of other models arrived.
+pub const KEPT_PER_DEVICE: usize = 16;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeviceView {

@@ -16,20 +16,21 @@ pub fn versions(devices: &[DeviceRecord]) -> BTreeMap<String, u32> {
     out
 }
 
-/// Devices whose last update event left them mid-update (fetching up to watching), by stage.
+/// Models whose last update event left them mid-update on a device (fetching up to watching), by stage.
 pub fn updating(devices: &[DeviceRecord]) -> BTreeMap<&'static str, u32> {
     let mut out = BTreeMap::new();
     for d in devices {
-        let Some(e) = d.events.back() else { continue };
-        let stage = match e.to {
-            UpdateStage::Fetching | UpdateStage::Verifying | UpdateStage::Staged | UpdateStage::SelfTest => {
-                "installing"
-            }
-            UpdateStage::Shadow => "shadowing",
-            UpdateStage::Activating | UpdateStage::Watching => "watching",
-            _ => continue,
-        };
-        *out.entry(stage).or_insert(0) += 1;
+        for e in d.last_events() {
+            let stage = match e.to {
+                UpdateStage::Fetching | UpdateStage::Verifying | UpdateStage::Staged | UpdateStage::SelfTest => {
+                    "installing"
+                }
+                UpdateStage::Shadow => "shadowing",
+                UpdateStage::Activating | UpdateStage::Watching => "watching",
+                _ => continue,
+            };
+            *out.entry(stage).or_insert(0) += 1;
+        }
     }
     out
 }

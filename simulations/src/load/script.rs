@@ -244,9 +244,8 @@ fn follow(run: &mut Run, r: &Release, waves: &str, args: &Args, n: usize) -> Rol
 /// The device's last update event is a refusal or a rollback of this version.
 fn failed(d: &DeviceRecord, version: &str) -> bool {
     use outpost_protocol::telemetry::UpdateStage;
-    d.events.back().is_some_and(|e| {
-        matches!(e.to, UpdateStage::Rejected | UpdateStage::RolledBack) && e.version.to_string() == version
-    })
+    d.last_events()
+        .any(|e| matches!(e.to, UpdateStage::Rejected | UpdateStage::RolledBack) && e.version.to_string() == version)
 }
 
 /// How many devices' own inference APIs say they serve `version` (asked over HTTP, not the controller).

@@ -129,6 +129,7 @@ pub fn spec(s: &Scenario, catalog: &Catalog) -> Result<RolloutSpec, String> {
             max_restarts: 3,
         },
         hold_secs: r.hold_secs,
+        kind: outpost_controller::rollout::Kind::Install,
     };
     spec.validate().map_err(|e| format!("rollout: {e}"))?;
     Ok(spec)
