@@ -61,12 +61,22 @@ enum Command {
         #[arg(long = "if-no-model")]
         if_no_model: bool,
     },
-    /// Run the active model's self-test vectors; exit 1 on a mismatch.
-    Selftest {
+    /// Stop serving an installed model and drop its files (its release floor is kept). Refused while the
+    /// fleet's desired state names the model: take it off with a removal rollout instead.
+    Remove {
+        /// The model name, as `status` lists it.
+        model: String,
         #[command(flatten)]
         common: Common,
     },
-    /// Show the slots and, when the agent is running, its live figures.
+    /// Run the self-test vectors of every installed model (or of MODEL); exit 1 on a mismatch.
+    Selftest {
+        /// Test only this model.
+        model: Option<String>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Show every model's slots, version, floor and update state and, when the agent runs, its figures.
     Status {
         #[command(flatten)]
         common: Common,
@@ -146,8 +156,8 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Install { bundle, common, shadow, if_no_model } => {
             let cfg = load_config(&common)?;
             let store = Store::open(&cfg.data_dir).map_err(err)?;
-            if if_no_model && let Some(active) = store.slots().map_err(err)?.active_digest() {
-                println!("a model is already active ({}); nothing to install", active.short());
+            if if_no_model && let Some((name, _)) = store.slots().map_err(err)?.installed().next() {
+                println!("a model is already active ({name}); nothing to install");
                 return Ok(());
             }
             let trust = Trust::load(&cfg).map_err(err)?;
@@ -168,22 +178,42 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
                 Err(e) => Err(err(e)),
             }
         }
-        Command::Selftest { common } => {
+        Command::Remove { model, common } => {
+            let cfg = load_config(&common)?;
+            let store = Store::open(&cfg.data_dir).map_err(err)?;
+            let fleet = crate::fleet::driver::fleet_desired_models(&store);
+            let removed =
+                install::remove(&store, &model, &fleet).map_err(|e| Failure::Refused(format!("refused: {e}")))?;
+            let version = removed.version.map(|v| format!(" {v}")).unwrap_or_default();
+            println!("removed {}{version}: no longer served; its release floor is kept", removed.name);
+            Ok(())
+        }
+        Command::Selftest { model, common } => {
             let cfg = load_config(&common)?;
             let store = Store::open(&cfg.data_dir).map_err(err)?;
             let slots = store.slots().map_err(err)?;
-            let digest = slots.active_digest().ok_or_else(|| err("no active model to test"))?;
-            let (bytes, manifest) = store.read_model(&digest).map_err(err)?;
-            let what = format!("{} {}", manifest.name, manifest.version);
-            let model = LoadedModel::load(&bytes, manifest, 1)
-                .map_err(|e| Failure::Refused(format!("selftest failed: {what}: {e}")))?;
-            match crate::runtime::selftest::run(&model) {
-                Ok(n) => {
-                    println!("selftest passed: {what}, {n} vector(s)");
-                    Ok(())
-                }
-                Err(e) => Err(Failure::Refused(format!("selftest failed: {what}: {e}"))),
+            let targets: Vec<_> = slots
+                .installed()
+                .filter(|(name, _)| model.as_ref().is_none_or(|m| m == *name))
+                .filter_map(|(name, m)| Some((name.clone(), m.active_digest()?)))
+                .collect();
+            if targets.is_empty() {
+                return Err(err(match model {
+                    Some(m) => format!("model {m:?} is not installed"),
+                    None => "no installed model to test".into(),
+                }));
             }
+            for (name, digest) in targets {
+                let (bytes, manifest) = store.read_model_as(&digest, &name).map_err(err)?;
+                let what = format!("{} {}", manifest.name, manifest.version);
+                let model = LoadedModel::load(&bytes, manifest, 1)
+                    .map_err(|e| Failure::Refused(format!("selftest failed: {what}: {e}")))?;
+                match crate::runtime::selftest::run(&model) {
+                    Ok(n) => println!("selftest passed: {what}, {n} vector(s)"),
+                    Err(e) => return Err(Failure::Refused(format!("selftest failed: {what}: {e}"))),
+                }
+            }
+            Ok(())
         }
         Command::Status { common, output } => crate::status::print(&load_config(&common)?, output == Output::Json),
     }

@@ -20,6 +20,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub inference: RawInference,
     #[serde(default)]
+    pub models: RawModels,
+    #[serde(default)]
     pub cache: RawCache,
     #[serde(default)]
     pub shadow: RawShadow,
@@ -77,6 +79,13 @@ pub struct RawInference {
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct RawModels {
+    pub accept: Option<Vec<String>>,
+    pub memory_budget: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RawCache {
     pub max_entries: Option<usize>,
     pub max_bytes: Option<usize>,
@@ -105,6 +114,7 @@ pub struct Config {
     pub listen: SocketAddr,
     pub trust: TrustConfig,
     pub inference: InferenceConfig,
+    pub models: ModelsConfig,
     pub cache: CacheConfig,
     pub shadow: ShadowConfig,
     pub drift: DriftConfig,
@@ -137,6 +147,32 @@ pub struct InferenceConfig {
     pub queue_capacity: usize,
     pub request_timeout: Duration,
     pub max_body_bytes: usize,
+}
+
+/// Which models the device takes, and how much memory they may take together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelsConfig {
+    /// `None`: every model name.
+    pub accept: Option<Vec<outpost_protocol::ModelName>>,
+    pub memory_budget: u64,
+}
+
+impl ModelsConfig {
+    pub fn accepts(&self, name: &str) -> bool {
+        self.accept.as_ref().is_none_or(|names| names.iter().any(|n| n.as_str() == name))
+    }
+}
+
+impl Default for ModelsConfig {
+    fn default() -> Self {
+        ModelsConfig { accept: None, memory_budget: default_memory_budget() }
+    }
+}
+
+/// Half of the machine's memory: the models may take that much together, the rest is left to the
+/// application beside them and the system. 1 GiB where `/proc/meminfo` cannot be read.
+pub fn default_memory_budget() -> u64 {
+    crate::sys::mem_total_bytes().map(|t| t / 2).unwrap_or(1 << 30)
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -251,6 +287,23 @@ impl Config {
         if drift.lo.partial_cmp(&drift.hi) != Some(std::cmp::Ordering::Less) || drift.bins == 0 || drift.bins > 1000 {
             return Err(invalid("drift", format!("need lo < hi and 1..=1000 bins, got {drift:?}")));
         }
+        let models = ModelsConfig {
+            accept: match raw.models.accept {
+                None => None,
+                Some(names) => Some(
+                    names
+                        .into_iter()
+                        .map(|n| {
+                            outpost_protocol::ModelName::new(n).map_err(|e| invalid("models.accept", e.to_string()))
+                        })
+                        .collect::<Result<_, _>>()?,
+                ),
+            },
+            memory_budget: match raw.models.memory_budget {
+                None => default_memory_budget(),
+                Some(s) => parse_size(&s).map_err(|m| invalid("models.memory_budget", m))?,
+            },
+        };
         let l = raw.link;
         let link = match l.broker {
             None => None,
@@ -320,6 +373,7 @@ impl Config {
                 request_timeout: dur("inference.request_timeout", i.request_timeout, Duration::from_secs(2))?,
                 max_body_bytes: i.max_body_bytes.unwrap_or(4 << 20),
             },
+            models,
             cache: CacheConfig {
                 max_entries: raw.cache.max_entries.unwrap_or(1024),
                 max_bytes: raw.cache.max_bytes.unwrap_or(8 << 20),
@@ -334,6 +388,21 @@ impl Config {
 /// Parses TOML, naming the offending key when a field is unknown or mistyped.
 pub fn parse(text: &str, name: &str) -> Result<RawConfig, ConfigError> {
     toml::from_str(text).map_err(|e| ConfigError::Parse { path: name.to_owned(), message: e.to_string() })
+}
+
+/// `1048576`, `64KiB`, `512MiB`, `2GiB`.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let bad = || format!("{s:?} is not a size like 512MiB, 2GiB or 1048576");
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let n: u64 = s[..split].parse().map_err(|_| bad())?;
+    let unit: u64 = match s[split..].trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(unit).ok_or_else(bad)
 }
 
 /// `250us`, `5ms`, `2s`, `10m`, `12h`, `1d`.
@@ -377,6 +446,8 @@ mod tests {
             ("[inference]\nmax_batch = 0", "inference.max_batch"),
             ("[inference]\nmax_delay = \"soon\"", "inference.max_delay"),
             ("[shadow]\nsample_percent = 150", "shadow.sample_percent"),
+            ("[models]\nmemory_budget = \"lots\"", "models.memory_budget"),
+            ("[models]\naccept = [\"../etc\"]", "models.accept"),
         ] {
             let err = Config::validate(parse(text, "a.toml").unwrap(), &Overrides::default(), "a.toml").unwrap_err();
             assert!(err.to_string().contains(key), "{text}: {err}");

@@ -100,7 +100,8 @@ pub fn verify_and_store(
     let limits = Limits::default();
     // The unverified name only picks which floor applies; verify re-checks everything it depends on.
     let name = bundle::inspect(bundle_bytes, &limits)?.manifest.name;
-    let base = match slots.active_digest() {
+    // Each model's floor and delta base are its own: a bundle of one model never touches another's.
+    let base = match slots.active_digest(name.as_str()) {
         Some(d) => Some(store.read_model(&d)?.0),
         None => None,
     };
@@ -133,6 +134,7 @@ pub fn self_test(model: &LoadedModel) -> Result<usize, Rejection> {
 }
 
 /// Verifies and installs `bundle_bytes` (the offline path: `outpost-agent install`). `now` is Unix seconds.
+/// Only the slots of the bundle's own model change; every other installed model keeps serving.
 pub fn install(
     store: &Store,
     trust: &Trust,
@@ -144,25 +146,15 @@ pub fn install(
     let mut slots = store.slots()?;
     let staged = verify_and_store(store, &slots, trust, bundle_bytes, now)?;
     let selftests = self_test(&staged.model)?;
-    let hex = staged.digest.to_hex();
-    let name = staged.manifest.name.as_str().to_owned();
+    let model = slots.model_mut(staged.manifest.name.as_str());
     match target {
+        // A local install is final at once: activated and committed (the floor rises to its verified
+        // sequence); the model it replaces stays as `previous`.
         Target::Activate => {
-            if slots.active.as_deref() != Some(hex.as_str()) {
-                slots.previous = slots.active.take();
-            }
-            slots.active = Some(hex.clone());
-            if slots.candidate.as_deref() == Some(hex.as_str()) {
-                slots.candidate = None;
-                slots.shadow_percent = None;
-            }
-            let floor = slots.floors.entry(name).or_default();
-            *floor = (*floor).max(staged.manifest.sequence);
+            model.activate(staged.digest, staged.model.mem_bytes);
+            model.commit(staged.manifest.sequence);
         }
-        Target::Candidate { shadow_percent } => {
-            slots.candidate = Some(hex);
-            slots.shadow_percent = Some(shadow_percent);
-        }
+        Target::Candidate { shadow_percent } => model.stage(staged.digest, Some(shadow_percent)),
     }
     slots.policy_floor = slots.policy_floor.max(staged.policy_version);
     store.write_slots(&slots)?;
@@ -170,14 +162,48 @@ pub fn install(
     Ok(Installed { manifest: staged.manifest, selftests, slots })
 }
 
+/// What `remove` did.
+#[derive(Debug, Clone)]
+pub struct Removed {
+    pub name: String,
+    pub version: Option<String>,
+}
+
+/// Stops serving model `name` (`outpost-agent remove`): its slots are emptied, its floor kept, its files
+/// collected. Refused while the fleet's retained desired state names the model (`fleet_names`): the next
+/// reconnect would install it again, so the operator must take it off through the fleet instead.
+pub fn remove(store: &Store, name: &str, fleet_names: &[String]) -> Result<Removed, InstallError> {
+    let _lock = store.lock()?;
+    let mut slots = store.slots()?;
+    let installed = slots.model(name).is_some_and(|m| m.installed() || m.candidate.is_some());
+    if !installed {
+        let have: Vec<&str> = slots.installed().map(|(n, _)| n.as_str()).collect();
+        let have = if have.is_empty() { "none".to_string() } else { have.join(", ") };
+        return Err(InstallError::Setup(format!("model {name:?} is not installed (installed: {have})")));
+    }
+    if fleet_names.iter().any(|n| n == name) {
+        return Err(InstallError::Setup(format!(
+            "model {name:?} is still named by the fleet's desired state for this device; remove it with a \
+             removal rollout on the controller, or the device would install it again"
+        )));
+    }
+    let version =
+        slots.active_digest(name).and_then(|d| store.read_manifest(&d, name).ok()).map(|m| m.version.to_string());
+    slots.model_mut(name).remove();
+    store.write_slots(&slots)?;
+    store.gc(&slots)?;
+    Ok(Removed { name: name.to_owned(), version })
+}
+
 /// Loads the model a slot names, for serving.
 pub fn load_slot(
     store: &Store,
     digest: &outpost_protocol::Digest,
+    name: &str,
     max_batch: usize,
     calibrate: bool,
 ) -> Result<LoadedModel, String> {
-    let (bytes, manifest) = store.read_model(digest).map_err(|e| e.to_string())?;
+    let (bytes, manifest) = store.read_model_as(digest, name).map_err(|e| e.to_string())?;
     let mut model = LoadedModel::load(&bytes, manifest, max_batch).map_err(|e| e.to_string())?;
     if calibrate {
         model.calibrate(std::time::Duration::from_millis(300));

@@ -14,6 +14,7 @@ pub mod install;
 pub mod link;
 pub mod runtime;
 pub mod serve;
+pub mod slots;
 pub mod stats;
 pub mod status;
 pub mod store;

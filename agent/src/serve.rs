@@ -1,12 +1,14 @@
 //! `outpost-agent run`: load the slots, start the runtime, serve the local API, and follow slot changes
-//! made by `install` (or, later, the updater) without a restart.
+//! made by `install` or the updater without a restart, model by model.
 
 use crate::api;
 use crate::config::Config;
 use crate::install::load_slot;
+use crate::runtime::model::LoadedModel;
 use crate::runtime::{Runtime, RuntimeConfig};
-use crate::store::Store;
+use crate::store::{Slots, Store};
 use outpost_protocol::Digest;
+use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,9 +34,10 @@ pub async fn serve(
     let store = Store::open(&cfg.data_dir)?;
     let rt = Runtime::start(runtime_config(&cfg));
     // Load the installed model before answering: after a restart the first request finds it ready.
-    let mut failed = None;
-    sync_slots(&rt, &store, cfg.inference.max_batch, &mut failed).await;
-    let watcher = tokio::spawn(follow_slots(rt.clone(), store.clone(), cfg.inference.max_batch));
+    let mut follower =
+        Follower { rt: rt.clone(), store: store.clone(), max_batch: cfg.inference.max_batch, failed: HashSet::new() };
+    follower.sync().await;
+    let watcher = tokio::spawn(follow_slots(follower));
     let fleet = crate::fleet::start(&cfg, store, rt.clone())?;
     let app = api::router(rt.clone());
     tracing::info!(addr = %listener.local_addr()?, "serving the Open Inference Protocol");
@@ -50,53 +53,98 @@ pub async fn serve(
     Ok(result?)
 }
 
-/// Keeps the runtime's active and candidate models equal to the slot table. A slot whose model fails
-/// to load is logged once and skipped: the current model keeps serving.
-async fn follow_slots(rt: Arc<Runtime>, store: Store, max_batch: usize) {
-    let mut failed: Option<Digest> = None;
+/// One model as the slot table wants it served: its active model and its shadow candidate with the share
+/// of requests to sample.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Want {
+    pub active: Option<Digest>,
+    pub candidate: Option<(Digest, u8)>,
+}
+
+/// What the slot table asks the runtime to serve, by model name.
+pub fn wanted(slots: &Slots) -> BTreeMap<String, Want> {
+    slots
+        .models
+        .iter()
+        .map(|(name, m)| {
+            let candidate = m.candidate_digest().zip(m.shadow_percent);
+            (name.clone(), Want { active: m.active_digest(), candidate })
+        })
+        .filter(|(_, w)| w.active.is_some() || w.candidate.is_some())
+        .collect()
+}
+
+/// Keeps the runtime's models equal to the slot table: loads each model's active and candidate, unloads
+/// models the table no longer names. A model that fails to load is logged once and skipped (not retried
+/// until the table names another): the models already serving keep serving.
+struct Follower {
+    rt: Arc<Runtime>,
+    store: Store,
+    max_batch: usize,
+    failed: HashSet<Digest>,
+}
+
+async fn follow_slots(mut f: Follower) {
     loop {
-        sync_slots(&rt, &store, max_batch, &mut failed).await;
+        f.sync().await;
         tokio::time::sleep(SLOT_POLL).await;
     }
 }
 
-async fn sync_slots(rt: &Arc<Runtime>, store: &Store, max_batch: usize, failed: &mut Option<Digest>) {
-    let Ok(slots) = store.slots() else { return };
-    let have = rt.active().map(|m| m.digest);
-    if let Some(digest) = slots.active_digest().filter(|w| Some(*w) != have && Some(*w) != *failed) {
-        let s = store.clone();
-        match tokio::task::spawn_blocking(move || load_slot(&s, &digest, max_batch, true)).await {
-            Ok(Ok(model)) => {
-                tracing::info!(model = model.name(), version = %model.manifest.version,
-                    load_ms = model.load_time.as_millis() as u64, max_batch = model.max_rows(), "activated");
-                rt.activate(model);
+impl Follower {
+    async fn sync(&mut self) {
+        let Ok(slots) = self.store.slots() else { return };
+        let wants = wanted(&slots);
+        self.rt.set_installed(wants.iter().filter(|(_, w)| w.active.is_some()).map(|(n, _)| n.clone()).collect());
+        for served in self.rt.models() {
+            if !wants.contains_key(served.name()) {
+                tracing::info!(model = served.name(), "unloaded: no longer installed");
+                self.rt.remove(served.name());
             }
-            Ok(Err(e)) => {
-                tracing::error!(digest = %digest.short(), error = %e, "cannot load the active slot; keeping the current model");
-                *failed = Some(digest);
-            }
-            Err(e) => tracing::error!(error = %e, "model loading task failed"),
+        }
+        self.failed.retain(|d| wants.values().any(|w| w.active == Some(*d) || w.candidate.map(|c| c.0) == Some(*d)));
+        for (name, want) in wants {
+            self.sync_model(&name, &want).await;
         }
     }
-    let want_c = slots.candidate_digest().filter(|_| slots.shadow_percent.is_some());
-    let percent = slots.shadow_percent.unwrap_or(0);
-    let have_c = rt.candidate().map(|m| m.digest);
-    if want_c != have_c && (want_c.is_none() || want_c != *failed) {
-        match want_c {
-            None => rt.set_candidate(None),
-            Some(digest) => {
-                let s = store.clone();
-                match tokio::task::spawn_blocking(move || load_slot(&s, &digest, 1, false)).await {
-                    Ok(Ok(model)) => {
-                        tracing::info!(model = model.name(), version = %model.manifest.version, "shadowing candidate");
-                        rt.set_candidate_sampled(Some(model), percent);
-                    }
-                    Ok(Err(e)) => {
-                        tracing::error!(digest = %digest.short(), error = %e, "cannot load the candidate slot");
-                        *failed = Some(digest);
-                    }
-                    Err(e) => tracing::error!(error = %e, "model loading task failed"),
+
+    async fn sync_model(&mut self, name: &str, want: &Want) {
+        let have = self.rt.active(name).map(|m| m.digest);
+        if let Some(digest) = want.active.filter(|w| Some(*w) != have && !self.failed.contains(w))
+            && let Some(model) = self.load(digest, name, self.max_batch, true).await
+        {
+            tracing::info!(model = model.name(), version = %model.manifest.version,
+                load_ms = model.load_time.as_millis() as u64, max_batch = model.max_rows(), "activated");
+            self.rt.activate(model);
+        }
+        let have_c = self.rt.candidate(name).map(|m| m.digest);
+        let want_c = want.candidate.map(|(d, _)| d);
+        if want_c == have_c || want_c.is_some_and(|d| self.failed.contains(&d)) {
+            return;
+        }
+        match want.candidate {
+            None => self.rt.set_candidate(name, None),
+            Some((digest, percent)) => {
+                if let Some(model) = self.load(digest, name, 1, false).await {
+                    tracing::info!(model = model.name(), version = %model.manifest.version, "shadowing candidate");
+                    self.rt.set_candidate_sampled(name, Some(model), percent);
                 }
+            }
+        }
+    }
+
+    async fn load(&mut self, digest: Digest, name: &str, max_batch: usize, calibrate: bool) -> Option<LoadedModel> {
+        let (s, name) = (self.store.clone(), name.to_owned());
+        match tokio::task::spawn_blocking(move || load_slot(&s, &digest, &name, max_batch, calibrate)).await {
+            Ok(Ok(model)) => Some(model),
+            Ok(Err(e)) => {
+                tracing::error!(digest = %digest.short(), error = %e, "cannot load a slot's model; keeping what serves");
+                self.failed.insert(digest);
+                None
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "model loading task failed");
+                None
             }
         }
     }

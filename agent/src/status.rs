@@ -11,37 +11,50 @@ use std::time::Duration;
 pub fn print(cfg: &Config, json: bool) -> Result<(), Failure> {
     let store = Store::open(&cfg.data_dir).map_err(|e| Failure::Error(format!("error: {e}")))?;
     let slots = store.slots().map_err(|e| Failure::Error(format!("error: {e}")))?;
-    let describe = |digest: &Option<String>| -> serde_json::Value {
+    let describe = |digest: &Option<String>, name: &str| -> serde_json::Value {
         let Some(hex) = digest else { return serde_json::Value::Null };
-        match hex.parse().ok().and_then(|d| store.read_model(&d).ok()) {
-            Some((_, m)) => serde_json::json!({
+        match hex.parse().ok().and_then(|d| store.read_manifest(&d, name).ok()) {
+            Some(m) => serde_json::json!({
                 "name": m.name.as_str(), "version": m.version.to_string(), "sequence": m.sequence, "digest": hex,
             }),
             None => serde_json::json!({ "digest": hex, "error": "missing or corrupt in the store" }),
         }
     };
     let live = fetch_live(cfg);
-    let update: serde_json::Value = std::fs::read(cfg.data_dir.join("update.json"))
-        .ok()
-        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-        .and_then(|v| {
-            let job = v.get("job")?.clone();
-            Some(serde_json::json!({
-                "version": job["desired"]["version"],
-                "stage": job["stage"],
-                "outcome": job["outcome"],
-                "rollout": job["desired"]["rollout"],
-            }))
+    let updates = crate::fleet::driver::update_summaries(&store);
+    let models: serde_json::Map<String, serde_json::Value> = slots
+        .models
+        .iter()
+        .map(|(name, m)| {
+            let state = if m.installed() {
+                match live.as_ref().map(|l| !l["models"][name]["active"].is_null()) {
+                    Some(true) => "serving",
+                    Some(false) => "loading",
+                    None => "installed",
+                }
+            } else if m.candidate.is_some() {
+                "candidate only"
+            } else {
+                "removed"
+            };
+            let v = serde_json::json!({
+                "state": state,
+                "active": describe(&m.active, name),
+                "candidate": describe(&m.candidate, name),
+                "previous": describe(&m.previous, name),
+                "retired": describe(&m.retired, name),
+                "floor": m.floor,
+                "shadow_percent": m.shadow_percent,
+                "update": updates.get(name).cloned().unwrap_or(serde_json::Value::Null),
+                "live": live.as_ref().map(|l| l["models"][name].clone()).unwrap_or(serde_json::Value::Null),
+            });
+            (name.clone(), v)
         })
-        .unwrap_or(serde_json::Value::Null);
+        .collect();
     let report = serde_json::json!({
         "data_dir": cfg.data_dir,
-        "active": describe(&slots.active),
-        "candidate": describe(&slots.candidate),
-        "previous": describe(&slots.previous),
-        "floors": slots.floors,
+        "models": models,
         "policy_floor": slots.policy_floor,
-        "update": update,
         "running": live.is_some(),
         "live": live,
     });
@@ -51,37 +64,48 @@ pub fn print(cfg: &Config, json: bool) -> Result<(), Failure> {
     }
     let line = |v: &serde_json::Value| match v {
         serde_json::Value::Null => "-".to_string(),
-        v => format!(
-            "{} {} (sequence {}) {}",
-            v["name"].as_str().unwrap_or("?"),
-            v["version"].as_str().unwrap_or("?"),
-            v["sequence"],
-            &v["digest"].as_str().unwrap_or("")[..12.min(v["digest"].as_str().unwrap_or("").len())]
-        ),
+        v => {
+            let digest = v["digest"].as_str().unwrap_or("");
+            format!(
+                "{} (sequence {}) {}",
+                v["version"].as_str().unwrap_or("?"),
+                v["sequence"],
+                &digest[..12.min(digest.len())]
+            )
+        }
     };
-    println!("active      {}", line(&report["active"]));
-    println!("candidate   {}", line(&report["candidate"]));
-    println!("previous    {}", line(&report["previous"]));
-    println!("floors      {}", serde_json::to_string(&slots.floors).expect("json"));
-    if let Some(stage) = report["update"]["stage"].as_str() {
-        let v = &report["update"]["version"];
-        let version = format!("{}.{}.{}", v["major"], v["minor"], v["patch"]);
-        let outcome = match &report["update"]["outcome"] {
-            serde_json::Value::Array(o) => {
-                format!(" ({}: {})", o[0].as_str().unwrap_or("?"), o[1].as_str().unwrap_or(""))
+    if models.is_empty() {
+        println!("no model installed");
+    }
+    for (name, m) in &models {
+        println!("model {name}: {} (floor {})", m["state"].as_str().unwrap_or("?"), m["floor"]);
+        println!("  active      {}", line(&m["active"]));
+        println!("  candidate   {}", line(&m["candidate"]));
+        println!("  previous    {}", line(&m["previous"]));
+        if let Some(stage) = m["update"]["stage"].as_str() {
+            let outcome = match &m["update"]["outcome"] {
+                serde_json::Value::Array(o) => {
+                    format!(" ({}: {})", o[0].as_str().unwrap_or("?"), o[1].as_str().unwrap_or(""))
+                }
+                _ => String::new(),
+            };
+            println!("  update      {}: {stage}{outcome}", m["update"]["version"].as_str().unwrap_or("?"));
+        }
+        let l = &m["live"];
+        if !l.is_null() {
+            println!(
+                "  requests    {} (p50 {} µs, p95 {} µs)",
+                l["requests"], l["latency_p50_us"], l["latency_p95_us"]
+            );
+            if !l["shadow_agreement"].is_null() {
+                println!("  shadow      agreement {} over {} request(s)", l["shadow_agreement"], l["shadow_compared"]);
             }
-            _ => String::new(),
-        };
-        println!("update      {version}: {stage}{outcome}");
+        }
     }
     match &report["live"] {
         serde_json::Value::Null => println!("agent       not answering on {}", cfg.listen),
         l => {
             println!("agent       running on {} (agent {})", cfg.listen, l["agent_version"].as_str().unwrap_or("?"));
-            println!("requests    {} (p50 {} µs, p95 {} µs)", l["requests"], l["latency_p50_us"], l["latency_p95_us"]);
-            if !l["shadow_agreement"].is_null() {
-                println!("shadow      agreement {} over {} request(s)", l["shadow_agreement"], l["shadow_compared"]);
-            }
             println!("memory      {} MiB resident", l["rss_bytes"].as_u64().unwrap_or(0) / (1 << 20));
         }
     }

@@ -1,58 +1,25 @@
-//! The model store on disk: verified models by digest, and the slot table saying which one is active,
-//! which is the shadow candidate and which is kept as previous for instant rollback.
+//! The model store on disk: verified models by digest, and the slot table saying, per model name, which
+//! one is active, which is the shadow candidate and which is kept as previous for instant rollback
+//! (`slots.rs` holds the table and its transitions).
 //!
 //! ```text
 //! DATA_DIR/slots.json                 the slot table (replaced atomically)
 //! DATA_DIR/slots.lock                 held by any process changing slots
 //! DATA_DIR/models/<sha256>/model          the model file, in the format its manifest names (NNEF)
-//! DATA_DIR/models/<sha256>/manifest.bin   postcard Manifest from the verified bundle
+//! DATA_DIR/models/<sha256>/manifest.bin   postcard Manifest from the verified bundle (the last stored)
+//! DATA_DIR/models/<sha256>/manifest-<model>.bin   the same, per model name: identical weights released
+//!                                                 under two names keep each its own manifest
 //! ```
 //! Crash safety follows Bottlerocket's order: write the new model beside the others, fsync, read it back
 //! and check its digest, and only then flip the slot table with write-new, fsync, rename, fsync-dir. A
 //! `kill -9` at any point leaves either the old table or the new one, each naming complete models.
 
+pub use crate::slots::{ModelSlots, Slots};
 use outpost_protocol::Digest;
 use outpost_protocol::manifest::Manifest;
-use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Slots {
-    pub active: Option<String>,
-    pub candidate: Option<String>,
-    pub previous: Option<String>,
-    /// Per model name, the highest release sequence committed: the anti-rollback floor. Never lowered.
-    #[serde(default)]
-    pub floors: BTreeMap<String, u64>,
-    /// The highest trust policy version accepted. Never lowered.
-    #[serde(default)]
-    pub policy_floor: u64,
-    /// When set, the candidate runs in shadow on this share of live requests.
-    #[serde(default)]
-    pub shadow_percent: Option<u8>,
-    /// The `previous` of before an activation still under watch: restored if the new model rolls back,
-    /// so a rollback never costs the device its one step back.
-    #[serde(default)]
-    pub retired: Option<String>,
-}
-
-impl Slots {
-    pub fn active_digest(&self) -> Option<Digest> {
-        self.active.as_deref().and_then(|s| s.parse().ok())
-    }
-    pub fn candidate_digest(&self) -> Option<Digest> {
-        self.candidate.as_deref().and_then(|s| s.parse().ok())
-    }
-    pub fn previous_digest(&self) -> Option<Digest> {
-        self.previous.as_deref().and_then(|s| s.parse().ok())
-    }
-    pub fn floor(&self, model: &str) -> u64 {
-        self.floors.get(model).copied().unwrap_or(0)
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -112,6 +79,8 @@ impl Store {
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
         write_atomic(&dir.join("model"), model)?;
         write_atomic(&dir.join("manifest.bin"), &manifest.to_bytes())?;
+        // Model names are validated newtypes (no `/`, no `..`): safe as part of a file name.
+        write_atomic(&dir.join(format!("manifest-{}.bin", manifest.name)), &manifest.to_bytes())?;
         self.read_model(&digest)?;
         Ok(digest)
     }
@@ -134,13 +103,25 @@ impl Store {
         Ok((model, manifest))
     }
 
+    /// Reads only the manifest model `name` was stored with (its version and interface), without the
+    /// model bytes.
+    pub fn read_manifest(&self, digest: &Digest, name: &str) -> Result<Manifest, StoreError> {
+        let dir = self.model_dir(digest);
+        let named = dir.join(format!("manifest-{name}.bin"));
+        let path = if named.is_file() { named } else { dir.join("manifest.bin") };
+        let bytes = std::fs::read(&path).map_err(io(&path))?;
+        postcard::from_bytes(&bytes).map_err(|e| StoreError::Corrupt { path, message: format!("manifest: {e}") })
+    }
+
+    /// `read_model` with the manifest model `name` was stored with.
+    pub fn read_model_as(&self, digest: &Digest, name: &str) -> Result<(Vec<u8>, Manifest), StoreError> {
+        let (bytes, _) = self.read_model(digest)?;
+        Ok((bytes, self.read_manifest(digest, name)?))
+    }
+
     /// Removes stored models no slot names.
     pub fn gc(&self, slots: &Slots) -> Result<(), StoreError> {
-        let keep: Vec<&str> = [&slots.active, &slots.candidate, &slots.previous, &slots.retired]
-            .into_iter()
-            .flatten()
-            .map(String::as_str)
-            .collect();
+        let keep = slots.digests();
         let models = self.dir.join("models");
         for entry in std::fs::read_dir(&models).map_err(io(&models))? {
             let entry = entry.map_err(io(&models))?;

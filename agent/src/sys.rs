@@ -10,13 +10,21 @@ pub fn rss_bytes() -> u64 {
         .unwrap_or(0)
 }
 
-/// Seconds since the device booted (0 where `/proc/uptime` is unavailable).
+/// The machine's memory (`MemTotal` in `/proc/meminfo`), or `None` where it cannot be read.
+pub fn mem_total_bytes() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
+}
+
 /// Bytes an unprivileged process may still write on the filesystem holding `path` (0 when unknown): the
 /// room left for staging a model update and buffering telemetry.
 pub fn disk_free_bytes(path: &std::path::Path) -> u64 {
     rustix::fs::statvfs(path).map(|s| s.f_bavail.saturating_mul(s.f_frsize)).unwrap_or(0)
 }
 
+/// Seconds since the device booted (0 where `/proc/uptime` is unavailable).
 pub fn uptime_secs() -> u64 {
     std::fs::read_to_string("/proc/uptime")
         .ok()

@@ -56,8 +56,9 @@ async fn send(rt: &Runtime, images: &[Vec<f32>]) {
         rt.infer(req).await.unwrap();
     }
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while rt.drift_rows() < images.len() as u64 {
-        assert!(std::time::Instant::now() < deadline, "drift window saw {} of {}", rt.drift_rows(), images.len());
+    let served = rt.model("digits").unwrap();
+    while served.drift_rows() < images.len() as u64 {
+        assert!(std::time::Instant::now() < deadline, "drift window saw {} of {}", served.drift_rows(), images.len());
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
@@ -74,7 +75,7 @@ async fn live_inputs_like_the_reference_score_low_psi_and_shifted_inputs_score_h
     rt.activate(LoadedModel::load(&model, m, 1).unwrap());
 
     send(&rt, live_half).await;
-    let (_, same) = rt.take_drift().unwrap();
+    let (_, same) = rt.model("digits").unwrap().take_drift().unwrap();
     let f = &same.features[0];
     assert_eq!(f.count, 180 * 64);
     assert_eq!(f.bins.iter().sum::<u64>(), f.count);
@@ -84,7 +85,7 @@ async fn live_inputs_like_the_reference_score_low_psi_and_shifted_inputs_score_h
     // A camera that got brighter: every pixel pushed up.
     let brighter: Vec<Vec<f32>> = live_half.iter().map(|i| i.iter().map(|v| (v + 0.5).min(1.0)).collect()).collect();
     send(&rt, &brighter).await;
-    let (_, shifted) = rt.take_drift().unwrap();
+    let (_, shifted) = rt.model("digits").unwrap().take_drift().unwrap();
     let psi_shifted = shifted.features[0].psi.unwrap();
     println!(
         "input PSI: held-out {psi_same:.3}, brighter {psi_shifted:.3}; class PSI {class_psi_same:.3} → {:.3}",

@@ -67,7 +67,9 @@ fn updates_over_mqtt_install_shadow_delta_roll_back_and_refuse_while_serving() {
     let requests_before = ctl.seen.lock().unwrap().chunk_requests;
     ctl.desire(&device, "2.0.0", 2, v2, Mode::Shadow { secs: 2, sample_percent: 100 }, quick_watch());
     ctl.wait_event("2.0.0", UpdateStage::Shadow);
-    agent.wait_for("/outpost/v1/status", "v2 shadowing", |r| r.json()["candidate"]["version"] == "2.0.0");
+    agent.wait_for("/outpost/v1/status", "v2 shadowing", |r| {
+        r.json()["models"]["digits"]["candidate"]["version"] == "2.0.0"
+    });
     infer(50);
     serves(&agent, "2.0.0");
     infer(20);

@@ -192,7 +192,7 @@ fn cached_answers_are_byte_identical_and_a_new_version_never_gets_a_stale_one() 
     assert_eq!(first.header("x-outpost-cache"), None);
     assert_eq!(second.header("x-outpost-cache"), Some("hit"));
     assert_eq!(first.body, second.body, "a cache hit is byte-identical");
-    assert!(agent.get("/metrics").text().contains("outpost_cache_hits_total 1"));
+    assert!(agent.get("/metrics").text().contains("outpost_cache_hits_total{model=\"digits\"} 1"));
 
     install_into(&cfg, "v2", "2.0.0", 2, Target::Activate);
     ready(&agent, "2.0.0");

@@ -92,12 +92,14 @@ fn install_refuses_bad_bundles_and_the_active_model_keeps_serving() {
     let listen = agent.addr.to_string();
     let status = agent_cli(&["status", "--data-dir", &data, "--listen", &listen, "-o", "json"]);
     let json: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
-    assert_eq!(json["active"]["version"], "1.0.0");
+    assert_eq!(json["models"]["digits"]["active"]["version"], "1.0.0");
+    assert_eq!(json["models"]["digits"]["state"], "serving");
     assert_eq!(json["running"], true);
-    assert_eq!(json["floors"]["digits"], 1);
+    assert_eq!(json["models"]["digits"]["floor"], 1);
     let table =
         String::from_utf8_lossy(&agent_cli(&["status", "--data-dir", &data, "--listen", &listen]).stdout).into_owned();
-    assert!(table.contains("active      digits 1.0.0 (sequence 1)"), "{table}");
+    assert!(table.contains("model digits: serving (floor 1)"), "{table}");
+    assert!(table.contains("  active      1.0.0 (sequence 1)"), "{table}");
 
     // A good update goes through, and v1 is kept as previous.
     let ok = install(&dir, &signed_bundle("v2", "2.0.0", 2), "v2.obundle");
@@ -106,7 +108,10 @@ fn install_refuses_bad_bundles_and_the_active_model_keeps_serving() {
     let json: serde_json::Value =
         serde_json::from_slice(&agent_cli(&["status", "--data-dir", &data, "-o", "json"]).stdout).unwrap();
     assert_eq!(
-        (json["active"]["version"].as_str(), json["previous"]["version"].as_str()),
+        (
+            json["models"]["digits"]["active"]["version"].as_str(),
+            json["models"]["digits"]["previous"]["version"].as_str()
+        ),
         (Some("2.0.0"), Some("1.0.0"))
     );
 }

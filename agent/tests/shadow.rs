@@ -9,7 +9,7 @@ use support::*;
 
 fn agreement_after_traffic(agent: &Agent, candidate_version: &str) -> f64 {
     agent.wait_for("/outpost/v1/status", "the shadow candidate", |r| {
-        r.json()["candidate"]["version"] == candidate_version
+        r.json()["models"]["digits"]["candidate"]["version"] == candidate_version
     });
     let (images, _) = test_set();
     for image in &images[..200] {
@@ -18,9 +18,10 @@ fn agreement_after_traffic(agent: &Agent, candidate_version: &str) -> f64 {
         assert_eq!(r.json()["model_version"], "1.0.0", "the active model answers, never the candidate");
     }
     // Shadow work runs after the answers; wait until the candidate has seen (nearly) all of it.
-    let s = agent
-        .wait_for("/outpost/v1/status", "shadow comparisons", |r| r.json()["shadow_compared"].as_u64() >= Some(190));
-    s.json()["shadow_agreement"].as_f64().unwrap()
+    let s = agent.wait_for("/outpost/v1/status", "shadow comparisons", |r| {
+        r.json()["models"]["digits"]["shadow_compared"].as_u64() >= Some(190)
+    });
+    s.json()["models"]["digits"]["shadow_agreement"].as_f64().unwrap()
 }
 
 #[test]
@@ -60,5 +61,5 @@ fn shadow_reports_high_agreement_for_v2_and_low_agreement_for_the_bad_model() {
     // Shadowing never changed what is committed.
     let slots = store.slots().unwrap();
     assert_eq!(slots.floor("digits"), 1);
-    assert!(slots.previous.is_none());
+    assert!(slots.model("digits").unwrap().previous.is_none());
 }

@@ -66,11 +66,13 @@ impl Agent {
         let digest = store.put_model(active.0, active.1)?;
         let mut cfg = bench_config(settings);
         cfg.data_dir = dir.clone();
-        let mut slots = Slots { active: Some(digest.to_hex()), ..Slots::default() };
+        let mut slots = Slots::default();
+        let name = active.1.name.as_str().to_owned();
+        slots.model_mut(&name).active = Some(digest.to_hex());
         if let Some((bytes, manifest)) = candidate {
-            slots.candidate = Some(store.put_model(bytes, manifest)?.to_hex());
+            slots.model_mut(&name).candidate = Some(store.put_model(bytes, manifest)?.to_hex());
             // The slot table, not the config, says which share of requests the candidate shadows.
-            slots.shadow_percent = Some(cfg.shadow.sample_percent);
+            slots.model_mut(&name).shadow_percent = Some(cfg.shadow.sample_percent);
         }
         store.write_slots(&slots)?;
 
@@ -101,8 +103,10 @@ impl Agent {
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             if let Ok(status) = self.status() {
-                let active = !status["active"].is_null();
-                let candidate = !status["candidate"].is_null();
+                // One model is served; its entry is the only one.
+                let model = status["models"].as_object().and_then(|o| o.values().next()).cloned().unwrap_or_default();
+                let active = !model["active"].is_null();
+                let candidate = !model["candidate"].is_null();
                 if active && (candidate || !want_candidate) {
                     return Ok(());
                 }

@@ -265,7 +265,7 @@ fn over_http(
     reference: &[f32],
 ) -> anyhow::Result<(Summary, usize)> {
     let agent = Agent::start(s, (&m.nnef, &m.manifest), None)?;
-    let kept = agent.status()?["active"]["max_batch"].as_u64().unwrap_or(0) as usize;
+    let kept = agent.status()?["models"][m.name]["active"]["max_batch"].as_u64().unwrap_or(0) as usize;
     let addr = agent.addr;
     let tokio_rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let summary = tokio_rt.block_on(async {

@@ -123,9 +123,9 @@ pub fn batching_table(models: &[&(BenchModel, Counts)]) -> anyhow::Result<Vec<Ve
                     let (sum, errors, agent, metrics) = load_run(m, s, c.per_client, false)?;
                     let status = agent.status()?;
                     drop(agent);
-                    let kept = status["active"]["max_batch"].as_u64().unwrap_or(0);
+                    let kept = status["models"][m.name]["active"]["max_batch"].as_u64().unwrap_or(0);
                     if *label == "on" && rep == 0 {
-                        let per_row = &status["active"]["calibration_us_per_row"];
+                        let per_row = &status["models"][m.name]["active"]["calibration_us_per_row"];
                         let cell = |b: &str| per_row[b].as_f64().map_or("–".into(), |us| format!("{us:.0}"));
                         let who = format!("{} (workers {workers} run)", m.label);
                         calib.push(vec![who, cell("1"), cell("2"), cell("4"), cell("8"), kept.to_string()]);

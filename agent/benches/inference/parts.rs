@@ -51,7 +51,7 @@ pub fn queue_round_trip(n: usize, work: Duration) -> anyhow::Result<Summary> {
     let q = Arc::new(BatchQueue::<Ping>::new(64));
     let worker_q = q.clone();
     let worker = std::thread::spawn(move || {
-        while let Some(batch) = worker_q.next_batch(1, Duration::ZERO) {
+        while let Some(batch) = worker_q.next_batch(|_| 1, Duration::ZERO) {
             for job in batch {
                 let start = Instant::now();
                 while start.elapsed() < work {
@@ -148,11 +148,18 @@ pub fn http_floor(m: &BenchModel, n: usize) -> anyhow::Result<Summary> {
 
 /// Unlabelled samples of a Prometheus text page, by name.
 pub fn parse_metrics(text: &str) -> BTreeMap<String, f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#') && !l.contains('{'))
-        .filter_map(|l| l.split_once(' '))
-        .filter_map(|(name, value)| Some((name.to_owned(), value.trim().parse().ok()?)))
-        .collect()
+    let mut out = BTreeMap::new();
+    // Per-model series are summed over their labels (the benches serve one model); buckets are skipped.
+    for (series, value) in text.lines().filter(|l| !l.starts_with('#')).filter_map(|l| l.rsplit_once(' ')) {
+        let name = series.split('{').next().unwrap_or(series);
+        if name.ends_with("_bucket") {
+            continue;
+        }
+        if let Ok(v) = value.trim().parse::<f64>() {
+            *out.entry(name.to_owned()).or_insert(0.0) += v;
+        }
+    }
+    out
 }
 
 /// `clients` tokio tasks calling `Runtime::infer` back to back, `per_client` each, on a current-thread
@@ -173,7 +180,7 @@ pub fn in_process_clients(
     let tokio_rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let rows = Arc::new(m.rows.clone());
     let result = tokio_rt.block_on(async {
-        let before = parse_metrics(&rt.metrics.prometheus(&rt.gauges()));
+        let before = parse_metrics(&rt.prometheus());
         let start = Instant::now();
         let mut tasks = tokio::task::JoinSet::new();
         for c in 0..clients {
@@ -201,7 +208,7 @@ pub fn in_process_clients(
             lat.extend(l?);
         }
         let summary = Summary::new(lat, start.elapsed());
-        let after = parse_metrics(&rt.metrics.prometheus(&rt.gauges()));
+        let after = parse_metrics(&rt.prometheus());
         let delta = |k: &str| after.get(k).copied().unwrap_or(0.0) - before.get(k).copied().unwrap_or(0.0);
         let rows_per_run = delta("outpost_batch_rows_sum") / delta("outpost_batch_rows_count").max(1.0);
         anyhow::Ok((summary, kept, rows_per_run))

@@ -6,7 +6,7 @@
 pub mod binary;
 pub mod oip;
 
-use crate::runtime::{InferError, InferRequest, InputTensor, Runtime};
+use crate::runtime::{InferError, InferRequest, InputTensor, NotReady, Runtime};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, State};
@@ -49,7 +49,7 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
 fn infer_error(e: &InferError) -> Response {
     let status = match e {
         InferError::UnknownModel(_) => StatusCode::NOT_FOUND,
-        InferError::NotReady => StatusCode::SERVICE_UNAVAILABLE,
+        InferError::NotReady | InferError::Loading(_) => StatusCode::SERVICE_UNAVAILABLE,
         InferError::BadRequest(_) => StatusCode::BAD_REQUEST,
         InferError::Overloaded(_) => StatusCode::TOO_MANY_REQUESTS,
         InferError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
@@ -58,18 +58,25 @@ fn infer_error(e: &InferError) -> Response {
     error(status, e.to_string())
 }
 
+/// Ready when every installed model is loaded: a client that waits for this finds each of them serving.
 async fn ready(State(rt): State<Arc<Runtime>>) -> Response {
-    match rt.active() {
-        Some(_) => Json(serde_json::json!({"ready": true})).into_response(),
-        None => error(StatusCode::SERVICE_UNAVAILABLE, "no model is active yet"),
+    match rt.readiness() {
+        Ok(()) => {
+            let models: Vec<String> = rt.models().iter().map(|s| s.name().to_owned()).collect();
+            Json(serde_json::json!({"ready": true, "models": models})).into_response()
+        }
+        Err(NotReady::NothingInstalled) => error(StatusCode::SERVICE_UNAVAILABLE, "no model is active yet"),
+        Err(NotReady::Loading(names)) => {
+            error(StatusCode::SERVICE_UNAVAILABLE, format!("installed but not loaded yet: {}", names.join(", ")))
+        }
     }
 }
 
 async fn model_ready(State(rt): State<Arc<Runtime>>, Path(name): Path<String>) -> Response {
-    match rt.active() {
-        Some(m) if m.name() == name => Json(serde_json::json!({"name": name, "ready": true})).into_response(),
-        Some(_) => error(StatusCode::NOT_FOUND, format!("model {name:?} is not served here")),
-        None => error(StatusCode::SERVICE_UNAVAILABLE, "no model is active yet"),
+    match rt.model(&name) {
+        Some(s) if s.active().is_some() => Json(serde_json::json!({"name": name, "ready": true})).into_response(),
+        Some(_) => error(StatusCode::SERVICE_UNAVAILABLE, format!("model {name:?} is not loaded yet")),
+        None => error(StatusCode::NOT_FOUND, format!("model {name:?} is not served here")),
     }
 }
 
@@ -82,7 +89,7 @@ fn tensor_meta(t: &TensorSpec) -> TensorMetadata {
 }
 
 async fn metadata(State(rt): State<Arc<Runtime>>, Path(name): Path<String>) -> Response {
-    let Some(m) = rt.active().filter(|m| m.name() == name) else {
+    let Some(m) = rt.active(&name) else {
         return error(StatusCode::NOT_FOUND, format!("model {name:?} is not served here"));
     };
     let iface = m.interface();
@@ -104,11 +111,11 @@ async fn infer(
 ) -> Response {
     let start = Instant::now();
     let (version, response) = match infer_inner(&rt, name.clone(), &headers, body).await {
-        Ok((version, r)) => (version, r),
-        Err(r) => (rt.active().map(|m| m.manifest.version.to_string()).unwrap_or_default(), r),
+        Ok((version, r)) => (Some(version), r),
+        Err(r) => (None, r),
     };
     let cached = response.headers().contains_key("x-outpost-cache");
-    rt.metrics.request(&name, &version, response.status().as_u16(), start.elapsed(), cached);
+    rt.record_request(&name, response.status().as_u16(), start.elapsed(), cached, version.as_deref());
     response
 }
 
@@ -182,7 +189,7 @@ async fn infer_inner(
 }
 
 async fn metrics(State(rt): State<Arc<Runtime>>) -> Response {
-    let text = rt.metrics.prometheus(&rt.gauges());
+    let text = rt.prometheus();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
@@ -194,21 +201,34 @@ async fn status(State(rt): State<Arc<Runtime>>) -> Response {
             "sequence": m.manifest.sequence,
             "digest": m.digest.to_hex(),
             "load_ms": m.load_time.as_secs_f64() * 1e3,
+            "mem_bytes": m.mem_bytes,
             "max_batch": m.max_rows(),
             "calibration_us_per_row": m.calibration.iter().map(|(b, t)| (b.to_string(), t.as_secs_f64() * 1e6)).collect::<std::collections::BTreeMap<_, _>>(),
         })
     };
+    let models: serde_json::Map<String, serde_json::Value> = rt
+        .models()
+        .iter()
+        .map(|s| {
+            let latency = s.metrics.latency();
+            let v = serde_json::json!({
+                "active": s.active().as_deref().map(model),
+                "candidate": s.candidate().as_deref().map(model),
+                "shadow_agreement": s.shadow_agreement(),
+                "shadow_compared": s.shadow_compared(),
+                "requests": rt.metrics.requests_for(s.name()),
+                "latency_p50_us": latency.quantile_us(0.5),
+                "latency_p95_us": latency.quantile_us(0.95),
+            });
+            (s.name().to_owned(), v)
+        })
+        .collect();
     let g = rt.gauges();
-    let latency = rt.metrics.latency();
     Json(serde_json::json!({
         "agent_version": crate::version().to_string(),
-        "active": rt.active().as_deref().map(model),
-        "candidate": rt.candidate().as_deref().map(model),
-        "shadow_agreement": g.shadow_agreement,
-        "shadow_compared": g.shadow_compared,
+        "ready": rt.readiness().is_ok(),
+        "models": models,
         "requests": rt.metrics.requests_total(),
-        "latency_p50_us": latency.quantile_us(0.5),
-        "latency_p95_us": latency.quantile_us(0.95),
         "queue_depth": g.queue_depth,
         "cache_entries": g.cache_entries,
         "rss_bytes": g.rss_bytes,

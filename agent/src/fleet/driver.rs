@@ -8,7 +8,7 @@ use crate::runtime::Runtime;
 use crate::store::{Store, write_atomic};
 use crate::telemetry::queue::TelemetryQueue;
 use crate::update::machine::{Effect, Health, Input, Machine, UpdateState};
-use outpost_protocol::messages::{Chunk, ChunkRequest, DesiredState, Message};
+use outpost_protocol::messages::{Chunk, ChunkRequest, DesiredState, Message, Mode};
 use outpost_protocol::telemetry::{RecordBody, UpdateEvent, UpdateStage};
 use outpost_protocol::topics::Up;
 use outpost_protocol::{Digest, RejectReason};
@@ -179,8 +179,11 @@ impl Driver {
 
     fn is_active(&self, d: &DesiredState) -> bool {
         let Ok(slots) = self.store.slots() else { return false };
-        let Some(digest) = slots.active_digest() else { return false };
-        self.store.read_model(&digest).map(|(_, m)| m.name == d.model && m.sequence == d.sequence).unwrap_or(false)
+        let Some(digest) = slots.active_digest(d.model.as_str()) else { return false };
+        self.store
+            .read_manifest(&digest, d.model.as_str())
+            .map(|m| m.name == d.model && m.sequence == d.sequence)
+            .unwrap_or(false)
     }
 
     fn staging_path(&self) -> Option<PathBuf> {
@@ -231,14 +234,20 @@ impl Driver {
         Some(Input::Chunk { bundle: c.bundle, index: c.index, valid })
     }
 
+    /// The model the current job updates.
+    fn job_model(&self) -> String {
+        self.machine.state.job.as_ref().map(|j| j.desired.model.as_str().to_owned()).unwrap_or_default()
+    }
+
     fn health(&mut self) -> Health {
-        let w = self.rt.metrics.watch_window();
+        let name = self.job_model();
+        let w = self.rt.model(&name).map(|s| s.metrics.watch_window()).unwrap_or_default();
         let mut selftest_ok = true;
         // Re-run the self-test on the serving model at the start of the watch and every minute.
         let now = now_ms();
         if now >= self.last_selftest_ms + 60_000 {
             self.last_selftest_ms = now;
-            if let Some(model) = self.rt.active() {
+            if let Some(model) = self.rt.active(&name) {
                 selftest_ok = install::self_test(&model).is_ok();
             }
         }
@@ -267,41 +276,30 @@ impl Driver {
             Effect::Verify => Some(Input::Verified(self.verify().await)),
             Effect::SelfTest => Some(Input::SelfTested(self.self_test().await)),
             Effect::StartShadow { sample_percent } => {
-                self.edit_slots(|s| s.shadow_percent = Some(sample_percent));
+                let name = self.job_model();
+                self.edit_slots(|s| s.model_mut(&name).shadow_percent = Some(sample_percent));
                 None
             }
             Effect::StopShadow => {
-                self.edit_slots(|s| s.shadow_percent = None);
+                let name = self.job_model();
+                self.edit_slots(|s| s.model_mut(&name).stop_shadow());
                 None
             }
             Effect::Activate => {
-                let candidate = self.store.slots().ok().and_then(|s| s.candidate_digest());
-                let target = candidate.or_else(|| self.store.slots().ok().and_then(|s| s.active_digest()))?;
-                self.edit_slots(|s| {
-                    if s.active_digest() != Some(target) {
-                        s.retired = s.previous.take();
-                        s.previous = s.active.take();
-                        s.active = Some(target.to_hex());
-                    }
-                    s.candidate = None;
-                    s.shadow_percent = None;
-                });
+                let name = self.job_model();
+                let slots = self.store.slots().ok()?;
+                let m = slots.model(&name)?;
+                let target = m.candidate_digest().or(m.active_digest())?;
+                self.edit_slots(|s| s.model_mut(&name).activate(target, 0));
                 let r = self.wait_active(target).await;
                 self.last_selftest_ms = 0;
                 self.announce().await;
                 Some(Input::Activated(r))
             }
             Effect::RollBack => {
+                let name = self.job_model();
                 let mut back = None;
-                self.edit_slots(|s| {
-                    if let Some(prev) = s.previous.take() {
-                        back = prev.parse().ok();
-                        s.active = Some(prev);
-                        s.previous = s.retired.take();
-                    }
-                    s.candidate = None;
-                    s.shadow_percent = None;
-                });
+                self.edit_slots(|s| back = s.model_mut(&name).roll_back());
                 if let Some(d) = back
                     && let Err(e) = self.wait_active(d).await
                 {
@@ -311,13 +309,9 @@ impl Driver {
                 None
             }
             Effect::Revert => {
+                let name = self.job_model();
                 let mut back = None;
-                self.edit_slots(|s| {
-                    if let Some(prev) = s.previous.take() {
-                        back = prev.parse().ok();
-                        s.previous = s.active.replace(prev);
-                    }
-                });
+                self.edit_slots(|s| back = s.model_mut(&name).revert());
                 match back {
                     Some(d) => {
                         let _ = self.wait_active(d).await;
@@ -330,22 +324,17 @@ impl Driver {
             Effect::Commit => {
                 let job = self.machine.state.job.as_ref()?;
                 let (name, seq) = (job.desired.model.as_str().to_owned(), job.desired.sequence);
-                self.edit_slots(|s| {
-                    let f = s.floors.entry(name).or_default();
-                    *f = (*f).max(seq);
-                    s.retired = None;
-                });
+                self.edit_slots(|s| s.model_mut(&name).commit(seq));
                 self.discard_staging();
                 self.announce().await;
                 None
             }
             Effect::DiscardStaging { bundle } => {
                 let _ = std::fs::remove_file(self.staging_file(bundle));
-                let active = self.store.slots().ok().and_then(|s| s.active_digest());
+                let name = self.job_model();
                 self.edit_slots(|s| {
-                    if s.candidate_digest() != active {
-                        s.candidate = None;
-                        s.shadow_percent = None;
+                    if let Some(m) = s.models.get_mut(&name) {
+                        m.discard_candidate();
                     }
                 });
                 None
@@ -374,8 +363,9 @@ impl Driver {
 
     /// Waits until the runtime serves `digest` (the slot follower loads it).
     async fn wait_active(&self, digest: Digest) -> Result<(), String> {
+        let name = self.job_model();
         for _ in 0..600 {
-            if self.rt.active().map(|m| m.digest) == Some(digest) {
+            if self.rt.active(&name).map(|m| m.digest) == Some(digest) {
                 return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -402,8 +392,7 @@ impl Driver {
             let mut slots = store.slots().map_err(|e| (RejectReason::Malformed, e.to_string()))?;
             let staged =
                 install::verify_and_store(&store, &slots, &trust, &bytes, now_ms() / 1000).map_err(rejection)?;
-            slots.candidate = Some(staged.digest.to_hex());
-            slots.shadow_percent = None;
+            slots.model_mut(staged.manifest.name.as_str()).stage(staged.digest, None);
             slots.policy_floor = slots.policy_floor.max(staged.policy_version);
             store.write_slots(&slots).map_err(|e| (RejectReason::Malformed, e.to_string()))
         };
@@ -412,11 +401,15 @@ impl Driver {
 
     async fn self_test(&self) -> Result<(), (RejectReason, String)> {
         let store = self.store.clone();
+        let name = self.job_model();
         let work = move || -> Result<(), (RejectReason, String)> {
             let slots = store.slots().map_err(|e| (RejectReason::Malformed, e.to_string()))?;
-            let digest = slots.candidate_digest().ok_or((RejectReason::Malformed, "no staged candidate".into()))?;
+            let digest = slots
+                .model(&name)
+                .and_then(|m| m.candidate_digest())
+                .ok_or((RejectReason::Malformed, "no staged candidate".into()))?;
             let model =
-                install::load_slot(&store, &digest, 1, false).map_err(|e| (RejectReason::ModelUnloadable, e))?;
+                install::load_slot(&store, &digest, &name, 1, false).map_err(|e| (RejectReason::ModelUnloadable, e))?;
             install::self_test(&model).map(|_| ()).map_err(|r| (r.reason, r.detail))
         };
         tokio::task::spawn_blocking(work).await.unwrap_or_else(|e| Err((RejectReason::Malformed, e.to_string())))
@@ -449,6 +442,38 @@ impl Driver {
             let _ = link.publish(Up::Events, &Message::Event(event), false).await;
         }
     }
+}
+
+/// The models the fleet's retained desired state names for this device, as the update driver last
+/// persisted it (`outpost-agent remove` refuses these).
+pub fn fleet_desired_models(store: &Store) -> Vec<String> {
+    let state: UpdateState = std::fs::read(store.dir().join("update.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    state.job.iter().filter(|j| j.desired.mode != Mode::Revert).map(|j| j.desired.model.as_str().to_owned()).collect()
+}
+
+/// Each model's update as the driver last persisted it, for `outpost-agent status`.
+pub fn update_summaries(store: &Store) -> std::collections::BTreeMap<String, serde_json::Value> {
+    let state: UpdateState = std::fs::read(store.dir().join("update.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    state
+        .job
+        .iter()
+        .map(|j| {
+            let outcome = j.outcome.as_ref().map(|(r, d)| serde_json::json!([r.code(), d]));
+            let v = serde_json::json!({
+                "version": j.desired.version.to_string(),
+                "stage": format!("{:?}", j.stage),
+                "outcome": outcome,
+                "rollout": j.desired.rollout,
+            });
+            (j.desired.model.as_str().to_owned(), v)
+        })
+        .collect()
 }
 
 /// Fault injection for crash tests: `OUTPOST_FAILPOINT_STALL=SelfTest` makes the agent stall right after

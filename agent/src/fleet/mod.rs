@@ -161,9 +161,15 @@ fn join(
     Ok(tasks)
 }
 
-/// Every model the device serves, for the hello.
+/// Every model the device serves, in name order, for the hello.
 fn running_models(store: &Store) -> Vec<RunningModel> {
-    let Some(digest) = store.slots().ok().and_then(|s| s.active_digest()) else { return Vec::new() };
-    let Ok((_, m)) = store.read_model(&digest) else { return Vec::new() };
-    vec![RunningModel { name: m.name, version: m.version, digest, sequence: m.sequence }]
+    let Ok(slots) = store.slots() else { return Vec::new() };
+    slots
+        .installed()
+        .filter_map(|(name, m)| {
+            let digest = m.active_digest()?;
+            let m = store.read_manifest(&digest, name).ok()?;
+            Some(RunningModel { name: m.name, version: m.version, digest, sequence: m.sequence })
+        })
+        .collect()
 }

@@ -2,7 +2,7 @@
 //! queue, and on the shadow thread; each run's answers, drift statistics and shadow samples.
 
 use super::model::{self, LoadedModel, Outputs};
-use super::{InferError, Job, Runtime, ShadowJob, classes};
+use super::{InferError, Job, Runtime, Served, ShadowJob, classes};
 use crate::stats::drift::DriftAccumulator;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -41,7 +41,8 @@ impl Runtime {
     /// `workers` runs are in progress. Hands the job back
     /// otherwise. The answer goes through the job's channel exactly as from a worker, with the same
     /// metrics, drift and shadow sampling.
-    pub(super) fn run_inline(&self, model: &Arc<LoadedModel>, job: Job) -> Result<(), Job> {
+    pub(super) fn run_inline(&self, job: Job) -> Result<(), Job> {
+        let model = job.model.clone();
         // The estimate is per row at the smallest batch; a request of many rows goes to the workers, where
         // the request timeout still applies (an inline run cannot be abandoned).
         let limit = INLINE_MAX_RUN.min(self.cfg.inference.request_timeout / 2);
@@ -62,20 +63,17 @@ impl Runtime {
         }
         let _slot = RunSlot(&self.running);
         self.metrics.inline_runs.fetch_add(1, Ordering::Relaxed);
-        self.run_batch(model, vec![job]);
+        let served = job.served.clone();
+        self.run_batch(&served, &model, vec![job]);
         Ok(())
     }
 
     pub(super) fn worker(self: Arc<Self>) {
         loop {
-            let max_rows = self.active().map(|m| m.max_rows()).unwrap_or(1);
-            let Some(batch) = self.queue.next_batch(max_rows, self.cfg.inference.max_delay) else { return };
-            let Some(model) = self.active() else {
-                for job in batch {
-                    let _ = job.reply.send(Err(InferError::NotReady));
-                }
-                continue;
-            };
+            // Each batch holds requests for one loaded model (the queue groups them), up to its batch size.
+            let max_delay = self.cfg.inference.max_delay;
+            let Some(batch) = self.queue.next_batch(|j: &Job| j.model.max_rows(), max_delay) else { return };
+            let (served, model) = (batch[0].served.clone(), batch[0].model.clone());
             let now = Instant::now();
             let (live, expired): (Vec<Job>, Vec<Job>) = batch.into_iter().partition(|j| j.deadline > now);
             for job in expired {
@@ -85,17 +83,17 @@ impl Runtime {
                 continue;
             }
             let _slot = RunSlot::enter(&self.running);
-            self.run_batch(&model, live);
+            self.run_batch(&served, &model, live);
         }
     }
 
-    fn run_batch(&self, model: &Arc<LoadedModel>, jobs: Vec<Job>) {
+    fn run_batch(&self, served: &Arc<Served>, model: &Arc<LoadedModel>, jobs: Vec<Job>) {
         let rows: usize = jobs.iter().map(|j| j.rows).sum();
         let n_inputs = model.interface().inputs.len();
         // One job runs on its own buffers; a batch needs its rows back to back.
         let joined: Option<Vec<Vec<f32>>> = (jobs.len() > 1)
             .then(|| (0..n_inputs).map(|i| jobs.iter().flat_map(|j| j.inputs[i].iter().copied()).collect()).collect());
-        self.metrics.batch(rows);
+        served.metrics.batch(rows);
         let result = model.run(rows, joined.as_deref().unwrap_or(&jobs[0].inputs));
         // A model that answers NaN or infinity is broken, not merely wrong: count it as a failure.
         let result = result.and_then(|outs| {
@@ -127,21 +125,21 @@ impl Runtime {
                 .collect();
             offset += n;
             let primary = shadow.then(|| mine.clone());
-            let _ = reply.send(Ok((model.clone(), mine)));
+            let _ = reply.send(Ok(mine));
             answered.push((n, inputs, primary));
         }
-        self.observe_drift(model, joined.as_deref().unwrap_or(&answered[0].1), &outs);
+        self.observe_drift(served, model, joined.as_deref().unwrap_or(&answered[0].1), &outs);
         for (rows, inputs, primary) in answered {
             let Some(primary) = primary else { continue };
-            let work = ShadowJob { rows, inputs, primary, enqueued: Instant::now() };
+            let work = ShadowJob { served: served.clone(), rows, inputs, primary, enqueued: Instant::now() };
             if self.shadow_queue.try_push(work).is_err() {
-                self.metrics.shadow_skipped.fetch_add(1, Ordering::Relaxed);
+                served.metrics.shadow_skipped.fetch_add(1, Ordering::Relaxed);
             }
         }
     }
 
-    fn observe_drift(&self, model: &LoadedModel, inputs: &[Vec<f32>], outs: &Outputs) {
-        let mut d = self.drift.lock().expect("drift lock");
+    fn observe_drift(&self, served: &Served, model: &LoadedModel, inputs: &[Vec<f32>], outs: &Outputs) {
+        let mut d = served.drift.lock().expect("drift lock");
         if d.as_ref().map(|(digest, _)| *digest) != Some(model.digest) {
             let names: Vec<String> = model.interface().inputs.iter().map(|t| t.name.clone()).collect();
             let dc = &self.cfg.drift;
@@ -166,17 +164,17 @@ impl Runtime {
             acc.observe_output(logits, classes);
         }
         let rows = outs.first().map(|(data, shape)| data.len() / shape.iter().product::<usize>().max(1)).unwrap_or(0);
-        self.drift_rows.fetch_add(rows as u64, Ordering::Relaxed);
+        served.drift_rows.fetch_add(rows as u64, Ordering::Relaxed);
     }
 
     pub(super) fn shadow_worker(self: Arc<Self>) {
-        while let Some(batch) = self.shadow_queue.next_batch(1, Duration::ZERO) {
-            let Some(candidate) = self.candidate() else { continue };
+        while let Some(batch) = self.shadow_queue.next_batch(|_| 1, Duration::ZERO) {
             for job in batch {
+                let Some(candidate) = job.served.candidate() else { continue };
                 // Lower priority than live traffic: while requests wait for a worker, the shadow sample
                 // waits too; if they keep waiting, the sample is dropped rather than competing for CPU.
                 if !self.yield_to_live_traffic() {
-                    self.metrics.shadow_skipped.fetch_add(1, Ordering::Relaxed);
+                    job.served.metrics.shadow_skipped.fetch_add(1, Ordering::Relaxed);
                     continue;
                 }
                 let start = Instant::now();
@@ -184,7 +182,7 @@ impl Runtime {
                 let latency = start.elapsed();
                 let (Some((cand, _)), Some((prim, row_shape))) = (outs.first(), job.primary.first()) else { continue };
                 let classes = classes(row_shape);
-                self.shadow.lock().expect("shadow lock").record(prim, cand, classes, latency);
+                job.served.shadow.lock().expect("shadow lock").record(prim, cand, classes, latency);
             }
         }
     }

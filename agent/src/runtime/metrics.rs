@@ -1,4 +1,5 @@
-//! Counters the runtime keeps for `GET /metrics` (Prometheus text format) and for `status`.
+//! Counters the runtime keeps for `GET /metrics` (Prometheus text format) and for `status`: `Metrics` for
+//! the whole agent, `ModelMetrics` per served model (its series carry a `model` label).
 
 use crate::stats::histogram::{Histogram, LatencyHistogram};
 use std::collections::BTreeMap;
@@ -38,53 +39,36 @@ impl WindowStats {
     }
 }
 
+/// What the runtime counts for one served model.
 #[derive(Debug)]
-pub struct Metrics {
+pub struct ModelMetrics {
     telemetry_window: Mutex<WindowStats>,
     watch_window: Mutex<WindowStats>,
-    /// (model, version, HTTP status) → requests.
-    requests: Mutex<BTreeMap<(String, String, u16), u64>>,
     latency: Mutex<LatencyHistogram>,
     batch_sizes: Mutex<Histogram>,
     pub cache_hits: AtomicU64,
     pub cache_misses: AtomicU64,
     pub shadow_skipped: AtomicU64,
-    /// Requests the model answered on the caller's thread instead of a worker's (`Runtime::run_inline`).
-    pub inline_runs: AtomicU64,
     pub model_load_us: AtomicU64,
 }
 
-impl Default for Metrics {
+impl Default for ModelMetrics {
     fn default() -> Self {
-        Metrics {
+        ModelMetrics {
             telemetry_window: Mutex::default(),
             watch_window: Mutex::default(),
-            requests: Mutex::default(),
             latency: Mutex::default(),
             batch_sizes: Mutex::new(Histogram::new(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0])),
             cache_hits: AtomicU64::new(0),
             cache_misses: AtomicU64::new(0),
             shadow_skipped: AtomicU64::new(0),
-            inline_runs: AtomicU64::new(0),
             model_load_us: AtomicU64::new(0),
         }
     }
 }
 
-/// Values read at scrape time from elsewhere in the runtime.
-#[derive(Debug, Clone, Default)]
-pub struct Gauges {
-    pub queue_depth: usize,
-    pub shadow_agreement: Option<f64>,
-    pub shadow_compared: u64,
-    pub rss_bytes: u64,
-    pub active: Option<(String, String)>,
-    pub cache_entries: u64,
-}
-
-impl Metrics {
-    pub fn request(&self, model: &str, version: &str, status: u16, latency: std::time::Duration, cached: bool) {
-        *self.requests.lock().expect("metrics").entry((model.into(), version.into(), status)).or_default() += 1;
+impl ModelMetrics {
+    pub(super) fn request(&self, status: u16, latency: std::time::Duration, cached: bool) {
         if status == 200 {
             self.latency.lock().expect("metrics").record(latency);
         }
@@ -100,7 +84,7 @@ impl Metrics {
         std::mem::take(&mut *self.telemetry_window.lock().expect("metrics"))
     }
 
-    /// The figures since the last activation.
+    /// The figures since the model's last activation.
     pub fn watch_window(&self) -> WindowStats {
         self.watch_window.lock().expect("metrics").clone()
     }
@@ -113,84 +97,124 @@ impl Metrics {
         self.batch_sizes.lock().expect("metrics").observe(rows as f64);
     }
 
-    pub fn requests_total(&self) -> u64 {
-        self.requests.lock().expect("metrics").values().sum()
-    }
-
     pub fn latency(&self) -> LatencyHistogram {
         self.latency.lock().expect("metrics").clone()
     }
+}
 
-    pub fn prometheus(&self, g: &Gauges) -> String {
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// (model, version, HTTP status) → requests, for served models only (names come from URLs).
+    requests: Mutex<BTreeMap<(String, String, u16), u64>>,
+    /// Requests naming a model this agent does not serve: one series, whatever the name, so a client
+    /// cannot grow `/metrics` without bound by inventing names.
+    pub unknown_model_requests: AtomicU64,
+    /// Requests the model answered on the caller's thread instead of a worker's (`Runtime::run_inline`).
+    pub inline_runs: AtomicU64,
+}
+
+/// Values read at scrape time from elsewhere in the runtime.
+#[derive(Debug, Clone, Default)]
+pub struct Gauges {
+    pub queue_depth: usize,
+    pub rss_bytes: u64,
+    pub cache_entries: u64,
+}
+
+/// One served model as `/metrics` shows it.
+#[derive(Debug)]
+pub struct ModelView<'a> {
+    pub name: &'a str,
+    /// The active model's version (`None` while only a candidate is loaded).
+    pub version: Option<String>,
+    pub shadow_agreement: Option<f64>,
+    pub shadow_compared: u64,
+    pub metrics: &'a ModelMetrics,
+}
+
+impl Metrics {
+    pub(super) fn request(&self, model: &str, version: &str, status: u16) {
+        *self.requests.lock().expect("metrics").entry((model.into(), version.into(), status)).or_default() += 1;
+    }
+
+    pub fn requests_total(&self) -> u64 {
+        self.requests.lock().expect("metrics").values().sum::<u64>()
+            + self.unknown_model_requests.load(Ordering::Relaxed)
+    }
+
+    /// Requests answered for `model`, all versions and statuses.
+    pub fn requests_for(&self, model: &str) -> u64 {
+        self.requests.lock().expect("metrics").iter().filter(|((m, _, _), _)| m == model).map(|(_, n)| n).sum()
+    }
+
+    /// The Prometheus text: each family once, with one series per model where it is per model.
+    pub fn prometheus(&self, g: &Gauges, models: &[ModelView<'_>]) -> String {
         let mut out = String::new();
-        out.push_str("# HELP outpost_requests_total Inference requests by model, version and HTTP status.\n");
-        out.push_str("# TYPE outpost_requests_total counter\n");
+        let head = |out: &mut String, name: &str, help: &str, kind: &str| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        };
+        let per_model = |out: &mut String, name: &str, help: &str, kind: &str, value: &dyn Fn(&ModelView) -> String| {
+            head(out, name, help, kind);
+            for m in models {
+                let _ = writeln!(out, "{name}{{model=\"{}\"}} {}", m.name, value(m));
+            }
+        };
+        head(&mut out, "outpost_requests_total", "Inference requests by model, version and HTTP status.", "counter");
         for ((m, v, s), n) in self.requests.lock().expect("metrics").iter() {
             let _ = writeln!(out, "outpost_requests_total{{model=\"{m}\",version=\"{v}\",status=\"{s}\"}} {n}");
         }
-        out.push_str("# HELP outpost_request_duration_seconds Latency of successful requests, end to end.\n");
-        out.push_str("# TYPE outpost_request_duration_seconds histogram\n");
-        let latency = Histogram::from(&*self.latency.lock().expect("metrics"));
-        latency.prometheus("outpost_request_duration_seconds", "", &mut out);
-        out.push_str("# HELP outpost_batch_rows Rows per model run (dynamic batching).\n");
-        out.push_str("# TYPE outpost_batch_rows histogram\n");
-        self.batch_sizes.lock().expect("metrics").prometheus("outpost_batch_rows", "", &mut out);
+        let unknown = self.unknown_model_requests.load(Ordering::Relaxed);
+        head(&mut out, "outpost_unknown_model_requests_total", "Requests naming a model not served here.", "counter");
+        let _ = writeln!(out, "outpost_unknown_model_requests_total {unknown}");
+        head(&mut out, "outpost_request_duration_seconds", "Latency of successful requests, end to end.", "histogram");
+        for m in models {
+            let latency = Histogram::from(&*m.metrics.latency.lock().expect("metrics"));
+            latency.prometheus("outpost_request_duration_seconds", &format!("model=\"{}\"", m.name), &mut out);
+        }
+        head(&mut out, "outpost_batch_rows", "Rows per model run (dynamic batching).", "histogram");
+        for m in models {
+            let batches = m.metrics.batch_sizes.lock().expect("metrics");
+            batches.prometheus("outpost_batch_rows", &format!("model=\"{}\"", m.name), &mut out);
+        }
         let gauge = |out: &mut String, name: &str, help: &str, kind: &str, value: String| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+            head(out, name, help, kind);
+            let _ = writeln!(out, "{name} {value}");
         };
         gauge(&mut out, "outpost_queue_depth", "Requests waiting for a worker.", "gauge", g.queue_depth.to_string());
         let inline = self.inline_runs.load(Ordering::Relaxed).to_string();
         let help = "Model runs done on the requesting thread (quick model, idle workers), not handed to a worker.";
         gauge(&mut out, "outpost_inline_runs_total", help, "counter", inline);
-        let hits = self.cache_hits.load(Ordering::Relaxed);
-        let misses = self.cache_misses.load(Ordering::Relaxed);
-        gauge(&mut out, "outpost_cache_hits_total", "Result cache hits.", "counter", hits.to_string());
-        gauge(&mut out, "outpost_cache_misses_total", "Result cache misses.", "counter", misses.to_string());
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed).to_string();
+        per_model(&mut out, "outpost_cache_hits_total", "Result cache hits.", "counter", &|m| {
+            load(&m.metrics.cache_hits)
+        });
+        per_model(&mut out, "outpost_cache_misses_total", "Result cache misses.", "counter", &|m| {
+            load(&m.metrics.cache_misses)
+        });
         gauge(&mut out, "outpost_cache_entries", "Result cache entries.", "gauge", g.cache_entries.to_string());
-        if let Some(a) = g.shadow_agreement {
-            gauge(
-                &mut out,
-                "outpost_shadow_agreement",
-                "Top-1 agreement of the shadow candidate.",
-                "gauge",
-                format!("{a:.6}"),
-            );
+        let help = "Top-1 agreement of the shadow candidate.";
+        head(&mut out, "outpost_shadow_agreement", help, "gauge");
+        for m in models {
+            if let Some(a) = m.shadow_agreement {
+                let _ = writeln!(out, "outpost_shadow_agreement{{model=\"{}\"}} {a:.6}", m.name);
+            }
         }
-        gauge(
-            &mut out,
-            "outpost_shadow_compared_total",
-            "Requests compared in shadow.",
-            "counter",
-            g.shadow_compared.to_string(),
-        );
-        let skipped = self.shadow_skipped.load(Ordering::Relaxed).to_string();
-        gauge(
-            &mut out,
-            "outpost_shadow_skipped_total",
-            "Shadow samples skipped because the shadow queue was full.",
-            "counter",
-            skipped,
-        );
-        let load = self.model_load_us.load(Ordering::Relaxed) as f64 / 1e6;
-        gauge(
-            &mut out,
-            "outpost_model_load_seconds",
-            "Time to load and optimise the active model.",
-            "gauge",
-            format!("{load:.6}"),
-        );
-        gauge(
-            &mut out,
-            "outpost_process_resident_memory_bytes",
-            "Resident set size of the agent.",
-            "gauge",
-            g.rss_bytes.to_string(),
-        );
-        if let Some((m, v)) = &g.active {
-            let _ = writeln!(
-                out,
-                "# HELP outpost_model_info The active model.\n# TYPE outpost_model_info gauge\noutpost_model_info{{model=\"{m}\",version=\"{v}\"}} 1"
-            );
+        per_model(&mut out, "outpost_shadow_compared_total", "Requests compared in shadow.", "counter", &|m| {
+            m.shadow_compared.to_string()
+        });
+        let help = "Shadow samples skipped because the shadow queue was full.";
+        per_model(&mut out, "outpost_shadow_skipped_total", help, "counter", &|m| load(&m.metrics.shadow_skipped));
+        let help = "Time to load and optimise the active model.";
+        per_model(&mut out, "outpost_model_load_seconds", help, "gauge", &|m| {
+            format!("{:.6}", m.metrics.model_load_us.load(Ordering::Relaxed) as f64 / 1e6)
+        });
+        let help = "Resident set size of the agent.";
+        gauge(&mut out, "outpost_process_resident_memory_bytes", help, "gauge", g.rss_bytes.to_string());
+        head(&mut out, "outpost_model_info", "The active model of each served model name.", "gauge");
+        for m in models {
+            if let Some(v) = &m.version {
+                let _ = writeln!(out, "outpost_model_info{{model=\"{}\",version=\"{v}\"}} 1", m.name);
+            }
         }
         out
     }

@@ -1,6 +1,7 @@
-//! The serving runtime: the active model behind a bounded, batching queue and worker threads; the
-//! result cache; shadow evaluation of a candidate on sampled live requests, off the response path; and
-//! drift statistics. HTTP lives in `api`; this module knows nothing of JSON.
+//! The serving runtime: several models at once, keyed by name, each with its active model and shadow
+//! candidate (`served.rs`), behind one bounded, batching queue and one set of worker threads; the result
+//! cache (keyed by model digest); shadow evaluation of a candidate on sampled live requests, off the
+//! response path; and drift statistics per model. HTTP lives in `api`; this module knows nothing of JSON.
 
 mod execute;
 pub mod metrics;
@@ -8,19 +9,18 @@ pub mod model;
 pub mod queue;
 mod request;
 pub mod selftest;
+mod served;
 
 use crate::config::{CacheConfig, DriftConfig, InferenceConfig, ShadowConfig};
 use crate::stats::cache::{CacheKey, ResultCache};
-use crate::stats::drift::{DriftAccumulator, DriftSnapshot};
-use crate::stats::shadow::ShadowAccumulator;
 use execute::RunSlot;
-use metrics::{Gauges, Metrics};
+use metrics::{Gauges, Metrics, ModelView};
 use model::LoadedModel;
-use outpost_protocol::Digest;
-use outpost_protocol::telemetry::ShadowStats;
 use queue::{BatchQueue, Queued};
 use request::{input_hash, validate};
-use std::sync::atomic::{AtomicU64, Ordering};
+pub use served::Served;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
@@ -61,6 +61,8 @@ pub enum InferError {
     UnknownModel(String),
     #[error("no model is active yet")]
     NotReady,
+    #[error("model {0:?} is installed but not loaded yet")]
+    Loading(String),
     #[error("{0}")]
     BadRequest(String),
     #[error("overloaded: {0} requests already waiting")]
@@ -82,12 +84,16 @@ pub struct RuntimeConfig {
 use model::Outputs;
 
 struct Job {
+    served: Arc<Served>,
+    /// The model the request was checked against: it runs on this one even if another was activated
+    /// meanwhile.
+    model: Arc<LoadedModel>,
     rows: usize,
     inputs: Vec<Vec<f32>>,
     enqueued: Instant,
     deadline: Instant,
     shadow: bool,
-    reply: oneshot::Sender<Result<(Arc<LoadedModel>, Outputs), InferError>>,
+    reply: oneshot::Sender<Result<Outputs, InferError>>,
 }
 
 impl Queued for Job {
@@ -97,9 +103,14 @@ impl Queued for Job {
     fn enqueued(&self) -> Instant {
         self.enqueued
     }
+    /// Requests batch with requests for the same loaded model only.
+    fn group(&self) -> usize {
+        Arc::as_ptr(&self.model) as usize
+    }
 }
 
 struct ShadowJob {
+    served: Arc<Served>,
     rows: usize,
     inputs: Vec<Vec<f32>>,
     primary: Outputs,
@@ -126,31 +137,36 @@ fn classes(row_shape: &[usize]) -> Option<usize> {
 
 pub struct Runtime {
     cfg: RuntimeConfig,
-    active: RwLock<Option<Arc<LoadedModel>>>,
-    candidate: RwLock<Option<Arc<LoadedModel>>>,
+    /// Served models by name.
+    models: RwLock<BTreeMap<String, Arc<Served>>>,
+    /// Models taken off since the last telemetry window: their last figures are still reported once.
+    departed: Mutex<Vec<Arc<Served>>>,
+    /// The model names installed on the device, set by the slot follower: ready means every one of them
+    /// is loaded. `None` (a runtime used without a store): ready once any model is active.
+    installed: RwLock<Option<BTreeSet<String>>>,
     queue: BatchQueue<Job>,
     shadow_queue: BatchQueue<ShadowJob>,
     cache: Mutex<ResultCache<Arc<Vec<OutputTensor>>>>,
-    drift: Mutex<Option<(Digest, DriftAccumulator)>>,
-    shadow: Mutex<ShadowAccumulator>,
-    finished_shadow: Mutex<Option<ShadowStats>>,
     pub metrics: Metrics,
-    requests_seen: AtomicU64,
-    shadow_percent: std::sync::atomic::AtomicU8,
-    /// Rows observed by the drift window so far (drift is recorded after the answers are sent).
-    drift_rows: AtomicU64,
     /// Model runs in progress, on worker threads or inline on callers' threads. A caller runs inline only
     /// while fewer than `workers` runs are in progress, so inline runs never add CPU demand beyond what
     /// the configured workers would use.
-    running: std::sync::atomic::AtomicUsize,
+    running: AtomicUsize,
     /// `infer` calls in progress (cache hits included): a request runs inline only when it is alone.
-    in_flight: std::sync::atomic::AtomicUsize,
+    in_flight: AtomicUsize,
 }
 
 impl std::fmt::Debug for Runtime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Runtime").field("cfg", &self.cfg).finish_non_exhaustive()
     }
+}
+
+/// Why the runtime is not ready: installed models that are not loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotReady {
+    NothingInstalled,
+    Loading(Vec<String>),
 }
 
 impl Runtime {
@@ -161,17 +177,12 @@ impl Runtime {
             shadow_queue: BatchQueue::new(cfg.shadow.queue_capacity),
             cache: Mutex::new(ResultCache::new(cfg.cache.max_entries, cfg.cache.max_bytes, cfg.cache.ttl)),
             cfg,
-            active: RwLock::new(None),
-            candidate: RwLock::new(None),
-            drift: Mutex::new(None),
-            shadow: Mutex::new(ShadowAccumulator::new()),
-            finished_shadow: Mutex::new(None),
+            models: RwLock::new(BTreeMap::new()),
+            departed: Mutex::new(Vec::new()),
+            installed: RwLock::new(None),
             metrics: Metrics::default(),
-            requests_seen: AtomicU64::new(0),
-            shadow_percent: std::sync::atomic::AtomicU8::new(0),
-            drift_rows: AtomicU64::new(0),
-            running: std::sync::atomic::AtomicUsize::new(0),
-            in_flight: std::sync::atomic::AtomicUsize::new(0),
+            running: AtomicUsize::new(0),
+            in_flight: AtomicUsize::new(0),
         });
         for i in 0..rt.cfg.inference.workers {
             let rt = rt.clone();
@@ -198,76 +209,138 @@ impl Runtime {
         self.shadow_queue.close();
     }
 
-    /// Makes `model` the one that answers. Requests already running finish on the old one; the cache
-    /// needs no flush because its keys carry the model digest.
+    /// The served model `name`, if any.
+    pub fn model(&self, name: &str) -> Option<Arc<Served>> {
+        self.models.read().expect("models lock").get(name).cloned()
+    }
+
+    /// Every served model, by name.
+    pub fn models(&self) -> Vec<Arc<Served>> {
+        self.models.read().expect("models lock").values().cloned().collect()
+    }
+
+    fn entry(&self, name: &str) -> Arc<Served> {
+        if let Some(s) = self.model(name) {
+            return s;
+        }
+        self.models
+            .write()
+            .expect("models lock")
+            .entry(name.to_owned())
+            .or_insert_with(|| Arc::new(Served::new(name)))
+            .clone()
+    }
+
+    /// Makes `model` the one that answers for its name. Requests already queued finish on the model they
+    /// were checked against; the cache needs no flush because its keys carry the model digest.
     pub fn activate(&self, model: LoadedModel) -> Arc<LoadedModel> {
         let model = Arc::new(model);
-        self.metrics.model_load_us.store(model.load_time.as_micros() as u64, Ordering::Relaxed);
-        *self.active.write().expect("active lock") = Some(model.clone());
-        self.metrics.reset_watch_window();
+        self.entry(model.name()).set_active(model.clone());
         model
     }
 
-    pub fn active(&self) -> Option<Arc<LoadedModel>> {
-        self.active.read().expect("active lock").clone()
+    /// The active model of `name`.
+    pub fn active(&self, name: &str) -> Option<Arc<LoadedModel>> {
+        self.model(name)?.active()
     }
 
-    /// Loads (`Some`) or drops (`None`) the shadow candidate; resets the shadow statistics.
-    pub fn set_candidate(&self, model: Option<LoadedModel>) {
-        self.set_candidate_sampled(model, self.cfg.shadow.sample_percent);
+    /// The shadow candidate of `name`.
+    pub fn candidate(&self, name: &str) -> Option<Arc<LoadedModel>> {
+        self.model(name)?.candidate()
     }
 
-    /// As `set_candidate`, shadowing `sample_percent` % of requests (the desired state may ask for a share
-    /// other than the configured one).
-    pub fn set_candidate_sampled(&self, model: Option<LoadedModel>, sample_percent: u8) {
-        self.shadow_percent.store(sample_percent.min(100), Ordering::Relaxed);
-        // The outgoing candidate's figures belong to the current window: keep them for the next report.
-        if let Some(old) = self.take_shadow_stats() {
-            *self.finished_shadow.lock().expect("shadow lock") = Some(old);
+    /// Loads (`Some`) or drops (`None`) the shadow candidate of `name` with the configured sample share;
+    /// resets its shadow statistics.
+    pub fn set_candidate(&self, name: &str, model: Option<LoadedModel>) {
+        self.set_candidate_sampled(name, model, self.cfg.shadow.sample_percent);
+    }
+
+    /// As `set_candidate`, shadowing `sample_percent` % of `name`'s requests (the desired state may ask
+    /// for a share other than the configured one). A candidate must carry the name it shadows.
+    pub fn set_candidate_sampled(&self, name: &str, model: Option<LoadedModel>, sample_percent: u8) {
+        if let Some(m) = &model {
+            assert_eq!(m.name(), name, "a candidate shadows the model of its own name");
         }
-        *self.candidate.write().expect("candidate lock") = model.map(Arc::new);
-        *self.shadow.lock().expect("shadow lock") = ShadowAccumulator::new();
+        match (model, self.model(name)) {
+            (None, None) => {}
+            (None, Some(served)) => served.set_candidate(None, sample_percent),
+            (Some(m), _) => self.entry(name).set_candidate(Some(m), sample_percent),
+        }
     }
 
-    pub fn candidate(&self) -> Option<Arc<LoadedModel>> {
-        self.candidate.read().expect("candidate lock").clone()
+    /// Stops serving `name` (active and candidate). Its last window's figures are still reported.
+    pub fn remove(&self, name: &str) -> bool {
+        let Some(gone) = self.models.write().expect("models lock").remove(name) else { return false };
+        self.departed.lock().expect("departed lock").push(gone);
+        true
     }
 
-    pub fn shadow_agreement(&self) -> Option<f64> {
-        self.shadow.lock().expect("shadow lock").agreement()
+    /// Takes the models removed since the last call (the telemetry window reports their last figures).
+    pub fn take_departed(&self) -> Vec<Arc<Served>> {
+        std::mem::take(&mut *self.departed.lock().expect("departed lock"))
     }
 
-    /// Takes the shadow window's statistics (and starts a new window). A candidate that was replaced
-    /// or dropped during the window still reports what it saw.
-    pub fn take_shadow_stats(&self) -> Option<ShadowStats> {
-        let finished = self.finished_shadow.lock().expect("shadow lock").take();
-        let current = self.candidate().and_then(|cand| {
-            self.shadow.lock().expect("shadow lock").snapshot(cand.manifest.version, cand.digest, cand.mem_bytes)
-        });
-        current.or(finished)
+    /// The installed model names the slot follower keeps loaded.
+    pub fn set_installed(&self, names: BTreeSet<String>) {
+        *self.installed.write().expect("installed lock") = Some(names);
     }
 
-    /// Takes the drift window's statistics for the active model (and starts a new window).
-    pub fn take_drift(&self) -> Option<(Digest, DriftSnapshot)> {
-        let mut d = self.drift.lock().expect("drift lock");
-        self.drift_rows.store(0, Ordering::Relaxed);
-        d.as_mut().map(|(digest, acc)| (*digest, acc.snapshot()))
-    }
-
-    /// Rows the current drift window has observed.
-    pub fn drift_rows(&self) -> u64 {
-        self.drift_rows.load(Ordering::Relaxed)
+    /// Ready when every installed model has an active model loaded (and at least one is installed).
+    pub fn readiness(&self) -> Result<(), NotReady> {
+        let installed = self.installed.read().expect("installed lock").clone();
+        let names: Vec<String> = match installed {
+            Some(names) => names.into_iter().collect(),
+            None => {
+                return if self.models().iter().any(|s| s.active().is_some()) {
+                    Ok(())
+                } else {
+                    Err(NotReady::NothingInstalled)
+                };
+            }
+        };
+        if names.is_empty() {
+            return Err(NotReady::NothingInstalled);
+        }
+        let loading: Vec<String> = names.into_iter().filter(|n| self.active(n).is_none()).collect();
+        if loading.is_empty() { Ok(()) } else { Err(NotReady::Loading(loading)) }
     }
 
     pub fn gauges(&self) -> Gauges {
-        let shadow = self.shadow.lock().expect("shadow lock");
         Gauges {
             queue_depth: self.queue.len(),
-            shadow_agreement: shadow.agreement(),
-            shadow_compared: shadow.compared(),
             rss_bytes: crate::sys::rss_bytes(),
-            active: self.active().map(|m| (m.name().to_owned(), m.manifest.version.to_string())),
             cache_entries: self.cache.lock().expect("cache lock").stats().entries,
+        }
+    }
+
+    /// `GET /metrics`: the agent's series and every served model's.
+    pub fn prometheus(&self) -> String {
+        let models = self.models();
+        let views: Vec<ModelView<'_>> = models
+            .iter()
+            .map(|s| ModelView {
+                name: s.name(),
+                version: s.active().map(|m| m.manifest.version.to_string()),
+                shadow_agreement: s.shadow_agreement(),
+                shadow_compared: s.shadow_compared(),
+                metrics: &s.metrics,
+            })
+            .collect();
+        self.metrics.prometheus(&self.gauges(), &views)
+    }
+
+    /// Counts one finished HTTP request for `model` (as named in the URL).
+    pub fn record_request(&self, model: &str, status: u16, latency: Duration, cached: bool, version: Option<&str>) {
+        match self.model(model) {
+            Some(served) => {
+                let active = served.active().map(|m| m.manifest.version.to_string());
+                let version = version.map(str::to_owned).or(active).unwrap_or_default();
+                self.metrics.request(model, &version, status);
+                served.metrics.request(status, latency, cached);
+            }
+            None => {
+                self.metrics.unknown_model_requests.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 
@@ -287,10 +360,12 @@ impl Runtime {
 
     async fn answer(&self, mut req: InferRequest, may_inline: bool) -> Result<InferResponse, InferError> {
         let _in_flight = RunSlot::enter(&self.in_flight);
-        let model = self.active().ok_or(InferError::NotReady)?;
-        if req.model != model.name() {
-            return Err(InferError::UnknownModel(req.model));
-        }
+        let Some(served) = self.model(&req.model) else {
+            // Nothing served at all is "not ready" (a device before its first install), not "wrong name".
+            let none = self.models.read().expect("models lock").is_empty();
+            return Err(if none { InferError::NotReady } else { InferError::UnknownModel(req.model) });
+        };
+        let model = served.active().ok_or_else(|| InferError::Loading(req.model.clone()))?;
         let (rows, order) = validate(&model, &req)?;
         let key = self.cache_enabled().then(|| CacheKey { model: model.digest, input: input_hash(&req.inputs) });
         // The request's buffers move on to the model (an image is 600 KB: no copy).
@@ -298,10 +373,10 @@ impl Runtime {
         if let Some(key) = &key {
             let hit = self.cache.lock().expect("cache lock").get(key, Instant::now());
             if let Some(hit) = hit {
-                self.metrics.cache_hits.fetch_add(1, Ordering::Relaxed);
+                served.metrics.cache_hits.fetch_add(1, Ordering::Relaxed);
                 // Cached answers are live traffic too: without this, repeated inputs would starve shadow
                 // evaluation of comparisons.
-                if self.sample_for_shadow() {
+                if served.sample_for_shadow() {
                     let primary: Outputs = hit
                         .iter()
                         .map(|t| {
@@ -309,22 +384,31 @@ impl Runtime {
                             (t.data.clone(), row_shape)
                         })
                         .collect();
-                    let job = ShadowJob { rows, inputs, primary, enqueued: Instant::now() };
+                    let job = ShadowJob { served: served.clone(), rows, inputs, primary, enqueued: Instant::now() };
                     if self.shadow_queue.try_push(job).is_err() {
-                        self.metrics.shadow_skipped.fetch_add(1, Ordering::Relaxed);
+                        served.metrics.shadow_skipped.fetch_add(1, Ordering::Relaxed);
                     }
                 }
                 return Ok(self.response(&model, hit, true, &req.outputs));
             }
-            self.metrics.cache_misses.fetch_add(1, Ordering::Relaxed);
+            served.metrics.cache_misses.fetch_add(1, Ordering::Relaxed);
         }
         let now = Instant::now();
         let timeout = self.cfg.inference.request_timeout;
         let (tx, mut rx) = oneshot::channel();
-        let job =
-            Job { rows, inputs, enqueued: now, deadline: now + timeout, shadow: self.sample_for_shadow(), reply: tx };
-        let inline = if may_inline { self.run_inline(&model, job) } else { Err(job) };
-        let (ran, outs) = match inline {
+        let shadow = served.sample_for_shadow();
+        let job = Job {
+            served,
+            model: model.clone(),
+            rows,
+            inputs,
+            enqueued: now,
+            deadline: now + timeout,
+            shadow,
+            reply: tx,
+        };
+        let inline = if may_inline { self.run_inline(job) } else { Err(job) };
+        let outs = match inline {
             // Ran here: the answer is already in the channel.
             Ok(()) => match rx.try_recv() {
                 Ok(result) => result?,
@@ -343,20 +427,18 @@ impl Runtime {
         };
         let tensors: Vec<OutputTensor> = outs
             .into_iter()
-            .zip(&ran.interface().outputs)
+            .zip(&model.interface().outputs)
             .map(|((data, row_shape), spec)| {
-                let shape = if ran.batchable { [&[rows][..], &row_shape].concat() } else { row_shape };
+                let shape = if model.batchable { [&[rows][..], &row_shape].concat() } else { row_shape };
                 OutputTensor { name: spec.name.clone(), shape, data }
             })
             .collect();
         let tensors = Arc::new(tensors);
         if let Some(key) = key {
-            // Keyed by the model that actually ran, so a swap mid-request never caches a stale answer.
             let weight = tensors.iter().map(|t| t.data.len() * 4 + 64).sum();
-            let key = CacheKey { model: ran.digest, input: key.input };
             self.cache.lock().expect("cache lock").insert(key, tensors.clone(), weight, Instant::now());
         }
-        Ok(self.response(&ran, tensors, false, &req.outputs))
+        Ok(self.response(&model, tensors, false, &req.outputs))
     }
 
     fn cache_enabled(&self) -> bool {
@@ -380,16 +462,6 @@ impl Runtime {
             outputs,
             cached,
         }
-    }
-
-    /// Spreads the configured share of requests evenly: request n is sampled when ⌊(n+1)·p/100⌋ grows.
-    fn sample_for_shadow(&self) -> bool {
-        if self.candidate.read().expect("candidate lock").is_none() {
-            return false;
-        }
-        let p = u64::from(self.shadow_percent.load(Ordering::Relaxed));
-        let n = self.requests_seen.fetch_add(1, Ordering::Relaxed);
-        (n + 1) * p / 100 > n * p / 100
     }
 }
 

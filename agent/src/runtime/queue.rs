@@ -1,6 +1,8 @@
-//! The bounded request queue between the HTTP handlers and the model workers, with dynamic batching:
-//! a worker takes the oldest request, then more until the batch reaches `max_rows` or the oldest has
-//! waited `max_delay`. Bounded so overload turns into a fast 429, not into memory and latency growth.
+//! The bounded request queue between the HTTP handlers and the model workers, shared by every model,
+//! with dynamic batching: a worker takes the oldest request, then more requests of the same group (the
+//! same loaded model) until the batch reaches that model's `max_rows` or the oldest has waited
+//! `max_delay`. Requests of other models stay queued in order for the next worker. Bounded so overload
+//! turns into a fast 429, not into memory and latency growth.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -11,6 +13,10 @@ use std::time::{Duration, Instant};
 pub trait Queued {
     fn rows(&self) -> usize;
     fn enqueued(&self) -> Instant;
+    /// Jobs batch only with jobs of the same group (the runtime: one loaded model).
+    fn group(&self) -> usize {
+        0
+    }
 }
 
 /// How long an idle worker polls for the next job before blocking.
@@ -73,9 +79,10 @@ impl<J: Queued> BatchQueue<J> {
         self.cv.notify_all();
     }
 
-    /// Blocks for the next batch: at least one job, then more while their rows fit in `max_rows` and the
-    /// first job has waited less than `max_delay`. A job too large for the batch so far waits for the next.
-    pub fn next_batch(&self, max_rows: usize, max_delay: Duration) -> Option<Vec<J>> {
+    /// Blocks for the next batch: the oldest job, then more of its group while their rows fit in
+    /// `max_rows(first)` and the first job has waited less than `max_delay`. A job too large for the batch
+    /// so far waits for the next; jobs of other groups keep their places.
+    pub fn next_batch(&self, max_rows: impl Fn(&J) -> usize, max_delay: Duration) -> Option<Vec<J>> {
         let mut s = self.inner.lock().expect("queue lock");
         // Poll briefly before sleeping: waking a blocked thread costs ~40 µs on small VMs (measured in
         // BENCHMARKS.md), twice a model's whole run time for small models under steady load.
@@ -94,19 +101,27 @@ impl<J: Queued> BatchQueue<J> {
             s = self.cv.wait(s).expect("queue lock");
         }
         let first = s.jobs.pop_front().expect("non-empty");
+        let (limit, group) = (max_rows(&first), first.group());
         let deadline = first.enqueued() + max_delay;
         let mut rows = first.rows();
         let mut batch = vec![first];
         loop {
-            while let Some(next) = s.jobs.front() {
-                if rows + next.rows() > max_rows {
+            // Rescanned from the front after every wait: other workers may have taken jobs meanwhile.
+            let mut i = 0;
+            while i < s.jobs.len() {
+                let next = &s.jobs[i];
+                if next.group() != group {
+                    i += 1;
+                    continue;
+                }
+                if rows + next.rows() > limit {
                     return Some(batch);
                 }
                 rows += next.rows();
-                batch.push(s.jobs.pop_front().expect("front exists"));
+                batch.push(s.jobs.remove(i).expect("index in range"));
             }
             let now = Instant::now();
-            if rows >= max_rows || now >= deadline || s.closed {
+            if rows >= limit || now >= deadline || s.closed {
                 return Some(batch);
             }
             s = self.cv.wait_timeout(s, deadline - now).expect("queue lock").0;
@@ -143,10 +158,35 @@ mod tests {
         for rows in [1, 2, 1, 4] {
             q.try_push(J(rows, t)).ok().unwrap();
         }
-        let b = q.next_batch(4, Duration::ZERO).unwrap();
+        let b = q.next_batch(|_| 4, Duration::ZERO).unwrap();
         assert_eq!(b.iter().map(|j| j.0).collect::<Vec<_>>(), vec![1, 2, 1]);
-        let b = q.next_batch(4, Duration::ZERO).unwrap();
+        let b = q.next_batch(|_| 4, Duration::ZERO).unwrap();
         assert_eq!(b.iter().map(|j| j.0).collect::<Vec<_>>(), vec![4]);
+    }
+
+    struct G(usize, usize);
+    impl Queued for G {
+        fn rows(&self) -> usize {
+            1
+        }
+        fn enqueued(&self) -> Instant {
+            Instant::now() - Duration::from_secs(1)
+        }
+        fn group(&self) -> usize {
+            self.0
+        }
+    }
+
+    #[test]
+    fn a_batch_holds_one_group_and_other_groups_keep_their_order() {
+        let q = BatchQueue::new(10);
+        for (group, id) in [(1, 0), (2, 1), (1, 2), (2, 3), (1, 4)] {
+            q.try_push(G(group, id)).ok().unwrap();
+        }
+        let ids = |b: Vec<G>| b.iter().map(|j| j.1).collect::<Vec<_>>();
+        assert_eq!(ids(q.next_batch(|_| 2, Duration::ZERO).unwrap()), vec![0, 2], "group 1 up to its limit");
+        assert_eq!(ids(q.next_batch(|j| if j.0 == 2 { 8 } else { 1 }, Duration::ZERO).unwrap()), vec![1, 3]);
+        assert_eq!(ids(q.next_batch(|_| 8, Duration::ZERO).unwrap()), vec![4]);
     }
 
     #[test]
@@ -154,7 +194,7 @@ mod tests {
         let q = BatchQueue::new(10);
         q.try_push(J(1, Instant::now())).ok().unwrap();
         let start = Instant::now();
-        let b = q.next_batch(8, Duration::from_millis(30)).unwrap();
+        let b = q.next_batch(|_| 8, Duration::from_millis(30)).unwrap();
         assert_eq!(b.len(), 1);
         let waited = start.elapsed();
         assert!(waited >= Duration::from_millis(25) && waited < Duration::from_secs(2), "{waited:?}");
@@ -164,7 +204,7 @@ mod tests {
     fn closing_releases_waiting_workers() {
         let q = std::sync::Arc::new(BatchQueue::<J>::new(1));
         let q2 = q.clone();
-        let worker = std::thread::spawn(move || q2.next_batch(1, Duration::ZERO).is_none());
+        let worker = std::thread::spawn(move || q2.next_batch(|_| 1, Duration::ZERO).is_none());
         std::thread::sleep(Duration::from_millis(20));
         q.close();
         assert!(worker.join().unwrap());

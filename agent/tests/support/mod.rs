@@ -82,10 +82,15 @@ pub fn trust_files(dir: &Path) -> (PathBuf, PathBuf) {
 
 /// A manifest for `model` whose self-test vectors (the first 4 test images) hold the model's own outputs.
 pub fn manifest(model: &[u8], version: &str, sequence: u64) -> Manifest {
+    manifest_named("digits", model, version, sequence)
+}
+
+/// `manifest` under another model name: the committed digits models stand in for a device's other models.
+pub fn manifest_named(name: &str, model: &[u8], version: &str, sequence: u64) -> Manifest {
     let (payload, _) = bundle::prepare_payload(model, None, ModelFormat::Nnef);
     let mut m = Manifest {
         format: MANIFEST_FORMAT,
-        name: ModelName::new("digits").unwrap(),
+        name: ModelName::new(name).unwrap(),
         version: version.parse::<Version>().unwrap(),
         sequence,
         payload,
@@ -124,6 +129,12 @@ pub fn signed_delta(name: &str, base: &str, version: &str, sequence: u64) -> Vec
     let (payload, bytes) = bundle::prepare_payload(&model, Some(&base), ModelFormat::Nnef);
     m.payload = payload;
     bundle::create(&m, &[release()], &bytes)
+}
+
+/// A full bundle of the committed digits model `file` released as model `name`.
+pub fn signed_bundle_named(name: &str, file: &str, version: &str, sequence: u64) -> Vec<u8> {
+    let model = model_bytes(file);
+    bundle_with(&manifest_named(name, &model, version, sequence), &model, &release())
 }
 
 pub fn signed_bundle(name: &str, version: &str, sequence: u64) -> Vec<u8> {
