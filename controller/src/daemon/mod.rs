@@ -12,3 +12,4 @@ pub mod registry;
 pub mod rollouts;
 pub mod serve;
 pub mod store;
+pub mod store_redb;
