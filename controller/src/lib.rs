@@ -5,6 +5,7 @@
 //! operator verbs arrive with their issues. Architecture invariant: depends on `outpost-protocol` only,
 //! never on the agent.
 
+pub mod agent_skew;
 pub mod cli;
 pub mod daemon;
 pub mod duration;

@@ -223,3 +223,29 @@ async fn the_enrollment_listener_confines_each_anonymous_client_to_its_own_enrol
         assert!(w.rx.try_recv().is_err(), "a wildcard client id read an answer");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_device_reads_the_fleet_trust_and_only_the_controller_writes_it() {
+    let dir = tempdir("trust");
+    let (data, pki) = (dir.join("data"), dir.join("pki"));
+    issue_all(&data, &pki, &["dev-a", "dev-b"]);
+    let broker = ProdBroker::start(&pki);
+    let trust = outpost_protocol::topics::TRUST;
+
+    let mut ctl = client(&pki, broker.tls_port, "outpost-controller", Some("controller"));
+    let mut a = client(&pki, broker.tls_port, "dev-a", Some("dev-a"));
+    assert!(ctl.outcome().await && a.outcome().await, "{}", broker.log());
+    a.sub(trust).await;
+    a.sub(&format!("{DEV}/dev-a/down/#")).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A device cannot replace the fleet's trust (a retained forgery would reach every device).
+    a.client.publish(trust, QoS::AtLeastOnce, true, b"forged-by-a".to_vec()).await.unwrap();
+    ctl.client.publish(trust, QoS::AtLeastOnce, true, b"the-trust".to_vec()).await.unwrap();
+    let seen = a.until("the-trust").await;
+    assert_eq!(seen, vec![(trust.to_string(), "the-trust".to_string())], "A saw {seen:?}");
+    // A device that connects later gets it retained; so does another device.
+    let mut b = client(&pki, broker.tls_port, "dev-b", Some("dev-b"));
+    assert!(b.outcome().await);
+    b.sub(trust).await;
+    assert_eq!(b.until("the-trust").await.len(), 1);
+}

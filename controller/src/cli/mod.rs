@@ -2,6 +2,7 @@
 //! `-o json` for scripts. Exit codes: 0 success, 1 a bundle or policy was rejected, 2 any other error;
 //! failures print one line naming what was wrong.
 
+mod agents;
 mod audit;
 mod bundle;
 mod certs;
@@ -27,7 +28,7 @@ pub struct Cli {
 enum Command {
     /// Make ed25519 key pairs (root and release keys).
     Keys(keys::Args),
-    /// Make and inspect trust policies (the release keys devices accept, signed by the root keys).
+    /// Trust policies and root rotations: make, inspect, push to the fleet, status.
     Trust(trust::Args),
     /// Create, sign, verify and inspect signed model bundles (.obundle); push them to the controller.
     Bundle(bundle::Args),
@@ -47,6 +48,13 @@ enum Command {
     Skew {
         #[arg(long)]
         model: Option<String>,
+        /// Agent versions across the fleet instead (claimed and attested), the root and policy versions
+        /// devices attest to, and devices too old for each rollout's release.
+        #[arg(long)]
+        agents: bool,
+        /// With --agents: also the devices too old for this pushed bundle (its digest).
+        #[arg(long, requires = "agents")]
+        bundle: Option<String>,
         #[command(flatten)]
         remote: client::Remote,
         #[arg(short = 'o', long = "output", value_enum, default_value_t)]
@@ -125,7 +133,8 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::EnrollToken(a) => enroll_token::run(a),
         Command::Rollout(a) => rollout::run(a),
         Command::Image(a) => image::run(a),
-        Command::Skew { model, remote, output } => rollout::skew(&remote, model.as_deref(), output),
+        Command::Skew { agents: true, bundle, remote, output, .. } => agents::run(&remote, bundle.as_deref(), output),
+        Command::Skew { model, remote, output, .. } => rollout::skew(&remote, model.as_deref(), output),
         Command::Audit { rollout, remote, output } => audit::run(&remote, rollout.as_deref(), output),
     }
 }

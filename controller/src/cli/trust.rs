@@ -1,10 +1,11 @@
-//! `outpost trust init | inspect`
+//! `outpost trust init | inspect | rotate-root | push | status`
 
+use super::client::Remote;
 use super::{Failure, Output, parse_lifetime};
 use crate::files;
-use crate::release::{self, keys::TrustInit};
-use outpost_protocol::Limits;
-use outpost_protocol::trust;
+use crate::release::{self, keys::TrustInit, roots::RotateRoot};
+use outpost_protocol::messages::Message;
+use outpost_protocol::{Limits, codec, root, trust};
 use std::path::PathBuf;
 
 #[derive(Debug, clap::Args)]
@@ -17,16 +18,17 @@ pub struct Args {
 enum Command {
     /// Write a trust policy naming the release keys, signed by the root key(s).
     Init {
-        /// Root private key(s) that sign the policy; devices pin the matching public keys.
+        /// Root private key(s) that sign the policy: the current root's (after a rotation, the new root's).
         #[arg(long = "root-key", required = true)]
         root_keys: Vec<PathBuf>,
-        /// Release public key(s) allowed to sign manifests.
+        /// Release public key(s) allowed to sign manifests; a key left out is revoked once devices take
+        /// the policy.
         #[arg(long = "release-pub", required = true)]
         release_pubs: Vec<PathBuf>,
         /// Distinct release signatures a manifest needs (k of n).
         #[arg(long, default_value_t = 1)]
         threshold: u8,
-        /// Policy version; raise it with every rotation.
+        /// Policy version; raise it with every rotation (devices take only a higher one).
         #[arg(long = "policy-version", default_value_t = 1)]
         version: u64,
         /// Lifetime, e.g. 365d.
@@ -35,9 +37,55 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Print a trust policy's contents (signatures are not checked; `bundle verify` does that).
+    /// Print a trust policy's or root document's contents (signatures are not checked).
     Inspect {
+        file: PathBuf,
+        #[arg(short = 'o', long = "output", value_enum, default_value_t)]
+        output: Output,
+    },
+    /// Write the next root document (root-N.root in --chain), signed by the current root and the new one.
+    RotateRoot {
+        /// The root public key(s) devices pin in their image (root v1).
+        #[arg(long = "image-root-pub", required = true)]
+        image_root_pubs: Vec<PathBuf>,
+        /// How many image root keys must sign (the devices' `root_threshold`).
+        #[arg(long = "image-root-threshold", default_value_t = 1)]
+        image_root_threshold: usize,
+        /// The directory of root documents (root-2.root, root-3.root, …); the new one is written there.
+        #[arg(long)]
+        chain: PathBuf,
+        /// Private keys of the current root that sign the new one (at least its threshold).
+        #[arg(long = "root-key", required = true)]
+        root_keys: Vec<PathBuf>,
+        /// Private keys of the new root: listed in it, and each signs it.
+        #[arg(long = "new-key", required = true)]
+        new_keys: Vec<PathBuf>,
+        /// Public keys also listed in the new root that do not sign now (e.g. a backup kept offline).
+        #[arg(long = "new-pub")]
+        new_pubs: Vec<PathBuf>,
+        /// Distinct new root keys needed to sign a policy or the next root.
+        #[arg(long, default_value_t = 1)]
+        threshold: u8,
+        /// Lifetime of the new root, e.g. 1825d: after it, devices take no policy it signs.
+        #[arg(long, default_value = "1825d", value_parser = parse_lifetime)]
+        expires: u64,
+    },
+    /// Publish a trust policy (and the root chain) to the fleet through the controller.
+    Push {
+        #[arg(long)]
         policy: PathBuf,
+        /// The root chain directory, if the root was ever rotated.
+        #[arg(long)]
+        chain: Option<PathBuf>,
+        #[command(flatten)]
+        remote: Remote,
+        #[arg(short = 'o', long = "output", value_enum, default_value_t)]
+        output: Output,
+    },
+    /// The fleet's current root and policy, and which versions devices attest to.
+    Status {
+        #[command(flatten)]
+        remote: Remote,
         #[arg(short = 'o', long = "output", value_enum, default_value_t)]
         output: Output,
     },
@@ -66,29 +114,122 @@ pub fn run(args: Args) -> Result<(), Failure> {
             );
             Ok(())
         }
-        Command::Inspect { policy, output } => {
-            let bytes = files::read(&policy).map_err(|e| Failure::Error(e.to_string()))?;
-            let (p, sigs) = trust::read_policy_unverified(&bytes, &Limits::default())
-                .map_err(|r| Failure::Rejected(r.to_string()))?;
-            let ids: Vec<String> = p.release_key_ids().iter().map(|k| k.to_string()).collect();
-            let signers: Vec<String> = sigs.iter().map(|s| s.key_id.to_string()).collect();
-            match output {
-                Output::Json => println!(
-                    "{}",
-                    serde_json::json!({
-                        "version": p.version, "created": p.created, "expires": p.expires,
-                        "threshold": p.threshold, "release_keys": ids, "signed_by": signers,
-                    })
-                ),
-                Output::Table => {
-                    println!("version     {}", p.version);
-                    println!("expires     {} (created {})", p.expires, p.created);
-                    println!("threshold   {} of {}", p.threshold, ids.len());
-                    println!("release     {}", ids.join(", "));
-                    println!("signed by   {}", signers.join(", "));
-                }
-            }
+        Command::Inspect { file, output } => inspect(&file, output),
+        Command::RotateRoot {
+            image_root_pubs,
+            image_root_threshold,
+            chain,
+            root_keys,
+            new_keys,
+            new_pubs,
+            threshold,
+            expires,
+        } => {
+            let (path, doc) = release::roots::rotate_root(&RotateRoot {
+                image_root_pubs,
+                image_root_threshold,
+                chain,
+                root_keys,
+                new_keys,
+                new_pubs,
+                threshold,
+                now: release::now(),
+                lifetime_secs: expires,
+            })?;
+            println!(
+                "root v{} → {}: {} of {} key(s), expires at {}; sign a policy with the new keys, then `outpost trust push`",
+                doc.version,
+                path.display(),
+                doc.threshold,
+                doc.keys.len(),
+                doc.expires
+            );
+            Ok(())
+        }
+        Command::Push { policy, chain, remote, output } => {
+            let update = release::roots::trust_update(&policy, chain.as_deref())?;
+            let status = remote.post_bytes("/api/v1/trust", &codec::encode(&Message::Trust(update)))?;
+            print_status(&status, output, "pushed");
+            Ok(())
+        }
+        Command::Status { remote, output } => {
+            let status = remote.get("/api/v1/trust")?;
+            print_status(&status, output, "fleet trust");
             Ok(())
         }
     }
+}
+
+fn inspect(file: &std::path::Path, output: Output) -> Result<(), Failure> {
+    let bytes = files::read(file).map_err(|e| Failure::Error(e.to_string()))?;
+    let limits = Limits::default();
+    let json = if bytes.starts_with(root::ROOT_MAGIC) {
+        let (d, sigs) = root::read_root_unverified(&bytes, &limits).map_err(|r| Failure::Rejected(r.to_string()))?;
+        let keys: Vec<String> = d.keys.iter().map(|k| outpost_protocol::keys::KeyId::of_bytes(k).to_string()).collect();
+        serde_json::json!({
+            "kind": "root", "version": d.version, "created": d.created, "expires": d.expires,
+            "threshold": d.threshold, "keys": keys,
+            "signed_by": sigs.iter().map(|s| s.key_id.to_string()).collect::<Vec<_>>(),
+        })
+    } else {
+        let (p, sigs) = trust::read_policy_unverified(&bytes, &limits).map_err(|r| Failure::Rejected(r.to_string()))?;
+        serde_json::json!({
+            "kind": "policy", "version": p.version, "created": p.created, "expires": p.expires,
+            "threshold": p.threshold,
+            "release_keys": p.release_key_ids().iter().map(|k| k.to_string()).collect::<Vec<_>>(),
+            "signed_by": sigs.iter().map(|s| s.key_id.to_string()).collect::<Vec<_>>(),
+        })
+    };
+    match output {
+        Output::Json => println!("{json}"),
+        Output::Table => {
+            let list = |v: &serde_json::Value| {
+                v.as_array().into_iter().flatten().filter_map(|k| k.as_str()).collect::<Vec<_>>().join(", ")
+            };
+            let (keys_label, keys) =
+                if json["kind"] == "root" { ("root keys", &json["keys"]) } else { ("release", &json["release_keys"]) };
+            println!("{:<11} {}", json["kind"].as_str().unwrap_or("?"), json["version"]);
+            println!("expires     {} (created {})", json["expires"], json["created"]);
+            println!("threshold   {} of {}", json["threshold"], keys.as_array().map_or(0, |a| a.len()));
+            println!("{keys_label:<11} {}", list(keys));
+            println!("signed by   {}", list(&json["signed_by"]));
+        }
+    }
+    Ok(())
+}
+
+/// Prints the controller's trust status (`GET /api/v1/trust`, also the answer to a push).
+fn print_status(s: &serde_json::Value, output: Output, what: &str) {
+    if output == Output::Json {
+        println!("{s}");
+        return;
+    }
+    let keys = |v: &serde_json::Value| v.as_array().map_or(0, |a| a.len());
+    let root = &s["root"];
+    let expires = match root["expires"].as_u64() {
+        Some(e) => format!("expires at {e}"),
+        None => "the image's root, no expiry".into(),
+    };
+    println!("{what}: root v{} ({} of {} key(s), {expires})", root["version"], root["threshold"], keys(&root["keys"]));
+    let p = &s["policy"];
+    if p.is_null() {
+        println!("policy      none: push one with `outpost trust push`");
+    } else {
+        println!(
+            "policy      v{} ({} of {} release key(s), expires at {}) from {}",
+            p["version"],
+            p["threshold"],
+            keys(&p["release_keys"]),
+            p["expires"],
+            s["source"].as_str().unwrap_or("?")
+        );
+    }
+    let mut parts: Vec<String> = s["devices"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|d| format!("root v{} policy v{}: {}", d["root_version"], d["policy_version"], d["devices"]))
+        .collect();
+    parts.push(format!("no signed report: {}", s["unattested"]));
+    println!("devices     {}", parts.join("; "));
 }

@@ -1,7 +1,7 @@
 //! The controller's HTTP API (JSON) for everything the CLI does. Every route but `/api/v1/health`
 //! needs `Authorization: Bearer <token>`; the token is made at first start in the data directory.
 
-use super::bundles::{self, BundleMeta, Trust};
+use super::bundles::{self, BundleMeta};
 use super::fleet::{Fleet, now};
 use super::registry::DeviceRecord;
 use super::store::{Store, Table};
@@ -21,7 +21,7 @@ pub struct Api {
     pub rollouts: Arc<super::rollouts::Rollouts>,
     pub fleet: Arc<Fleet>,
     pub store: Arc<Store>,
-    pub trust: Option<Trust>,
+    pub trust: Arc<super::fleet_trust::FleetTrust>,
     pub token: Arc<String>,
 }
 
@@ -48,6 +48,8 @@ pub fn router(api: Api) -> Router {
         .route("/api/v1/rollouts/{id}", get(get_rollout))
         .route("/api/v1/rollouts/{id}/{verb}", axum::routing::post(rollout_verb))
         .route("/api/v1/skew", get(skew))
+        .route("/api/v1/skew/agents", get(super::api_trust::skew_agents))
+        .route("/api/v1/trust", get(super::api_trust::status).post(super::api_trust::push))
         .layer(middleware::from_fn_with_state(api.clone(), auth));
     Router::new()
         .route("/api/v1/health", get(|| async { Json(serde_json::json!({"ok": true})) }))
@@ -182,7 +184,7 @@ async fn list_bundles(State(api): State<Api>) -> Response {
 }
 
 async fn push_bundle(State(api): State<Api>, body: Bytes) -> Response {
-    let Some(trust) = api.trust.clone() else {
+    let Some(trust) = api.trust.bundle_trust() else {
         return error(StatusCode::CONFLICT, "the controller has no trust policy configured to verify bundles with");
     };
     let store = api.store.clone();

@@ -23,6 +23,9 @@ pub struct BundleMeta {
     pub expires: u64,
     pub pushed_at: u64,
     pub signers: Vec<String>,
+    /// The oldest agent the bundle runs on (`outpost skew --agents`); absent in bundles pushed before.
+    #[serde(default)]
+    pub min_agent: Option<Version>,
 }
 
 /// The trust material the controller checks pushed bundles with: the same policy and roots the devices pin.
@@ -77,6 +80,7 @@ pub fn push(store: &Store, trust: &Trust, bytes: &[u8], now: u64) -> Result<Bund
         expires: m.expires,
         pushed_at: now,
         signers: verified.signers.iter().map(|k| k.to_string()).collect(),
+        min_agent: Some(m.targets.min_agent),
     };
     store.put(Table::Bundles, &meta.digest, &meta).map_err(|e| e.to_string())?;
     Ok(meta)

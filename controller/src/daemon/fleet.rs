@@ -27,6 +27,8 @@ pub struct Fleet {
     /// Devices whose hello this process received. A device connected before the controller subscribed
     /// (or across a controller restart) is asked for its hello in its next telemetry ack.
     greeted: Mutex<HashSet<DeviceId>>,
+    /// The fleet's trust frame last published (`fleet_trust.rs`), published again on every connect.
+    pub(super) trust_frame: Mutex<Option<Vec<u8>>>,
 }
 
 impl std::fmt::Debug for Fleet {
@@ -58,6 +60,7 @@ impl Fleet {
             bundles: Mutex::default(),
             identity,
             greeted: Mutex::default(),
+            trust_frame: Mutex::default(),
         });
         // Only `eventloop.poll()` drains the client's request channel (1024 publishes), and handling a
         // message publishes (acks, chunks). Handled inside the poll loop, a full channel blocks the handler
@@ -82,6 +85,7 @@ impl Fleet {
                             let _ = f.client.subscribe(topics::controller_subscription(), QoS::AtLeastOnce).await;
                             let _ = f.client.subscribe(enroll::controller_subscription(), QoS::AtLeastOnce).await;
                             f.republish_desired().await;
+                            f.republish_trust().await;
                         });
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) => {
@@ -153,6 +157,7 @@ impl Fleet {
                 let ack = codec::encode(&Message::TelemetryAck(TelemetryAck { up_to_seq: up_to, hello_wanted }));
                 let _ = self.client.publish(topics::down(&device, &Down::Ack), QoS::AtLeastOnce, false, ack).await;
             }
+            (Up::Report, Message::Report(r)) => self.report(&device, r),
             (Up::Fetch, Message::ChunkRequest(req)) => {
                 self.serve_chunks(&device, req.bundle, req.first, req.count).await
             }

@@ -2,12 +2,15 @@
 //! fleet registry fed over MQTT, the bundle store, rollouts, and the HTTP API the CLI talks to.
 
 pub mod api;
+pub mod api_trust;
+pub mod attestation;
 pub mod broker;
 pub mod bundles;
 pub mod config;
 pub mod enroll;
 pub mod enrollment;
 pub mod fleet;
+pub mod fleet_trust;
 pub mod registry;
 pub mod rollouts;
 pub mod serve;

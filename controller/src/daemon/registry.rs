@@ -42,6 +42,9 @@ pub struct DeviceRecord {
     /// Its identity: enrollment status, bound key, certificates issued.
     #[serde(default)]
     pub enrollment: super::enroll::Enrollment,
+    /// Its last verified version report and the reports refused (`attestation.rs`).
+    #[serde(default)]
+    pub attestation: super::attestation::Attestation,
 }
 
 /// What the registry keeps of one model on one device.
@@ -97,6 +100,7 @@ impl DeviceRecord {
             desired: BTreeMap::new(),
             evidence: None,
             enrollment: super::enroll::Enrollment::default(),
+            attestation: super::attestation::Attestation::default(),
         }
     }
 

@@ -1,12 +1,12 @@
 //! Wiring of `outpost serve`: store, token, broker, fleet ingest, API.
 
 use super::api::{self, Api};
-use super::bundles::Trust;
 use super::config::{Broker, ServeConfig};
 use super::fleet::Fleet;
+use super::fleet_trust::FleetTrust;
 use super::store::Store;
 use outpost_protocol::keys;
-use outpost_protocol::trust::RootKeys;
+use outpost_protocol::root::TrustedRoot;
 use rumqttc::{MqttOptions, TlsConfiguration, Transport};
 use std::future::Future;
 use std::path::Path;
@@ -26,18 +26,22 @@ pub fn token(dir: &Path) -> anyhow::Result<String> {
     Ok(token)
 }
 
-fn trust(cfg: &ServeConfig) -> anyhow::Result<Option<Trust>> {
-    let Some(policy) = &cfg.trust_policy else { return Ok(None) };
-    let policy = std::fs::read(policy).map_err(|e| anyhow::anyhow!("{}: {e}", policy.display()))?;
+/// The root devices pin and the configured policy; the pushed trust on top (`fleet_trust.rs`).
+fn trust(cfg: &ServeConfig) -> anyhow::Result<FleetTrust> {
     let mut roots = Vec::new();
     for p in &cfg.root_pubs {
         let pem = std::fs::read_to_string(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
         roots.push(keys::public_key_from_pem(&pem, &p.display().to_string())?);
     }
-    if roots.is_empty() {
+    let policy = match &cfg.trust_policy {
+        Some(path) => Some(std::fs::read(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?),
+        None => None,
+    };
+    if policy.is_some() && roots.is_empty() {
         anyhow::bail!("a trust policy needs at least one root public key (trust.root_pub)");
     }
-    Ok(Some(Trust { policy, roots: RootKeys { keys: roots, threshold: cfg.root_threshold } }))
+    let pinned = (!roots.is_empty()).then(|| TrustedRoot::pinned(roots, cfg.root_threshold));
+    Ok(FleetTrust::load(&cfg.data_dir, pinned, policy))
 }
 
 fn mqtt_options(cfg: &ServeConfig, broker_addr: Option<std::net::SocketAddr>) -> anyhow::Result<MqttOptions> {
@@ -107,7 +111,7 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let store = Arc::new(Store::open(&cfg.data_dir)?);
     let token = token(&cfg.data_dir)?;
-    let trust = trust(&cfg)?;
+    let trust = Arc::new(trust(&cfg)?);
     let broker_addr = match cfg.broker {
         Broker::Embedded(addr) => {
             let bound = super::broker::start(addr, 2 << 20)?;
@@ -121,6 +125,10 @@ pub async fn serve(
     // Rewritten at every start: it reflects the registry and never reaches its next-update time.
     if let Err(e) = fleet.write_crl(super::fleet::now()) {
         tracing::warn!(error = %e, "cannot write the certificate revocation list");
+    }
+    // The embedded broker (or a broker without persistence) forgot the fleet's trust: publish it again.
+    if let Some(frame) = trust.frame() {
+        fleet.publish_trust(frame).await;
     }
     let rollouts = super::rollouts::Rollouts::load(store.clone(), fleet.clone())?;
     // A broker that restarted (or the embedded one) lost the retained desired states: publish them again.

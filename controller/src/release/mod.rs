@@ -4,6 +4,7 @@
 pub mod bundle;
 pub mod keys;
 pub mod reference;
+pub mod roots;
 pub mod selftest;
 
 use crate::files::FileError;
