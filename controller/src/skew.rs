@@ -38,6 +38,10 @@ pub struct VersionCount {
     pub version: Version,
     pub online: u32,
     pub offline: u32,
+    /// Of those, devices whose last verified version report says they run it (the rest only claim it;
+    /// filled in by the daemon, which holds the reports: `daemon::attestation`).
+    #[serde(default)]
+    pub attested: u32,
 }
 
 /// Azure Device Update's buckets, plus `ahead` for devices a later release already reached.
@@ -82,7 +86,12 @@ pub fn model_skew(model: &ModelName, target: Option<&Target>, devices: &[DeviceV
             continue;
         }
         if let Some(r) = runs {
-            let c = versions.entry(r.version).or_insert(VersionCount { version: r.version, online: 0, offline: 0 });
+            let c = versions.entry(r.version).or_insert(VersionCount {
+                version: r.version,
+                online: 0,
+                offline: 0,
+                attested: 0,
+            });
             if d.online {
                 c.online += 1;
                 oldest_serving = Some(oldest_serving.map_or(r.version, |v| v.min(r.version)));
@@ -228,7 +237,8 @@ mod tests {
             dev(4, None, true, None),
         ];
         let s = model_skew(&digits(), Some(&target(2)), &devices);
-        let v = |minor, online, offline| VersionCount { version: Version::new(1, minor, 0), online, offline };
+        let v =
+            |minor, online, offline| VersionCount { version: Version::new(1, minor, 0), online, offline, attested: 0 };
         assert_eq!(s.versions, vec![v(2, 1, 0), v(1, 1, 1), v(0, 0, 1)]);
         assert_eq!(s.oldest_serving, Some(Version::new(1, 1, 0)), "the offline 1.0.0 device serves nothing");
         let agents: Vec<(Option<Version>, u32)> = s.agents.iter().map(|a| (a.version, a.devices)).collect();

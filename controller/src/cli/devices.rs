@@ -3,6 +3,7 @@
 use super::audit::utc;
 use super::client::Remote;
 use super::{Failure, Output};
+use crate::daemon::attestation;
 use crate::daemon::enroll::Status;
 use crate::daemon::registry::{DeviceRecord, ModelSummary};
 use outpost_protocol::messages::Mode;
@@ -161,7 +162,10 @@ pub fn show_text(d: &DeviceRecord) -> String {
     line(format!("device      {}", d.id));
     line(format!("online      {} (last seen {} UTC)", if d.online { "yes" } else { "no" }, utc(d.last_seen)));
     line(format!("identity    {}", status(d)));
-    line(format!("arch        {}, agent {}", opt(d.arch), opt(d.agent_version)));
+    let agent_mark =
+        if attestation::attested_agent(&d.attestation, d.agent_version.as_ref()) { "" } else { " (claimed)" };
+    line(format!("arch        {}, agent {}{agent_mark}", opt(d.arch), opt(d.agent_version)));
+    line(format!("report      {}", report(d)));
     line(format!("labels      {}", labels(d)));
     line(format!(
         "telemetry   {} record(s) received, contiguous up to {}, {} missing, {} duplicate(s)",
@@ -173,7 +177,14 @@ pub fn show_text(d: &DeviceRecord) -> String {
         line(format!("  {}", m.name));
         match &m.running {
             Some(r) => {
-                line(format!("    running   {} (sequence {}, model {})", r.version, r.sequence, r.digest.short()))
+                // Attested: the device's last verified signed report says the same; claimed: only its hello.
+                let mark = if attestation::attested_model(&d.attestation, r) { "attested" } else { "claimed" };
+                line(format!(
+                    "    running   {} (sequence {}, model {}) {mark}",
+                    r.version,
+                    r.sequence,
+                    r.digest.short()
+                ))
             }
             None => line("    running   -".into()),
         }
@@ -214,6 +225,27 @@ pub fn show_text(d: &DeviceRecord) -> String {
         }
     }
     o
+}
+
+/// The device's last verified version report, and the reports refused.
+fn report(d: &DeviceRecord) -> String {
+    let a = &d.attestation;
+    let mut s = match &a.last {
+        Some(l) => format!(
+            "verified #{} at {} UTC (key bound by {}): policy v{}, root v{}, agent {}",
+            l.report.counter,
+            utc(l.received),
+            l.binding.replace('_', " "),
+            l.report.policy_version,
+            l.report.root_version,
+            l.report.agent_version
+        ),
+        None => "none verified: what the device runs is only claimed".into(),
+    };
+    if let Some(f) = &a.last_fault {
+        s.push_str(&format!("; {} refused, last at {} UTC: {}", a.faults, utc(f.at), f.detail));
+    }
+    s
 }
 
 /// `2.0.0 watching -> committed` with the reason code and detail when there are any.
@@ -345,7 +377,7 @@ mod tests {
         let text = show_text(&device());
         assert!(text.contains("models      3\n"), "{text}");
         for want in [
-            "  digits\n    running   2.0.0 (sequence 2, model 020202020202)\n    desired   -\n",
+            "  digits\n    running   2.0.0 (sequence 2, model 020202020202) claimed\n    desired   -\n",
             "  kws\n    running   -\n    desired   1.0.0 (sequence 1): activate, rollout kws-rollout",
             "  vibration\n    running   1.0.0 (sequence 1, model",
             "    update    1.1.0 fetching -> verifying: 3 chunk(s)\n",
@@ -354,5 +386,42 @@ mod tests {
             assert!(text.contains(want), "missing {want:?} in:\n{text}");
         }
         assert!(!text.contains("Some(") && !text.contains("Watching"), "no Debug forms: {text}");
+    }
+
+    #[test]
+    fn device_show_marks_what_a_verified_report_attests_and_what_is_only_claimed() {
+        use crate::daemon::attestation::{Attested, Fault};
+        use outpost_protocol::messages::VersionReport;
+        let mut d = device();
+        assert!(show_text(&d).contains("report      none verified"), "{}", show_text(&d));
+        assert!(show_text(&d).contains("agent 0.1.0 (claimed)"));
+        d.attestation.last = Some(Attested {
+            received: 1_760_000_200,
+            binding: "enrollment".into(),
+            report_sha256: String::new(),
+            report: VersionReport {
+                device: d.id.clone(),
+                counter: 12,
+                at: 1_760_000_199,
+                running: vec![d.running[0].clone()],
+                previous: vec![],
+                floors: vec![],
+                agent_version: Version::new(0, 1, 0),
+                policy_version: 3,
+                root_version: 2,
+            },
+        });
+        d.attestation.faults = 2;
+        d.attestation.last_fault =
+            Some(Fault { at: 1_760_000_300, code: "replay".into(), detail: "replay: old".into() });
+        let text = show_text(&d);
+        for want in [
+            "agent 0.1.0\n",
+            "report      verified #12 at 2025-10-09 08:56:40 UTC (key bound by enrollment): policy v3, root v2, agent 0.1.0; 2 refused, last at",
+            "  digits\n    running   2.0.0 (sequence 2, model 020202020202) attested\n",
+            "  vibration\n    running   1.0.0 (sequence 1, model 050505050505) claimed\n",
+        ] {
+            assert!(text.contains(want), "missing {want:?} in:\n{text}");
+        }
     }
 }

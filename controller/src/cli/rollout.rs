@@ -355,9 +355,17 @@ pub fn skew(remote: &Remote, model: Option<&str>, output: Output) -> Result<(), 
         println!("model {}", m["model"].as_str().unwrap_or("?"));
         for v in m["versions"].as_array().into_iter().flatten() {
             let ver = &v["version"];
+            // Attested: the device's signed version report says so; the rest only claim it (their hello).
+            let total = v["online"].as_u64().unwrap_or(0) + v["offline"].as_u64().unwrap_or(0);
+            let attested = v["attested"].as_u64().unwrap_or(0);
             println!(
-                "  {}.{}.{}  {} online, {} offline",
-                ver["major"], ver["minor"], ver["patch"], v["online"], v["offline"]
+                "  {}.{}.{}  {} online, {} offline; {attested} attested, {} only claimed",
+                ver["major"],
+                ver["minor"],
+                ver["patch"],
+                v["online"],
+                v["offline"],
+                total.saturating_sub(attested)
             );
         }
         println!(

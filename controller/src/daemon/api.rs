@@ -247,7 +247,8 @@ async fn rollout_verb(
 }
 
 async fn skew(State(api): State<Api>) -> Response {
-    let views: Vec<_> = api.fleet.devices().iter().map(|d| d.view()).collect();
+    let devices = api.fleet.devices();
+    let views: Vec<_> = devices.iter().map(|d| d.view()).collect();
     let targets: Vec<_> = api
         .rollouts
         .targets()
@@ -264,5 +265,7 @@ async fn skew(State(api): State<Api>) -> Response {
             (rel.model.clone(), target)
         })
         .collect();
-    Json(crate::skew::fleet_skew(&views, &targets)).into_response()
+    let mut skew = crate::skew::fleet_skew(&views, &targets);
+    super::attestation::count_attested(&mut skew, &devices);
+    Json(skew).into_response()
 }

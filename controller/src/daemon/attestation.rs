@@ -113,6 +113,20 @@ pub fn attested_agent(att: &Attestation, claimed: Option<&Version>) -> bool {
     att.last.as_ref().is_some_and(|l| Some(&l.report.agent_version) == claimed)
 }
 
+/// Fills in how many devices on each version of each model attest it (`outpost skew`).
+pub fn count_attested(skew: &mut [crate::skew::ModelSkew], devices: &[super::registry::DeviceRecord]) {
+    for m in skew {
+        for v in &mut m.versions {
+            let on_it = |d: &&super::registry::DeviceRecord| {
+                d.running
+                    .iter()
+                    .any(|r| r.name == m.model && r.version == v.version && attested_model(&d.attestation, r))
+            };
+            v.attested = devices.iter().filter(on_it).count() as u32;
+        }
+    }
+}
+
 impl Fleet {
     /// `up/report`: verify, keep, audit.
     pub(super) fn report(&self, device: &DeviceId, signed: SignedVersionReport) {
