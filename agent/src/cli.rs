@@ -164,7 +164,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             let bytes = std::fs::read(&bundle).map_err(|e| err(format!("{}: {e}", bundle.display())))?;
             let target =
                 if shadow { Target::Candidate { shadow_percent: cfg.shadow.sample_percent } } else { Target::Activate };
-            match install::install(&store, &trust, &bytes, now(), target) {
+            match install::install_with(&store, &trust, &bytes, now(), target, &cfg.models) {
                 Ok(done) => {
                     let m = &done.manifest;
                     let slot = if shadow { "candidate (shadow)" } else { "active" };

@@ -2,7 +2,7 @@
 //! in tract and check its interface, run its self-test vectors, store it, and flip the slots. Any failure
 //! is a `Rejection` with a reason code and leaves the slots, and so the serving model, untouched.
 
-use crate::config::Config;
+use crate::config::{Config, ModelsConfig};
 use crate::runtime::model::LoadedModel;
 use crate::runtime::selftest;
 use crate::store::{Slots, Store, StoreError};
@@ -86,6 +86,41 @@ pub struct Staged {
     pub model: LoadedModel,
     pub digest: outpost_protocol::Digest,
     pub policy_version: u64,
+    /// The footprint the memory budget counts for this model: the larger of the estimate and the
+    /// measured growth of the process when it loaded.
+    pub mem_bytes: u64,
+}
+
+/// What a model is estimated to take before it is loaded: its weights twice (the parsed model and the
+/// optimised plans' packed copies) plus 1 MiB of plans and buffers. `Staged::mem_bytes` adds the measure.
+pub fn estimate_mem_bytes(manifest: &Manifest) -> u64 {
+    manifest.payload.model_size.saturating_mul(2).saturating_add(1 << 20)
+}
+
+const MIB: f64 = (1 << 20) as f64;
+
+/// Refuses a model whose footprint would take the models served together over the budget.
+fn check_budget(name: &str, what: &str, mem: u64, slots: &Slots, budget: u64, how: &str) -> Result<(), Rejection> {
+    let others = slots.mem_bytes_except(name);
+    if others.saturating_add(mem) <= budget {
+        return Ok(());
+    }
+    let serving: Vec<String> = slots
+        .installed()
+        .filter(|(n, _)| n.as_str() != name)
+        .map(|(n, m)| format!("{n} {:.1} MiB", m.mem_bytes as f64 / MIB))
+        .collect();
+    let serving = if serving.is_empty() { "nothing else".to_string() } else { serving.join(", ") };
+    Err(Rejection::new(
+        RejectReason::InsufficientMemory,
+        format!(
+            "{what} takes {:.1} MiB ({how}); with the models already serving ({serving}) that is {:.1} MiB, \
+             over the memory budget of {:.1} MiB",
+            mem as f64 / MIB,
+            others.saturating_add(mem) as f64 / MIB,
+            budget as f64 / MIB
+        ),
+    ))
 }
 
 /// Verifies `bundle_bytes` against the device's trust, floors and active model (the delta base), loads
@@ -96,6 +131,7 @@ pub fn verify_and_store(
     trust: &Trust,
     bundle_bytes: &[u8],
     now: u64,
+    models: &ModelsConfig,
 ) -> Result<Staged, InstallError> {
     let limits = Limits::default();
     // The unverified name only picks which floor applies; verify re-checks everything it depends on.
@@ -120,11 +156,26 @@ pub fn verify_and_store(
         limits: &limits,
     })?
     .into_inner();
-    let what = format!("{} {}", verified.manifest.name, verified.manifest.version);
+    let name = verified.manifest.name.as_str();
+    let what = format!("{name} {}", verified.manifest.version);
+    // A device may pin the models it runs: the verified name decides, not the request that brought it.
+    if !models.accepts(name) {
+        let accepted: Vec<&str> = models.accept.iter().flatten().map(|n| n.as_str()).collect();
+        return Err(Rejection::new(
+            RejectReason::DesiredMismatch,
+            format!("{what}: this device accepts only the models {}", accepted.join(", ")),
+        )
+        .into());
+    }
+    // The memory budget: estimated before anything is loaded, then measured after loading.
+    let estimate = estimate_mem_bytes(&verified.manifest);
+    check_budget(name, &what, estimate, slots, models.memory_budget, "estimated from its size")?;
     let model = LoadedModel::load(&verified.model, verified.manifest.clone(), 1)
         .map_err(|e| Rejection::new(RejectReason::ModelUnloadable, format!("{what}: {e}")))?;
+    let mem_bytes = estimate.max(model.mem_bytes);
+    check_budget(name, &what, model.mem_bytes, slots, models.memory_budget, "measured after loading")?;
     let digest = store.put_model(&verified.model, &verified.manifest)?;
-    Ok(Staged { manifest: verified.manifest, model, digest, policy_version: verified.policy_version })
+    Ok(Staged { manifest: verified.manifest, model, digest, policy_version: verified.policy_version, mem_bytes })
 }
 
 /// Runs the stored model's self-test vectors.
@@ -142,16 +193,28 @@ pub fn install(
     now: u64,
     target: Target,
 ) -> Result<Installed, InstallError> {
+    install_with(store, trust, bundle_bytes, now, target, &ModelsConfig { accept: None, memory_budget: u64::MAX })
+}
+
+/// `install` under the device's model rules: the accepted names and the memory budget.
+pub fn install_with(
+    store: &Store,
+    trust: &Trust,
+    bundle_bytes: &[u8],
+    now: u64,
+    target: Target,
+    models: &ModelsConfig,
+) -> Result<Installed, InstallError> {
     let _lock = store.lock()?;
     let mut slots = store.slots()?;
-    let staged = verify_and_store(store, &slots, trust, bundle_bytes, now)?;
+    let staged = verify_and_store(store, &slots, trust, bundle_bytes, now, models)?;
     let selftests = self_test(&staged.model)?;
     let model = slots.model_mut(staged.manifest.name.as_str());
     match target {
         // A local install is final at once: activated and committed (the floor rises to its verified
         // sequence); the model it replaces stays as `previous`.
         Target::Activate => {
-            model.activate(staged.digest, staged.model.mem_bytes);
+            model.activate(staged.digest, staged.mem_bytes);
             model.commit(staged.manifest.sequence);
         }
         Target::Candidate { shadow_percent } => model.stage(staged.digest, Some(shadow_percent)),

@@ -156,7 +156,7 @@ fn join(
         }
     }));
     tasks.push(tokio::spawn(shipper::ship(link.clone(), queue.clone(), online, acked, cfg.telemetry.max_batch_bytes)));
-    let driver = Driver::new(store, trust, rt, Some(link), queue).with_hello(hello);
+    let driver = Driver::new(store, trust, cfg.models.clone(), rt, Some(link), queue).with_hello(hello);
     tasks.push(tokio::spawn(driver.run(from_link)));
     Ok(tasks)
 }

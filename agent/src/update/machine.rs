@@ -8,7 +8,7 @@
 
 use outpost_protocol::messages::{DesiredState, Mode};
 use outpost_protocol::telemetry::UpdateStage;
-use outpost_protocol::{Digest, RejectReason};
+use outpost_protocol::{Digest, Limits, ModelName, RejectReason, Version};
 use serde::{Deserialize, Serialize};
 
 /// Chunks requested at once: enough to keep the link busy, few enough to bound broker memory.
@@ -21,6 +21,9 @@ pub const FETCH_MAX_RETRIES: u32 = 60;
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct UpdateState {
     pub job: Option<Job>,
+    /// Whether the fleet's retained desired state names this model (`outpost-agent remove` refuses it).
+    #[serde(default)]
+    pub retained: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -38,6 +41,23 @@ pub struct Job {
     /// Agent restarts while the candidate was being tested, activated or watched (see `restarted`).
     pub restarts: u8,
     pub outcome: Option<(RejectReason, String)>,
+    /// What verification proved the bundle to be. Floors and slots take their numbers from here, never
+    /// from the (unsigned) desired state.
+    #[serde(default)]
+    pub verified: Option<Release>,
+}
+
+/// A release as its verified manifest names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Release {
+    pub name: ModelName,
+    pub version: Version,
+    pub sequence: u64,
+    /// The model's digest (the store's key).
+    pub model: Digest,
+    /// Memory the model took when loaded for verification (the budget's count).
+    #[serde(default)]
+    pub mem_bytes: u64,
 }
 
 impl Job {
@@ -78,8 +98,9 @@ pub enum Input {
         valid: bool,
     },
     Tick,
-    /// The staged bundle verified and was stored as the candidate (or was refused).
-    Verified(Result<(), (RejectReason, String)>),
+    /// The staged bundle verified and its model was stored (or it was refused): what the verified
+    /// manifest says it is.
+    Verified(Result<Release, (RejectReason, String)>),
     SelfTested(Result<(), (RejectReason, String)>),
     Activated(Result<(), String>),
     Health(Health),
@@ -110,21 +131,38 @@ pub enum Effect {
         first: u32,
         count: u32,
     },
-    /// Verify the staging file; store it as the candidate slot; answer `Verified`.
-    Verify,
-    /// Load the candidate and run its self-test vectors; answer `SelfTested`.
-    SelfTest,
+    /// Verify the staging file of `bundle` and store its model (no slot changes); answer `Verified`.
+    Verify {
+        bundle: Digest,
+    },
+    /// Load the stored `model` and run its self-test vectors; answer `SelfTested`.
+    SelfTest {
+        model: Digest,
+    },
     StartShadow {
         sample_percent: u8,
     },
     StopShadow,
-    /// Candidate → active, active → previous; answer `Activated`.
-    Activate,
+    /// `model` serves; the active one becomes previous; answer `Activated`. `mem_bytes` is the footprint
+    /// the memory budget counts for it from now on.
+    Activate {
+        model: Digest,
+        mem_bytes: u64,
+    },
     /// Previous → active: undo an activation that failed its watch.
     RollBack,
-    /// Raise the release floor to the active model's sequence; forget the staging file.
-    Commit,
-    /// Switch to the model kept in the previous slot (fleet `abort --revert`).
+    /// Raise the model's release floor to `sequence` (the verified manifest's); forget the staging file.
+    Commit {
+        sequence: u64,
+    },
+    /// The verified model becomes the model's candidate (stored by `Verify`, matched against the
+    /// desired state).
+    Stage {
+        model: Digest,
+    },
+    /// Stop serving the model and empty its slots, keeping its floor (`Mode::Remove`).
+    Remove,
+    /// Switch to the verified model kept in this model's previous slot (fleet `abort --revert`).
     Revert,
     DiscardStaging {
         bundle: Digest,
@@ -134,11 +172,18 @@ pub enum Effect {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Machine {
     pub state: UpdateState,
+    /// The model names this device accepts (config `models.accept`); `None`: every name.
+    pub accept: Option<Vec<ModelName>>,
 }
 
 impl Machine {
     pub fn new(state: UpdateState) -> Self {
-        Machine { state }
+        Machine { state, accept: None }
+    }
+
+    pub fn with_accept(mut self, accept: Option<Vec<ModelName>>) -> Self {
+        self.accept = accept;
+        self
     }
 
     pub fn stage(&self) -> UpdateStage {
@@ -151,7 +196,7 @@ impl Machine {
             Input::Desired { desired, already_active } => self.desired(desired, already_active, now_ms, &mut fx),
             Input::Chunk { bundle, index, valid } => self.chunk(bundle, index, valid, now_ms, &mut fx),
             Input::Tick => self.tick(now_ms, &mut fx),
-            Input::Verified(r) => self.after(UpdateStage::Verifying, r, now_ms, &mut fx),
+            Input::Verified(r) => self.verified(r, now_ms, &mut fx),
             Input::SelfTested(r) => self.after(UpdateStage::SelfTest, r, now_ms, &mut fx),
             Input::Activated(r) => {
                 let r = r.map_err(|e| (RejectReason::ModelUnloadable, e));
@@ -173,13 +218,14 @@ impl Machine {
     }
 
     fn desired(&mut self, d: DesiredState, already_active: bool, now_ms: u64, fx: &mut Vec<Effect>) {
+        self.state.retained = d.mode != Mode::Remove;
         if let Some(job) = &self.state.job
             && job.bundle() == d.bundle.digest
             && job.desired.mode == d.mode
         {
             return; // Re-delivery of the retained message (every reconnect): nothing new.
         }
-        if already_active && d.mode != Mode::Revert {
+        if already_active && matches!(d.mode, Mode::Activate | Mode::Shadow { .. }) {
             return;
         }
         // A newer desired state replaces an unfinished update.
@@ -215,7 +261,35 @@ impl Machine {
             self.state.job = Some(job);
             return;
         }
+        if let Some(accept) = self.accept.as_ref().filter(|a| !a.contains(&d.model)) {
+            let mut job = new_job(d, now_ms);
+            let names: Vec<&str> = accept.iter().map(ModelName::as_str).collect();
+            let detail = format!("this device accepts only the models {}", names.join(", "));
+            Self::go(&mut job, UpdateStage::Rejected, Some(RejectReason::DesiredMismatch), detail, fx);
+            self.state.job = Some(job);
+            return;
+        }
+        if d.mode == Mode::Remove {
+            let mut job = new_job(d, now_ms);
+            fx.push(Effect::Remove);
+            Self::go(&mut job, UpdateStage::Committed, None, "removed on request".into(), fx);
+            self.state.job = Some(job);
+            return;
+        }
         let mut job = new_job(d, now_ms);
+        // The desired state is unsigned: every size it names is checked before anything is allocated by it
+        // (a ~100-byte message must not reserve gigabytes, nor make every restart abort on allocation).
+        if let Err(r) = job.desired.bundle.check(&Limits::default()) {
+            Self::go(
+                &mut job,
+                UpdateStage::Rejected,
+                Some(r.reason),
+                format!("refused before fetching: {}", r.detail),
+                fx,
+            );
+            self.state.job = Some(job);
+            return;
+        }
         fx.push(Effect::PrepareStaging { bundle: job.bundle(), size: job.desired.bundle.size });
         let detail = format!("{} chunk(s), {} bytes", job.have.len(), job.desired.bundle.size);
         Self::go(&mut job, UpdateStage::Fetching, None, detail, fx);
@@ -228,6 +302,7 @@ impl Machine {
     /// tells `Mode::Revert` once the device reports the release). The job is forgotten, so the same
     /// desired state issued again later (a resumed rollout) starts afresh instead of looking re-delivered.
     fn withdrawn(&mut self, fx: &mut Vec<Effect>) {
+        self.state.retained = false;
         let Some(job) = self.state.job.as_mut() else { return };
         match job.stage {
             UpdateStage::Fetching
@@ -259,7 +334,7 @@ impl Machine {
         match job.next_missing() {
             None => {
                 Self::go(job, UpdateStage::Verifying, None, "all chunks fetched".into(), fx);
-                fx.push(Effect::Verify);
+                fx.push(Effect::Verify { bundle: job.bundle() });
             }
             // A bad chunk is asked for again at once; otherwise the next window once this one is done.
             Some(first) if !valid || first >= job.requested_until => request_missing(job, now_ms, fx),
@@ -284,15 +359,45 @@ impl Machine {
             UpdateStage::Shadow if now_ms >= job.deadline_ms => {
                 fx.push(Effect::StopShadow);
                 Self::go(job, UpdateStage::Activating, None, "shadow period over".into(), fx);
-                fx.push(Effect::Activate);
+                fx.push(activate(job));
             }
             UpdateStage::Watching if now_ms >= job.deadline_ms => {
-                fx.push(Effect::Commit);
+                // Only a verified release reaches Watching; its sequence is the floor's.
+                let sequence = job.verified.as_ref().map(|r| r.sequence).unwrap_or(0);
+                fx.push(Effect::Commit { sequence });
                 let detail = format!("healthy for the {} s watch window", job.desired.watch.secs);
                 Self::go(job, UpdateStage::Committed, None, detail, fx);
             }
             _ => {}
         }
+    }
+
+    /// Verification finished: the verified release must be exactly what the desired state asked for, or a
+    /// forged desired state could smuggle a genuine bundle of another model, version or sequence in.
+    fn verified(&mut self, r: Result<Release, (RejectReason, String)>, now_ms: u64, fx: &mut Vec<Effect>) {
+        let Some(job) = self.state.job.as_mut().filter(|j| j.stage == UpdateStage::Verifying) else { return };
+        let r = r.and_then(|release| {
+            let d = &job.desired;
+            if release.name != d.model || release.version != d.version || release.sequence != d.sequence {
+                return Err((
+                    RejectReason::DesiredMismatch,
+                    format!(
+                        "the verified bundle is {} {} (sequence {}); the desired state asked for {} {} (sequence {})",
+                        release.name, release.version, release.sequence, d.model, d.version, d.sequence
+                    ),
+                ));
+            }
+            Ok(release)
+        });
+        let r = match r {
+            Ok(release) => {
+                fx.push(Effect::Stage { model: release.model });
+                job.verified = Some(release);
+                Ok(())
+            }
+            Err(e) => Err(e),
+        };
+        self.after(UpdateStage::Verifying, r, now_ms, fx);
     }
 
     /// The shell finished the step that `stage` asked for.
@@ -312,7 +417,7 @@ impl Machine {
             UpdateStage::Verifying => {
                 Self::go(job, UpdateStage::Staged, None, "verified and stored as the candidate".into(), fx);
                 Self::go(job, UpdateStage::SelfTest, None, String::new(), fx);
-                fx.push(Effect::SelfTest);
+                fx.push(Effect::SelfTest { model: job.verified.as_ref().map(|r| r.model).unwrap_or(Digest([0; 32])) });
             }
             UpdateStage::SelfTest => match job.desired.mode {
                 Mode::Shadow { secs, sample_percent } => {
@@ -322,7 +427,7 @@ impl Machine {
                 }
                 _ => {
                     Self::go(job, UpdateStage::Activating, None, "self-tests passed".into(), fx);
-                    fx.push(Effect::Activate);
+                    fx.push(activate(job));
                 }
             },
             UpdateStage::Activating => {
@@ -370,7 +475,25 @@ impl Machine {
     fn restarted(&mut self, valid_chunks: Vec<bool>, now_ms: u64, fx: &mut Vec<Effect>) {
         let Some(job) = self.state.job.as_mut() else { return };
         let stage = job.stage;
+        // A job persisted by an agent that did not check its sizes is checked now, before the shell
+        // allocates anything by them again.
+        if job.in_progress()
+            && let Err(r) = job.desired.bundle.check(&Limits::default())
+        {
+            fx.push(Effect::DiscardStaging { bundle: job.bundle() });
+            Self::go(job, UpdateStage::Rejected, Some(r.reason), r.detail, fx);
+            return;
+        }
         match stage {
+            // Every stage that handles the bundle counts towards the crash-loop limit, verification
+            // included: a bundle whose verification kills the agent must not keep it restarting forever.
+            // Fetching does not count: it only writes checked chunks within checked sizes, and a device
+            // that loses power during a long download resumes rather than giving up.
+            UpdateStage::Verifying | UpdateStage::Staged if crash_loop(job) => {
+                fx.push(Effect::DiscardStaging { bundle: job.bundle() });
+                let detail = format!("the agent restarted {} time(s) while verifying the bundle", job.restarts);
+                Self::go(job, UpdateStage::Rejected, Some(RejectReason::CrashLoop), detail, fx);
+            }
             UpdateStage::Fetching => {
                 if valid_chunks.len() == job.have.len() {
                     job.have = valid_chunks;
@@ -381,14 +504,15 @@ impl Machine {
                 match job.next_missing() {
                     None => {
                         Self::go(job, UpdateStage::Verifying, None, "all chunks fetched".into(), fx);
-                        fx.push(Effect::Verify);
+                        fx.push(Effect::Verify { bundle: job.bundle() });
                     }
                     Some(_) => request_missing(job, now_ms, fx),
                 }
             }
             UpdateStage::Verifying | UpdateStage::Staged => {
                 job.stage = UpdateStage::Verifying;
-                fx.push(Effect::Verify);
+                job.verified = None;
+                fx.push(Effect::Verify { bundle: job.bundle() });
             }
             // The candidate runs in these stages. Device builds abort on panic (Cargo.toml `edge`), so a
             // candidate whose self-test, shadow run or activation panics kills the agent: counted here,
@@ -399,7 +523,9 @@ impl Machine {
                 let detail = format!("the agent restarted {} time(s) while testing the candidate", job.restarts);
                 Self::go(job, UpdateStage::Rejected, Some(RejectReason::CrashLoop), detail, fx);
             }
-            UpdateStage::SelfTest => fx.push(Effect::SelfTest),
+            UpdateStage::SelfTest => {
+                fx.push(Effect::SelfTest { model: job.verified.as_ref().map(|r| r.model).unwrap_or(Digest([0; 32])) })
+            }
             UpdateStage::Shadow => {
                 if let Mode::Shadow { sample_percent, .. } = job.desired.mode {
                     fx.push(Effect::StartShadow { sample_percent });
@@ -410,9 +536,18 @@ impl Machine {
                 let detail = format!("the agent restarted {} time(s) while activating or watching", job.restarts);
                 Self::go(job, UpdateStage::RolledBack, Some(RejectReason::CrashLoop), detail, fx);
             }
-            UpdateStage::Activating => fx.push(Effect::Activate),
+            UpdateStage::Activating => fx.push(activate(job)),
             _ => {}
         }
+    }
+}
+
+/// The activation of the job's verified model (only verified jobs reach `Activating`).
+fn activate(job: &Job) -> Effect {
+    let r = job.verified.as_ref();
+    Effect::Activate {
+        model: r.map(|r| r.model).unwrap_or(Digest([0; 32])),
+        mem_bytes: r.map(|r| r.mem_bytes).unwrap_or(0),
     }
 }
 
@@ -433,6 +568,7 @@ fn new_job(desired: DesiredState, now_ms: u64) -> Job {
         deadline_ms: 0,
         restarts: 0,
         outcome: None,
+        verified: None,
     }
 }
 

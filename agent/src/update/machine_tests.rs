@@ -38,6 +38,23 @@ fn fetch_all(m: &mut Machine, n: u32) -> Vec<Effect> {
     fx
 }
 
+const MODEL: Digest = Digest([9; 32]);
+
+/// What verification proves `desired(..)`'s bundle to be.
+fn release() -> Release {
+    Release {
+        name: ModelName::new("digits").unwrap(),
+        version: Version::new(2, 0, 0),
+        sequence: 2,
+        model: MODEL,
+        mem_bytes: 5,
+    }
+}
+
+fn activate_fx() -> Effect {
+    Effect::Activate { model: MODEL, mem_bytes: 5 }
+}
+
 fn healthy() -> Health {
     Health { requests: 100, errors: 0, p95_us: 1_000, selftest_ok: true }
 }
@@ -52,17 +69,17 @@ fn a_full_update_walks_every_stage_to_committed() {
     // Windows of 8: after chunk 7 the next window, after chunk 15 the last four.
     assert!(fx.contains(&Effect::RequestChunks { first: 8, count: 8 }));
     assert!(fx.contains(&Effect::RequestChunks { first: 16, count: 4 }));
-    assert_eq!(fx.last(), Some(&Effect::Verify));
-    let fx = m.step(Input::Verified(Ok(())), 20);
+    assert!(matches!(fx.last(), Some(Effect::Verify { .. })));
+    let fx = m.step(Input::Verified(Ok(release())), 20);
     assert_eq!(stages(&fx), vec![Staged, SelfTest]);
     let fx = m.step(Input::SelfTested(Ok(())), 30);
-    assert_eq!((stages(&fx), fx.last()), (vec![Activating], Some(&Effect::Activate)));
+    assert_eq!((stages(&fx), fx.last()), (vec![Activating], Some(&activate_fx())));
     let fx = m.step(Input::Activated(Ok(())), 40);
     assert_eq!(stages(&fx), vec![Watching]);
     assert!(m.step(Input::Health(healthy()), 50).is_empty());
     assert!(m.step(Input::Tick, 59_000).is_empty(), "still inside the watch window");
     let fx = m.step(Input::Tick, 60_040);
-    assert_eq!(fx[0], Effect::Commit);
+    assert_eq!(fx[0], Effect::Commit { sequence: 2 }, "the floor rises to the verified sequence");
     assert_eq!(m.stage(), Committed);
 }
 
@@ -71,13 +88,13 @@ fn a_shadow_update_shadows_for_the_requested_period_before_activating() {
     let mut m = Machine::default();
     start(&mut m, desired(1, Mode::Shadow { secs: 30, sample_percent: 25 }));
     fetch_all(&mut m, 1);
-    m.step(Input::Verified(Ok(())), 0);
+    m.step(Input::Verified(Ok(release())), 0);
     let fx = m.step(Input::SelfTested(Ok(())), 1_000);
     assert_eq!(fx.last(), Some(&Effect::StartShadow { sample_percent: 25 }));
     assert!(m.step(Input::Tick, 30_999).is_empty());
     let fx = m.step(Input::Tick, 31_000);
     assert_eq!(fx[0], Effect::StopShadow);
-    assert_eq!(fx.last(), Some(&Effect::Activate));
+    assert_eq!(fx.last(), Some(&activate_fx()));
 }
 
 #[test]
@@ -128,7 +145,7 @@ fn a_refused_bundle_is_rejected_with_its_reason_and_nothing_activates() {
     fetch_all(&mut m, 1);
     let fx = m.step(Input::Verified(Err((RejectReason::BadSignature, "tampered".into()))), 5);
     assert!(fx.iter().any(|e| matches!(e, Effect::DiscardStaging { .. })));
-    assert!(!fx.contains(&Effect::Activate));
+    assert!(!fx.iter().any(|e| matches!(e, Effect::Activate { .. })));
     assert_eq!(m.stage(), Rejected);
     assert_eq!(m.state.job.unwrap().outcome, Some((RejectReason::BadSignature, "tampered".into())));
 }
@@ -137,7 +154,7 @@ fn watching() -> Machine {
     let mut m = Machine::default();
     start(&mut m, desired(1, Mode::Activate));
     fetch_all(&mut m, 1);
-    m.step(Input::Verified(Ok(())), 0);
+    m.step(Input::Verified(Ok(release())), 0);
     m.step(Input::SelfTested(Ok(())), 0);
     m.step(Input::Activated(Ok(())), 0);
     assert_eq!(m.stage(), Watching);
@@ -193,7 +210,12 @@ fn restarts_resume_each_stage_and_a_crash_loop_during_the_watch_rolls_back() {
         assert_eq!(m.state.job.unwrap().outcome.unwrap().0, outcome, "{stage:?}");
     }
 
-    for (stage, effect) in [(SelfTest, Effect::SelfTest), (Activating, Effect::Activate), (Verifying, Effect::Verify)] {
+    let bundle = watching().state.job.unwrap().bundle();
+    for (stage, effect) in [
+        (SelfTest, Effect::SelfTest { model: MODEL }),
+        (Activating, activate_fx()),
+        (Verifying, Effect::Verify { bundle }),
+    ] {
         let mut m = watching();
         m.state.job.as_mut().unwrap().stage = stage;
         assert_eq!(m.step(Input::Restarted { valid_chunks: vec![] }, 5), vec![effect], "{stage:?}");
@@ -225,7 +247,7 @@ fn a_revert_during_an_unfinished_update_undoes_only_that_update() {
     let mut m = Machine::default();
     start(&mut m, desired(2, Mode::Shadow { secs: 60, sample_percent: 10 }));
     fetch_all(&mut m, 2);
-    m.step(Input::Verified(Ok(())), 0);
+    m.step(Input::Verified(Ok(release())), 0);
     m.step(Input::SelfTested(Ok(())), 0);
     let fx = start(&mut m, desired(9, Mode::Revert));
     assert!(fx.contains(&Effect::StopShadow));
@@ -243,13 +265,14 @@ fn a_withdrawal_cancels_a_shadowing_candidate_before_it_ever_serves_and_the_same
     let mut m = Machine::default();
     start(&mut m, desired(2, shadow.clone()));
     fetch_all(&mut m, 2);
-    m.step(Input::Verified(Ok(())), 20);
+    m.step(Input::Verified(Ok(release())), 20);
     m.step(Input::SelfTested(Ok(())), 30);
     assert_eq!(m.stage(), Shadow);
     let fx = m.step(Input::Withdrawn, 40);
     assert_eq!(fx[0], Effect::StopShadow);
     assert!(matches!(fx[1], Effect::DiscardStaging { .. }));
-    assert!(!fx.contains(&Effect::Activate) && !fx.contains(&Effect::Revert) && !fx.contains(&Effect::RollBack));
+    assert!(!fx.iter().any(|e| matches!(e, Effect::Activate { .. })));
+    assert!(!fx.contains(&Effect::Revert) && !fx.contains(&Effect::RollBack));
     assert!(matches!(&fx[2], Effect::Event { to: Rejected, reason: Some(RejectReason::Superseded), .. }));
     assert_eq!(m.stage(), Idle);
     // The shadow deadline passing later activates nothing.
@@ -271,4 +294,85 @@ fn a_withdrawal_mid_fetch_cancels_and_one_after_activation_lets_the_watch_finish
     assert!(m.step(Input::Withdrawn, 50).is_empty(), "an activated model is reverted by the controller, not here");
     assert_eq!(m.stage(), Watching);
     assert!(Machine::default().step(Input::Withdrawn, 0).is_empty());
+}
+
+#[test]
+fn a_verified_release_other_than_the_one_asked_for_is_refused_and_no_floor_moves() {
+    // A genuine bundle of sequence 2 under a forged desired state naming u64::MAX (the floor attack).
+    let mut m = Machine::default();
+    let forged = DesiredState { sequence: u64::MAX, ..desired(1, Mode::Activate) };
+    start(&mut m, forged);
+    fetch_all(&mut m, 1);
+    let fx = m.step(Input::Verified(Ok(release())), 5);
+    assert_eq!(stages(&fx), vec![Rejected]);
+    assert!(!fx.iter().any(|e| matches!(e, Effect::Stage { .. } | Effect::Commit { .. } | Effect::Activate { .. })));
+    let (reason, detail) = m.state.job.unwrap().outcome.unwrap();
+    assert_eq!(reason, RejectReason::DesiredMismatch);
+    assert!(detail.contains("sequence 2") && detail.contains(&u64::MAX.to_string()), "{detail}");
+    // Another model's or version's bundle is refused the same way.
+    for wrong in [
+        Release { name: ModelName::new("other").unwrap(), ..release() },
+        Release { version: Version::new(9, 0, 0), ..release() },
+    ] {
+        let mut m = Machine::default();
+        start(&mut m, desired(1, Mode::Activate));
+        fetch_all(&mut m, 1);
+        m.step(Input::Verified(Ok(wrong)), 5);
+        assert_eq!(m.state.job.unwrap().outcome.unwrap().0, RejectReason::DesiredMismatch);
+    }
+}
+
+#[test]
+fn bundle_references_over_the_limits_are_refused_before_anything_is_allocated() {
+    let limits = outpost_protocol::Limits::default();
+    let huge = BundleRef { size: 3 << 30, chunk_size: 256 << 10, ..desired(1, Mode::Activate).bundle };
+    let wide = BundleRef { size: 1 << 20, chunk_size: u32::MAX, ..desired(1, Mode::Activate).bundle };
+    let many = BundleRef { size: limits.max_bundle(), chunk_size: 1, ..desired(1, Mode::Activate).bundle };
+    for bundle in [huge, wide, many] {
+        let mut m = Machine::default();
+        let fx = start(&mut m, DesiredState { bundle: bundle.clone(), ..desired(1, Mode::Activate) });
+        assert_eq!(stages(&fx), vec![Rejected], "{bundle:?}");
+        assert!(!fx.iter().any(|e| matches!(e, Effect::PrepareStaging { .. } | Effect::RequestChunks { .. })));
+        assert_eq!(m.state.job.unwrap().outcome.unwrap().0, RejectReason::OverLimits);
+        // A job persisted by an agent that did not check (it would abort every restart) is refused on restart.
+        let mut m = Machine::default();
+        start(&mut m, desired(1, Mode::Activate));
+        m.state.job.as_mut().unwrap().desired.bundle = bundle;
+        let fx = m.step(Input::Restarted { valid_chunks: vec![] }, 1);
+        assert_eq!(stages(&fx), vec![Rejected]);
+    }
+}
+
+#[test]
+fn restarts_during_verification_count_towards_the_crash_loop_limit() {
+    let mut m = Machine::default();
+    start(&mut m, desired(1, Mode::Activate));
+    fetch_all(&mut m, 1);
+    assert_eq!(m.stage(), Verifying);
+    for at in 1..3 {
+        let fx = m.step(Input::Restarted { valid_chunks: vec![true] }, at);
+        assert!(matches!(fx[..], [Effect::Verify { .. }]), "{fx:?}");
+    }
+    let fx = m.step(Input::Restarted { valid_chunks: vec![true] }, 3);
+    assert_eq!(stages(&fx), vec![Rejected]);
+    assert_eq!(m.state.job.unwrap().outcome.unwrap().0, RejectReason::CrashLoop);
+}
+
+#[test]
+fn remove_takes_the_model_off_and_accept_pins_the_names_this_device_runs() {
+    let mut m = Machine::default();
+    let fx = start(&mut m, desired(1, Mode::Remove));
+    assert!(fx.contains(&Effect::Remove));
+    assert!(!m.state.retained, "a removal leaves nothing for `remove` to refuse");
+    start(&mut m, desired(2, Mode::Activate));
+    assert!(m.state.retained);
+    m.step(Input::Withdrawn, 3);
+    assert!(!m.state.retained);
+
+    let mut pinned = Machine::default().with_accept(Some(vec![ModelName::new("detector").unwrap()]));
+    let fx = start(&mut pinned, desired(1, Mode::Activate));
+    assert_eq!(stages(&fx), vec![Rejected]);
+    let (reason, detail) = pinned.state.job.unwrap().outcome.unwrap();
+    assert_eq!(reason, RejectReason::DesiredMismatch);
+    assert!(detail.contains("accepts only the models detector"), "{detail}");
 }

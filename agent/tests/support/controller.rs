@@ -106,6 +106,13 @@ impl FakeController {
         self.rt.block_on(async move { c.publish(topic, QoS::AtLeastOnce, true, bytes).await.unwrap() });
     }
 
+    /// Publishes `d` as the retained desired state of its model, exactly as given (attack tests forge them).
+    pub fn publish_desired(&self, device: &DeviceId, d: &DesiredState) {
+        let bytes = codec::encode(&Message::Desired(d.clone()));
+        let (c, topic) = (self.client.clone(), topics::down(device, &Down::Desired(d.model.clone())));
+        self.rt.block_on(async move { c.publish(topic, QoS::AtLeastOnce, true, bytes).await.unwrap() });
+    }
+
     /// Publishes raw bytes (for malformed-input tests).
     pub fn publish_raw(&self, topic: String, bytes: Vec<u8>, retain: bool) {
         let c = self.client.clone();

@@ -11,7 +11,7 @@ use super::rng::Rng;
 use super::scenario::Scenario;
 use super::telemetry::{Body, Queue, Window};
 use super::world::{Ev, Work, World};
-use outpost_agent::update::machine::{Effect, Health, Input, Machine, UpdateState};
+use outpost_agent::update::machine::{Effect, Health, Input, Machine, Release, UpdateState};
 use outpost_protocol::messages::{ChunkRequest, DesiredState, Hello, Message, Mode, Presence, RunningModel};
 use outpost_protocol::telemetry::{UpdateEvent, UpdateStage};
 use outpost_protocol::{Arch, DeviceId, Digest, RejectReason, Version};

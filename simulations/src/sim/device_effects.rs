@@ -20,11 +20,11 @@ impl World {
                 self.dev_send(dev, Message::ChunkRequest(ChunkRequest { bundle, first, count }));
                 None
             }
-            Effect::Verify => {
+            Effect::Verify { .. } => {
                 self.q.after(VERIFY_MS, Ev::Work { dev, boot, work: Work::Verify });
                 None
             }
-            Effect::SelfTest => {
+            Effect::SelfTest { .. } => {
                 self.q.after(SELFTEST_MS, Ev::Work { dev, boot, work: Work::SelfTest });
                 None
             }
@@ -38,10 +38,24 @@ impl World {
                 self.dev(dev).slots.shadow_percent = None;
                 None
             }
-            Effect::Activate => {
+            Effect::Stage { model } => {
+                let r = self.catalog.by_model(&model)?;
+                let d = self.dev(dev);
+                d.slots.candidate = Some(r);
+                d.slots.shadow_percent = None;
+                None
+            }
+            Effect::Remove => {
+                self.serve(dev);
+                let s = Slots::default();
+                self.set_slots(dev, s);
+                self.announce(dev);
+                None
+            }
+            Effect::Activate { model, .. } => {
                 self.serve(dev);
                 let s = self.devices[dev as usize].slots;
-                let target = s.candidate.or(s.active)?;
+                let target = self.catalog.by_model(&model)?;
                 let mut s2 = s;
                 if s2.active != Some(target) {
                     s2.retired = s2.previous.take();
@@ -68,17 +82,20 @@ impl World {
                 None
             }
             Effect::Revert => {
+                // As the agent's `ModelSlots::revert`: one step back; the model left is not kept.
                 self.serve(dev);
                 let mut s = self.devices[dev as usize].slots;
                 if let Some(prev) = s.previous.take() {
-                    s.previous = s.active.replace(prev);
+                    s.active = Some(prev);
+                    s.retired = None;
+                    s.candidate = None;
+                    s.shadow_percent = None;
                 }
                 self.set_slots(dev, s);
                 self.announce(dev);
                 None
             }
-            Effect::Commit => {
-                let seq = self.devices[dev as usize].machine.state.job.as_ref()?.desired.sequence;
+            Effect::Commit { sequence: seq } => {
                 let d = self.dev(dev);
                 d.floor = d.floor.max(seq);
                 d.slots.retired = None;
@@ -150,7 +167,7 @@ impl World {
     /// The checks of `protocol::verify` that the simulated bundles can fail: completeness and digest,
     /// the release-key signature, and anti-rollback against the floor. Success stores the candidate and
     /// records the release as verified on this device.
-    fn verify(&mut self, dev: u32) -> Result<(), (RejectReason, String)> {
+    fn verify(&mut self, dev: u32) -> Result<Release, (RejectReason, String)> {
         let skip_signature = self.scenario.faults.skip_signature_check;
         let d = &self.devices[dev as usize];
         let job = d.machine.state.job.as_ref().ok_or((RejectReason::Malformed, "no update in progress".into()))?;
@@ -174,13 +191,18 @@ impl World {
                 format!("sequence {} is at or below the floor {}", info.running.sequence, d.floor),
             ));
         }
+        let running = info.running.clone();
         let d = self.dev(dev);
-        d.slots.candidate = Some(r);
-        d.slots.shadow_percent = None;
         if signed {
             d.verified |= 1 << r;
         }
-        Ok(())
+        Ok(Release {
+            name: running.name,
+            version: running.version,
+            sequence: running.sequence,
+            model: running.digest,
+            mem_bytes: 0,
+        })
     }
 
     /// Local traffic since the last accounting, on the active model (and the candidate when shadowing).

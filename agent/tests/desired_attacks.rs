@@ -1,0 +1,108 @@
+//! The desired state and chunks arrive unsigned: an attacker with a plain MQTT client on the broker may
+//! ask, never decide. Each attack measured on the agent before issue 12 is played here against a real
+//! agent process and a real mosquitto, and refused with its reason code while the agent keeps serving.
+
+mod support;
+
+use outpost_protocol::messages::{BundleRef, DesiredState, Mode, Watch};
+use outpost_protocol::telemetry::UpdateStage;
+use outpost_protocol::{DeviceId, Digest, ModelName, RejectReason, Version};
+use support::broker::Mosquitto;
+use support::controller::FakeController;
+use support::*;
+
+fn quick_watch() -> Watch {
+    Watch { secs: 1, max_error_ppm: 0, max_p95_us: 0, min_requests: 0, max_restarts: 3 }
+}
+
+fn desired(version: &str, sequence: u64, bundle: BundleRef) -> DesiredState {
+    DesiredState {
+        model: ModelName::new("digits").unwrap(),
+        version: version.parse::<Version>().unwrap(),
+        sequence,
+        bundle,
+        rollout: Some(format!("attack-{sequence}")),
+        mode: Mode::Activate,
+        issued_at: 0,
+        watch: quick_watch(),
+    }
+}
+
+fn floor(dir: &std::path::Path) -> u64 {
+    let store = outpost_agent::store::Store::open(&dir.join("data")).unwrap();
+    store.slots().unwrap().floor("digits")
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+fn serves(agent: &AgentProcess, version: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let r = agent.get("/v2/models/digits");
+        if r.status == 200 && r.json()["versions"][0] == version {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "digits {version} not serving: {} {}", r.status, r.text());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn forged_desired_states_are_refused_by_their_numbers_and_the_verified_manifest() {
+    let dir = tempdir("attacks");
+    let broker = Mosquitto::start(&dir);
+    let ctl = FakeController::start(broker.port);
+    let device = DeviceId::new("dev-attacked").unwrap();
+    let link = format!("[link]\nbroker = \"{}\"\ndevice_id = \"{device}\"\n", broker.url());
+    let agent = AgentProcess::spawn(&dir, &link);
+
+    let v1 = ctl.offer(signed_bundle("v1", "1.0.0", 1));
+    ctl.publish_desired(&device, &desired("1.0.0", 1, v1));
+    ctl.wait_event("1.0.0", UpdateStage::Committed);
+    serves(&agent, "1.0.0");
+    assert_eq!(floor(&dir), 1);
+
+    // 1. A genuine bundle (sequence 2) announced as sequence u64::MAX: before, the floor rose to u64::MAX
+    //    for good, and no release could ever install again. Now the verified manifest decides.
+    let v2 = ctl.offer(signed_bundle("v2", "2.0.0", 2));
+    ctl.publish_desired(&device, &desired("2.0.0", u64::MAX, v2.clone()));
+    let e = ctl.wait_event("2.0.0", UpdateStage::Rejected);
+    assert_eq!(e.reason, Some(RejectReason::DesiredMismatch), "{}", e.detail);
+    assert!(e.detail.contains("sequence 2") && e.detail.contains(&u64::MAX.to_string()), "{}", e.detail);
+    assert_eq!(floor(&dir), 1, "the floor never moves on an unsigned number");
+    serves(&agent, "1.0.0");
+
+    // 2. A ~100-byte desired state naming a 3 GiB bundle, then one chunk: before, a 3 GiB staging file and
+    //    3 GiB read into memory. Now refused before anything is allocated.
+    let rss_before = rss_kib(agent.pid());
+    let huge =
+        BundleRef { digest: Digest::of(b"huge"), size: 3 << 30, chunk_size: 256 << 10, chunks: vec![Digest::of(b"c")] };
+    ctl.publish_desired(&device, &desired("3.0.0", 3, huge.clone()));
+    let e = ctl.wait_event("3.0.0", UpdateStage::Rejected);
+    assert_eq!(e.reason, Some(RejectReason::OverLimits), "{}", e.detail);
+    let staged: Vec<_> = std::fs::read_dir(dir.join("data/staging")).unwrap().flatten().collect();
+    assert!(staged.is_empty(), "no staging file was made: {staged:?}");
+    assert!(rss_kib(agent.pid()) < rss_before + 64 * 1024, "no memory was reserved by the message's numbers");
+
+    // 3. chunk_size = 2^32-1: before, every restart aborted on allocating a 4 GiB chunk buffer, forever.
+    let wide =
+        BundleRef { digest: Digest::of(b"wide"), size: 1 << 20, chunk_size: u32::MAX, chunks: vec![Digest::of(b"c")] };
+    ctl.publish_desired(&device, &desired("4.0.0", 4, wide));
+    let e = ctl.wait_event("4.0.0", UpdateStage::Rejected);
+    assert_eq!(e.reason, Some(RejectReason::OverLimits), "{}", e.detail);
+    let mut agent = agent;
+    agent.kill9();
+    agent.restart();
+    serves(&agent, "1.0.0");
+
+    // The genuine release, asked for with its true numbers, still installs: nothing above stuck.
+    ctl.publish_desired(&device, &desired("2.0.0", 2, v2));
+    ctl.wait_event("2.0.0", UpdateStage::Committed);
+    serves(&agent, "2.0.0");
+    assert_eq!(floor(&dir), 2, "the floor rose to the verified sequence");
+    assert!(agent.log().contains("refused before fetching"), "{}", agent.log());
+}
