@@ -208,7 +208,8 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
                 let what = format!("{} {}", manifest.name, manifest.version);
                 let model = LoadedModel::load(&bytes, manifest, 1)
                     .map_err(|e| Failure::Refused(format!("selftest failed: {what}: {e}")))?;
-                match crate::runtime::selftest::run(&model) {
+                let vectors = store.read_selftest(&digest, &model.manifest).map_err(err)?;
+                match crate::runtime::selftest::run(&model, &vectors) {
                     Ok(n) => println!("selftest passed: {what}, {n} vector(s)"),
                     Err(e) => return Err(Failure::Refused(format!("selftest failed: {what}: {e}"))),
                 }

@@ -75,6 +75,7 @@ pub struct RawInference {
     pub queue_capacity: Option<usize>,
     pub request_timeout: Option<String>,
     pub max_body_bytes: Option<usize>,
+    pub max_rows: Option<usize>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -147,6 +148,9 @@ pub struct InferenceConfig {
     pub queue_capacity: usize,
     pub request_timeout: Duration,
     pub max_body_bytes: usize,
+    /// Most rows (batch entries) one request may carry: rows drive run loops and output allocations, and a
+    /// model with an empty row would otherwise take any count.
+    pub max_rows: usize,
 }
 
 /// Which models the device takes, and how much memory they may take together.
@@ -372,6 +376,10 @@ impl Config {
                 queue_capacity,
                 request_timeout: dur("inference.request_timeout", i.request_timeout, Duration::from_secs(2))?,
                 max_body_bytes: i.max_body_bytes.unwrap_or(4 << 20),
+                max_rows: match i.max_rows.unwrap_or(1024) {
+                    0 => return Err(invalid("inference.max_rows", "must be at least 1".into())),
+                    n => n,
+                },
             },
             models,
             cache: CacheConfig {

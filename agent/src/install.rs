@@ -8,7 +8,7 @@ use crate::runtime::selftest;
 use crate::store::{Slots, Store, StoreError};
 use outpost_protocol::bundle;
 use outpost_protocol::keys;
-use outpost_protocol::manifest::Manifest;
+use outpost_protocol::manifest::{Manifest, SelfTestVector};
 use outpost_protocol::trust::RootKeys;
 use outpost_protocol::verify::{self, DeviceFacts, VerifyRequest};
 use outpost_protocol::{Arch, Limits, RejectReason, Rejection};
@@ -84,6 +84,8 @@ impl Trust {
 pub struct Staged {
     pub manifest: Manifest,
     pub model: LoadedModel,
+    /// The bundle's self-test vectors (also stored beside the model).
+    pub selftest: Vec<SelfTestVector>,
     pub digest: outpost_protocol::Digest,
     pub policy_version: u64,
     /// The footprint the memory budget counts for this model: the larger of the estimate and the
@@ -174,14 +176,30 @@ pub fn verify_and_store(
         .map_err(|e| Rejection::new(RejectReason::ModelUnloadable, format!("{what}: {e}")))?;
     let mem_bytes = estimate.max(model.mem_bytes);
     check_budget(name, &what, model.mem_bytes, slots, models.memory_budget, "measured after loading")?;
-    let digest = store.put_model(&verified.model, &verified.manifest)?;
-    Ok(Staged { manifest: verified.manifest, model, digest, policy_version: verified.policy_version, mem_bytes })
+    let digest = store.put_model(&verified.model, &verified.manifest, &verified.selftest_bytes)?;
+    Ok(Staged {
+        manifest: verified.manifest,
+        model,
+        digest,
+        policy_version: verified.policy_version,
+        mem_bytes,
+        selftest: verified.selftest,
+    })
 }
 
-/// Runs the stored model's self-test vectors.
-pub fn self_test(model: &LoadedModel) -> Result<usize, Rejection> {
+/// Runs a model's self-test vectors.
+pub fn self_test(model: &LoadedModel, vectors: &[SelfTestVector]) -> Result<usize, Rejection> {
     let what = format!("{} {}", model.manifest.name, model.manifest.version);
-    selftest::run(model).map_err(|e| Rejection::new(RejectReason::SelfTestFailed, format!("{what}: {e}")))
+    selftest::run(model, vectors).map_err(|e| Rejection::new(RejectReason::SelfTestFailed, format!("{what}: {e}")))
+}
+
+/// Runs the self-test vectors stored beside a model; unreadable vectors fail the test.
+pub fn self_test_stored(store: &Store, model: &LoadedModel) -> Result<usize, Rejection> {
+    let vectors = store.read_selftest(&model.digest, &model.manifest).map_err(|e| {
+        let what = format!("{} {}", model.manifest.name, model.manifest.version);
+        Rejection::new(RejectReason::SelfTestFailed, format!("{what}: {e}"))
+    })?;
+    self_test(model, &vectors)
 }
 
 /// Verifies and installs `bundle_bytes` (the offline path: `outpost-agent install`). `now` is Unix seconds.
@@ -208,7 +226,7 @@ pub fn install_with(
     let _lock = store.lock()?;
     let mut slots = store.slots()?;
     let staged = verify_and_store(store, &slots, trust, bundle_bytes, now, models)?;
-    let selftests = self_test(&staged.model)?;
+    let selftests = self_test(&staged.model, &staged.selftest)?;
     let model = slots.model_mut(staged.manifest.name.as_str());
     match target {
         // A local install is final at once: activated and committed (the floor rises to its verified

@@ -9,6 +9,7 @@
 //! DATA_DIR/models/<sha256>/manifest.bin   postcard Manifest from the verified bundle (the last stored)
 //! DATA_DIR/models/<sha256>/manifest-<model>.bin   the same, per model name: identical weights released
 //!                                                 under two names keep each its own manifest
+//! DATA_DIR/models/<sha256>/selftest-<model>.bin   the bundle's self-test section (postcard vectors), per name
 //! ```
 //! Crash safety follows Bottlerocket's order: write the new model beside the others, fsync, read it back
 //! and check its digest, and only then flip the slot table with write-new, fsync, rename, fsync-dir. A
@@ -16,7 +17,7 @@
 
 pub use crate::slots::{ModelSlots, Slots};
 use outpost_protocol::Digest;
-use outpost_protocol::manifest::Manifest;
+use outpost_protocol::manifest::{Manifest, SelfTestVector};
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -72,17 +73,31 @@ impl Store {
         self.dir.join("models").join(digest.to_hex())
     }
 
-    /// Writes a verified model and its manifest, then reads the model back and checks its digest.
-    pub fn put_model(&self, model: &[u8], manifest: &Manifest) -> Result<Digest, StoreError> {
+    /// Writes a verified model, its manifest and its self-test section, then reads them back and checks
+    /// their digests.
+    pub fn put_model(&self, model: &[u8], manifest: &Manifest, selftest: &[u8]) -> Result<Digest, StoreError> {
         let digest = manifest.payload.model_sha256;
         let dir = self.model_dir(&digest);
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
         write_atomic(&dir.join("model"), model)?;
+        write_atomic(&dir.join(format!("selftest-{}.bin", manifest.name)), selftest)?;
         write_atomic(&dir.join("manifest.bin"), &manifest.to_bytes())?;
         // Model names are validated newtypes (no `/`, no `..`): safe as part of a file name.
         write_atomic(&dir.join(format!("manifest-{}.bin", manifest.name)), &manifest.to_bytes())?;
         self.read_model(&digest)?;
+        self.read_selftest(&digest, manifest)?;
         Ok(digest)
+    }
+
+    /// The stored self-test vectors of a model, refused if the bytes no longer match the digest its
+    /// manifest signed (disk corruption).
+    pub fn read_selftest(&self, digest: &Digest, manifest: &Manifest) -> Result<Vec<SelfTestVector>, StoreError> {
+        let path = self.model_dir(digest).join(format!("selftest-{}.bin", manifest.name));
+        let bytes = std::fs::read(&path).map_err(io(&path))?;
+        if Digest::of(&bytes) != manifest.selftest.sha256 {
+            return Err(StoreError::Corrupt { path, message: "self-test section does not match its digest".into() });
+        }
+        manifest.selftest.decode(&bytes).map_err(|message| StoreError::Corrupt { path, message })
     }
 
     /// Reads a stored model, refusing it if the bytes no longer match their digest (disk corruption).

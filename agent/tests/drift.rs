@@ -19,6 +19,7 @@ fn runtime() -> std::sync::Arc<Runtime> {
             queue_capacity: 64,
             request_timeout: Duration::from_secs(10),
             max_body_bytes: 1 << 20,
+            max_rows: 1024,
         },
         cache: CacheConfig { max_entries: 0, max_bytes: 0, ttl: Duration::ZERO },
         shadow: ShadowConfig { sample_percent: 0, queue_capacity: 1 },

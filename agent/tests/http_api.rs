@@ -136,7 +136,10 @@ fn malformed_requests_get_the_right_status_and_message_and_the_server_keeps_serv
 fn overload_gets_429_with_retry_after_quickly_and_the_agent_recovers() {
     let dir = tempdir("overload");
     // One worker, no batching, no cache, room for one waiting request: easy to overload on purpose.
-    let cfg = config(&dir, "[inference]\nworkers = 1\nmax_batch = 1\nqueue_capacity = 1\n[cache]\nmax_entries = 0\n");
+    let cfg = config(
+        &dir,
+        "[inference]\nworkers = 1\nmax_batch = 1\nqueue_capacity = 1\nmax_rows = 4096\n[cache]\nmax_entries = 0\n",
+    );
     install_into(&cfg, "v1", "1.0.0", 1, Target::Activate);
     let agent = Agent::start(cfg);
     ready(&agent, "1.0.0");
@@ -214,7 +217,10 @@ fn cached_answers_are_byte_identical_and_a_new_version_never_gets_a_stale_one() 
 #[test]
 fn a_request_that_cannot_be_answered_in_time_gets_504_and_the_next_one_is_served() {
     let dir = tempdir("timeout");
-    let cfg = config(&dir, "[inference]\nmax_batch = 1\nrequest_timeout = \"5ms\"\n[cache]\nmax_entries = 0\n");
+    let cfg = config(
+        &dir,
+        "[inference]\nmax_batch = 1\nmax_rows = 4096\nrequest_timeout = \"5ms\"\n[cache]\nmax_entries = 0\n",
+    );
     install_into(&cfg, "v1", "1.0.0", 1, Target::Activate);
     let agent = Agent::start(cfg);
     ready(&agent, "1.0.0");

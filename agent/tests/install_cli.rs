@@ -3,7 +3,7 @@
 
 mod support;
 
-use outpost_protocol::manifest::Tensor;
+use outpost_models::tensor::{TensorData, to_manifest};
 use std::path::Path;
 use std::process::{Command, Output};
 use support::*;
@@ -49,8 +49,8 @@ fn install_refuses_bad_bundles_and_the_active_model_keeps_serving() {
     tampered[n - 100] ^= 1;
     let mut lying = manifest(&v2, "2.0.0", 2);
     lying.interface.inputs[0].name = "image".into();
-    let mut wrong_answers = manifest(&v2, "2.0.0", 2);
-    wrong_answers.selftest[0].expected[0] = Tensor { name: "logits".into(), shape: vec![1, 10], data: vec![0.0; 10] };
+    let mut wrong_answers = selftest_vectors(&v2);
+    wrong_answers[0].expected[0] = to_manifest("logits", &[1, 10], &TensorData::F32(vec![0.0; 10]));
     let mut not_onnx = manifest(&v2, "2.0.0", 2);
     not_onnx.interface = lying.interface.clone();
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
@@ -66,7 +66,11 @@ fn install_refuses_bad_bundles_and_the_active_model_keeps_serving() {
             bundle_with(&lying, &v2, &release()),
             "rejected: model_unloadable",
         ),
-        ("self-tests that do not reproduce", bundle_with(&wrong_answers, &v2, &release()), "rejected: selftest_failed"),
+        (
+            "self-tests that do not reproduce",
+            bundle_with_vectors(&manifest(&v2, "2.0.0", 2), &v2, &release(), &wrong_answers),
+            "rejected: selftest_failed",
+        ),
         (
             "a payload that is not a model",
             bundle_with(&not_onnx, b"not an onnx file at all", &release()),

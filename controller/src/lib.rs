@@ -1,9 +1,9 @@
 //! The Outpost controller (`outpost serve`) and the operator / release-engineer CLI.
 //!
-//! Today this crate holds the release-engineer side: keys, trust policies and signed bundles
-//! ([`release`]), backed by tract to probe models ([`model_probe`]). The fleet daemon, rollout planner and
-//! operator verbs arrive with their issues. Architecture invariant: depends on `outpost-protocol` only,
-//! never on the agent.
+//! The release-engineer side: keys, trust policies and signed bundles ([`release`]), with models converted
+//! and probed by the shared model library (`outpost-models`, feature `onnx`); the fleet daemon
+//! ([`daemon`]), the rollout planner ([`rollout`]) and the operator verbs. Architecture invariant: depends
+//! on `outpost-protocol` and `outpost-models` only, never on the agent.
 
 pub mod agent_skew;
 pub mod cli;
@@ -11,7 +11,6 @@ pub mod daemon;
 pub mod duration;
 pub mod files;
 pub mod image;
-pub mod model_probe;
 pub mod pki;
 pub mod release;
 pub mod rollout;

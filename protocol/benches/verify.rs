@@ -59,12 +59,12 @@ fn main() {
             payload,
             targets: Targets { archs: vec![], min_agent: Version::new(0, 1, 0) },
             interface: ModelInterface { inputs: vec![], outputs: vec![] },
-            selftest: vec![],
+            selftest: SelfTestSection::default(),
             created: NOW,
             expires: NOW + 86_400,
             reference: None,
         };
-        bundle::create(&manifest, std::slice::from_ref(&release), &bytes)
+        bundle::create(&manifest, std::slice::from_ref(&release), &bytes, &[])
     };
     let full = make(&v1, None, 1);
     let delta = make(&v2, Some(&v1), 2);

@@ -1,11 +1,18 @@
-//! The `.obundle` file: a signed manifest and the zstd payload, in the framing of [`crate::signed`].
+//! The `.obundle` file: a signed manifest, then the zstd payload and the self-test section back to back as
+//! the framing's `rest` ([`crate::signed`]):
+//!
+//! ```text
+//! OBUNDLE1 | manifest | signatures | payload (manifest.payload.compressed_size bytes)
+//!                                  | self-test section (manifest.selftest.size bytes, postcard vectors)
+//! ```
+//!
 //! Building and inspecting live here; deciding whether to trust one lives in [`crate::verify`].
 
 use crate::compress;
 use crate::digest::Digest;
 use crate::keys::{self, Domain, KeyId, PrivateKey, Signature};
 use crate::limits::Limits;
-use crate::manifest::{Compression, Manifest, ModelFormat, Payload};
+use crate::manifest::{Compression, Manifest, ModelFormat, Payload, SelfTestSection, SelfTestVector};
 use crate::rejection::{RejectReason, Rejection};
 use crate::signed;
 
@@ -31,11 +38,18 @@ pub fn prepare_payload(model: &[u8], base: Option<&[u8]>, format: ModelFormat) -
     (payload, bytes)
 }
 
-/// Encodes a bundle signed by every key in `keys`.
-pub fn create(manifest: &Manifest, keys: &[PrivateKey], payload: &[u8]) -> Vec<u8> {
+/// Encodes a bundle of `payload` and `selftest`, signed by every key in `keys`. The manifest's `selftest`
+/// section is filled in here from the vectors, so it always describes the section that follows.
+pub fn create(manifest: &Manifest, keys: &[PrivateKey], payload: &[u8], selftest: &[SelfTestVector]) -> Vec<u8> {
+    let (section, vectors) = SelfTestSection::encode(selftest);
+    let mut manifest = manifest.clone();
+    manifest.selftest = section;
     let body = manifest.to_bytes();
     let sigs: Vec<Signature> = keys.iter().map(|k| keys::sign(k, Domain::Manifest, &body)).collect();
-    signed::encode(BUNDLE_MAGIC, &body, &sigs, payload)
+    let mut rest = Vec::with_capacity(payload.len() + vectors.len());
+    rest.extend_from_slice(payload);
+    rest.extend_from_slice(&vectors);
+    signed::encode(BUNDLE_MAGIC, &body, &sigs, &rest)
 }
 
 /// Adds `key`'s signature to an existing bundle (for k-of-n thresholds, each key holder signs in turn).
@@ -55,6 +69,7 @@ pub fn add_signature(bundle: &[u8], key: &PrivateKey, limits: &Limits) -> Result
 pub struct Inspected {
     pub manifest: Manifest,
     pub signatures: Vec<Signature>,
+    /// Bytes after the signatures: the payload and the self-test section.
     pub payload_len: u64,
     /// SHA-256 of the whole bundle file: its content address.
     pub digest: Digest,
@@ -71,13 +86,19 @@ pub fn inspect(bundle: &[u8], limits: &Limits) -> Result<Inspected, Rejection> {
 }
 
 pub(crate) fn decode_manifest(body: &[u8]) -> Result<Manifest, Rejection> {
-    let manifest: Manifest =
-        postcard::from_bytes(body).map_err(|e| Rejection::new(RejectReason::Malformed, format!("manifest: {e}")))?;
-    if manifest.format != crate::manifest::MANIFEST_FORMAT {
+    // The format comes first and is read on its own: a manifest of another format does not decode as this
+    // one's fields, and "format 1 is not supported" says more than a postcard error.
+    let format = postcard::take_from_bytes::<u16>(body).map(|(f, _)| f);
+    if let Ok(format) = format
+        && format != crate::manifest::MANIFEST_FORMAT
+    {
         return Err(Rejection::new(
             RejectReason::Malformed,
-            format!("manifest format {} is not supported by this agent", manifest.format),
+            format!(
+                "manifest format {format} is not supported by this agent (it reads format {})",
+                crate::manifest::MANIFEST_FORMAT
+            ),
         ));
     }
-    Ok(manifest)
+    postcard::from_bytes(body).map_err(|e| Rejection::new(RejectReason::Malformed, format!("manifest: {e}")))
 }

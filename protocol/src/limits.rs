@@ -7,7 +7,8 @@ pub struct Limits {
     /// Largest encoded wire message (one MQTT payload), after decompression. Must not exceed the MQTT
     /// maximum packet size configured on both sides. Default 1 MiB: a 256 KiB chunk plus headroom.
     pub max_message: usize,
-    /// Largest signed manifest (self-test vectors live in it). Default 1 MiB.
+    /// Largest signed manifest. Default 1 MiB; real manifests are a few KB (names, shapes, digests, the
+    /// reference profile), because self-test vectors travel in their own section.
     pub max_manifest: usize,
     /// Most signatures on one manifest or trust policy (an attacker could otherwise make the verifier
     /// check thousands). Default 32.
@@ -25,6 +26,9 @@ pub struct Limits {
     /// Most root documents in one trust update (root rotations a device can walk at once; each is at most
     /// `max_policy` bytes and the whole message at most `max_message`). Default 64.
     pub max_root_chain: usize,
+    /// Largest self-test section of a bundle (inputs and expected outputs, raw). Default 64 MiB: four
+    /// vectors of a 640×640×3 FP32 detector with its outputs fit several times over.
+    pub max_selftest: u64,
 }
 
 impl Default for Limits {
@@ -39,6 +43,7 @@ impl Default for Limits {
             max_chunk: 256 << 10,
             max_chunks: 4096,
             max_root_chain: 64,
+            max_selftest: 64 << 20,
         }
     }
 }
@@ -50,9 +55,10 @@ impl Limits {
         self.max_signatures * 80 + 8
     }
 
-    /// The largest `.obundle` file these limits admit (header + manifest + signatures + payload).
+    /// The largest `.obundle` file these limits admit (header + manifest + signatures + payload + self-test
+    /// section).
     pub fn max_bundle(&self) -> u64 {
         let sigs = self.max_signature_bytes() as u64;
-        self.max_payload + self.max_manifest as u64 + sigs + 64
+        self.max_payload + self.max_selftest + self.max_manifest as u64 + sigs + 64
     }
 }

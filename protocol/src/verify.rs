@@ -8,7 +8,7 @@ use crate::compress::{self, DecompressError};
 use crate::digest::Digest;
 use crate::keys::{Domain, KeyId};
 use crate::limits::Limits;
-use crate::manifest::{Compression, Manifest};
+use crate::manifest::{Compression, Manifest, SelfTestVector};
 use crate::names::Arch;
 use crate::rejection::{RejectReason, Rejection};
 use crate::signed;
@@ -65,6 +65,10 @@ pub struct VerifiedBundle {
     pub manifest: Manifest,
     /// The decompressed model, its SHA-256 equal to `manifest.payload.model_sha256`.
     pub model: Vec<u8>,
+    /// The self-test vectors, from a section whose size, SHA-256 and count are the manifest's.
+    pub selftest: Vec<SelfTestVector>,
+    /// The self-test section's bytes as signed (what the device stores beside the model).
+    pub selftest_bytes: Vec<u8>,
     pub signers: Vec<KeyId>,
     pub policy_version: u64,
     pub bundle_digest: Digest,
@@ -131,13 +135,40 @@ pub fn verify(req: &VerifyRequest<'_>) -> Result<Verified<VerifiedBundle>, Rejec
             ),
         ));
     }
-    let payload = file.rest;
-    if payload.len() as u64 != p.compressed_size {
+    let st = &m.selftest;
+    if st.size > limits.max_selftest {
         return Err(Rejection::new(
-            RejectReason::PayloadSizeMismatch,
-            format!("{what}: payload is {} bytes; the manifest declares {}", payload.len(), p.compressed_size),
+            RejectReason::OverLimits,
+            format!("{what} declares a {} byte self-test section; the limit is {}", st.size, limits.max_selftest),
         ));
     }
+    // Both sizes are bounded above, so the sum cannot overflow.
+    let declared = p.compressed_size + st.size;
+    if file.rest.len() as u64 != declared {
+        return Err(Rejection::new(
+            RejectReason::PayloadSizeMismatch,
+            format!(
+                "{what}: payload and self-test section are {} bytes; the manifest declares {} + {}",
+                file.rest.len(),
+                p.compressed_size,
+                st.size
+            ),
+        ));
+    }
+    let (payload, section) = file.rest.split_at(p.compressed_size as usize);
+    // Mix-and-match: self-test vectors from another release would test (and pass) the wrong model.
+    let section_digest = Digest::of(section);
+    if section_digest != st.sha256 {
+        return Err(Rejection::new(
+            RejectReason::PayloadDigestMismatch,
+            format!(
+                "{what}: self-test section sha256 {} differs from the manifest's {}",
+                section_digest.short(),
+                st.sha256.short()
+            ),
+        ));
+    }
+    let selftest = st.decode(section).map_err(|e| Rejection::new(RejectReason::Malformed, format!("{what}: {e}")))?;
     // Mix-and-match: a valid manifest glued to another payload.
     let payload_digest = Digest::of(payload);
     if payload_digest != p.compressed_sha256 {
@@ -189,8 +220,10 @@ pub fn verify(req: &VerifyRequest<'_>) -> Result<Verified<VerifiedBundle>, Rejec
         ));
     }
     Ok(Verified::new(VerifiedBundle {
+        selftest_bytes: section.to_vec(),
         manifest: m,
         model,
+        selftest,
         signers: signers.signers.into_iter().collect(),
         policy_version: policy.policy.version,
         bundle_digest: Digest::of(req.bundle),

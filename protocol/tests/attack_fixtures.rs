@@ -72,11 +72,25 @@ fn manifest(payload: Payload) -> Manifest {
                 shape: vec![Dim::Symbolic("N".into()), Dim::Fixed(10)],
             }],
         },
-        selftest: vec![],
+        selftest: SelfTestSection::default(),
         created: NOW - DAY,
         expires: NOW + 30 * DAY,
         reference: None,
     }
+}
+
+/// The self-test vector good bundles carry: typed tensors (FP32 in, INT64 and BOOL out).
+fn vectors() -> Vec<SelfTestVector> {
+    let input: Vec<u8> = (0..64).flat_map(|i| (i as f32 / 64.0).to_le_bytes()).collect();
+    let class: Vec<u8> = 7i64.to_le_bytes().to_vec();
+    vec![SelfTestVector {
+        inputs: vec![Tensor { name: "input".into(), dtype: DType::F32, shape: vec![1, 1, 8, 8], data: input }],
+        expected: vec![
+            Tensor { name: "class".into(), dtype: DType::I64, shape: vec![1], data: class },
+            Tensor { name: "ok".into(), dtype: DType::Bool, shape: vec![1], data: vec![1] },
+        ],
+        tolerance: Tolerance::default(),
+    }]
 }
 
 /// A correctly signed full bundle, after `edit` changed its manifest.
@@ -84,7 +98,20 @@ fn signed_with(keys: &[PrivateKey], edit: impl FnOnce(&mut Manifest)) -> Vec<u8>
     let (payload, bytes) = bundle::prepare_payload(&model(2), None, ModelFormat::Onnx);
     let mut m = manifest(payload);
     edit(&mut m);
-    bundle::create(&m, keys, &bytes)
+    bundle::create(&m, keys, &bytes, &vectors())
+}
+
+/// A bundle signed over exactly `m` (its self-test section as `edit` left it, not recomputed) with the
+/// good payload and self-test bytes after it: for a release that lies about its self-test section.
+fn signed_raw(edit: impl FnOnce(&mut Manifest)) -> Vec<u8> {
+    let (payload, bytes) = bundle::prepare_payload(&model(2), None, ModelFormat::Onnx);
+    let (section, vector_bytes) = SelfTestSection::encode(&vectors());
+    let mut m = manifest(payload);
+    m.selftest = section;
+    edit(&mut m);
+    let body = m.to_bytes();
+    let sig = keys::sign(&release(0), keys::Domain::Manifest, &body);
+    outpost_protocol::signed::encode(bundle::BUNDLE_MAGIC, &body, &[sig], &[bytes, vector_bytes].concat())
 }
 
 fn good() -> Vec<u8> {
@@ -116,8 +143,13 @@ fn cases() -> Vec<Case> {
     bad_sig[sig_at + 10] ^= 0x40;
     let mut tampered_manifest = good.clone();
     tampered_manifest[20] ^= 1;
+    let section = bundle::inspect(&good, &Limits::default()).unwrap().manifest.selftest.size as usize;
     let mut flipped_payload = good.clone();
-    *flipped_payload.last_mut().unwrap() ^= 1;
+    let last_payload_byte = good.len() - section - 1;
+    flipped_payload[last_payload_byte] ^= 1;
+    // The self-test section is bound to the signed manifest by its digest, size and count.
+    let mut tampered_selftest = good.clone();
+    *tampered_selftest.last_mut().unwrap() ^= 1;
     let mut endless = good.clone();
     endless.extend_from_slice(&[0u8; 4096]);
 
@@ -132,12 +164,12 @@ fn cases() -> Vec<Case> {
             model_size: 20_000,
             model_sha256: Digest::of(&model(2)),
         };
-        bundle::create(&manifest(payload), &[release(0)], &bomb_bytes)
+        bundle::create(&manifest(payload), &[release(0)], &bomb_bytes, &[])
     };
     // A delta against model(1): fine on a device whose base is model(1), refused on one with model(3).
     let delta = {
         let (payload, bytes) = bundle::prepare_payload(&model(2), Some(&model(1)), ModelFormat::Onnx);
-        bundle::create(&manifest(payload), &[release(0)], &bytes)
+        bundle::create(&manifest(payload), &[release(0)], &bytes, &vectors())
     };
     let mut garbage = vec![0u8; 4096];
     for (i, b) in garbage.iter_mut().enumerate() {
@@ -180,6 +212,10 @@ fn cases() -> Vec<Case> {
         case("payload-digest-mismatch", flipped_payload, Some(PayloadDigestMismatch)),
         case("payload-size-mismatch", endless, Some(PayloadSizeMismatch)),
         case("decompression-bomb", bomb, Some(DecompressionBomb)),
+        case("selftest-tampered", tampered_selftest, Some(PayloadDigestMismatch)),
+        case("selftest-oversized", signed_raw(|m| m.selftest.size = 1 << 40), Some(OverLimits)),
+        case("selftest-count-mismatch", signed_raw(|m| m.selftest.vectors = 3), Some(Malformed)),
+        case("manifest-old-format", signed_raw(|m| m.format = 1), Some(Malformed)),
         case("over-limits", signed_with(&[release(0)], |m| m.payload.model_size = 4 << 30), Some(OverLimits)),
         case("truncated", good[..40].to_vec(), Some(Truncated)),
         case("garbage", garbage, Some(Malformed)),
@@ -247,7 +283,10 @@ fn every_attack_fixture_is_refused_with_its_own_reason_and_good_ones_pass() {
             limits: &limits,
         };
         match (verify(&req), c.expect) {
-            (Ok(v), None) => assert_eq!(v.model, model(2), "{}: the verified model is the signed one", c.name),
+            (Ok(v), None) => {
+                assert_eq!(v.model, model(2), "{}: the verified model is the signed one", c.name);
+                assert_eq!(v.selftest, vectors(), "{}: the verified self-tests are the signed ones", c.name);
+            }
             (Err(r), Some(want)) => {
                 assert_eq!(r.reason, want, "{}: {r}", c.name);
                 assert!(r.detail.len() > 10, "{}: the message says what was wrong: {r}", c.name);

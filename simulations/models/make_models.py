@@ -418,10 +418,19 @@ def main():
     ap.add_argument("--out", default=here, help="output directory (default: this script's)")
     ap.add_argument("--mobilenet", action="store_true",
                     help="also write bench/mobilenet_v2.onnx (random weights, not committed)")
+    ap.add_argument("--typed-only", action="store_true",
+                    help="write only typed/ (the UINT8, INT64, BOOL, FP16 and 640x640 models)")
     args = ap.parse_args()
     out = os.path.abspath(args.out)
     os.makedirs(out, exist_ok=True)
     t_start = time.perf_counter()
+
+    # Models with the tensor types edge models take (typed_models.py), and onnxruntime's answers.
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from typed_models import make_typed  # noqa: E402
+    make_typed(out, write_bytes, sha256)
+    if args.typed_only:
+        return 0
 
     digits = load_digits()
     x = (digits.images.astype(np.float32) / np.float32(16.0)).reshape(-1, 1, 8, 8)

@@ -1,6 +1,8 @@
-//! The dependency invariant of ARCHITECTURE.md, checked: `protocol` depends on no workspace crate, the
-//! agent and the controller depend on `protocol` and never on each other, and only `simulations` sees
-//! both. Also: `protocol` pulls in no async runtime, networking or file-system crate.
+//! The dependency invariant of ARCHITECTURE.md, checked: protocol ← models ← {agent, controller} ←
+//! simulations. `protocol` depends on no workspace crate, `models` on `protocol` only, the agent and the
+//! controller on both and never on each other, and only `simulations` sees both. Also: `protocol` pulls in
+//! no async runtime, networking or file-system crate; `models` no async runtime or network either, and
+//! the ONNX parser only behind its `onnx` feature, which the agent's own dependencies never enable.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -22,15 +24,38 @@ fn workspace(d: &BTreeSet<String>) -> BTreeSet<&str> {
     d.iter().map(String::as_str).filter(|n| n.starts_with("outpost-")).collect()
 }
 
+fn manifest(krate: &str) -> toml::Table {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(krate).join("Cargo.toml");
+    std::fs::read_to_string(&path).unwrap().parse().unwrap()
+}
+
 #[test]
-fn agent_and_controller_share_only_the_protocol_crate() {
+fn agent_and_controller_share_only_the_protocol_and_model_crates() {
     assert_eq!(workspace(&deps("protocol")), BTreeSet::new());
-    assert_eq!(workspace(&deps("agent")), BTreeSet::from(["outpost-protocol"]));
-    assert_eq!(workspace(&deps("controller")), BTreeSet::from(["outpost-protocol"]));
+    assert_eq!(workspace(&deps("models")), BTreeSet::from(["outpost-protocol"]));
+    assert_eq!(workspace(&deps("agent")), BTreeSet::from(["outpost-models", "outpost-protocol"]));
+    assert_eq!(workspace(&deps("controller")), BTreeSet::from(["outpost-models", "outpost-protocol"]));
     assert_eq!(
         workspace(&deps("simulations")),
         BTreeSet::from(["outpost-agent", "outpost-controller", "outpost-protocol"])
     );
+}
+
+#[test]
+fn the_device_build_links_no_onnx_parser() {
+    // The agent's own dependencies: the model library without `onnx`, and no tract-onnx at all (tests and
+    // benchmarks may convert ONNX; the binary must not carry the parser: cross/README.md "Size").
+    let agent = manifest("agent");
+    let d = agent["dependencies"].as_table().unwrap();
+    assert!(!d.contains_key("tract-onnx"), "the agent links tract-onnx");
+    let features = d["outpost-models"].get("features").and_then(|f| f.as_array()).cloned().unwrap_or_default();
+    assert!(features.is_empty(), "the agent enables model-library features {features:?}");
+    let models = manifest("models");
+    let optional = models["dependencies"]["tract-onnx"].get("optional").and_then(|v| v.as_bool());
+    assert_eq!(optional, Some(true), "the model library must keep tract-onnx optional");
+    for f in ["tokio", "rumqttc", "axum", "redb"] {
+        assert!(!deps("models").contains(f), "the model library depends on {f}");
+    }
 }
 
 #[test]

@@ -73,7 +73,7 @@ fn model_files(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     std::fs::write(dir.join("trust.policy"), trust::create_policy(&policy, std::slice::from_ref(&root))).unwrap();
     std::fs::write(dir.join("root.pub"), keys::public_key_to_pem(&root.verifying_key())).unwrap();
     let onnx = std::fs::read(outpost_simulations::models_dir().join("digits-v1.onnx")).unwrap();
-    let model = outpost_controller::model_probe::nnef::convert(&onnx).unwrap();
+    let model = outpost_models::onnx::to_nnef(&onnx).unwrap();
     let (payload, packed) = outpost_protocol::bundle::prepare_payload(&model, None, ModelFormat::Nnef);
     let m = Manifest {
         format: MANIFEST_FORMAT,
@@ -82,13 +82,13 @@ fn model_files(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
         sequence: 1,
         payload,
         targets: Targets { archs: vec![], min_agent: outpost_protocol::Version::new(0, 1, 0) },
-        interface: outpost_agent::runtime::model::read_interface(&model).unwrap(),
-        selftest: vec![],
+        interface: outpost_models::nnef::read_interface(&model).unwrap(),
+        selftest: SelfTestSection::default(),
         created: now() - 60,
         expires: now() + 86_400,
         reference: None,
     };
-    std::fs::write(dir.join("digits.obundle"), outpost_protocol::bundle::create(&m, &[release], &packed)).unwrap();
+    std::fs::write(dir.join("digits.obundle"), outpost_protocol::bundle::create(&m, &[release], &packed, &[])).unwrap();
     (dir.join("trust.policy"), dir.join("root.pub"), dir.join("digits.obundle"))
 }
 

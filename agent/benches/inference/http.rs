@@ -63,14 +63,16 @@ impl Agent {
         let dir = std::env::temp_dir().join(format!("outpost-bench-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let store = Store::open(&dir)?;
-        let digest = store.put_model(active.0, active.1)?;
+        // Benchmark manifests carry an empty self-test section (models.rs).
+        let no_vectors = outpost_protocol::manifest::SelfTestSection::encode(&[]).1;
+        let digest = store.put_model(active.0, active.1, &no_vectors)?;
         let mut cfg = bench_config(settings);
         cfg.data_dir = dir.clone();
         let mut slots = Slots::default();
         let name = active.1.name.as_str().to_owned();
         slots.model_mut(&name).active = Some(digest.to_hex());
         if let Some((bytes, manifest)) = candidate {
-            slots.model_mut(&name).candidate = Some(store.put_model(bytes, manifest)?.to_hex());
+            slots.model_mut(&name).candidate = Some(store.put_model(bytes, manifest, &no_vectors)?.to_hex());
             // The slot table, not the config, says which share of requests the candidate shadows.
             slots.model_mut(&name).shadow_percent = Some(cfg.shadow.sample_percent);
         }

@@ -2,8 +2,10 @@
 //! tract driven directly (row (a) and the optimiser experiments).
 
 use anyhow::Context;
-use outpost_agent::runtime::model::read_interface;
-use outpost_protocol::manifest::{Compression, MANIFEST_FORMAT, Manifest, ModelFormat, Payload, Targets};
+use outpost_models::nnef::read_interface;
+use outpost_protocol::manifest::{
+    Compression, MANIFEST_FORMAT, Manifest, ModelFormat, Payload, SelfTestSection, Targets,
+};
 use outpost_protocol::{Digest, ModelName, Version};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -54,7 +56,7 @@ pub fn manifest(name: &str, version: Version, bytes: &[u8]) -> anyhow::Result<Ma
         },
         targets: Targets { archs: Vec::new(), min_agent: Version::new(0, 0, 0) },
         interface: read_interface(bytes)?,
-        selftest: Vec::new(),
+        selftest: SelfTestSection::encode(&[]).0,
         created: 0,
         expires: u64::MAX,
         reference: None,
@@ -129,10 +131,9 @@ impl BenchModel {
     }
 }
 
-/// ONNX → NNEF as `outpost bundle create` converts (controller/src/model_probe/nnef.rs).
-pub fn to_nnef(onnx_bytes: &[u8]) -> TractResult<Vec<u8>> {
-    let typed = tract_onnx::onnx().model_for_read(&mut &onnx_bytes[..])?.into_typed()?.into_decluttered()?;
-    tract_nnef::nnef().write_to_tar_with_config(&typed, Vec::new(), false, true)
+/// ONNX → NNEF exactly as `outpost bundle create` converts (the shared model library).
+pub fn to_nnef(onnx_bytes: &[u8]) -> anyhow::Result<Vec<u8>> {
+    Ok(outpost_models::onnx::to_nnef(onnx_bytes)?)
 }
 
 /// Reads `n` rows of `per` floats from a raw little-endian f32 file.

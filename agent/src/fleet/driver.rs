@@ -307,7 +307,7 @@ impl Driver {
         if now >= *last + 60_000 {
             *last = now;
             if let Some(m) = self.rt.active(model) {
-                selftest_ok = install::self_test(&m).is_ok();
+                selftest_ok = install::self_test_stored(&self.store, &m).is_ok();
             }
         }
         Health { requests: w.requests, errors: w.errors, p95_us: w.latency.quantile_us(0.95), selftest_ok }
@@ -471,7 +471,7 @@ impl Driver {
         let work = move || -> Result<(), (RejectReason, String)> {
             let model =
                 install::load_slot(&store, &digest, &name, 1, false).map_err(|e| (RejectReason::ModelUnloadable, e))?;
-            install::self_test(&model).map(|_| ()).map_err(|r| (r.reason, r.detail))
+            install::self_test_stored(&store, &model).map(|_| ()).map_err(|r| (r.reason, r.detail))
         };
         tokio::task::spawn_blocking(work).await.unwrap_or_else(|e| Err((RejectReason::Malformed, e.to_string())))
     }

@@ -366,7 +366,7 @@ impl Runtime {
             return Err(if none { InferError::NotReady } else { InferError::UnknownModel(req.model) });
         };
         let model = served.active().ok_or_else(|| InferError::Loading(req.model.clone()))?;
-        let (rows, order) = validate(&model, &req)?;
+        let (rows, order) = validate(&model, &req, self.cfg.inference.max_rows)?;
         let key = self.cache_enabled().then(|| CacheKey { model: model.digest, input: input_hash(&req.inputs) });
         // The request's buffers move on to the model (an image is 600 KB: no copy).
         let inputs: Vec<Vec<f32>> = order.into_iter().map(|i| std::mem::take(&mut req.inputs[i].data)).collect();

@@ -5,8 +5,10 @@
 //! Models arrive as NNEF (tract's own format), converted from ONNX by `outpost bundle create`: the agent
 //! links tract-core and tract-nnef only, without the ONNX parser and tract-hir (cross/README.md "Size").
 
+pub use outpost_models::ModelError;
+use outpost_models::interface::{self, Serving};
 use outpost_protocol::Digest;
-use outpost_protocol::manifest::{DType, Dim, Manifest, ModelFormat, ModelInterface, TensorSpec};
+use outpost_protocol::manifest::{DType, Manifest, ModelFormat, ModelInterface};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -53,18 +55,6 @@ impl Plan {
 /// Each output's values (rows back to back) and its shape without the batch dimension.
 pub type Outputs = Vec<(Vec<f32>, Vec<usize>)>;
 
-#[derive(Debug, thiserror::Error)]
-pub enum ModelError {
-    #[error("tract cannot load the model: {0}")]
-    Load(String),
-    #[error("unsupported model: {0}")]
-    Unsupported(String),
-    #[error("the model's interface differs from its manifest: {0}")]
-    InterfaceMismatch(String),
-    #[error("inference failed: {0}")]
-    Run(String),
-}
-
 /// A served model: identity from its verified manifest, plans per batch size.
 #[derive(Debug)]
 pub struct LoadedModel {
@@ -76,6 +66,7 @@ pub struct LoadedModel {
     pub batchable: bool,
     /// Elements per row of each input, and each input's shape without the batch dimension.
     row_shapes: Vec<Vec<usize>>,
+    row_lens: Vec<usize>,
     pub load_time: Duration,
     /// Measured time per row at each candidate batch size (empty until calibrated).
     pub calibration: Vec<(usize, Duration)>,
@@ -97,8 +88,8 @@ impl LoadedModel {
                 manifest.payload.format
             )));
         }
-        let model = read_model(bytes)?;
-        check_interface(&model, &manifest.interface)?;
+        let model = outpost_models::nnef::read(bytes)?;
+        interface::check(&model, &manifest.interface)?;
         let iface = &manifest.interface;
         for t in iface.inputs.iter().chain(&iface.outputs) {
             if t.dtype != DType::F32 {
@@ -109,25 +100,7 @@ impl LoadedModel {
                 )));
             }
         }
-        let batchable =
-            iface.inputs.iter().chain(&iface.outputs).all(|t| matches!(t.shape.first(), Some(Dim::Symbolic(_))));
-        let row_shapes: Vec<Vec<usize>> = iface
-            .inputs
-            .iter()
-            .map(|t| {
-                t.shape
-                    .iter()
-                    .skip(if batchable { 1 } else { 0 })
-                    .map(|d| match d {
-                        Dim::Fixed(n) => Ok(*n as usize),
-                        Dim::Symbolic(s) => Err(ModelError::Unsupported(format!(
-                            "input {} has symbolic dimension {s} beyond the batch; export it with concrete shapes",
-                            t.name
-                        ))),
-                    })
-                    .collect()
-            })
-            .collect::<Result<_, _>>()?;
+        let Serving { batchable, row_shapes, row_lens } = Serving::of(iface)?;
         let sizes: Vec<usize> = if batchable { batch_sizes(max_batch) } else { vec![1] };
         // A plan per batch size: the batch symbol (dimension 0 of the inputs) bound to that size.
         let mut batch_symbols = Vec::new();
@@ -151,6 +124,7 @@ impl LoadedModel {
             plans,
             batchable,
             row_shapes,
+            row_lens,
             load_time: start.elapsed(),
             calibration: Vec::new(),
             mem_bytes,
@@ -165,9 +139,9 @@ impl LoadedModel {
         &self.manifest.interface
     }
 
-    /// Elements in one row of input `i`.
+    /// Elements in one row of input `i` (the product was checked at load).
     pub fn row_len(&self, i: usize) -> usize {
-        self.row_shapes[i].iter().product()
+        self.row_lens[i]
     }
 
     /// The input's shape without the batch dimension (the whole shape for a fixed-batch model).
@@ -279,41 +253,6 @@ impl LoadedModel {
     }
 }
 
-/// Reads a model's interface (names, types, shapes with symbolic dimensions) as tract sees it: what a
-/// manifest for this model must declare.
-pub fn read_interface(bytes: &[u8]) -> Result<ModelInterface, ModelError> {
-    let load = |e: TractError| ModelError::Load(format!("{e:#}"));
-    let typed = read_model(bytes)?;
-    let spec = |outlet: &OutletId| -> Result<TensorSpec, ModelError> {
-        let fact = typed.outlet_fact(*outlet).map_err(load)?;
-        let name = typed.outlet_label(*outlet).unwrap_or(&typed.node(outlet.node).name).to_owned();
-        let dtype = match fact.datum_type {
-            DatumType::F32 => DType::F32,
-            other => {
-                return Err(ModelError::Unsupported(format!("tensor {name} is {other:?}; this agent serves FP32")));
-            }
-        };
-        let shape = fact
-            .shape
-            .iter()
-            .map(|d| match d.to_i64() {
-                Ok(n) => Dim::Fixed(n as u64),
-                Err(_) => Dim::Symbolic(d.to_string()),
-            })
-            .collect();
-        Ok(TensorSpec { name, dtype, shape })
-    };
-    Ok(ModelInterface {
-        inputs: typed.input_outlets().map_err(load)?.iter().map(spec).collect::<Result<_, _>>()?,
-        outputs: typed.output_outlets().map_err(load)?.iter().map(spec).collect::<Result<_, _>>()?,
-    })
-}
-
-/// Parses an NNEF archive (tar) with tract-core's operators: the one model format this agent runs.
-fn read_model(bytes: &[u8]) -> Result<TypedModel, ModelError> {
-    tract_nnef::nnef().model_for_read(&mut &bytes[..]).map_err(|e| ModelError::Load(format!("{e:#}")))
-}
-
 /// 1, 2, 4, … up to and including `max` (`max` itself when it is not a power of two).
 fn batch_sizes(max: usize) -> Vec<usize> {
     let mut sizes: Vec<usize> =
@@ -322,44 +261,6 @@ fn batch_sizes(max: usize) -> Vec<usize> {
         sizes.push(max);
     }
     sizes
-}
-
-/// The model file must present the interface its signed manifest promises (names, ranks, fixed dims).
-fn check_interface(typed: &TypedModel, iface: &ModelInterface) -> Result<(), ModelError> {
-    let compare = |kind: &str, outlets: &[OutletId], specs: &[TensorSpec]| -> Result<(), ModelError> {
-        if outlets.len() != specs.len() {
-            return Err(ModelError::InterfaceMismatch(format!(
-                "{} {kind}s in the model, {} in the manifest",
-                outlets.len(),
-                specs.len()
-            )));
-        }
-        for (outlet, spec) in outlets.iter().zip(specs) {
-            let fact = typed.outlet_fact(*outlet).map_err(|e| ModelError::Load(e.to_string()))?;
-            let name = typed.outlet_label(*outlet).unwrap_or(&typed.node(outlet.node).name);
-            if name != spec.name {
-                return Err(ModelError::InterfaceMismatch(format!("{kind} {name:?}, manifest says {:?}", spec.name)));
-            }
-            let dims: Vec<Option<i64>> = fact.shape.iter().map(|d| d.to_i64().ok()).collect();
-            let same_rank = dims.len() == spec.shape.len();
-            let same_dims = dims.iter().zip(&spec.shape).all(|(d, s)| match (d, s) {
-                (Some(n), Dim::Fixed(m)) => *n as u64 == *m,
-                (None, Dim::Symbolic(_)) => true,
-                _ => false,
-            });
-            if !same_rank || !same_dims {
-                return Err(ModelError::InterfaceMismatch(format!(
-                    "{kind} {name} has shape {:?}, manifest says {:?}",
-                    fact.shape, spec.shape
-                )));
-            }
-        }
-        Ok(())
-    };
-    let inputs = typed.input_outlets().map_err(|e| ModelError::Load(e.to_string()))?.to_vec();
-    let outputs = typed.output_outlets().map_err(|e| ModelError::Load(e.to_string()))?.to_vec();
-    compare("input", &inputs, &iface.inputs)?;
-    compare("output", &outputs, &iface.outputs)
 }
 
 #[cfg(test)]

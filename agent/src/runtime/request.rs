@@ -5,8 +5,14 @@ use super::{InferError, InferRequest, InputTensor};
 use outpost_protocol::digest::Hasher;
 
 /// Checks names, datatypes and shapes against the model; returns the row count and, for each of the
-/// model's inputs in order, the index of the request tensor that feeds it.
-pub(super) fn validate(model: &LoadedModel, req: &InferRequest) -> Result<(usize, Vec<usize>), InferError> {
+/// model's inputs in order, the index of the request tensor that feeds it. Every size comes from the
+/// request, so every product is checked (a batch of 2^58+1 rows of 64 values would wrap to 64) and rows
+/// are capped at `max_rows`.
+pub(super) fn validate(
+    model: &LoadedModel,
+    req: &InferRequest,
+    max_rows: usize,
+) -> Result<(usize, Vec<usize>), InferError> {
     let specs = &model.interface().inputs;
     if req.inputs.len() != specs.len() {
         return Err(InferError::BadRequest(format!(
@@ -43,7 +49,15 @@ pub(super) fn validate(model: &LoadedModel, req: &InferRequest) -> Result<(usize
                 join(&t.shape)
             )));
         }
-        let expected = n * row_shape.iter().product::<usize>();
+        if n > max_rows {
+            return Err(InferError::BadRequest(format!(
+                "input {:?} has {n} rows; this agent takes at most {max_rows} per request (inference.max_rows)",
+                t.name
+            )));
+        }
+        let expected = n.checked_mul(model.row_len(i)).ok_or_else(|| {
+            InferError::BadRequest(format!("input {:?} has shape [{}]: too many values", t.name, join(&t.shape)))
+        })?;
         if t.data.len() != expected {
             return Err(InferError::BadRequest(format!(
                 "input {:?} has {} values; shape [{}] needs {expected}",

@@ -6,7 +6,9 @@ pub mod broker;
 pub mod controller;
 
 use outpost_agent::config::{Config, Overrides, RawConfig};
-use outpost_agent::runtime::model::{LoadedModel, read_interface};
+use outpost_agent::runtime::model::LoadedModel;
+use outpost_models::nnef::read_interface;
+use outpost_models::tensor::{TensorData, to_manifest};
 use outpost_protocol::bundle;
 use outpost_protocol::keys::{self, PrivateKey, private_key_from_seed};
 use outpost_protocol::manifest::*;
@@ -26,13 +28,9 @@ pub fn model_bytes(name: &str) -> Vec<u8> {
     to_nnef(&std::fs::read(models().join(format!("digits-{name}.onnx"))).unwrap())
 }
 
-/// ONNX → NNEF the way `outpost bundle create` converts (controller/src/model_probe/nnef.rs; the agent
-/// cannot depend on the controller): decluttered typed model, tract-core ops, deterministic tar.
+/// ONNX → NNEF exactly as `outpost bundle create` converts (the shared model library).
 pub fn to_nnef(onnx_bytes: &[u8]) -> Vec<u8> {
-    use tract_onnx::prelude::*;
-    let typed = tract_onnx::onnx().model_for_read(&mut &onnx_bytes[..]).unwrap().into_typed().unwrap();
-    let typed = typed.into_decluttered().unwrap();
-    tract_nnef::nnef().write_to_tar_with_config(&typed, Vec::new(), false, true).unwrap()
+    outpost_models::onnx::to_nnef(onnx_bytes).unwrap()
 }
 
 /// The held-out digits: (images of 64 floats, labels).
@@ -80,7 +78,7 @@ pub fn trust_files(dir: &Path) -> (PathBuf, PathBuf) {
     (p, r)
 }
 
-/// A manifest for `model` whose self-test vectors (the first 4 test images) hold the model's own outputs.
+/// A manifest for `model` (its self-test section is filled in when a bundle is made).
 pub fn manifest(model: &[u8], version: &str, sequence: u64) -> Manifest {
     manifest_named("digits", model, version, sequence)
 }
@@ -88,7 +86,7 @@ pub fn manifest(model: &[u8], version: &str, sequence: u64) -> Manifest {
 /// `manifest` under another model name: the committed digits models stand in for a device's other models.
 pub fn manifest_named(name: &str, model: &[u8], version: &str, sequence: u64) -> Manifest {
     let (payload, _) = bundle::prepare_payload(model, None, ModelFormat::Nnef);
-    let mut m = Manifest {
+    Manifest {
         format: MANIFEST_FORMAT,
         name: ModelName::new(name).unwrap(),
         version: version.parse::<Version>().unwrap(),
@@ -96,30 +94,46 @@ pub fn manifest_named(name: &str, model: &[u8], version: &str, sequence: u64) ->
         payload,
         targets: Targets { archs: vec![], min_agent: Version::new(0, 1, 0) },
         interface: read_interface(model).unwrap(),
-        selftest: vec![],
+        selftest: SelfTestSection::default(),
         created: now() - 60,
         expires: now() + 86_400,
         reference: None,
-    };
-    let loaded = LoadedModel::load(model, m.clone(), 1).unwrap();
-    let (images, _) = test_set();
-    for image in images.iter().take(4) {
-        let out = loaded.run(1, std::slice::from_ref(image)).unwrap();
-        m.selftest.push(SelfTestVector {
-            inputs: vec![Tensor { name: "input".into(), shape: vec![1, 1, 8, 8], data: image.clone() }],
-            expected: vec![Tensor { name: "logits".into(), shape: vec![1, 10], data: out[0].0.clone() }],
-            tolerance: Tolerance::default(),
-        });
     }
-    m
 }
 
-/// A full bundle of `manifest` over `model`, signed by `key`.
+/// Self-test vectors for a digits model: the first 4 test images and the model's own outputs. None for
+/// bytes that are not a model (tests that only move bytes around).
+pub fn selftest_vectors(model: &[u8]) -> Vec<SelfTestVector> {
+    if read_interface(model).is_err() {
+        return Vec::new();
+    }
+    let Ok(loaded) = LoadedModel::load(model, manifest(model, "1.0.0", 1), 1) else { return Vec::new() };
+    let (images, _) = test_set();
+    images
+        .iter()
+        .take(4)
+        .map(|image| {
+            let out = loaded.run(1, std::slice::from_ref(image)).unwrap();
+            SelfTestVector {
+                inputs: vec![to_manifest("input", &[1, 1, 8, 8], &TensorData::F32(image.clone()))],
+                expected: vec![to_manifest("logits", &[1, 10], &TensorData::F32(out[0].0.clone()))],
+                tolerance: Tolerance::default(),
+            }
+        })
+        .collect()
+}
+
+/// A full bundle of `manifest` over `model` with the model's own self-test vectors, signed by `key`.
 pub fn bundle_with(manifest: &Manifest, model: &[u8], key: &PrivateKey) -> Vec<u8> {
+    bundle_with_vectors(manifest, model, key, &selftest_vectors(model))
+}
+
+/// A full bundle of `manifest` over `model` carrying `vectors`, signed by `key`.
+pub fn bundle_with_vectors(manifest: &Manifest, model: &[u8], key: &PrivateKey, vectors: &[SelfTestVector]) -> Vec<u8> {
     let (payload, bytes) = bundle::prepare_payload(model, None, ModelFormat::Nnef);
     let mut m = manifest.clone();
     m.payload = payload;
-    bundle::create(&m, std::slice::from_ref(key), &bytes)
+    bundle::create(&m, std::slice::from_ref(key), &bytes, vectors)
 }
 
 /// A delta bundle of model `name` against model `base`, signed by the release key.
@@ -128,7 +142,7 @@ pub fn signed_delta(name: &str, base: &str, version: &str, sequence: u64) -> Vec
     let mut m = manifest(&model, version, sequence);
     let (payload, bytes) = bundle::prepare_payload(&model, Some(&base), ModelFormat::Nnef);
     m.payload = payload;
-    bundle::create(&m, &[release()], &bytes)
+    bundle::create(&m, &[release()], &bytes, &selftest_vectors(&model))
 }
 
 /// A full bundle of the committed digits model `file` released as model `name`.

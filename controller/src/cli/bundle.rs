@@ -33,9 +33,12 @@ enum Command {
         /// Make a delta against this ONNX model (the one devices run now, converted again the same way).
         #[arg(long)]
         base: Option<PathBuf>,
-        /// Raw little-endian f32 samples for self-test inputs (default: seeded random inputs).
-        #[arg(long = "selftest-input")]
-        selftest_input: Option<PathBuf>,
+        /// Real samples for the self-test vectors and the drift reference: `NAME=FILE` per input (repeat for
+        /// several inputs), or just `FILE` for a single-input model. A file holds raw little-endian values of
+        /// the input's own type (BOOL one byte, 0 or 1) at batch 1, sample after sample. Default: seeded
+        /// random inputs (refused when the model fails on them: give samples then).
+        #[arg(long = "selftest-input", value_name = "[NAME=]FILE")]
+        selftest_inputs: Vec<String>,
         #[arg(long = "selftest-count", default_value_t = 4)]
         selftest_count: usize,
         /// Architectures allowed to install (default: any).
@@ -116,7 +119,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
             sequence,
             keys,
             base,
-            selftest_input,
+            selftest_inputs,
             selftest_count,
             archs,
             min_agent,
@@ -130,7 +133,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
                 sequence,
                 keys,
                 base,
-                selftest_input,
+                selftest_inputs: selftest_inputs.iter().map(|s| rb::sample_arg(s)).collect(),
                 selftest_count,
                 archs,
                 min_agent,
@@ -148,7 +151,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
                 compression(&m.payload.compression),
                 m.payload.compressed_size,
                 m.payload.model_size,
-                m.selftest.len(),
+                m.selftest.vectors,
                 b.digest
             );
             Ok(())
@@ -297,7 +300,8 @@ fn json(b: &Inspected) -> serde_json::Value {
         },
         "inputs": m.interface.inputs.iter().map(shape).collect::<Vec<_>>(),
         "outputs": m.interface.outputs.iter().map(shape).collect::<Vec<_>>(),
-        "selftest_vectors": m.selftest.len(),
+        "selftest_vectors": m.selftest.vectors,
+        "selftest_bytes": m.selftest.size,
         "reference_samples": m.reference.as_ref().map(|r| r.samples),
         "signatures": b.signatures.iter().map(|s| s.key_id.to_string()).collect::<Vec<_>>(),
     })
@@ -323,7 +327,7 @@ fn print_table(b: &Inspected) {
     for t in &m.interface.outputs {
         println!("output       {}", shape(t));
     }
-    println!("self-tests   {} vector(s)", m.selftest.len());
+    println!("self-tests   {} vector(s), {} bytes", m.selftest.vectors, m.selftest.size);
     match &m.reference {
         Some(r) => println!("reference    drift profile of {} sample(s)", r.samples),
         None => println!("reference    none (pass --selftest-input to record one)"),

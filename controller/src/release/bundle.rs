@@ -3,9 +3,9 @@
 use super::ReleaseError;
 use super::keys::{read_private, read_public};
 use super::reference;
-use super::selftest::{self, Inputs};
+use super::selftest::{self, Inputs, SampleFile};
 use crate::files;
-use crate::model_probe;
+use outpost_models::onnx;
 use outpost_protocol::bundle::{self as obundle, Inspected};
 use outpost_protocol::manifest::{MANIFEST_FORMAT, Manifest, ModelFormat, Targets};
 use outpost_protocol::trust::RootKeys;
@@ -21,7 +21,8 @@ pub struct Create {
     pub sequence: u64,
     pub keys: Vec<PathBuf>,
     pub base: Option<PathBuf>,
-    pub selftest_input: Option<PathBuf>,
+    /// `--selftest-input`: the input each file feeds (`None`: the model's only input) and its path.
+    pub selftest_inputs: Vec<(Option<String>, PathBuf)>,
     pub selftest_count: usize,
     pub archs: Vec<Arch>,
     pub min_agent: Version,
@@ -42,16 +43,24 @@ pub fn create(c: &Create) -> Result<Inspected, ReleaseError> {
     let keys = c.keys.iter().map(|p| read_private(p)).collect::<Result<Vec<_>, _>>()?;
     let model = files::read(&c.model)?;
     let model_err = |source| ReleaseError::Model { path: c.model.display().to_string(), source };
-    let probe = model_probe::load(&model).map_err(model_err)?;
-    let inputs = match &c.selftest_input {
-        Some(p) => Inputs::File { bytes: files::read(p)?, path: p.display().to_string() },
-        None => Inputs::Seeded,
+    let probe = onnx::convert(&model).map_err(model_err)?;
+    let inputs = if c.selftest_inputs.is_empty() {
+        Inputs::Seeded
+    } else {
+        let files = c
+            .selftest_inputs
+            .iter()
+            .map(|(input, p)| {
+                Ok(SampleFile { input: input.clone(), path: p.display().to_string(), bytes: files::read(p)? })
+            })
+            .collect::<Result<Vec<_>, ReleaseError>>()?;
+        Inputs::Files(files)
     };
     let vectors = selftest::make_vectors(&probe, &inputs, c.selftest_count)?;
     // With real samples, also record what inputs and answers looked like, for on-device drift (PSI).
     let reference = match &inputs {
-        Inputs::File { bytes, path } => {
-            let samples = selftest::file_samples(&probe, bytes, path)?;
+        Inputs::Files(files) => {
+            let samples = selftest::samples(&probe, files)?;
             reference::profile(&probe, &samples).map_err(model_err)?
         }
         Inputs::Seeded => None,
@@ -61,7 +70,7 @@ pub fn create(c: &Create) -> Result<Inspected, ReleaseError> {
     // is useless; at least it must load).
     let base = match &c.base {
         Some(path) => Some(
-            model_probe::load(&files::read(path)?)
+            onnx::convert(&files::read(path)?)
                 .map_err(|source| ReleaseError::Model { path: path.display().to_string(), source })?
                 .nnef,
         ),
@@ -76,14 +85,23 @@ pub fn create(c: &Create) -> Result<Inspected, ReleaseError> {
         payload,
         targets: Targets { archs: c.archs.clone(), min_agent: c.min_agent },
         interface: probe.interface.clone(),
-        selftest: vectors,
+        selftest: Default::default(),
         created: c.now,
         expires: c.now + c.lifetime_secs,
         reference,
     };
-    let file = obundle::create(&manifest, &keys, &bytes);
+    let file = obundle::create(&manifest, &keys, &bytes, &vectors);
     files::write_atomic(&c.out, &file, None)?;
     Ok(obundle::inspect(&file, &Limits::default())?)
+}
+
+/// Parses one `--selftest-input`: `NAME=FILE`, or a bare `FILE` (a path whose part before any `=` holds a
+/// path separator is taken whole).
+pub fn sample_arg(arg: &str) -> (Option<String>, PathBuf) {
+    match arg.split_once('=') {
+        Some((name, path)) if !name.is_empty() && !name.contains('/') => (Some(name.to_owned()), PathBuf::from(path)),
+        _ => (None, PathBuf::from(arg)),
+    }
 }
 
 /// Adds a signature by `key` to the bundle at `path`, in place.
@@ -146,5 +164,5 @@ pub fn check(c: &Check) -> Result<VerifiedBundle, ReleaseError> {
 /// (the device's own NNEF file) is taken as it is, as the device takes its base: as opaque bytes.
 fn device_model(path: &std::path::Path) -> Result<Vec<u8>, ReleaseError> {
     let bytes = files::read(path)?;
-    Ok(model_probe::load(&bytes).map(|probe| probe.nnef).unwrap_or(bytes))
+    Ok(onnx::to_nnef(&bytes).unwrap_or(bytes))
 }

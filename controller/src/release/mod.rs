@@ -8,7 +8,6 @@ pub mod roots;
 pub mod selftest;
 
 use crate::files::FileError;
-use crate::model_probe::ProbeError;
 use outpost_protocol::Rejection;
 use outpost_protocol::keys::PemError;
 
@@ -19,7 +18,7 @@ pub enum ReleaseError {
     #[error(transparent)]
     Pem(#[from] PemError),
     #[error("{path}: {source}")]
-    Model { path: String, source: ProbeError },
+    Model { path: String, source: outpost_models::ModelError },
     /// The bundle or policy was refused; the reason code is part of the message.
     #[error("rejected: {0}")]
     Rejected(#[from] Rejection),

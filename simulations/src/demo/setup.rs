@@ -60,7 +60,7 @@ pub fn prepare(out: &Path, models: &Path) -> anyhow::Result<(Trust, Vec<Release>
             keys: vec![release_key.clone()],
             base: None,
             // Self-test vectors and the drift reference come from the held-out digits.
-            selftest_input: Some(models.join("digits-test-inputs.f32")),
+            selftest_inputs: vec![(None, models.join("digits-test-inputs.f32"))],
             selftest_count: 8,
             archs: vec![],
             min_agent: Version::new(0, 1, 0),

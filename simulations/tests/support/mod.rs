@@ -163,7 +163,7 @@ pub fn stoppable_agent(dir: &Path, id: &str, broker_port: u16, labels: &str, api
 pub fn bundle_of(model: &str, version: &str, sequence: u64) -> Vec<u8> {
     let onnx = std::fs::read(outpost_simulations::models_dir().join(format!("digits-{model}.onnx"))).unwrap();
     // Bundles carry NNEF, converted as `outpost bundle create` does.
-    let bytes = outpost_controller::model_probe::nnef::convert(&onnx).unwrap();
+    let bytes = outpost_models::onnx::to_nnef(&onnx).unwrap();
     let (payload, packed) = bundle::prepare_payload(&bytes, None, ModelFormat::Nnef);
     let m = Manifest {
         format: MANIFEST_FORMAT,
@@ -172,13 +172,13 @@ pub fn bundle_of(model: &str, version: &str, sequence: u64) -> Vec<u8> {
         sequence,
         payload,
         targets: Targets { archs: vec![], min_agent: Version::new(0, 1, 0) },
-        interface: outpost_agent::runtime::model::read_interface(&bytes).unwrap(),
-        selftest: vec![],
+        interface: outpost_models::nnef::read_interface(&bytes).unwrap(),
+        selftest: SelfTestSection::default(),
         created: now() - 60,
         expires: now() + 86_400,
         reference: None,
     };
-    bundle::create(&m, &[private_key_from_seed([2; 32])], &packed)
+    bundle::create(&m, &[private_key_from_seed([2; 32])], &packed, &[])
 }
 
 pub fn serving(port: u16) -> Option<String> {

@@ -1,9 +1,8 @@
 //! tract on the committed digits models and held-out test set: accuracy per model, and how far its
 //! logits are from onnxruntime's (committed by `make_models.py`). Prints the figures for the issue notes.
-//! The probe runs the NNEF conversion bundles carry, so this also checks the conversion changes no answer.
+//! It runs the NNEF conversion bundles carry, so this also checks the conversion changes no answer.
 
-use outpost_controller::model_probe;
-use outpost_protocol::manifest::Tensor;
+use outpost_models::{TensorData, onnx};
 use std::path::PathBuf;
 
 fn models() -> PathBuf {
@@ -19,16 +18,16 @@ fn f32s(name: &str) -> Vec<f32> {
 fn tract_classifies_the_test_set_like_onnxruntime() {
     let labels = std::fs::read(models().join("digits-test-labels.u8")).unwrap();
     let n = labels.len();
-    let inputs = Tensor { name: "input".into(), shape: vec![n as u64, 1, 8, 8], data: f32s("digits-test-inputs.f32") };
-    assert_eq!(inputs.data.len(), n * 64);
+    let images = f32s("digits-test-inputs.f32");
+    assert_eq!(images.len(), n * 64);
     // (model, lowest and highest acceptable accuracy)
     for (name, lo, hi) in [("v1", 0.96, 1.0), ("v2", 0.96, 1.0), ("bad", 0.0, 0.2), ("subtle", 0.7, 0.9)] {
         let bytes = std::fs::read(models().join(format!("digits-{name}.onnx"))).unwrap();
-        let probe = model_probe::load(&bytes).unwrap();
-        let out = probe.run(std::slice::from_ref(&inputs)).unwrap().remove(0);
-        assert_eq!(out.shape, vec![n as u64, 10]);
+        let model = onnx::convert(&bytes).unwrap();
+        let (shape, out) = model.run(vec![(vec![n, 1, 8, 8], TensorData::F32(images.clone()))]).unwrap().remove(0);
+        assert_eq!(shape, vec![n, 10]);
+        let out = out.as_f32().unwrap();
         let correct = out
-            .data
             .chunks_exact(10)
             .zip(&labels)
             .filter(|(row, label)| {
@@ -38,7 +37,7 @@ fn tract_classifies_the_test_set_like_onnxruntime() {
             .count();
         let accuracy = correct as f64 / n as f64;
         let ort = f32s(&format!("digits-{name}.ort-logits.f32"));
-        let max_diff = out.data.iter().zip(&ort).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+        let max_diff = out.iter().zip(&ort).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
         println!(
             "digits-{name}: tract accuracy {:.2} % ({correct}/{n}), max |tract - onnxruntime| = {max_diff:.2e}",
             accuracy * 100.0

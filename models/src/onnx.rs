@@ -1,0 +1,113 @@
+//! ONNX → NNEF, at packaging time (feature `onnx`; release tooling, tests and benchmarks only). The
+//! conversion is tract's own serialiser run on the decluttered typed model, keeping a symbolic batch
+//! dimension as an NNEF `tract_symbol`; the result is loaded back as devices load it and must present the
+//! same interface, so a model that would fail on every device is refused before it is signed.
+
+use crate::{ModelError, TensorData, interface, nnef, run};
+use outpost_protocol::manifest::ModelInterface;
+use tract_onnx::prelude::*;
+
+/// The ONNX model as tract's typed (shape-inferred, decluttered) graph.
+pub fn typed(onnx: &[u8]) -> Result<TypedModel, ModelError> {
+    let load = |e: TractError| ModelError::Load(format!("{e:#}"));
+    let model = tract_onnx::onnx().model_for_read(&mut &onnx[..]).map_err(load)?;
+    let model = model.into_typed().map_err(load)?.into_decluttered().map_err(load)?;
+    integer_outputs(model).map_err(load)
+}
+
+/// tract computes some integer arithmetic on its symbolic dimension type (an INT64 `ReduceSum` of a cast
+/// BOOL comes out as TDim); the ONNX model declares INT64, and clients expect INT64, so such outputs get a
+/// cast back to INT64 under their own name.
+fn integer_outputs(mut model: TypedModel) -> TractResult<TypedModel> {
+    let outputs = model.output_outlets()?.to_vec();
+    let mut wired = Vec::with_capacity(outputs.len());
+    for outlet in outputs {
+        if model.outlet_fact(outlet)?.datum_type != DatumType::TDim {
+            wired.push(outlet);
+            continue;
+        }
+        let name =
+            model.outlet_label(outlet).map(str::to_owned).unwrap_or_else(|| model.node(outlet.node).name.clone());
+        model.set_outlet_label(outlet, format!("{name}.tdim"))?;
+        let cast_op = tract_onnx::tract_core::ops::cast::cast(DatumType::I64);
+        let cast = model.wire_node(format!("{name}.i64"), cast_op, &[outlet])?[0];
+        model.set_outlet_label(cast, name)?;
+        wired.push(cast);
+    }
+    model.select_output_outlets(&wired)?;
+    Ok(model)
+}
+
+/// The NNEF archive for an ONNX model (deterministic: see [`nnef::write`]).
+pub fn to_nnef(onnx: &[u8]) -> Result<Vec<u8>, ModelError> {
+    nnef::write(&typed(onnx)?)
+}
+
+/// A model as devices will load it: the NNEF bytes a bundle carries, tract-core's model of them (not yet
+/// shape-specialised) and its interface.
+#[derive(Debug)]
+pub struct Converted {
+    pub model: TypedModel,
+    pub interface: ModelInterface,
+    pub nnef: Vec<u8>,
+}
+
+/// Converts an ONNX model to NNEF and loads the result the way the agent does.
+pub fn convert(onnx: &[u8]) -> Result<Converted, ModelError> {
+    let original = typed(onnx)?;
+    let onnx_interface = interface::read(&original)?;
+    let bytes = nnef::write(&original)?;
+    let model = nnef::read(&bytes)?;
+    let iface = interface::read(&model)?;
+    // Devices match request and self-test tensors by name, and the manifest promises the exported model's
+    // interface: the conversion must not rename, retype or reshape anything.
+    if iface != onnx_interface {
+        return Err(ModelError::Convert(format!(
+            "the NNEF model's interface {iface:?} differs from the ONNX model's {onnx_interface:?}"
+        )));
+    }
+    Ok(Converted { model, interface: iface, nnef: bytes })
+}
+
+impl Converted {
+    /// Runs one set of inputs (in interface order, shapes concrete) on a plan compiled for those shapes.
+    pub fn run(&self, inputs: Vec<(Vec<usize>, TensorData)>) -> Result<Vec<(Vec<usize>, TensorData)>, ModelError> {
+        run::run_once(&self.model, inputs)
+    }
+
+    /// The concrete shape of input `i` with every symbolic dimension (the batch) set to 1.
+    pub fn unit_shape(&self, i: usize) -> Vec<usize> {
+        interface::unit_shape(&self.interface.inputs[i])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    fn digits(name: &str) -> Vec<u8> {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../simulations/models");
+        std::fs::read(dir.join(format!("digits-{name}.onnx"))).unwrap()
+    }
+
+    #[test]
+    fn converting_the_same_model_twice_gives_the_same_bytes() {
+        let (a, b) = (super::to_nnef(&digits("v1")).unwrap(), super::to_nnef(&digits("v1")).unwrap());
+        assert!(a == b, "two conversions differ");
+        assert_ne!(a, super::to_nnef(&digits("v2")).unwrap());
+    }
+
+    #[test]
+    fn the_converted_model_keeps_the_symbolic_batch_and_the_names() {
+        let c = super::convert(&digits("v1")).unwrap();
+        let (input, output) = (&c.interface.inputs[0], &c.interface.outputs[0]);
+        assert_eq!((input.name.as_str(), output.name.as_str()), ("input", "logits"));
+        assert!(matches!(input.shape[0], outpost_protocol::manifest::Dim::Symbolic(_)), "{:?}", input.shape);
+        assert_eq!(c.unit_shape(0), vec![1, 1, 8, 8]);
+    }
+
+    #[test]
+    fn bytes_that_are_not_onnx_are_refused_as_a_load_error() {
+        assert!(matches!(super::to_nnef(b"not a model"), Err(super::ModelError::Load(_))));
+    }
+}

@@ -1,0 +1,226 @@
+"""Small models with the tensor types real edge models take, and onnxruntime's answers for them.
+
+Called by make_models.py (which sets single-threaded BLAS first); writes into OUT/typed/:
+
+- camera-u8:    UINT8 image [N,3,8,8] -> FP32 scores [N,3] and INT64 class [N]
+- intent-i64:   INT64 token ids [N,8] and INT64 attention mask [N,8] (vocabulary of 50: seeded random
+                ids in [0, 256) fall outside it, so `outpost bundle create` must ask for real samples)
+                -> FP32 logits [N,4] and INT64 intent [N]
+- flags-bool:   BOOL flags [N,6] -> FP32 score [N,2], BOOL inverted [N,6] and INT64 count [N]
+- sensor-f16:   FP16 readings [N,5] -> FP16 y [N,3]
+- detector-640: UINT8 image [N,3,640,640] -> FP32 boxes [N,400,6] and INT64 class [N,400] (the image-sized
+                model: its self-test vectors are megabytes)
+
+For each small model: SAMPLES batch-1 samples per input, back to back, raw little-endian
+(`NAME.input.INPUT.bin`; BOOL one byte), and onnxruntime's outputs for all of them run as one batch
+(`NAME.ort.OUTPUT.bin`). The detector's input is a formula (see `detector_image`) the tests rebuild, so only
+its outputs for that image are committed. `typed.json` describes every file.
+"""
+
+import json
+import os
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
+
+TYPED_SEED = 20240617
+SAMPLES = 6
+OPSET = 17
+IR_VERSION = 8
+PRODUCER = "outpost-make_models"
+
+NP = {TensorProto.UINT8: "<u1", TensorProto.INT64: "<i8", TensorProto.BOOL: "|b1",
+      TensorProto.FLOAT: "<f4", TensorProto.FLOAT16: "<f2"}
+OIP = {TensorProto.UINT8: "UINT8", TensorProto.INT64: "INT64", TensorProto.BOOL: "BOOL",
+       TensorProto.FLOAT: "FP32", TensorProto.FLOAT16: "FP16"}
+
+
+def init(name, array):
+    return numpy_helper.from_array(np.ascontiguousarray(array), name)
+
+
+def vi(name, elem, shape):
+    return helper.make_tensor_value_info(name, elem, shape)
+
+
+def finish(name, nodes, inputs, outputs, inits):
+    graph = helper.make_graph(nodes, name, inputs, outputs, initializer=inits)
+    model = helper.make_model(graph, producer_name=PRODUCER, producer_version="1",
+                              opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = IR_VERSION
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def camera_u8(rng):
+    w = rng.normal(0, 0.5, (4, 3, 3, 3)).astype(np.float32)
+    b = rng.normal(0, 0.1, (4,)).astype(np.float32)
+    fw = rng.normal(0, 1.0, (3, 4)).astype(np.float32)
+    fb = rng.normal(0, 0.1, (3,)).astype(np.float32)
+    nodes = [
+        helper.make_node("Cast", ["image"], ["imagef"], to=TensorProto.FLOAT),
+        helper.make_node("Mul", ["imagef", "scale"], ["x"]),
+        helper.make_node("Conv", ["x", "conv.weight", "conv.bias"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("GlobalAveragePool", ["r"], ["g"]),
+        helper.make_node("Flatten", ["g"], ["f"], axis=1),
+        helper.make_node("Gemm", ["f", "fc.weight", "fc.bias"], ["scores"], transB=1),
+        helper.make_node("ArgMax", ["scores"], ["class"], axis=1, keepdims=0),
+    ]
+    inits = [init("scale", np.array(1 / 255, np.float32)), init("conv.weight", w), init("conv.bias", b),
+             init("fc.weight", fw), init("fc.bias", fb)]
+    model = finish("camera_u8", nodes, [vi("image", TensorProto.UINT8, ["N", 3, 8, 8])],
+                   [vi("scores", TensorProto.FLOAT, ["N", 3]), vi("class", TensorProto.INT64, ["N"])], inits)
+    samples = {"image": rng.integers(0, 256, (SAMPLES, 3, 8, 8), dtype=np.uint8)}
+    return model, samples
+
+
+def intent_i64(rng):
+    vocab, dim, seq = 50, 6, 8
+    emb = rng.normal(0, 1.0, (vocab, dim)).astype(np.float32)
+    fw = rng.normal(0, 1.0, (4, dim)).astype(np.float32)
+    fb = rng.normal(0, 0.1, (4,)).astype(np.float32)
+    nodes = [
+        helper.make_node("Gather", ["embedding", "ids"], ["e"], axis=0),
+        helper.make_node("Cast", ["mask"], ["maskf"], to=TensorProto.FLOAT),
+        helper.make_node("Unsqueeze", ["maskf", "axis2"], ["m3"]),
+        helper.make_node("Mul", ["e", "m3"], ["masked"]),
+        helper.make_node("ReduceSum", ["masked", "axis1"], ["summed"], keepdims=0),
+        helper.make_node("ReduceSum", ["maskf", "axis1"], ["count"], keepdims=1),
+        helper.make_node("Max", ["count", "one"], ["denom"]),
+        helper.make_node("Div", ["summed", "denom"], ["pooled"]),
+        helper.make_node("Gemm", ["pooled", "fc.weight", "fc.bias"], ["logits"], transB=1),
+        helper.make_node("ArgMax", ["logits"], ["intent"], axis=1, keepdims=0),
+    ]
+    inits = [init("embedding", emb), init("axis1", np.array([1], np.int64)),
+             init("axis2", np.array([2], np.int64)), init("one", np.array(1.0, np.float32)),
+             init("fc.weight", fw), init("fc.bias", fb)]
+    model = finish("intent_i64", nodes,
+                   [vi("ids", TensorProto.INT64, ["N", seq]), vi("mask", TensorProto.INT64, ["N", seq])],
+                   [vi("logits", TensorProto.FLOAT, ["N", 4]), vi("intent", TensorProto.INT64, ["N"])], inits)
+    lengths = rng.integers(2, seq + 1, SAMPLES)
+    mask = (np.arange(seq)[None, :] < lengths[:, None]).astype(np.int64)
+    ids = rng.integers(1, vocab, (SAMPLES, seq)).astype(np.int64) * mask  # padding is token 0
+    return model, {"ids": ids, "mask": mask}
+
+
+def flags_bool(rng):
+    fw = rng.normal(0, 1.0, (2, 6)).astype(np.float32)
+    fb = rng.normal(0, 0.1, (2,)).astype(np.float32)
+    nodes = [
+        helper.make_node("Cast", ["flags"], ["flagsf"], to=TensorProto.FLOAT),
+        helper.make_node("Gemm", ["flagsf", "fc.weight", "fc.bias"], ["score"], transB=1),
+        helper.make_node("Not", ["flags"], ["inverted"]),
+        helper.make_node("Cast", ["flags"], ["flagsi"], to=TensorProto.INT64),
+        helper.make_node("ReduceSum", ["flagsi", "axis1"], ["count"], keepdims=0),
+    ]
+    inits = [init("fc.weight", fw), init("fc.bias", fb), init("axis1", np.array([1], np.int64))]
+    model = finish("flags_bool", nodes, [vi("flags", TensorProto.BOOL, ["N", 6])],
+                   [vi("score", TensorProto.FLOAT, ["N", 2]), vi("inverted", TensorProto.BOOL, ["N", 6]),
+                    vi("count", TensorProto.INT64, ["N"])], inits)
+    return model, {"flags": rng.integers(0, 2, (SAMPLES, 6)).astype(np.bool_)}
+
+
+def sensor_f16(rng):
+    w = rng.normal(0, 0.5, (5, 3)).astype(np.float16)
+    b = rng.normal(0, 0.1, (3,)).astype(np.float16)
+    nodes = [
+        helper.make_node("MatMul", ["x", "weight"], ["xw"]),
+        helper.make_node("Add", ["xw", "bias"], ["y"]),
+    ]
+    model = finish("sensor_f16", nodes, [vi("x", TensorProto.FLOAT16, ["N", 5])],
+                   [vi("y", TensorProto.FLOAT16, ["N", 3])], [init("weight", w), init("bias", b)])
+    return model, {"x": rng.normal(0, 1.0, (SAMPLES, 5)).astype(np.float16)}
+
+
+def detector_image(n):
+    """The detector's test input, a formula the Rust tests rebuild: pixel (b, c, y, x) of image b is
+    (b * 11 + c * 7 + y * 13 + x * 31) mod 256."""
+    b, c, y, x = np.meshgrid(np.arange(n), np.arange(3), np.arange(640), np.arange(640), indexing="ij")
+    return ((b * 11 + c * 7 + y * 13 + x * 31) % 256).astype(np.uint8)
+
+
+def detector_640(rng):
+    w = rng.normal(0, 0.02, (6, 3, 32, 32)).astype(np.float32)
+    b = rng.normal(0, 0.1, (6,)).astype(np.float32)
+    nodes = [
+        helper.make_node("Cast", ["image"], ["imagef"], to=TensorProto.FLOAT),
+        helper.make_node("Mul", ["imagef", "scale"], ["x"]),
+        helper.make_node("Conv", ["x", "head.weight", "head.bias"], ["c"], strides=[32, 32]),
+        helper.make_node("Reshape", ["c", "cells"], ["r"]),
+        helper.make_node("Transpose", ["r"], ["boxes"], perm=[0, 2, 1]),
+        helper.make_node("ArgMax", ["boxes"], ["class"], axis=2, keepdims=0),
+    ]
+    inits = [init("scale", np.array(1 / 255, np.float32)), init("head.weight", w), init("head.bias", b),
+             init("cells", np.array([0, 6, 400], np.int64))]
+    model = finish("detector_640", nodes, [vi("image", TensorProto.UINT8, ["N", 3, 640, 640])],
+                   [vi("boxes", TensorProto.FLOAT, ["N", 400, 6]), vi("class", TensorProto.INT64, ["N", 400])],
+                   inits)
+    return model, {"image": detector_image(2)}
+
+
+MODELS = [
+    ("camera-u8", camera_u8),
+    ("intent-i64", intent_i64),
+    ("flags-bool", flags_bool),
+    ("sensor-f16", sensor_f16),
+    ("detector-640", detector_640),
+]
+
+
+def tensor_info(value_info):
+    t = value_info.type.tensor_type
+    dims = [d.dim_param if d.dim_param else d.dim_value for d in t.shape.dim]
+    return {"name": value_info.name, "datatype": OIP[t.elem_type], "shape": dims}
+
+
+def make_typed(out, write_bytes, sha256):
+    """Writes every typed model, its samples and onnxruntime's answers into OUT/typed/."""
+    folder = os.path.join(out, "typed")
+    os.makedirs(folder, exist_ok=True)
+    rng = np.random.default_rng(TYPED_SEED)
+    described = []
+    for name, build in MODELS:
+        model, samples = build(rng)
+        path = os.path.join(folder, f"{name}.onnx")
+        write_bytes(path, model.SerializeToString())
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 1
+        opts.inter_op_num_threads = 1
+        sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+        answers = sess.run(None, samples)
+        files = {}
+        for vinfo in model.graph.input:
+            elem = vinfo.type.tensor_type.elem_type
+            if name != "detector-640":
+                fname = f"{name}.input.{vinfo.name}.bin"
+                write_bytes(os.path.join(folder, fname), samples[vinfo.name].astype(NP[elem]).tobytes())
+                files[vinfo.name] = fname
+        for vinfo, value in zip(model.graph.output, answers):
+            elem = vinfo.type.tensor_type.elem_type
+            fname = f"{name}.ort.{vinfo.name}.bin"
+            write_bytes(os.path.join(folder, fname), value.astype(NP[elem]).tobytes())
+            files[vinfo.name] = fname
+            # Integer outputs (argmax) compare exactly across runtimes: make sure no two scores are so
+            # close that float rounding could pick another class.
+        if name in ("camera-u8", "intent-i64"):
+            scores = answers[0]
+            top2 = np.sort(scores, axis=1)[:, -2:]
+            assert (top2[:, 1] - top2[:, 0] > 1e-3).all(), (name, top2)
+        n = next(iter(samples.values())).shape[0]
+        described.append({
+            "name": name,
+            "file": f"{name}.onnx",
+            "sha256": sha256(path),
+            "samples": int(n),
+            "inputs": [tensor_info(v) for v in model.graph.input],
+            "outputs": [tensor_info(v) for v in model.graph.output],
+            "files": files,
+        })
+        print(f"typed/{name}: {os.path.getsize(path)} bytes, {n} samples, outputs "
+              + ", ".join(f"{v.name} {tuple(a.shape)} {a.dtype}" for v, a in zip(model.graph.output, answers)))
+    with open(os.path.join(folder, "typed.json"), "w") as f:
+        json.dump({"seed": TYPED_SEED, "opset": OPSET, "models": described}, f, indent=2)
+        f.write("\n")
