@@ -54,7 +54,9 @@ fn every_malformed_request_gets_a_4xx_naming_the_problem() {
     let input = |shape: serde_json::Value, datatype: &str, data: serde_json::Value| {
         json(serde_json::json!({"inputs": [{"name": "input", "shape": shape, "datatype": datatype, "data": data}]}))
     };
-    let cases: Vec<(&str, Vec<u8>, Vec<(&str, String)>, u16, &str)> = vec![
+    // (what, body, extra headers, status, what the error must say)
+    type Case<'a> = (&'a str, Vec<u8>, Vec<(&'a str, String)>, u16, &'a str);
+    let cases: Vec<Case> = vec![
         (
             "more rows than allowed",
             input(serde_json::json!([17, 1, 8, 8]), "FP32", serde_json::json!(vec![0.0f32; 17 * 64])),
