@@ -135,10 +135,12 @@ fn malformed_requests_get_the_right_status_and_message_and_the_server_keeps_serv
 #[test]
 fn overload_gets_429_with_retry_after_quickly_and_the_agent_recovers() {
     let dir = tempdir("overload");
-    // One worker, no batching, no cache, room for one waiting request: easy to overload on purpose.
+    // One worker, no batching, no cache, room for one waiting request: easy to overload on purpose. The
+    // timeout is long so that a slow (debug, loaded) machine sees only 200 or 429, the behaviour tested.
     let cfg = config(
         &dir,
-        "[inference]\nworkers = 1\nmax_batch = 1\nqueue_capacity = 1\nmax_rows = 4096\n[cache]\nmax_entries = 0\n",
+        "[inference]\nworkers = 1\nmax_batch = 1\nqueue_capacity = 1\nmax_rows = 4096\nrequest_timeout = \"60s\"\n\
+         [cache]\nmax_entries = 0\n",
     );
     install_into(&cfg, "v1", "1.0.0", 1, Target::Activate);
     let agent = Agent::start(cfg);
@@ -236,8 +238,10 @@ fn a_request_that_cannot_be_answered_in_time_gets_504_and_the_next_one_is_served
         if r.status == 200 {
             break;
         }
-        // The worker may still be busy with the abandoned request: 504 until it is done, never a crash.
-        assert_eq!(r.status, 504, "{}", r.text());
+        // The worker may still be busy with the abandoned request: 504 (or 429 once the retries fill
+        // the queue) until it is done, never a crash.
+        assert!(matches!(r.status, 504 | 429), "{} {}", r.status, r.text());
         assert!(std::time::Instant::now() < deadline, "the agent recovers after a timeout");
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
