@@ -4,8 +4,10 @@
 #
 # The tests run real programs from Debian's packages rather than mocks: mosquitto (the agents' fleet tests
 # start their own broker), openssl (the TLS tests make certificates), e2fsprogs (`outpost image build`
-# makes ext4 images with mke2fs -d and debugfs). As root the script installs what is missing with apt-get;
-# otherwise it prints the one line to run and exits 2, before building anything.
+# makes ext4 images with mke2fs -d and debugfs), chromium and chromedriver (the console's tests drive a
+# headless browser), Python's prometheus_client (the /metrics tests parse with a real Prometheus parser). As
+# root the script installs what is missing with apt-get; otherwise it prints the one line to run and exits
+# 2, before building anything.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,13 +26,16 @@ need() {
 need mosquitto /usr/sbin/mosquitto
 need openssl openssl
 need e2fsprogs /usr/sbin/mke2fs /usr/sbin/debugfs
+need chromium /usr/bin/chromium
+need chromium-driver /usr/bin/chromedriver
+/usr/bin/python3 -c 'import prometheus_client' 2>/dev/null || missing+=(python3-prometheus-client)
 
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "scripts/test.sh: installing ${missing[*]} (apt-get)"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    apt-get install -y -qq "${missing[@]}" >/dev/null
   else
     echo "scripts/test.sh: the tests need Debian packages this machine lacks; install them with: sudo apt-get install -y ${missing[*]}" >&2
     exit 2

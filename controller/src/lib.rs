@@ -2,11 +2,13 @@
 //!
 //! The release-engineer side: keys, trust policies and signed bundles ([`release`]), with models converted
 //! and probed by the shared model library (`outpost-models`, feature `onnx`); the fleet daemon
-//! ([`daemon`]), the rollout planner ([`rollout`]) and the operator verbs. Architecture invariant: depends
-//! on `outpost-protocol` and `outpost-models` only, never on the agent.
+//! ([`daemon`]), the rollout planner ([`rollout`]), the operator verbs and the operator console
+//! ([`console`]). Architecture invariant: depends on `outpost-protocol` and `outpost-models` only, never on
+//! the agent.
 
 pub mod agent_skew;
 pub mod cli;
+pub mod console;
 pub mod daemon;
 pub mod duration;
 pub mod files;

@@ -496,6 +496,9 @@ impl Driver {
             detail,
         };
         tracing::info!(model = %event.model, from = ?event.from, to = ?event.to, reason = ?event.reason, detail = %event.detail, "update");
+        if let Some(o) = self.rt.metrics.fleet() {
+            o.update_event(&event);
+        }
         if let Err(e) = self.queue.append(&[((self.clock)() / 1000, RecordBody::Update(event.clone()))]) {
             tracing::error!(error = %e, "cannot buffer an update event");
         }

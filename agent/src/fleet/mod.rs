@@ -2,6 +2,7 @@
 //! update driver. Without a broker configured, telemetry is still recorded and waits for one.
 
 pub mod driver;
+pub mod observe;
 pub mod shipper;
 pub mod window;
 
@@ -31,12 +32,15 @@ pub fn start(cfg: &Config, store: Store, rt: Arc<Runtime>) -> anyhow::Result<Vec
         &cfg.data_dir.join("telemetry.redb"),
         QueueConfig { max_records: cfg.telemetry.max_records, ..QueueConfig::default() },
     )?);
+    let observer = observe::FleetObserver::new(queue.clone());
+    rt.metrics.set_fleet(observer.clone());
     let mut tasks =
         vec![tokio::spawn(window::produce(rt.clone(), queue.clone(), cfg.telemetry.window, cfg.data_dir.clone()))];
     let Some(mut link_cfg) = cfg.link.clone() else {
         tracing::info!("no broker configured: serving locally, telemetry buffered");
         return Ok(tasks);
     };
+    observer.link_configured();
     let paths = identity::Paths::new(&cfg.data_dir);
     let boot = boot_id();
     // A certificate named in the config (`link.client_cert`) is the operator's choice: it wins over the
@@ -131,13 +135,18 @@ fn join(
     let (to_driver, from_link) = mpsc::channel(64);
     let (acks, acked) = watch::channel(0u64);
     let (online_tx, online) = watch::channel(false);
+    let link_rt = rt.clone();
     tasks.push(tokio::spawn(async move {
+        // The link's state for /metrics (fleet/observe.rs).
+        let observe = |f: fn(&observe::FleetObserver)| link_rt.metrics.fleet().map(f);
         while let Some(msg) = incoming.recv().await {
             match msg {
                 Incoming::Connected => {
+                    observe(observe::FleetObserver::connected);
                     let _ = online_tx.send(true);
                 }
                 Incoming::Disconnected => {
+                    observe(observe::FleetObserver::disconnected);
                     let _ = online_tx.send(false);
                 }
                 Incoming::TelemetryAck { up_to: n, .. } => {

@@ -111,6 +111,9 @@ pub struct Metrics {
     pub unknown_model_requests: AtomicU64,
     /// Requests the model answered on the caller's thread instead of a worker's (`Runtime::run_inline`).
     pub inline_runs: AtomicU64,
+    /// The fleet side's series (link, telemetry queue, updates), appended to `/metrics` once the fleet
+    /// started: `fleet/observe.rs`.
+    fleet: std::sync::OnceLock<std::sync::Arc<crate::fleet::observe::FleetObserver>>,
 }
 
 /// Values read at scrape time from elsewhere in the runtime.
@@ -133,6 +136,24 @@ pub struct ModelView<'a> {
 }
 
 impl Metrics {
+    /// Hands `/metrics` the fleet side's series (once; a second call changes nothing).
+    pub fn set_fleet(&self, observer: std::sync::Arc<crate::fleet::observe::FleetObserver>) {
+        let _ = self.fleet.set(observer);
+    }
+
+    pub fn fleet(&self) -> Option<&crate::fleet::observe::FleetObserver> {
+        self.fleet.get().map(|o| &**o)
+    }
+
+    /// The fleet side's series, when the fleet started.
+    fn fleet_prometheus(&self, out: &mut String) {
+        if let Some(o) = self.fleet.get() {
+            let now =
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+            o.prometheus(now, out);
+        }
+    }
+
     pub(super) fn request(&self, model: &str, version: &str, status: u16) {
         *self.requests.lock().expect("metrics").entry((model.into(), version.into(), status)).or_default() += 1;
     }
@@ -216,6 +237,7 @@ impl Metrics {
                 let _ = writeln!(out, "outpost_model_info{{model=\"{}\",version=\"{v}\"}} 1", m.name);
             }
         }
+        self.fleet_prometheus(&mut out);
         out
     }
 }

@@ -329,6 +329,17 @@ impl TelemetryQueue {
         })
     }
 
+    /// When the oldest record still stored (not yet acknowledged) was made, by this device's clock: how
+    /// far behind the controller's view is. `None` when the queue is empty or that record is corrupt.
+    pub fn oldest_at(&self) -> Result<Option<UnixTime>, QueueError> {
+        self.run(|| {
+            let txn = self.db.begin_read()?;
+            let table = txn.open_table(RECORDS)?;
+            let first = table.first()?;
+            Ok(first.and_then(|(k, v)| decode(k.value(), v.value())).map(|r| r.at))
+        })
+    }
+
     /// Records stored: not yet acked and not dropped.
     pub fn len(&self) -> Result<u64, QueueError> {
         Ok(self.stats()?.len)

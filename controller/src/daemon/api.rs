@@ -22,7 +22,8 @@ pub struct Api {
     pub fleet: Arc<Fleet>,
     pub store: Arc<Store>,
     pub trust: Arc<super::fleet_trust::FleetTrust>,
-    pub token: Arc<String>,
+    /// Who may use the API and the console: the API token, operator tokens, console sessions.
+    pub access: Arc<crate::console::auth::Access>,
 }
 
 impl std::fmt::Debug for Api {
@@ -50,24 +51,39 @@ pub fn router(api: Api) -> Router {
         .route("/api/v1/skew", get(skew))
         .route("/api/v1/skew/agents", get(super::api_trust::skew_agents))
         .route("/api/v1/trust", get(super::api_trust::status).post(super::api_trust::push))
+        .merge(crate::console::protected_routes())
         .layer(middleware::from_fn_with_state(api.clone(), auth));
     Router::new()
         .route("/api/v1/health", get(|| async { Json(serde_json::json!({"ok": true})) }))
+        .merge(crate::console::public_routes())
         .merge(protected)
         .layer(DefaultBodyLimit::max(1 << 30))
         .with_state(api)
 }
 
-async fn auth(State(api): State<Api>, req: Request, next: Next) -> Response {
-    let given =
-        req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
-    if given != Some(api.token.as_str()) {
-        return error(
+/// A bearer token (the API token or an operator's) or a console session; the operator goes to the
+/// handler as an extension, so what they do is audited with their name (`console/auth.rs`).
+async fn auth(State(api): State<Api>, mut req: Request, next: Next) -> Response {
+    use crate::console::auth::{CSRF_HEADER, Refusal, session_cookie};
+    let h = req.headers();
+    let text = |name| h.get(name).and_then(|v: &header::HeaderValue| v.to_str().ok());
+    let bearer = text(header::AUTHORIZATION).and_then(|v| v.strip_prefix("Bearer "));
+    let cookie = text(header::COOKIE).and_then(session_cookie);
+    let csrf = text(header::HeaderName::from_static(CSRF_HEADER));
+    let safe = matches!(*req.method(), axum::http::Method::GET | axum::http::Method::HEAD);
+    match api.access.authenticate(bearer, cookie, csrf, safe, now()) {
+        Ok(operator) => {
+            req.extensions_mut().insert(operator);
+            next.run(req).await
+        }
+        Err(Refusal::Unauthenticated) => error(
             StatusCode::UNAUTHORIZED,
-            "missing or wrong API token (see the data directory's api-token, or OUTPOST_TOKEN)",
-        );
+            "missing or wrong API token (see the data directory's api-token, or OUTPOST_TOKEN), or no console session",
+        ),
+        Err(Refusal::Csrf) => {
+            error(StatusCode::FORBIDDEN, "a console action needs the session's X-Outpost-CSRF header")
+        }
     }
-    next.run(req).await
 }
 
 /// `?label=k=v&label=...` filters by labels; `arch` is a label too.
@@ -183,7 +199,11 @@ async fn list_bundles(State(api): State<Api>) -> Response {
     }
 }
 
-async fn push_bundle(State(api): State<Api>, body: Bytes) -> Response {
+async fn push_bundle(
+    State(api): State<Api>,
+    axum::Extension(operator): axum::Extension<crate::console::auth::Operator>,
+    body: Bytes,
+) -> Response {
     let Some(trust) = api.trust.bundle_trust() else {
         return error(StatusCode::CONFLICT, "the controller has no trust policy configured to verify bundles with");
     };
@@ -191,7 +211,9 @@ async fn push_bundle(State(api): State<Api>, body: Bytes) -> Response {
     let result = tokio::task::spawn_blocking(move || bundles::push(&store, &trust, &body, now())).await;
     match result {
         Ok(Ok(meta)) => {
-            let _ = api.store.audit(&serde_json::json!({"at": now(), "what": "bundle pushed", "bundle": &meta}));
+            let _ = api.store.audit(
+                &serde_json::json!({"at": now(), "what": "bundle pushed", "bundle": &meta, "operator": operator.name}),
+            );
             (StatusCode::CREATED, Json(meta)).into_response()
         }
         Ok(Err(e)) => error(StatusCode::UNPROCESSABLE_ENTITY, e),
@@ -227,6 +249,7 @@ async fn start_rollout(State(api): State<Api>, Json(req): Json<super::rollouts::
 
 async fn rollout_verb(
     State(api): State<Api>,
+    axum::Extension(operator): axum::Extension<crate::console::auth::Operator>,
     Path((id, verb)): Path<(String, String)>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
@@ -240,13 +263,19 @@ async fn rollout_verb(
         "undo" => Verb::Undo,
         other => return error(StatusCode::NOT_FOUND, format!("no rollout verb {other:?}")),
     };
-    match api.rollouts.command(&id, verb, "operator").await {
+    match api.rollouts.command(&id, verb, &operator.name).await {
         Ok(r) => Json(r).into_response(),
         Err(e) => error(StatusCode::CONFLICT, e),
     }
 }
 
 async fn skew(State(api): State<Api>) -> Response {
+    Json(fleet_skew(&api)).into_response()
+}
+
+/// Per model: versions × devices (with attested counts) and compliance against the model's target
+/// release (`outpost skew`, `/metrics`, the console's fleet page).
+pub fn fleet_skew(api: &Api) -> Vec<crate::skew::ModelSkew> {
     let devices = api.fleet.devices();
     let views: Vec<_> = devices.iter().map(|d| d.view()).collect();
     let targets: Vec<_> = api
@@ -267,5 +296,5 @@ async fn skew(State(api): State<Api>) -> Response {
         .collect();
     let mut skew = crate::skew::fleet_skew(&views, &targets);
     super::attestation::count_attested(&mut skew, &devices);
-    Json(skew).into_response()
+    skew
 }

@@ -19,6 +19,15 @@ pub struct RawConfig {
     pub trust: RawTrust,
     #[serde(default)]
     pub enroll: RawEnroll,
+    #[serde(default)]
+    pub api_tls: RawApiTls,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawApiTls {
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -69,6 +78,8 @@ pub struct ServeConfig {
     pub root_threshold: usize,
     /// Run after `devices revoke` rewrote `<data>/ca/crl.pem`, so the broker reloads it (empty: nothing).
     pub on_revoke: Vec<String>,
+    /// Certificate chain and key (PEM) when the API and console listener serves TLS.
+    pub api_tls: Option<(PathBuf, PathBuf)>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -135,6 +146,11 @@ pub fn load(path: Option<&std::path::Path>, o: &Overrides) -> Result<ServeConfig
             Broker::Embedded(addr)
         }
     };
+    let api_tls = match (raw.api_tls.cert, raw.api_tls.key) {
+        (Some(c), Some(k)) => Some((c, k)),
+        (None, None) => None,
+        _ => return Err(bad("api_tls", "needs both `cert` and `key`".into())),
+    };
     Ok(ServeConfig {
         data_dir: raw.data_dir.unwrap_or_else(|| PathBuf::from("outpost-data")),
         api,
@@ -144,6 +160,7 @@ pub fn load(path: Option<&std::path::Path>, o: &Overrides) -> Result<ServeConfig
         root_pubs: raw.trust.root_pub.unwrap_or_default(),
         root_threshold: raw.trust.root_threshold.unwrap_or(1).max(1),
         on_revoke: raw.enroll.on_revoke.unwrap_or_default(),
+        api_tls,
     })
 }
 

@@ -98,6 +98,12 @@ impl Fleet {
         };
         let nonce = req.nonce;
         let outcome = self.decide_enrollment(&device, req);
+        let (result, reason) = match &outcome {
+            EnrollOutcome::Issued { .. } => ("issued", ""),
+            EnrollOutcome::Pending => ("pending", ""),
+            EnrollOutcome::Refused { reason, .. } => ("refused", reason.code()),
+        };
+        self.observed.enrollment(result, reason);
         if let EnrollOutcome::Refused { reason, detail } = &outcome {
             tracing::warn!(%device, reason = reason.code(), detail, "enrollment refused");
         }

@@ -29,6 +29,8 @@ pub struct Fleet {
     greeted: Mutex<HashSet<DeviceId>>,
     /// The fleet's trust frame last published (`fleet_trust.rs`), published again on every connect.
     pub(super) trust_frame: Mutex<Option<Vec<u8>>>,
+    /// Counters and chart histories for /metrics and the console (`observe.rs`).
+    pub observed: super::observe::Observations,
 }
 
 impl std::fmt::Debug for Fleet {
@@ -61,6 +63,7 @@ impl Fleet {
             identity,
             greeted: Mutex::default(),
             trust_frame: Mutex::default(),
+            observed: Default::default(),
         });
         // Only `eventloop.poll()` drains the client's request channel (1024 publishes), and handling a
         // message publishes (acks, chunks). Handled inside the poll loop, a full channel blocks the handler
@@ -89,8 +92,10 @@ impl Fleet {
                         });
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) => {
+                        f.observed.message_in(&p.topic, p.payload.len());
                         let _ = to_handler.send(p);
                     }
+                    Ok(Event::Outgoing(rumqttc::Outgoing::Publish(_))) => f.observed.message_out(),
                     Ok(_) => {}
                     Err(e) => {
                         tracing::warn!(error = %e, "controller lost the broker; retrying");
@@ -152,7 +157,10 @@ impl Fleet {
             (Up::Events, Message::Event(e)) => self.update(&device, |d| d.event(e, t)),
             (Up::Telemetry, Message::Telemetry(batch)) => {
                 // Stored before acked: what the device deletes is never lost here.
-                let up_to = self.update(&device, |d| d.telemetry(batch, t));
+                let up_to = self.update(&device, |d| {
+                    self.observed.telemetry(&device, &batch, d.telemetry.up_to, t);
+                    d.telemetry(batch, t)
+                });
                 let hello_wanted = !self.greeted.lock().expect("greeted").contains(&device);
                 let ack = codec::encode(&Message::TelemetryAck(TelemetryAck { up_to_seq: up_to, hello_wanted }));
                 let _ = self.client.publish(topics::down(&device, &Down::Ack), QoS::AtLeastOnce, false, ack).await;

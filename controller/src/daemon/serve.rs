@@ -134,16 +134,31 @@ pub async fn serve(
     // A broker that restarted (or the embedded one) lost the retained desired states: publish them again.
     rollouts.republish().await;
     let ticker = rollouts.clone();
+    let observed = fleet.clone();
     let evaluations = tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             tick.tick().await;
             ticker.tick().await;
+            // The console's gate charts: each rollout's evidence after every evaluation.
+            observed.observed.sample_gates(&ticker.list());
         }
     });
-    let app = api::router(Api { rollouts, fleet, store, trust, token: Arc::new(token) });
-    tracing::info!(addr = %api_listener.local_addr()?, "controller API listening");
-    axum::serve(api_listener, app).with_graceful_shutdown(shutdown).await?;
+    let tls = cfg.api_tls.as_ref().map(|(c, k)| crate::console::tls::server_config(c, k)).transpose()?;
+    let access = Arc::new(crate::console::auth::Access::open(&cfg.data_dir, &token, tls.is_some())?);
+    let app = api::router(Api { rollouts, fleet, store, trust, access });
+    let addr = api_listener.local_addr()?;
+    match tls {
+        Some(tls) => {
+            tracing::info!(%addr, "controller API and console listening (TLS)");
+            let listener = crate::console::tls::TlsListener::new(api_listener, tls)?;
+            axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
+        }
+        None => {
+            tracing::info!(%addr, "controller API and console listening");
+            axum::serve(api_listener, app).with_graceful_shutdown(shutdown).await?;
+        }
+    }
     evaluations.abort();
     Ok(())
 }

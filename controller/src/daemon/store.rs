@@ -73,6 +73,9 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
 pub struct Store {
     backend: Box<dyn Backend>,
     dir: PathBuf,
+    /// How long durable writes take, whatever the backend (fsync included for redb):
+    /// `outpost_store_write_seconds` on /metrics.
+    write_seconds: super::prom::Histogram,
 }
 
 impl Store {
@@ -86,7 +89,11 @@ impl Store {
     /// A store on any backend; bundle files still go under `<dir>/bundles/`.
     pub fn with_backend(dir: &Path, backend: Box<dyn Backend>) -> Result<Store, StoreError> {
         std::fs::create_dir_all(dir.join("bundles")).map_err(|e| err(dir, e))?;
-        Ok(Store { backend, dir: dir.to_owned() })
+        Ok(Store { backend, dir: dir.to_owned(), write_seconds: super::prom::Histogram::seconds() })
+    }
+
+    pub fn write_latency(&self) -> &super::prom::Histogram {
+        &self.write_seconds
     }
 
     pub fn dir(&self) -> &Path {
@@ -99,7 +106,10 @@ impl Store {
 
     /// Writes several documents in one durable commit.
     pub fn put_many(&self, table: Table, items: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
-        self.backend.put_many(table, items)
+        let started = std::time::Instant::now();
+        let done = self.backend.put_many(table, items);
+        self.write_seconds.observe(started.elapsed().as_secs_f64());
+        done
     }
 
     pub fn get<T: DeserializeOwned>(&self, table: Table, key: &str) -> Result<Option<T>, StoreError> {
@@ -125,7 +135,10 @@ impl Store {
 
     /// Appends an audit entry; returns its number.
     pub fn audit<T: Serialize>(&self, entry: &T) -> Result<u64, StoreError> {
-        self.backend.append_audit(&serde_json::to_vec(entry).expect("serializable"))
+        let started = std::time::Instant::now();
+        let done = self.backend.append_audit(&serde_json::to_vec(entry).expect("serializable"));
+        self.write_seconds.observe(started.elapsed().as_secs_f64());
+        done
     }
 
     pub fn audit_log(&self) -> Result<Vec<(u64, serde_json::Value)>, StoreError> {

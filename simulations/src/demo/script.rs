@@ -42,6 +42,11 @@ pub fn run(args: &Args) -> anyhow::Result<Outcome> {
     println!("== controller with its embedded MQTT broker, and {} agents on loopback", args.devices);
     let fleet = fleet::start(&rt, out, &trust, args.devices)?;
     println!("   controller API http://{}, MQTT {}", fleet.api, fleet.mqtt);
+    println!(
+        "   console http://{}/ (sign in with the token in {})",
+        fleet.api,
+        fleet.controller_data.join("api-token").display()
+    );
     let ctl = Controller::connect(fleet.api, &fleet.controller_data)?;
     let (images, labels) = load::test_set(&models)?;
     let load = Load::start(&fleet.devices, images, labels, f64::from(args.rps));
@@ -335,7 +340,10 @@ fn failures_after(before: &LoadStats, end: &LoadStats) -> Check {
 
 fn keep_running(rt: &tokio::runtime::Runtime, fleet: &Fleet, out: &std::path::Path) {
     let data = fleet.controller_data.display();
-    println!("\nThe fleet keeps running (Ctrl-C stops it). Try the operator CLI against it:");
+    println!("\nThe fleet keeps running (Ctrl-C stops it).");
+    println!("Console: http://{}/  (sign in with the token in {}/api-token)", fleet.api, data);
+    println!("Metrics: curl -H \"Authorization: Bearer $(cat {data}/api-token)\" http://{}/metrics", fleet.api);
+    println!("Try the operator CLI against it:");
     println!("  export OUTPOST_CONTROLLER=http://{}", fleet.api);
     println!("  alias outpost='cargo run -q --release -p outpost-controller --bin outpost --'");
     println!("  outpost devices list --data-dir {data}");

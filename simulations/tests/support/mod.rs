@@ -2,6 +2,8 @@
 //! signed digits bundles, the `outpost` binary, and in-process agents that can be stopped and started again.
 #![allow(dead_code)]
 
+pub mod browser;
+
 use outpost_agent::config::{Config, Overrides};
 use outpost_protocol::bundle;
 use outpost_protocol::keys::{self, private_key_from_seed};
