@@ -17,6 +17,11 @@ use support::*;
 const DEVICES: [&str; 3] = ["dev-a", "dev-b", "dev-c"];
 const ROLLOUT: &str = "digits-first";
 
+/// The device record runs digits 1.0.0 (devices hold a list of running models).
+fn runs_v1(d: &Value) -> bool {
+    d["running"].as_array().is_some_and(|l| l.iter().any(|m| m["name"] == "digits" && m["version"]["major"] == 1))
+}
+
 struct Fleet {
     _broker: Proc,
     _controller: Proc,
@@ -104,7 +109,17 @@ fn fleet(name: &str) -> Fleet {
         .enumerate()
         .map(|(i, id)| stoppable_agent(&dir, id, port, &format!("region = \"{}\"", ["eu", "eu", "us"][i]), 0))
         .collect();
-    let token = std::fs::read_to_string(data.join("api-token")).unwrap().trim().to_owned();
+    // The listening socket is bound before the daemon opens its store and makes the token.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let token = loop {
+        if let Ok(t) = std::fs::read_to_string(data.join("api-token"))
+            && !t.trim().is_empty()
+        {
+            break t.trim().to_owned();
+        }
+        assert!(Instant::now() < deadline, "the controller made no api-token");
+        std::thread::sleep(Duration::from_millis(50));
+    };
     let http: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
     let f = Fleet {
         _broker: broker,
@@ -137,8 +152,7 @@ fn fleet(name: &str) -> Fleet {
     f.until("the canary to commit digits 1.0.0", |f| {
         let (_, list) = f.get("/api/v1/devices");
         list.as_array().unwrap().iter().any(|d| {
-            d["running"]["version"]["major"] == 1
-                && d["events"].as_array().and_then(|e| e.last()).is_some_and(|e| e["to"] == "Committed")
+            runs_v1(d) && d["events"].as_array().and_then(|e| e.last()).is_some_and(|e| e["to"] == "Committed")
         })
     });
     f
@@ -325,7 +339,7 @@ fn metrics_parse_with_prometheus_and_match_the_api() {
     }
 
     // An agent's /metrics: the fleet side a device operator alerts on, against the controller's view.
-    let canary = devices.as_array().unwrap().iter().find(|d| d["running"]["version"]["major"] == 1).unwrap();
+    let canary = devices.as_array().unwrap().iter().find(|d| runs_v1(d)).unwrap();
     let id = canary["id"].as_str().unwrap();
     let port = f.agents[DEVICES.iter().position(|d| *d == id).unwrap()].1;
     let (status, text) = f.text(&format!("http://127.0.0.1:{port}/metrics"), None);
@@ -445,10 +459,7 @@ fn an_operator_signs_in_and_pauses_and_resumes_the_rollout_in_headless_chromium(
 
     // The canary's page: models, events and telemetry charts with data in them.
     let (_, devices) = f.get("/api/v1/devices");
-    let canary = devices.as_array().unwrap().iter().find(|d| d["running"]["version"]["major"] == 1).unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let canary = devices.as_array().unwrap().iter().find(|d| runs_v1(d)).unwrap()["id"].as_str().unwrap().to_owned();
     // Applications use the canary, so its windows carry requests (an idle model sends no windows).
     let port = f.agents[DEVICES.iter().position(|d| *d == canary).unwrap()].1;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));

@@ -141,16 +141,13 @@ async fn metrics(State(api): State<Api>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
 }
 
-fn admin_only(op: &Operator) -> Result<(), Response> {
-    if op.name == auth::ADMIN {
-        Ok(())
-    } else {
-        Err(error(StatusCode::FORBIDDEN, "only the API token (admin) manages operators"))
-    }
+/// The refusal for anyone but `admin`.
+fn not_admin(op: &Operator) -> Option<Response> {
+    (op.name != auth::ADMIN).then(|| error(StatusCode::FORBIDDEN, "only the API token (admin) manages operators"))
 }
 
 async fn list_operators(State(api): State<Api>, Extension(op): Extension<Operator>) -> Response {
-    if let Err(r) = admin_only(&op) {
+    if let Some(r) = not_admin(&op) {
         return r;
     }
     let list: Vec<_> =
@@ -168,7 +165,7 @@ async fn add_operator(
     Extension(op): Extension<Operator>,
     Json(req): Json<AddOperator>,
 ) -> Response {
-    if let Err(r) = admin_only(&op) {
+    if let Some(r) = not_admin(&op) {
         return r;
     }
     let t = now();
@@ -186,7 +183,7 @@ async fn remove_operator(
     Extension(op): Extension<Operator>,
     Path(name): Path<String>,
 ) -> Response {
-    if let Err(r) = admin_only(&op) {
+    if let Some(r) = not_admin(&op) {
         return r;
     }
     match api.access.remove_operator(&name) {

@@ -281,7 +281,8 @@ async function devicePage(el, id) {
   const events = (d.events || []).slice().reverse().map((e) => `<tr><td>${esc(e.model)} ${esc(ver(e.version))}</td><td>${esc(tag(e.from))} → ${esc(tag(e.to))}</td>
       <td>${esc(e.reason ? tag(e.reason) : "")}</td><td>${esc(e.detail || "")}</td><td>${esc(e.rollout || "")}</td></tr>`);
   const ms = models(d).map((m) => `<tr><td>${esc(m.name)}</td><td>${esc(m.version)}</td><td>active</td><td>${esc(m.sequence ?? "")}</td><td><code>${esc(hex(m.digest))}</code></td></tr>`);
-  const desired = d.desired ? (Array.isArray(d.desired) ? d.desired : [d.desired]) : [];
+  // One desired state per model (a map by model name), or a single one from older controllers.
+  const desired = !d.desired ? [] : Array.isArray(d.desired) ? d.desired : d.desired.model !== undefined ? [d.desired] : Object.values(d.desired);
   desired.forEach((x) => ms.push(`<tr><td>${esc(x.model)}</td><td>${esc(ver(x.version))}</td><td>desired (${esc(tag(x.mode).toLowerCase())})</td><td>${esc(x.sequence)}</td><td>${esc(x.rollout || "")}</td></tr>`));
   const h = d.last_health;
   el.innerHTML = `<h1>Device ${esc(d.id)}</h1>
