@@ -71,7 +71,8 @@ impl Fleet {
     }
 
     fn until(&self, what: &str, mut ok: impl FnMut(&Fleet) -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(60);
+        // Generous: a loaded machine self-tests the model slowly in a debug build.
+        let deadline = Instant::now() + Duration::from_secs(180);
         while !ok(self) {
             assert!(Instant::now() < deadline, "timed out waiting for {what}");
             std::thread::sleep(Duration::from_millis(200));
@@ -152,7 +153,8 @@ fn fleet(name: &str) -> Fleet {
     f.until("the canary to commit digits 1.0.0", |f| {
         let (_, list) = f.get("/api/v1/devices");
         list.as_array().unwrap().iter().any(|d| {
-            runs_v1(d) && d["events"].as_array().and_then(|e| e.last()).is_some_and(|e| e["to"] == "Committed")
+            let events = d["models"]["digits"]["events"].as_array();
+            runs_v1(d) && events.and_then(|e| e.last()).is_some_and(|e| e["to"] == "Committed")
         })
     });
     f

@@ -42,6 +42,10 @@ pub fn run(a: Args) -> Result<(), Failure> {
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).try_init();
     let rt =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| Failure::Error(e.to_string()))?;
+    // The API token exists before the API port opens: whoever sees the port can read the token.
+    std::fs::create_dir_all(&cfg.data_dir)
+        .and_then(|()| crate::daemon::serve::token(&cfg.data_dir).map_err(std::io::Error::other))
+        .map_err(|e| Failure::Error(format!("{}: {e}", cfg.data_dir.display())))?;
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(cfg.api)
             .await

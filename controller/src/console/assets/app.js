@@ -278,7 +278,9 @@ async function devicePage(el, id) {
       ${Charts.line([{ name: "agreement", points: pts((w) => w.shadow_agreement) }], { title: "shadow agreement", yMin: 0, yMax: 1 })}
       ${Charts.line([{ name: "PSI", points: pts((w) => w.psi) }], { title: "drift (PSI)", yMin: 0 })}</div>`;
   }).join("");
-  const events = (d.events || []).slice().reverse().map((e) => `<tr><td>${esc(e.model)} ${esc(ver(e.version))}</td><td>${esc(tag(e.from))} → ${esc(tag(e.to))}</td>
+  // Update events per model (`models.NAME.events`), newest first.
+  const all = Object.values(d.models || {}).flatMap((m) => m.events || []).concat(d.events || []);
+  const events = all.slice().reverse().map((e) => `<tr><td>${esc(e.model)} ${esc(ver(e.version))}</td><td>${esc(tag(e.from))} → ${esc(tag(e.to))}</td>
       <td>${esc(e.reason ? tag(e.reason) : "")}</td><td>${esc(e.detail || "")}</td><td>${esc(e.rollout || "")}</td></tr>`);
   const ms = models(d).map((m) => `<tr><td>${esc(m.name)}</td><td>${esc(m.version)}</td><td>active</td><td>${esc(m.sequence ?? "")}</td><td><code>${esc(hex(m.digest))}</code></td></tr>`);
   // One desired state per model (a map by model name), or a single one from older controllers.
