@@ -1,5 +1,6 @@
 //! The CLI's client for the controller API: `--controller URL` or `OUTPOST_CONTROLLER` (default
-//! http://127.0.0.1:8480), token from `OUTPOST_TOKEN` or the data directory's `api-token`.
+//! http://127.0.0.1:8480), token from `OUTPOST_TOKEN` or the data directory's `api-token`. An `https://`
+//! controller (`[api_tls]`) is checked against `--ca` (`OUTPOST_CA`), or else the system's CA bundle.
 
 use super::Failure;
 use std::path::PathBuf;
@@ -12,7 +13,14 @@ pub struct Remote {
     /// Where `outpost serve` keeps its data (the API token is read from there).
     #[arg(long = "data-dir", default_value = "outpost-data", global = true)]
     pub data_dir: PathBuf,
+    /// PEM certificate(s) to trust for an https:// controller, e.g. the device CA's `ca/ca.pem` when
+    /// `outpost certs server` made its certificate. Default: the system's CA bundle.
+    #[arg(long = "ca", env = "OUTPOST_CA", global = true)]
+    pub ca: Option<PathBuf>,
 }
+
+/// Where Debian, Ubuntu and Alpine keep the system's CA bundle (`SSL_CERT_FILE` overrides it, as for OpenSSL).
+const SYSTEM_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 impl Remote {
     fn token(&self) -> Result<String, Failure> {
@@ -28,8 +36,38 @@ impl Remote {
         })
     }
 
-    fn agent(&self) -> ureq::Agent {
-        ureq::Agent::config_builder().http_status_as_error(false).build().into()
+    fn agent(&self) -> Result<ureq::Agent, Failure> {
+        let mut config = ureq::Agent::config_builder().http_status_as_error(false);
+        if self.controller.starts_with("https://") {
+            config = config.tls_config(self.tls()?);
+        }
+        Ok(config.build().into())
+    }
+
+    /// The roots an https controller is checked against: `--ca`, else the system's bundle.
+    fn tls(&self) -> Result<ureq::tls::TlsConfig, Failure> {
+        let system = std::env::var_os("SSL_CERT_FILE").map(PathBuf::from).unwrap_or_else(|| SYSTEM_BUNDLE.into());
+        let path = self.ca.clone().unwrap_or(system);
+        let pem = std::fs::read(&path).map_err(|e| {
+            Failure::Error(format!(
+                "{} is https: give the CA that signed its certificate with --ca FILE (or OUTPOST_CA) ({}: {e})",
+                self.controller,
+                path.display()
+            ))
+        })?;
+        let roots: Vec<ureq::tls::Certificate<'static>> = ureq::tls::parse_pem(&pem)
+            .filter_map(|item| match item {
+                Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
+                _ => None,
+            })
+            .collect();
+        if roots.is_empty() {
+            return Err(Failure::Error(format!("{}: no PEM certificate in it", path.display())));
+        }
+        Ok(ureq::tls::TlsConfig::builder()
+            .root_certs(ureq::tls::RootCerts::Specific(std::sync::Arc::new(roots)))
+            .unversioned_rustls_crypto_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .build())
     }
 
     fn url(&self, path: &str) -> String {
@@ -55,18 +93,18 @@ impl Remote {
 
     pub fn get(&self, path: &str) -> Result<serde_json::Value, Failure> {
         let token = self.token()?;
-        self.answer(self.agent().get(&self.url(path)).header("Authorization", &format!("Bearer {token}")).call())
+        self.answer(self.agent()?.get(&self.url(path)).header("Authorization", &format!("Bearer {token}")).call())
     }
 
     pub fn post_json(&self, path: &str, body: &serde_json::Value) -> Result<serde_json::Value, Failure> {
         let token = self.token()?;
         self.answer(
-            self.agent().post(&self.url(path)).header("Authorization", &format!("Bearer {token}")).send_json(body),
+            self.agent()?.post(&self.url(path)).header("Authorization", &format!("Bearer {token}")).send_json(body),
         )
     }
 
     pub fn post_bytes(&self, path: &str, bytes: &[u8]) -> Result<serde_json::Value, Failure> {
         let token = self.token()?;
-        self.answer(self.agent().post(&self.url(path)).header("Authorization", &format!("Bearer {token}")).send(bytes))
+        self.answer(self.agent()?.post(&self.url(path)).header("Authorization", &format!("Bearer {token}")).send(bytes))
     }
 }

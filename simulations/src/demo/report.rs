@@ -36,6 +36,9 @@ pub struct Inputs<'a> {
     pub started_unix: u64,
     /// Final version per device, as each device's own API answered.
     pub final_versions: &'a BTreeMap<String, String>,
+    /// The controller's console while the fleet keeps running (`--keep-running`): its address and where
+    /// the sign-in token is.
+    pub console: Option<(String, String)>,
 }
 
 /// The files of the report: (file name, contents).
@@ -213,6 +216,13 @@ fn summary(i: &Inputs, charts: &[&str]) -> String {
             e.decision,
             e.by,
             e.reason.replace('|', "\\|")
+        );
+    }
+    if let Some((url, token_file)) = &i.console {
+        let _ = writeln!(
+            s,
+            "\n## The console\n\nThe fleet kept running: watch it at <{url}> (sign in with the token in \
+             `{token_file}`).",
         );
     }
     s

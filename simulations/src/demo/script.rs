@@ -42,12 +42,11 @@ pub fn run(args: &Args) -> anyhow::Result<Outcome> {
     println!("== controller with its embedded MQTT broker, and {} agents on loopback", args.devices);
     let fleet = fleet::start(&rt, out, &trust, args.devices)?;
     println!("   controller API http://{}, MQTT {}", fleet.api, fleet.mqtt);
-    println!(
-        "   console http://{}/ (sign in with the token in {})",
-        fleet.api,
-        fleet.controller_data.join("api-token").display()
-    );
+    // Connecting waits for the daemon's API token: the console's sign-in token.
     let ctl = Controller::connect(fleet.api, &fleet.controller_data)?;
+    let token_file = fleet.controller_data.join("api-token");
+    let token = std::fs::read_to_string(&token_file)?;
+    println!("   console http://{}/  sign in with the token {} (in {})", fleet.api, token.trim(), token_file.display());
     let (images, labels) = load::test_set(&models)?;
     let load = Load::start(&fleet.devices, images, labels, f64::from(args.rps));
     let mut run = Run { ctl, fleet: &fleet, load: &load, started, timeline: Timeline::default(), last_sample: None };
@@ -115,6 +114,7 @@ pub fn run(args: &Args) -> anyhow::Result<Outcome> {
         timeline: &run.timeline,
         started_unix,
         final_versions: &final_versions,
+        console: args.keep_running.then(|| (format!("http://{}/", fleet.api), token_file.display().to_string())),
     });
     for (name, body) in files {
         std::fs::write(report_dir.join(name), body)?;
@@ -341,7 +341,8 @@ fn failures_after(before: &LoadStats, end: &LoadStats) -> Check {
 fn keep_running(rt: &tokio::runtime::Runtime, fleet: &Fleet, out: &std::path::Path) {
     let data = fleet.controller_data.display();
     println!("\nThe fleet keeps running (Ctrl-C stops it).");
-    println!("Console: http://{}/  (sign in with the token in {}/api-token)", fleet.api, data);
+    let token = std::fs::read_to_string(fleet.controller_data.join("api-token")).unwrap_or_default();
+    println!("Console: http://{}/  (sign in with the token {}, in {data}/api-token)", fleet.api, token.trim());
     println!("Metrics: curl -H \"Authorization: Bearer $(cat {data}/api-token)\" http://{}/metrics", fleet.api);
     println!("Try the operator CLI against it:");
     println!("  export OUTPOST_CONTROLLER=http://{}", fleet.api);
