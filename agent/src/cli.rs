@@ -2,7 +2,7 @@
 //! failed, 2 any other error (bad config, unreadable files); failures print one line naming what.
 
 use crate::config::{Config, DEFAULT_CONFIG, Overrides};
-use crate::install::{self, Target, Trust};
+use crate::install::{self, Target};
 use crate::runtime::model::LoadedModel;
 use crate::store::Store;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -160,7 +160,11 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
                 println!("a model is already active ({name}); nothing to install");
                 return Ok(());
             }
-            let trust = Trust::load(&cfg).map_err(err)?;
+            // The newest trust the device holds: a policy (and root) taken over the air outranks the image's.
+            let trust = crate::trust::TrustStore::open(&cfg).map_err(err)?.snapshot().ok_or_else(|| {
+                err("no trust policy configured: set [trust] policy or pass --trust (a device on the fleet also \
+                     takes the fleet's over the air)")
+            })?;
             let bytes = std::fs::read(&bundle).map_err(|e| err(format!("{}: {e}", bundle.display())))?;
             let target =
                 if shadow { Target::Candidate { shadow_percent: cfg.shadow.sample_percent } } else { Target::Activate };

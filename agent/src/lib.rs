@@ -21,6 +21,7 @@ pub mod store;
 pub mod sys;
 pub mod systemd;
 pub mod telemetry;
+pub mod trust;
 pub mod update;
 
 /// This agent's version, as devices report it in `hello` and as manifests' `min_agent` compare it.

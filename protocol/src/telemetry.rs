@@ -32,6 +32,20 @@ pub enum RecordBody {
     Dropped {
         count: u64,
     },
+    /// The device received the fleet's trust (`outpost/v1/fleet/trust`) and took it or refused it.
+    Trust(TrustEvent),
+}
+
+/// What a device did with a trust update. Recorded when the outcome changes, not for every redelivery of
+/// the retained message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrustEvent {
+    /// The root and policy versions the device holds afterwards.
+    pub root_version: u64,
+    pub policy_version: u64,
+    /// `None`: taken (a newer root, policy or both). Otherwise why the chain or the policy was refused.
+    pub reason: Option<RejectReason>,
+    pub detail: String,
 }
 
 /// Aggregates over one window of local inference for one model version.

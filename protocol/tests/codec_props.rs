@@ -155,6 +155,11 @@ fn record() -> impl Strategy<Value = Record> {
         event().prop_map(RecordBody::Update),
         health.prop_map(RecordBody::Health),
         any::<u64>().prop_map(|count| RecordBody::Dropped { count }),
+        (any::<u64>(), any::<u64>(), prop::option::of(reason()), ".{0,40}").prop_map(
+            |(root_version, policy_version, reason, detail)| {
+                RecordBody::Trust(TrustEvent { root_version, policy_version, reason, detail })
+            }
+        ),
     ];
     (any::<u64>(), any::<u64>(), body).prop_map(|(seq, at, body)| Record { seq, at, body })
 }

@@ -129,6 +129,23 @@ fn samples() -> Vec<(&'static str, Message)> {
                 ],
             }),
         ),
+        (
+            "telemetry_trust",
+            Message::Telemetry(TelemetryBatch {
+                first_seq: 104,
+                last_seq: 104,
+                records: vec![Record {
+                    seq: 104,
+                    at: 1_800_000_064,
+                    body: RecordBody::Trust(TrustEvent {
+                        root_version: 2,
+                        policy_version: 3,
+                        reason: Some(RejectReason::RootVersionGap),
+                        detail: "the root chain starts at v4".into(),
+                    }),
+                }],
+            }),
+        ),
         ("telemetry_ack", Message::TelemetryAck(TelemetryAck { up_to_seq: 103, hello_wanted: true })),
         ("event", Message::Event(event)),
         (

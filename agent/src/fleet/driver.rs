@@ -4,11 +4,12 @@
 //! Slot switches are `slots.rs`'s pure transitions; the effects carry the data they need.
 
 use crate::config::ModelsConfig;
-use crate::install::{self, InstallError, Trust};
+use crate::install::{self, InstallError};
 use crate::link::Link;
 use crate::runtime::Runtime;
 use crate::store::{Store, StoreError, write_atomic};
 use crate::telemetry::queue::TelemetryQueue;
+use crate::trust::TrustStore;
 use crate::update::machine::{Effect, Health, Input, Machine, Release, UpdateState};
 use outpost_protocol::messages::{Chunk, ChunkRequest, DesiredState, Message};
 use outpost_protocol::telemetry::{RecordBody, UpdateEvent, UpdateStage};
@@ -59,7 +60,7 @@ pub struct Driver {
     state_path: PathBuf,
     staging_dir: PathBuf,
     store: Store,
-    trust: Option<Trust>,
+    trust: Option<TrustStore>,
     models: ModelsConfig,
     rt: Arc<Runtime>,
     link: Option<Link>,
@@ -80,7 +81,7 @@ impl std::fmt::Debug for Driver {
 impl Driver {
     pub fn new(
         store: Store,
-        trust: Option<Trust>,
+        trust: Option<TrustStore>,
         models: ModelsConfig,
         rt: Arc<Runtime>,
         link: Option<Link>,
@@ -430,7 +431,11 @@ impl Driver {
     /// it once the verified release matches what was asked for).
     async fn verify(&self, model: &str, bundle: Digest) -> Result<Release, (RejectReason, String)> {
         let trust =
-            self.trust.clone().ok_or((RejectReason::Malformed, "no trust policy configured on this device".into()))?;
+            // The policy held now: a newer one taken over the air applies to the next verification.
+            self.trust.as_ref().and_then(TrustStore::snapshot).ok_or((
+                RejectReason::Malformed,
+                "no trust policy on this device yet (configure one, or wait for the fleet's trust update)".into(),
+            ))?;
         let size =
             self.job(model).map(|j| j.desired.bundle.size).ok_or((RejectReason::Malformed, "no update".into()))?;
         let path = self.staging_file(bundle);

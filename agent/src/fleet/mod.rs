@@ -8,11 +8,11 @@ pub mod window;
 
 use crate::config::Config;
 use crate::identity;
-use crate::install::Trust;
 use crate::link::{self, Incoming};
 use crate::runtime::Runtime;
 use crate::store::Store;
 use crate::telemetry::queue::{QueueConfig, TelemetryQueue};
+use crate::trust::{self, TrustStore};
 use driver::{Driver, FromLink};
 use outpost_protocol::messages::{Hello, RunningModel};
 use std::sync::Arc;
@@ -124,8 +124,10 @@ fn join(
         max_packet: link::MAX_PACKET as u32,
     });
     let link_hello = hello.clone();
+    // Reports are signed with the key the link authenticates with (the enrolled or configured one).
+    let (device_id, report_key) = (link_cfg.device.clone(), link_cfg.client_key.clone());
     let (link, mut incoming) = link::start(link_cfg, boot, move || link_hello())?;
-    let trust = match Trust::load(cfg) {
+    let trust = match TrustStore::open(cfg) {
         Ok(t) => Some(t),
         Err(e) => {
             tracing::warn!(error = %e, "updates over the link are refused until trust is configured");
@@ -136,6 +138,18 @@ fn join(
     let (acks, acked) = watch::channel(0u64);
     let (online_tx, online) = watch::channel(false);
     let link_rt = rt.clone();
+    // The controller missed this device (a telemetry ack that wants a hello): it missed its report too.
+    let report_wanted = Arc::new(tokio::sync::Notify::new());
+    let wants_report = report_wanted.clone();
+    if let Some(t) = &trust {
+        match trust::report::Reporter::open(cfg, report_key.as_deref(), &device_id, store.clone(), t.clone()) {
+            Ok(r) => {
+                tasks.push(tokio::spawn(trust::report::run(r, link.clone(), online.clone(), report_wanted.clone())))
+            }
+            Err(e) => tracing::warn!(error = %e, "no signed version reports: no device key"),
+        }
+    }
+    let (heard, trust_store, trust_queue) = (trust.clone(), store.clone(), queue.clone());
     tasks.push(tokio::spawn(async move {
         // The link's state for /metrics (fleet/observe.rs).
         let observe = |f: fn(&observe::FleetObserver)| link_rt.metrics.fleet().map(f);
@@ -149,8 +163,11 @@ fn join(
                     observe(observe::FleetObserver::disconnected);
                     let _ = online_tx.send(false);
                 }
-                Incoming::TelemetryAck { up_to: n, .. } => {
+                Incoming::TelemetryAck { up_to: n, hello_wanted } => {
                     acks.send_modify(|a| *a = (*a).max(n));
+                    if hello_wanted {
+                        wants_report.notify_one();
+                    }
                 }
                 Incoming::Desired(d) => {
                     let _ = to_driver.send(FromLink::Desired(d)).await;
@@ -160,6 +177,13 @@ fn join(
                 }
                 Incoming::Chunk(c) => {
                     let _ = to_driver.send(FromLink::Chunk(c)).await;
+                }
+                // Taken (or refused) before the next message is handled: a desired state heard after it
+                // is verified with what it brought.
+                Incoming::Trust(u) => {
+                    if let Some(t) = &heard {
+                        trust::hear(t, &trust_store, &trust_queue, &u);
+                    }
                 }
             }
         }

@@ -9,7 +9,7 @@ pub mod backoff;
 use backoff::Backoff;
 use outpost_protocol::ModelName;
 use outpost_protocol::codec;
-use outpost_protocol::messages::{Chunk, DesiredState, Hello, Message, Presence};
+use outpost_protocol::messages::{Chunk, DesiredState, Hello, Message, Presence, TrustUpdate};
 use outpost_protocol::topics::{self, Down, Up};
 use outpost_protocol::{DeviceId, Limits};
 use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
@@ -74,6 +74,8 @@ pub enum Incoming {
     /// A model's retained desired state was cleared (an empty retained publish).
     Withdrawn(ModelName),
     Chunk(Chunk),
+    /// The fleet's trust (`outpost/v1/fleet/trust`): a root chain and policy to verify, not yet trusted.
+    Trust(TrustUpdate),
     TelemetryAck {
         up_to: u64,
         hello_wanted: bool,
@@ -173,7 +175,10 @@ pub fn start(
                     backoff.reset();
                     connected.store(true, Ordering::Relaxed);
                     tracing::info!(device = %device, "connected to the broker");
-                    // Subscribe on every connect: cheap, and correct even if the broker lost the session.
+                    // Subscribe on every connect: cheap, and correct even if the broker lost the session. The
+                    // fleet's trust first, so its retained update is heard before retained desired states
+                    // whose bundles it may be needed to verify (a device back from a long absence).
+                    let _ = client.subscribe(topics::TRUST, QoS::AtLeastOnce).await;
                     let _ = client.subscribe(topics::device_subscription(&device), QoS::AtLeastOnce).await;
                     let online = Message::Presence(Presence { device: device.clone(), online: true, boot_id });
                     let _ = client
@@ -217,6 +222,15 @@ pub fn start(
 
 /// Decodes one incoming publish; anything malformed or not meant for this device is logged and dropped.
 fn route(device: &DeviceId, topic: &str, payload: &[u8], limits: &Limits) -> Option<Incoming> {
+    if topic == topics::TRUST {
+        return match codec::decode(payload, limits) {
+            Ok(Message::Trust(u)) => Some(Incoming::Trust(u)),
+            Ok(_) | Err(_) => {
+                tracing::warn!(topic, "dropping a malformed trust update");
+                None
+            }
+        };
+    }
     let Some(topics::Parsed::Down(to, kind)) = topics::parse(topic) else {
         tracing::warn!(topic, "dropping a message on a foreign topic");
         return None;
@@ -289,5 +303,22 @@ mod tests {
         assert_eq!(route(&me, &topics::down(&me, &desired_digits), b"", &limits), Some(Incoming::Withdrawn(digits)));
         assert_eq!(route(&me, &topics::down(&me, &Down::Chunk), b"", &limits), None);
         assert_eq!(route(&me, &topics::down(&other, &desired_digits), b"", &limits), None);
+    }
+
+    #[test]
+    fn the_fleet_trust_topic_carries_a_trust_update_and_nothing_else() {
+        let me = DeviceId::new("dev-1").unwrap();
+        let limits = Limits::default();
+        let update = TrustUpdate { first_root: 2, roots: vec![b"r".to_vec()], policy: b"p".to_vec() };
+        let bytes = codec::encode(&Message::Trust(update.clone()));
+        assert_eq!(route(&me, topics::TRUST, &bytes, &limits), Some(Incoming::Trust(update)));
+        assert_eq!(route(&me, topics::TRUST, b"garbage", &limits), None);
+        let ack = codec::encode(&Message::TelemetryAck(outpost_protocol::messages::TelemetryAck {
+            up_to_seq: 1,
+            hello_wanted: false,
+        }));
+        assert_eq!(route(&me, topics::TRUST, &ack, &limits), None, "an ack on the trust topic");
+        // A trust update on a device topic is not taken either.
+        assert_eq!(route(&me, &topics::down(&me, &Down::Ack), &bytes, &limits), None);
     }
 }

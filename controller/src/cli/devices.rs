@@ -166,6 +166,7 @@ pub fn show_text(d: &DeviceRecord) -> String {
         if attestation::attested_agent(&d.attestation, d.agent_version.as_ref()) { "" } else { " (claimed)" };
     line(format!("arch        {}, agent {}{agent_mark}", opt(d.arch), opt(d.agent_version)));
     line(format!("report      {}", report(d)));
+    line(format!("trust       {}", trust(d)));
     line(format!("labels      {}", labels(d)));
     line(format!(
         "telemetry   {} record(s) received, contiguous up to {}, {} missing, {} duplicate(s)",
@@ -246,6 +247,23 @@ fn report(d: &DeviceRecord) -> String {
         s.push_str(&format!("; {} refused, last at {} UTC: {}", a.faults, utc(f.at), f.detail));
     }
     s
+}
+
+/// What the device last did with the fleet's trust update.
+fn trust(d: &DeviceRecord) -> String {
+    match &d.attestation.trust {
+        None => "no trust update heard of".into(),
+        Some(t) => {
+            let e = &t.event;
+            let held = format!("holds root v{} policy v{}", e.root_version, e.policy_version);
+            match e.reason {
+                None => format!("took the fleet's trust at {} UTC; {held}", utc(t.at)),
+                Some(r) => {
+                    format!("refused the fleet's trust at {} UTC [{}]: {}; {held}", utc(t.at), r.code(), e.detail)
+                }
+            }
+        }
+    }
 }
 
 /// `2.0.0 watching -> committed` with the reason code and detail when there are any.

@@ -232,4 +232,12 @@ fn print_status(s: &serde_json::Value, output: Output, what: &str) {
         .collect();
     parts.push(format!("no signed report: {}", s["unattested"]));
     println!("devices     {}", parts.join("; "));
+    for r in s["refused"].as_array().into_iter().flatten() {
+        println!(
+            "refused     {}: {}: {}",
+            r["device"].as_str().unwrap_or("?"),
+            r["reason"].as_str().unwrap_or("?"),
+            r["detail"].as_str().unwrap_or("")
+        );
+    }
 }

@@ -8,10 +8,12 @@
 use super::fleet::{Fleet, now};
 use outpost_protocol::messages::{RunningModel, SignedVersionReport};
 use outpost_protocol::report::{ReportCheck, ReportFault, VersionReport};
+use outpost_protocol::telemetry::TrustEvent;
 use outpost_protocol::{DeviceId, Digest, UnixTime, Version};
 use serde::{Deserialize, Serialize};
 
-/// Refused reports are audited at most this often per device (all are counted).
+/// Refused reports are audited at most this often per device and reason (all are counted): a flood
+/// cannot fill the append-only log, and each kind of attack still shows.
 const AUDIT_EVERY_SECS: u64 = 60;
 
 /// A device's attestation state, kept in its registry record.
@@ -24,6 +26,24 @@ pub struct Attestation {
     /// Reports refused so far.
     pub faults: u64,
     pub last_fault: Option<Fault>,
+    /// When a refusal of each reason was last audited.
+    #[serde(default)]
+    pub audited: std::collections::BTreeMap<String, UnixTime>,
+    /// What the device last did with the fleet's trust update (from its telemetry).
+    #[serde(default)]
+    pub trust: Option<TrustSeen>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrustSeen {
+    pub at: UnixTime,
+    pub event: TrustEvent,
+}
+
+impl Attestation {
+    pub fn trust_event(&mut self, event: TrustEvent, now: UnixTime) {
+        self.trust = Some(TrustSeen { at: now, event });
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -132,8 +152,19 @@ impl Fleet {
     pub(super) fn report(&self, device: &DeviceId, signed: SignedVersionReport) {
         let t = now();
         let (verdict, audit_due) = self.update(device, |d| {
-            let due = d.attestation.last_fault.as_ref().is_none_or(|f| t >= f.at + AUDIT_EVERY_SECS);
-            (judge(&mut d.attestation, d.enrollment.key.as_deref(), device, &signed, t), due)
+            let a = &mut d.attestation;
+            let verdict = judge(a, d.enrollment.key.as_deref(), device, &signed, t);
+            let due = match &verdict {
+                Verdict::Refused(f) => {
+                    let due = a.audited.get(f.code()).is_none_or(|at| t >= at + AUDIT_EVERY_SECS);
+                    if due {
+                        a.audited.insert(f.code().to_owned(), t);
+                    }
+                    due
+                }
+                _ => false,
+            };
+            (verdict, due)
         });
         match verdict {
             Verdict::Attested { first_use: true } => {

@@ -166,7 +166,13 @@ impl FleetTrust {
         };
         let mut versions: BTreeMap<(u64, u64), usize> = BTreeMap::new();
         let mut unattested = 0;
+        let mut refused = Vec::new();
         for d in devices {
+            if let Some(t) = d.attestation.trust.as_ref().filter(|t| t.event.reason.is_some()) {
+                refused.push(serde_json::json!({
+                    "device": d.id, "at": t.at, "reason": t.event.reason.map(|r| r.code()), "detail": t.event.detail,
+                }));
+            }
             match &d.attestation.last {
                 Some(a) => *versions.entry((a.report.root_version, a.report.policy_version)).or_default() += 1,
                 None => unattested += 1,
@@ -189,6 +195,8 @@ impl FleetTrust {
                 "root_version": root_version, "policy_version": policy_version, "devices": n,
             })).collect::<Vec<_>>(),
             "unattested": unattested,
+            // Devices whose last word on the fleet's trust was a refusal, with its reason code.
+            "refused": refused,
         })
     }
 }

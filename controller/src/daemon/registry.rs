@@ -218,6 +218,7 @@ impl DeviceRecord {
                 RecordBody::Health(h) => self.last_health = Some(h),
                 RecordBody::Update(e) => self.event(e, now),
                 RecordBody::Dropped { count } => tracing::warn!(device = %self.id, count, "device dropped telemetry"),
+                RecordBody::Trust(t) => self.attestation.trust_event(t, now),
             }
         }
         self.telemetry.up_to

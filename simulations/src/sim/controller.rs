@@ -179,7 +179,7 @@ impl World {
                         match r.body {
                             RecordBody::Inference(w) => view.record_window(&w, now),
                             RecordBody::Update(e) => view.record_event(&e, now),
-                            RecordBody::Health(_) | RecordBody::Dropped { .. } => {}
+                            RecordBody::Health(_) | RecordBody::Dropped { .. } | RecordBody::Trust(_) => {}
                         }
                     }
                     meta.up_to = batch.last_seq;

@@ -128,14 +128,17 @@ impl Running {
 /// Starts an agent; returns it and its local API port. The data directory `dir/id` survives a stop, so
 /// starting the same id again is the device coming back.
 pub fn stoppable_agent(dir: &Path, id: &str, broker_port: u16, labels: &str, api_port: u16) -> (Running, u16) {
+    let config = format!("[link]\nlabels = {{ {labels} }}\n[telemetry]\nwindow = \"1s\"\n");
+    stoppable_agent_config(dir, id, broker_port, api_port, &config)
+}
+
+/// As `stoppable_agent`, with the whole agent configuration text (the trust files, data directory,
+/// listener, broker and device id still come from the arguments).
+pub fn stoppable_agent_config(dir: &Path, id: &str, broker_port: u16, api_port: u16, config: &str) -> (Running, u16) {
     // Trust files are written once per test (by `trust_files`); agents only read them.
     let (policy, root_pub) = (dir.join("trust.policy"), dir.join("root.pub"));
     let api_port = if api_port == 0 { free_port() } else { api_port };
-    let raw = outpost_agent::config::parse(
-        &format!("[link]\nlabels = {{ {labels} }}\n[telemetry]\nwindow = \"1s\"\n"),
-        "test",
-    )
-    .unwrap();
+    let raw = outpost_agent::config::parse(config, "test").unwrap();
     let o = Overrides {
         data_dir: Some(dir.join(id)),
         listen: Some(format!("127.0.0.1:{api_port}")),
@@ -163,6 +166,11 @@ pub fn stoppable_agent(dir: &Path, id: &str, broker_port: u16, labels: &str, api
 }
 
 pub fn bundle_of(model: &str, version: &str, sequence: u64) -> Vec<u8> {
+    bundle_signed(model, version, sequence, &[private_key_from_seed([2; 32])])
+}
+
+/// A digits bundle signed by `keys`.
+pub fn bundle_signed(model: &str, version: &str, sequence: u64, keys: &[keys::PrivateKey]) -> Vec<u8> {
     let onnx = std::fs::read(outpost_simulations::models_dir().join(format!("digits-{model}.onnx"))).unwrap();
     // Bundles carry NNEF, converted as `outpost bundle create` does.
     let bytes = outpost_models::onnx::to_nnef(&onnx).unwrap();
@@ -180,7 +188,7 @@ pub fn bundle_of(model: &str, version: &str, sequence: u64) -> Vec<u8> {
         expires: now() + 86_400,
         reference: None,
     };
-    bundle::create(&m, &[private_key_from_seed([2; 32])], &packed, &[])
+    bundle::create(&m, keys, &packed, &[])
 }
 
 pub fn serving(port: u16) -> Option<String> {
