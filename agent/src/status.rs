@@ -51,9 +51,15 @@ pub fn print(cfg: &Config, json: bool) -> Result<(), Failure> {
             (name.clone(), v)
         })
         .collect();
+    // The root and policy the device holds (the image's, or newer ones taken over the air).
+    let trust = match crate::trust::TrustStore::peek(cfg) {
+        Ok((root, policy)) => serde_json::json!({ "root_version": root, "policy_version": policy }),
+        Err(e) => serde_json::json!({ "error": e.to_string() }),
+    };
     let report = serde_json::json!({
         "data_dir": cfg.data_dir,
         "models": models,
+        "trust": trust,
         "policy_floor": slots.policy_floor,
         "running": live.is_some(),
         "live": live,
@@ -101,6 +107,15 @@ pub fn print(cfg: &Config, json: bool) -> Result<(), Failure> {
                 println!("  shadow      agreement {} over {} request(s)", l["shadow_agreement"], l["shadow_compared"]);
             }
         }
+    }
+    match (&trust["root_version"], &trust["policy_version"]) {
+        (serde_json::Value::Number(r), serde_json::Value::Number(p)) if p.as_u64() == Some(0) => {
+            println!("trust       root v{r}, no policy yet (updates wait for the fleet's)")
+        }
+        (serde_json::Value::Number(r), serde_json::Value::Number(p)) => {
+            println!("trust       root v{r}, policy v{p} (policy floor {})", slots.policy_floor)
+        }
+        _ => println!("trust       {}", trust["error"].as_str().unwrap_or("?")),
     }
     match &report["live"] {
         serde_json::Value::Null => println!("agent       not answering on {}", cfg.listen),

@@ -150,6 +150,29 @@ fn policy_file(dir: &Path, name: &str, version: u64, expires: u64, release: &[u8
     path
 }
 
+/// `text` has a row of exactly `cells`, each number right-aligned under its column's header (the line of
+/// headers above it), as an operator reads the table.
+fn assert_row(text: &str, cells: &[&str]) {
+    let lines: Vec<&str> = text.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| l.split_whitespace().eq(cells.iter().copied()))
+        .unwrap_or_else(|| panic!("no row {cells:?} in:\n{text}"));
+    let header = lines[..at].iter().rev().find(|l| l.chars().next().is_some_and(|c| c.is_ascii_uppercase())).unwrap();
+    let ends = |l: &str| -> Vec<usize> {
+        l.char_indices()
+            .filter(|&(i, c)| c != ' ' && l[i + c.len_utf8()..].chars().next().is_none_or(|n| n == ' '))
+            .map(|(i, _)| i)
+            .collect()
+    };
+    let (head, row) = (ends(header), ends(lines[at]));
+    for (col, cell) in cells.iter().enumerate().skip(1) {
+        if cell.parse::<u64>().is_ok() {
+            assert_eq!(row[col], head[col], "column {col} of {cells:?} is not under its header:\n{text}");
+        }
+    }
+}
+
 fn serving_all(ports: &[u16], version: &str) -> bool {
     ports.iter().all(|p| serving(*p).as_deref() == Some(version))
 }
@@ -202,6 +225,10 @@ fn a_release_key_is_rotated_and_revoked_across_the_fleet() {
     );
     let status = ctl.run(&["trust", "status"]);
     assert!(status.contains("root v1 policy v2: 3"), "{status}");
+    let skew = ctl.run(&["skew", "--agents"]);
+    let agent = outpost_agent::version().to_string();
+    assert_row(&skew, &[&agent, "3", "3", "3"]);
+    assert_row(&skew, &["v1", "v2", "3"]);
     // The controller itself refuses a new bundle signed only by the revoked key...
     let out = ctl.push_bundle(&dir, "late-a", bundle_signed("v1", "1.2.0", 3, std::slice::from_ref(&a)));
     assert_eq!(out.status.code(), Some(1));
@@ -360,6 +387,37 @@ fn the_root_rotates_twice_and_a_device_offline_for_both_walks_the_chain() {
     }
     assert!(ids.iter().all(|id| ctl.attests(id) == Some((3, 2))), "nothing changed: {}", ctl.run(&["trust", "status"]));
     assert!(ctl.run(&["trust", "status"]).contains("refused     dev-1: root_rollback: the root chain ends at v2"));
+    // A device that restarts while the forgery is retained keeps what it stored, and says so itself.
+    let counter = |id: &str| ctl.device(id)["attestation"]["last"]["report"]["counter"].as_u64();
+    let before = counter("dev-0");
+    agents[0].0.take().unwrap().halt();
+    let (back, _) = stoppable_agent(&dir, "dev-0", port, "site = \"lab\"", ports[0]);
+    agents[0].0 = Some(back);
+    wait_until(
+        "dev-0 reports again after its restart, still on root v3 and policy v2",
+        30,
+        || counter("dev-0") > before && ctl.attests("dev-0") == Some((3, 2)),
+        || ctl.context(&ids),
+    );
+    assert!(serving_all(&ports, "1.0.0"), "every device still serves");
+    let status = agent_cli(&[
+        "status",
+        "--data-dir",
+        &d(&dir.join("dev-0")),
+        "--trust",
+        &d(&policy),
+        "--root-pub",
+        &d(&root_pub),
+    ]);
+    assert!(status.contains("trust       root v3, policy v2 (policy floor 2)"), "{status}");
+}
+
+/// `outpost-agent ARGS` (the device installer's command), its standard output.
+fn agent_cli(args: &[&str]) -> String {
+    let bin = outpost_bin().with_file_name("outpost-agent");
+    let out = Command::new(&bin).args(args).output().unwrap();
+    assert!(out.status.success(), "outpost-agent {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[test]

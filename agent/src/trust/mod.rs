@@ -87,10 +87,21 @@ impl TrustStore {
     /// again, and of the stored policy and the image's (`[trust] policy`) the newest one the reached root
     /// signed is held. A device may start without any policy: it takes one over the air.
     pub fn open(cfg: &Config) -> Result<TrustStore, TrustError> {
+        Self::load(cfg, true)
+    }
+
+    /// `(root version, policy version)` the device holds, for `outpost-agent status`: as `open` finds them,
+    /// but an unreadable state file is an error here and stays where it is.
+    pub fn peek(cfg: &Config) -> Result<(u64, u64), TrustError> {
+        Self::load(cfg, false).map(|t| t.versions())
+    }
+
+    fn load(cfg: &Config, set_aside: bool) -> Result<TrustStore, TrustError> {
         let pinned = pinned_root(cfg)?;
         let path = cfg.data_dir.join("trust.json");
         let file = match TrustFile::load(&path) {
             Ok(f) => f.unwrap_or_default(),
+            Err(e @ crate::store::StoreError::Corrupt { .. }) if !set_aside => return Err(e.into()),
             // Nothing in the file is trusted as it stands, so a broken one costs no trust: it is set aside
             // for whoever looks, the device starts from its image's root and policy (the slot table's
             // policy floor still holds), the retained trust update brings the rotations back, and report

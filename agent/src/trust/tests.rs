@@ -198,3 +198,19 @@ fn an_unreadable_state_file_is_set_aside_and_the_device_starts_from_its_image() 
     );
     assert_eq!(TrustStore::open(&cfg).unwrap().versions(), (2, 2), "a new state file is written and read");
 }
+
+#[test]
+fn a_chain_that_forks_from_the_pinned_one_is_refused_and_changes_nothing() {
+    let cfg = device("fork", Some(policy(1, NOW + DAY, 10, &key(1))));
+    std::fs::create_dir_all(&cfg.data_dir).unwrap();
+    let t = TrustStore::open(&cfg).unwrap();
+    let ours = rotation(2, &key(1), &key(2));
+    assert!(t.apply(&update(vec![ours], policy(2, NOW + DAY, 10, &key(2))), NOW, 1).unwrap().changed);
+    // Someone holding the old root key signs another v2 (key 8) and a v3 on top of it: the device's own v2
+    // did not sign that v3, so the fork is refused where it leaves the device's chain.
+    let fork = vec![rotation(2, &key(1), &key(8)), rotation(3, &key(8), &key(9))];
+    let out = t.apply(&update(fork, policy(3, NOW + DAY, 10, &key(9))), NOW, 1).unwrap();
+    assert_eq!(out.event.and_then(|e| e.reason), Some(RejectReason::RootBelowThreshold));
+    assert!(!out.changed);
+    assert_eq!(TrustStore::open(&cfg).unwrap().versions(), (2, 2));
+}

@@ -17,15 +17,23 @@ pub fn run(remote: &Remote, bundle: Option<&str>, output: Output) -> Result<(), 
     let version = |v: &serde_json::Value| {
         if v.is_null() { "unknown".to_owned() } else { format!("{}.{}.{}", v["major"], v["minor"], v["patch"]) }
     };
+    // A JSON value's Display ignores width and alignment: numbers are turned into strings first.
+    let n = |v: &serde_json::Value| v.to_string();
     println!("{:<10} {:>8} {:>9} {:>7}", "AGENT", "DEVICES", "ATTESTED", "ONLINE");
     for a in s["agents"].as_array().into_iter().flatten() {
-        println!("{:<10} {:>8} {:>9} {:>7}", version(&a["version"]), a["devices"], a["attested"], a["online"]);
+        println!(
+            "{:<10} {:>8} {:>9} {:>7}",
+            version(&a["version"]),
+            n(&a["devices"]),
+            n(&a["attested"]),
+            n(&a["online"])
+        );
     }
     println!();
     println!("{:<6} {:<7} {:>8}", "ROOT", "POLICY", "DEVICES");
     for t in s["trust"].as_array().into_iter().flatten() {
         let (r, p) = (format!("v{}", t["root_version"]), format!("v{}", t["policy_version"]));
-        println!("{r:<6} {p:<7} {:>8}", t["devices"]);
+        println!("{r:<6} {p:<7} {:>8}", n(&t["devices"]));
     }
     println!("no signed report: {}", s["unattested"]);
     for r in s["too_old"].as_array().into_iter().flatten() {
