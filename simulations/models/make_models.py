@@ -420,10 +420,15 @@ def main():
                     help="also write bench/mobilenet_v2.onnx (random weights, not committed)")
     ap.add_argument("--typed-only", action="store_true",
                     help="write only typed/ (the UINT8, INT64, BOOL, FP16 and 640x640 models)")
+    ap.add_argument("--vibration-only", action="store_true",
+                    help="write only the vibration anomaly models (vibration_models.py)")
     args = ap.parse_args()
     out = os.path.abspath(args.out)
     os.makedirs(out, exist_ok=True)
     t_start = time.perf_counter()
+    if args.vibration_only:
+        vibration(out)
+        return 0
 
     # Models with the tensor types edge models take (typed_models.py), and onnxruntime's answers.
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -538,8 +543,16 @@ def main():
               f"{md:>12.2e} {size:>8}")
     print(f"\ndone in {time.perf_counter() - t_start:.1f} s -> {out}")
 
+    vibration(out)
     if args.mobilenet:
         make_mobilenet(out)
+
+
+def vibration(out):
+    """The second model of the demo (vibration_models.py), with its own vibration.json."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from vibration_models import make_vibration  # noqa: E402
+    make_vibration(out, write_bytes, sha256, ort_session)
 
 
 if __name__ == "__main__":

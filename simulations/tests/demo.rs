@@ -16,6 +16,8 @@ fn the_demo_story_happens_end_to_end_and_the_report_records_it() {
     let summary = std::fs::read_to_string(outcome.report.join("summary.md")).unwrap();
     assert!(summary.contains("Every expected outcome happened"), "{summary}");
     assert!(summary.contains("### digits 2.1.0: rolled back"), "{summary}");
+    assert!(summary.contains("### vibration 1.1.0: completed"), "the second model's own rollout: {summary}");
+    assert!(summary.contains("| vibration 1.1.0 |"), "what the applications got from it: {summary}");
     assert!(summary.contains("shadow agreement") && summary.contains("FAIL"), "the failing gate is shown: {summary}");
     assert!(summary.contains("| 1 | FAILED: rolled back |"), "caught in the first wave: {summary}");
     for chart in ["devices-per-version.svg", "answers-per-version.svg", "gate-shadow-agreement.svg"] {

@@ -1,8 +1,9 @@
 //! `outpost-sim demo`: the quick start. On loopback, with nothing set up beforehand: keys and a trust
-//! policy, the controller with its embedded broker, N real agents under constant inference load; digits
-//! v1 everywhere, v2 in waves behind shadow and metric gates, then `digits-subtle` (fine by every
-//! measure but one: it answers differently) caught by the shadow-agreement gate at the canary and rolled
-//! back. Live progress while it runs, a report at the end, exit 0 only if every expected outcome happened.
+//! policy, the controller with its embedded broker, N real agents under constant inference load, each
+//! serving two models; digits v1 everywhere, the vibration anomaly detector added beside it, digits v2
+//! and vibration 1.1.0 each in its own waves behind shadow and metric gates, then `digits-subtle` (fine
+//! by every measure but one: it answers differently) caught by the shadow-agreement gate at the canary
+//! and rolled back, vibration untouched. Live progress while it runs, a report at the end, exit 0 only if every expected outcome happened.
 
 pub(crate) mod fleet;
 pub(crate) mod load;

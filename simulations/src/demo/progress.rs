@@ -6,12 +6,17 @@ use outpost_controller::rollout::{GateKind, GateResult, Rollout, Verdict};
 use outpost_protocol::telemetry::UpdateStage;
 use std::collections::BTreeMap;
 
-/// Devices per running version (`none` before the first model), from the controller's registry.
+/// Devices per running model version (`digits 2.0.0`; `none` for a device that runs no model yet), from
+/// the controller's registry. A device running two models counts once for each.
 pub fn versions(devices: &[DeviceRecord]) -> BTreeMap<String, u32> {
     let mut out = BTreeMap::new();
     for d in devices {
-        let v = d.running.first().map(|r| r.version.to_string()).unwrap_or_else(|| "none".into());
-        *out.entry(v).or_insert(0) += 1;
+        if d.running.is_empty() {
+            *out.entry("none".to_owned()).or_insert(0) += 1;
+        }
+        for r in &d.running {
+            *out.entry(format!("{} {}", r.name, r.version)).or_insert(0) += 1;
+        }
     }
     out
 }
@@ -64,7 +69,8 @@ pub fn gate_value(g: &GateResult) -> String {
     format!("{} {v} {verdict}", gate_name(g.gate))
 }
 
-/// One status line: `[ 42s] digits 2.0.0 wave 2/3 (25%) progressing | 2.0.0:6 1.0.0:14 | shadowing:4 | gates`.
+/// One status line: `[ 42s] digits 2.0.0 wave 2/3 (25%) progressing | devices digits 2.0.0:6 digits 1.0.0:14
+/// vibration 1.0.0:20 | shadowing:4 | gates`.
 pub fn line(elapsed_secs: u64, r: &Rollout, devices: &[DeviceRecord], answers_per_sec: u64) -> String {
     let waves = r.spec.waves.len();
     let wave = r.state.wave.min(waves.saturating_sub(1));

@@ -131,8 +131,9 @@ fn summary(i: &Inputs, charts: &[&str]) -> String {
     let _ = writeln!(
         s,
         "**{}** — {} devices, {:.0} s. Controller with its embedded MQTT broker and {} real agents on \
-         loopback (tract runtime, local inference API, telemetry store, update machine); a load generator \
-         sent the held-out digits images to every device the whole time.\n",
+         loopback (tract runtime, local inference API, telemetry store, update machine), each serving two \
+         models: digits and the vibration anomaly detector; a load generator sent the held-out digits images \
+         to every device the whole time, and the held-out vibration windows once that model was on the fleet.\n",
         if passed { "Every expected outcome happened" } else { "Some expected outcomes did NOT happen" },
         i.devices,
         i.wall_secs,
@@ -189,7 +190,7 @@ fn summary(i: &Inputs, charts: &[&str]) -> String {
             .collect();
         let _ = writeln!(
             s,
-            "\nFailed requests: {} (a device answers 503 until its first model is installed).",
+            "\nFailed requests: {} (a device answers 404 or 503 for a model until it is installed).",
             f.join(", ")
         );
     }

@@ -1,6 +1,6 @@
 //! The release engineer's part of the demo, done with the controller's own release code (what `outpost
 //! keys gen`, `trust init` and `bundle create` run): root and release keys, the trust policy devices pin,
-//! and the three signed digits bundles.
+//! the three signed digits bundles and the two vibration bundles.
 
 use outpost_controller::release::bundle::{self, Create};
 use outpost_controller::release::keys::{self, TrustInit};
@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 /// A release the demo rolls out.
 #[derive(Debug, Clone)]
 pub struct Release {
+    pub model: &'static str,
     pub version: Version,
     pub bundle: PathBuf,
 }
@@ -17,7 +18,12 @@ pub struct Release {
 impl Release {
     /// How the controller names a pushed bundle.
     pub fn reference(&self) -> String {
-        format!("digits@{}", self.version)
+        format!("{}@{}", self.model, self.version)
+    }
+
+    /// `digits 2.0.0`: how the demo's load, progress and report name a model version.
+    pub fn label(&self) -> String {
+        format!("{} {}", self.model, self.version)
     }
 }
 
@@ -29,8 +35,9 @@ pub struct Trust {
 }
 
 /// Makes the keys and the policy in `out/keys` and `out/trust.policy`, and the bundles in `out/bundles`:
-/// v1 (1.0.0), v2 (2.0.0, retrained head) and `digits-subtle` (2.1.0: classes 3 and 8 swapped — it
-/// loads, passes the structural checks and never errs; only comparing its answers shows it is worse).
+/// digits v1 (1.0.0), v2 (2.0.0, retrained head) and `digits-subtle` (2.1.0: classes 3 and 8 swapped — it
+/// loads, passes the structural checks and never errs; only comparing its answers shows it is worse),
+/// then vibration 1.0.0 and 1.1.0 (the machine-vibration anomaly detector, trained on).
 pub fn prepare(out: &Path, models: &Path) -> anyhow::Result<(Trust, Vec<Release>)> {
     let keys_dir = out.join("keys");
     let (root_key, root_pub, _) = keys::generate(&keys_dir, "root")?;
@@ -49,18 +56,25 @@ pub fn prepare(out: &Path, models: &Path) -> anyhow::Result<(Trust, Vec<Release>
     let bundles = out.join("bundles");
     std::fs::create_dir_all(&bundles)?;
     let mut releases = Vec::new();
-    for (i, (model, version)) in [("v1", "1.0.0"), ("v2", "2.0.0"), ("subtle", "2.1.0")].into_iter().enumerate() {
+    let releases_to_make = [
+        ("digits", "v1", "1.0.0", 1),
+        ("digits", "v2", "2.0.0", 2),
+        ("digits", "subtle", "2.1.0", 3),
+        ("vibration", "v1", "1.0.0", 1),
+        ("vibration", "v2", "1.1.0", 2),
+    ];
+    for (name, file, version, sequence) in releases_to_make {
         let version: Version = version.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
-        let path = bundles.join(format!("digits-{version}.obundle"));
+        let path = bundles.join(format!("{name}-{version}.obundle"));
         bundle::create(&Create {
-            model: models.join(format!("digits-{model}.onnx")),
-            name: ModelName::new("digits")?,
+            model: models.join(format!("{name}-{file}.onnx")),
+            name: ModelName::new(name)?,
             version,
-            sequence: i as u64 + 1,
+            sequence,
             keys: vec![release_key.clone()],
             base: None,
-            // Self-test vectors and the drift reference come from the held-out digits.
-            selftest_inputs: vec![(None, models.join("digits-test-inputs.f32"))],
+            // Self-test vectors and the drift reference come from the model's held-out test set.
+            selftest_inputs: vec![(None, models.join(format!("{name}-test-inputs.f32")))],
             selftest_count: 8,
             archs: vec![],
             min_agent: Version::new(0, 1, 0),
@@ -68,7 +82,7 @@ pub fn prepare(out: &Path, models: &Path) -> anyhow::Result<(Trust, Vec<Release>
             lifetime_secs: 30 * 86_400,
             out: path.clone(),
         })?;
-        releases.push(Release { version, bundle: path });
+        releases.push(Release { model: name, version, bundle: path });
     }
     Ok((Trust { policy, root_pub }, releases))
 }

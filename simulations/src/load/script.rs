@@ -71,10 +71,9 @@ pub fn run(args: &Args, controller_bin: Option<&Path>) -> anyhow::Result<Outcome
     let spawned_secs = t0.elapsed().as_secs_f64();
     // The applications: a trickle of digits images to every device's local API, so each telemetry window
     // carries inference figures the quorum and error-rate gates judge (404/503 until a model is active).
-    let (images, labels) = crate::demo::load::test_set(&crate::models_dir())?;
     let apps: Vec<crate::demo::fleet::Device> =
         devices.iter().map(|(id, api)| crate::demo::fleet::Device { id: id.clone(), api: *api }).collect();
-    let traffic = crate::demo::load::Load::start(&apps, images, labels, args.rps);
+    let traffic = crate::demo::load::Load::start(&apps, crate::demo::load::workloads(&crate::models_dir())?, args.rps);
     let registered = wait_registered(&mut run, args.devices, register_timeout(args.devices));
     let register_secs = t0.elapsed().as_secs_f64();
     let after_register = run.mark().0;

@@ -166,18 +166,28 @@ pub fn stoppable_agent_config(dir: &Path, id: &str, broker_port: u16, api_port: 
 }
 
 pub fn bundle_of(model: &str, version: &str, sequence: u64) -> Vec<u8> {
-    bundle_signed(model, version, sequence, &[private_key_from_seed([2; 32])])
+    model_bundle("digits", model, version, sequence)
 }
 
 /// A digits bundle signed by `keys`.
 pub fn bundle_signed(model: &str, version: &str, sequence: u64, keys: &[keys::PrivateKey]) -> Vec<u8> {
-    let onnx = std::fs::read(outpost_simulations::models_dir().join(format!("digits-{model}.onnx"))).unwrap();
+    model_bundle_signed("digits", model, version, sequence, keys)
+}
+
+/// A signed bundle of `simulations/models/{name}-{file}.onnx` released as `name`.
+pub fn model_bundle(name: &str, file: &str, version: &str, sequence: u64) -> Vec<u8> {
+    model_bundle_signed(name, file, version, sequence, &[private_key_from_seed([2; 32])])
+}
+
+/// As `model_bundle`, signed by `keys`.
+pub fn model_bundle_signed(name: &str, file: &str, version: &str, sequence: u64, keys: &[keys::PrivateKey]) -> Vec<u8> {
+    let onnx = std::fs::read(outpost_simulations::models_dir().join(format!("{name}-{file}.onnx"))).unwrap();
     // Bundles carry NNEF, converted as `outpost bundle create` does.
     let bytes = outpost_models::onnx::to_nnef(&onnx).unwrap();
     let (payload, packed) = bundle::prepare_payload(&bytes, None, ModelFormat::Nnef);
     let m = Manifest {
         format: MANIFEST_FORMAT,
-        name: ModelName::new("digits").unwrap(),
+        name: ModelName::new(name).unwrap(),
         version: version.parse::<Version>().unwrap(),
         sequence,
         payload,
