@@ -1,6 +1,7 @@
 //! `outpost-sim load` with a small fleet: real mosquitto, the real controller daemon, 20 real agents.
-//! Every device must register, take v1 and then v2 through four gated waves, and serve v2 from its own
-//! API; the report must carry the figures the full run is for.
+//! Every device must register, take digits 1.0.0 and vibration 1.0.0 beside it, then digits 2.0.0 and
+//! vibration 1.1.0 each through four gated waves, and serve both from its own API; the report must carry
+//! the figures the full run is for.
 
 use outpost_simulations::load::{self, Args, ControllerMode};
 
@@ -25,24 +26,29 @@ fn a_small_fleet_converges_through_both_rollouts_and_the_report_has_its_figures(
     let summary = std::fs::read_to_string(&outcome.report).unwrap();
     assert!(outcome.converged, "{summary}");
     assert!(i.register_secs.is_some(), "{summary}");
-    assert_eq!(i.rollouts.len(), 2);
+    assert_eq!(i.rollouts.len(), 4, "digits 1.0.0, vibration 1.0.0, digits 2.0.0, vibration 1.1.0");
     for r in &i.rollouts {
         assert!(r.converged && r.phase == "completed" && r.on_target == 20, "{r:?}");
         assert_eq!(r.failed_installs, 0);
     }
-    assert_eq!(i.rollouts[1].advanced, 3, "four waves, three advances");
-    assert_eq!(i.serving, 20, "every device's own API serves 2.0.0");
+    assert_eq!((i.rollouts[2].advanced, i.rollouts[3].advanced), (3, 3), "four waves, three advances each");
+    assert_eq!(i.serving, 20, "every device's own API serves digits 2.0.0 and vibration 1.1.0");
     assert_eq!(i.failed_during_v2, 0, "no inference request fails while v2 rolls out");
     // Every device fetched the ~145 KB bundle twice through the broker, and mosquitto counted it.
-    let whole = i.rollouts[1].span();
+    let whole = i.rollouts[2].span();
     let sent = whole.sys.get("bytes/sent").copied().expect("mosquitto's $SYS byte counters were read");
     assert!(sent > 20 * 140_000, "{sent} bytes out of the broker during the v2 rollout");
     assert!(i.timeline.iter().any(|m| m.broker.rss > 0 && m.broker.cpu_secs >= 0.0));
     assert!(i.quiet.1.telemetry > 0, "the controller stored telemetry");
     assert!(load::memory_per_device(i).0 > 0);
-    for needle in
-        ["all devices registered", "rollout 2.0.0", "broker peak RSS", "memory per device", "telemetry ingest"]
-    {
+    for needle in [
+        "all devices registered",
+        "rollout digits 2.0.0",
+        "rollout vibration 1.1.0",
+        "broker peak RSS",
+        "memory per device",
+        "telemetry ingest",
+    ] {
         assert!(summary.contains(needle), "{needle} missing from\n{summary}");
     }
     for chart in ["versions.svg", "memory.svg", "cpu.svg"] {

@@ -343,8 +343,12 @@ fn rollouts_of_two_models_on_the_same_devices_are_independent_and_a_removal_take
         String::from_utf8_lossy(&nothing.stderr)
     );
 
-    // What an operator sees: skew of every model, each device's models.
+    // What an operator sees: skew of every model, each device's models (printed: `-- --nocapture`).
+    for args in [&["devices", "list"][..], &["rollout", "status", "rm-eu"], &["devices", "show", "dev-00"]] {
+        println!("$ outpost {}\n{}", args.join(" "), ctl.ok(args));
+    }
     let skew = ctl.ok(&["skew"]);
+    println!("$ outpost skew\n{skew}");
     assert!(skew.contains("model digits") && skew.contains("model vibration"), "{skew}");
     let show = ctl.ok(&["devices", "show", "dev-00"]);
     assert!(show.contains("  digits\n    running   2.0.0"), "{show}");

@@ -97,7 +97,7 @@ fn span_row(name: &str, s: &Span) -> Vec<String> {
 
 pub fn render(i: &Inputs) -> Vec<(String, String)> {
     let mut md = String::new();
-    let converged = i.rollouts.len() == 2 && i.rollouts.iter().all(|r| r.converged) && i.serving == i.devices;
+    let converged = !i.rollouts.is_empty() && i.rollouts.iter().all(|r| r.converged) && i.serving == i.devices;
     md.push_str(&format!(
         "# Outpost load run: {} devices\n\n**{}** in {:.0} s wall.\n\n",
         i.devices,
@@ -111,7 +111,8 @@ pub fn render(i: &Inputs) -> Vec<(String, String)> {
          batches of 1 so calibration only times three runs, no result cache) behind its local inference API on a loopback port. \
          Every device fetches the signed bundle in chunks from the controller over MQTT, verifies it, runs its \
          self-tests, activates and reports. The controller is the real daemon ({}); the broker is Debian's \
-         mosquitto. An application on each device asks its local API about {} digits image(s) a second.\n\n",
+         mosquitto. An application on each device asks its local API about {} digits image(s) a second, and as \
+         many vibration windows once that model is on the device (each device serves both models).\n\n",
         i.window,
         if i.controller_separate {
             "`outpost serve`, a separate process"
@@ -137,9 +138,12 @@ pub fn render(i: &Inputs) -> Vec<(String, String)> {
             if r.converged { format!("{:.1} s", s.secs) } else { format!("no: {}", r.note) },
         ]);
     }
-    rows.push(vec!["devices whose own API serves the last release".into(), format!("{} of {}", i.serving, i.devices)]);
     rows.push(vec![
-        "inference requests failed while v2 rolled out".into(),
+        "devices whose own API serves the last release of both models".into(),
+        format!("{} of {}", i.serving, i.devices),
+    ]);
+    rows.push(vec![
+        "inference requests failed while digits 2.0.0 and vibration 1.1.0 rolled out".into(),
         format!("{} of {} ({} over the run)", i.failed_during_v2, i.requests_during_v2, i.requests),
     ]);
     rows.push(vec!["broker peak RSS".into(), mb(peak(i, |m| m.broker.rss))]);

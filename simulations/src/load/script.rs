@@ -1,5 +1,6 @@
-//! The load run, step by step: broker, controller, bundles, N agents; wait until all registered; v1 on
-//! every device in one wave; v2 in gated waves; each device's own API asked what it serves. Every step
+//! The load run, step by step: broker, controller, bundles, N agents; wait until all registered; digits
+//! 1.0.0 on every device in one wave, then vibration 1.0.0 added beside it; digits 2.0.0 in gated waves,
+//! then vibration 1.1.0 in its own; each device's own API asked what it serves of both models. Every step
 //! leaves marks for the report.
 
 use super::broker::{Mosquitto, SysCounters};
@@ -19,6 +20,11 @@ use std::time::{Duration, Instant};
 /// How often the controller is polled (and a mark taken) while waiting: each poll lists every device, so
 /// it is load on the controller too; once a second would be a tenth of its work at 1,000 devices.
 const POLL: Duration = Duration::from_secs(2);
+
+/// The bake of the one-wave first install of a model, at least: every device installs at once, and a
+/// device reports a window of the new model only once it serves it and an application asked it, so a
+/// short bake (and its hold) can end before the quorum had the time to report.
+const FIRST_BAKE_SECS: u64 = 10;
 
 struct Run {
     ctl: Controller,
@@ -41,9 +47,9 @@ pub fn run(args: &Args, controller_bin: Option<&Path>) -> anyhow::Result<Outcome
     let started = Instant::now();
     let work = args.out.join("work");
     std::fs::create_dir_all(&work)?;
-    println!("== keys, trust policy and signed digits bundles");
+    println!("== keys, trust policy and signed digits and vibration bundles");
     let (trust, releases) = setup::prepare(&work, &crate::models_dir())?;
-    let (v1, v2) = (&releases[0], &releases[1]);
+    let (v1, v2, vib1, vib2) = (&releases[0], &releases[1], &releases[3], &releases[4]);
 
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(args.threads).enable_all().build()?;
     let broker = Mosquitto::start(&work.join("broker"))?;
@@ -53,7 +59,7 @@ pub fn run(args: &Args, controller_bin: Option<&Path>) -> anyhow::Result<Outcome
     let where_ = if controller.pid().is_some() { "separate process" } else { "in this process" };
     println!("== mosquitto {} (pid {}), controller {where_} API http://{}", broker.addr, broker.pid(), controller.api);
     let ctl = Controller::connect(controller.api, &controller.data)?;
-    for r in [v1, v2] {
+    for r in [v1, v2, vib1, vib2] {
         let bytes = std::fs::read(&r.bundle)?;
         ctl.push_bundle(&bytes)?;
         println!("   pushed {} ({} bytes)", r.reference(), bytes.len());
@@ -85,21 +91,31 @@ pub fn run(args: &Args, controller_bin: Option<&Path>) -> anyhow::Result<Outcome
         Err(e) => println!("   ! {e:#}"),
     }
     if ok {
-        println!("== v1: digits 1.0.0 on every device, one wave");
-        let r = follow(&mut run, v1, "100%", args, args.devices);
+        println!("== digits 1.0.0 on every device, one wave");
+        let r = follow(&mut run, v1, "100%", FIRST_BAKE_SECS.max(args.bake), args, args.devices);
+        ok &= r.converged;
+        rollouts.push(r);
+    }
+    if ok {
+        println!("== vibration 1.0.0 added beside digits on every device, one wave");
+        traffic.enable("vibration");
+        let r = follow(&mut run, vib1, "100%", FIRST_BAKE_SECS.max(args.bake), args, args.devices);
         ok &= r.converged;
         rollouts.push(r);
     }
     let at_v1 = traffic.snapshot();
-    if ok {
-        println!("== v2: digits 2.0.0 in waves {}, bake {} s", args.waves, args.bake);
-        let r = follow(&mut run, v2, &args.waves, args, args.devices);
-        ok &= r.converged;
-        rollouts.push(r);
+    // One after the other: today's agent runs one update at a time (the controller runs them side by side).
+    for r in [v2, vib2] {
+        if ok {
+            println!("== {} in waves {}, bake {} s", r.label(), args.waves, args.bake);
+            let r = follow(&mut run, r, &args.waves, args.bake, args, args.devices);
+            ok &= r.converged;
+            rollouts.push(r);
+        }
     }
     let after_v2 = traffic.snapshot();
-    let serving = serving(&devices, &v2.version.to_string());
-    println!("== each device's own API: {} of {} serve {}", serving, devices.len(), v2.version);
+    let serving = serving(&devices, &[v2, vib2]);
+    println!("== each device's own API: {} of {} serve {} and {}", serving, devices.len(), v2.label(), vib2.label());
     ok &= serving == devices.len();
     // A quiet stretch after the rollouts: steady-state telemetry ingest and idle CPU.
     let quiet_from = run.mark().0;
@@ -169,14 +185,14 @@ fn wait_registered(run: &mut Run, n: usize, timeout: Duration) -> anyhow::Result
 
 /// Starts a rollout and follows it until it is over, every device runs the release and none is
 /// mid-update; or until the timeout.
-fn follow(run: &mut Run, r: &Release, waves: &str, args: &Args, n: usize) -> RolloutRun {
-    let version = r.version.to_string();
-    let id = format!("load-digits-{version}");
+fn follow(run: &mut Run, r: &Release, waves: &str, bake: u64, args: &Args, n: usize) -> RolloutRun {
+    let version = r.label();
+    let id = format!("load-{}-{}", r.model, r.version);
     let req = serde_json::json!({
         "id": id,
         "bundle": r.reference(),
         "waves": waves,
-        "bake_secs": args.bake,
+        "bake_secs": bake,
         "watch_secs": 2,
         // Installs and who reports. The error-rate gate wants more requests than a trickle gives a small
         // wave in one bake; the demo runs it (and the latency and shadow gates) under real load.
@@ -224,7 +240,7 @@ fn follow(run: &mut Run, r: &Release, waves: &str, args: &Args, n: usize) -> Rol
             out.phase = rollout.state.phase.name().to_string();
             out.advanced =
                 rollout.state.history.iter().filter(|e| matches!(e.decision, Decision::Advanced { .. })).count();
-            out.failed_installs = devices.iter().filter(|d| failed(d, &version)).count();
+            out.failed_installs = devices.iter().filter(|d| failed(d, r)).count();
             out.on_target = on;
             if !out.converged {
                 let why = match &rollout.state.phase {
@@ -240,24 +256,24 @@ fn follow(run: &mut Run, r: &Release, waves: &str, args: &Args, n: usize) -> Rol
     }
 }
 
-/// The device's last update event is a refusal or a rollback of this version.
-fn failed(d: &DeviceRecord, version: &str) -> bool {
+/// The device's last update event of the release's model is a refusal or a rollback of this version.
+fn failed(d: &DeviceRecord, r: &Release) -> bool {
     use outpost_protocol::telemetry::UpdateStage;
-    d.last_events()
-        .any(|e| matches!(e.to, UpdateStage::Rejected | UpdateStage::RolledBack) && e.version.to_string() == version)
+    let model = outpost_protocol::ModelName::new(r.model).expect("a model name");
+    d.last_event(&model)
+        .is_some_and(|e| matches!(e.to, UpdateStage::Rejected | UpdateStage::RolledBack) && e.version == r.version)
 }
 
-/// How many devices' own inference APIs say they serve `version` (asked over HTTP, not the controller).
-fn serving(devices: &[(String, SocketAddr)], version: &str) -> usize {
+/// How many devices' own inference APIs say they serve every one of `releases` (asked over HTTP, not the
+/// controller).
+fn serving(devices: &[(String, SocketAddr)], releases: &[&Release]) -> usize {
     let http: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
-    devices
-        .iter()
-        .filter(|(_, api)| {
-            http.get(&format!("http://{api}/v2/models/digits"))
-                .call()
-                .ok()
-                .and_then(|mut r| r.body_mut().read_json::<serde_json::Value>().ok())
-                .is_some_and(|v| v["versions"][0].as_str() == Some(version))
-        })
-        .count()
+    let serves = |api: &SocketAddr, r: &Release| {
+        http.get(&format!("http://{api}/v2/models/{}", r.model))
+            .call()
+            .ok()
+            .and_then(|mut a| a.body_mut().read_json::<serde_json::Value>().ok())
+            .is_some_and(|v| v["versions"][0].as_str() == Some(r.version.to_string().as_str()))
+    };
+    devices.iter().filter(|(_, api)| releases.iter().all(|r| serves(api, r))).count()
 }
