@@ -72,7 +72,8 @@ pub fn fleet_skew(devices: &[DeviceView], targets: &[(ModelName, Target)]) -> Ve
 }
 
 /// Skew of one model. The devices counted are those running it, and those with an update event for the
-/// target (a device whose first install of the model is under way or failed).
+/// target (a device whose first install of the model is under way or failed), except a committed one: a
+/// device that committed the target and runs no release of the model had it removed.
 pub fn model_skew(model: &ModelName, target: Option<&Target>, devices: &[DeviceView]) -> ModelSkew {
     let target = target.cloned().or_else(|| newest_committed(model, devices));
     let mut versions: BTreeMap<Version, VersionCount> = BTreeMap::new();
@@ -81,7 +82,8 @@ pub fn model_skew(model: &ModelName, target: Option<&Target>, devices: &[DeviceV
     let mut oldest_serving: Option<Version> = None;
     for d in devices {
         let runs = d.runs(model);
-        let targeted = target.as_ref().is_some_and(|t| d.update_for(&t.digest).is_some());
+        let targeted =
+            target.as_ref().is_some_and(|t| d.update_for(&t.digest).is_some_and(|u| u.stage != UpdateStage::Committed));
         if runs.is_none() && !targeted {
             continue;
         }
@@ -209,6 +211,10 @@ mod tests {
             ("installs its first model", dev(0, None, true, Some((1, Verifying))), "in_progress"),
             ("runs nothing it told us of", dev(0, None, true, Some((1, Rejected))), "failed"),
         ];
+        // A device that had the model removed (the removal's event names the newest bundle) is not counted.
+        let removed = dev(0, None, true, Some((1, Committed)));
+        let s = model_skew(&digits(), Some(&target(1)), std::slice::from_ref(&removed));
+        assert_eq!((s.compliance, s.versions.len(), s.agents.len()), (Compliance::default(), 0, 0), "a removed model");
         for (what, d, want) in cases {
             let c = model_skew(&digits(), Some(&target(1)), std::slice::from_ref(d)).compliance;
             let got = [

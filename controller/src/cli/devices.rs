@@ -86,7 +86,8 @@ fn compact(m: &ModelSummary) -> String {
     let running = m.running.as_ref().map(|r| r.version.to_string()).unwrap_or_else(|| "-".into());
     let wanted = m.desired.as_ref().and_then(|d| match d.mode {
         Mode::Remove => m.running.is_some().then(|| "remove".to_string()),
-        Mode::Revert => Some("revert".into()),
+        // Pending while the device still runs the release the revert leaves.
+        Mode::Revert => m.running.as_ref().is_some_and(|r| r.sequence >= d.sequence).then(|| "revert".into()),
         _ => m.running.as_ref().is_none_or(|r| r.sequence != d.sequence).then(|| d.version.to_string()),
     });
     match wanted {

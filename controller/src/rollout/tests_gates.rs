@@ -11,6 +11,8 @@ fn dev(i: usize, stage: UpdateStage, w: Option<(u64, u64, u64, u32)>) -> DeviceV
     let mut d = DeviceView::new(id(i));
     let reason = matches!(stage, Rejected | RolledBack).then_some(RejectReason::SelfTestFailed);
     d.updates = vec![UpdateView { bundle: NEW, stage, reason, at: T0 }];
+    // What it serves: the new release once activated, the old one before or after a failure.
+    d.running = vec![running(if matches!(stage, Activating | Watching | Committed) { NEW } else { OLD })];
     if let Some((age, requests, errors, p95)) = w {
         d.windows = vec![window(NEW, NOW - age, requests, errors, p95)];
     }
@@ -229,6 +231,8 @@ fn install_status_reads_events_before_the_running_model() {
         (Some((RolledBack, None)), Some(10), InstallStatus::Reverted),
         (Some((Rejected, Some(RejectReason::Superseded))), Some(10), InstallStatus::NotInstalled),
         (Some((Committed, None)), Some(12), InstallStatus::Ahead),
+        // The model was removed after (a removal commits on the model's newest bundle).
+        (Some((Committed, None)), None, InstallStatus::NotInstalled),
     ];
     for &(event, seq, want) in cases {
         let mut d = DeviceView::new(id(0));

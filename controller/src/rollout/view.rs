@@ -140,6 +140,12 @@ impl DeviceView {
             return if runs { InstallStatus::Installed { committed: true } } else { InstallStatus::NotInstalled };
         };
         match (u.stage, u.reason) {
+            // Committed, yet the device no longer lists the model: it was removed since. A removal's
+            // desired state names the model's newest bundle, so its event (committed: "removed") carries
+            // that bundle's digest; a later rollout of the same release must reach the device again.
+            // (Not a report lag: the agent announces its models as soon as one activates, long before it
+            // commits.)
+            (UpdateStage::Committed, _) if self.runs(model).is_none() => InstallStatus::NotInstalled,
             (UpdateStage::Committed, _) => InstallStatus::Installed { committed: true },
             (UpdateStage::Activating | UpdateStage::Watching, _) => InstallStatus::Installed { committed: false },
             // A revert on request carries no reason; being superseded is not the release's fault.

@@ -87,21 +87,22 @@ pub fn run(args: &Args) -> anyhow::Result<Outcome> {
             at_both = load.snapshot();
         }
         println!(
-            "\n== 3. digits 2.0.0 in waves (1 device, 25 %, 100 %) with a {SHADOW_SECS} s shadow period and gates"
+            "\n== 3. at the same time, each in its own waves and gates with a {SHADOW_SECS} s shadow period: digits \
+             2.0.0 (1 device, 25 %, 100 %) and vibration 1.1.0 (1 device, 50 %, 100 %)"
         );
-        if let Some(r) = run.rollout(&v2, "1,25%,100%", true, &mut checks) {
-            checks.push(completed(&r, "v2 rollout passes its gates in 3 waves and completes"));
+        let both = run.rollouts(&[(&v2, "1,25%,100%", true), (&vib2, "1,50%,100%", true)], &mut checks);
+        let [digits2, vibration11] = <[Option<Rollout>; 2]>::try_from(both).expect("two rollouts");
+        if let Some(r) = digits2 {
+            checks.push(completed(&r, "digits 2.0.0 passes its gates in 3 waves and completes"));
             checks.push(run.all_serve(&v2));
             rollouts.push(r);
         }
-        println!("\n== 4. vibration 1.1.0 in waves (1 device, 50 %, 100 %) with shadow and gates");
-        if let Some(r) = run.rollout(&vib2, "1,50%,100%", true, &mut checks) {
-            checks.push(completed(&r, "vibration 1.1.0 passes its gates in 3 waves and completes"));
+        if let Some(r) = vibration11 {
+            checks.push(completed(&r, "vibration 1.1.0, rolled out at the same time, passes its own 3 waves"));
             checks.push(run.all_serve(&vib2));
-            checks.push(run.all_serve(&v2));
             rollouts.push(r);
         }
-        println!("\n== 5. digits-subtle 2.1.0 (classes 3 and 8 swapped), same waves and gates as 2.0.0");
+        println!("\n== 4. digits-subtle 2.1.0 (classes 3 and 8 swapped), same waves and gates as 2.0.0");
         if let Some(r) = run.rollout(&subtle, "1,25%,100%", true, &mut checks) {
             checks.push(caught_at_canary(&r));
             checks.push(run.all_serve(&v2));
@@ -185,21 +186,91 @@ impl Run<'_> {
     /// Starts a rollout and follows it, printing progress, until it ends and no device is mid-update.
     /// `None` (with a failed check) when the controller refused it or stopped answering.
     fn rollout(&mut self, r: &Release, waves: &str, gated: bool, checks: &mut Vec<Check>) -> Option<Rollout> {
-        match self.follow(r, waves, gated) {
-            Ok(rollout) => Some(rollout),
-            Err(e) => {
-                println!("   ! {e:#}");
-                checks.push(Check {
-                    what: format!("the {} rollout runs", r.label()),
-                    observed: format!("{e:#}"),
-                    ok: false,
-                });
-                None
-            }
-        }
+        self.rollouts(&[(r, waves, gated)], checks).pop().flatten()
     }
 
-    fn follow(&mut self, r: &Release, waves: &str, gated: bool) -> anyhow::Result<Rollout> {
+    /// Starts rollouts (of different models) at once and follows them all, printing progress, until each
+    /// ended and no device is mid-update. `None` (with a failed check) for one the controller refused or
+    /// stopped answering about.
+    fn rollouts(&mut self, list: &[(&Release, &str, bool)], checks: &mut Vec<Check>) -> Vec<Option<Rollout>> {
+        let mut ids = Vec::new();
+        for (r, waves, gated) in list {
+            match self.start(r, waves, *gated) {
+                Ok(id) => ids.push(Some(id)),
+                Err(e) => {
+                    println!("   ! {e:#}");
+                    checks.push(Check {
+                        what: format!("the {} rollout runs", r.label()),
+                        observed: format!("{e:#}"),
+                        ok: false,
+                    });
+                    ids.push(None);
+                }
+            }
+        }
+        let mut out: Vec<Option<Rollout>> = vec![None; list.len()];
+        let mut done = vec![false; list.len()];
+        let mut last_key = vec![String::new(); list.len()];
+        let mut last_print = Instant::now();
+        let deadline = Instant::now() + PHASE_TIMEOUT;
+        while ids.iter().zip(&done).any(|(id, d)| id.is_some() && !d) {
+            let devices = self.devices();
+            self.sample(&devices);
+            let settled = progress::updating(&devices).is_empty();
+            let mut printed = false;
+            for (k, ((r, _, _), id)) in list.iter().zip(&ids).enumerate() {
+                let Some(id) = id else { continue };
+                if done[k] {
+                    continue;
+                }
+                let rollout = match self.ctl.rollout(id) {
+                    Ok(rollout) => rollout,
+                    Err(e) => {
+                        checks.push(Check {
+                            what: format!("the {} rollout runs", r.label()),
+                            observed: format!("{e:#}"),
+                            ok: false,
+                        });
+                        done[k] = true;
+                        continue;
+                    }
+                };
+                let line = progress::line(self.elapsed() as u64, &rollout, &devices, self.answers_last_second());
+                // Print on change (ignoring the clock and the answer rate), and every 10 s regardless.
+                let key: String = line.split(" | ").skip(1).filter(|p| !p.ends_with("answers/s")).collect();
+                let key = format!("{} {} {key}", rollout.state.phase.name(), rollout.state.wave);
+                if key != last_key[k] || last_print.elapsed() > Duration::from_secs(10) {
+                    println!("{line}");
+                    last_key[k] = key;
+                    printed = true;
+                }
+                let over = !matches!(rollout.state.phase, Phase::Pending | Phase::Progressing);
+                let on =
+                    |d: &DeviceRecord| d.running.iter().any(|m| m.name.as_str() == r.model && m.version == r.version);
+                let there = match rollout.state.phase {
+                    Phase::Completed => devices.iter().all(on),
+                    // Devices that were mid-watch when the gate failed are reverted once they commit.
+                    ref p if p.reverting() => !devices.iter().any(on),
+                    _ => true,
+                };
+                if over && settled && there {
+                    done[k] = true;
+                } else if Instant::now() > deadline {
+                    println!("   ! {id} did not finish within {} s", PHASE_TIMEOUT.as_secs());
+                    done[k] = true;
+                }
+                out[k] = Some(rollout);
+            }
+            if printed {
+                last_print = Instant::now();
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        out
+    }
+
+    /// Starts the rollout of `r`; returns its id.
+    fn start(&mut self, r: &Release, waves: &str, gated: bool) -> anyhow::Result<String> {
         let id = format!("{}-{}", r.model, r.version);
         let mut req = serde_json::json!({
             "bundle": r.reference(),
@@ -224,40 +295,7 @@ impl Run<'_> {
         }
         self.timeline.marks.push((self.elapsed(), id.clone()));
         self.ctl.start_rollout(&req)?;
-        let deadline = Instant::now() + PHASE_TIMEOUT;
-        let mut last_key = String::new();
-        let mut last_print = Instant::now();
-        loop {
-            let rollout = self.ctl.rollout(&id)?;
-            let devices = self.devices();
-            self.sample(&devices);
-            let line = progress::line(self.elapsed() as u64, &rollout, &devices, self.answers_last_second());
-            // Print on change (ignoring the clock and the answer rate), and every 10 s regardless.
-            let key: String = line.split(" | ").skip(1).filter(|p| !p.ends_with("answers/s")).collect();
-            let key = format!("{} {} {key}", rollout.state.phase.name(), rollout.state.wave);
-            if key != last_key || last_print.elapsed() > Duration::from_secs(10) {
-                println!("{line}");
-                last_key = key;
-                last_print = Instant::now();
-            }
-            let settled = progress::updating(&devices).is_empty();
-            let over = !matches!(rollout.state.phase, Phase::Pending | Phase::Progressing);
-            let on = |d: &DeviceRecord| d.running.iter().any(|m| m.name.as_str() == r.model && m.version == r.version);
-            let done = match rollout.state.phase {
-                Phase::Completed => devices.iter().all(on),
-                // Devices that were mid-watch when the gate failed are reverted once they commit.
-                ref p if p.reverting() => !devices.iter().any(on),
-                _ => true,
-            };
-            if over && settled && done {
-                return Ok(rollout);
-            }
-            if Instant::now() > deadline {
-                println!("   ! {id} did not finish within {} s", PHASE_TIMEOUT.as_secs());
-                return Ok(rollout);
-            }
-            std::thread::sleep(Duration::from_millis(500));
-        }
+        Ok(id)
     }
 
     fn answers_last_second(&self) -> u64 {

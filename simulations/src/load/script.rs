@@ -104,7 +104,8 @@ pub fn run(args: &Args, controller_bin: Option<&Path>) -> anyhow::Result<Outcome
         rollouts.push(r);
     }
     let at_v1 = traffic.snapshot();
-    // One after the other: today's agent runs one update at a time (the controller runs them side by side).
+    // One after the other, so each rollout's span (time, bytes through the broker, failed requests) is its
+    // own in the report; the demo and `tests/model_rollouts.rs` run rollouts of two models at once.
     for r in [v2, vib2] {
         if ok {
             println!("== {} in waves {}, bake {} s", r.label(), args.waves, args.bake);
