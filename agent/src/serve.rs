@@ -3,6 +3,7 @@
 
 use crate::api;
 use crate::config::Config;
+use crate::fleet::driver::Loaded;
 use crate::install::load_slot;
 use crate::runtime::model::LoadedModel;
 use crate::runtime::{Runtime, RuntimeConfig};
@@ -12,6 +13,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::{Notify, mpsc};
 
 /// How often the slot table is re-read for changes made by other processes.
 pub const SLOT_POLL: Duration = Duration::from_millis(250);
@@ -34,11 +36,19 @@ pub async fn serve(
     let store = Store::open(&cfg.data_dir)?;
     let rt = Runtime::start(runtime_config(&cfg));
     // Load the installed model before answering: after a restart the first request finds it ready.
-    let mut follower =
-        Follower { rt: rt.clone(), store: store.clone(), max_batch: cfg.inference.max_batch, failed: HashSet::new() };
+    let (loaded_tx, loaded) = tokio::sync::mpsc::unbounded_channel();
+    let slots_changed = Arc::new(Notify::new());
+    let mut follower = Follower {
+        rt: rt.clone(),
+        store: store.clone(),
+        max_batch: cfg.inference.max_batch,
+        failed: HashSet::new(),
+        loaded: loaded_tx,
+        slots_changed: slots_changed.clone(),
+    };
     follower.sync().await;
     let watcher = tokio::spawn(follow_slots(follower));
-    let fleet = crate::fleet::start(&cfg, store, rt.clone())?;
+    let fleet = crate::fleet::start(&cfg, store, rt.clone(), crate::fleet::FollowerLink { loaded, slots_changed })?;
     let app = api::router(rt.clone());
     tracing::info!(addr = %listener.local_addr()?, "serving the Open Inference Protocol");
     // Under systemd (Type=notify): READY=1 now, watchdog pings while serving, STOPPING=1 on shutdown.
@@ -76,18 +86,25 @@ pub fn wanted(slots: &Slots) -> BTreeMap<String, Want> {
 
 /// Keeps the runtime's models equal to the slot table: loads each model's active and candidate, unloads
 /// models the table no longer names. A model that fails to load is logged once and skipped (not retried
-/// until the table names another): the models already serving keep serving.
+/// until the table names another): the models already serving keep serving. Every load of an active model
+/// is told to the update driver (`Loaded`): an activation waits for it.
 struct Follower {
     rt: Arc<Runtime>,
     store: Store,
     max_batch: usize,
     failed: HashSet<Digest>,
+    loaded: mpsc::UnboundedSender<Loaded>,
+    slots_changed: Arc<Notify>,
 }
 
 async fn follow_slots(mut f: Follower) {
     loop {
         f.sync().await;
-        tokio::time::sleep(SLOT_POLL).await;
+        // The driver nudges after its own slot changes; other processes' (`install`, `remove`) are polled.
+        tokio::select! {
+            _ = tokio::time::sleep(SLOT_POLL) => {}
+            _ = f.slots_changed.notified() => {}
+        }
     }
 }
 
@@ -110,12 +127,17 @@ impl Follower {
 
     async fn sync_model(&mut self, name: &str, want: &Want) {
         let have = self.rt.active(name).map(|m| m.digest);
-        if let Some(digest) = want.active.filter(|w| Some(*w) != have && !self.failed.contains(w))
-            && let Some(model) = self.load(digest, name, self.max_batch, true).await
-        {
-            tracing::info!(model = model.name(), version = %model.manifest.version,
-                load_ms = model.load_time.as_millis() as u64, max_batch = model.max_rows(), "activated");
-            self.rt.activate(model);
+        if let Some(digest) = want.active.filter(|w| Some(*w) != have && !self.failed.contains(w)) {
+            let result = match self.load(digest, name, self.max_batch, true).await {
+                Ok(model) => {
+                    tracing::info!(model = model.name(), version = %model.manifest.version,
+                        load_ms = model.load_time.as_millis() as u64, max_batch = model.max_rows(), "activated");
+                    self.rt.activate(model);
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            };
+            let _ = self.loaded.send(Loaded { model: name.to_owned(), digest, result });
         }
         let have_c = self.rt.candidate(name).map(|m| m.digest);
         let want_c = want.candidate.map(|(d, _)| d);
@@ -125,7 +147,7 @@ impl Follower {
         match want.candidate {
             None => self.rt.set_candidate(name, None),
             Some((digest, percent)) => {
-                if let Some(model) = self.load(digest, name, 1, false).await {
+                if let Ok(model) = self.load(digest, name, 1, false).await {
                     tracing::info!(model = model.name(), version = %model.manifest.version, "shadowing candidate");
                     self.rt.set_candidate_sampled(name, Some(model), percent);
                 }
@@ -133,18 +155,24 @@ impl Follower {
         }
     }
 
-    async fn load(&mut self, digest: Digest, name: &str, max_batch: usize, calibrate: bool) -> Option<LoadedModel> {
+    async fn load(
+        &mut self,
+        digest: Digest,
+        name: &str,
+        max_batch: usize,
+        calibrate: bool,
+    ) -> Result<LoadedModel, String> {
         let (s, name) = (self.store.clone(), name.to_owned());
         match tokio::task::spawn_blocking(move || load_slot(&s, &digest, &name, max_batch, calibrate)).await {
-            Ok(Ok(model)) => Some(model),
+            Ok(Ok(model)) => Ok(model),
             Ok(Err(e)) => {
                 tracing::error!(digest = %digest.short(), error = %e, "cannot load a slot's model; keeping what serves");
                 self.failed.insert(digest);
-                None
+                Err(e)
             }
             Err(e) => {
                 tracing::error!(error = %e, "model loading task failed");
-                None
+                Err(format!("the loading task failed: {e}"))
             }
         }
     }

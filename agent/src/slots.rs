@@ -99,11 +99,19 @@ impl ModelSlots {
     }
 
     /// Undoes an uncommitted activation: `previous` serves again and the `retired` one is `previous`
-    /// again, so a rollback never costs the device its one step back. Returns what serves now.
+    /// again, so a rollback never costs the device its one step back. Without a `previous` the activation
+    /// was the model's first install: undone, the model is not installed (a model that failed its watch
+    /// or never loaded does not stay behind). Returns what serves now.
     pub fn roll_back(&mut self) -> Option<Digest> {
-        if let Some(prev) = self.previous.take() {
-            self.active = Some(prev);
-            self.previous = self.retired.take();
+        match self.previous.take() {
+            Some(prev) => {
+                self.active = Some(prev);
+                self.previous = self.retired.take();
+            }
+            None => {
+                self.active = None;
+                self.mem_bytes = 0;
+            }
         }
         self.candidate = None;
         self.shadow_percent = None;
@@ -215,6 +223,14 @@ mod tests {
         assert_eq!(m.roll_back(), Some(d(2)));
         assert_eq!((m.active.clone(), m.previous.clone(), m.retired.clone()), (hex(2), hex(1), None));
         assert_eq!(m.floor, 2);
+    }
+
+    #[test]
+    fn rolling_back_a_first_install_leaves_the_model_uninstalled_with_its_floor() {
+        let mut m = ModelSlots { floor: 4, ..ModelSlots::default() };
+        m.activate(d(1), 10);
+        assert_eq!(m.roll_back(), None);
+        assert_eq!((m.installed(), m.floor, m.mem_bytes), (false, 4, 0));
     }
 
     #[test]

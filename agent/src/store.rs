@@ -136,7 +136,14 @@ impl Store {
 
     /// Removes stored models no slot names.
     pub fn gc(&self, slots: &Slots) -> Result<(), StoreError> {
-        let keep = slots.digests();
+        self.gc_keeping(slots, &[])
+    }
+
+    /// Removes stored models no slot names, except `pinned` (stored by a verification whose answer the
+    /// update machine has not taken yet).
+    pub fn gc_keeping(&self, slots: &Slots, pinned: &[Digest]) -> Result<(), StoreError> {
+        let pinned: Vec<String> = pinned.iter().map(Digest::to_hex).collect();
+        let keep: Vec<&str> = slots.digests().into_iter().chain(pinned.iter().map(String::as_str)).collect();
         let models = self.dir.join("models");
         for entry in std::fs::read_dir(&models).map_err(io(&models))? {
             let entry = entry.map_err(io(&models))?;

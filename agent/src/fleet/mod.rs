@@ -3,6 +3,8 @@
 
 pub mod driver;
 pub mod observe;
+pub mod platform;
+pub mod shell;
 pub mod shipper;
 pub mod window;
 
@@ -13,10 +15,10 @@ use crate::runtime::Runtime;
 use crate::store::Store;
 use crate::telemetry::queue::{QueueConfig, TelemetryQueue};
 use crate::trust::{self, TrustStore};
-use driver::{Driver, FromLink};
+use driver::{Driver, FromLink, Loaded};
 use outpost_protocol::messages::{Hello, RunningModel};
 use std::sync::Arc;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 
 /// A boot-unique id: a new one tells the controller the device restarted.
@@ -25,9 +27,22 @@ pub fn boot_id() -> u64 {
     (nanos as u64) ^ (u64::from(std::process::id()) << 32)
 }
 
+/// How the update driver hears from the slot follower (`serve.rs`): what it loaded, and a nudge after
+/// every slot change so it loads at once.
+#[derive(Debug)]
+pub struct FollowerLink {
+    pub loaded: mpsc::UnboundedReceiver<Loaded>,
+    pub slots_changed: Arc<Notify>,
+}
+
 /// Starts telemetry and, when a broker is configured, the link and the update driver. A device without a
 /// certificate but with an enrollment token enrolls first (in the background: inference serves meanwhile).
-pub fn start(cfg: &Config, store: Store, rt: Arc<Runtime>) -> anyhow::Result<Vec<JoinHandle<()>>> {
+pub fn start(
+    cfg: &Config,
+    store: Store,
+    rt: Arc<Runtime>,
+    follower: FollowerLink,
+) -> anyhow::Result<Vec<JoinHandle<()>>> {
     let queue = Arc::new(TelemetryQueue::open(
         &cfg.data_dir.join("telemetry.redb"),
         QueueConfig { max_records: cfg.telemetry.max_records, ..QueueConfig::default() },
@@ -57,7 +72,7 @@ pub fn start(cfg: &Config, store: Store, rt: Arc<Runtime>) -> anyhow::Result<Vec
                 };
                 identity::enroll::enroll(&link_cfg, &enroll_cfg, &paths, &facts, boot).await;
                 use_identity(&mut link_cfg, &paths);
-                match join(&cfg, link_cfg, store, rt, queue, boot) {
+                match join(&cfg, link_cfg, store, rt, queue, boot, follower) {
                     // Dropping this task (shutdown) aborts the fleet tasks it started.
                     Ok(joined) => AbortOnDrop(joined).wait().await,
                     Err(e) => tracing::error!(error = %e, "enrolled, but the fleet link cannot start"),
@@ -68,7 +83,7 @@ pub fn start(cfg: &Config, store: Store, rt: Arc<Runtime>) -> anyhow::Result<Vec
             if paths.enrolled() && !configured {
                 use_identity(&mut link_cfg, &paths);
             }
-            tasks.extend(join(cfg, link_cfg, store, rt, queue, boot)?);
+            tasks.extend(join(cfg, link_cfg, store, rt, queue, boot, follower)?);
         }
     }
     Ok(tasks)
@@ -109,6 +124,7 @@ fn join(
     rt: Arc<Runtime>,
     queue: Arc<TelemetryQueue>,
     boot: u64,
+    follower: FollowerLink,
 ) -> anyhow::Result<Vec<JoinHandle<()>>> {
     let mut tasks = Vec::new();
     let device = link_cfg.device.clone();
@@ -189,8 +205,10 @@ fn join(
         }
     }));
     tasks.push(tokio::spawn(shipper::ship(link.clone(), queue.clone(), online, acked, cfg.telemetry.max_batch_bytes)));
-    let driver = Driver::new(store, trust, cfg.models.clone(), rt, Some(link), queue).with_hello(hello);
-    tasks.push(tokio::spawn(driver.run(from_link)));
+    let driver = Driver::new(store, trust, cfg.models.clone(), rt, Some(link), queue)
+        .with_hello(hello)
+        .with_slots_changed(follower.slots_changed);
+    tasks.push(tokio::spawn(driver.run(from_link, follower.loaded)));
     Ok(tasks)
 }
 

@@ -17,6 +17,9 @@ pub const FETCH_WINDOW: u32 = 8;
 pub const FETCH_RETRY_MS: u64 = 5_000;
 /// After this many unanswered requests in a row the update fails with `fetch_failed`.
 pub const FETCH_MAX_RETRIES: u32 = 60;
+/// An activation whose model has not loaded this long after the switch is rolled back
+/// (`model_unloadable`): every stage has a deadline, none waits for ever.
+pub const ACTIVATE_TIMEOUT_MS: u64 = 60_000;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct UpdateState {
@@ -36,7 +39,7 @@ pub struct Job {
     /// End (exclusive) of the chunk window last requested.
     pub requested_until: u32,
     pub retries: u32,
-    /// End of the shadow period or of the watch window.
+    /// End of the shadow period, of the time an activation may take to load, or of the watch window.
     pub deadline_ms: u64,
     /// Agent restarts while the candidate was being tested, activated or watched (see `restarted`).
     pub restarts: u8,
@@ -127,7 +130,9 @@ pub enum Effect {
         bundle: Digest,
         size: u64,
     },
+    /// Ask the controller for chunks `first..first + count` of `bundle`.
     RequestChunks {
+        bundle: Digest,
         first: u32,
         count: u32,
     },
@@ -359,7 +364,14 @@ impl Machine {
             UpdateStage::Shadow if now_ms >= job.deadline_ms => {
                 fx.push(Effect::StopShadow);
                 Self::go(job, UpdateStage::Activating, None, "shadow period over".into(), fx);
-                fx.push(activate(job));
+                fx.push(activate(job, now_ms));
+            }
+            UpdateStage::Activating if now_ms >= job.deadline_ms => {
+                let secs = ACTIVATE_TIMEOUT_MS / 1000;
+                let detail = format!("the model did not load within {secs} s of its activation");
+                fx.push(Effect::DiscardStaging { bundle: job.bundle() });
+                fx.push(Effect::RollBack);
+                Self::go(job, UpdateStage::RolledBack, Some(RejectReason::ModelUnloadable), detail, fx);
             }
             UpdateStage::Watching if now_ms >= job.deadline_ms => {
                 // Only a verified release reaches Watching; its sequence is the floor's.
@@ -427,7 +439,7 @@ impl Machine {
                 }
                 _ => {
                     Self::go(job, UpdateStage::Activating, None, "self-tests passed".into(), fx);
-                    fx.push(activate(job));
+                    fx.push(activate(job, now_ms));
                 }
             },
             UpdateStage::Activating => {
@@ -536,14 +548,16 @@ impl Machine {
                 let detail = format!("the agent restarted {} time(s) while activating or watching", job.restarts);
                 Self::go(job, UpdateStage::RolledBack, Some(RejectReason::CrashLoop), detail, fx);
             }
-            UpdateStage::Activating => fx.push(activate(job)),
+            UpdateStage::Activating => fx.push(activate(job, now_ms)),
             _ => {}
         }
     }
 }
 
-/// The activation of the job's verified model (only verified jobs reach `Activating`).
-fn activate(job: &Job) -> Effect {
+/// The activation of the job's verified model (only verified jobs reach `Activating`), which must have
+/// loaded by the deadline this sets.
+fn activate(job: &mut Job, now_ms: u64) -> Effect {
+    job.deadline_ms = now_ms.saturating_add(ACTIVATE_TIMEOUT_MS);
     let r = job.verified.as_ref();
     Effect::Activate {
         model: r.map(|r| r.model).unwrap_or(Digest([0; 32])),
@@ -575,7 +589,7 @@ fn new_job(desired: DesiredState, now_ms: u64) -> Job {
 fn request_missing(job: &mut Job, now_ms: u64, fx: &mut Vec<Effect>) {
     if let Some(first) = job.next_missing() {
         let count = (job.have.len() as u32 - first).min(FETCH_WINDOW);
-        fx.push(Effect::RequestChunks { first, count });
+        fx.push(Effect::RequestChunks { bundle: job.bundle(), first, count });
         job.requested_at_ms = now_ms;
         job.requested_until = first + count;
     }

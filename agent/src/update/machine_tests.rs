@@ -64,11 +64,12 @@ fn a_full_update_walks_every_stage_to_committed() {
     let mut m = Machine::default();
     let fx = start(&mut m, desired(20, Mode::Activate));
     assert!(matches!(fx[0], Effect::PrepareStaging { size: 2000, .. }));
-    assert!(fx.contains(&Effect::RequestChunks { first: 0, count: FETCH_WINDOW }));
+    let bundle = m.state.job.as_ref().unwrap().bundle();
+    assert!(fx.contains(&Effect::RequestChunks { bundle, first: 0, count: FETCH_WINDOW }));
     let fx = fetch_all(&mut m, 20);
     // Windows of 8: after chunk 7 the next window, after chunk 15 the last four.
-    assert!(fx.contains(&Effect::RequestChunks { first: 8, count: 8 }));
-    assert!(fx.contains(&Effect::RequestChunks { first: 16, count: 4 }));
+    assert!(fx.contains(&Effect::RequestChunks { bundle, first: 8, count: 8 }));
+    assert!(fx.contains(&Effect::RequestChunks { bundle, first: 16, count: 4 }));
     assert!(matches!(fx.last(), Some(Effect::Verify { .. })));
     let fx = m.step(Input::Verified(Ok(release())), 20);
     assert_eq!(stages(&fx), vec![Staged, SelfTest]);
@@ -104,7 +105,7 @@ fn a_corrupt_chunk_is_requested_again_at_once() {
     let bundle = m.state.job.as_ref().unwrap().bundle();
     m.step(Input::Chunk { bundle, index: 0, valid: true }, 1);
     let fx = m.step(Input::Chunk { bundle, index: 1, valid: false }, 2);
-    assert_eq!(fx, vec![Effect::RequestChunks { first: 1, count: 3 }]);
+    assert_eq!(fx, vec![Effect::RequestChunks { bundle, first: 1, count: 3 }]);
     for i in 1..4 {
         m.step(Input::Chunk { bundle, index: i, valid: true }, 3);
     }
@@ -115,8 +116,9 @@ fn a_corrupt_chunk_is_requested_again_at_once() {
 fn unanswered_requests_are_retried_and_finally_fail_the_fetch() {
     let mut m = Machine::default();
     start(&mut m, desired(2, Mode::Activate));
+    let bundle = m.state.job.as_ref().unwrap().bundle();
     let fx = m.step(Input::Tick, FETCH_RETRY_MS);
-    assert_eq!(fx, vec![Effect::RequestChunks { first: 0, count: 2 }]);
+    assert_eq!(fx, vec![Effect::RequestChunks { bundle, first: 0, count: 2 }]);
     let mut now = FETCH_RETRY_MS;
     for _ in 0..FETCH_MAX_RETRIES {
         now += FETCH_RETRY_MS;
@@ -185,8 +187,9 @@ fn the_watch_rolls_back_on_errors_latency_or_a_failed_self_test_with_the_evidenc
 fn restarts_resume_each_stage_and_a_crash_loop_during_the_watch_rolls_back() {
     let mut m = Machine::default();
     start(&mut m, desired(10, Mode::Activate));
+    let bundle = m.state.job.as_ref().unwrap().bundle();
     let fx = m.step(Input::Restarted { valid_chunks: [vec![true; 6], vec![false; 4]].concat() }, 100);
-    assert_eq!(fx, vec![Effect::RequestChunks { first: 6, count: 4 }], "resume from the first missing chunk");
+    assert_eq!(fx, vec![Effect::RequestChunks { bundle, first: 6, count: 4 }], "resume from the first missing chunk");
 
     let mut m = watching();
     assert!(m.step(Input::Restarted { valid_chunks: vec![] }, 1).is_empty());
@@ -375,4 +378,21 @@ fn remove_takes_the_model_off_and_accept_pins_the_names_this_device_runs() {
     let (reason, detail) = pinned.state.job.unwrap().outcome.unwrap();
     assert_eq!(reason, RejectReason::DesiredMismatch);
     assert!(detail.contains("accepts only the models detector"), "{detail}");
+}
+
+#[test]
+fn an_activation_whose_model_never_loads_is_rolled_back_at_its_deadline() {
+    let mut m = Machine::default();
+    start(&mut m, desired(1, Mode::Activate));
+    fetch_all(&mut m, 1);
+    m.step(Input::Verified(Ok(release())), 0);
+    m.step(Input::SelfTested(Ok(())), 1_000);
+    assert_eq!(m.stage(), Activating);
+    assert!(m.step(Input::Tick, 1_000 + ACTIVATE_TIMEOUT_MS - 1).is_empty(), "still loading");
+    let fx = m.step(Input::Tick, 1_000 + ACTIVATE_TIMEOUT_MS);
+    assert!(fx.contains(&Effect::RollBack), "{fx:?}");
+    assert_eq!(m.stage(), RolledBack);
+    assert_eq!(m.state.job.as_ref().unwrap().outcome.as_ref().unwrap().0, RejectReason::ModelUnloadable);
+    // A late answer changes nothing.
+    assert!(m.step(Input::Activated(Ok(())), 70_000).is_empty());
 }

@@ -64,6 +64,11 @@ impl Catalog {
         Catalog { releases: vec![base, target] }
     }
 
+    /// The model every release is of.
+    pub fn model(&self) -> &ModelName {
+        &self.releases[BASE as usize].running.name
+    }
+
     pub fn by_bundle(&self, digest: &Digest) -> Option<u8> {
         self.releases.iter().position(|r| &r.bundle.digest == digest).map(|i| i as u8)
     }

@@ -1,31 +1,30 @@
-//! A simulated device: the real agent update machine inside a shell that does what the agent's driver
-//! (`agent/src/fleet/driver.rs`) does with the machine's effects: staging file of checked chunks, verify
-//! into the candidate slot, self-test, slot switches (active / previous / retired / candidate), commit with
-//! the release floor, events into the telemetry queue and onto `up/events`, hello after model changes.
-//! Local traffic is drawn from the model's behaviour; telemetry windows and the watch's health figures
-//! come from it.
+//! A simulated device: the agent's own update shell (`outpost_agent::fleet::shell`: one real update
+//! machine per model, the effects performed as the agent performs them, slot switches through
+//! `outpost_agent::slots`) over the simulated fabric, the device's skewed clock and an in-memory disk
+//! (`device_platform.rs`). Local traffic is drawn from the model's behaviour; telemetry windows and the
+//! watch's health figures come from it (`device_local.rs`).
 
-use super::catalog::{BASE, Catalog, TARGET};
+use super::catalog::{BASE, Catalog};
 use super::fabric::Down;
 use super::rng::Rng;
 use super::scenario::Scenario;
-use super::telemetry::{Body, Queue, Window};
-use super::world::{Ev, Work, World};
-use outpost_agent::update::machine::{Effect, Health, Input, Machine, Release, UpdateState};
-use outpost_protocol::messages::{ChunkRequest, DesiredState, Hello, Message, Mode, Presence, RunningModel};
-use outpost_protocol::telemetry::{UpdateEvent, UpdateStage};
+use super::telemetry::{Body, Queue};
+use super::world::{Ev, World};
+use outpost_agent::fleet::shell::Shell;
+use outpost_protocol::messages::{Hello, Message, Mode, Presence, RunningModel};
+use outpost_protocol::telemetry::UpdateStage;
 use outpost_protocol::{Arch, DeviceId, Digest, RejectReason, Version};
-use std::collections::VecDeque;
 
 /// Device clocks start here (ms since the Unix epoch), shifted by each device's skew.
 const DEVICE_EPOCH_MS: u64 = super::world::T0 * 1000;
-const VERIFY_MS: u64 = 200;
-const SELFTEST_MS: u64 = 500;
-const ACTIVATE_MS: u64 = 300;
 pub const AGENT_VERSION: Version = Version::new(0, 1, 0);
 
-#[path = "device_effects.rs"]
-mod effects;
+#[path = "device_platform.rs"]
+mod platform;
+pub use platform::SimDisk;
+
+#[path = "device_local.rs"]
+mod local;
 
 #[derive(Debug, Clone, Default)]
 pub struct Link {
@@ -37,12 +36,11 @@ pub struct Link {
     pub last_desired_at: u64,
 }
 
-/// The model slots, as `Slots` in the agent's store.
+/// One model's slot table as release indices, read from the agent's table (`SimDisk::slots`) after every
+/// step of the shell: what serves, what is staged, what is shadowed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Slots {
     pub active: Option<u8>,
-    pub previous: Option<u8>,
-    pub retired: Option<u8>,
     pub candidate: Option<u8>,
     pub shadow_percent: Option<u8>,
 }
@@ -68,16 +66,14 @@ pub struct Device {
     /// No network before this time (ms): the device is offline from the start.
     pub offline_until_ms: u64,
     pub skew_ms: i64,
-    pub machine: Machine,
-    /// The machine's state as last persisted: what a power loss comes back to.
-    persisted: UpdateState,
+    /// The agent's update shell, as the agent runs it.
+    pub shell: Shell,
+    /// What a power loss keeps: the shell's persisted state, the slot table, the staging file.
+    pub disk: SimDisk,
+    /// `disk.slots` as release indices.
     pub slots: Slots,
-    pub floor: u64,
     /// Bit per release that passed verification on this device (the factory model counts as verified).
     pub verified: u8,
-    /// The staging file: which chunks of which bundle are written and matched their digest.
-    staging: Option<(Digest, Vec<bool>)>,
-    last_chunk: Option<u32>,
     served_until_ms: u64,
     window: Traffic,
     watch: Traffic,
@@ -101,7 +97,6 @@ impl Device {
         let offline = rng.chance(s.faults.offline_fraction);
         let offline_until_ms =
             if offline { rng.range(s.faults.return_min_secs, s.faults.return_max_secs).max(1) * 1000 } else { 0 };
-        let _ = catalog;
         Device {
             id: DeviceId::new(format!("dev-{i:06}")).expect("a valid id"),
             arch,
@@ -112,13 +107,10 @@ impl Device {
             link: Link::default(),
             offline_until_ms,
             skew_ms: rng.range(0, 2 * skew as u64) as i64 - skew,
-            machine: Machine::default(),
-            persisted: UpdateState::default(),
+            shell: Shell::default(),
+            disk: SimDisk::factory(catalog),
             slots: Slots { active: Some(BASE), ..Slots::default() },
-            floor: 10,
             verified: 1 << BASE,
-            staging: None,
-            last_chunk: None,
             served_until_ms: 0,
             window: Traffic::default(),
             watch: Traffic::default(),
@@ -142,10 +134,12 @@ impl Device {
 
     /// An update is under way (the machine needs ticks).
     pub fn updating(&self) -> bool {
-        !matches!(
-            self.machine.stage(),
-            UpdateStage::Idle | UpdateStage::Committed | UpdateStage::RolledBack | UpdateStage::Rejected
-        )
+        self.shell.updating()
+    }
+
+    /// The update stage of the simulated model.
+    pub fn stage(&self, catalog: &Catalog) -> UpdateStage {
+        self.shell.stage(catalog.model().as_str())
     }
 
     pub fn running(&self, catalog: &Catalog) -> Vec<RunningModel> {
@@ -155,7 +149,7 @@ impl Device {
     /// The device's own update of `bundle` ended in a refusal or a rollback of its own (not a
     /// supersession or a revert on request).
     pub fn install_failed(&self, bundle: &Digest) -> bool {
-        self.machine.state.job.as_ref().is_some_and(|j| {
+        self.shell.machines().filter_map(|(_, m)| m.state.job.as_ref()).any(|j| {
             j.bundle() == *bundle
                 && matches!(j.stage, UpdateStage::RolledBack | UpdateStage::Rejected)
                 && j.outcome.as_ref().is_some_and(|(r, _)| *r != RejectReason::Superseded)
@@ -165,15 +159,12 @@ impl Device {
     /// The controller's view says what the device says: the model it runs and where its last update
     /// stands.
     pub fn agrees_with(&self, v: &outpost_controller::rollout::DeviceView, catalog: &Catalog) -> bool {
-        let update_known = match self.machine.state.job.as_ref() {
-            Some(j) => v.update_for(&j.bundle()).is_some_and(|u| u.stage == j.stage),
-            None => true,
-        };
+        let update_known = self
+            .shell
+            .machines()
+            .filter_map(|(_, m)| m.state.job.as_ref())
+            .all(|j| v.update_for(&j.bundle()).is_some_and(|u| u.stage == j.stage));
         v.running == self.running(catalog) && update_known
-    }
-
-    fn job_desired(&self) -> Option<DesiredState> {
-        self.machine.state.job.as_ref().map(|j| j.desired.clone())
     }
 }
 
@@ -270,9 +261,12 @@ impl World {
                     self.dev(dev).will_lose_power = false;
                     self.q.after(at, Ev::PowerLoss { dev });
                 }
-                self.step(dev, Input::Desired { desired: (*desired).clone(), already_active });
+                self.with_shell(dev, |s, p| s.desired(p, (*desired).clone()));
             }
-            Down::Withdrawn => self.step(dev, Input::Withdrawn),
+            Down::Withdrawn => {
+                let model = self.catalog.model().clone();
+                self.with_shell(dev, |s, p| s.withdrawn(p, &model));
+            }
             Down::Chunk { release, index, corrupt } => self.chunk_arrives(dev, release, index, corrupt),
             Down::Ack(up_to) => {
                 let q = &mut self.dev(dev).queue;
@@ -286,37 +280,20 @@ impl World {
         }
     }
 
-    /// What the driver's `write_chunk` does: check the chunk against the digest list and write it.
+    /// A chunk's bytes reach the shell, which checks them against the digest list before writing them.
     fn chunk_arrives(&mut self, dev: u32, release: u8, index: u32, corrupt: bool) {
         let r = self.catalog.get(release);
-        let d = &self.devices[dev as usize];
-        let Some(job) = d.machine.state.job.as_ref().filter(|j| j.stage == UpdateStage::Fetching) else { return };
-        if job.bundle() != r.bundle.digest {
-            return;
-        }
-        let b = &job.desired.bundle;
-        let i = index as usize;
-        let data = &r.chunk_data[i.min(r.chunk_data.len() - 1)];
-        let digest = if corrupt {
+        let data = &r.chunk_data[(index as usize).min(r.chunk_data.len() - 1)];
+        let data = if corrupt {
             let mut bad = data.clone();
             let mid = bad.len() / 2;
             bad[mid] ^= 0x5a;
-            Digest::of(&bad)
+            bad
         } else {
-            Digest::of(data)
+            data.clone()
         };
-        let valid = i < b.chunks.len() && digest == b.chunks[i];
-        let bundle = b.digest;
-        let n = b.chunks.len();
-        let d = self.dev(dev);
-        if valid {
-            let staging = d.staging.get_or_insert_with(|| (bundle, vec![false; n]));
-            if staging.0 == bundle {
-                staging.1[i] = true;
-            }
-            d.last_chunk = Some(index);
-        }
-        self.step(dev, Input::Chunk { bundle, index, valid });
+        let bundle = r.bundle.digest;
+        self.with_shell(dev, |s, p| s.chunk(p, bundle, index, &data));
     }
 
     pub(super) fn device_tick(&mut self, dev: u32, boot: u32) {
@@ -328,50 +305,10 @@ impl World {
         if !d.powered {
             return;
         }
-        self.step(dev, Input::Tick);
-        if self.devices[dev as usize].machine.stage() == UpdateStage::Watching {
-            self.serve(dev);
-            let d = &self.devices[dev as usize];
-            let p95 = d.slots.active.map_or(0, |r| self.catalog.get(r).p95_us);
-            let h = Health { requests: d.watch.requests, errors: d.watch.errors, p95_us: p95, selftest_ok: true };
-            self.step(dev, Input::Health(h));
-        }
+        self.with_shell(dev, |s, p| s.tick(p));
     }
 
-    /// Steps the machine, persists, and performs the effects (feeding immediate answers back), as the
-    /// driver's `handle` does.
-    pub(super) fn step(&mut self, dev: u32, input: Input) {
-        let mut pending = VecDeque::from([input]);
-        while let Some(input) = pending.pop_front() {
-            let now = self.now_ms();
-            let d = self.dev(dev);
-            let previous_job = d.job_desired();
-            let effects = d.machine.step(input, d.clock_ms(now));
-            if !effects.is_empty() {
-                d.persisted = d.machine.state.clone();
-            }
-            let (events, work): (Vec<Effect>, Vec<Effect>) =
-                effects.into_iter().partition(|e| matches!(e, Effect::Event { .. }));
-            for e in events {
-                if let Effect::Event { bundle, from, to, reason, detail } = e {
-                    let current = self.devices[dev as usize].job_desired();
-                    let desired =
-                        [current, previous_job.clone()].into_iter().flatten().find(|d| d.bundle.digest == bundle);
-                    if let Some(desired) = desired {
-                        self.report_event(dev, &desired, from, to, reason, detail);
-                    }
-                }
-            }
-            for e in work {
-                if let Some(next) = self.perform_effect(dev, e) {
-                    pending.push_back(next);
-                }
-            }
-        }
-        self.ensure_tick(dev);
-    }
-
-    fn ensure_tick(&mut self, dev: u32) {
+    pub(super) fn ensure_tick(&mut self, dev: u32) {
         let tick = self.scenario.fleet.tick_secs * 1000;
         let d = self.dev(dev);
         if d.ticking || !d.powered || !d.updating() {
@@ -380,29 +317,6 @@ impl World {
         d.ticking = true;
         let boot = d.boot;
         self.q.after(tick, Ev::Tick { dev, boot });
-    }
-
-    fn report_event(
-        &mut self,
-        dev: u32,
-        d: &DesiredState,
-        from: UpdateStage,
-        to: UpdateStage,
-        reason: Option<RejectReason>,
-        detail: String,
-    ) {
-        let event = UpdateEvent {
-            rollout: d.rollout.clone(),
-            model: d.model.clone(),
-            version: d.version,
-            bundle: d.bundle.digest,
-            from,
-            to,
-            reason,
-            detail,
-        };
-        self.append(dev, Body::Update(Box::new(event.clone())));
-        self.dev_send(dev, Message::Event(event));
     }
 
     /// Appends to the durable telemetry queue (drop-oldest at its cap, as the agent's queue).

@@ -101,13 +101,12 @@ impl World {
                 let detail = format!(
                     "at the end the device runs {} ({:?}) and is {}, the controller believes {} ({:?}) and {}",
                     self.catalog.label(d.slots.active),
-                    d.machine.stage(),
+                    d.stage(&self.catalog),
                     if d.link.up { "connected" } else { "disconnected" },
                     v.and_then(|v| v.running.first()).map_or("nothing".into(), |r| format!("v{}", r.version)),
-                    d.machine
-                        .state
-                        .job
-                        .as_ref()
+                    d.shell
+                        .machine(self.catalog.model().as_str())
+                        .and_then(|m| m.state.job.as_ref())
                         .and_then(|j| v.and_then(|v| v.update_for(&j.bundle())))
                         .map(|u| u.stage),
                     if v.is_some_and(|v| v.online) { "online" } else { "offline" },

@@ -1,5 +1,6 @@
-//! `outpost-sim run SCENARIO.toml`: a deterministic fleet simulation in virtual time. Real agent update
-//! machines (one per device) and the real rollout planner, joined by a simulated network that delays,
+//! `outpost-sim run SCENARIO.toml`: a deterministic fleet simulation in virtual time. The agent's own
+//! update shell on every device (`outpost_agent::fleet::shell`: its machines, slot transitions and effect
+//! handling, run over simulated seams) and the real rollout planner, joined by a simulated network that delays,
 //! drops, duplicates and reorders, with offline devices, partitions, power loss mid-update, clock skew,
 //! bad models and a controller restart. Fleet invariants are checked after every step; a violation prints
 //! the seed and step, and `--seed` replays it exactly.
@@ -7,7 +8,8 @@
 //! - `scenario`: the TOML file format and its validation.
 //! - `world`: the event loop and the closed event enum; `queue`: the (time, seq) event queue; `rng`: the
 //!   seeded generator.
-//! - `fabric`: the network and broker; `device`: the agent shell around the update machine;
+//! - `fabric`: the network and broker; `device`: a device (link, messages, ticks), the agent's shell over
+//!   the simulated platform (`device_platform.rs`) and its local traffic, windows and power (`device_local.rs`);
 //!   `controller`: registry, planner, chunk serving, crash and reload; `catalog`: the releases;
 //!   `telemetry`: the device's durable telemetry queue.
 //! - `invariants`: the fleet invariants; `summary`: the markdown and SVG report.

@@ -11,8 +11,8 @@ use super::queue::EventQueue;
 use super::rng::Rng;
 use super::scenario::{Expect, Scenario};
 use outpost_controller::rollout::{AuditEntry, Phase};
-use outpost_protocol::UnixTime;
 use outpost_protocol::messages::Message;
+use outpost_protocol::{Digest, UnixTime};
 
 /// Virtual time 0 on the controller's clock (Unix seconds).
 pub const T0: UnixTime = 1_760_000_000;
@@ -76,12 +76,13 @@ pub enum Ev {
     Forge,
 }
 
-/// The shell's slow steps; their answers come back as machine inputs when done.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The shell's slow steps (`outpost_agent::fleet::platform::Work`, `Serving::await_active`); their
+/// answers go back to the shell when done.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Work {
-    Verify,
-    SelfTest,
-    Activate,
+    Verify { model: String, bundle: Digest },
+    SelfTest { model: String, bundle: Digest, digest: Digest },
+    Activate { model: String, digest: Digest },
 }
 
 /// Devices on each model over virtual time, sampled at every evaluation.

@@ -1,0 +1,133 @@
+//! A simulated device's life outside its update shell: serving local traffic on the active model (and
+//! the candidate when shadowing), telemetry windows, power loss and power on.
+
+use super::*;
+use crate::sim::catalog::TARGET;
+use crate::sim::telemetry::Window;
+
+impl World {
+    /// Changes the slots; keeps the per-model counts and the exposure record. The watch figures restart
+    /// with a new active model.
+    pub(in crate::sim) fn set_slots(&mut self, dev: u32, s: Slots) {
+        let before = self.devices[dev as usize].slots.active;
+        if before != s.active {
+            if let Some(b) = before {
+                self.on_model[b as usize] -= 1;
+            }
+            if let Some(a) = s.active {
+                self.on_model[a as usize] += 1;
+            }
+            let d = self.dev(dev);
+            d.watch = Traffic::default();
+            if s.active == Some(TARGET) && !d.ever_on_target {
+                d.ever_on_target = true;
+                self.ever_on_target += 1;
+            }
+        }
+        self.dev(dev).slots = s;
+    }
+
+    /// Local traffic since the last accounting, on the active model (and the candidate when shadowing).
+    pub(super) fn serve(&mut self, dev: u32) {
+        let now = self.now_ms();
+        let rate = self.scenario.fleet.requests_per_sec;
+        let (failing_rate, agreement) =
+            (self.scenario.release.failing_error_rate, self.scenario.release.shadow_agreement);
+        let d = &self.devices[dev as usize];
+        let elapsed = now.saturating_sub(d.served_until_ms);
+        if !d.powered || elapsed == 0 {
+            self.dev(dev).served_until_ms = now;
+            return;
+        }
+        let Some(active) = d.slots.active else { return };
+        let err = if active == TARGET && d.failing { failing_rate } else { self.catalog.get(active).error_rate };
+        let shadow = d.slots.shadow_percent.filter(|_| d.slots.candidate.is_some());
+        let requests = self.rng.round(rate * elapsed as f64 / 1000.0);
+        let errors = self.rng.round(requests as f64 * err);
+        let (compared, agreed) = match shadow {
+            Some(p) => {
+                let c = self.rng.round(requests as f64 * f64::from(p) / 100.0);
+                (c, self.rng.round(c as f64 * agreement))
+            }
+            None => (0, 0),
+        };
+        let d = self.dev(dev);
+        d.served_until_ms = now;
+        for t in [&mut d.window, &mut d.watch] {
+            t.requests += requests;
+            t.errors += errors;
+        }
+        d.window.compared += compared;
+        d.window.agreed += agreed.min(compared);
+    }
+
+    /// The telemetry window: one inference record for the active model, then ship.
+    pub(in crate::sim) fn device_window(&mut self, dev: u32) {
+        let window = self.scenario.fleet.telemetry_window_secs;
+        self.q.after(window * 1000, Ev::Window { dev });
+        if !self.devices[dev as usize].powered {
+            return;
+        }
+        self.serve(dev);
+        let jitter = self.rng.unit();
+        let d = &self.devices[dev as usize];
+        let w = d.window;
+        let Some(active) = d.slots.active else { return };
+        if w.requests > 0 || w.compared > 0 {
+            let p95 = f64::from(self.catalog.get(active).p95_us) * (0.9 + 0.2 * jitter);
+            let window = Window {
+                model: active,
+                candidate: d.slots.candidate,
+                window_secs: window as u32,
+                requests: w.requests as u32,
+                errors: w.errors as u32,
+                p95_us: p95 as u32,
+                compared: w.compared as u32,
+                agreed: w.agreed as u32,
+            };
+            self.append(dev, Body::Window(window));
+        }
+        self.dev(dev).window = Traffic::default();
+        self.ship(dev);
+    }
+
+    pub(in crate::sim) fn device_power_loss(&mut self, dev: u32) {
+        if !self.devices[dev as usize].powered {
+            return;
+        }
+        self.serve(dev);
+        self.power_losses += 1;
+        self.break_link(dev);
+        let off = self.scenario.faults.power_off_secs.max(1) * 1000;
+        let torn = self.rng.chance(0.5);
+        let d = self.dev(dev);
+        d.powered = false;
+        d.boot += 1;
+        d.ticking = false;
+        // The chunk being written when the power went may be torn: its digest no longer matches.
+        if torn && d.shell.machines().any(|(_, m)| m.stage() == UpdateStage::Fetching) {
+            d.disk.tear_last_chunk();
+        }
+        // What was not persisted is gone: the shell comes back from `update.json`.
+        d.shell = Shell::new(d.disk.persisted.clone(), None);
+        self.q.after(off, Ev::PowerOn { dev });
+    }
+
+    pub(in crate::sim) fn device_power_on(&mut self, dev: u32) {
+        let now = self.now_ms();
+        let skew = self.scenario.fleet.clock_skew_secs as i64 * 1000;
+        let boot_id = self.rng.next_u64();
+        let new_skew = self.rng.range(0, 2 * skew as u64) as i64 - skew;
+        let d = self.dev(dev);
+        d.powered = true;
+        d.boot_id = boot_id;
+        // A device without a real-time clock comes back with another idea of the time.
+        d.skew_ms = new_skew;
+        d.served_until_ms = now;
+        d.watch = Traffic::default();
+        d.window = Traffic::default();
+        // Every persisted job resumes, its staging file re-checked against the chunk digests.
+        self.with_shell(dev, |s, p| s.restarted(p));
+        self.schedule_reconnect(dev, 0);
+    }
+}
