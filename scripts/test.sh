@@ -7,7 +7,8 @@
 # makes ext4 images with mke2fs -d and debugfs), chromium and chromedriver (the console's tests drive a
 # headless browser), Python's prometheus_client (the /metrics tests parse with a real Prometheus parser). As
 # root the script installs what is missing with apt-get; otherwise it prints the one line to run and exits
-# 2, before building anything.
+# 2, before building anything. From PyPI it installs numpy and tritonclient when missing
+# (simulations/tests/requirements.txt: a real OIP client).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -40,6 +41,13 @@ if [ ${#missing[@]} -gt 0 ]; then
     echo "scripts/test.sh: the tests need Debian packages this machine lacks; install them with: sudo apt-get install -y ${missing[*]}" >&2
     exit 2
   fi
+fi
+
+# A real Open Inference Protocol client (NVIDIA's tritonclient) talks to the agent in
+# agent/tests/typed_serving.rs, from PyPI.
+if ! python3 -c 'import numpy, tritonclient.http' 2>/dev/null; then
+  echo "scripts/test.sh: installing simulations/tests/requirements.txt (pip)"
+  python3 -m pip install -q -r simulations/tests/requirements.txt
 fi
 
 if [ $# -eq 0 ]; then set -- --workspace; fi

@@ -5,6 +5,7 @@ mod support;
 use outpost_agent::install::{self, Target, Trust};
 use outpost_agent::runtime::model::LoadedModel;
 use outpost_agent::store::Store;
+use outpost_agent::runtime::TensorData;
 use support::*;
 
 fn install_into(cfg: &outpost_agent::config::Config, name: &str, version: &str, seq: u64, target: Target) {
@@ -34,7 +35,8 @@ fn digits_v1_over_http_classifies_the_test_set_like_tract_called_directly() {
     let (images, labels) = test_set();
     let model = model_bytes("v1");
     let direct = LoadedModel::load(&model, manifest(&model, "1.0.0", 1), 1).unwrap();
-    let direct_logits = direct.run(images.len(), &[images.concat()]).unwrap().remove(0).0;
+    let direct_logits = direct.run(images.len(), &[TensorData::F32(images.concat())]).unwrap().remove(0).0;
+    let direct_logits = direct_logits.as_f32().unwrap();
     let mut correct = 0;
     let mut max_diff = 0f32;
     for (i, image) in images.iter().enumerate() {
@@ -205,10 +207,10 @@ fn cached_answers_are_byte_identical_and_a_new_version_never_gets_a_stale_one() 
     assert_eq!(third.header("x-outpost-cache"), None, "v2 never answers from v1's cache");
     assert_eq!(third.json()["model_version"], "2.0.0");
     let v2 = model_bytes("v2");
-    let want = LoadedModel::load(&v2, manifest(&v2, "2.0.0", 2), 1).unwrap().run(1, &[images[5].clone()]).unwrap();
+    let want = LoadedModel::load(&v2, manifest(&v2, "2.0.0", 2), 1).unwrap().run(1, &[TensorData::F32(images[5].clone())]).unwrap();
     let got: Vec<f32> =
         third.json()["outputs"][0]["data"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
-    for (g, w) in got.iter().zip(&want[0].0) {
+    for (g, w) in got.iter().zip(want[0].0.as_f32().unwrap()) {
         assert!((g - w).abs() < 1e-4, "the answer is v2's");
     }
     let fourth = agent.post("/v2/models/digits/infer", &body);

@@ -8,6 +8,7 @@ use outpost_agent::runtime::model::LoadedModel;
 use outpost_agent::runtime::{InferRequest, InputTensor, Runtime};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use outpost_agent::runtime::TensorData;
 use support::*;
 
 fn runtime(name: &str) -> (Arc<Runtime>, Vec<Vec<f32>>) {
@@ -24,7 +25,7 @@ fn runtime(name: &str) -> (Arc<Runtime>, Vec<Vec<f32>>) {
 fn request(images: &[Vec<f32>]) -> InferRequest {
     InferRequest {
         model: "digits".into(),
-        inputs: vec![InputTensor { name: "input".into(), shape: vec![images.len(), 1, 8, 8], data: images.concat() }],
+        inputs: vec![InputTensor { name: "input".into(), shape: vec![images.len(), 1, 8, 8], data: TensorData::F32(images.concat()) }],
         outputs: None,
     }
 }
@@ -65,7 +66,8 @@ fn concurrent_callers_each_get_their_own_answer_whether_inline_or_queued() {
     let want: Vec<Vec<f32>> = tokio_rt.block_on(async {
         let mut want = Vec::new();
         for image in images.iter().take(16) {
-            want.push(rt.infer(request(std::slice::from_ref(image))).await.unwrap().outputs[0].data.clone());
+            let out = rt.infer(request(std::slice::from_ref(image))).await.unwrap();
+            want.push(out.outputs[0].data.as_f32().unwrap().to_vec());
         }
         want
     });
@@ -74,7 +76,8 @@ fn concurrent_callers_each_get_their_own_answer_whether_inline_or_queued() {
         let (rt, image, want) = (rt.clone(), image.clone(), want[i].clone());
         tasks.push(tokio_rt.spawn(async move {
             for _ in 0..50 {
-                let got = rt.infer(request(std::slice::from_ref(&image))).await.unwrap().outputs[0].data.clone();
+                let out = rt.infer(request(std::slice::from_ref(&image))).await.unwrap();
+                let got = out.outputs[0].data.as_f32().unwrap().to_vec();
                 // A batched plan may round differently in the last bits; another image's logits differ by units.
                 let diff = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
                 assert!(diff < 1e-3, "caller {i} got someone else's answer: {got:?} vs {want:?}");

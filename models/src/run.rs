@@ -14,8 +14,14 @@ pub fn run_once(
     model: &TypedModel,
     inputs: Vec<(Vec<usize>, TensorData)>,
 ) -> Result<Vec<(Vec<usize>, TensorData)>, ModelError> {
-    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_unguarded(model, inputs)));
-    run.unwrap_or_else(|panic| {
+    caught(|| run_unguarded(model, inputs))
+}
+
+/// Runs `f`, turning a panic inside it (tract's own, on inputs it does not check) into [`ModelError::Run`]
+/// where panics unwind: hosts, tests, release tooling. Device builds abort on panic (`panic = "abort"`), so
+/// there the checks before a run ([`bounds`]) are the defence; this is the second one.
+pub fn caught<T>(f: impl FnOnce() -> Result<T, ModelError>) -> Result<T, ModelError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|panic| {
         let what = panic
             .downcast_ref::<String>()
             .map(String::as_str)

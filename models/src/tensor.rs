@@ -25,6 +25,13 @@ pub enum TensorData {
     F64(Vec<f64>),
 }
 
+/// An empty FP32 tensor (what `std::mem::take` leaves behind when a request's values move on to a run).
+impl Default for TensorData {
+    fn default() -> TensorData {
+        TensorData::F32(Vec::new())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TensorError {
     #[error("{bytes} bytes is not a whole number of {dtype} values ({} bytes each)", dtype.size())]
@@ -347,6 +354,12 @@ impl TensorData {
             TensorData::F64(v) => v.iter().all(|x| x.is_finite()),
             _ => true,
         }
+    }
+
+    /// Whether element `i` holds the same value in both tensors, exactly: integers beyond 2^53 are not
+    /// compared through f64, and a NaN equals nothing.
+    pub fn same_at(&self, other: &TensorData, i: usize) -> bool {
+        values_equal(self, other, i)
     }
 
     /// Element `i` as f64 (for reports), `None` past the end.

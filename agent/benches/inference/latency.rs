@@ -7,7 +7,7 @@ use crate::report::{Summary, Table, dur, rate, ratio};
 use crate::{CALIBRATION, Counts, ORT_SCRIPT, Verdict, parts, verdict};
 use anyhow::{Context, bail};
 use outpost_agent::runtime::model::LoadedModel;
-use outpost_agent::runtime::{InferRequest, InputTensor, Runtime};
+use outpost_agent::runtime::{InferRequest, InputTensor, Runtime, TensorData};
 use outpost_protocol::manifest::Dim;
 use std::time::{Duration, Instant};
 
@@ -227,7 +227,7 @@ fn in_process(
         inputs: vec![InputTensor {
             name: m.input.clone(),
             shape: m.shape1.clone(),
-            data: m.rows[i % m.rows.len()].clone(),
+            data: TensorData::F32(m.rows[i % m.rows.len()].clone()),
         }],
         outputs: None,
     };
@@ -238,7 +238,7 @@ fn in_process(
     };
     let result = tokio_rt.block_on(async {
         let first = rt.infer(request(0)).await?;
-        check(&m.label, "(b)", &first.outputs[0].data, reference)?;
+        check(&m.label, "(b)", first.outputs[0].data.as_f32().context("FP32 logits")?, reference)?;
         for i in 0..warmup(n) {
             rt.infer(request(i)).await?;
         }

@@ -8,7 +8,7 @@ use crate::report::Summary;
 use outpost_agent::api::oip::InferRequestJson;
 use outpost_agent::runtime::model::LoadedModel;
 use outpost_agent::runtime::queue::{BatchQueue, Queued};
-use outpost_agent::runtime::{InferRequest, InputTensor, Runtime};
+use outpost_agent::runtime::{InferRequest, InputTensor, Runtime, TensorData};
 use outpost_agent::stats::drift::DriftAccumulator;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -192,7 +192,7 @@ pub fn in_process_clients(
                     let data = rows[(c * per_client + i) % rows.len()].clone();
                     let req = InferRequest {
                         model: name.clone(),
-                        inputs: vec![InputTensor { name: input.clone(), shape: shape.clone(), data }],
+                        inputs: vec![InputTensor { name: input.clone(), shape: shape.clone(), data: TensorData::F32(data) }],
                         outputs: None,
                     };
                     let t = Instant::now();

@@ -1,11 +1,13 @@
 //! The Open Inference Protocol's binary tensor data extension (KServe v2 / Triton): the body is a JSON
-//! header of `Inference-Header-Content-Length` bytes followed by raw little-endian tensors, one per input
-//! whose `parameters.binary_data_size` says how many bytes it takes, in input order. Outputs come back the
+//! header of `Inference-Header-Content-Length` bytes followed by raw little-endian tensors of each input's
+//! `datatype` (a BOOL is one byte, 0 or 1), one per input whose `parameters.binary_data_size` says how many
+//! bytes it takes, in input order. Outputs come back the
 //! same way when the request asks (`binary_data` on an output, or `binary_data_output` for all). An image
 //! as JSON text is 2.5× its raw size and its numbers cost ~19 ns each to parse (2.9 ms for a 224×224×3
 //! image, BENCHMARKS.md); raw, it is a copy.
 
 use super::oip::InferRequestJson;
+use outpost_models::TensorData;
 use serde_json::Value;
 
 /// The header naming the JSON part's length, on requests and on binary responses.
@@ -46,16 +48,11 @@ pub fn decode_request(body: &[u8], header_len: Option<&str>) -> Result<InferRequ
         else {
             continue;
         };
-        if !input.data.is_empty() {
+        if input.data.is_some() {
             return Err(format!("input {:?} has both `data` and binary data", input.name));
         }
+        let dtype = input.dtype()?;
         let size = usize::try_from(size).unwrap_or(usize::MAX);
-        if size % 4 != 0 {
-            return Err(format!(
-                "input {:?}: binary_data_size {size} is not a whole number of FP32 values",
-                input.name
-            ));
-        }
         if size > rest.len() {
             return Err(format!(
                 "input {:?}: binary_data_size {size} but only {} binary bytes are left in the body",
@@ -64,7 +61,8 @@ pub fn decode_request(body: &[u8], header_len: Option<&str>) -> Result<InferRequ
             ));
         }
         let (mine, after) = rest.split_at(size);
-        input.data = mine.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+        input.data =
+            Some(TensorData::from_le_bytes(dtype, mine).map_err(|e| format!("input {:?}: binary data: {e}", input.name))?);
         rest = after;
     }
     if !rest.is_empty() {
@@ -102,16 +100,15 @@ impl BinaryOutputs {
     }
 }
 
-/// A binary response body: the JSON header, then the binary outputs' values in output order. Returns the
-/// body and the JSON part's length (the response's `Inference-Header-Content-Length`).
-pub fn encode_response<T: serde::Serialize>(header: &T, binary: &[&[f32]]) -> (Vec<u8>, usize) {
+/// A binary response body: the JSON header, then the binary outputs' values (little-endian, in their own
+/// types) in output order. Returns the body and the JSON part's length (the response's
+/// `Inference-Header-Content-Length`).
+pub fn encode_response<T: serde::Serialize>(header: &T, binary: &[&TensorData]) -> (Vec<u8>, usize) {
     let mut body = serde_json::to_vec(header).expect("response JSON serialises");
     let json_len = body.len();
-    body.reserve(binary.iter().map(|d| d.len() * 4).sum());
+    body.reserve(binary.iter().map(|d| d.byte_len()).sum());
     for data in binary {
-        for v in data.iter() {
-            body.extend_from_slice(&v.to_le_bytes());
-        }
+        data.write_le_bytes(&mut body);
     }
     (body, json_len)
 }
@@ -131,8 +128,43 @@ mod tests {
             body.extend_from_slice(&v.to_le_bytes());
         }
         let req = decode_request(&body, Some(&header.len().to_string())).unwrap();
-        let data: Vec<&[f32]> = req.inputs.iter().map(|t| &t.data[..]).collect();
-        assert_eq!(data, vec![&[1.5, -2.0][..], &[7.0][..], &[3.25][..]]);
+        let data: Vec<_> = req.inputs.into_iter().map(|t| t.data.unwrap()).collect();
+        let f = |v: &[f32]| TensorData::F32(v.to_vec());
+        assert_eq!(data, vec![f(&[1.5, -2.0]), f(&[7.0]), f(&[3.25])]);
+    }
+
+    #[test]
+    fn binary_inputs_decode_in_their_own_type_and_bad_lengths_or_booleans_are_named() {
+        let header = br#"{"inputs":[
+            {"name":"ids","shape":[2],"datatype":"INT64","parameters":{"binary_data_size":16}},
+            {"name":"mask","shape":[2],"datatype":"BOOL","parameters":{"binary_data_size":2}},
+            {"name":"x","shape":[1],"datatype":"FP16","parameters":{"binary_data_size":2}}]}"#;
+        let mut body = header.to_vec();
+        body.extend_from_slice(&(1i64 << 60).to_le_bytes());
+        body.extend_from_slice(&(-3i64).to_le_bytes());
+        body.extend_from_slice(&[1, 0]);
+        body.extend_from_slice(&outpost_models::f16::from_f32(1.5).to_bits().to_le_bytes());
+        let len = header.len().to_string();
+        let req = decode_request(&body, Some(&len)).unwrap();
+        let data: Vec<_> = req.inputs.into_iter().map(|t| t.data.unwrap()).collect();
+        assert_eq!(data[0], TensorData::I64(vec![1 << 60, -3]));
+        assert_eq!(data[1], TensorData::Bool(vec![true, false]));
+        assert_eq!(data[2], TensorData::F16(vec![outpost_models::f16::from_f32(1.5)]));
+
+        let mut bad_bool = body.clone();
+        bad_bool[header.len() + 16] = 2;
+        let e = decode_request(&bad_bool, Some(&len)).unwrap_err();
+        assert!(e.contains("input \"mask\": binary data: BOOL value 0 is the byte 2"), "{e}");
+        let odd = br#"{"inputs":[{"name":"ids","shape":[1],"datatype":"INT64","parameters":{"binary_data_size":7}}]}"#;
+        let mut body = odd.to_vec();
+        body.extend_from_slice(&[0; 7]);
+        let e = decode_request(&body, Some(&odd.len().to_string())).unwrap_err();
+        assert!(e.contains("7 bytes is not a whole number of INT64 values"), "{e}");
+        let bytes = br#"{"inputs":[{"name":"s","shape":[1],"datatype":"BYTES","parameters":{"binary_data_size":2}}]}"#;
+        let mut body = bytes.to_vec();
+        body.extend_from_slice(b"hi");
+        let e = decode_request(&body, Some(&bytes.len().to_string())).unwrap_err();
+        assert!(e.contains("datatype BYTES"), "{e}");
     }
 
     #[test]

@@ -5,8 +5,9 @@
 
 pub mod binary;
 pub mod oip;
+pub mod tensor_json;
 
-use crate::runtime::{InferError, InferRequest, InputTensor, NotReady, Runtime};
+use crate::runtime::{InferError, InferRequest, InputTensor, NotReady, Runtime, TensorData};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, State};
@@ -69,6 +70,10 @@ async fn ready(State(rt): State<Arc<Runtime>>) -> Response {
         Err(NotReady::Loading(names)) => {
             error(StatusCode::SERVICE_UNAVAILABLE, format!("installed but not loaded yet: {}", names.join(", ")))
         }
+        Err(NotReady::Workers { running, configured }) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{running} of {configured} inference workers are running"),
+        ),
     }
 }
 
@@ -140,30 +145,29 @@ async fn infer_inner(
     };
     let req = binary::decode_request(&body, header_len).map_err(|e| error(StatusCode::BAD_REQUEST, e))?;
     drop(body);
-    for t in &req.inputs {
-        if t.datatype != "FP32" {
-            return Err(error(
-                StatusCode::BAD_REQUEST,
-                format!("input {:?} has datatype {}; the model takes FP32", t.name, t.datatype),
-            ));
-        }
-    }
     let id = req.id.clone();
     let binary_out = binary::binary_outputs(&req);
-    let request = InferRequest {
-        model: name,
-        inputs: req.inputs.into_iter().map(|t| InputTensor { name: t.name, shape: t.shape, data: t.data }).collect(),
-        outputs: req.outputs.map(|o| o.into_iter().map(|o| o.name).collect()),
-    };
+    let mut inputs = Vec::with_capacity(req.inputs.len());
+    for t in req.inputs {
+        // A datatype this agent does not serve (BYTES) is named even when the tensor carries no values.
+        t.dtype().map_err(|e| error(StatusCode::BAD_REQUEST, e))?;
+        let Some(data) = t.data else {
+            let e = format!("input {:?} has no values: neither `data` nor parameters.binary_data_size", t.name);
+            return Err(error(StatusCode::BAD_REQUEST, e));
+        };
+        inputs.push(InputTensor { name: t.name, shape: t.shape, data });
+    }
+    let request =
+        InferRequest { model: name, inputs, outputs: req.outputs.map(|o| o.into_iter().map(|o| o.name).collect()) };
     let res = rt.infer_on_workers(request).await.map_err(|e| infer_error(&e))?;
     let outputs = res.outputs.iter().map(|t| {
         let raw = binary_out.contains(&t.name);
         OutputJson {
             name: &t.name,
             shape: &t.shape,
-            datatype: "FP32",
-            data: (!raw).then_some(&t.data[..]),
-            parameters: raw.then(|| BinaryParameters { binary_data_size: t.data.len() * 4 }),
+            datatype: t.data.dtype().as_str(),
+            data: (!raw).then_some(tensor_json::Values(&t.data)),
+            parameters: raw.then(|| BinaryParameters { binary_data_size: t.data.byte_len() }),
         }
     });
     let json = InferResponseJson {
@@ -173,8 +177,8 @@ async fn infer_inner(
         outputs: outputs.collect(),
     };
     let mut response = if binary_out.any() {
-        let raw: Vec<&[f32]> =
-            res.outputs.iter().filter(|t| binary_out.contains(&t.name)).map(|t| &t.data[..]).collect();
+        let raw: Vec<&TensorData> =
+            res.outputs.iter().filter(|t| binary_out.contains(&t.name)).map(|t| &t.data).collect();
         let (body, json_len) = binary::encode_response(&json, &raw);
         let mut r = ([(header::CONTENT_TYPE, "application/octet-stream")], body).into_response();
         r.headers_mut().insert(binary::HEADER, HeaderValue::from(json_len));
@@ -230,6 +234,11 @@ async fn status(State(rt): State<Arc<Runtime>>) -> Response {
         "models": models,
         "requests": rt.metrics.requests_total(),
         "queue_depth": g.queue_depth,
+        "workers": {
+            "configured": rt.config().inference.workers,
+            "running": rt.live_workers(),
+            "replaced_after_panic": rt.worker_restarts.load(std::sync::atomic::Ordering::Relaxed),
+        },
         "cache_entries": g.cache_entries,
         "rss_bytes": g.rss_bytes,
     }))

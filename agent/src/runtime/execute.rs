@@ -2,13 +2,14 @@
 //! queue, and on the shadow thread; each run's answers, drift statistics and shadow samples.
 
 use super::model::{self, LoadedModel, Outputs};
-use super::{InferError, Job, Runtime, Served, ShadowJob, classes};
+use super::{InferError, Job, Runtime, Served, ShadowJob};
+use outpost_models::TensorData;
 use crate::stats::drift::DriftAccumulator;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-/// Input values per tensor and batch that feed the drift histogram.
+/// Input values per tensor and batch that feed the drift histogram (a strided sample).
 const DRIFT_SAMPLE: usize = 4096;
 
 /// Models whose single run takes at most this long may run on the caller's thread when a worker slot is
@@ -89,15 +90,13 @@ impl Runtime {
 
     fn run_batch(&self, served: &Arc<Served>, model: &Arc<LoadedModel>, jobs: Vec<Job>) {
         let rows: usize = jobs.iter().map(|j| j.rows).sum();
-        let n_inputs = model.interface().inputs.len();
         // One job runs on its own buffers; a batch needs its rows back to back.
-        let joined: Option<Vec<Vec<f32>>> = (jobs.len() > 1)
-            .then(|| (0..n_inputs).map(|i| jobs.iter().flat_map(|j| j.inputs[i].iter().copied()).collect()).collect());
+        let joined: Option<Vec<TensorData>> = (jobs.len() > 1).then(|| join(&jobs));
         served.metrics.batch(rows);
         let result = model.run(rows, joined.as_deref().unwrap_or(&jobs[0].inputs));
         // A model that answers NaN or infinity is broken, not merely wrong: count it as a failure.
         let result = result.and_then(|outs| {
-            if outs.iter().all(|(data, _)| data.iter().all(|v| v.is_finite())) {
+            if outs.iter().all(|(data, _)| data.all_finite()) {
                 Ok(outs)
             } else {
                 Err(model::ModelError::Run("the model produced non-finite outputs (NaN or infinity)".into()))
@@ -116,13 +115,16 @@ impl Runtime {
         let mut offset = 0;
         let mut answered = Vec::with_capacity(jobs.len());
         for Job { rows: n, inputs, shadow, reply, .. } in jobs {
-            let mine: Outputs = outs
-                .iter()
-                .map(|(data, row_shape)| {
-                    let per: usize = row_shape.iter().product();
-                    (data[offset * per..(offset + n) * per].to_vec(), row_shape.clone())
-                })
-                .collect();
+            let mine: Outputs = if n == rows {
+                outs.clone()
+            } else {
+                outs.iter()
+                    .map(|(data, row_shape)| {
+                        let per: usize = row_shape.iter().product();
+                        (data.slice(offset * per..(offset + n) * per).unwrap_or_default(), row_shape.clone())
+                    })
+                    .collect()
+            };
             offset += n;
             let primary = shadow.then(|| mine.clone());
             let _ = reply.send(Ok(mine));
@@ -138,31 +140,19 @@ impl Runtime {
         }
     }
 
-    fn observe_drift(&self, served: &Served, model: &LoadedModel, inputs: &[Vec<f32>], outs: &Outputs) {
-        let mut d = served.drift.lock().expect("drift lock");
+    fn observe_drift(&self, served: &Served, model: &LoadedModel, inputs: &[TensorData], outs: &Outputs) {
+        let mut d = served.drift.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if d.as_ref().map(|(digest, _)| *digest) != Some(model.digest) {
             let names: Vec<String> = model.interface().inputs.iter().map(|t| t.name.clone()).collect();
             let dc = &self.cfg.drift;
             let acc = DriftAccumulator::new(model.manifest.reference.as_ref(), &names, dc.lo, dc.hi, dc.bins);
             *d = Some((model.digest, acc));
         }
-        let (_, acc) = d.as_mut().expect("just set");
+        let Some((_, acc)) = d.as_mut() else { return };
         for (i, values) in inputs.iter().enumerate() {
-            // A strided sample of at most DRIFT_SAMPLE values per batch: an image's 150k pixels cost 2 ms
-            // to bin, a sample of 4096 30 µs (BENCHMARKS.md), and a histogram's shares barely move.
-            if values.len() > DRIFT_SAMPLE {
-                let stride = values.len().div_ceil(DRIFT_SAMPLE);
-                let sample: Vec<f32> = values.iter().step_by(stride).copied().collect();
-                acc.observe_input(i, &sample);
-            } else {
-                acc.observe_input(i, values);
-            }
+            acc.observe_tensor(i, values, DRIFT_SAMPLE);
         }
-        if let Some((logits, row_shape)) = outs.first()
-            && let Some(classes) = classes(row_shape)
-        {
-            acc.observe_output(logits, classes);
-        }
+        acc.observe_outputs(outs);
         let rows = outs.first().map(|(data, shape)| data.len() / shape.iter().product::<usize>().max(1)).unwrap_or(0);
         served.drift_rows.fetch_add(rows as u64, Ordering::Relaxed);
     }
@@ -178,11 +168,15 @@ impl Runtime {
                     continue;
                 }
                 let start = Instant::now();
-                let Ok(outs) = candidate.run(job.rows, &job.inputs) else { continue };
+                // A candidate that cannot run what the active model answered (a smaller vocabulary, a
+                // failure) disagrees with it: no outputs compare structurally different.
+                let outs = candidate.run(job.rows, &job.inputs).unwrap_or_default();
                 let latency = start.elapsed();
-                let (Some((cand, _)), Some((prim, row_shape))) = (outs.first(), job.primary.first()) else { continue };
-                let classes = classes(row_shape);
-                job.served.shadow.lock().expect("shadow lock").record(prim, cand, classes, latency);
+                job.served.shadow.lock().unwrap_or_else(std::sync::PoisonError::into_inner).record(
+                    &job.primary,
+                    &outs,
+                    latency,
+                );
             }
         }
     }
@@ -194,6 +188,18 @@ impl Runtime {
 fn on_multi_thread_runtime() -> bool {
     tokio::runtime::Handle::try_current()
         .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
+}
+
+/// Each input's rows of every job, back to back (the jobs were checked against one model: same types).
+fn join(jobs: &[Job]) -> Vec<TensorData> {
+    let mut joined: Vec<TensorData> = jobs[0].inputs.clone();
+    for job in &jobs[1..] {
+        for (all, mine) in joined.iter_mut().zip(&job.inputs) {
+            // Same model, same types: `extend_from` cannot fail here.
+            let _ = all.extend_from(mine);
+        }
+    }
+    joined
 }
 
 impl Runtime {

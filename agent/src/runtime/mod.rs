@@ -16,6 +16,7 @@ use crate::stats::cache::{CacheKey, ResultCache};
 use execute::RunSlot;
 use metrics::{Gauges, Metrics, ModelView};
 use model::LoadedModel;
+pub use outpost_models::TensorData;
 use queue::{BatchQueue, Queued};
 use request::{input_hash, validate};
 pub use served::Served;
@@ -25,18 +26,21 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
+/// A request's tensor: values row-major in their own type (the request's `datatype`), checked against the
+/// model's type before anything runs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct InputTensor {
     pub name: String,
     pub shape: Vec<usize>,
-    pub data: Vec<f32>,
+    pub data: TensorData,
 }
 
+/// An answer's tensor, in the model output's own type.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OutputTensor {
     pub name: String,
     pub shape: Vec<usize>,
-    pub data: Vec<f32>,
+    pub data: TensorData,
 }
 
 #[derive(Debug, Clone)]
@@ -89,7 +93,7 @@ struct Job {
     /// meanwhile.
     model: Arc<LoadedModel>,
     rows: usize,
-    inputs: Vec<Vec<f32>>,
+    inputs: Vec<TensorData>,
     enqueued: Instant,
     deadline: Instant,
     shadow: bool,
@@ -112,7 +116,7 @@ impl Queued for Job {
 struct ShadowJob {
     served: Arc<Served>,
     rows: usize,
-    inputs: Vec<Vec<f32>>,
+    inputs: Vec<TensorData>,
     primary: Outputs,
     enqueued: Instant,
 }
@@ -123,15 +127,6 @@ impl Queued for ShadowJob {
     }
     fn enqueued(&self) -> Instant {
         self.enqueued
-    }
-}
-
-/// The class count of a classifier's output row: `[C]` for a batch-dimension model, `[1, C]` for a
-/// fixed-batch one (mobilenet-style exports). `None` for anything else (regressors, maps).
-fn classes(row_shape: &[usize]) -> Option<usize> {
-    match *row_shape {
-        [c] | [1, c] if c >= 2 => Some(c),
-        _ => None,
     }
 }
 
@@ -154,6 +149,11 @@ pub struct Runtime {
     running: AtomicUsize,
     /// `infer` calls in progress (cache hits included): a request runs inline only when it is alone.
     in_flight: AtomicUsize,
+    /// Inference worker threads running. One whose thread ends by a panic is replaced (`WorkerGuard`);
+    /// readiness says so while fewer than configured run.
+    live_workers: AtomicUsize,
+    /// Workers replaced after a panic since start.
+    pub worker_restarts: AtomicUsize,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -162,11 +162,32 @@ impl std::fmt::Debug for Runtime {
     }
 }
 
-/// Why the runtime is not ready: installed models that are not loaded.
+/// Why the runtime is not ready: installed models that are not loaded, or inference workers missing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NotReady {
     NothingInstalled,
     Loading(Vec<String>),
+    Workers { running: usize, configured: usize },
+}
+
+/// Held by each inference worker thread for its life. A worker that ends by a panic (one outside a model
+/// run, which `LoadedModel::run` already turns into an error where panics unwind) is replaced at once, so
+/// queued requests keep being answered; its own callers get a 500 (their reply channels drop). Device
+/// builds abort on panic, and systemd restarts the whole agent instead.
+pub(crate) struct WorkerGuard {
+    rt: Arc<Runtime>,
+    index: usize,
+}
+
+impl Drop for WorkerGuard {
+    fn drop(&mut self) {
+        self.rt.live_workers.fetch_sub(1, Ordering::AcqRel);
+        if std::thread::panicking() && !self.rt.queue.is_closed() {
+            tracing::error!(worker = self.index, "an inference worker panicked; starting a new one");
+            self.rt.worker_restarts.fetch_add(1, Ordering::Relaxed);
+            self.rt.spawn_worker(self.index);
+        }
+    }
 }
 
 impl Runtime {
@@ -183,13 +204,11 @@ impl Runtime {
             metrics: Metrics::default(),
             running: AtomicUsize::new(0),
             in_flight: AtomicUsize::new(0),
+            live_workers: AtomicUsize::new(0),
+            worker_restarts: AtomicUsize::new(0),
         });
         for i in 0..rt.cfg.inference.workers {
-            let rt = rt.clone();
-            std::thread::Builder::new()
-                .name(format!("outpost-infer-{i}"))
-                .spawn(move || rt.worker())
-                .expect("spawn inference worker");
+            rt.spawn_worker(i);
         }
         let shadow_rt = rt.clone();
         std::thread::Builder::new()
@@ -197,6 +216,31 @@ impl Runtime {
             .spawn(move || shadow_rt.shadow_worker())
             .expect("spawn");
         rt
+    }
+
+    /// Starts inference worker `index` (counted as running from now: readiness must not flicker while
+    /// the thread starts). A failed spawn leaves it missing, which readiness reports.
+    fn spawn_worker(self: &Arc<Self>, index: usize) {
+        self.spawn_worker_running(index, Runtime::worker);
+    }
+
+    /// `spawn_worker` with the thread's body given (tests put a panicking one in a worker's place).
+    fn spawn_worker_running(self: &Arc<Self>, index: usize, body: fn(Arc<Runtime>)) {
+        self.live_workers.fetch_add(1, Ordering::AcqRel);
+        let guard = WorkerGuard { rt: self.clone(), index };
+        let spawned = std::thread::Builder::new().name(format!("outpost-infer-{index}")).spawn(move || {
+            let rt = guard.rt.clone();
+            let _guard = guard;
+            body(rt)
+        });
+        if let Err(e) = spawned {
+            tracing::error!(worker = index, "cannot start an inference worker: {e}");
+        }
+    }
+
+    /// Inference workers running now.
+    pub fn live_workers(&self) -> usize {
+        self.live_workers.load(Ordering::Acquire)
     }
 
     pub fn config(&self) -> &RuntimeConfig {
@@ -285,8 +329,13 @@ impl Runtime {
         *self.installed.write().expect("installed lock") = Some(names);
     }
 
-    /// Ready when every installed model has an active model loaded (and at least one is installed).
+    /// Ready when every installed model has an active model loaded (and at least one is installed), and
+    /// every configured inference worker is running.
     pub fn readiness(&self) -> Result<(), NotReady> {
+        let (running, configured) = (self.live_workers(), self.cfg.inference.workers);
+        if running < configured && !self.queue.is_closed() {
+            return Err(NotReady::Workers { running, configured });
+        }
         let installed = self.installed.read().expect("installed lock").clone();
         let names: Vec<String> = match installed {
             Some(names) => names.into_iter().collect(),
@@ -369,7 +418,7 @@ impl Runtime {
         let (rows, order) = validate(&model, &req, self.cfg.inference.max_rows)?;
         let key = self.cache_enabled().then(|| CacheKey { model: model.digest, input: input_hash(&req.inputs) });
         // The request's buffers move on to the model (an image is 600 KB: no copy).
-        let inputs: Vec<Vec<f32>> = order.into_iter().map(|i| std::mem::take(&mut req.inputs[i].data)).collect();
+        let inputs: Vec<TensorData> = order.into_iter().map(|i| std::mem::take(&mut req.inputs[i].data)).collect();
         if let Some(key) = &key {
             let hit = self.cache.lock().expect("cache lock").get(key, Instant::now());
             if let Some(hit) = hit {
@@ -435,7 +484,7 @@ impl Runtime {
             .collect();
         let tensors = Arc::new(tensors);
         if let Some(key) = key {
-            let weight = tensors.iter().map(|t| t.data.len() * 4 + 64).sum();
+            let weight = tensors.iter().map(|t| t.data.byte_len() + 64).sum();
             self.cache.lock().expect("cache lock").insert(key, tensors.clone(), weight, Instant::now());
         }
         Ok(self.response(&model, tensors, false, &req.outputs))
@@ -467,12 +516,44 @@ impl Runtime {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use crate::config::{Config, Overrides, parse};
+
+    fn runtime(workers: usize) -> Arc<Runtime> {
+        let raw = parse(&format!("[inference]\nworkers = {workers}\n"), "test").unwrap();
+        let cfg = Config::validate(raw, &Overrides::default(), "test").unwrap();
+        Runtime::start(crate::serve::runtime_config(&cfg))
+    }
+
+    fn wait_until(what: &str, ok: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !ok() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     #[test]
-    fn classifier_rows_are_recognised_with_or_without_a_fixed_batch_of_one() {
-        assert_eq!(super::classes(&[10]), Some(10));
-        assert_eq!(super::classes(&[1, 1000]), Some(1000));
-        assert_eq!(super::classes(&[1]), None);
-        assert_eq!(super::classes(&[3, 10]), None);
-        assert_eq!(super::classes(&[8, 8, 3]), None);
+    fn a_worker_thread_that_panics_is_replaced_by_a_running_one() {
+        let rt = runtime(2);
+        wait_until("two workers", || rt.live_workers() == 2);
+        // Worker 1's place taken by a thread that panics at once: its guard must start a real worker.
+        rt.spawn_worker_running(1, |_| panic!("injected worker panic"));
+        wait_until("the panic replaced", || rt.worker_restarts.load(Ordering::Relaxed) == 1);
+        wait_until("three threads again", || rt.live_workers() == 3);
+        assert_eq!(rt.readiness(), Err(NotReady::NothingInstalled), "worker count is not what is missing");
+        rt.shutdown();
+    }
+
+    #[test]
+    fn readiness_names_missing_workers_before_anything_else() {
+        let rt = runtime(2);
+        wait_until("two workers", || rt.live_workers() == 2);
+        // As if a worker had died without a replacement (a failed spawn).
+        rt.live_workers.fetch_sub(1, Ordering::AcqRel);
+        assert_eq!(rt.readiness(), Err(NotReady::Workers { running: 1, configured: 2 }));
+        rt.live_workers.fetch_add(1, Ordering::AcqRel);
+        assert_eq!(rt.readiness(), Err(NotReady::NothingInstalled));
+        rt.shutdown();
     }
 }

@@ -6,9 +6,11 @@
 //! links tract-core and tract-nnef only, without the ONNX parser and tract-hir (cross/README.md "Size").
 
 pub use outpost_models::ModelError;
+use outpost_models::TensorData;
+use outpost_models::bounds::{self, IndexBound};
 use outpost_models::interface::{self, Serving};
 use outpost_protocol::Digest;
-use outpost_protocol::manifest::{DType, Manifest, ModelFormat, ModelInterface};
+use outpost_protocol::manifest::{Manifest, ModelFormat, ModelInterface};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,7 +37,7 @@ impl Plan {
     }
 
     fn run(&self, values: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        let pooled = self.states.lock().expect("state pool").pop();
+        let pooled = self.states.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop();
         let mut state = match pooled {
             Some(state) => state,
             None => self.plan.spawn()?,
@@ -43,7 +45,7 @@ impl Plan {
         let result = state.run(values);
         // A failed run may leave a state mid-turn: only clean ones go back.
         if result.is_ok() {
-            let mut pool = self.states.lock().expect("state pool");
+            let mut pool = self.states.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             if pool.len() < POOLED_STATES {
                 pool.push(state);
             }
@@ -52,8 +54,9 @@ impl Plan {
     }
 }
 
-/// Each output's values (rows back to back) and its shape without the batch dimension.
-pub type Outputs = Vec<(Vec<f32>, Vec<usize>)>;
+/// Each output's values (rows back to back, in the output's own type) and its shape without the batch
+/// dimension.
+pub type Outputs = Vec<(TensorData, Vec<usize>)>;
 
 /// A served model: identity from its verified manifest, plans per batch size.
 #[derive(Debug)]
@@ -67,6 +70,8 @@ pub struct LoadedModel {
     /// Elements per row of each input, and each input's shape without the batch dimension.
     row_shapes: Vec<Vec<usize>>,
     row_lens: Vec<usize>,
+    /// Per input: the table it indexes, whose length its values must stay within.
+    bounds: Vec<Option<IndexBound>>,
     pub load_time: Duration,
     /// Measured time per row at each candidate batch size (empty until calibrated).
     pub calibration: Vec<(usize, Duration)>,
@@ -91,15 +96,8 @@ impl LoadedModel {
         let model = outpost_models::nnef::read(bytes)?;
         interface::check(&model, &manifest.interface)?;
         let iface = &manifest.interface;
-        for t in iface.inputs.iter().chain(&iface.outputs) {
-            if t.dtype != DType::F32 {
-                return Err(ModelError::Unsupported(format!(
-                    "tensor {} is {}; this agent serves FP32 tensors",
-                    t.name,
-                    t.dtype.as_str()
-                )));
-            }
-        }
+        // Read from the graph as tract loaded it, before optimisation fuses the gathers away.
+        let bounds = bounds::index_bounds(&model)?;
         let Serving { batchable, row_shapes, row_lens } = Serving::of(iface)?;
         let sizes: Vec<usize> = if batchable { batch_sizes(max_batch) } else { vec![1] };
         // A plan per batch size: the batch symbol (dimension 0 of the inputs) bound to that size.
@@ -125,6 +123,7 @@ impl LoadedModel {
             batchable,
             row_shapes,
             row_lens,
+            bounds,
             load_time: start.elapsed(),
             calibration: Vec::new(),
             mem_bytes,
@@ -154,45 +153,78 @@ impl LoadedModel {
         self.plans.keys().next_back().copied().unwrap_or(1)
     }
 
-    /// Runs `rows` rows; `inputs[i]` holds the rows of input `i` back to back. Returns each output's
-    /// values (rows back to back) and its per-row shape. Rows are cut into the compiled batch sizes; the
-    /// last piece is padded up to the nearest plan and the padding's outputs dropped.
-    pub fn run(&self, rows: usize, inputs: &[Vec<f32>]) -> Result<Outputs, ModelError> {
+    /// Runs `rows` rows; `inputs[i]` holds the rows of input `i` back to back, in the input's own type.
+    /// Returns each output's values (rows back to back, in the output's type) and its per-row shape. Rows
+    /// are cut into the compiled batch sizes; the last piece is padded up to the nearest plan and the
+    /// padding's outputs dropped. Types, lengths and index inputs are checked first, whoever the caller
+    /// (a request checked against another model, a self-test vector, a shadow sample): tract trusts them.
+    pub fn run(&self, rows: usize, inputs: &[TensorData]) -> Result<Outputs, ModelError> {
+        let specs = &self.interface().inputs;
+        if inputs.len() != specs.len() {
+            return Err(ModelError::BadInput(format!("{} inputs given; the model takes {}", inputs.len(), specs.len())));
+        }
+        for (i, (data, spec)) in inputs.iter().zip(specs).enumerate() {
+            if data.dtype() != spec.dtype {
+                return Err(ModelError::BadInput(format!(
+                    "input {} is {}; the model takes {}",
+                    spec.name,
+                    data.dtype(),
+                    spec.dtype
+                )));
+            }
+            if rows.checked_mul(self.row_len(i)) != Some(data.len()) {
+                return Err(ModelError::BadInput(format!(
+                    "input {} has {} values, not {rows} rows of {}",
+                    spec.name,
+                    data.len(),
+                    self.row_len(i)
+                )));
+            }
+            self.check_index(i, data)?;
+        }
+        outpost_models::run::caught(|| self.run_checked(rows, inputs))
+    }
+
+    /// Checks input `i`'s values against the table it indexes, if any ([`outpost_models::bounds`]): tract
+    /// would index out of bounds with them, a panic (the end of the agent on devices, which abort on panic).
+    pub fn check_index(&self, i: usize, data: &TensorData) -> Result<(), ModelError> {
+        match self.bounds.get(i).copied().flatten() {
+            Some(bound) => bounds::check(&self.interface().inputs[i].name, bound, data),
+            None => Ok(()),
+        }
+    }
+
+    fn run_checked(&self, rows: usize, inputs: &[TensorData]) -> Result<Outputs, ModelError> {
+        let run_err = |e: &dyn std::fmt::Display| ModelError::Run(e.to_string());
         let mut outputs: Outputs = Vec::new();
         let mut done = 0;
         while done < rows {
             let left = rows - done;
-            let (&size, plan) = self
-                .plans
-                .range(left..)
-                .next()
-                .or_else(|| self.plans.iter().next_back())
-                .expect("a loaded model has a plan");
+            let Some((&size, plan)) = self.plans.range(left..).next().or_else(|| self.plans.iter().next_back()) else {
+                return Err(ModelError::Run("the model has no compiled plan".into()));
+            };
             let take = left.min(size);
             let mut values = TVec::new();
             for (i, shape) in self.row_shapes.iter().enumerate() {
                 let per = self.row_len(i);
-                let mut data = inputs[i][done * per..(done + take) * per].to_vec();
-                data.resize(size * per, 0.0);
+                let mut data = inputs[i]
+                    .slice(done * per..(done + take) * per)
+                    .ok_or_else(|| ModelError::Run(format!("input {i} is shorter than {rows} rows")))?;
+                data.resize(size * per);
                 let full: Vec<usize> = if self.batchable { [&[size][..], shape].concat() } else { shape.clone() };
                 // Moves the buffer into the tensor (`Tensor::from_shape` would copy it once more).
-                let t = tract_ndarray::ArrayD::from_shape_vec(full, data)
-                    .map_err(|e| ModelError::Run(format!("input {i}: {e}")))?
-                    .into_tensor();
-                values.push(t.into_tvalue());
+                values.push(data.into_tract(&full).map_err(|e| run_err(&e))?.into_tvalue());
             }
             let result = plan.run(values).map_err(|e| ModelError::Run(format!("{e:#}")))?;
             for (o, value) in result.iter().enumerate() {
-                let view = value.to_plain_array_view::<f32>().map_err(|e| ModelError::Run(format!("{e:#}")))?;
-                let shape = view.shape();
-                let row_shape: Vec<usize> = if self.batchable { shape[1..].to_vec() } else { shape.to_vec() };
+                let shape = value.shape();
+                let row_shape: Vec<usize> =
+                    if self.batchable { shape.get(1..).unwrap_or_default().to_vec() } else { shape.to_vec() };
                 let per: usize = row_shape.iter().product();
-                if outputs.len() <= o {
-                    outputs.push((Vec::with_capacity(rows * per), row_shape));
-                }
-                match view.as_slice() {
-                    Some(flat) => outputs[o].0.extend_from_slice(&flat[..take * per]),
-                    None => outputs[o].0.extend(view.iter().take(take * per).copied()),
+                let part = TensorData::from_tract_prefix(value, take * per).map_err(|e| run_err(&e))?;
+                match outputs.get_mut(o) {
+                    Some((data, _)) => data.extend_from(&part).map_err(|e| run_err(&e))?,
+                    None => outputs.push((part, row_shape)),
                 }
             }
             done += take;
@@ -207,9 +239,13 @@ impl LoadedModel {
     /// the caller's thread.
     pub fn calibrate(&mut self, budget: Duration) {
         let sizes: Vec<usize> = self.plans.keys().copied().collect();
-        let inputs: Vec<Vec<Vec<f32>>> = sizes
+        // Zeros of each input's type: index 0 is within every table.
+        let inputs: Vec<Vec<TensorData>> = sizes
             .iter()
-            .map(|&rows| (0..self.row_shapes.len()).map(|i| vec![0.0; rows * self.row_len(i)]).collect())
+            .map(|&rows| {
+                let specs = &self.interface().inputs;
+                specs.iter().enumerate().map(|(i, t)| TensorData::zeros(t.dtype, rows * self.row_len(i))).collect()
+            })
             .collect();
         for (&rows, inputs) in sizes.iter().zip(&inputs) {
             let _ = self.run(rows, inputs); // warm-up: first runs allocate

@@ -73,6 +73,10 @@ impl<J: Queued> BatchQueue<J> {
         self.polling.load(Ordering::Acquire) > 0
     }
 
+    pub fn is_closed(&self) -> bool {
+        self.inner.lock().expect("queue lock").closed
+    }
+
     /// Wakes every waiting worker and makes `next_batch` return `None` once drained.
     pub fn close(&self) {
         self.inner.lock().expect("queue lock").closed = true;

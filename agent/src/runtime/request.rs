@@ -1,13 +1,15 @@
-//! Checking a request against the model, and the cache key over its exact input bytes.
+//! Checking a request against the model (names, types, shapes, rows, index values), and the cache key over
+//! its exact input bytes.
 
 use super::model::LoadedModel;
 use super::{InferError, InferRequest, InputTensor};
 use outpost_protocol::digest::Hasher;
 
-/// Checks names, datatypes and shapes against the model; returns the row count and, for each of the
-/// model's inputs in order, the index of the request tensor that feeds it. Every size comes from the
-/// request, so every product is checked (a batch of 2^58+1 rows of 64 values would wrap to 64) and rows
-/// are capped at `max_rows`.
+/// Checks names, datatypes, shapes and index values against the model; returns the row count and, for
+/// each of the model's inputs in order, the index of the request tensor that feeds it. Every size comes
+/// from the request, so every product is checked (a batch of 2^58+1 rows of 64 values would wrap to 64),
+/// rows are capped at `max_rows`, and a token id outside its embedding table is refused here, by name,
+/// before tract would index with it.
 pub(super) fn validate(
     model: &LoadedModel,
     req: &InferRequest,
@@ -31,6 +33,14 @@ pub(super) fn validate(
             .position(|t| t.name == spec.name)
             .ok_or_else(|| InferError::BadRequest(format!("missing input {:?}", spec.name)))?;
         let t = &req.inputs[index];
+        if t.data.dtype() != spec.dtype {
+            return Err(InferError::BadRequest(format!(
+                "input {:?} has datatype {}; the model takes {}",
+                t.name,
+                t.data.dtype(),
+                spec.dtype
+            )));
+        }
         let row_shape = model.row_shape(i);
         let (n, rest) = if model.batchable {
             match t.shape.split_first() {
@@ -69,6 +79,7 @@ pub(super) fn validate(
         if *rows.get_or_insert(n) != n {
             return Err(InferError::BadRequest("inputs disagree on the batch size".into()));
         }
+        model.check_index(i, &t.data).map_err(|e| InferError::BadRequest(e.to_string()))?;
         ordered.push(index);
     }
     if let Some(wanted) = &req.outputs {
@@ -85,7 +96,7 @@ fn join(dims: &[usize]) -> String {
     dims.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(",")
 }
 
-/// SHA-256 over every input's name, shape and exact f32 bytes: the cache key's input half.
+/// SHA-256 over every input's name, shape, type and exact little-endian bytes: the cache key's input half.
 pub(super) fn input_hash(inputs: &[InputTensor]) -> [u8; 32] {
     let mut h = Hasher::default();
     for t in inputs {
@@ -95,13 +106,11 @@ pub(super) fn input_hash(inputs: &[InputTensor]) -> [u8; 32] {
         for d in &t.shape {
             h.update(&(*d as u64).to_le_bytes());
         }
-        let mut buf = [0u8; 4096];
-        for chunk in t.data.chunks(1024) {
-            for (i, v) in chunk.iter().enumerate() {
-                buf[i * 4..i * 4 + 4].copy_from_slice(&v.to_le_bytes());
-            }
-            h.update(&buf[..chunk.len() * 4]);
-        }
+        // The same bytes as INT32 and as FP32 are different requests.
+        let dtype = t.data.dtype().as_str();
+        h.update(&[dtype.len() as u8]);
+        h.update(dtype.as_bytes());
+        t.data.for_each_le_chunk(|bytes| h.update(bytes));
     }
     h.finish().0
 }

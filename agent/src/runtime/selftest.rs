@@ -3,11 +3,12 @@
 //! exactly, floats within the vector's tolerance).
 
 use super::model::LoadedModel;
-use outpost_models::tensor::{self, TensorData};
+use outpost_models::tensor;
 use outpost_protocol::manifest::SelfTestVector;
 
 /// `Ok(n)` when all `n` vectors pass; `Err` names the first mismatch.
 pub fn run(model: &LoadedModel, vectors: &[SelfTestVector]) -> Result<usize, String> {
+    let outputs = &model.interface().outputs;
     for (v, vector) in vectors.iter().enumerate() {
         let first = vector.inputs.first().and_then(|t| t.shape.first()).copied().unwrap_or(1);
         let rows = if model.batchable { usize::try_from(first).unwrap_or(usize::MAX) } else { 1 };
@@ -25,18 +26,23 @@ pub fn run(model: &LoadedModel, vectors: &[SelfTestVector]) -> Result<usize, Str
             if t.shape != want {
                 return Err(format!("vector {v}: input {} has shape {:?}; the model takes {want:?}", t.name, t.shape));
             }
-            let values = tensor::from_manifest(t).map_err(|e| format!("vector {v}: input {}: {e}", t.name))?;
-            match values {
-                TensorData::F32(data) => inputs.push(data),
-                other => return Err(format!("vector {v}: input {} is {}", t.name, other.dtype())),
+            if t.dtype != spec.dtype {
+                return Err(format!("vector {v}: input {} is {}; the model takes {}", t.name, t.dtype, spec.dtype));
             }
+            inputs.push(tensor::from_manifest(t).map_err(|e| format!("vector {v}: input {}: {e}", t.name))?);
+        }
+        if vector.expected.len() != outputs.len() {
+            return Err(format!(
+                "vector {v} expects {} output(s); the model has {}",
+                vector.expected.len(),
+                outputs.len()
+            ));
         }
         let outs = model.run(rows, &inputs).map_err(|e| format!("vector {v}: {e}"))?;
         for (want, (data, row_shape)) in vector.expected.iter().zip(outs) {
             let shape: Vec<usize> =
                 if model.batchable { std::iter::once(rows).chain(row_shape).collect() } else { row_shape };
-            tensor::compare(&TensorData::F32(data), &shape, want, vector.tolerance)
-                .map_err(|e| format!("vector {v}: {e}"))?;
+            tensor::compare(&data, &shape, want, vector.tolerance).map_err(|e| format!("vector {v}: {e}"))?;
         }
     }
     Ok(vectors.len())

@@ -113,10 +113,10 @@ pub fn selftest_vectors(model: &[u8]) -> Vec<SelfTestVector> {
         .iter()
         .take(4)
         .map(|image| {
-            let out = loaded.run(1, std::slice::from_ref(image)).unwrap();
+            let out = loaded.run(1, &[TensorData::F32(image.clone())]).unwrap();
             SelfTestVector {
                 inputs: vec![to_manifest("input", &[1, 1, 8, 8], &TensorData::F32(image.clone()))],
-                expected: vec![to_manifest("logits", &[1, 10], &TensorData::F32(out[0].0.clone()))],
+                expected: vec![to_manifest("logits", &[1, 10], &out[0].0)],
                 tolerance: Tolerance::default(),
             }
         })
