@@ -108,7 +108,8 @@ fn malformed_requests_get_the_right_status_and_message_and_the_server_keeps_serv
             )
             .unwrap(),
             400,
-            "datatype INT64",
+            // The values are parsed in the declared type: the first one is not an integer.
+            "0.0 is not a value of type INT64",
         ),
         (
             "wrong input name",

@@ -27,7 +27,7 @@ pub fn caught<T>(f: impl FnOnce() -> Result<T, ModelError>) -> Result<T, ModelEr
             .map(String::as_str)
             .or_else(|| panic.downcast_ref::<&str>().copied())
             .unwrap_or("a panic");
-        Err(ModelError::Run(format!("tract failed on these inputs: {what}")))
+        Err(ModelError::Run(format!("tract panicked on these inputs: {what}")))
     })
 }
 

@@ -30,7 +30,8 @@ fn push(data: &mut TensorData, v: Loose) -> Result<(), String> {
         Loose::Bool(b) => b.to_string(),
         Loose::Int(i) => i.to_string(),
         Loose::Uint(u) => u.to_string(),
-        Loose::Float(f) => f.to_string(),
+        // `{:?}` keeps the point: "0.0 is not a value of type INT64", not "0 is not ...".
+        Loose::Float(f) => format!("{f:?}"),
         Loose::Text => "a string".to_owned(),
     };
     macro_rules! int {
@@ -197,7 +198,7 @@ mod tests {
             (DType::I64, "[9007199254740993,-1]", "[9007199254740993,-1]"),
             (DType::F16, "[1.5,-2]", "[1.5,-2.0]"),
             (DType::F32, "[1,2.5]", "[1.0,2.5]"),
-            (DType::F64, "[1e300]", "[1e300]"),
+            (DType::F64, "[1e300]", "[1e+300]"),
         ];
         for (dtype, json, back) in cases {
             let data = parse(dtype, json).unwrap_or_else(|e| panic!("{dtype}: {e}"));
