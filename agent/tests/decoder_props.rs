@@ -30,9 +30,13 @@ fn tensor() -> impl Strategy<Value = TensorData> {
         prop::collection::vec(any::<i16>(), n.clone()).prop_map(TensorData::I16),
         prop::collection::vec(any::<i32>(), n.clone()).prop_map(TensorData::I32),
         prop::collection::vec(any::<i64>(), n.clone()).prop_map(TensorData::I64),
-        prop::collection::vec(any::<u16>().prop_map(f16::from_bits).prop_filter("finite", |h| h.is_finite()), n.clone())
-            .prop_map(TensorData::F16),
-        prop::collection::vec(any::<f32>().prop_filter("finite", |x| x.is_finite()), n.clone()).prop_map(TensorData::F32),
+        prop::collection::vec(
+            any::<u16>().prop_map(f16::from_bits).prop_filter("finite", |h| h.is_finite()),
+            n.clone()
+        )
+        .prop_map(TensorData::F16),
+        prop::collection::vec(any::<f32>().prop_filter("finite", |x| x.is_finite()), n.clone())
+            .prop_map(TensorData::F32),
         prop::collection::vec(any::<f64>().prop_filter("finite", |x| x.is_finite()), n).prop_map(TensorData::F64),
     ]
 }
@@ -46,8 +50,10 @@ fn binary_body(tensors: &[TensorData]) -> (Vec<u8>, usize) {
     let inputs: Vec<Value> = tensors
         .iter()
         .enumerate()
-        .map(|(i, t)| json!({"name": format!("t{i}"), "shape": [t.len()], "datatype": t.dtype().as_str(),
-            "parameters": {"binary_data_size": t.byte_len()}}))
+        .map(|(i, t)| {
+            json!({"name": format!("t{i}"), "shape": [t.len()], "datatype": t.dtype().as_str(),
+            "parameters": {"binary_data_size": t.byte_len()}})
+        })
         .collect();
     let mut body = serde_json::to_vec(&json!({ "inputs": inputs })).unwrap();
     let len = body.len();

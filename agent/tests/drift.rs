@@ -3,12 +3,12 @@
 mod support;
 
 use outpost_agent::config::{CacheConfig, DriftConfig, InferenceConfig, ShadowConfig};
+use outpost_agent::runtime::TensorData;
 use outpost_agent::runtime::model::LoadedModel;
 use outpost_agent::runtime::{InferRequest, InputTensor, Runtime, RuntimeConfig};
 use outpost_protocol::drift::{DEFAULT_BINS, bin_index, shares};
 use outpost_protocol::manifest::{ReferenceProfile, TensorProfile};
 use std::time::Duration;
-use outpost_agent::runtime::TensorData;
 use support::*;
 
 fn runtime() -> std::sync::Arc<Runtime> {
@@ -52,7 +52,11 @@ async fn send(rt: &Runtime, images: &[Vec<f32>]) {
     for image in images {
         let req = InferRequest {
             model: "digits".into(),
-            inputs: vec![InputTensor { name: "input".into(), shape: vec![1, 1, 8, 8], data: TensorData::F32(image.clone()) }],
+            inputs: vec![InputTensor {
+                name: "input".into(),
+                shape: vec![1, 1, 8, 8],
+                data: TensorData::F32(image.clone()),
+            }],
             outputs: None,
         };
         rt.infer(req).await.unwrap();

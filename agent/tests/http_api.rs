@@ -3,9 +3,9 @@
 mod support;
 
 use outpost_agent::install::{self, Target, Trust};
+use outpost_agent::runtime::TensorData;
 use outpost_agent::runtime::model::LoadedModel;
 use outpost_agent::store::Store;
-use outpost_agent::runtime::TensorData;
 use support::*;
 
 fn install_into(cfg: &outpost_agent::config::Config, name: &str, version: &str, seq: u64, target: Target) {
@@ -208,7 +208,10 @@ fn cached_answers_are_byte_identical_and_a_new_version_never_gets_a_stale_one() 
     assert_eq!(third.header("x-outpost-cache"), None, "v2 never answers from v1's cache");
     assert_eq!(third.json()["model_version"], "2.0.0");
     let v2 = model_bytes("v2");
-    let want = LoadedModel::load(&v2, manifest(&v2, "2.0.0", 2), 1).unwrap().run(1, &[TensorData::F32(images[5].clone())]).unwrap();
+    let want = LoadedModel::load(&v2, manifest(&v2, "2.0.0", 2), 1)
+        .unwrap()
+        .run(1, &[TensorData::F32(images[5].clone())])
+        .unwrap();
     let got: Vec<f32> =
         third.json()["outputs"][0]["data"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
     for (g, w) in got.iter().zip(want[0].0.as_f32().unwrap()) {

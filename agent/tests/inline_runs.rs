@@ -4,11 +4,11 @@
 
 mod support;
 
+use outpost_agent::runtime::TensorData;
 use outpost_agent::runtime::model::LoadedModel;
 use outpost_agent::runtime::{InferRequest, InputTensor, Runtime};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use outpost_agent::runtime::TensorData;
 use support::*;
 
 fn runtime(name: &str) -> (Arc<Runtime>, Vec<Vec<f32>>) {
@@ -25,7 +25,11 @@ fn runtime(name: &str) -> (Arc<Runtime>, Vec<Vec<f32>>) {
 fn request(images: &[Vec<f32>]) -> InferRequest {
     InferRequest {
         model: "digits".into(),
-        inputs: vec![InputTensor { name: "input".into(), shape: vec![images.len(), 1, 8, 8], data: TensorData::F32(images.concat()) }],
+        inputs: vec![InputTensor {
+            name: "input".into(),
+            shape: vec![images.len(), 1, 8, 8],
+            data: TensorData::F32(images.concat()),
+        }],
         outputs: None,
     }
 }

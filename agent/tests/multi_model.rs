@@ -4,10 +4,10 @@
 
 mod support;
 
+use outpost_agent::runtime::TensorData;
 use outpost_agent::runtime::model::LoadedModel;
 use outpost_agent::runtime::{InferError, InferRequest, InputTensor, NotReady, Runtime};
 use std::sync::Arc;
-use outpost_agent::runtime::TensorData;
 use support::*;
 
 /// The three models of these tests: (name, committed file).
@@ -21,7 +21,11 @@ fn load(name: &str, file: &str, version: &str, seq: u64) -> LoadedModel {
 fn request(model: &str, image: &[f32]) -> InferRequest {
     InferRequest {
         model: model.into(),
-        inputs: vec![InputTensor { name: "input".into(), shape: vec![1, 1, 8, 8], data: TensorData::F32(image.to_vec()) }],
+        inputs: vec![InputTensor {
+            name: "input".into(),
+            shape: vec![1, 1, 8, 8],
+            data: TensorData::F32(image.to_vec()),
+        }],
         outputs: None,
     }
 }
@@ -29,7 +33,12 @@ fn request(model: &str, image: &[f32]) -> InferRequest {
 /// Each model's logits for the first `n` test images, run directly (the model alone, no runtime).
 fn alone(file: &str, n: usize) -> Vec<Vec<f32>> {
     let m = load("alone", file, "1.0.0", 1);
-    test_set().0.iter().take(n).map(|i| m.run(1, &[TensorData::F32(i.clone())]).unwrap()[0].0.as_f32().unwrap().to_vec()).collect()
+    test_set()
+        .0
+        .iter()
+        .take(n)
+        .map(|i| m.run(1, &[TensorData::F32(i.clone())]).unwrap()[0].0.as_f32().unwrap().to_vec())
+        .collect()
 }
 
 fn runtime(dir: &std::path::Path) -> Arc<Runtime> {
@@ -58,7 +67,11 @@ async fn three_models_answer_as_they_do_alone_from_concurrent_clients() {
                 for i in (client..n).step_by(3) {
                     let got = rt.infer_on_workers(request(name, &images[i])).await.unwrap();
                     assert_eq!(got.model_name, name);
-                    assert_eq!(got.outputs[0].data.as_f32().unwrap(), &want[i][..], "{name} image {i} answered as it does alone");
+                    assert_eq!(
+                        got.outputs[0].data.as_f32().unwrap(),
+                        &want[i][..],
+                        "{name} image {i} answered as it does alone"
+                    );
                 }
             });
         }
@@ -92,7 +105,11 @@ async fn updating_one_model_leaves_the_others_answers_unchanged_and_removal_stop
             for round in 0..5 {
                 for (i, want) in want_shapes.iter().enumerate() {
                     let got = rt.infer_on_workers(request("shapes", &images[i])).await.unwrap();
-                    assert_eq!((&got.model_version[..], got.outputs[0].data.as_f32().unwrap()), ("1.0.0", &want[..]), "round {round}");
+                    assert_eq!(
+                        (&got.model_version[..], got.outputs[0].data.as_f32().unwrap()),
+                        ("1.0.0", &want[..]),
+                        "round {round}"
+                    );
                 }
                 tokio::task::yield_now().await;
             }

@@ -159,7 +159,12 @@ fn every_typed_model_answers_like_onnxruntime_over_json_and_binary_and_a_real_oi
         // Metadata: the real types, in order.
         let meta = agent.get(&format!("/v2/models/{}", f.name)).json();
         let types = |key: &str| -> Vec<(String, String)> {
-            meta[key].as_array().unwrap().iter().map(|t| (t["name"].as_str().unwrap().into(), t["datatype"].as_str().unwrap().into())).collect()
+            meta[key]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| (t["name"].as_str().unwrap().into(), t["datatype"].as_str().unwrap().into()))
+                .collect()
         };
         let want = |ts: &[(String, Vec<usize>, TensorData)]| -> Vec<(String, String)> {
             ts.iter().map(|(n, _, d)| (n.clone(), d.dtype().as_str().to_owned())).collect()
@@ -198,7 +203,8 @@ fn every_typed_model_answers_like_onnxruntime_over_json_and_binary_and_a_real_oi
                 json!({"name": n, "shape": s, "datatype": d.dtype().as_str(), "parameters": {"binary_data_size": d.byte_len()}})
             })
             .collect();
-        let mut body = serde_json::to_vec(&json!({"inputs": inputs, "parameters": {"binary_data_output": true}})).unwrap();
+        let mut body =
+            serde_json::to_vec(&json!({"inputs": inputs, "parameters": {"binary_data_output": true}})).unwrap();
         let len = body.len();
         body.extend_from_slice(&raw);
         let r = agent.post_with(&infer_path(f), &[("Inference-Header-Content-Length", len.to_string())], &body);
@@ -212,7 +218,11 @@ fn every_typed_model_answers_like_onnxruntime_over_json_and_binary_and_a_real_oi
             let size = o["parameters"]["binary_data_size"].as_u64().unwrap() as usize;
             let (mine, after) = rest.split_at(size);
             rest = after;
-            got.push((o["name"].as_str().unwrap().to_owned(), shape_of(&o["shape"]), TensorData::from_le_bytes(dtype, mine).unwrap()));
+            got.push((
+                o["name"].as_str().unwrap().to_owned(),
+                shape_of(&o["shape"]),
+                TensorData::from_le_bytes(dtype, mine).unwrap(),
+            ));
         }
         assert!(rest.is_empty(), "{}: {} bytes after the outputs", f.name, rest.len());
         check(f, "binary", &got);
@@ -258,9 +268,17 @@ fn hostile_typed_requests_get_a_400_naming_the_problem_and_the_agent_keeps_servi
             body(json!([i64::MIN, 4, 5, 6, 7, 8, 9, 1]), "INT64", ones.clone()),
             "indexes a table of 50 rows",
         ),
-        ("FP32 where the model takes INT64", body(json!([1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]), "FP32", ones.clone()), "has datatype FP32; the model takes INT64"),
+        (
+            "FP32 where the model takes INT64",
+            body(json!([1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]), "FP32", ones.clone()),
+            "has datatype FP32; the model takes INT64",
+        ),
         ("BYTES", body(json!(["a", "b", "c", "d", "e", "f", "g", "h"]), "BYTES", ones.clone()), "datatype BYTES"),
-        ("a fraction as INT64", body(json!([1.5, 1, 1, 1, 1, 1, 1, 1]), "INT64", ones.clone()), "1.5 is not a value of type INT64"),
+        (
+            "a fraction as INT64",
+            body(json!([1.5, 1, 1, 1, 1, 1, 1, 1]), "INT64", ones.clone()),
+            "1.5 is not a value of type INT64",
+        ),
     ];
     let good = body(json!([3, 4, 5, 6, 7, 8, 9, 10]), "INT64", ones.clone());
     for (what, req, needle) in cases {

@@ -192,7 +192,11 @@ pub fn in_process_clients(
                     let data = rows[(c * per_client + i) % rows.len()].clone();
                     let req = InferRequest {
                         model: name.clone(),
-                        inputs: vec![InputTensor { name: input.clone(), shape: shape.clone(), data: TensorData::F32(data) }],
+                        inputs: vec![InputTensor {
+                            name: input.clone(),
+                            shape: shape.clone(),
+                            data: TensorData::F32(data),
+                        }],
                         outputs: None,
                     };
                     let t = Instant::now();

@@ -61,8 +61,9 @@ pub fn decode_request(body: &[u8], header_len: Option<&str>) -> Result<InferRequ
             ));
         }
         let (mine, after) = rest.split_at(size);
-        input.data =
-            Some(TensorData::from_le_bytes(dtype, mine).map_err(|e| format!("input {:?}: binary data: {e}", input.name))?);
+        input.data = Some(
+            TensorData::from_le_bytes(dtype, mine).map_err(|e| format!("input {:?}: binary data: {e}", input.name))?,
+        );
         rest = after;
     }
     if !rest.is_empty() {

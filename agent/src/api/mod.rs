@@ -70,10 +70,9 @@ async fn ready(State(rt): State<Arc<Runtime>>) -> Response {
         Err(NotReady::Loading(names)) => {
             error(StatusCode::SERVICE_UNAVAILABLE, format!("installed but not loaded yet: {}", names.join(", ")))
         }
-        Err(NotReady::Workers { running, configured }) => error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("{running} of {configured} inference workers are running"),
-        ),
+        Err(NotReady::Workers { running, configured }) => {
+            error(StatusCode::SERVICE_UNAVAILABLE, format!("{running} of {configured} inference workers are running"))
+        }
     }
 }
 

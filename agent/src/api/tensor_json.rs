@@ -151,7 +151,10 @@ pub struct Values<'a>(pub &'a TensorData);
 
 impl serde::Serialize for Values<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        fn all<S: Serializer, T: serde::Serialize>(s: S, items: impl ExactSizeIterator<Item = T>) -> Result<S::Ok, S::Error> {
+        fn all<S: Serializer, T: serde::Serialize>(
+            s: S,
+            items: impl ExactSizeIterator<Item = T>,
+        ) -> Result<S::Ok, S::Error> {
             let mut seq = s.serialize_seq(Some(items.len()))?;
             for x in items {
                 seq.serialize_element(&x)?;

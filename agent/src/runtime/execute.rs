@@ -3,8 +3,8 @@
 
 use super::model::{self, LoadedModel, Outputs};
 use super::{InferError, Job, Runtime, Served, ShadowJob};
-use outpost_models::TensorData;
 use crate::stats::drift::DriftAccumulator;
+use outpost_models::TensorData;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};

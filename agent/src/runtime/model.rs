@@ -161,7 +161,11 @@ impl LoadedModel {
     pub fn run(&self, rows: usize, inputs: &[TensorData]) -> Result<Outputs, ModelError> {
         let specs = &self.interface().inputs;
         if inputs.len() != specs.len() {
-            return Err(ModelError::BadInput(format!("{} inputs given; the model takes {}", inputs.len(), specs.len())));
+            return Err(ModelError::BadInput(format!(
+                "{} inputs given; the model takes {}",
+                inputs.len(),
+                specs.len()
+            )));
         }
         for (i, (data, spec)) in inputs.iter().zip(specs).enumerate() {
             if data.dtype() != spec.dtype {

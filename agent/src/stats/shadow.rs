@@ -3,8 +3,8 @@
 
 use super::classes;
 use super::drift::top1;
-use outpost_models::TensorData;
 use super::histogram::LatencyHistogram;
+use outpost_models::TensorData;
 use outpost_protocol::Digest;
 use outpost_protocol::Version;
 use outpost_protocol::telemetry::ShadowStats;
@@ -43,7 +43,10 @@ impl ShadowAccumulator {
         let judged = primary.iter().any(|(data, shape)| !data.dtype().is_float() || classes(shape).is_some());
         let rows = primary.first().map_or(0, |(data, shape)| data.len() / shape.iter().product::<usize>().max(1));
         let structural = primary.len() != candidate.len()
-            || primary.iter().zip(candidate).any(|((p, ps), (c, cs))| p.dtype() != c.dtype() || p.len() != c.len() || ps != cs);
+            || primary
+                .iter()
+                .zip(candidate)
+                .any(|((p, ps), (c, cs))| p.dtype() != c.dtype() || p.len() != c.len() || ps != cs);
         if structural {
             self.max_abs_diff = f32::MAX;
             if judged {
