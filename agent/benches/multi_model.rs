@@ -88,7 +88,11 @@ fn runtime() -> Arc<Runtime> {
 fn request(model: &str, row: &[f32]) -> InferRequest {
     InferRequest {
         model: model.into(),
-        inputs: vec![InputTensor { name: "input".into(), shape: vec![1, 1, 8, 8], data: row.to_vec() }],
+        inputs: vec![InputTensor {
+            name: "input".into(),
+            shape: vec![1, 1, 8, 8],
+            data: outpost_models::TensorData::F32(row.to_vec()),
+        }],
         outputs: None,
     }
 }

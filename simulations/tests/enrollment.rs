@@ -258,19 +258,23 @@ fn devices_enroll_over_mosquitto_wait_for_approval_and_revoked_ones_are_refused(
     setup(&["certs", "init"]);
     setup(&["certs", "server", "--host", "127.0.0.1", "--out", &d(&pki)]);
     setup(&["certs", "controller", "--out", &d(&pki)]);
-    // The broker reads the CRL the controller rewrites on every revocation.
-    std::os::unix::fs::symlink(data.join("ca/crl.pem"), pki.join("crl.pem")).unwrap();
+    // The broker reads the CRL the controller rewrites on every revocation. The controller's data directory
+    // is private (0700) and mosquitto started as root drops to its own user, so the revoke hook copies the
+    // list where the broker can read it before the reload (as docs/security.md tells operators to).
+    std::fs::copy(data.join("ca/crl.pem"), pki.join("crl.pem")).unwrap();
     let broker = ProdBroker::start(&pki);
     let config = dir.join("controller.toml");
     std::fs::write(
         &config,
         format!(
             "[broker]\nurl = \"mqtts://127.0.0.1:{}\"\nca = {:?}\nclient_cert = {:?}\nclient_key = {:?}\n\
-             [enroll]\non_revoke = [\"sh\", \"-c\", \"kill -HUP {}\"]\n",
+             [enroll]\non_revoke = [\"sh\", \"-c\", \"cp '{}' '{}' && kill -HUP {}\"]\n",
             broker.tls_port,
             d(&pki.join("ca.pem")),
             d(&pki.join("controller.crt")),
             d(&pki.join("controller.key")),
+            d(&data.join("ca/crl.pem")),
+            d(&pki.join("crl.pem")),
             broker.pid()
         ),
     )
