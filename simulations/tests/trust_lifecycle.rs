@@ -210,6 +210,15 @@ fn a_release_key_is_rotated_and_revoked_across_the_fleet() {
     ctl.rollout("digits@1.0.0", "first");
     wait_until("1.0.0 everywhere", 90, || serving_all(&ports, "1.0.0"), || ctl.context(&ids));
     ctl.done("first");
+    // Each device finishes its watch of 1.0.0 before the next rollout. (A desired state that arrives while a
+    // first install is still watching rolls it back and leaves the model unserved: a known agent bug, noted
+    // on issue 12, not what this test is about.)
+    wait_until(
+        "1.0.0 committed everywhere",
+        30,
+        || ids.iter().all(|id| ctl.run(&["devices", "show", id]).contains("1.0.0 watching -> committed")),
+        || ctl.context(&ids),
+    );
 
     // Rotate: B replaces A. The operator signs policy v2 with the root and pushes it.
     let v2 = d(&dir.join("trust-2.policy"));
@@ -241,7 +250,25 @@ fn a_release_key_is_rotated_and_revoked_across_the_fleet() {
         || ids.iter().all(|id| ctl.run(&["devices", "show", id]).contains("1.1.0 verifying -> rejected [unknown_key]")),
         || ctl.context(&ids),
     );
-    assert!(serving_all(&ports, "1.0.0"), "the running model keeps serving");
+    // Each agent is asked until it answers (a busy agent may drop one connection); whatever it answers
+    // must be 1.0.0.
+    let serving_now: Vec<_> = ports
+        .iter()
+        .map(|p| {
+            (0..20).find_map(|_| {
+                let v = serving(*p);
+                if v.is_none() {
+                    std::thread::sleep(Duration::from_millis(250));
+                }
+                v
+            })
+        })
+        .collect();
+    assert!(
+        serving_now.iter().all(|v| v.as_deref() == Some("1.0.0")),
+        "the running model keeps serving: {serving_now:?}\n{}",
+        ctl.context(&ids)
+    );
     ctl.run(&["rollout", "abort", "revoked"]);
     // Bundles of the new key install everywhere (other weights than 1.0.0: the agent keys a loaded model by
     // its digest, so the same weights under a new version would still answer as 1.0.0).
