@@ -96,10 +96,10 @@ echo "first boot to first inference: $(($(now_ms) - t0)) ms (install, load, serv
 infer_digits "$port" 16
 
 echo "== the controller sees the device"
-# The device's row: its arch, online, enrolled, the model it reported in hello, and the image's labels.
+# The device's row: its arch, online, enrolled, its agent version, the model it reported in hello, the image's labels.
 has_device() {
   "$outpost" devices list --controller "http://127.0.0.1:$api" --data-dir "$work/ctl" |
-    grep -iE "^qemu-device-1 +$arch +yes +enrolled +digits 1\.0\.0 .*board=emulated"
+    grep -iE "^qemu-device-1 +$arch +yes +enrolled +[0-9][^ ]* +digits 1\.0\.0 .*board=emulated"
 }
 wait_for 60 has_device || { "$outpost" devices list --controller "http://127.0.0.1:$api" --data-dir "$work/ctl"; exit 1; }
 "$outpost" devices list --controller "http://127.0.0.1:$api" --data-dir "$work/ctl"
