@@ -3,7 +3,6 @@
 
 mod support;
 
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 use support::*;
@@ -12,26 +11,13 @@ use support::*;
 fn devices_register_over_mosquitto_and_pushed_bundles_are_verified() {
     let dir = tempdir("controller");
     let (_broker, port) = mosquitto(&dir);
-    let (policy, root_pub) = trust_files(&dir);
-    let api_port = free_port();
-    let data = dir.join("controller-data");
-    let d = |p: &Path| p.display().to_string();
-    let api = format!("127.0.0.1:{api_port}");
-    let _controller = Proc(
-        Command::new(outpost_bin())
-            .args(["serve", "--data-dir", &d(&data), "--api", &api, "--broker", &format!("mqtt://127.0.0.1:{port}")])
-            .args(["--trust", &d(&policy), "--root-pub", &d(&root_pub)])
-            .spawn()
-            .unwrap(),
-    );
-    wait_port(api_port);
+    let ctl = Controller::with_broker(&dir, port);
     let _a = agent(&dir, "dev-eu-1", port, "region = \"eu\"");
     let _b = agent(&dir, "dev-us-1", port, "region = \"us\"");
-    let url = format!("http://{api}");
-    let remote = ["--controller", url.as_str(), "--data-dir", &d(&data)];
+    let url = ctl.url.clone();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let out = outpost(&[&["devices", "list", "-o", "json"][..], &remote].concat());
+        let out = ctl.cli(&["devices", "list", "-o", "json"]);
         let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
         // Registered by its hello (labels), not only seen online through presence or telemetry.
         let joined = |d: &serde_json::Value| d["online"] == true && d["labels"]["region"].is_string();
@@ -41,33 +27,29 @@ fn devices_register_over_mosquitto_and_pushed_bundles_are_verified() {
         assert!(Instant::now() < deadline, "devices did not register: {list} {}", String::from_utf8_lossy(&out.stderr));
         std::thread::sleep(Duration::from_millis(100));
     }
-    let out = outpost(&[&["devices", "list", "-l", "region=eu"][..], &remote].concat());
+    let out = ctl.cli(&["devices", "list", "-l", "region=eu"]);
     let table = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(table.contains("dev-eu-1") && !table.contains("dev-us-1"), "{table}");
     // Telemetry flows and is acked: the cursor advances.
     std::thread::sleep(Duration::from_secs(3));
-    let out = outpost(&[&["devices", "show", "dev-eu-1", "-o", "json"][..], &remote].concat());
+    let out = ctl.cli(&["devices", "show", "dev-eu-1", "-o", "json"]);
     let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(shown["telemetry"]["received"].as_u64() >= Some(2), "{shown}");
     assert_eq!(shown["telemetry"]["missing"], 0);
 
-    let good = dir.join("digits.obundle");
-    std::fs::write(&good, digits_bundle("1.0.0", 1)).unwrap();
-    let out = outpost(&[&["bundle", "push", &d(&good)][..], &remote].concat());
+    let out = ctl.push_bundle(&dir, "digits", digits_bundle("1.0.0", 1));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let mut bad = digits_bundle("1.0.1", 2);
     let n = bad.len();
     bad[n / 2] ^= 1;
-    let tampered = dir.join("tampered.obundle");
-    std::fs::write(&tampered, bad).unwrap();
-    let out = outpost(&[&["bundle", "push", &d(&tampered)][..], &remote].concat());
+    let out = ctl.push_bundle(&dir, "tampered", bad);
     assert_eq!(out.status.code(), Some(1));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("payload_digest_mismatch"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = outpost(&[&["bundle", "list"][..], &remote].concat());
+    let out = ctl.cli(&["bundle", "list"]);
     let list = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(list.contains("digits@1.0.0") && !list.contains("1.0.1"), "{list}");
     // Without the token, nothing.
@@ -129,20 +111,7 @@ fn with_no_config_the_controller_runs_its_own_broker_and_devices_join_it() {
 fn a_good_rollout_completes_in_waves_and_a_bad_model_is_caught_at_the_canary_and_rolled_back() {
     let dir = tempdir("rollout");
     let (_broker, port) = mosquitto(&dir);
-    let (policy, root_pub) = trust_files(&dir);
-    let api_port = free_port();
-    let data = dir.join("controller-data");
-    let d = |p: &Path| p.display().to_string();
-    let api = format!("127.0.0.1:{api_port}");
-    let _controller = Proc(
-        Command::new(outpost_bin())
-            .args(["serve", "--data-dir", &d(&data), "--api", &api, "--broker", &format!("mqtt://127.0.0.1:{port}")])
-            .args(["--trust", &d(&policy), "--root-pub", &d(&root_pub)])
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_port(api_port);
+    let ctl = Controller::with_broker(&dir, port);
     let ports: Vec<u16> = (0..4).map(|_| free_port()).collect();
     let _agents: Vec<_> = ports
         .iter()
@@ -164,22 +133,14 @@ fn a_good_rollout_completes_in_waves_and_a_bad_model_is_caught_at_the_canary_and
             }
         })
     };
-    let url = format!("http://{api}");
-    let remote = ["--controller", url.as_str(), "--data-dir", &d(&data)];
-    let run = |args: &[&str]| {
-        let out = Command::new(outpost_bin()).args([args, &remote[..]].concat()).output().unwrap();
-        assert!(out.status.success(), "outpost {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let run = |args: &[&str]| ctl.run(args);
     let deadline = Instant::now() + Duration::from_secs(30);
     while !run(&["devices", "list"]).contains("dev-3") {
         assert!(Instant::now() < deadline, "devices did not register");
         std::thread::sleep(Duration::from_millis(100));
     }
     for (name, model, version, seq) in [("v1", "v1", "1.0.0", 1u64), ("bad", "bad", "2.0.0", 2)] {
-        let path = dir.join(format!("{name}.obundle"));
-        std::fs::write(&path, bundle_of(model, version, seq)).unwrap();
-        run(&["bundle", "push", &d(&path)]);
+        assert!(ctl.push_bundle(&dir, name, bundle_of(model, version, seq)).status.success());
     }
 
     // 1. v1 everywhere: one canary, then the rest.

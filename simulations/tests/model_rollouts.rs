@@ -13,8 +13,6 @@ use outpost_protocol::topics::{self, Down, Up};
 use outpost_protocol::{Arch, DeviceId, Digest, Limits, ModelName, Version};
 use rumqttc::{Client, Event, MqttOptions, Packet, QoS};
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use support::*;
@@ -148,52 +146,6 @@ fn window(r: &RunningModel) -> InferenceWindow {
     }
 }
 
-struct Ctl {
-    remote: Vec<String>,
-}
-
-impl Ctl {
-    fn run(&self, args: &[&str]) -> std::process::Output {
-        let all: Vec<&str> = args.iter().copied().chain(self.remote.iter().map(String::as_str)).collect();
-        outpost(&all)
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(out.status.success(), "outpost {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn json(&self, args: &[&str]) -> serde_json::Value {
-        serde_json::from_str(&self.ok(&[args, &["-o", "json"]].concat())).unwrap()
-    }
-
-    /// Waits until `pred` holds for the device list, printing the list on a timeout.
-    fn wait_devices(&self, what: &str, pred: impl Fn(&[serde_json::Value]) -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let list = self.json(&["devices", "list"]);
-            if pred(list.as_array().unwrap()) {
-                return;
-            }
-            assert!(Instant::now() < deadline, "{what}: {}", self.ok(&["devices", "list"]));
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-
-    fn wait_phase(&self, id: &str, want: &str) -> serde_json::Value {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let r = self.json(&["rollout", "status", id]);
-            if r["state"]["phase"] == want || r["state"]["phase"].get(want).is_some() {
-                return r;
-            }
-            assert!(Instant::now() < deadline, "{id} never became {want}: {}", self.ok(&["rollout", "status", id]));
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-}
-
 /// Devices on which `model` runs `version`.
 fn on(list: &[serde_json::Value], model: &str, version: &str) -> usize {
     list.iter()
@@ -216,20 +168,7 @@ fn release(bytes: &[u8]) -> (Digest, RunningModel) {
 fn rollouts_of_two_models_on_the_same_devices_are_independent_and_a_removal_takes_one_off() {
     let dir = tempdir("model-rollouts");
     let (_broker, port) = mosquitto(&dir);
-    let (policy, root_pub) = trust_files(&dir);
-    let api_port = free_port();
-    let data = dir.join("controller-data");
-    let d = |p: &Path| p.display().to_string();
-    let api = format!("127.0.0.1:{api_port}");
-    let _controller = Proc(
-        Command::new(outpost_bin())
-            .args(["serve", "--data-dir", &d(&data), "--api", &api, "--broker", &format!("mqtt://127.0.0.1:{port}")])
-            .args(["--trust", &d(&policy), "--root-pub", &d(&root_pub)])
-            .spawn()
-            .unwrap(),
-    );
-    wait_port(api_port);
-    let ctl = Ctl { remote: vec!["--controller".into(), format!("http://{api}"), "--data-dir".into(), d(&data)] };
+    let ctl = Controller::with_broker(&dir, port);
 
     // Two models, two releases each, pushed and verified by the controller.
     let bundles = [
@@ -247,9 +186,8 @@ fn rollouts_of_two_models_on_the_same_devices_are_independent_and_a_removal_take
             first.insert(model, r.clone());
         }
         releases.insert(digest, r);
-        let path = dir.join(format!("{model}-{version}.obundle"));
-        std::fs::write(&path, &bytes).unwrap();
-        ctl.ok(&["bundle", "push", &d(&path)]);
+        let out = ctl.push_bundle(&dir, &format!("{model}-{version}"), bytes);
+        assert!(out.status.success(), "push {model} {version}: {}", String::from_utf8_lossy(&out.stderr));
     }
     let releases: Releases = Arc::new(releases);
 
@@ -266,13 +204,13 @@ fn rollouts_of_two_models_on_the_same_devices_are_independent_and_a_removal_take
         let region = if i % 2 == 0 { "eu" } else { "us" };
         threads.push(std::thread::spawn(move || device(&format!("dev-{i:02}"), port, region, start, rel, stop)));
     }
-    ctl.wait_devices("all ten devices registered", |l| l.len() == 10 && on(l, "vibration", "1.0.0") == 8);
-    let table = ctl.ok(&["devices", "list"]);
+    ctl.wait_devices("all ten devices registered", 60, |l| l.len() == 10 && on(l, "vibration", "1.0.0") == 8);
+    let table = ctl.run(&["devices", "list"]);
     assert!(table.contains("digits 1.0.0, vibration 1.0.0"), "every model in one line: {table}");
 
     // Both rollouts at once, on overlapping devices, each with its own waves.
-    ctl.ok(&["rollout", "start", "--bundle", "digits@2.0.0", "--waves", "2,100%", "--bake", "2s", "--id", "d2"]);
-    ctl.ok(&[
+    ctl.run(&["rollout", "start", "--bundle", "digits@2.0.0", "--waves", "2,100%", "--bake", "2s", "--id", "d2"]);
+    ctl.run(&[
         "rollout",
         "start",
         "--bundle",
@@ -284,23 +222,23 @@ fn rollouts_of_two_models_on_the_same_devices_are_independent_and_a_removal_take
         "--id",
         "v11",
     ]);
-    let d2 = ctl.wait_phase("d2", "Completed");
+    let d2 = ctl.wait_phase("d2", "Completed", 60);
     assert_eq!(d2["state"]["members"].as_object().unwrap().len(), 10);
-    let v11 = ctl.wait_phase("v11", "Completed");
+    let v11 = ctl.wait_phase("v11", "Completed", 60);
     let fresh = |r: &serde_json::Value| {
         r["state"]["members"].as_object().unwrap().values().filter(|m| m["fresh"] == true).count()
     };
     assert_eq!((v11["state"]["members"].as_object().unwrap().len(), fresh(&v11)), (10, 2), "it added vibration to two");
-    ctl.wait_devices("both releases everywhere", |l| {
+    ctl.wait_devices("both releases everywhere", 60, |l| {
         on(l, "digits", "2.0.0") == 10 && on(l, "vibration", "1.1.0") == 10
     });
     let advanced = |r: &serde_json::Value| r["state"]["history"].to_string().matches("Advanced").count();
     assert_eq!((advanced(&d2), advanced(&v11)), (1, 2), "each rollout went through its own waves");
 
     // abort --revert of vibration never touches digits; the two devices it added vibration to remove it.
-    let out = ctl.ok(&["rollout", "abort", "v11", "--revert"]);
+    let out = ctl.run(&["rollout", "abort", "v11", "--revert"]);
     assert!(out.contains("v11"), "{out}");
-    ctl.wait_devices("vibration back on 1.0.0", |l| {
+    ctl.wait_devices("vibration back on 1.0.0", 60, |l| {
         on(l, "vibration", "1.0.0") == 8 && on(l, "vibration", "1.1.0") == 0
     });
     let list = ctl.json(&["devices", "list"]);
@@ -316,11 +254,11 @@ fn rollouts_of_two_models_on_the_same_devices_are_independent_and_a_removal_take
     );
 
     // A removal: vibration off the eu devices, digits untouched; refusals of the wrong verbs.
-    let out = ctl.ok(&["rollout", "remove", "vibration", "-l", "region=eu", "--bake", "1s", "--id", "rm-eu"]);
+    let out = ctl.run(&["rollout", "remove", "vibration", "-l", "region=eu", "--bake", "1s", "--id", "rm-eu"]);
     assert!(out.contains("rm-eu"), "{out}");
-    let rm = ctl.wait_phase("rm-eu", "Completed");
+    let rm = ctl.wait_phase("rm-eu", "Completed", 60);
     assert_eq!(rm["spec"]["kind"], "Remove");
-    ctl.wait_devices("vibration gone from eu", |l| on(l, "vibration", "1.0.0") == 4);
+    ctl.wait_devices("vibration gone from eu", 60, |l| on(l, "vibration", "1.0.0") == 4);
     let list = ctl.json(&["devices", "list"]);
     let list = list.as_array().unwrap();
     for dev in list {
@@ -329,14 +267,14 @@ fn rollouts_of_two_models_on_the_same_devices_are_independent_and_a_removal_take
         assert!(!(eu && has), "an eu device still runs vibration: {dev}");
     }
     assert_eq!(on(list, "digits", "2.0.0"), 10, "the removal left digits alone");
-    let undo = ctl.run(&["rollout", "undo", "rm-eu"]);
+    let undo = ctl.cli(&["rollout", "undo", "rm-eu"]);
     assert_eq!(undo.status.code(), Some(2));
     assert!(
         String::from_utf8_lossy(&undo.stderr).contains("roll it out again"),
         "{}",
         String::from_utf8_lossy(&undo.stderr)
     );
-    let nothing = ctl.run(&["rollout", "remove", "kws"]);
+    let nothing = ctl.cli(&["rollout", "remove", "kws"]);
     assert!(
         String::from_utf8_lossy(&nothing.stderr).contains("no bundle of kws"),
         "{}",
@@ -345,18 +283,18 @@ fn rollouts_of_two_models_on_the_same_devices_are_independent_and_a_removal_take
 
     // What an operator sees: skew of every model, each device's models (printed: `-- --nocapture`).
     for args in [&["devices", "list"][..], &["rollout", "status", "rm-eu"], &["devices", "show", "dev-00"]] {
-        println!("$ outpost {}\n{}", args.join(" "), ctl.ok(args));
+        println!("$ outpost {}\n{}", args.join(" "), ctl.run(args));
     }
-    let skew = ctl.ok(&["skew"]);
+    let skew = ctl.run(&["skew"]);
     println!("$ outpost skew\n{skew}");
     assert!(skew.contains("model digits") && skew.contains("model vibration"), "{skew}");
-    let show = ctl.ok(&["devices", "show", "dev-00"]);
+    let show = ctl.run(&["devices", "show", "dev-00"]);
     assert!(show.contains("  digits\n    running   2.0.0"), "{show}");
     assert!(
         show.contains("  vibration\n    running   -\n    desired   1.1.0 (sequence 2): remove, rollout rm-eu"),
         "{show}"
     );
-    let show = ctl.ok(&["devices", "show", "dev-01"]);
+    let show = ctl.run(&["devices", "show", "dev-01"]);
     assert!(show.contains("  vibration\n    running   1.0.0"), "a us device keeps vibration: {show}");
 
     *stop.lock().unwrap() = true;

@@ -8,11 +8,8 @@ mod support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
 use support::*;
 
 /// What the device's own API says it serves of `model` (`None`: it does not serve it).
@@ -42,39 +39,12 @@ fn infer_vibration(port: u16) {
     }
 }
 
-fn wait(what: &str, secs: u64, mut cond: impl FnMut() -> bool, describe: impl Fn() -> String) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !cond() {
-        assert!(Instant::now() < deadline, "{what} within {secs} s:\n{}", describe());
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 #[test]
 fn real_agents_take_two_models_in_concurrent_rollouts_and_each_model_keeps_its_own_verbs_gates_and_skew() {
     let dir = tempdir("model-rollouts-agents");
     let (_broker, port) = mosquitto(&dir);
-    let (policy, root_pub) = trust_files(&dir);
-    let api_port = free_port();
-    let data = dir.join("controller-data");
-    let d = |p: &Path| p.display().to_string();
-    let api = format!("127.0.0.1:{api_port}");
-    let _controller = Proc(
-        Command::new(outpost_bin())
-            .args(["serve", "--data-dir", &d(&data), "--api", &api, "--broker", &format!("mqtt://127.0.0.1:{port}")])
-            .args(["--trust", &d(&policy), "--root-pub", &d(&root_pub)])
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_port(api_port);
-    let url = format!("http://{api}");
-    let remote = ["--controller", url.as_str(), "--data-dir", &d(&data)];
-    let run = |args: &[&str]| {
-        let out = Command::new(outpost_bin()).args([args, &remote[..]].concat()).output().unwrap();
-        assert!(out.status.success(), "outpost {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let ctl = Controller::with_broker(&dir, port);
+    let run = |args: &[&str]| ctl.run(args);
     for (model, file, version, seq) in [
         ("digits", "v1", "1.0.0", 1),
         ("digits", "v2", "2.0.0", 2),
@@ -84,9 +54,8 @@ fn real_agents_take_two_models_in_concurrent_rollouts_and_each_model_keeps_its_o
         // Scrambled weights: loads and answers, but disagrees with 2.0.0.
         ("digits", "bad", "3.0.0", 3),
     ] {
-        let path = dir.join(format!("{model}-{version}.obundle"));
-        std::fs::write(&path, model_bundle(model, file, version, seq)).unwrap();
-        run(&["bundle", "push", &d(&path)]);
+        let out = ctl.push_bundle(&dir, &format!("{model}-{version}"), model_bundle(model, file, version, seq));
+        assert!(out.status.success(), "push {model} {version}: {}", String::from_utf8_lossy(&out.stderr));
     }
     let ports: Vec<u16> = (0..4).map(|_| free_port()).collect();
     let regions = ["eu", "us", "eu", "us"];
@@ -112,7 +81,7 @@ fn real_agents_take_two_models_in_concurrent_rollouts_and_each_model_keeps_its_o
         })
     };
     let describe = || format!("{}\n{}", run(&["devices", "list"]), run(&["rollout", "history"]));
-    wait("the four devices registered", 30, || run(&["devices", "list"]).matches("dev-").count() == 4, describe);
+    wait_until("the four devices registered", 30, || run(&["devices", "list"]).matches("dev-").count() == 4, describe);
     // A first install bakes longer: a device reports a window of a model only once it serves it and an
     // application asked it, which takes a debug-built agent a few seconds.
     let start = |bundle: &str, waves: &str, bake: &str, id: &str| {
@@ -127,7 +96,7 @@ fn real_agents_take_two_models_in_concurrent_rollouts_and_each_model_keeps_its_o
     // Both models arrive at the same time: digits installed, vibration added beside it.
     start("digits@1.0.0", "100%", "15s", "d1");
     start("vibration@1.0.0", "100%", "15s", "v1");
-    wait(
+    wait_until(
         "digits 1.0.0 and vibration 1.0.0 on every device",
         120,
         || {
@@ -142,7 +111,7 @@ fn real_agents_take_two_models_in_concurrent_rollouts_and_each_model_keeps_its_o
     // Two new releases at once, each in its own waves.
     start("digits@2.0.0", "1,100%", "4s", "d2");
     start("vibration@1.1.0", "2,100%", "4s", "v11");
-    wait(
+    wait_until(
         "digits 2.0.0 and vibration 1.1.0 on every device",
         180,
         || {
@@ -159,7 +128,7 @@ fn real_agents_take_two_models_in_concurrent_rollouts_and_each_model_keeps_its_o
     // Back on 1.0.0 as the devices' APIs and the controller's view say (the next verb on vibration waits
     // for the revert to end).
     let reverted = || all("vibration", "1.0.0") && !run(&["devices", "list"]).contains("vibration 1.1.0");
-    wait("vibration back on 1.0.0", 60, reverted, describe);
+    wait_until("vibration back on 1.0.0", 60, reverted, describe);
     assert!(all("digits", "2.0.0"), "the vibration revert left digits alone");
     assert_eq!(phase("d2"), "Completed");
 
@@ -168,7 +137,7 @@ fn real_agents_take_two_models_in_concurrent_rollouts_and_each_model_keeps_its_o
     let out = run(&["rollout", "remove", "vibration", "-l", "region=eu", "--bake", "1s", "--id", "rm-eu"]);
     println!("$ outpost rollout remove vibration -l region=eu --bake 1s --id rm-eu\n{out}");
     assert!(out.contains("rm-eu"), "{out}");
-    wait("the removal completed", 60, || phase("rm-eu") == "Completed", describe);
+    wait_until("the removal completed", 60, || phase("rm-eu") == "Completed", describe);
     println!("$ outpost rollout status rm-eu\n{}", run(&["rollout", "status", "rm-eu"]));
     for (i, p) in ports.iter().enumerate() {
         let want = if regions[i] == "eu" { None } else { Some("1.0.0".to_owned()) };
@@ -200,7 +169,7 @@ fn real_agents_take_two_models_in_concurrent_rollouts_and_each_model_keeps_its_o
         ["--watch", "2s", "--shadow", "4s", "--min-shadow-agreement", "90%", "--on-failure", "rollback", "--id", "d3"];
     run(&[&["rollout", "start", "--bundle", "digits@3.0.0", "--waves", "1,100%", "--bake", "6s"][..], &gated].concat());
     let mut saw_bad = std::collections::BTreeSet::new();
-    wait(
+    wait_until(
         "digits 3.0.0 rolled back, digits 2.0.0 everywhere",
         120,
         || {
@@ -213,7 +182,7 @@ fn real_agents_take_two_models_in_concurrent_rollouts_and_each_model_keeps_its_o
     assert!(phase("v12").get("Paused").is_some(), "the digits rollback left vibration paused: {}", phase("v12"));
     assert!(us("vibration", "1.2.0") <= 1, "nothing beyond vibration's canary while paused");
     run(&["rollout", "resume", "v12"]);
-    wait(
+    wait_until(
         "vibration 1.2.0 on the us devices",
         120,
         || phase("v12") == "Completed" && us("vibration", "1.2.0") == 2,
@@ -234,7 +203,7 @@ fn real_agents_take_two_models_in_concurrent_rollouts_and_each_model_keeps_its_o
         rest[..rest.find("\nmodel ").map_or(rest.len(), |e| e + 1)].to_owned()
     };
     let settled = "on target 2, behind 0, ahead 0, in progress 0, failed 0, unknown 0";
-    wait(
+    wait_until(
         "the us devices commit vibration 1.2.0",
         60,
         || section(&run(&["skew"]), "vibration").contains(settled),

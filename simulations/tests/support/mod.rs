@@ -3,6 +3,10 @@
 #![allow(dead_code)]
 
 pub mod browser;
+pub mod controller;
+
+#[allow(unused_imports)] // each test binary uses some of them
+pub use controller::{Controller, path, wait_until};
 
 use outpost_agent::config::{Config, Overrides};
 use outpost_protocol::bundle;
