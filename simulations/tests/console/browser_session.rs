@@ -1,4 +1,5 @@
-//! The console in headless chromium: sign in, the fleet, pause and resume a rollout, a device, the audit log.
+//! The console in headless chromium on the quick-start demo's fleet: sign in, the fleet, pause and resume a
+//! rollout, a device, the audit log.
 
 use super::*;
 use support::browser::Browser;
@@ -10,8 +11,15 @@ fn screenshots_dir() -> PathBuf {
 }
 
 #[test]
-fn an_operator_signs_in_and_pauses_and_resumes_the_rollout_in_headless_chromium() {
-    let f = fleet("console");
+fn an_operator_signs_in_to_the_demo_fleet_and_pauses_and_resumes_a_rollout_in_headless_chromium() {
+    let f = demo_fleet("console-demo", 4);
+    let (_, list) = f.get("/api/v1/devices");
+    let ids: Vec<String> = list.as_array().unwrap().iter().map(|d| d["id"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(ids.len(), 4, "{list}");
+    // The operator tries digits-subtle 2.1.0 again, without a shadow period this time: its canary runs it
+    // while the first wave bakes for 10 minutes.
+    let rollout = "subtle-again";
+    first_wave(&f, "digits@2.1.0", rollout);
     // A per-operator token, made by the admin: what this person does is audited with their name.
     let (status, op) = f.post("/api/v1/operators", json!({"name": "ada"}));
     assert_eq!(status, 201, "{op}");
@@ -21,7 +29,7 @@ fn an_operator_signs_in_and_pauses_and_resumes_the_rollout_in_headless_chromium(
     let anon: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
     assert_eq!(anon.get(format!("{}/api/v1/devices", f.url)).call().unwrap().status().as_u16(), 401);
     assert_eq!(
-        anon.post(format!("{}/api/v1/rollouts/{ROLLOUT}/pause", f.url)).send_empty().unwrap().status().as_u16(),
+        anon.post(format!("{}/api/v1/rollouts/{rollout}/pause", f.url)).send_empty().unwrap().status().as_u16(),
         401
     );
     let mut login = anon
@@ -35,7 +43,7 @@ fn an_operator_signs_in_and_pauses_and_resumes_the_rollout_in_headless_chromium(
     let session = cookie.split(';').next().unwrap().to_owned();
     let csrf = login.body_mut().read_json::<Value>().unwrap()["csrf"].as_str().unwrap().to_owned();
     let pause = |with_csrf: bool| {
-        let mut req = anon.post(format!("{}/api/v1/rollouts/{ROLLOUT}/pause", f.url)).header("Cookie", &session);
+        let mut req = anon.post(format!("{}/api/v1/rollouts/{rollout}/pause", f.url)).header("Cookie", &session);
         if with_csrf {
             req = req.header("X-Outpost-CSRF", &csrf);
         }
@@ -53,7 +61,7 @@ fn an_operator_signs_in_and_pauses_and_resumes_the_rollout_in_headless_chromium(
         .unwrap();
     assert_eq!(wrong.status().as_u16(), 401);
     assert!(
-        f.cli(&["rollout", "status", ROLLOUT]).lines().any(|l| l.starts_with("phase") && l.contains("Progressing"))
+        f.cli(&["rollout", "status", rollout]).lines().any(|l| l.starts_with("phase") && l.contains("Progressing"))
     );
 
     let shots = screenshots_dir();
@@ -64,16 +72,17 @@ fn an_operator_signs_in_and_pauses_and_resumes_the_rollout_in_headless_chromium(
     b.type_into("#token", &ada);
     b.click("#signin-button");
     b.wait_text("#who", |t| t.contains("ada"));
-    let table = b.wait_text("#devices", |t| DEVICES.iter().all(|d| t.contains(d)));
-    assert!(table.contains("digits 1.0.0"), "the canary's model shows: {table}");
-    b.wait_text(".card[data-status=online] .status-count", |t| t == "3");
+    let table = b.wait_text("#devices", |t| ids.iter().all(|d| t.contains(d.as_str())));
+    assert!(table.contains("digits 2.1.0"), "the canary's model shows: {table}");
+    assert!(table.contains("vibration 1.1.0"), "each device's second model shows: {table}");
+    b.wait_text(".card[data-status=online] .status-count", |t| t == "4");
     b.screenshot("fleet");
 
     b.click("a[data-page=rollouts]");
-    let row = format!("tr[data-rollout=\"{ROLLOUT}\"] .phase");
+    let row = format!("tr[data-rollout=\"{rollout}\"] .phase");
     b.wait_text(&row, |t| t == "progressing");
     b.screenshot("rollouts");
-    b.click(&format!("tr[data-rollout=\"{ROLLOUT}\"] a"));
+    b.click(&format!("tr[data-rollout=\"{rollout}\"] a"));
     b.wait_text("#phase", |t| t == "progressing");
     b.wait_text("#gates", |t| t.contains("quorum"));
     b.click("button[data-verb=pause]");
@@ -82,41 +91,31 @@ fn an_operator_signs_in_and_pauses_and_resumes_the_rollout_in_headless_chromium(
     b.click("#confirm-yes");
     b.wait_text("#phase", |t| t == "paused");
     // The controller, asked through the CLI, says so, and the audit log names the operator.
-    let status = f.cli(&["rollout", "status", ROLLOUT]);
+    let status = f.cli(&["rollout", "status", rollout]);
     assert!(status.lines().any(|l| l.starts_with("phase") && l.contains("Paused")), "{status}");
-    let (_, rollout) = f.get(&format!("/api/v1/rollouts/{ROLLOUT}"));
-    let last = rollout["state"]["history"].as_array().unwrap().last().unwrap().clone();
+    let (_, record) = f.get(&format!("/api/v1/rollouts/{rollout}"));
+    let last = record["state"]["history"].as_array().unwrap().last().unwrap().clone();
     assert_eq!((last["decision"].clone(), last["by"].clone()), (json!("Paused"), json!({"Operator": "ada"})));
     b.wait_text("#trail", |t| t.contains("paused") && t.contains("ada"));
 
     b.click("button[data-verb=resume]");
     b.click("#confirm-yes");
     b.wait_text("#phase", |t| t == "progressing");
-    let status = f.cli(&["rollout", "status", ROLLOUT]);
+    let status = f.cli(&["rollout", "status", rollout]);
     assert!(status.lines().any(|l| l.starts_with("phase") && l.contains("Progressing")), "{status}");
     b.screenshot("rollout");
 
     // The canary's page: models, events and telemetry charts with data in them.
     let (_, devices) = f.get("/api/v1/devices");
-    let canary = devices.as_array().unwrap().iter().find(|d| runs_v1(d)).unwrap()["id"].as_str().unwrap().to_owned();
-    // Applications use the canary, so its windows carry requests (an idle model sends no windows).
-    let port = f.agents[DEVICES.iter().position(|d| *d == canary).unwrap()].1;
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let load = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                infer(port);
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        })
-    };
+    let canary = devices.as_array().unwrap().iter().find(|d| runs(d, "digits", "2.1.0")).unwrap()["id"].as_str();
+    let canary = canary.unwrap().to_owned();
+    // The demo's applications keep asking every device, so the canary's windows carry requests.
     f.until("windows with requests from the canary", |f| {
         let (_, w) = f.get(&format!("/api/v1/devices/{canary}/windows"));
         w.as_array().is_some_and(|w| w.iter().filter(|x| x["requests"].as_u64() > Some(0)).count() >= 2)
     });
     b.goto(&format!("{}/console/#/devices/{canary}", f.url));
-    b.wait_text("#models", |t| t.contains("digits") && t.contains("1.0.0"));
+    b.wait_text("#models", |t| t.contains("digits") && t.contains("2.1.0"));
     b.wait_text("#events", |t| t.contains("Committed"));
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -129,8 +128,6 @@ fn an_operator_signs_in_and_pauses_and_resumes_the_rollout_in_headless_chromium(
         std::thread::sleep(Duration::from_millis(300));
     }
     b.screenshot("device");
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    load.join().unwrap();
 
     b.click("a[data-page=audit]");
     b.wait_text("#audit", |t| t.contains("ada") && t.contains("signed in"));
@@ -142,5 +139,4 @@ fn an_operator_signs_in_and_pauses_and_resumes_the_rollout_in_headless_chromium(
         assert!(png.starts_with(b"\x89PNG") && png.len() > 5_000, "{name}.png is not a screenshot");
     }
     println!("screenshots in {}", shots.display());
-    drop(f.agents);
 }

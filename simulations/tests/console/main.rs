@@ -1,8 +1,9 @@
-//! The operator console and `/metrics`, as people and Prometheus see them: a real controller with real
-//! agents over mosquitto and a rollout in its first wave; the controller's and an agent's `/metrics` read
-//! with Python's `prometheus_client` parser and checked against the API; the console driven in headless
-//! chromium (sign in, fleet, pause and resume the rollout from the page and see the controller report it,
-//! a device's charts, the audit log), screenshots written to `<target>/console-screenshots/`.
+//! The operator console and `/metrics`, as people and Prometheus see them. `/metrics` of the controller and
+//! of an agent, read with Python's `prometheus_client` parser and checked against the API, on a controller
+//! with real agents over mosquitto and a rollout in its first wave; the console driven in headless chromium
+//! on the quick-start demo's fleet (sign in, the fleet, pause and resume a rollout from the page and see the
+//! controller report it, a device's charts, the audit log), screenshots written to
+//! `<target>/console-screenshots/`; the API and console over TLS.
 
 #[path = "../support/mod.rs"]
 mod support;
@@ -23,11 +24,23 @@ const ROLLOUT: &str = "digits-first";
 
 /// The device record runs digits 1.0.0 (devices hold a list of running models).
 fn runs_v1(d: &Value) -> bool {
-    d["running"].as_array().is_some_and(|l| l.iter().any(|m| m["name"] == "digits" && m["version"]["major"] == 1))
+    runs(d, "digits", "1.0.0")
+}
+
+/// The device record runs `model` at `version` (`MAJOR.MINOR.PATCH`).
+fn runs(d: &Value, model: &str, version: &str) -> bool {
+    d["running"]
+        .as_array()
+        .is_some_and(|l| l.iter().any(|m| m["name"] == model && self::version(&m["version"]) == version))
+}
+
+fn version(v: &Value) -> String {
+    format!("{}.{}.{}", v["major"], v["minor"], v["patch"])
 }
 
 struct Fleet {
-    _broker: Proc,
+    /// mosquitto, or the quick-start demo (controller, broker and agents in one process).
+    _procs: Vec<Proc>,
     ctl: Controller,
     agents: Vec<(Running, u16)>,
     dir: PathBuf,
@@ -96,7 +109,7 @@ fn fleet(name: &str) -> Fleet {
     let token = token.trim().to_owned();
     assert!(!token.is_empty(), "an empty api-token");
     let http: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
-    let f = Fleet { _broker: broker, url: ctl.url.clone(), ctl, agents, dir, token, http };
+    let f = Fleet { _procs: vec![broker], url: ctl.url.clone(), ctl, agents, dir, token, http };
     f.until("three devices online", |f| {
         let (_, list) = f.get("/api/v1/devices");
         list.as_array().is_some_and(|l| l.len() == 3 && l.iter().all(|d| d["online"] == true))
@@ -109,20 +122,71 @@ fn fleet(name: &str) -> Fleet {
         .send(&bundle[..])
         .unwrap();
     assert_eq!(r.status().as_u16(), 201, "{}", r.body_mut().read_to_string().unwrap());
+    first_wave(&f, "digits@1.0.0", ROLLOUT);
+    f
+}
+
+/// Starts a rollout of `release` (`MODEL@VERSION`) in waves of 1 device then 100 %, the first wave baking
+/// for 10 minutes, and waits until its canary has committed it: the rollout is running for the test.
+fn first_wave(f: &Fleet, release: &str, id: &str) {
     let (status, body) = f.post(
         "/api/v1/rollouts",
-        json!({"bundle": "digits@1.0.0", "waves": "1,100%", "bake_secs": 600, "watch_secs": 2,
-               "max_error_rate": 0.05, "id": ROLLOUT}),
+        json!({"bundle": release, "waves": "1,100%", "bake_secs": 600, "watch_secs": 2,
+               "max_error_rate": 0.05, "id": id}),
     );
     assert_eq!(status, 201, "{body}");
-    f.until("the canary to commit digits 1.0.0", |f| {
+    let (model, version) = release.split_once('@').unwrap();
+    f.until(&format!("the canary to commit {release}"), |f| {
         let (_, list) = f.get("/api/v1/devices");
         list.as_array().unwrap().iter().any(|d| {
-            let events = d["models"]["digits"]["events"].as_array();
-            runs_v1(d) && events.and_then(|e| e.last()).is_some_and(|e| e["to"] == "Committed")
+            let events = d["models"][model]["events"].as_array();
+            runs(d, model, version) && events.and_then(|e| e.last()).is_some_and(|e| e["to"] == "Committed")
         })
     });
-    f
+}
+
+/// The quick-start demo's fleet once its story has played (`outpost-sim demo --keep-running`): `devices`
+/// agents under inference load serving digits 2.0.0 and vibration 1.1.0, the controller's console on its API
+/// address, and digits-subtle 2.1.0 (rolled back at the canary by the demo) among its bundles.
+fn demo_fleet(name: &str, devices: usize) -> Fleet {
+    use std::io::BufRead;
+    let dir = tempdir(name);
+    let (out, log) = (dir.join("demo"), dir.join("demo.log"));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_outpost-sim"))
+        .args(["demo", "--keep-running", "--devices", &devices.to_string(), "--out", &path(&out)])
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let demo = Proc(child);
+    // Once its story is told the demo prints
+    // `Console: http://127.0.0.1:PORT/  (sign in with the token T, in DATA/api-token)`.
+    let mut said = String::new();
+    let console = loop {
+        let Some(Ok(line)) = lines.next() else {
+            let log = std::fs::read_to_string(&log).unwrap_or_default();
+            panic!(
+                "the demo ended without keeping its fleet running:\n{said}\n{}",
+                &log[log.len().saturating_sub(3000)..]
+            );
+        };
+        said.push_str(&line);
+        said.push('\n');
+        if let Some(rest) = line.strip_prefix("Console: ") {
+            break rest.to_owned();
+        }
+    };
+    // Its output goes on being read, so the demo never blocks on a full pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    let summary = std::fs::read_to_string(out.join("report/summary.md")).unwrap();
+    assert!(summary.contains("Every expected outcome happened"), "the demo's story went otherwise:\n{summary}");
+    let port: u16 = console.split("127.0.0.1:").nth(1).and_then(|p| p.split('/').next()).unwrap().parse().unwrap();
+    let data = console.split(", in ").nth(1).and_then(|p| p.strip_suffix("/api-token)")).unwrap();
+    let ctl = Controller::attach(port, Path::new(data), &log);
+    let token = std::fs::read_to_string(ctl.data.join("api-token")).unwrap().trim().to_owned();
+    let http: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    Fleet { _procs: vec![demo], url: ctl.url.clone(), ctl, agents: Vec::new(), dir, token, http }
 }
 
 /// Python's prometheus_client parser over an exposition: families with their type, help and samples.

@@ -2,10 +2,6 @@
 
 use super::*;
 
-fn version(v: &Value) -> String {
-    format!("{}.{}.{}", v["major"], v["minor"], v["patch"])
-}
-
 /// What the API says, in the terms /metrics uses.
 fn api_view(f: &Fleet) -> (BTreeMap<String, f64>, Value) {
     let mut want = BTreeMap::new();

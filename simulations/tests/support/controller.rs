@@ -17,7 +17,7 @@ pub fn wait_until(what: &str, secs: u64, mut ok: impl FnMut() -> bool, context: 
 
 /// A running controller. Its log goes to `DIR/controller.log` so a failing test can show its tail.
 pub struct Controller {
-    _proc: Proc,
+    _proc: Option<Proc>,
     pub url: String,
     pub api_port: u16,
     pub data: PathBuf,
@@ -35,7 +35,13 @@ impl Controller {
             .spawn()
             .unwrap();
         wait_port(api_port);
-        Controller { _proc: Proc(child), url: format!("http://127.0.0.1:{api_port}"), api_port, data, log }
+        Controller { _proc: Some(Proc(child)), url: format!("http://127.0.0.1:{api_port}"), api_port, data, log }
+    }
+
+    /// A controller some other process runs (the quick-start demo's), on `127.0.0.1:API_PORT`.
+    pub fn attach(api_port: u16, data: &Path, log: &Path) -> Controller {
+        let url = format!("http://127.0.0.1:{api_port}");
+        Controller { _proc: None, url, api_port, data: data.to_owned(), log: log.to_owned() }
     }
 
     /// The usual set-up: mosquitto on `broker_port` and the trust files of `trust_files(dir)`.
