@@ -4,8 +4,10 @@
 
 mod support;
 
-use outpost_protocol::messages::{BundleRef, DesiredState, Mode, Watch};
+use outpost_protocol::codec;
+use outpost_protocol::messages::{BundleRef, DesiredState, Message, Mode, Watch};
 use outpost_protocol::telemetry::UpdateStage;
+use outpost_protocol::topics::{self, Down};
 use outpost_protocol::{DeviceId, Digest, ModelName, RejectReason, Version};
 use support::broker::Mosquitto;
 use support::controller::FakeController;
@@ -49,6 +51,72 @@ fn serves(agent: &AgentProcess, version: &str) {
         assert!(std::time::Instant::now() < deadline, "digits {version} not serving: {} {}", r.status, r.text());
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+}
+
+/// The attacker: a plain MQTT client of its own on the broker, publishing `d` as the retained desired
+/// state of its model, exactly as given.
+fn attacker_publishes(port: u16, device: &DeviceId, d: &DesiredState) {
+    let o = rumqttc::MqttOptions::new("attacker", "127.0.0.1", port);
+    let (client, mut connection) = rumqttc::Client::new(o, 8);
+    let topic = topics::down(device, &Down::Desired(d.model.clone()));
+    client.publish(topic, rumqttc::QoS::AtLeastOnce, true, codec::encode(&Message::Desired(d.clone()))).unwrap();
+    for event in connection.iter() {
+        match event.expect("the attacker reaches the broker") {
+            rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)) => break,
+            _ => continue,
+        }
+    }
+    client.disconnect().ok();
+}
+
+fn floor_stays_and_nothing_rolled_back(ctl: &FakeController, dir: &std::path::Path) {
+    assert_eq!(floor(dir), 1);
+    let seen = ctl.seen.lock().unwrap();
+    let back: Vec<_> = seen.events.iter().filter(|e| e.to == UpdateStage::RolledBack).collect();
+    assert!(back.is_empty(), "nothing was rolled back: {back:?}");
+}
+
+/// A first install is under watch (no previous model to fall back on) when an attacker publishes a desired
+/// state naming a genuine bundle with a lying sequence. Before the fix the unsigned message rolled the
+/// watched install back as superseded, and the model stayed unserved once the forged bundle was refused.
+/// Now the install finishes its watch and keeps serving; the forged state waits, then is refused.
+#[test]
+fn a_forged_desired_state_during_a_first_install_watch_leaves_the_model_serving() {
+    let dir = tempdir("attack-watch");
+    let broker = Mosquitto::start(&dir);
+    let ctl = FakeController::start(broker.port);
+    let device = DeviceId::new("dev-watched").unwrap();
+    let link = format!("[link]\nbroker = \"{}\"\ndevice_id = \"{device}\"\n", broker.url());
+    let agent = AgentProcess::spawn(&dir, &link);
+
+    let v1 = ctl.offer(signed_bundle("v1", "1.0.0", 1));
+    let mut first = desired("1.0.0", 1, v1);
+    // Long enough that the attack surely lands inside the watch, even on a loaded machine.
+    first.watch.secs = 20;
+    ctl.publish_desired(&device, &first);
+    ctl.wait_event("1.0.0", UpdateStage::Watching);
+    serves(&agent, "1.0.0");
+
+    let v2 = ctl.offer(signed_bundle("v2", "2.0.0", 2));
+    attacker_publishes(broker.port, &device, &desired("2.0.0", u64::MAX, v2));
+    let e = ctl.wait_event("2.0.0", UpdateStage::Idle);
+    assert!(e.detail.contains("waits for digits 1.0.0 to finish its watch"), "{}", e.detail);
+    serves(&agent, "1.0.0");
+    assert_eq!(agent.get("/v2/models/digits").status, 200);
+
+    // The install commits on its own watch; then the forged state is fetched, verified, and refused.
+    ctl.wait_event("1.0.0", UpdateStage::Committed);
+    let e = ctl.wait_event("2.0.0", UpdateStage::Rejected);
+    assert_eq!(e.reason, Some(RejectReason::DesiredMismatch), "{}", e.detail);
+    serves(&agent, "1.0.0");
+    floor_stays_and_nothing_rolled_back(&ctl, &dir);
+
+    // The forged state stays retained on the broker: a restart meets it again and still serves 1.0.0.
+    let mut agent = agent;
+    agent.kill9();
+    agent.restart();
+    serves(&agent, "1.0.0");
+    floor_stays_and_nothing_rolled_back(&ctl, &dir);
 }
 
 #[test]

@@ -9,6 +9,8 @@
 //! - a switch that is not an activation goes back to the `previous` of just before, and the model it left
 //!   never serves again without a fresh activation (a revert never bounces back);
 //! - an event about one model changes nothing of the other's (slots or update machine);
+//! - a desired state asking for an install (activate or shadow) never takes a model off or switches it:
+//!   one arriving while an activated model is watched waits for the watch to end;
 //! - a step whose state cannot be persisted is undone and performs nothing.
 
 use outpost_agent::fleet::platform::{Clock, Disk, Fabric, Serving, Sink, Watched, Work};
@@ -372,6 +374,14 @@ impl World {
                 }
             }
         }
+        // Unsigned input may ask, never decide: an install request switches nothing by itself (only a
+        // verified activation, the watch's verdict, a revert or a removal do).
+        if let Ev::Desired { mode: 0..=5, .. } = ev {
+            for name in MODELS {
+                let active = |s: &Slots| s.model(name).and_then(|m| m.active_digest());
+                prop_assert_eq!(active(&slots_before), active(&slots), "{}: switched by an install request", name);
+            }
+        }
         // Independence, except where a forged desired state made both models fetch the same bundle: chunks
         // and the staging file are keyed by bundle, so the two jobs share them (the forged one is refused as
         // `desired_mismatch` once verified). Known limit, left for per-model staging files.
@@ -445,4 +455,43 @@ fn the_events_reach_commits_reverts_and_both_models() {
         w.shell.machine("classifier").unwrap().state.job.as_ref().unwrap().outcome.as_ref().unwrap().0,
         RejectReason::DesiredMismatch
     );
+}
+
+/// A first install under watch meets a forged desired state (a genuine bundle of the other model under
+/// this model's name): the install finishes its watch and keeps serving; the forged one starts after it
+/// and is refused once verified. Before the fix the watched model was rolled back to nothing.
+#[test]
+fn a_forged_desired_state_during_a_first_install_watch_leaves_the_model_serving() {
+    let mut w = World::new();
+    let run = |w: &mut World, evs: &[Ev]| {
+        for e in evs {
+            w.step(e).unwrap();
+        }
+    };
+    run(
+        &mut w,
+        &[
+            Ev::Desired { m: 0, rel: 1, lie: Lie::None, mode: 0 },
+            Ev::Chunks { m: 0, corrupt: false },
+            Ev::Verified { m: 0, honest: true },
+            Ev::SelfTested { m: 0, ok: true },
+            Ev::Loaded { m: 0, ok: true },
+            Ev::Tick { ms: 1_000 },
+        ],
+    );
+    let first = w.rel(0, 1).model;
+    assert_eq!(w.shell.stage("detector"), UpdateStage::Watching);
+    let previous = w.p.slots.model("detector").and_then(|m| m.previous_digest());
+    assert_eq!(previous, None, "a first install: nothing to roll back to");
+    run(&mut w, &[Ev::Desired { m: 0, rel: 2, lie: Lie::ForeignBundle, mode: 0 }]);
+    assert_eq!(w.shell.stage("detector"), UpdateStage::Watching, "the watch goes on");
+    assert_eq!(w.p.slots.active_digest("detector"), Some(first));
+    // A restart while it waits loses neither the watch nor what waits.
+    run(&mut w, &[Ev::Restart, Ev::Tick { ms: 400_000 }]);
+    assert_eq!(w.p.slots.floor("detector"), 1, "committed by its own watch");
+    assert_eq!(w.shell.stage("detector"), UpdateStage::Fetching, "the waiting desired state started");
+    run(&mut w, &[Ev::Chunks { m: 0, corrupt: false }, Ev::Verified { m: 0, honest: true }]);
+    let job = w.shell.machine("detector").unwrap().state.job.clone().unwrap();
+    assert_eq!(job.outcome.unwrap().0, RejectReason::DesiredMismatch);
+    assert_eq!(w.p.slots.active_digest("detector"), Some(first), "still serving");
 }

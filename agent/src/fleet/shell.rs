@@ -100,6 +100,16 @@ impl Shell {
                 _ => vec![],
             };
             self.step(p, &name, Input::Restarted { valid_chunks });
+            // A desired state that waited for a watch which ended just before the crash starts now.
+            self.start_queued(p, &name);
+        }
+    }
+
+    /// Starts the desired state that waited for `model`'s watch, once that watch has ended. Its
+    /// `already_active` is decided now: the watch may have committed it or rolled back to it.
+    fn start_queued(&mut self, p: &mut impl Platform, model: &str) {
+        if let Some(d) = self.machines.get(model).and_then(|m| m.ready_queued()).cloned() {
+            self.desired(p, d);
         }
     }
 
@@ -182,11 +192,13 @@ impl Shell {
         let saved = machine.state.clone();
         let before = machine.stage();
         let previous_job = machine.state.job.as_ref().map(|j| j.desired.clone());
+        let previous_queued = machine.state.queued.clone();
         // A rollback undoes the activation of the job in progress before this step (superseded or not).
         let undoing = machine.state.job.as_ref().and_then(|j| j.verified.as_ref()).map(|r| r.model);
         let effects = machine.step(input, p.now_ms());
         let after = machine.stage();
         let current_job = machine.state.job.as_ref().map(|j| j.desired.clone());
+        let queued = machine.state.queued.clone();
         // A step with no effects (a chunk arriving mid-window) need not be persisted: on restart the
         // staging file itself says which chunks are there.
         if effects.is_empty() {
@@ -208,8 +220,12 @@ impl Shell {
             effects.into_iter().partition(|e| matches!(e, Effect::Event { .. }));
         for effect in events {
             if let Effect::Event { bundle, from, to, reason, detail } = effect {
-                // A superseded job's last event comes after the new job replaced it: name its release.
-                let desired = [&current_job, &previous_job].into_iter().flatten().find(|d| d.bundle.digest == bundle);
+                // A superseded job's last event comes after the new job replaced it: name its release
+                // (and the same for a desired state that waited for a watch, or was replaced waiting).
+                let desired = [&current_job, &previous_job, &queued, &previous_queued]
+                    .into_iter()
+                    .flatten()
+                    .find(|d| d.bundle.digest == bundle);
                 if let Some(d) = desired {
                     report(p, d, from, to, reason, detail);
                 }
@@ -221,6 +237,8 @@ impl Shell {
         for effect in work {
             self.perform(p, model, effect, undoing);
         }
+        // Only after a persisted step: one that was undone leaves the queue as it was, and starts nothing.
+        self.start_queued(p, model);
     }
 
     fn perform(&mut self, p: &mut impl Platform, model: &str, effect: Effect, undoing: Option<Digest>) {

@@ -6,10 +6,10 @@
 //! `Idle → Fetching → Verifying → Staged → SelfTest → [Shadow] → Activating → Watching → Committed`,
 //! or `RolledBack{reason}` / `Rejected{reason}`.
 
+pub use super::job::{Effect, Health, Input, Job, Release, UpdateState};
 use outpost_protocol::messages::{DesiredState, Mode};
 use outpost_protocol::telemetry::UpdateStage;
-use outpost_protocol::{Digest, Limits, ModelName, RejectReason, Version};
-use serde::{Deserialize, Serialize};
+use outpost_protocol::{Digest, Limits, ModelName, RejectReason};
 
 /// Chunks requested at once: enough to keep the link busy, few enough to bound broker memory.
 pub const FETCH_WINDOW: u32 = 8;
@@ -20,159 +20,6 @@ pub const FETCH_MAX_RETRIES: u32 = 60;
 /// An activation whose model has not loaded this long after the switch is rolled back
 /// (`model_unloadable`): every stage has a deadline, none waits for ever.
 pub const ACTIVATE_TIMEOUT_MS: u64 = 60_000;
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct UpdateState {
-    pub job: Option<Job>,
-    /// Whether the fleet's retained desired state names this model (`outpost-agent remove` refuses it).
-    #[serde(default)]
-    pub retained: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Job {
-    pub desired: DesiredState,
-    pub stage: UpdateStage,
-    /// Which chunks of the bundle are in the staging file and matched their digest.
-    pub have: Vec<bool>,
-    pub requested_at_ms: u64,
-    /// End (exclusive) of the chunk window last requested.
-    pub requested_until: u32,
-    pub retries: u32,
-    /// End of the shadow period, of the time an activation may take to load, or of the watch window.
-    pub deadline_ms: u64,
-    /// Agent restarts while the candidate was being tested, activated or watched (see `restarted`).
-    pub restarts: u8,
-    pub outcome: Option<(RejectReason, String)>,
-    /// What verification proved the bundle to be. Floors and slots take their numbers from here, never
-    /// from the (unsigned) desired state.
-    #[serde(default)]
-    pub verified: Option<Release>,
-}
-
-/// A release as its verified manifest names it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Release {
-    pub name: ModelName,
-    pub version: Version,
-    pub sequence: u64,
-    /// The model's digest (the store's key).
-    pub model: Digest,
-    /// Memory the model took when loaded for verification (the budget's count).
-    #[serde(default)]
-    pub mem_bytes: u64,
-}
-
-impl Job {
-    pub fn bundle(&self) -> Digest {
-        self.desired.bundle.digest
-    }
-    fn next_missing(&self) -> Option<u32> {
-        self.have.iter().position(|h| !h).map(|i| i as u32)
-    }
-    fn in_progress(&self) -> bool {
-        !matches!(
-            self.stage,
-            UpdateStage::Committed | UpdateStage::RolledBack | UpdateStage::Rejected | UpdateStage::Idle
-        )
-    }
-}
-
-/// What the shell observed of the model under watch, cumulative since activation.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Health {
-    pub requests: u64,
-    pub errors: u64,
-    pub p95_us: u32,
-    pub selftest_ok: bool,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum Input {
-    /// The retained desired state. `already_active`: the active model is exactly this release.
-    Desired {
-        desired: DesiredState,
-        already_active: bool,
-    },
-    /// A chunk arrived; `valid` when its digest matched and the shell wrote it to the staging file.
-    Chunk {
-        bundle: Digest,
-        index: u32,
-        valid: bool,
-    },
-    Tick,
-    /// The staged bundle verified and its model was stored (or it was refused): what the verified
-    /// manifest says it is.
-    Verified(Result<Release, (RejectReason, String)>),
-    SelfTested(Result<(), (RejectReason, String)>),
-    Activated(Result<(), String>),
-    Health(Health),
-    /// The controller cleared the retained desired state (a rollout stopped, or its gates failed).
-    Withdrawn,
-    /// The agent started; `valid_chunks` is the staging file re-checked against the chunk digests.
-    Restarted {
-        valid_chunks: Vec<bool>,
-    },
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum Effect {
-    /// A transition of the job for `bundle` (which may no longer be the current job when superseded).
-    Event {
-        bundle: Digest,
-        from: UpdateStage,
-        to: UpdateStage,
-        reason: Option<RejectReason>,
-        detail: String,
-    },
-    /// Create an empty staging file for a bundle of `size` bytes.
-    PrepareStaging {
-        bundle: Digest,
-        size: u64,
-    },
-    /// Ask the controller for chunks `first..first + count` of `bundle`.
-    RequestChunks {
-        bundle: Digest,
-        first: u32,
-        count: u32,
-    },
-    /// Verify the staging file of `bundle` and store its model (no slot changes); answer `Verified`.
-    Verify {
-        bundle: Digest,
-    },
-    /// Load the stored `model` and run its self-test vectors; answer `SelfTested`.
-    SelfTest {
-        model: Digest,
-    },
-    StartShadow {
-        sample_percent: u8,
-    },
-    StopShadow,
-    /// `model` serves; the active one becomes previous; answer `Activated`. `mem_bytes` is the footprint
-    /// the memory budget counts for it from now on.
-    Activate {
-        model: Digest,
-        mem_bytes: u64,
-    },
-    /// Previous → active: undo an activation that failed its watch.
-    RollBack,
-    /// Raise the model's release floor to `sequence` (the verified manifest's); forget the staging file.
-    Commit {
-        sequence: u64,
-    },
-    /// The verified model becomes the model's candidate (stored by `Verify`, matched against the
-    /// desired state).
-    Stage {
-        model: Digest,
-    },
-    /// Stop serving the model and empty its slots, keeping its floor (`Mode::Remove`).
-    Remove,
-    /// Switch to the verified model kept in this model's previous slot (fleet `abort --revert`).
-    Revert,
-    DiscardStaging {
-        bundle: Digest,
-    },
-}
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Machine {
@@ -222,18 +69,63 @@ impl Machine {
         }
     }
 
+    /// The desired state that waited for a watch to end, once the watch has ended: the shell starts it
+    /// (as `Input::Desired`, with `already_active` as the slots stand then).
+    pub fn ready_queued(&self) -> Option<&DesiredState> {
+        let busy = self.state.job.as_ref().is_some_and(Job::in_progress);
+        self.state.queued.as_ref().filter(|_| !busy)
+    }
+
     fn desired(&mut self, d: DesiredState, already_active: bool, now_ms: u64, fx: &mut Vec<Effect>) {
         self.state.retained = d.mode != Mode::Remove;
+        if self.state.queued.as_ref().is_some_and(|q| same(q, &d)) && self.ready_queued().is_none() {
+            return; // Re-delivery of the desired state already waiting for the watch.
+        }
+        // Whatever waited is replaced by this newer desired state (or started, when it is the same).
+        if let Some(q) = self.state.queued.take().filter(|q| !same(q, &d)) {
+            let detail = format!("replaced by {} {} before it started", d.model, d.version);
+            fx.push(Effect::Event {
+                bundle: q.bundle.digest,
+                from: UpdateStage::Idle,
+                to: UpdateStage::Rejected,
+                reason: Some(RejectReason::Superseded),
+                detail,
+            });
+        }
         if let Some(job) = &self.state.job
-            && job.bundle() == d.bundle.digest
-            && job.desired.mode == d.mode
+            && same(&job.desired, &d)
         {
             return; // Re-delivery of the retained message (every reconnect): nothing new.
         }
         if already_active && matches!(d.mode, Mode::Activate | Mode::Shadow { .. }) {
             return;
         }
-        // A newer desired state replaces an unfinished update.
+        // An activated update under watch is not undone by another install: it finishes its watch (commit
+        // or its own rollback) and the new desired state starts after. Only a verified verdict (the watch)
+        // or an explicit revert or removal takes an activated model off.
+        if let Some(job) = self.state.job.as_ref().filter(|j| {
+            matches!(j.stage, UpdateStage::Activating | UpdateStage::Watching)
+                && matches!(d.mode, Mode::Activate | Mode::Shadow { .. })
+        }) {
+            let detail = format!(
+                "waits for {} {} to finish its {} ({} s watch) before it starts",
+                job.desired.model,
+                job.desired.version,
+                if job.stage == UpdateStage::Watching { "watch" } else { "activation" },
+                job.desired.watch.secs
+            );
+            fx.push(Effect::Event {
+                bundle: d.bundle.digest,
+                from: UpdateStage::Idle,
+                to: UpdateStage::Idle,
+                reason: None,
+                detail,
+            });
+            self.state.queued = Some(d);
+            return;
+        }
+        // A newer desired state replaces an unfinished update (an activated one only when it asks for a
+        // revert or the removal: see above).
         let interrupted = self.state.job.as_ref().filter(|j| j.in_progress()).map(|j| j.stage);
         if let Some(job) = self.state.job.as_mut().filter(|j| j.in_progress()) {
             match job.stage {
@@ -308,6 +200,15 @@ impl Machine {
     /// desired state issued again later (a resumed rollout) starts afresh instead of looking re-delivered.
     fn withdrawn(&mut self, fx: &mut Vec<Effect>) {
         self.state.retained = false;
+        if let Some(q) = self.state.queued.take() {
+            fx.push(Effect::Event {
+                bundle: q.bundle.digest,
+                from: UpdateStage::Idle,
+                to: UpdateStage::Rejected,
+                reason: Some(RejectReason::Superseded),
+                detail: "withdrawn by the controller before it started".into(),
+            });
+        }
         let Some(job) = self.state.job.as_mut() else { return };
         match job.stage {
             UpdateStage::Fetching
@@ -569,6 +470,11 @@ fn activate(job: &mut Job, now_ms: u64) -> Effect {
 fn crash_loop(job: &mut Job) -> bool {
     job.restarts = job.restarts.saturating_add(1);
     job.restarts >= job.desired.watch.max_restarts.max(1)
+}
+
+/// The same desired state: the same bundle in the same mode (a re-delivery of the retained message).
+fn same(a: &DesiredState, b: &DesiredState) -> bool {
+    a.bundle.digest == b.bundle.digest && a.mode == b.mode
 }
 
 fn new_job(desired: DesiredState, now_ms: u64) -> Job {

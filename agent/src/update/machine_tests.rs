@@ -227,12 +227,14 @@ fn restarts_resume_each_stage_and_a_crash_loop_during_the_watch_rolls_back() {
 
 #[test]
 fn a_new_desired_state_supersedes_an_unfinished_update_and_revert_switches_back() {
-    let mut m = watching();
+    let mut m = Machine::default();
+    start(&mut m, desired(2, Mode::Activate));
+    fetch_all(&mut m, 1);
     let mut newer = desired(3, Mode::Activate);
     newer.version = Version::new(3, 0, 0);
     let fx = start(&mut m, newer);
-    assert_eq!(fx[0], Effect::RollBack, "the unwatched model is not kept");
-    assert!(stages(&fx).contains(&RolledBack) && stages(&fx).contains(&Fetching));
+    assert!(matches!(fx[0], Effect::DiscardStaging { .. }), "{fx:?}");
+    assert_eq!(stages(&fx), vec![Rejected, Fetching]);
     assert_eq!(m.state.job.as_ref().unwrap().desired.version, Version::new(3, 0, 0));
 
     // A revert while that newer update is still fetching cancels it; the kept model already serves.
@@ -395,4 +397,69 @@ fn an_activation_whose_model_never_loads_is_rolled_back_at_its_deadline() {
     assert_eq!(m.state.job.as_ref().unwrap().outcome.as_ref().unwrap().0, RejectReason::ModelUnloadable);
     // A late answer changes nothing.
     assert!(m.step(Input::Activated(Ok(())), 70_000).is_empty());
+}
+
+/// The desired state is unsigned: arriving while an activated model is watched (a first install has no
+/// previous to roll back to), it may not undo the activation. It waits; the watch ends on its own verdict;
+/// then it starts.
+#[test]
+fn a_desired_state_arriving_during_a_watch_waits_for_the_watch_to_end() {
+    let mut m = watching();
+    let watched = m.state.job.as_ref().unwrap().bundle();
+    let mut forged = desired(3, Mode::Activate);
+    forged.version = Version::new(3, 0, 0);
+    forged.sequence = 3;
+    let fx = start(&mut m, forged.clone());
+    assert!(
+        !fx.contains(&Effect::RollBack) && !fx.iter().any(|e| matches!(e, Effect::DiscardStaging { .. })),
+        "{fx:?}"
+    );
+    assert!(
+        matches!(&fx[..], [Effect::Event { bundle, from: Idle, to: Idle, reason: None, detail }]
+            if *bundle == forged.bundle.digest && detail.contains("waits for digits 2.0.0")),
+        "{fx:?}"
+    );
+    assert_eq!(m.stage(), Watching);
+    assert_eq!(m.ready_queued(), None, "not before the watch ends");
+    // Delivered again (a reconnect): nothing new.
+    assert!(start(&mut m, forged.clone()).is_empty());
+    // A newer one replaces the waiting one, which is reported superseded; the watch still goes on.
+    let mut newest = forged.clone();
+    newest.bundle.digest = Digest([4; 32]);
+    newest.version = Version::new(4, 0, 0);
+    let fx = start(&mut m, newest.clone());
+    assert!(
+        matches!(&fx[0], Effect::Event { bundle, to: Rejected, reason: Some(RejectReason::Superseded), .. }
+        if *bundle == forged.bundle.digest),
+        "{fx:?}"
+    );
+    assert_eq!(stages(&fx), vec![Rejected, Idle]);
+    assert_eq!(m.stage(), Watching);
+    // The watch commits on its own verdict, then the waiting desired state starts.
+    let fx = m.step(Input::Tick, 60_000);
+    assert_eq!(fx[0], Effect::Commit { sequence: 2 });
+    assert_eq!(m.ready_queued(), Some(&newest));
+    let fx = start(&mut m, newest.clone());
+    assert_eq!(stages(&fx), vec![Fetching], "{fx:?}");
+    assert_eq!(m.state.queued, None);
+    assert_ne!(m.state.job.as_ref().unwrap().bundle(), watched);
+
+    // A withdrawal while waiting drops the waiting desired state; the watch goes on.
+    let mut m = watching();
+    start(&mut m, forged.clone());
+    let fx = m.step(Input::Withdrawn, 5);
+    assert_eq!(stages(&fx), vec![Rejected]);
+    assert_eq!((m.stage(), m.state.queued.as_ref()), (Watching, None));
+    // An explicit revert still undoes the watched activation (the operator's `abort --revert`).
+    let mut m = watching();
+    start(&mut m, forged);
+    let fx = start(&mut m, desired(9, Mode::Revert));
+    assert!(fx.contains(&Effect::RollBack), "{fx:?}");
+    assert_eq!(m.state.queued, None);
+    // A failed watch rolls back by itself, and what waited starts after it too.
+    let mut m = watching();
+    start(&mut m, newest.clone());
+    let fx = m.step(Input::Health(Health { errors: 50, ..healthy() }), 10);
+    assert_eq!(fx[0], Effect::RollBack);
+    assert_eq!(m.ready_queued(), Some(&newest));
 }
