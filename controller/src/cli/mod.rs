@@ -52,7 +52,7 @@ enum Command {
         /// devices attest to, and devices too old for each rollout's release.
         #[arg(long)]
         agents: bool,
-        /// With --agents: also the devices too old for this pushed bundle (its digest).
+        /// With --agents: also the devices too old for this pushed bundle (NAME@VERSION or a digest prefix).
         #[arg(long, requires = "agents")]
         bundle: Option<String>,
         #[command(flatten)]

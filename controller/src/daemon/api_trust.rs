@@ -4,8 +4,6 @@
 
 use super::api::{Api, error};
 use super::attestation;
-use super::bundles::BundleMeta;
-use super::store::Table;
 use crate::agent_skew::{self, AgentFacts, ReleaseNeed};
 use axum::Json;
 use axum::body::Bytes;
@@ -27,7 +25,7 @@ pub async fn push(State(api): State<Api>, body: Bytes) -> Response {
     }
 }
 
-/// Every rollout's release, and `?bundle=DIGEST` (a pushed bundle not rolled out yet).
+/// Every rollout's release, and `?bundle=NAME@VERSION` or a digest prefix (a pushed bundle not rolled out yet).
 pub async fn skew_agents(State(api): State<Api>, Query(q): Query<HashMap<String, String>>) -> Response {
     let mut releases: Vec<ReleaseNeed> = api
         .rollouts
@@ -41,10 +39,10 @@ pub async fn skew_agents(State(api): State<Api>, Query(q): Query<HashMap<String,
         })
         .collect();
     if let Some(digest) = q.get("bundle") {
-        let meta = match api.store.get::<BundleMeta>(Table::Bundles, digest) {
-            Ok(Some(m)) => m,
-            Ok(None) => return error(StatusCode::NOT_FOUND, format!("no pushed bundle {digest}")),
-            Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        // `NAME@VERSION` or a digest prefix, as `rollout start --bundle` takes it.
+        let meta = match super::bundles::find(&api.store, digest) {
+            Ok(m) => m,
+            Err(e) => return error(StatusCode::NOT_FOUND, e),
         };
         let (Ok(model), Ok(version)) = (ModelName::new(meta.name.clone()), meta.version.parse()) else {
             return error(StatusCode::INTERNAL_SERVER_ERROR, format!("bundle {digest} has a bad name or version"));

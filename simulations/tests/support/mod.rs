@@ -185,6 +185,18 @@ pub fn model_bundle(name: &str, file: &str, version: &str, sequence: u64) -> Vec
 
 /// As `model_bundle`, signed by `keys`.
 pub fn model_bundle_signed(name: &str, file: &str, version: &str, sequence: u64, keys: &[keys::PrivateKey]) -> Vec<u8> {
+    model_bundle_for_agent(name, file, version, sequence, keys, Version::new(0, 1, 0))
+}
+
+/// As `model_bundle_signed`, for agents of `min_agent` and newer.
+pub fn model_bundle_for_agent(
+    name: &str,
+    file: &str,
+    version: &str,
+    sequence: u64,
+    keys: &[keys::PrivateKey],
+    min_agent: Version,
+) -> Vec<u8> {
     let onnx = std::fs::read(outpost_simulations::models_dir().join(format!("{name}-{file}.onnx"))).unwrap();
     // Bundles carry NNEF, converted as `outpost bundle create` does.
     let bytes = outpost_models::onnx::to_nnef(&onnx).unwrap();
@@ -195,7 +207,7 @@ pub fn model_bundle_signed(name: &str, file: &str, version: &str, sequence: u64,
         version: version.parse::<Version>().unwrap(),
         sequence,
         payload,
-        targets: Targets { archs: vec![], min_agent: Version::new(0, 1, 0) },
+        targets: Targets { archs: vec![], min_agent },
         interface: outpost_models::nnef::read_interface(&bytes).unwrap(),
         selftest: SelfTestSection::default(),
         created: now() - 60,

@@ -32,9 +32,7 @@ fn a_release_key_is_rotated_and_revoked_across_the_fleet() {
     ctl.rollout("digits@1.0.0", "first");
     wait_until("1.0.0 everywhere", 90, || serving_all(&ports, "1.0.0"), || ctl.context(&ids));
     ctl.done("first");
-    // Each device finishes its watch of 1.0.0 before the next rollout. (A desired state that arrives while a
-    // first install is still watching rolls it back and leaves the model unserved: a known agent bug, noted
-    // on issue 12, not what this test is about.)
+    // Each device finishes its watch of 1.0.0 before the next rollout: what follows is about trust.
     wait_until(
         "1.0.0 committed everywhere",
         30,
@@ -94,7 +92,7 @@ fn a_release_key_is_rotated_and_revoked_across_the_fleet() {
     ctl.run(&["rollout", "abort", "revoked"]);
     // Bundles of the new key install everywhere (other weights than 1.0.0: the agent keys a loaded model by
     // its digest, so the same weights under a new version would still answer as 1.0.0).
-    assert!(ctl.push_bundle(&dir, "by-b", bundle_signed("v2", "1.3.0", 4, &[b])).status.success());
+    assert!(ctl.push_bundle(&dir, "by-b", bundle_signed("v2", "1.3.0", 4, std::slice::from_ref(&b))).status.success());
     ctl.rollout("digits@1.3.0", "rotated");
     wait_until(
         "1.3.0 everywhere",
@@ -104,6 +102,14 @@ fn a_release_key_is_rotated_and_revoked_across_the_fleet() {
             let served: Vec<_> = ports.iter().map(|p| serving(*p)).collect();
             format!("serving {served:?}\n{}", ctl.context(&ids))
         },
+    );
+    // A release for agents newer than these: the operator sees, before rolling it out, who is too old.
+    let needs_9 = model_bundle_for_agent("digits", "v2", "1.4.0", 5, &[b], Version::new(9, 0, 0));
+    assert!(ctl.push_bundle(&dir, "needs-9", needs_9).status.success());
+    let agents = ctl.run(&["skew", "--agents", "--bundle", "digits@1.4.0"]);
+    assert!(
+        agents.contains("too old for digits 1.4.0 (needs agent 9.0.0): 3 device(s): dev-0, dev-1, dev-2"),
+        "{agents}"
     );
     wait_until(
         "skew attests 1.3.0 on every device",
