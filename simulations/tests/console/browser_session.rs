@@ -103,6 +103,15 @@ fn an_operator_signs_in_to_the_demo_fleet_and_pauses_and_resumes_a_rollout_in_he
     b.wait_text("#phase", |t| t == "progressing");
     let status = f.cli(&["rollout", "status", rollout]);
     assert!(status.lines().any(|l| l.starts_with("phase") && l.contains("Progressing")), "{status}");
+    // Live: another operator pauses and resumes it from the CLI; the open page follows without a reload.
+    // A mark on the page's window: a reload would wipe it.
+    b.eval("window.__outpostTestMark = 'still here'; return null");
+    f.cli(&["rollout", "pause", rollout]);
+    b.wait_text("#phase", |t| t == "paused");
+    f.cli(&["rollout", "resume", rollout]);
+    b.wait_text("#phase", |t| t == "progressing");
+    let mark = b.eval("return window.__outpostTestMark || null");
+    assert_eq!(mark, json!("still here"), "the page followed the rollout without reloading");
     b.screenshot("rollout");
 
     // The canary's page: models, events and telemetry charts with data in them.
