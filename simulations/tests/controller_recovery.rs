@@ -204,6 +204,10 @@ fn operator_mistakes_get_a_one_line_reason_a_nonzero_exit_and_create_nothing() {
         (&["--max-failure-rate", "150%"], "150%"),
         (&["--quorum", "120%"], "120%"),
         (&["--on-failure", "explode"], "explode"),
+        // 1 % or 100 %? Refused rather than guessed.
+        (&["--max-error-rate", "1"], "ambiguous"),
+        // No device at all would install it: refused with the counts, not started empty.
+        (&["--waves", "100%"], "no device would install digits 1.0.0: 0 of 0"),
     ];
     for (args, needle) in cases {
         let args: Vec<&str> = if args[0] == "rollout" { args.to_vec() } else { [&base[..], args].concat() };

@@ -205,11 +205,29 @@ fn join(
         }
     }));
     tasks.push(tokio::spawn(shipper::ship(link.clone(), queue.clone(), online, acked, cfg.telemetry.max_batch_bytes)));
+    tasks.push(tokio::spawn(announce_slot_changes(link.clone(), hello.clone(), store.clone())));
     let driver = Driver::new(store, trust, cfg.models.clone(), rt, Some(link), queue)
         .with_hello(hello)
         .with_slots_changed(follower.slots_changed);
     tasks.push(tokio::spawn(driver.run(from_link, follower.loaded)));
     Ok(tasks)
+}
+
+/// A local `outpost-agent install` (another process) changes the slot table behind the driver's back:
+/// announce what runs now, so the fleet does not see the old model until the agent restarts. The driver
+/// announces its own changes at once; a hello that repeats one is harmless.
+async fn announce_slot_changes(link: link::Link, hello: Arc<dyn Fn() -> Hello + Send + Sync>, store: Store) {
+    let mut announced = running_models(&store);
+    loop {
+        tokio::time::sleep(crate::serve::SLOT_POLL * 4).await;
+        let now = running_models(&store);
+        if now != announced {
+            let msg = outpost_protocol::messages::Message::Hello(hello());
+            // Offline, the link says hello when it connects again.
+            let _ = link.publish(outpost_protocol::topics::Up::Hello, &msg, false).await;
+            announced = now;
+        }
+    }
 }
 
 /// Every model the device serves, in name order, for the hello.

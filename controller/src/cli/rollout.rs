@@ -11,11 +11,20 @@ pub struct Args {
     remote: Remote,
 }
 
-/// `2%` or `0.02` → 0.02.
+/// `2%` or `0.02` → 0.02. A bare number of 1 or more is refused: `--max-error-rate 1` could mean 1 % or
+/// 100 %, and guessing wrong either blocks every release or lets any through.
 fn rate(s: &str) -> Result<f64, String> {
     let v = match s.strip_suffix('%') {
         Some(p) => p.trim().parse::<f64>().map(|p| p / 100.0),
-        None => s.trim().parse::<f64>(),
+        None => {
+            let v = s.trim().parse::<f64>().map_err(|_| format!("{s:?} is not a rate like 2% or 0.02"))?;
+            if v >= 1.0 {
+                return Err(format!(
+                    "{s:?} is ambiguous: write a percentage ({s}%) or a fraction below 1 (0.02 for 2%)"
+                ));
+            }
+            Ok(v)
+        }
     }
     .map_err(|_| format!("{s:?} is not a rate like 2% or 0.02"))?;
     if !(0.0..=1.0).contains(&v) {
@@ -42,21 +51,31 @@ enum Command {
         /// Bake time of each wave.
         #[arg(long, default_value = "5m", value_parser = parse_lifetime)]
         bake: u64,
+        /// Install gate: the largest share of a wave's finished installs that may fail, e.g. 10% (or 0.1).
         #[arg(long = "max-failure-rate", value_parser = rate)]
         max_failure_rate: Option<f64>,
+        /// Error-rate gate: how far the wave's error rate may exceed the old release's, in percentage
+        /// points, e.g. 1% (or 0.01); an absolute limit when no device is left on the old release.
         #[arg(long = "max-error-rate", value_parser = rate)]
         max_error_rate: Option<f64>,
+        /// Latency gate: how much slower the wave's median p95 may be than the old release's, e.g. 25%.
         #[arg(long = "max-p95-regression", value_parser = rate)]
         max_p95_regression: Option<f64>,
+        /// Shadow gate (with --shadow): the least share of sampled requests on which the candidate must
+        /// agree with the serving model (top-1), e.g. 95%.
         #[arg(long = "min-shadow-agreement", value_parser = rate)]
         min_shadow_agreement: Option<f64>,
+        /// Drift gate: the largest mean PSI of the wave's inputs and output classes, e.g. 0.25.
         #[arg(long = "max-psi")]
         max_psi: Option<f64>,
         /// Run the candidate in shadow this long before activating it.
         #[arg(long, value_parser = parse_lifetime)]
         shadow: Option<u64>,
+        /// The share of a wave's devices that must have sent fresh evidence before its gates decide;
+        /// default 80%. Devices send windows only when they serve traffic.
         #[arg(long, value_parser = rate)]
         quorum: Option<f64>,
+        /// What a failed gate does: pause (devices not yet on the release are held back) or rollback.
         #[arg(long = "on-failure", default_value = "pause")]
         on_failure: String,
         /// The devices' own watch window after activation.
@@ -122,7 +141,7 @@ enum Command {
     Undo {
         id: String,
     },
-    /// Every rollout, newest last.
+    /// Every rollout in the order they started, newest last, with start time and how long each ran.
     History {
         #[arg(long)]
         model: Option<String>,
@@ -195,19 +214,24 @@ fn print_status(r: &serde_json::Value) {
         );
     }
     let ev = &r["state"]["last_evidence"];
-    if ev.is_object() {
-        let n = |k: &str| ev[k].as_u64().unwrap_or(0);
+    // Every wave, refreshed in every phase (older controllers: the current wave's evidence).
+    let progress = &r["state"]["progress"];
+    let p = if progress.is_object() { progress } else { ev };
+    if p.is_object() {
+        let n = |k: &str| p[k].as_u64().unwrap_or(0);
         println!(
-            "progress  {} {}/{} {}, {} in progress, {} failed, {} reporting",
+            "progress  {} {}/{} {}, {} in progress, {} failed, {} switched back",
             bar(n("installed"), n("selected"), 24),
             n("installed"),
             n("selected"),
             if removal { "removed" } else { "installed" },
             n("in_progress"),
             n("failed"),
-            n("reporting")
+            n("reverted")
         );
-        println!("gates");
+    }
+    if ev.is_object() {
+        println!("gates ({} of the wave's devices reporting)", ev["reporting"].as_u64().unwrap_or(0));
         for g in ev["gates"].as_array().into_iter().flatten() {
             println!(
                 "  {:<16} {:<12} {}",
@@ -225,6 +249,22 @@ fn print_status(r: &serde_json::Value) {
             h["wave"].as_u64().unwrap_or(0) + 1,
             serde_json::to_string(&h["decision"]).unwrap_or_default()
         );
+    }
+}
+
+/// When the rollout started: its first decision.
+fn started_at(r: &serde_json::Value) -> u64 {
+    r["state"]["history"].as_array().and_then(|h| h.first()).and_then(|e| e["at"].as_u64()).unwrap_or(0)
+}
+
+/// `45s`, `5m`, `2h10m`, `3d4h`: how long, to the unit that matters.
+fn duration(secs: u64) -> String {
+    match secs {
+        0..60 => format!("{secs}s"),
+        60..3600 if secs.is_multiple_of(60) => format!("{}m", secs / 60),
+        60..3600 => format!("{}m{}s", secs / 60, secs % 60),
+        3600..86_400 => format!("{}h{}m", secs / 3600, secs % 3600 / 60),
+        _ => format!("{}d{}h", secs / 86_400, secs % 86_400 / 3600),
     }
 }
 
@@ -315,24 +355,30 @@ pub fn run(a: Args) -> Result<(), Failure> {
         Command::Undo { id } => verb(&id, "undo", ""),
         Command::History { model, output } => {
             let list = remote.get("/api/v1/rollouts")?;
-            let rows: Vec<&serde_json::Value> = list
+            let mut rows: Vec<&serde_json::Value> = list
                 .as_array()
                 .into_iter()
                 .flatten()
                 .filter(|r| model.as_deref().is_none_or(|m| r["spec"]["release"]["model"] == m))
                 .collect();
+            // The API lists rollouts by id; people and scripts read history in the order things happened.
+            rows.sort_by_key(|r| (started_at(r), r["spec"]["id"].as_str().unwrap_or("").to_owned()));
             if output == Output::Json {
                 println!("{}", serde_json::to_string_pretty(&rows).expect("json"));
                 return Ok(());
             }
+            println!("{:<36} {:<8} {:<20} {:>8}  PHASE", "ROLLOUT", "RELEASE", "STARTED (UTC)", "RAN");
             for r in rows {
                 let v = &r["spec"]["release"]["version"];
+                let history = r["state"]["history"].as_array();
+                let last = history.and_then(|h| h.last()).and_then(|e| e["at"].as_u64()).unwrap_or(0);
+                let start = started_at(r);
                 println!(
-                    "{:<36} {}.{}.{}  {}",
+                    "{:<36} {:<8} {:<20} {:>8}  {}",
                     r["spec"]["id"].as_str().unwrap_or("?"),
-                    v["major"],
-                    v["minor"],
-                    v["patch"],
+                    format!("{}.{}.{}", v["major"], v["minor"], v["patch"]),
+                    super::audit::utc(start),
+                    duration(last.saturating_sub(start)),
                     phase(r)
                 );
             }
@@ -384,5 +430,24 @@ mod tests {
         assert_eq!(super::bar(5, 10, 10), "[#####.....]");
         assert_eq!(super::bar(12, 10, 10), "[##########]");
         assert_eq!(super::bar(3, 0, 4), "[....]");
+    }
+
+    #[test]
+    fn rates_are_percentages_or_fractions_and_a_bare_one_is_refused() {
+        assert_eq!(super::rate("1%"), Ok(0.01));
+        assert_eq!(super::rate("0.05"), Ok(0.05));
+        assert_eq!(super::rate("100%"), Ok(1.0));
+        let err = super::rate("1").unwrap_err();
+        assert!(err.contains("ambiguous") && err.contains("1%"), "{err}");
+        assert!(super::rate("5").is_err() && super::rate("150%").is_err() && super::rate("x").is_err());
+    }
+
+    #[test]
+    fn durations_read_like_people_write_them() {
+        let d = super::duration;
+        assert_eq!(
+            (d(0), d(45), d(300), d(330), d(7_800), d(273_600)),
+            ("0s".into(), "45s".into(), "5m".into(), "5m30s".into(), "2h10m".into(), "3d4h".into())
+        );
     }
 }

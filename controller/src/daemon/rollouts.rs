@@ -7,6 +7,7 @@ use super::fleet::{Fleet, now};
 use super::store::{Store, Table};
 use crate::rollout::*;
 use outpost_protocol::messages::Watch;
+use outpost_protocol::telemetry::UpdateStage;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -74,6 +75,26 @@ fn owners(list: Vec<Rollout>) -> Vec<Rollout> {
 /// When a rollout started, for ordering (ties: by id).
 fn started(r: &Rollout) -> (u64, String) {
     (r.state.history.first().map(|e| e.at).unwrap_or(0), r.spec.id.clone())
+}
+
+/// Online devices a reverting rollout has not finished switching back: they still run its release and
+/// have not answered the instruction. A device that is offline gets the retained revert when it returns;
+/// one that answered and still runs the release had nothing to go back to: neither may hold the fleet.
+fn still_reverting(owner: &Rollout, views: &[DeviceView]) -> usize {
+    let r = &owner.spec.release;
+    views
+        .iter()
+        .filter(|d| d.online && d.runs(&r.model).is_some_and(|m| m.digest == r.model_digest))
+        .filter(|d| {
+            owner.state.members.get(&d.id).is_some_and(|m| {
+                let answered = m.intent == Intent::Revert
+                    && d.update_for(&r.bundle.digest).is_some_and(|u| {
+                        matches!(u.stage, UpdateStage::RolledBack | UpdateStage::Rejected) && u.at >= m.issued_at
+                    });
+                !answered
+            })
+        })
+        .count()
 }
 
 fn newest_per_model(list: Vec<Rollout>) -> Vec<Rollout> {
@@ -197,12 +218,11 @@ impl Rollouts {
         if let Some(owner) = owners(self.list()).into_iter().find(|r| r.spec.release.model == spec.release.model)
             && owner.state.phase.reverting()
         {
-            let digest = owner.spec.release.model_digest;
-            let model = &owner.spec.release.model;
-            let left = views.iter().filter(|d| d.runs(model).is_some_and(|m| m.digest == digest)).count();
+            let left = still_reverting(&owner, &views);
             if left > 0 {
                 return Err(format!(
-                    "rollout {} is still reverting {left} device(s) from {} {}: wait for it",
+                    "rollout {} is still switching {left} online device(s) back from {} {}: wait a few seconds \
+                     (devices that are offline or answered without switching back do not hold a new rollout)",
                     owner.spec.id, owner.spec.release.model, owner.spec.release.version
                 ));
             }
@@ -211,6 +231,9 @@ impl Rollouts {
             return Err(format!("a rollout named {} exists", spec.id));
         }
         let mut rollout = Rollout::new(spec).map_err(|e| e.to_string())?;
+        if rollout.spec.kind == Kind::Install && rollout.survey_count(&views) == 0 {
+            return Err(rollout.why_none_selected(&views));
+        }
         if rollout.spec.kind == Kind::Remove && rollout.survey_count(&views) == 0 {
             return Err(format!(
                 "no device matching the selector {:?} runs {}: nothing to remove",
@@ -225,6 +248,23 @@ impl Rollouts {
 
     pub async fn command(&self, id: &str, verb: Verb, by: &str) -> Result<Rollout, String> {
         let mut rollout = self.get(id).ok_or_else(|| format!("no rollout {id}"))?;
+        // Switching back is the newest rollout's to do: an older one's devices were handed on, and its
+        // "previous model" is whatever the newer rollouts left there (an aborted release, even).
+        if matches!(verb, Verb::Undo | Verb::Abort { revert: true })
+            && let Some(owner) =
+                owners(self.list()).into_iter().find(|r| r.spec.release.model == rollout.spec.release.model)
+            && owner.spec.id != rollout.spec.id
+        {
+            return Err(format!(
+                "rollout {id} was followed by rollout {} of {} ({}): only the newest rollout of a model can \
+                 switch its devices back; `{}` {} or roll out the release you want",
+                owner.spec.id,
+                owner.spec.release.model,
+                owner.state.phase.name(),
+                verb.name(),
+                owner.spec.id,
+            ));
+        }
         let actions = rollout.command(verb, by, &self.views(), now()).map_err(|e| e.to_string())?;
         self.save_and_perform(rollout.clone(), actions).await?;
         Ok(rollout)

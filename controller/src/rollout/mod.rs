@@ -50,7 +50,11 @@
 //! A failure applies the policy at once, even mid-bake. Pass after the bake advances. Inconclusive after
 //! the bake holds (recorded once), and pauses with the reason when the hold (default: one more bake)
 //! runs out: no data pauses, it does not fail. Late devices are told after the judgement, so a failing
-//! wave does not grow first. A paused rollout tells no one anything.
+//! wave does not grow first. A paused rollout tells no one anything new; paused by a failed gate, it also
+//! withdraws the desired state of devices that have not activated the release yet (still fetching,
+//! self-testing or shadowing), so a release that failed a gate goes live nowhere; resuming or promoting
+//! tells them again. Evidence counts only from when a device was told: its windows, update events and
+//! shadow comparisons from before (an earlier rollout of the same bytes) are left out.
 //!
 //! # Rollback
 //! The `rollback` policy, `abort --revert` and `undo` revert the whole rollout: every device on the
@@ -69,6 +73,7 @@
 mod add_remove;
 pub mod gates;
 pub mod planner;
+mod progress;
 pub mod spec;
 pub mod state;
 pub mod verbs;
@@ -81,7 +86,7 @@ pub use spec::{
     DriftGate, ErrorRateGate, FailurePolicy, Gates, InstallGate, Kind, LatencyGate, Percent, Quorum, Release,
     RolloutSpec, Selector, ShadowGate, ShadowPeriod, SpecError, Wave, WaveSize,
 };
-pub use state::{Action, Actor, AuditEntry, Decision, Intent, Member, Phase, RolloutState};
+pub use state::{Action, Actor, AuditEntry, Decision, Intent, Member, Phase, Progress, RolloutState};
 pub use verbs::{Verb, VerbError};
 pub use view::{DeviceView, InstallStatus, ShadowView, UpdateView, WindowView};
 
@@ -91,6 +96,8 @@ mod testkit;
 mod tests_gates;
 #[cfg(test)]
 mod tests_models;
+#[cfg(test)]
+mod tests_off_path;
 #[cfg(test)]
 mod tests_planner;
 #[cfg(test)]

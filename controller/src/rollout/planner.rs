@@ -82,6 +82,7 @@ impl Rollout {
                 }
             }
         }
+        self.refresh_progress(devices);
         out
     }
 
@@ -208,7 +209,7 @@ impl Rollout {
         } else {
             Phase::Paused { reason: reason.clone() }
         };
-        let counts = self.sync(s, devices, now, out);
+        let counts = if rolled_back { self.sync(s, devices, now, out) } else { self.hold_back(devices, now, out) };
         self.audit(out, now, Decision::GateFailed { rolled_back }, Actor::Planner, reason, counts, Some(ev));
     }
 
@@ -223,8 +224,45 @@ impl Rollout {
         }
     }
 
+    /// Paused by a failed gate: devices that have not activated the release yet (fetching, self-testing,
+    /// shadowing) have their desired state withdrawn, so a release that just failed a gate is not
+    /// activated anywhere after all. Devices already running it keep it (a pause changes nothing they
+    /// run); `resume` or `promote` tells the withdrawn ones again, `abort --revert` switches the others back.
+    fn hold_back(&mut self, devices: &[DeviceView], now: UnixTime, out: &mut Vec<Action>) -> Counts {
+        let r = &self.spec.release;
+        let views: HashMap<&DeviceId, &DeviceView> = devices.iter().map(|d| (&d.id, d)).collect();
+        let held: Vec<DeviceId> = self
+            .state
+            .members
+            .iter()
+            .filter(|(_, m)| m.intent == Intent::Install)
+            .filter(|(id, m)| {
+                let status = views.get(id).map(|d| {
+                    super::progress::since_told(d, m, &r.bundle.digest, &r.model_digest).install_status(
+                        &r.model,
+                        &r.bundle.digest,
+                        &r.model_digest,
+                        r.sequence,
+                    )
+                });
+                matches!(status, None | Some(InstallStatus::NotInstalled | InstallStatus::InProgress(_)))
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        let mut counts = Counts::default();
+        for id in held {
+            let m = self.state.members.get_mut(&id).expect("a member");
+            m.intent = Intent::Withdraw;
+            m.issued_at = now;
+            counts.withdrawals += 1;
+            out.push(Action::Withdraw { device: id, model: self.spec.release.model.clone() });
+        }
+        counts
+    }
+
     /// Tells every selected device of waves `..=upto` that was not told yet, online or not: the retained
-    /// desired state reaches an offline device when it returns.
+    /// desired state reaches an offline device when it returns. Members withdrawn by a failed gate's
+    /// pause are told again (the operator resumed or promoted).
     fn enroll(
         &mut self,
         upto: usize,
@@ -235,11 +273,17 @@ impl Rollout {
     ) -> Counts {
         let mut counts = Counts::default();
         for (d, r) in devices.iter().zip(&s.ranks) {
-            let Some(wave) = r.and_then(|r| s.plan.wave_of(r)).filter(|&w| w <= upto) else { continue };
-            if self.state.members.contains_key(&d.id) {
+            let intent = if self.spec.kind == Kind::Remove { Intent::Remove } else { Intent::Install };
+            if let Some(m) = self.state.members.get_mut(&d.id) {
+                if m.intent == Intent::Withdraw && m.wave <= upto {
+                    (m.intent, m.issued_at, m.told_in) = (intent, now, self.state.wave);
+                    let desired = self.desired(&self.state.members[&d.id]);
+                    out.push(Action::Desire { device: d.id.clone(), desired });
+                    counts.installs += 1;
+                }
                 continue;
             }
-            let intent = if self.spec.kind == Kind::Remove { Intent::Remove } else { Intent::Install };
+            let Some(wave) = r.and_then(|r| s.plan.wave_of(r)).filter(|&w| w <= upto) else { continue };
             let fresh = d.runs(&self.spec.release.model).is_none();
             let member = Member { wave, told_in: self.state.wave, intent, issued_at: now, fresh };
             out.push(Action::Desire { device: d.id.clone(), desired: self.desired(&member) });
@@ -306,9 +350,15 @@ impl Rollout {
         let (mut wave, mut base) = (Tally::default(), Tally::default());
         for (d, rank) in devices.iter().zip(&s.ranks) {
             match self.state.members.get(&d.id) {
-                Some(m) if m.intent == Intent::Install && m.told_in == self.state.wave => {
-                    wave.add_wave_device(d, r, fresh_since)
-                }
+                // Only what the device reported since it was told counts: windows, events and shadow
+                // comparisons from an earlier rollout of the same bytes say nothing about this one.
+                Some(m) if m.intent == Intent::Install && m.told_in == self.state.wave => wave.add_wave_device(
+                    &super::progress::since_told(d, m, &r.bundle.digest, &r.model_digest),
+                    r,
+                    // Strictly after the second it was told: a window received in that same second was
+                    // sent before the device could act on the instruction.
+                    fresh_since.max(m.issued_at.saturating_add(1)),
+                ),
                 Some(_) => {}
                 None if rank.is_some() && d.runs(&r.model).is_some_and(|m| m.digest != r.model_digest) => {
                     base.add_baseline_device(d, &r.model, fresh_since)

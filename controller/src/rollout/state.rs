@@ -25,6 +25,30 @@ pub struct RolloutState {
     pub last_evidence: Option<Evidence>,
     /// Every decision, as also emitted in [`Action::Audit`].
     pub history: Vec<AuditEntry>,
+    /// Where every member stands now, all waves together, refreshed at each step in every phase (a
+    /// completed rollout's count still moves as late devices install): what status and the console show.
+    #[serde(default)]
+    pub progress: Progress,
+}
+
+/// Members by where they stand with the release. Counts only, so refreshing it changes the stored
+/// rollout only when a device moved.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    /// Devices the selector and the release's targets allow now.
+    pub selected: u32,
+    /// Members told to install (or, for a removal, to remove) and not withdrawn since.
+    pub told: u32,
+    /// Running the release (for a removal: no longer running the model).
+    pub installed: u32,
+    /// Of those, past their watch.
+    pub committed: u32,
+    pub in_progress: u32,
+    pub failed: u32,
+    /// Switched back (or had the model removed) on the rollout's request.
+    pub reverted: u32,
+    /// Desired state cleared before they installed.
+    pub withdrawn: u32,
 }
 
 impl Default for RolloutState {
@@ -38,6 +62,7 @@ impl Default for RolloutState {
             baseline: None,
             last_evidence: None,
             history: Vec::new(),
+            progress: Progress::default(),
         }
     }
 }

@@ -113,6 +113,11 @@ proptest! {
                 Op::BadRelease => { w.new = Health { errors_per_1000: 200, p95_us: 2_000 }; vec![] }
             };
             for a in &actions {
+                // A device withdrawn (a failed gate paused the rollout before it activated) may be told
+                // again once the rollout goes on; never twice without a withdrawal in between.
+                if let Action::Withdraw { device, .. } = a {
+                    told.remove(device);
+                }
                 let Action::Desire { device, desired } = a else { continue };
                 let view = w.devices.iter().find(|d| &d.id == device).unwrap();
                 if desired.mode == Mode::Revert {

@@ -124,6 +124,7 @@ impl Rollout {
         let counts = self.sync(&survey, devices, now, &mut out);
         let evidence = self.state.last_evidence.clone();
         self.audit(&mut out, now, decision, Actor::Operator(by.to_owned()), reason, counts, evidence);
+        self.refresh_progress(devices);
         Ok(out)
     }
 

@@ -220,8 +220,10 @@ async function rolloutPage(el, id) {
   const perWave = spec.waves.map((_, i) => Object.values(s.members).filter((m) => m.wave === i).length);
   const told = Object.values(s.members).filter((m) => m.intent === "Install").length;
   const e = s.last_evidence;
-  const selected = e ? e.selected : told;
-  const installed = e ? e.installed : 0;
+  // Every wave, in every phase (`state.progress`); older controllers only had the current wave's evidence.
+  const p = s.progress || e;
+  const selected = p ? p.selected : told;
+  const installed = p ? p.installed : 0;
   const bakeLeft = (w) => Math.max(0, s.wave_started_at + w.bake_secs - Date.now() / 1000);
   const waves = spec.waves.map((w, i) => `<tr class="${i === s.wave ? "current" : ""}"><td>${i + 1}</td><td>${esc(waveSize(w))}</td><td>${perWave[i]}</td>
       <td>${i < s.wave ? "done" : i === s.wave ? (tag(s.phase) === "Progressing" ? `${Math.round(bakeLeft(w))}s left` : esc(phaseName(s.phase))) : "waiting"}</td></tr>`);
@@ -243,7 +245,7 @@ async function rolloutPage(el, id) {
       ${phaseReason(s.phase) ? `<span class="reason">${esc(phaseReason(s.phase))}</span>` : ""} · wave ${s.wave + 1} of ${spec.waves.length}
       · on failure: ${esc(tag(spec.on_failure).toLowerCase())}</p>
     <div class="progress" title="${installed} of ${selected} selected devices installed"><svg width="100%" height="16"><rect width="100%" height="16" class="track"/><rect width="${pct}%" height="16" class="done"/></svg>
-      <span id="progress-text">${installed} of ${selected} devices on ${esc(ver(spec.release.version))} (${pct}%)${e ? `, ${e.in_progress} in progress, ${e.failed} failed` : ""}</span></div>
+      <span id="progress-text">${installed} of ${selected} devices on ${esc(ver(spec.release.version))} (${pct}%)${p ? `, ${p.in_progress} in progress, ${p.failed} failed` : ""}</span></div>
     <div class="verbs">${VERBS.map(([v, label]) => `<button data-verb="${esc(v)}" class="${v.startsWith("abort") || v === "undo" ? "danger" : ""}">${esc(label)}</button>`).join(" ")}</div>
     <p id="verb-result" class="error"></p>
     <h2>Waves</h2>${table("waves", ["wave", "size", "devices", "bake"], waves)}
