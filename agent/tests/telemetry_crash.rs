@@ -126,3 +126,38 @@ fn kill_9_never_loses_a_record_the_queue_acknowledged() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `kill -9` during the very first start, while redb creates the file: the next start must open the queue
+/// (before the fix, a file sized but without its magic number was "not a redb database" for ever and the
+/// agent refused to start). Kill times sweep the first milliseconds of the writer's life, where the file
+/// is created; the run prints how many kills landed inside the creation.
+#[test]
+fn kill_9_during_the_first_creation_of_the_queue_never_leaves_it_unopenable() {
+    let exe = writer_exe();
+    let dir = tempdir("telemetry-first-start");
+    let (mut inside, mut before, mut after) = (0, 0, 0);
+    for round in 0..40u64 {
+        let db = dir.join(format!("telemetry-{round}.redb"));
+        let mut child = Command::new(&exe).arg(&db).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        // 0–19 ms, then 20–39: from before the process opens the file to well after its first commit.
+        std::thread::sleep(Duration::from_micros(500 * (round % 40)));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        match std::fs::read(&db) {
+            Err(_) => before += 1,
+            Ok(bytes) if bytes.is_empty() => before += 1,
+            Ok(bytes) if bytes.iter().take(9).all(|b| *b == 0) => inside += 1,
+            Ok(_) => after += 1,
+        }
+        let queue = TelemetryQueue::open(&db, QueueConfig::default())
+            .unwrap_or_else(|e| panic!("round {round}: the queue no longer opens after kill -9 on first start: {e}"));
+        assert_eq!(queue.append(&[]).unwrap().count(), 0);
+        let stats = queue.stats().unwrap();
+        assert_eq!(stored(&queue), (1..=stats.last_seq).collect::<Vec<_>>(), "round {round}");
+    }
+    println!(
+        "40 kills during the first start: {before} before the file existed, {inside} inside its creation \
+         (magic number not yet written), {after} after; every queue opened"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

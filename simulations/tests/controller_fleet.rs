@@ -175,6 +175,26 @@ fn a_good_rollout_completes_in_waves_and_a_bad_model_is_caught_at_the_canary_and
         );
         std::thread::sleep(Duration::from_millis(250));
     }
+    // Each update event reaches the controller twice (live on up/events, then in the device's telemetry):
+    // once both copies are in (nothing waits unmatched), `devices show` lists each event once.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let shown = loop {
+        let json = run(&["devices", "show", "dev-0", "-o", "json"]);
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap_or_default();
+        let digits = &v["models"]["digits"];
+        let matched = digits["events"].as_array().is_some_and(|e| !e.is_empty())
+            && digits.get("unmatched_live").is_none()
+            && digits.get("unmatched_recorded").is_none();
+        if matched {
+            break run(&["devices", "show", "dev-0"]);
+        }
+        assert!(Instant::now() < deadline, "the events' telemetry copies did not arrive: {json}");
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    for step in ["idle -> fetching", "activating -> watching", "watching -> committed"] {
+        let lines = shown.lines().filter(|l| l.starts_with("  digits 1.0.0 ") && l.contains(step)).count();
+        assert_eq!(lines, 1, "`{step}` listed once:\n{shown}");
+    }
 
     // 2. The scrambled model: shadowed at the canary, disagreement fails the gate, the canary reverts.
     run(&[

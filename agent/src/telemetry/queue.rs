@@ -113,6 +113,20 @@ fn db_err<E: Into<redb::Error>>(path: &Path) -> impl Fn(E) -> QueueError + '_ {
     move |e| QueueError::Db { path: path.to_owned(), source: Box::new(e.into()) }
 }
 
+/// The first bytes of a redb file are its magic number, written only once the new file's structure is
+/// on disk and before any commit. A non-empty file whose magic number is still all zeros is one whose
+/// creation was interrupted: it never held data.
+fn interrupted_creation(path: &Path) -> bool {
+    const MAGIC_LEN: usize = 9;
+    let Ok(file) = std::fs::File::open(path) else { return false };
+    let mut head = Vec::with_capacity(MAGIC_LEN);
+    use std::io::Read;
+    if file.take(MAGIC_LEN as u64).read_to_end(&mut head).is_err() {
+        return false;
+    }
+    !head.is_empty() && head.iter().all(|b| *b == 0)
+}
+
 pub struct TelemetryQueue {
     db: Database,
     path: PathBuf,
@@ -138,7 +152,21 @@ impl TelemetryQueue {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| QueueError::Io { path: dir.to_owned(), source })?;
         }
-        let db = redb::Builder::new().set_cache_size(cfg.cache_bytes).create(path).map_err(db_err(path))?;
+        let create = || redb::Builder::new().set_cache_size(cfg.cache_bytes).create(path);
+        let db = match create() {
+            Err(e) if interrupted_creation(path) => {
+                // Killed during the very first start, after the file was sized and before redb wrote its
+                // magic number: no commit ever happened (redb writes the magic number before the first
+                // one), so no record and no sequence number can be in it. Kept aside, not deleted.
+                let aside = path.with_extension("redb.unfinished");
+                tracing::warn!(path = %path.display(), aside = %aside.display(), error = %e,
+                    "the telemetry queue was never fully created (the agent was killed during its first start); \
+                     creating it again");
+                std::fs::rename(path, &aside).map_err(|source| QueueError::Io { path: path.to_owned(), source })?;
+                create().map_err(db_err(path))?
+            }
+            r => r.map_err(db_err(path))?,
+        };
         // Create both tables, so read transactions always find them.
         let txn = db.begin_write().map_err(db_err(path))?;
         txn.open_table(RECORDS).map_err(db_err(path))?;

@@ -273,6 +273,30 @@ fn a_cap_of_zero_records_is_refused_naming_the_path() {
     assert!(err.to_string().contains("telemetry.redb"), "{err}");
 }
 
+/// `kill -9` during the very first start can leave the file sized but without redb's magic number (redb
+/// writes it last, before any commit): the queue opens again, empty, numbering from 1, the unfinished file
+/// kept aside. Both states redb passes through are played: sized and all zeros, then the header written
+/// without its magic number.
+#[test]
+fn a_file_whose_creation_was_interrupted_by_a_crash_is_created_again() {
+    let dir = TempDir::new("interrupted");
+    let q = TelemetryQueue::open(&dir.db(), cfg(10)).unwrap();
+    drop(q);
+    let mut fresh = std::fs::read(dir.db()).unwrap();
+    fresh[..9].fill(0);
+    for file in [vec![0u8; fresh.len()], fresh] {
+        std::fs::write(dir.db(), &file).unwrap();
+        let q = TelemetryQueue::open(&dir.db(), cfg(10)).unwrap();
+        assert_eq!(q.append(&healths(0..3)).unwrap(), 1..=3);
+        drop(q);
+        let q = TelemetryQueue::open(&dir.db(), cfg(10)).unwrap();
+        assert_eq!(seqs(&q), vec![1, 2, 3], "and it is a working queue after a reopen");
+        drop(q);
+        assert_eq!(std::fs::read(dir.db().with_extension("redb.unfinished")).unwrap(), file, "kept aside");
+        std::fs::remove_file(dir.db()).unwrap();
+    }
+}
+
 #[test]
 fn a_file_that_is_not_a_database_is_an_error_naming_the_path() {
     let dir = TempDir::new("not-a-db");

@@ -374,6 +374,7 @@ mod tests {
                 reason: None,
                 detail: "3 chunk(s)".into(),
             },
+            crate::daemon::registry::EventPath::Live,
             1_760_000_101,
         );
         d

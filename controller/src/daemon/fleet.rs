@@ -2,7 +2,7 @@
 //! subscription (replicas split the ingest), keeps the registry, acks telemetry after the device record
 //! is durably stored, serves chunk requests from the bundle store, and publishes retained desired states.
 
-use super::registry::DeviceRecord;
+use super::registry::{DeviceRecord, EventPath};
 use super::store::{Store, Table};
 use outpost_protocol::codec;
 use outpost_protocol::enroll;
@@ -154,7 +154,7 @@ impl Fleet {
                 self.update(&device, |d| d.hello(h, t))
             }
             (Up::Presence, Message::Presence(p)) if p.device == device => self.update(&device, |d| d.presence(p, t)),
-            (Up::Events, Message::Event(e)) => self.update(&device, |d| d.event(e, t)),
+            (Up::Events, Message::Event(e)) => self.update(&device, |d| d.event(e, EventPath::Live, t)),
             (Up::Telemetry, Message::Telemetry(batch)) => {
                 // Stored before acked: what the device deletes is never lost here.
                 let up_to = self.update(&device, |d| {

@@ -55,6 +55,22 @@ pub struct ModelLog {
     pub last_window: Option<InferenceWindow>,
     /// When the device closed that window (its clock).
     pub last_window_at: UnixTime,
+    /// The device sends each update event twice: live on `up/events` when online, and in its durable
+    /// telemetry. Events that came by one path and not yet by the other wait here, oldest first, so the
+    /// second copy is recognised (and a repeated but genuine event is not; see [`DeviceRecord::event`]).
+    #[serde(default, skip_serializing_if = "VecDeque::is_empty")]
+    pub unmatched_live: VecDeque<UpdateEvent>,
+    #[serde(default, skip_serializing_if = "VecDeque::is_empty")]
+    pub unmatched_recorded: VecDeque<UpdateEvent>,
+}
+
+/// Which path an update event came by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventPath {
+    /// `up/events`, sent as it happens (lost if the device is offline then).
+    Live,
+    /// A telemetry record, sent from the device's durable queue (late, never lost).
+    Recorded,
 }
 
 /// One model on one device as `devices show` lists it: what runs, what the controller asks for, and
@@ -139,17 +155,31 @@ impl DeviceRecord {
         v
     }
 
-    pub fn event(&mut self, e: UpdateEvent, now: UnixTime) {
+    /// An update event, by either path. Both paths carry the device's events in the order they happened,
+    /// so the copy of an event is the oldest equal one waiting on the other path: it is matched and
+    /// dropped, with the older ones waiting there (their copies were lost: an event published while
+    /// offline, a record the device's full queue dropped). A genuine repeat of an equal event (the same
+    /// desired state issued again) comes by both paths too, and each copy is matched once.
+    pub fn event(&mut self, e: UpdateEvent, path: EventPath, now: UnixTime) {
         self.last_seen = now;
+        let log = self.models.entry(e.model.clone()).or_default();
+        let (mine, other) = match path {
+            EventPath::Live => (&mut log.unmatched_live, &mut log.unmatched_recorded),
+            EventPath::Recorded => (&mut log.unmatched_recorded, &mut log.unmatched_live),
+        };
+        if let Some(i) = other.iter().position(|x| *x == e) {
+            other.drain(..=i);
+            return;
+        }
+        mine.push_back(e.clone());
+        if mine.len() > EVENTS_KEPT {
+            mine.pop_front();
+        }
+        log.events.push_back(e.clone());
+        while log.events.len() > EVENTS_KEPT {
+            log.events.pop_front();
+        }
         self.evidence().record_event(&e, now);
-        let events = &mut self.models.entry(e.model.clone()).or_default().events;
-        if events.back() == Some(&e) {
-            return; // The same event arrives on `up/events` and again inside telemetry.
-        }
-        events.push_back(e);
-        while events.len() > EVENTS_KEPT {
-            events.pop_front();
-        }
     }
 
     /// The latest update event of `model`.
@@ -216,7 +246,7 @@ impl DeviceRecord {
                     log.last_window = Some(w);
                 }
                 RecordBody::Health(h) => self.last_health = Some(h),
-                RecordBody::Update(e) => self.event(e, now),
+                RecordBody::Update(e) => self.event(e, EventPath::Recorded, now),
                 RecordBody::Dropped { count } => tracing::warn!(device = %self.id, count, "device dropped telemetry"),
                 RecordBody::Trust(t) => self.attestation.trust_event(t, now),
             }
@@ -267,12 +297,43 @@ mod tests {
         }
     }
 
+    /// Each event comes live and again in telemetry, in either order, interleaved with the other path's:
+    /// listed once. A genuine repeat is listed again; an event that came by one path only is listed.
+    #[test]
+    fn an_event_that_comes_live_and_again_in_telemetry_is_listed_once() {
+        use EventPath::*;
+        let mut d = DeviceRecord::new(DeviceId::new("d").unwrap(), 0);
+        let fetching = event("digits", 2, UpdateStage::Fetching);
+        let committed = event("digits", 2, UpdateStage::Committed);
+        let lost_live = event("digits", 2, UpdateStage::Watching);
+        for (e, path) in [
+            (&fetching, Live),
+            (&committed, Live),
+            (&fetching, Recorded),
+            (&lost_live, Recorded),
+            (&committed, Recorded),
+            // The same desired state again, later: a genuine repeat, telemetry first this time.
+            (&fetching, Recorded),
+            (&fetching, Live),
+        ] {
+            d.event(e.clone(), path, 1);
+        }
+        let listed: Vec<UpdateStage> =
+            d.models[&ModelName::new("digits").unwrap()].events.iter().map(|e| e.to).collect();
+        use UpdateStage::*;
+        assert_eq!(listed, vec![Fetching, Committed, Watching, Fetching]);
+        let log = &d.models[&ModelName::new("digits").unwrap()];
+        assert!(log.unmatched_live.is_empty() && log.unmatched_recorded.is_empty(), "{log:?}");
+        // The planner's evidence saw no copy either: the latest for the bundle is the repeat's fetching.
+        assert_eq!(d.view().update_for(&fetching.bundle).map(|u| u.stage), Some(Fetching));
+    }
+
     #[test]
     fn update_events_are_kept_per_model_so_a_busy_model_never_pushes_another_out() {
         let mut d = DeviceRecord::new(DeviceId::new("d").unwrap(), 0);
-        d.event(event("kws", 1, UpdateStage::Committed), 1);
+        d.event(event("kws", 1, UpdateStage::Committed), EventPath::Live, 1);
         for i in 0..(EVENTS_KEPT as u32 * 3) {
-            d.event(event("digits", 2 + i % 2, UpdateStage::Fetching), 2);
+            d.event(event("digits", 2 + i % 2, UpdateStage::Fetching), EventPath::Live, 2);
         }
         assert_eq!(d.models[&ModelName::new("digits").unwrap()].events.len(), EVENTS_KEPT);
         let kws = d.last_event(&ModelName::new("kws").unwrap()).unwrap();
@@ -305,7 +366,7 @@ mod tests {
                 watch: Watch::default(),
             },
         );
-        d.event(event("anomaly", 1, UpdateStage::Rejected), 3);
+        d.event(event("anomaly", 1, UpdateStage::Rejected), EventPath::Live, 3);
         let s = d.model_summaries();
         let names: Vec<&str> = s.iter().map(|m| m.name.as_str()).collect();
         assert_eq!(names, ["anomaly", "digits", "kws"]);
