@@ -82,3 +82,28 @@ for i in range(n):
 print(f"{correct}/{n} correct, logits within 1e-3 of onnxruntime")
 PY
 }
+
+# infer_sensor_f16 PORT: the FP16 typed fixture's six samples in one binary-tensor request; every value must
+# be within 1e-3 of onnxruntime's (an FP16 matrix product: the path tract's FP16 kernels would take).
+infer_sensor_f16() {
+  python3 - "$1" "$models/typed" <<'PY'
+import json, struct, sys, urllib.request
+port, typed = int(sys.argv[1]), sys.argv[2]
+x = open(f"{typed}/sensor-f16.input.x.bin", "rb").read()
+want = struct.unpack(f"<{6 * 3}e", open(f"{typed}/sensor-f16.ort.y.bin", "rb").read())
+header = json.dumps({"inputs": [{"name": "x", "shape": [6, 5], "datatype": "FP16",
+                                 "parameters": {"binary_data_size": len(x)}}],
+                     "parameters": {"binary_data_output": True}}).encode()
+req = urllib.request.Request(f"http://127.0.0.1:{port}/v2/models/sensor-f16/infer", header + x,
+                             {"Inference-Header-Content-Length": str(len(header))})
+resp = urllib.request.urlopen(req, timeout=60)
+body = resp.read()
+n = int(resp.headers["Inference-Header-Content-Length"])
+out = json.loads(body[:n])["outputs"][0]
+assert out["datatype"] == "FP16" and out["shape"] == [6, 3], out
+got = struct.unpack(f"<{6 * 3}e", body[n:])
+diff = max(abs(a - b) for a, b in zip(got, want))
+assert diff <= 1e-3, f"sensor-f16: FP16 answers differ from onnxruntime by {diff}"
+print(f"sensor-f16: 6 FP16 rows within {diff:.1e} of onnxruntime")
+PY
+}

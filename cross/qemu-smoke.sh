@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Proof that a cross-built agent runs: cross/qemu-smoke.sh TARGET
 # Under qemu-user (natively for x86_64), the TARGET agent installs a signed digits bundle, passes
-# `selftest`, and answers inference over its local API with onnxruntime's logits. Prints its figures:
+# `selftest`, and answers inference over its local API with onnxruntime's logits; then an FP16 model is
+# installed beside it and answers within 1e-3 of onnxruntime. Prints its figures:
 # binary size, idle RSS with no model and with digits v1, and cold start to first inference.
 # Environment: OUTPOST_AGENT_BIN (skip the build), OUTPOST_BIN (the host `outpost` CLI).
 set -euo pipefail
@@ -54,6 +55,17 @@ first_ms=$(($(now_ms) - start))
 infer_digits "$port" 32
 sleep 1
 model_rss=$(rss_kb "$pid")
+stop_agent
+
+echo "== an FP16 model (the edge build has no hand-written FP16 kernels on aarch64: tract's portable ones)"
+"$outpost" bundle create --model $models/typed/sensor-f16.onnx --name sensor-f16 --version 1.0.0 --sequence 1 \
+  --key "$work/keys/release.key" --selftest-input x=$models/typed/sensor-f16.input.x.bin \
+  --out "$work/sensor-f16.obundle" >/dev/null
+"${run[@]}" install "$work/sensor-f16.obundle" --data-dir "$work/data" "${trust[@]}" | tee "$work/install16.out"
+grep -q "installed sensor-f16 1.0.0" "$work/install16.out"
+run_agent "$work/data"
+wait_for 120 curl -sf "http://127.0.0.1:$port/v2/models/sensor-f16/ready"
+infer_sensor_f16 "$port"
 stop_agent
 
 echo "figure: target=$target size_bytes=$(stat -c %s "$agent") idle_rss_kb_no_model=$idle_rss" \
