@@ -65,7 +65,9 @@ fn device(i: usize) -> DeviceId {
 }
 
 async fn connect(port: u16, id: String) -> (AsyncClient, rumqttc::EventLoop) {
-    let mut o = MqttOptions::new(id, "127.0.0.1", port);
+    let mut o = MqttOptions::new(id.clone(), "127.0.0.1", port);
+    // The embedded broker admits a client under its own client id as username.
+    o.set_credentials(id, "");
     o.set_keep_alive(Duration::from_secs(30));
     o.set_max_packet_size(1 << 20, 1 << 20);
     AsyncClient::new(o, 10_000)

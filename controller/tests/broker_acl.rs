@@ -10,6 +10,8 @@ use prod_broker::ProdBroker;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
@@ -41,6 +43,15 @@ struct Client {
     client: AsyncClient,
     rx: mpsc::UnboundedReceiver<(String, Vec<u8>)>,
     connected: tokio::sync::watch::Receiver<Option<bool>>,
+    /// Connections lost after the first one succeeded.
+    drops: Arc<AtomicU32>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 /// A rumqttc client; `identity` is the certificate/key file stem in `pki` (none: server-auth TLS only).
@@ -56,10 +67,14 @@ fn client(pki: &Path, port: u16, client_id: &str, identity: Option<&str>) -> Cli
     let (client, mut eventloop) = AsyncClient::new(o, 64);
     let (tx, rx) = mpsc::unbounded_channel();
     let (ctx, connected) = tokio::sync::watch::channel(None);
-    tokio::spawn(async move {
+    let drops = Arc::new(AtomicU32::new(0));
+    let dropped = drops.clone();
+    let task = tokio::spawn(async move {
+        let mut up = false;
         loop {
             match eventloop.poll().await {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    up = true;
                     let _ = ctx.send(Some(true));
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
@@ -67,13 +82,16 @@ fn client(pki: &Path, port: u16, client_id: &str, identity: Option<&str>) -> Cli
                 }
                 Ok(_) => {}
                 Err(_) => {
+                    if std::mem::take(&mut up) {
+                        dropped.fetch_add(1, Ordering::SeqCst);
+                    }
                     let _ = ctx.send(Some(false));
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
             }
         }
     });
-    Client { client, rx, connected }
+    Client { client, rx, connected, drops, task }
 }
 
 impl Client {
@@ -150,7 +168,9 @@ async fn devices_use_only_their_own_topics_the_controller_sees_all_and_foreign_c
     let seen_by_a = a.until("for-a").await;
     assert!(seen_by_a.iter().all(|(t, _)| t.starts_with(&format!("{DEV}/dev-a/"))), "A saw {seen_by_a:?}");
     assert!(!seen_by_a.iter().any(|(_, body)| body == "a-writes-its-own-down"), "a device cannot write down topics");
-    // A late subscriber on A's identity does not get B's retained desired state either.
+    // A late subscriber on A's identity does not get B's retained desired state either. (Its session is
+    // A's: the broker names every connection by its certificate, so A's first connection goes first.)
+    drop(a);
     let mut late = client(&pki, broker.tls_port, "dev-a-late", Some("dev-a"));
     assert!(late.outcome().await);
     late.sub(&desired_b).await;
@@ -248,4 +268,37 @@ async fn every_device_reads_the_fleet_trust_and_only_the_controller_writes_it() 
     assert!(b.outcome().await);
     b.sub(trust).await;
     assert_eq!(b.until("the-trust").await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_cannot_take_the_session_of_another_device_or_of_the_controller() {
+    let dir = tempdir("takeover");
+    let (data, pki) = (dir.join("data"), dir.join("pki"));
+    issue_all(&data, &pki, &["dev-a", "dev-b"]);
+    let broker = ProdBroker::start(&pki);
+    let mut ctl = client(&pki, broker.tls_port, "outpost-controller", Some("controller"));
+    let mut b = client(&pki, broker.tls_port, "dev-b", Some("dev-b"));
+    assert!(ctl.outcome().await && b.outcome().await, "{}", broker.log());
+    ctl.sub(&format!("{DEV}/+/up/#")).await;
+    b.sub(&format!("{DEV}/dev-b/down/+")).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // dev-a's certificate connects under dev-b's client id, then under the controller's.
+    for (n, stolen) in ["dev-b", "outpost-controller"].into_iter().enumerate() {
+        let mut thief = client(&pki, broker.tls_port, stolen, Some("dev-a"));
+        assert!(thief.outcome().await, "the thief connects (as itself): {}", broker.log());
+        // Round trips through both victims: a victim knocked off reconnects before these go through.
+        let marker = format!("b-after-{n}");
+        b.publish(&format!("{DEV}/dev-b/up/hello"), &marker).await;
+        ctl.until(&marker).await;
+        ctl.publish(&format!("{DEV}/dev-b/down/ack"), &marker).await;
+        b.until(&marker).await;
+        assert_eq!(b.drops.load(Ordering::SeqCst), 0, "dev-a's certificate as {stolen} disconnected dev-b");
+        assert_eq!(ctl.drops.load(Ordering::SeqCst), 0, "dev-a's certificate as {stolen} disconnected the controller");
+        // And the thief speaks as dev-a only: as dev-b it is not heard.
+        thief.publish(&format!("{DEV}/dev-b/up/hello"), "forged").await;
+        thief.publish(&format!("{DEV}/dev-a/up/hello"), &format!("a-{n}")).await;
+        let seen = ctl.until(&format!("a-{n}")).await;
+        assert!(seen.iter().all(|(_, body)| body != "forged"), "{seen:?}");
+    }
 }

@@ -71,7 +71,10 @@ fn serve(data: &Path, root_pub: &str, mqtt: u16, api: u16) -> Serve {
 fn retained_trust(mqtt: u16) -> TrustUpdate {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
-        let o = MqttOptions::new(format!("probe-{}", free_port()), "127.0.0.1", mqtt);
+        let id = format!("probe-{}", free_port());
+        let mut o = MqttOptions::new(id.clone(), "127.0.0.1", mqtt);
+        // The embedded broker wants a login (any, but the controller's name needs its password).
+        o.set_credentials(id, "");
         let (client, mut events) = AsyncClient::new(o, 16);
         client.subscribe(topics::TRUST, QoS::AtLeastOnce).await.unwrap();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);

@@ -3,12 +3,20 @@
 //! signing request, so the key never leaves it.
 //!
 //! ```text
-//! outpost/v1/enroll/{id}/request    device → controller   EnrollRequest (token, CSR, facts)
-//! outpost/v1/enroll/{id}/response   controller → device   EnrollResponse (certificate, pending, refused)
+//! outpost/v1/enroll/{session}/request    device → controller   EnrollRequest (device id, token, CSR, facts)
+//! outpost/v1/enroll/{session}/response   controller → device   EnrollResponse (certificate, pending, refused)
 //! ```
 //! With mosquitto, these topics live on a listener of their own (server-auth TLS, anonymous clients) whose
 //! ACL lets client id X write only `enroll/X/request` and read only `enroll/X/response`: no other client can
 //! read a token, and a response carries only public material (a certificate is useless without its key).
+//!
+//! `{session}` is the MQTT client id of the enrolling connection: a fresh random name per attempt
+//! ([`session_name`]), not the device id. Anonymous clients on that listener prove nothing about their
+//! client id, and a broker disconnects a client when another connects with its id: with the device id as
+//! client id, anyone could keep an enrolling device from ever finishing by connecting under its id. A
+//! random name cannot be guessed. (Agents from before this change use their device id; the controller
+//! answers on whatever session the request came from.) The same exchange renews a certificate: a device
+//! asks with the key its certificate names, in the second half of the certificate's lifetime.
 
 use crate::names::{Arch, DeviceId};
 use crate::version::Version;
@@ -75,6 +83,15 @@ pub enum EnrollRefusal {
     KeyMismatch,
     /// The controller cannot issue certificates right now (its CA is unreadable); try again later.
     Unavailable,
+    /// The token was used by as many devices as it allows (`enroll-token create --max-uses`).
+    TokenUsedUp,
+    /// The token is limited to other device ids (`enroll-token create --devices`).
+    DeviceNotAllowed,
+    /// Too many requests (from this device id, or from everyone); try again later.
+    RateLimited,
+    /// The device's certificate is not in its renewal window yet (the second half of its lifetime), and
+    /// the controller has no copy of it to send again.
+    NotDue,
 }
 
 impl EnrollRefusal {
@@ -87,12 +104,16 @@ impl EnrollRefusal {
             EnrollRefusal::Revoked => "revoked",
             EnrollRefusal::KeyMismatch => "key_mismatch",
             EnrollRefusal::Unavailable => "unavailable",
+            EnrollRefusal::TokenUsedUp => "token_used_up",
+            EnrollRefusal::DeviceNotAllowed => "device_not_allowed",
+            EnrollRefusal::RateLimited => "rate_limited",
+            EnrollRefusal::NotDue => "not_due",
         }
     }
 
     /// Whether asking again later may succeed without the operator changing anything on the device.
     pub fn retryable(self) -> bool {
-        matches!(self, EnrollRefusal::Unavailable)
+        matches!(self, EnrollRefusal::Unavailable | EnrollRefusal::RateLimited | EnrollRefusal::NotDue)
     }
 }
 
@@ -102,22 +123,36 @@ impl std::fmt::Display for EnrollRefusal {
     }
 }
 
-/// Where a device sends its request.
-pub fn request_topic(device: &DeviceId) -> String {
-    format!("{PREFIX}/{device}/request")
+/// The shared-subscription group of enrollment requests. A group of its own: rumqttd keeps one cursor
+/// per group name, and when the device topics' group shared it, enrollment requests were dropped after
+/// sustained device traffic.
+pub const SHARE_GROUP: &str = "outpost-enroll";
+
+/// A session name (the enrolling connection's client id and topic level) from 16 random bytes.
+pub fn session_name(random: [u8; 16]) -> DeviceId {
+    let mut s = String::from("enroll-");
+    for b in random {
+        s.push_str(&format!("{b:02x}"));
+    }
+    DeviceId::new(s).expect("hex is a valid name")
 }
 
-/// Where the controller answers a device.
-pub fn response_topic(device: &DeviceId) -> String {
-    format!("{PREFIX}/{device}/response")
+/// Where a device sends its request (`session`: see the module documentation).
+pub fn request_topic(session: &DeviceId) -> String {
+    format!("{PREFIX}/{session}/request")
 }
 
-/// What the controller subscribes to: every device's requests, shared between replicas.
+/// Where the controller answers.
+pub fn response_topic(session: &DeviceId) -> String {
+    format!("{PREFIX}/{session}/response")
+}
+
+/// What the controller subscribes to: every session's requests, shared between replicas.
 pub fn controller_subscription() -> String {
-    format!("$share/{}/{PREFIX}/+/request", crate::topics::SHARE_GROUP)
+    format!("$share/{SHARE_GROUP}/{PREFIX}/+/request")
 }
 
-/// The device id of a request topic; `None` for anything else.
+/// The session of a request topic; `None` for anything else.
 pub fn parse_request_topic(topic: &str) -> Option<DeviceId> {
     let id = topic.strip_prefix(PREFIX)?.strip_prefix('/')?.strip_suffix("/request")?;
     DeviceId::new(id).ok()
@@ -141,6 +176,10 @@ mod tests {
         ] {
             assert_eq!(parse_request_topic(t), None, "{t}");
         }
-        assert_eq!(controller_subscription(), "$share/outpost/outpost/v1/enroll/+/request");
+        assert_eq!(controller_subscription(), "$share/outpost-enroll/outpost/v1/enroll/+/request");
+        assert_ne!(SHARE_GROUP, crate::topics::SHARE_GROUP, "one cursor per group in rumqttd: never share it");
+        let s = session_name([0xab; 16]);
+        assert_eq!(s.as_str().len(), 39);
+        assert_eq!(parse_request_topic(&request_topic(&s)), Some(s));
     }
 }

@@ -212,6 +212,10 @@ fn message() -> impl Strategy<Value = Message> {
         EnrollRefusal::Revoked,
         EnrollRefusal::KeyMismatch,
         EnrollRefusal::Unavailable,
+        EnrollRefusal::TokenUsedUp,
+        EnrollRefusal::DeviceNotAllowed,
+        EnrollRefusal::RateLimited,
+        EnrollRefusal::NotDue,
     ]);
     let outcome = prop_oneof![
         (".{0,80}", ".{0,80}").prop_map(|(certificate, ca)| EnrollOutcome::Issued { certificate, ca }),

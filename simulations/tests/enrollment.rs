@@ -247,48 +247,65 @@ fn status(device: &serde_json::Value) -> String {
     }
 }
 
+/// The shipped mosquitto setup with certificates from `outpost certs`, and `outpost serve` on it with
+/// `enroll` appended to its `[enroll]` section.
+struct Mosquitto {
+    broker: ProdBroker,
+    ctl: Controller,
+    pki: PathBuf,
+}
+
+impl Mosquitto {
+    fn start(dir: &Path, enroll: &str) -> Mosquitto {
+        let (data, pki) = (dir.join("controller-data"), dir.join("pki"));
+        let setup = |args: &[&str]| {
+            let out = Command::new(sibling("outpost")).args(args).args(["--data-dir", &d(&data)]).output().unwrap();
+            assert!(out.status.success(), "outpost {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        };
+        setup(&["certs", "init"]);
+        setup(&["certs", "server", "--host", "127.0.0.1", "--out", &d(&pki)]);
+        setup(&["certs", "controller", "--out", &d(&pki)]);
+        // The broker reads a copy of the CRL the controller rewrites on every revocation (the controller's
+        // data directory is private, 0700): the revocation hook copies it, then makes mosquitto reload.
+        let (crl, copy) = (data.join("ca/crl.pem"), pki.join("crl.pem"));
+        std::fs::copy(&crl, &copy).unwrap();
+        let broker = ProdBroker::start(&pki);
+        let config = dir.join("controller.toml");
+        let hook = format!("cp {} {} && kill -HUP {}", d(&crl), d(&copy), broker.pid());
+        std::fs::write(
+            &config,
+            format!(
+                "[broker]\nurl = \"mqtts://127.0.0.1:{}\"\nca = {:?}\nclient_cert = {:?}\nclient_key = {:?}\n\
+                 [enroll]\non_revoke = [\"sh\", \"-c\", {hook:?}]\n{enroll}",
+                broker.tls_port,
+                d(&pki.join("ca.pem")),
+                d(&pki.join("controller.crt")),
+                d(&pki.join("controller.key")),
+            ),
+        )
+        .unwrap();
+        let ctl = Controller::start(dir, &data, &["--config", &d(&config)]);
+        Mosquitto { broker, ctl, pki }
+    }
+
+    /// An agent's `[link]` lines for this broker, enrolling with the token in `token`.
+    fn link(&self, token: &Path) -> String {
+        format!(
+            "broker = \"mqtts://127.0.0.1:{}\"\nenroll_broker = \"mqtts://127.0.0.1:{}\"\nca = {:?}\nenroll_token = {:?}\n",
+            self.broker.tls_port,
+            self.broker.enroll_port,
+            d(&self.pki.join("ca.pem")),
+            d(token)
+        )
+    }
+}
+
 #[test]
 fn devices_enroll_over_mosquitto_wait_for_approval_and_revoked_ones_are_refused() {
     let dir = tempdir("mosquitto");
-    let (data, pki) = (dir.join("controller-data"), dir.join("pki"));
-    let setup = |args: &[&str]| {
-        let out = Command::new(sibling("outpost")).args(args).args(["--data-dir", &d(&data)]).output().unwrap();
-        assert!(out.status.success(), "outpost {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    };
-    setup(&["certs", "init"]);
-    setup(&["certs", "server", "--host", "127.0.0.1", "--out", &d(&pki)]);
-    setup(&["certs", "controller", "--out", &d(&pki)]);
-    // The broker reads the CRL the controller rewrites on every revocation. The controller's data directory
-    // is private (0700) and mosquitto started as root drops to its own user, so the revoke hook copies the
-    // list where the broker can read it before the reload (as docs/security.md tells operators to).
-    std::fs::copy(data.join("ca/crl.pem"), pki.join("crl.pem")).unwrap();
-    let broker = ProdBroker::start(&pki);
-    let config = dir.join("controller.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[broker]\nurl = \"mqtts://127.0.0.1:{}\"\nca = {:?}\nclient_cert = {:?}\nclient_key = {:?}\n\
-             [enroll]\non_revoke = [\"sh\", \"-c\", \"cp '{}' '{}' && kill -HUP {}\"]\n",
-            broker.tls_port,
-            d(&pki.join("ca.pem")),
-            d(&pki.join("controller.crt")),
-            d(&pki.join("controller.key")),
-            d(&data.join("ca/crl.pem")),
-            d(&pki.join("crl.pem")),
-            broker.pid()
-        ),
-    )
-    .unwrap();
-    let ctl = Controller::start(&dir, &data, &["--config", &d(&config)]);
-    let link = |token: &Path| {
-        format!(
-            "broker = \"mqtts://127.0.0.1:{}\"\nenroll_broker = \"mqtts://127.0.0.1:{}\"\nca = {:?}\nenroll_token = {:?}\n",
-            broker.tls_port,
-            broker.enroll_port,
-            d(&pki.join("ca.pem")),
-            d(token)
-        )
-    };
+    let m = Mosquitto::start(&dir, "");
+    let (ctl, broker) = (&m.ctl, &m.broker);
+    let link = |token: &Path| m.link(token);
 
     // 1. A fresh device with an auto-approve token enrolls, reconnects on mutual TLS and says hello.
     let auto = ctl.token(&dir, "token-auto", true);
@@ -439,4 +456,43 @@ fn the_quick_start_embedded_broker_enrolls_over_plain_mqtt() {
     );
     assert!(a.data.join("identity/device.crt").exists());
     assert!(data.join("ca/ca.pem").exists(), "the CA was made at first start");
+}
+
+/// Device certificates expire; the agent renews its own in time. With a 30 s lifetime, the agent renews
+/// two thirds in, and after the first certificate expired it connects again with the renewed one.
+#[test]
+fn a_device_renews_its_certificate_and_connects_after_the_first_one_expired() {
+    use outpost_agent::identity::renew::validity;
+    let dir = tempdir("renew");
+    let m = Mosquitto::start(&dir, "cert_lifetime = \"30s\"\n");
+    let token = m.ctl.token(&dir, "token", true);
+    let mut a = Agent::new(&dir, "dev-renew", &m.link(&token));
+    a.start();
+    let online = |boot: &serde_json::Value| {
+        let dev = m.ctl.device("dev-renew");
+        status(&dev) == "Enrolled" && dev["online"] == true && &dev["boot_id"] != boot
+    };
+    let agent_log = a.log.clone();
+    let ctx = || {
+        let agent = std::fs::read_to_string(&agent_log).unwrap_or_default();
+        format!("{}\n--- agent\n{agent}\n--- broker\n{}", m.ctl.log(), m.broker.log())
+    };
+    wait_until("dev-renew enrolled and online", 40, || online(&serde_json::Value::Null), ctx);
+    let cert = a.data.join("identity/device.crt");
+    let (from, to) = validity(&std::fs::read_to_string(&cert).unwrap()).unwrap();
+    assert!(to - from <= 40, "a short certificate: {from}..{to}");
+    let renewed = || std::fs::read_to_string(&agent_log).unwrap_or_default().contains("device certificate renewed");
+    wait_until("a renewed certificate", 40, renewed, ctx);
+    let (_, renewed_to) = validity(&std::fs::read_to_string(&cert).unwrap()).unwrap();
+    assert!(renewed_to > to, "{renewed_to} > {to}");
+    let audit = m.ctl.run(&["audit"]);
+    assert!(audit.contains("certificate renewed"), "{audit}");
+    // Past the first certificate's end, the device comes back with what it holds now.
+    while now() <= to + 1 {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let boot = m.ctl.device("dev-renew")["boot_id"].clone();
+    a.stop();
+    a.start();
+    wait_until("dev-renew back after the first certificate expired", 30, || online(&boot), ctx);
 }

@@ -61,20 +61,27 @@ pub fn start(
     // A certificate named in the config (`link.client_cert`) is the operator's choice: it wins over the
     // identity folder and enrollment.
     let configured = link_cfg.client_cert.is_some();
+    let facts = identity::enroll::Facts {
+        arch: outpost_protocol::Arch::current().unwrap_or(outpost_protocol::Arch::X86_64),
+        agent_version: crate::version(),
+        labels: cfg.labels.clone(),
+    };
+    // With an enrollment endpoint, the enrolled identity renews its certificate when due.
+    let renewal = (!configured).then(|| link_cfg.enroll.clone()).flatten().map(|enroll_cfg| {
+        identity::renew::renew_forever(link_cfg.clone(), enroll_cfg, paths.clone(), facts.clone(), boot)
+    });
     match (&link_cfg.enroll, paths.enrolled()) {
         (Some(enroll_cfg), false) if !configured => {
             let (cfg, enroll_cfg) = (cfg.clone(), enroll_cfg.clone());
             tasks.push(tokio::spawn(async move {
-                let facts = identity::enroll::Facts {
-                    arch: outpost_protocol::Arch::current().unwrap_or(outpost_protocol::Arch::X86_64),
-                    agent_version: crate::version(),
-                    labels: cfg.labels.clone(),
-                };
                 identity::enroll::enroll(&link_cfg, &enroll_cfg, &paths, &facts, boot).await;
                 use_identity(&mut link_cfg, &paths);
                 match join(&cfg, link_cfg, store, rt, queue, boot, follower) {
                     // Dropping this task (shutdown) aborts the fleet tasks it started.
-                    Ok(joined) => AbortOnDrop(joined).wait().await,
+                    Ok(mut joined) => {
+                        joined.extend(renewal.map(tokio::spawn));
+                        AbortOnDrop(joined).wait().await
+                    }
                     Err(e) => tracing::error!(error = %e, "enrolled, but the fleet link cannot start"),
                 }
             }));
@@ -82,6 +89,7 @@ pub fn start(
         _ => {
             if paths.enrolled() && !configured {
                 use_identity(&mut link_cfg, &paths);
+                tasks.extend(renewal.map(tokio::spawn));
             }
             tasks.extend(join(cfg, link_cfg, store, rt, queue, boot, follower)?);
         }

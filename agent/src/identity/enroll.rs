@@ -76,8 +76,10 @@ enum Attempt {
     Failed(String),
 }
 
-/// Enrolls; returns once the certificate is stored. Never gives up: a device in the field has nothing
-/// better to do than to keep asking (slowly), and it serves local inference meanwhile.
+/// Enrolls (or, with a certificate already there, renews it: the same exchange with the same key, the
+/// token file read if it is still there); returns once a certificate is stored. Never gives up: a device
+/// in the field has nothing better to do than to keep asking (slowly), and it serves local inference
+/// meanwhile.
 pub async fn enroll(link: &LinkConfig, cfg: &EnrollConfig, paths: &Paths, facts: &Facts, seed: u64) {
     let mut failures = Backoff::new(link.backoff_min, link.backoff_max, seed);
     let mut refusals = Backoff::new(REFUSED_MIN.max(link.backoff_min), link.backoff_max.max(REFUSED_MIN), seed);
@@ -115,10 +117,21 @@ pub async fn enroll(link: &LinkConfig, cfg: &EnrollConfig, paths: &Paths, facts:
     }
 }
 
-fn options(link: &LinkConfig, cfg: &EnrollConfig) -> Result<MqttOptions, String> {
-    let mut o = MqttOptions::new(link.device.as_str(), cfg.broker.host.clone(), cfg.broker.port);
+/// A fresh random session name: the client id and topic level of one attempt (see
+/// `outpost_protocol::enroll`: with the device id there, anyone could keep knocking this connection off).
+fn session() -> Result<DeviceId, String> {
+    use ring::rand::SecureRandom;
+    let mut random = [0u8; 16];
+    ring::rand::SystemRandom::new().fill(&mut random).map_err(|_| "no OS randomness for an enrollment session")?;
+    Ok(enroll::session_name(random))
+}
+
+fn options(link: &LinkConfig, cfg: &EnrollConfig, session: &DeviceId) -> Result<MqttOptions, String> {
+    let mut o = MqttOptions::new(session.as_str(), cfg.broker.host.clone(), cfg.broker.port);
     o.set_keep_alive(link.keepalive);
-    // The enrollment ACL keys on the client id, which is the device id; no session to keep.
+    // The enrollment ACL keys on the client id (this session); the embedded broker (rumqttd, which
+    // refuses a CONNECT without a login once it authenticates) takes it as username too.
+    o.set_credentials(session.as_str(), "");
     o.set_clean_session(true);
     o.set_max_packet_size(64 << 10, 64 << 10);
     if cfg.broker.tls {
@@ -138,6 +151,8 @@ async fn attempt(link: &LinkConfig, cfg: &EnrollConfig, paths: &Paths, facts: &F
     };
     let token = match std::fs::read_to_string(&cfg.token_file) {
         Ok(t) => t.trim().to_owned(),
+        // A renewal needs no token: the controller knows the key its certificate names.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && paths.enrolled() => String::new(),
         Err(e) => return Attempt::Failed(format!("enrollment token {}: {e}", cfg.token_file.display())),
     };
     let csr = match csr::csr_der(&key, link.device.as_str()) {
@@ -153,12 +168,16 @@ async fn attempt(link: &LinkConfig, cfg: &EnrollConfig, paths: &Paths, facts: &F
         labels: facts.labels.clone(),
         nonce,
     }));
-    let options = match options(link, cfg) {
+    let session = match session() {
+        Ok(s) => s,
+        Err(e) => return Attempt::Failed(e),
+    };
+    let options = match options(link, cfg, &session) {
         Ok(o) => o,
         Err(e) => return Attempt::Failed(e),
     };
     let (client, mut eventloop) = AsyncClient::new(options, 8);
-    let response_topic = enroll::response_topic(&link.device);
+    let (request_topic, response_topic) = (enroll::request_topic(&session), enroll::response_topic(&session));
     let public_key = csr::public_key(&key).to_vec();
     let limits = Limits::default();
     let mut deadline = tokio::time::Instant::now() + ANSWER_TIMEOUT;
@@ -172,7 +191,7 @@ async fn attempt(link: &LinkConfig, cfg: &EnrollConfig, paths: &Paths, facts: &F
                 if resend.is_some_and(|r| r <= tokio::time::Instant::now()) {
                     resend = None;
                     deadline = tokio::time::Instant::now() + ANSWER_TIMEOUT;
-                    let _ = client.publish(enroll::request_topic(&link.device), QoS::AtLeastOnce, false, request.clone()).await;
+                    let _ = client.publish(request_topic.clone(), QoS::AtLeastOnce, false, request.clone()).await;
                     continue;
                 }
                 break Attempt::Failed(format!("no answer from the controller within {ANSWER_TIMEOUT:?}"));
@@ -184,8 +203,7 @@ async fn attempt(link: &LinkConfig, cfg: &EnrollConfig, paths: &Paths, facts: &F
             }
             // Subscribed before asking, so the answer cannot pass by unheard.
             Ok(Event::Incoming(Packet::SubAck(_))) => {
-                let _ =
-                    client.publish(enroll::request_topic(&link.device), QoS::AtLeastOnce, false, request.clone()).await;
+                let _ = client.publish(request_topic.clone(), QoS::AtLeastOnce, false, request.clone()).await;
             }
             Ok(Event::Incoming(Packet::Publish(p))) if p.topic == response_topic => {
                 let Ok(Message::EnrollResponse(resp)) = codec::decode(&p.payload, &limits) else {

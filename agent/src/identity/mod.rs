@@ -5,8 +5,8 @@
 
 pub mod csr;
 pub mod enroll;
+pub mod renew;
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -89,27 +89,10 @@ pub fn certificate_names_key(cert_pem: &str, public_key: &[u8]) -> bool {
     }
 }
 
-/// Write new, fsync, rename, fsync the directory: an interrupted write never leaves half a key.
+/// Write new, fsync, rename, fsync the directory (`crate::files`): an interrupted write never leaves
+/// half a key.
 fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), IdentityError> {
-    let io = |source| IdentityError::Io { path: path.to_owned(), source };
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(".{}.new", path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()));
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(mode);
-    }
-    let mut f = opts.open(&tmp).map_err(io)?;
-    f.write_all(bytes).map_err(io)?;
-    f.sync_all().map_err(io)?;
-    drop(f);
-    std::fs::rename(&tmp, path).map_err(io)?;
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
+    crate::files::write_atomic(path, bytes, mode).map_err(|source| IdentityError::Io { path: path.to_owned(), source })
 }
 
 #[cfg(test)]

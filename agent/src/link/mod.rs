@@ -131,6 +131,9 @@ impl Link {
 fn options(cfg: &LinkConfig, boot_id: u64) -> Result<MqttOptions, LinkError> {
     let mut o = MqttOptions::new(cfg.device.as_str(), cfg.broker.host.clone(), cfg.broker.port);
     o.set_keep_alive(cfg.keepalive);
+    // The device id as username too: the embedded broker admits a client only under its own name (and
+    // only the controller with its password); mosquitto's identity listener takes the certificate's CN.
+    o.set_credentials(cfg.device.as_str(), "");
     // Persistent session: the broker keeps our subscriptions and queued QoS 1 messages while we are away.
     o.set_clean_session(false);
     o.set_max_packet_size(MAX_PACKET, MAX_PACKET);
@@ -213,6 +216,16 @@ pub fn start(
                         }
                     }
                     tokio::time::sleep(backoff.next_delay()).await;
+                    // Read the certificate again: a renewed one (`identity/renew.rs`) is used from the next
+                    // connection on, and the old one may have expired meanwhile.
+                    match options(&cfg, boot_id) {
+                        Ok(o) => {
+                            eventloop.mqtt_options.set_transport(o.transport());
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot read the link's TLS identity; trying the last one")
+                        }
+                    }
                 }
             }
         }

@@ -30,6 +30,11 @@ enum Command {
         /// A PKCS#10 request (PEM or DER) made on the device; its subject must be CN=<device>.
         #[arg(long)]
         csr: Option<PathBuf>,
+        /// How long the certificate lasts (e.g. 365d). The controller learns its key from the CA's issued
+        /// log, so the id is bound to it: enrollment with another key is refused, and the device may renew
+        /// it over the enrollment endpoint in the second half of this lifetime.
+        #[arg(long, default_value = "365d")]
+        lifetime: String,
     },
     /// Issue the broker's server certificate for a DNS name or IP address: DIR/server.{key,crt}.
     Server {
@@ -94,14 +99,15 @@ pub fn run(a: Args) -> Result<(), Failure> {
             );
             Ok(())
         }
-        Command::Issue { device, out, csr } => {
+        Command::Issue { device, out, csr, lifetime } => {
+            let lifetime = crate::duration::parse(&lifetime).map_err(|e| Failure::Error(format!("--lifetime: {e}")))?;
             let id = DeviceId::new(device.clone()).map_err(|e| Failure::Error(format!("--device {device:?}: {e}")))?;
             if id.as_str() == pki::CONTROLLER_CN {
                 return Err(Failure::Error(format!(
                     "--device {device:?} is the controller's identity; use `outpost certs controller`"
                 )));
             }
-            let ca = ca(&a.data_dir)?;
+            let ca = ca(&a.data_dir)?.with_device_lifetime(lifetime.as_secs());
             let written = match csr {
                 Some(path) => {
                     let checked = pki::csr::check(&read_csr(&path)?, &id)

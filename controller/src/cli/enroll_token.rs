@@ -1,4 +1,5 @@
-//! `outpost enroll-token create [--auto-approve] [--expires 7d] | list`: the secrets devices enroll with.
+//! `outpost enroll-token create [--auto-approve] [--expires 7d] [--max-uses N] [--devices PATTERN...] | list`:
+//! the secrets devices enroll with.
 //! The controller keeps only their hash; `create` prints the token once, alone on stdout, so
 //! `outpost enroll-token create > token` writes the file an image carries.
 
@@ -24,6 +25,13 @@ enum Command {
         /// How long it can be used, e.g. 7d, 12h.
         #[arg(long, default_value = "7d")]
         expires: String,
+        /// How many devices may enroll with it (a leaked image enrolls no more than this).
+        #[arg(long = "max-uses", default_value_t = crate::daemon::enroll::DEFAULT_MAX_USES)]
+        max_uses: u64,
+        /// Only these device ids may enroll with it: exact ids or patterns with `*` (`--devices 'site1-*'`);
+        /// repeat or separate with commas. Default: any id.
+        #[arg(long = "devices", value_delimiter = ',')]
+        devices: Vec<String>,
         #[arg(short = 'o', long = "output", value_enum, default_value_t)]
         output: Output,
     },
@@ -36,19 +44,22 @@ enum Command {
 
 pub fn run(a: Args) -> Result<(), Failure> {
     match a.command {
-        Command::Create { auto_approve, expires, output } => {
+        Command::Create { auto_approve, expires, max_uses, devices, output } => {
             let secs = super::parse_lifetime(&expires).map_err(|e| Failure::Error(format!("--expires: {e}")))?;
             if secs == 0 {
                 return Err(Failure::Error("--expires: a token must live longer than 0 seconds".into()));
             }
-            let body = serde_json::json!({ "auto_approve": auto_approve, "expires_secs": secs });
+            let body = serde_json::json!({
+                "auto_approve": auto_approve, "expires_secs": secs, "max_uses": max_uses, "devices": devices,
+            });
             let t = a.remote.post_json("/api/v1/enroll-tokens", &body)?;
             match output {
                 Output::Json => println!("{}", serde_json::to_string_pretty(&t).expect("json")),
                 Output::Table => {
                     println!("{}", t["token"].as_str().unwrap_or_default());
+                    let ids = if devices.is_empty() { "any device id".to_string() } else { devices.join(", ") };
                     eprintln!(
-                        "token {} ({}), expires at {}: it is shown only now",
+                        "token {} ({}; up to {max_uses} device(s); {ids}), expires at {}: it is shown only now",
                         t["id"].as_str().unwrap_or("?"),
                         if auto_approve { "auto-approve" } else { "devices wait for approval" },
                         t["expires"]
@@ -63,14 +74,20 @@ pub fn run(a: Args) -> Result<(), Failure> {
                 println!("{}", serde_json::to_string_pretty(&list).expect("json"));
                 return Ok(());
             }
-            println!("{:<14} {:<13} {:<12} {:<6}", "TOKEN", "AUTO-APPROVE", "EXPIRES", "USES");
+            println!("{:<14} {:<13} {:<12} {:<12} DEVICES", "TOKEN", "AUTO-APPROVE", "EXPIRES", "USES");
             for t in list.as_array().into_iter().flatten() {
+                let uses = match t["max_uses"].as_u64() {
+                    Some(max) => format!("{}/{max}", t["uses"]),
+                    None => t["uses"].to_string(),
+                };
+                let ids: Vec<&str> = t["devices"].as_array().into_iter().flatten().filter_map(|d| d.as_str()).collect();
                 println!(
-                    "{:<14} {:<13} {:<12} {:<6}",
+                    "{:<14} {:<13} {:<12} {:<12} {}",
                     t["id"].as_str().unwrap_or("?"),
                     if t["auto_approve"] == true { "yes" } else { "no" },
                     t["expires"],
-                    t["uses"]
+                    uses,
+                    if ids.is_empty() { "any".to_string() } else { ids.join(",") }
                 );
             }
             Ok(())

@@ -86,6 +86,15 @@ async fn auth(State(api): State<Api>, mut req: Request, next: Next) -> Response 
     }
 }
 
+/// Compares two secrets in time that depends on neither: both are hashed first (so the lengths do not
+/// show either) and the digests are compared without an early exit. A `==` on the strings returns at the
+/// first wrong byte, and the time it takes tells an attacker how much of a guess was right.
+pub fn same_secret(given: &str, secret: &str) -> bool {
+    use sha2::Digest as _;
+    let (a, b) = (sha2::Sha256::digest(given.as_bytes()), sha2::Sha256::digest(secret.as_bytes()));
+    a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 /// `?label=k=v&label=...` filters by labels; `arch` is a label too.
 fn matches(d: &DeviceRecord, filters: &[(String, String)]) -> bool {
     filters.iter().all(|(k, v)| {
@@ -150,24 +159,45 @@ async fn revoke(State(api): State<Api>, Path(id): Path<String>) -> Response {
     }
 }
 
-/// `outpost enroll-token create`: lifetime in seconds (default 7 days), auto-approve or not.
+/// `outpost enroll-token create`: lifetime in seconds (default 7 days), auto-approve or not, how many
+/// devices may use it (default 100) and which device ids (default any).
 #[derive(Debug, serde::Deserialize)]
 struct TokenRequest {
     #[serde(default)]
     auto_approve: bool,
     expires_secs: Option<u64>,
+    max_uses: Option<u64>,
+    #[serde(default)]
+    devices: Vec<String>,
 }
+
+/// The largest use cap a token may have.
+const MAX_TOKEN_USES: u64 = 1_000_000;
 
 async fn create_token(State(api): State<Api>, Json(req): Json<TokenRequest>) -> Response {
     let lifetime = req.expires_secs.unwrap_or(7 * 86_400);
     if lifetime == 0 {
         return error(StatusCode::BAD_REQUEST, "a token must live longer than 0 seconds");
     }
-    match api.fleet.create_token(lifetime, req.auto_approve) {
+    let max_uses = req.max_uses.unwrap_or(super::enroll::DEFAULT_MAX_USES);
+    if !(1..=MAX_TOKEN_USES).contains(&max_uses) {
+        return error(StatusCode::BAD_REQUEST, format!("max_uses {max_uses} is not in 1..={MAX_TOKEN_USES}"));
+    }
+    if let Some(bad) = req.devices.iter().find(|p| p.is_empty() || p.len() > 64 || p.contains(['/', '+', '#'])) {
+        return error(StatusCode::BAD_REQUEST, format!("device pattern {bad:?} is empty, too long or has / + #"));
+    }
+    let limits = super::enroll::TokenLimits {
+        lifetime_secs: lifetime,
+        auto_approve: req.auto_approve,
+        max_uses,
+        devices: req.devices,
+    };
+    match api.fleet.create_token(&limits) {
         Ok((secret, t)) => (
             StatusCode::CREATED,
             Json(serde_json::json!({
                 "token": secret, "id": t.id, "expires": t.expires, "auto_approve": t.auto_approve,
+                "max_uses": t.max_uses, "devices": t.devices,
             })),
         )
             .into_response(),
@@ -182,7 +212,8 @@ async fn list_tokens(State(api): State<Api>) -> Response {
                 .map(|t| {
                     serde_json::json!({
                         "id": t.id, "created": t.created, "expires": t.expires,
-                        "auto_approve": t.auto_approve, "uses": t.uses,
+                        "auto_approve": t.auto_approve, "uses": t.uses, "max_uses": t.max_uses,
+                        "devices": t.devices,
                     })
                 })
                 .collect::<Vec<_>>(),

@@ -34,6 +34,7 @@ pub struct RawApiTls {
 #[serde(deny_unknown_fields)]
 pub struct RawEnroll {
     pub on_revoke: Option<Vec<String>>,
+    pub cert_lifetime: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -80,6 +81,8 @@ pub struct ServeConfig {
     pub on_revoke: Vec<String>,
     /// Certificate chain and key (PEM) when the API and console listener serves TLS.
     pub api_tls: Option<(PathBuf, PathBuf)>,
+    /// How long device certificates last; devices renew them in the second half.
+    pub cert_lifetime_secs: u64,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -151,6 +154,15 @@ pub fn load(path: Option<&std::path::Path>, o: &Overrides) -> Result<ServeConfig
         (None, None) => None,
         _ => return Err(bad("api_tls", "needs both `cert` and `key`".into())),
     };
+    let cert_lifetime_secs = match &raw.enroll.cert_lifetime {
+        None => crate::pki::ca::DEVICE_LIFETIME_SECS,
+        Some(text) => match crate::duration::parse(text) {
+            // Short lifetimes are for trying renewal out; under 10 s a certificate would expire in transit.
+            Ok(d) if d.as_secs() >= 10 => d.as_secs(),
+            Ok(_) => return Err(bad("enroll.cert_lifetime", format!("{text:?} is under 10 seconds"))),
+            Err(e) => return Err(bad("enroll.cert_lifetime", e)),
+        },
+    };
     Ok(ServeConfig {
         data_dir: raw.data_dir.unwrap_or_else(|| PathBuf::from("outpost-data")),
         api,
@@ -161,6 +173,7 @@ pub fn load(path: Option<&std::path::Path>, o: &Overrides) -> Result<ServeConfig
         root_threshold: raw.trust.root_threshold.unwrap_or(1).max(1),
         on_revoke: raw.enroll.on_revoke.unwrap_or_default(),
         api_tls,
+        cert_lifetime_secs,
     })
 }
 

@@ -2,14 +2,14 @@
 //! and `pki::csr`, certificates by the CA), and the operator's tokens, approvals and revocations. Every
 //! refusal, approval, issue and revocation goes to the audit log.
 
-use super::enroll::{self, Decision, EnrollToken, Status};
+use super::enroll::{self, Decision, EnrollToken, Known, Status, TokenLimits};
 use super::fleet::{Fleet, now};
+use super::ratelimit::Buckets;
 use super::store::Table;
 use crate::pki::{self, Ca};
 use outpost_protocol::enroll::{EnrollOutcome, EnrollRefusal, EnrollRequest, EnrollResponse, MAX_TOKEN};
 use outpost_protocol::messages::Message;
 use outpost_protocol::{DeviceId, Limits, codec};
-use rumqttc::QoS;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
@@ -18,6 +18,17 @@ use std::sync::Mutex;
 /// ids) cannot flood the append-only audit log. The log lines (tracing) still show every one.
 const AUDIT_EVERY_SECS: u64 = 60;
 const AUDIT_BUDGET_PER_MINUTE: u32 = 100;
+
+/// Enrollment requests per device id: a burst of 6, then one every 4 s (an agent waiting for approval
+/// asks every 5 s). In all: a burst of 200, then 50 a second. Beyond them the answer is `rate_limited`:
+/// checking a CSR and signing a certificate are the work an attacker would make the controller do.
+const PER_DEVICE_BURST: u32 = 6;
+const PER_DEVICE_PER_SEC: f64 = 0.25;
+const ALL_BURST: u32 = 200;
+const ALL_PER_SEC: f64 = 50.0;
+/// Labels taken from a request: at most this many, keys and values at most this long (the rest dropped).
+const MAX_LABELS: usize = 32;
+const MAX_LABEL_LEN: usize = 128;
 
 /// What the fleet needs for identities.
 pub struct Identity {
@@ -28,6 +39,8 @@ pub struct Identity {
     last_audit: Mutex<HashMap<(DeviceId, &'static str), u64>>,
     /// (minute, audits in it) across all devices.
     budget: Mutex<(u64, u32)>,
+    per_device: Mutex<Buckets<DeviceId>>,
+    all: Mutex<Buckets<()>>,
 }
 
 impl std::fmt::Debug for Identity {
@@ -38,11 +51,25 @@ impl std::fmt::Debug for Identity {
 
 impl Identity {
     pub fn new(ca: Option<Ca>, on_revoke: Vec<String>) -> Identity {
-        Identity { ca, on_revoke, last_audit: Mutex::default(), budget: Mutex::default() }
+        Identity {
+            ca,
+            on_revoke,
+            last_audit: Mutex::default(),
+            budget: Mutex::default(),
+            per_device: Mutex::new(Buckets::new(PER_DEVICE_PER_SEC, PER_DEVICE_BURST, 100_000)),
+            all: Mutex::new(Buckets::new(ALL_PER_SEC, ALL_BURST, 1)),
+        }
+    }
+
+    /// Whether a request from `device` is within the rate limits.
+    fn admit(&self, device: &DeviceId, now_ms: u64) -> bool {
+        // The device's own bucket first: a greedy device spends its own tokens, not everyone's.
+        self.per_device.lock().expect("rate").take(device, 1, now_ms) == 1
+            && self.all.lock().expect("rate").take(&(), 1, now_ms) == 1
     }
 
     /// Whether an audit entry of this kind for this device is due (rate limit).
-    fn audit_due(&self, device: &DeviceId, kind: &'static str, now: u64) -> bool {
+    pub(super) fn audit_due(&self, device: &DeviceId, kind: &'static str, now: u64) -> bool {
         let mut last = self.last_audit.lock().expect("audit limiter");
         if last.get(&(device.clone(), kind)).is_some_and(|t| now < t + AUDIT_EVERY_SECS) {
             return false;
@@ -65,7 +92,7 @@ impl Identity {
 }
 
 impl Fleet {
-    fn audit(&self, entry: serde_json::Value) {
+    pub(super) fn audit(&self, entry: serde_json::Value) {
         if let Err(e) = self.store.audit(&entry) {
             tracing::error!(error = %e, "cannot append to the audit log");
         }
@@ -89,15 +116,26 @@ impl Fleet {
         }
     }
 
-    /// Answers one enrollment request published on `enroll/{device}/request`.
-    pub(super) async fn enroll(&self, device: DeviceId, payload: &[u8]) {
+    /// Answers one enrollment request published on `enroll/{session}/request`, on that session's
+    /// response topic. The device id is the request's (agents older than random sessions use their id as
+    /// the session).
+    pub(super) fn enroll(&self, session: DeviceId, payload: &[u8]) {
         let req = match codec::decode(payload, &Limits::default()) {
-            Ok(Message::EnrollRequest(r)) if r.device == device => r,
-            Ok(_) => return tracing::warn!(%device, "dropping a foreign message on an enrollment topic"),
-            Err(e) => return tracing::warn!(%device, error = %e, "dropping a malformed enrollment request"),
+            Ok(Message::EnrollRequest(r)) => r,
+            Ok(_) => return tracing::warn!(%session, "dropping a foreign message on an enrollment topic"),
+            Err(e) => return tracing::warn!(%session, error = %e, "dropping a malformed enrollment request"),
         };
-        let nonce = req.nonce;
-        let outcome = self.decide_enrollment(&device, req);
+        let (device, nonce) = (req.device.clone(), req.nonce);
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let outcome = if self.identity.admit(&device, now_ms) {
+            self.decide_enrollment(&device, req)
+        } else {
+            let detail = "too many enrollment requests; try again later".to_string();
+            self.refuse(&device, None, EnrollRefusal::RateLimited, detail)
+        };
         let (result, reason) = match &outcome {
             EnrollOutcome::Issued { .. } => ("issued", ""),
             EnrollOutcome::Pending => ("pending", ""),
@@ -108,10 +146,7 @@ impl Fleet {
             tracing::warn!(%device, reason = reason.code(), detail, "enrollment refused");
         }
         let msg = codec::encode(&Message::EnrollResponse(EnrollResponse { device: device.clone(), nonce, outcome }));
-        let topic = outpost_protocol::enroll::response_topic(&device);
-        if let Err(e) = self.client.publish(topic, QoS::AtLeastOnce, false, msg).await {
-            tracing::warn!(%device, error = %e, "cannot answer an enrollment request");
-        }
+        self.send(outpost_protocol::enroll::response_topic(&session), msg);
     }
 
     fn refuse(&self, device: &DeviceId, token: Option<&str>, reason: EnrollRefusal, detail: String) -> EnrollOutcome {
@@ -125,6 +160,18 @@ impl Fleet {
         EnrollOutcome::Refused { reason, detail }
     }
 
+    /// The newest unexpired certificate `outpost certs issue` made for `device`: (key, not_before,
+    /// not_after). Certificates the daemon issued are in the registry already.
+    fn hand_issued(&self, device: &DeviceId, t: u64) -> Option<(String, u64, u64)> {
+        let issued = self.identity.ca.as_ref()?.issued().ok()?;
+        issued
+            .into_iter()
+            .filter(|c| c.kind == "device" && c.subject == device.as_str())
+            .filter_map(|c| Some((c.key?, c.not_before?, c.not_after?)))
+            .filter(|(_, _, to)| *to > t)
+            .max_by_key(|(_, from, _)| *from)
+    }
+
     fn decide_enrollment(&self, device: &DeviceId, req: EnrollRequest) -> EnrollOutcome {
         let t = now();
         if req.token.len() > MAX_TOKEN {
@@ -135,36 +182,71 @@ impl Fleet {
             Err(e) => return self.refuse(device, None, e.refusal(), e.to_string()),
         };
         let key = csr.key_fingerprint();
-        let hash = enroll::hash(&req.token);
-        let stored: Option<EnrollToken> = match self.store.get(Table::EnrollTokens, &hash) {
-            Ok(s) => s,
-            Err(e) => return self.refuse(device, None, EnrollRefusal::Unavailable, e.to_string()),
+        let record = self.device(device);
+        let current = record.as_ref().map(|d| d.enrollment.clone()).unwrap_or_default();
+        let hand = match current.status {
+            Status::Unenrolled => self.hand_issued(device, t),
+            _ => None,
         };
-        let checked = enroll::check_token(stored.as_ref(), t).map(|tok| (tok.id.as_str(), tok.auto_approve));
-        let token_id = checked.as_ref().ok().map(|(id, _)| id.to_string());
-        let current = self.device(device).map(|d| d.enrollment).unwrap_or_default();
-        match enroll::decide(&current, &key, checked) {
+        let known = Known {
+            // A record that is not bound to a key: the id said hello (or was registered some other way).
+            seen: record.is_some() && current.status == Status::Unenrolled,
+            hand_issued: hand.as_ref().map(|(k, from, to)| (k.as_str(), *from, *to)),
+            current: current.clone(),
+        };
+        let mut stored: Option<EnrollToken> = None;
+        let mut token_id: Option<String> = None;
+        let decision = enroll::decide(&known, &key, t, |first_use| {
+            let hash = enroll::hash(&req.token);
+            stored = match self.store.get(Table::EnrollTokens, &hash) {
+                Ok(s) => s,
+                Err(e) => return Err((EnrollRefusal::Unavailable, e.to_string())),
+            };
+            let tok = enroll::check_token(stored.as_ref(), device.as_str(), first_use, t)?;
+            token_id = Some(tok.id.clone());
+            Ok((tok.id.clone(), tok.auto_approve))
+        });
+        let labels = bounded_labels(req.labels);
+        match decision {
             Decision::Refuse(reason, detail) => self.refuse(device, token_id.as_deref(), reason, detail),
-            Decision::Pending => {
+            Decision::Pending { claim } => {
                 let first = current.status != Status::Pending;
                 self.update(device, |d| {
                     d.enrollment.status = Status::Pending;
                     d.enrollment.key = Some(key.clone());
                     d.enrollment.token.clone_from(&token_id);
                     d.enrollment.requested = t;
-                    d.arch = Some(req.arch);
-                    d.agent_version = Some(req.agent_version);
-                    d.labels = req.labels.into_iter().collect();
+                    d.enrollment.claim = claim;
+                    if !claim {
+                        // A claimed id keeps what its own hellos said until an operator approves.
+                        d.arch = Some(req.arch);
+                        d.agent_version = Some(req.agent_version);
+                        d.labels = labels;
+                    }
                 });
                 if first {
                     self.count_token_use(stored);
+                    let what = if claim {
+                        "enrollment pending approval: claims a device id the registry knew"
+                    } else {
+                        "enrollment pending approval"
+                    };
                     self.audit(serde_json::json!({
-                        "at": t, "what": "enrollment pending approval", "device": device, "token": token_id, "key": key,
+                        "at": t, "what": what, "device": device, "token": token_id, "key": key,
                     }));
                 }
                 EnrollOutcome::Pending
             }
-            Decision::Issue => {
+            Decision::Resend => {
+                let certificate = current.certificate.clone().unwrap_or_default();
+                let Some(ca) = &self.identity.ca else {
+                    let detail = "the controller has no device CA".to_string();
+                    return self.refuse(device, None, EnrollRefusal::Unavailable, detail);
+                };
+                tracing::info!(%device, "certificate sent again (not yet due for renewal)");
+                EnrollOutcome::Issued { certificate, ca: ca.cert_pem().to_owned() }
+            }
+            Decision::Issue { renewal } => {
                 let Some(ca) = &self.identity.ca else {
                     let detail = "the controller has no device CA".to_string();
                     return self.refuse(device, token_id.as_deref(), EnrollRefusal::Unavailable, detail);
@@ -175,7 +257,7 @@ impl Fleet {
                         return self.refuse(device, token_id.as_deref(), EnrollRefusal::Unavailable, e.to_string());
                     }
                 };
-                let fresh = current.status == Status::Unenrolled;
+                let fresh = current.status == Status::Unenrolled && !renewal;
                 self.update(device, |d| {
                     let e = &mut d.enrollment;
                     e.status = Status::Enrolled;
@@ -184,19 +266,28 @@ impl Fleet {
                         e.token.clone_from(&token_id);
                     }
                     e.requested = t;
+                    e.claim = false;
                     e.serials.push(issued.serial.clone());
+                    let excess = e.serials.len().saturating_sub(enroll::SERIALS_KEPT);
+                    e.serials.drain(..excess);
+                    e.certificate = Some(issued.cert_pem.clone());
+                    e.not_before = Some(issued.not_before);
+                    e.not_after = Some(issued.not_after);
                     d.arch = Some(req.arch);
                     d.agent_version = Some(req.agent_version);
-                    d.labels = req.labels.into_iter().collect();
+                    if !renewal {
+                        d.labels = labels;
+                    }
                 });
                 if fresh {
                     self.count_token_use(stored);
                 }
+                let what = if renewal { "certificate renewed" } else { "device enrolled" };
                 self.audit(serde_json::json!({
-                    "at": t, "what": "device enrolled", "device": device, "token": token_id, "key": key,
-                    "serial": &issued.serial,
+                    "at": t, "what": what, "device": device, "token": token_id, "key": key,
+                    "serial": &issued.serial, "not_after": issued.not_after,
                 }));
-                tracing::info!(%device, serial = %issued.serial, "device enrolled");
+                tracing::info!(%device, serial = %issued.serial, renewal, "certificate issued");
                 EnrollOutcome::Issued { certificate: issued.cert_pem, ca: ca.cert_pem().to_owned() }
             }
         }
@@ -212,15 +303,15 @@ impl Fleet {
     }
 
     /// `outpost enroll-token create`: returns the secret (shown once) and the stored token.
-    pub fn create_token(&self, lifetime_secs: u64, auto_approve: bool) -> anyhow::Result<(String, EnrollToken)> {
+    pub fn create_token(&self, limits: &TokenLimits) -> anyhow::Result<(String, EnrollToken)> {
         let mut random = [0u8; 32];
         getrandom::fill(&mut random).map_err(|e| anyhow::anyhow!("no OS randomness for a token: {e}"))?;
         let t = now();
-        let (secret, token) = enroll::new_token(random, t, lifetime_secs, auto_approve);
+        let (secret, token) = enroll::new_token(random, t, limits);
         self.store.put(Table::EnrollTokens, &token.hash, &token)?;
         self.audit(serde_json::json!({
             "at": t, "what": "enrollment token created", "token": &token.id, "expires": token.expires,
-            "auto_approve": auto_approve,
+            "auto_approve": token.auto_approve, "max_uses": token.max_uses, "devices": &token.devices,
         }));
         Ok((secret, token))
     }
@@ -267,6 +358,10 @@ impl Fleet {
     /// Rewrites the CRL from the registry (also at every start, so it never reaches its next-update time).
     pub fn write_crl(&self, t: u64) -> Result<std::path::PathBuf, String> {
         let Some(ca) = &self.identity.ca else { return Err("the controller has no device CA".into()) };
+        // Expired certificates need no revocation: dropping them keeps the issued log and the CRL bounded.
+        if let Err(e) = ca.compact(t) {
+            tracing::warn!(error = %e, "cannot compact the CA's issued log");
+        }
         let revoked: Vec<(String, u64)> = self
             .devices()
             .into_iter()
@@ -295,6 +390,12 @@ impl Fleet {
         }
         Ok(())
     }
+}
+
+/// At most `MAX_LABELS` labels, each key and value at most `MAX_LABEL_LEN` bytes: the record stays small
+/// whatever a request carries.
+fn bounded_labels(labels: Vec<(String, String)>) -> std::collections::BTreeMap<String, String> {
+    labels.into_iter().filter(|(k, v)| k.len() <= MAX_LABEL_LEN && v.len() <= MAX_LABEL_LEN).take(MAX_LABELS).collect()
 }
 
 #[cfg(test)]

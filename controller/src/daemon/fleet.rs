@@ -6,22 +6,20 @@ use super::registry::{DeviceRecord, EventPath};
 use super::store::{Store, Table};
 use outpost_protocol::codec;
 use outpost_protocol::enroll;
-use outpost_protocol::messages::{BundleRef, Chunk, DesiredState, Message, TelemetryAck};
+use outpost_protocol::messages::{DesiredState, Message, TelemetryAck};
 use outpost_protocol::topics::{self, Down, Up};
-use outpost_protocol::{DeviceId, Digest, Limits, ModelName};
+use outpost_protocol::{DeviceId, Limits, ModelName};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-/// Chunk size for bundles: under the agents' 1 MiB packet limit with room for the envelope.
-pub const CHUNK_SIZE: u32 = 256 << 10;
 
 pub struct Fleet {
     pub(super) client: AsyncClient,
     pub(super) store: Arc<Store>,
     pub(super) devices: Mutex<BTreeMap<DeviceId, DeviceRecord>>,
-    bundles: Mutex<HashMap<Digest, Arc<Vec<u8>>>>,
+    /// Chunk serving: its cache and rate limits (`chunks.rs`).
+    pub(super) chunks: super::chunks::Chunks,
     /// Device identities: the CA, the revocation hook and the audit rate limit (`enrollment.rs`).
     pub(super) identity: super::enrollment::Identity,
     /// Devices whose hello this process received. A device connected before the controller subscribed
@@ -59,7 +57,7 @@ impl Fleet {
             client,
             store,
             devices: Mutex::new(devices),
-            bundles: Mutex::default(),
+            chunks: Default::default(),
             identity,
             greeted: Mutex::default(),
             trust_frame: Mutex::default(),
@@ -68,13 +66,14 @@ impl Fleet {
         // Only `eventloop.poll()` drains the client's request channel (1024 publishes), and handling a
         // message publishes (acks, chunks). Handled inside the poll loop, a full channel blocks the handler
         // and with it the only thing that empties the channel: at 1,000 devices the controller froze for
-        // good once a rollout's desired states and the acks filled it. So the poll loop never awaits a
-        // publish: messages go in order to one handler task, and the republish at connect runs apart.
-        let (to_handler, mut incoming) = tokio::sync::mpsc::unbounded_channel::<rumqttc::Publish>();
+        // good once a rollout's desired states and the acks filled it. So messages go in order to one
+        // handler task through a bounded inbox (`inbox.rs`: the poll loop waits while it is full), the
+        // handler never waits on the request channel (`send`), and the republish at connect runs apart.
+        let (to_handler, mut incoming) = super::inbox::bounded(super::inbox::MAX_MESSAGES, super::inbox::MAX_BYTES);
         let h = fleet.clone();
         tokio::spawn(async move {
-            while let Some(p) = incoming.recv().await {
-                h.handle(&p.topic, &p.payload).await;
+            while let Some(r) = incoming.recv().await {
+                h.handle(&r.publish.topic, &r.publish.payload).await;
             }
         });
         let f = fleet.clone();
@@ -93,7 +92,7 @@ impl Fleet {
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) => {
                         f.observed.message_in(&p.topic, p.payload.len());
-                        let _ = to_handler.send(p);
+                        to_handler.send(p).await;
                     }
                     Ok(Event::Outgoing(rumqttc::Outgoing::Publish(_))) => f.observed.message_out(),
                     Ok(_) => {}
@@ -132,7 +131,7 @@ impl Fleet {
 
     async fn handle(&self, topic: &str, payload: &[u8]) {
         if let Some(device) = enroll::parse_request_topic(topic) {
-            return self.enroll(device, payload).await;
+            return self.enroll(device, payload);
         }
         let Some(topics::Parsed::Up(device, kind)) = topics::parse(topic) else { return };
         // A revoked device may still hold a connection (or the broker may not have reloaded its CRL yet):
@@ -163,47 +162,19 @@ impl Fleet {
                 });
                 let hello_wanted = !self.greeted.lock().expect("greeted").contains(&device);
                 let ack = codec::encode(&Message::TelemetryAck(TelemetryAck { up_to_seq: up_to, hello_wanted }));
-                let _ = self.client.publish(topics::down(&device, &Down::Ack), QoS::AtLeastOnce, false, ack).await;
+                self.send(topics::down(&device, &Down::Ack), ack);
             }
             (Up::Report, Message::Report(r)) => self.report(&device, r),
-            (Up::Fetch, Message::ChunkRequest(req)) => {
-                self.serve_chunks(&device, req.bundle, req.first, req.count).await
-            }
+            (Up::Fetch, Message::ChunkRequest(req)) => self.serve_chunks(&device, req.bundle, req.first, req.count),
             (kind, _) => tracing::warn!(%device, kind = kind.as_str(), "dropping an unexpected message"),
         }
     }
 
-    /// The bytes of a pushed bundle, cached after the first read.
-    pub fn bundle_bytes(&self, digest: &Digest) -> Option<Arc<Vec<u8>>> {
-        if let Some(b) = self.bundles.lock().expect("bundles").get(digest) {
-            return Some(b.clone());
-        }
-        let bytes = Arc::new(std::fs::read(self.store.bundle_path(digest)).ok()?);
-        self.bundles.lock().expect("bundles").insert(*digest, bytes.clone());
-        Some(bytes)
-    }
-
-    pub fn bundle_ref(&self, digest: &Digest) -> Option<BundleRef> {
-        let bytes = self.bundle_bytes(digest)?;
-        Some(BundleRef {
-            digest: *digest,
-            size: bytes.len() as u64,
-            chunk_size: CHUNK_SIZE,
-            chunks: bytes.chunks(CHUNK_SIZE as usize).map(Digest::of).collect(),
-        })
-    }
-
-    async fn serve_chunks(&self, device: &DeviceId, digest: Digest, first: u32, count: u32) {
-        let Some(bytes) = self.bundle_bytes(&digest) else {
-            tracing::warn!(%device, bundle = %digest.short(), "chunk request for an unknown bundle");
-            return;
-        };
-        let total = bytes.len().div_ceil(CHUNK_SIZE as usize) as u32;
-        for index in first..first.saturating_add(count.min(64)).min(total) {
-            let start = index as usize * CHUNK_SIZE as usize;
-            let data = bytes[start..(start + CHUNK_SIZE as usize).min(bytes.len())].to_vec();
-            let msg = codec::encode(&Message::Chunk(Chunk { bundle: digest, index, total, data }));
-            let _ = self.client.publish(topics::down(device, &Down::Chunk), QoS::AtLeastOnce, false, msg).await;
+    /// Publishes a reply from the message handler without waiting: the handler must never wait on the
+    /// request channel (`inbox.rs`). A reply that does not fit is dropped; the device asks again.
+    pub(super) fn send(&self, topic: String, payload: Vec<u8>) {
+        if let Err(e) = self.client.try_publish(topic, QoS::AtLeastOnce, false, payload) {
+            tracing::debug!(error = %e, "reply dropped: the broker connection is behind");
         }
     }
 

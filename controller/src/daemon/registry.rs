@@ -143,6 +143,16 @@ impl DeviceRecord {
         self.evidence.get_or_insert_with(|| DeviceView::new(id))
     }
 
+    /// `bundle`'s reference if one of the device's desired states (one per model) names it to install: the
+    /// only bundles it may fetch (`chunks.rs`). A revert or a removal needs no chunks.
+    pub fn assigned(&self, bundle: &outpost_protocol::Digest) -> Option<&outpost_protocol::messages::BundleRef> {
+        use outpost_protocol::messages::Mode;
+        self.desired
+            .values()
+            .find(|d| d.bundle.digest == *bundle && !matches!(d.mode, Mode::Revert | Mode::Remove))
+            .map(|d| &d.bundle)
+    }
+
     /// What the planner and the skew tracker see of this device now.
     pub fn view(&self) -> DeviceView {
         let mut v = self.evidence.clone().unwrap_or_else(|| DeviceView::new(self.id.clone()));

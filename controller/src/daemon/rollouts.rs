@@ -1,11 +1,15 @@
 //! The shell around the pure planner: it builds specs from operator requests and the bundle store,
 //! evaluates every live rollout each second against the registry, persists each rollout before
-//! performing its actions (publish or withdraw desired states, append audit entries).
+//! performing its actions (publish or withdraw desired states, append audit entries). Starts, operator
+//! verbs and evaluations take turns (one at a time, each from reading the rollout to performing its
+//! actions), so none overwrites another's change; an evaluation that only refreshed the evidence is kept
+//! in memory and stored at most every [`EVIDENCE_STORE_SECS`].
 
 use super::bundles::{self, BundleMeta};
 use super::fleet::{Fleet, now};
 use super::store::{Store, Table};
 use crate::rollout::*;
+use outpost_protocol::UnixTime;
 use outpost_protocol::messages::Watch;
 use outpost_protocol::telemetry::UpdateStage;
 use serde::{Deserialize, Serialize};
@@ -51,6 +55,26 @@ pub struct Rollouts {
     store: Arc<Store>,
     fleet: Arc<Fleet>,
     live: Mutex<BTreeMap<String, Rollout>>,
+    /// Held for a whole read → change → store → perform of any rollout (start, operator verb, the
+    /// evaluation tick), so they happen one after the other: a tick that read a rollout before a `pause`
+    /// and stored its copy after it would undo the pause.
+    turn: tokio::sync::Mutex<()>,
+    /// When each rollout was last stored (Unix seconds).
+    stored_at: Mutex<BTreeMap<String, UnixTime>>,
+}
+
+/// A rollout whose only change is fresher evidence is stored at most this often (seconds). Evidence is
+/// recomputed at every evaluation, so what a restart loses is at most this old; decisions, intents and
+/// wave changes are stored at once.
+pub const EVIDENCE_STORE_SECS: u64 = 60;
+
+/// What must be stored as soon as it changes: everything but the latest evidence and the baseline figures,
+/// which every evaluation recomputes (and stamps with its time).
+fn decided(r: &Rollout) -> Rollout {
+    let mut r = r.clone();
+    r.state.last_evidence = None;
+    r.state.baseline = None;
+    r
 }
 
 impl std::fmt::Debug for Rollouts {
@@ -115,7 +139,13 @@ impl Rollouts {
         for r in store.all::<Rollout>(Table::Rollouts)? {
             live.insert(r.spec.id.clone(), r);
         }
-        Ok(Arc::new(Rollouts { store, fleet, live: Mutex::new(live) }))
+        Ok(Arc::new(Rollouts {
+            store,
+            fleet,
+            live: Mutex::new(live),
+            turn: tokio::sync::Mutex::new(()),
+            stored_at: Mutex::default(),
+        }))
     }
 
     pub fn list(&self) -> Vec<Rollout> {
@@ -138,6 +168,7 @@ impl Rollouts {
     /// Every desired state the owning rollouts ask for, terminal ones included (a retained revert must
     /// reach a device that is offline now), for a broker that lost its retained messages.
     pub async fn republish(&self) {
+        let _turn = self.turn.lock().await;
         let actions: Vec<Action> = owners(self.list()).iter().flat_map(|r| r.desired_states()).collect();
         self.perform(actions).await;
     }
@@ -206,6 +237,7 @@ impl Rollouts {
     /// be told two things at once.
     pub async fn start(&self, req: &StartRequest) -> Result<Rollout, String> {
         let spec = self.spec(req)?;
+        let _turn = self.turn.lock().await;
         if let Some(other) = self.list().iter().find(|r| {
             r.spec.release.model == spec.release.model && !terminal(&r.state.phase) && r.state.phase != Phase::Completed
         }) {
@@ -241,12 +273,14 @@ impl Rollouts {
                 rollout.spec.release.model
             ));
         }
-        let actions = rollout.evaluate(&views, now());
-        self.save_and_perform(rollout.clone(), actions).await?;
+        let t = now();
+        let actions = rollout.evaluate(&views, t);
+        self.save_and_perform(rollout.clone(), actions, t).await?;
         Ok(rollout)
     }
 
     pub async fn command(&self, id: &str, verb: Verb, by: &str) -> Result<Rollout, String> {
+        let _turn = self.turn.lock().await;
         let mut rollout = self.get(id).ok_or_else(|| format!("no rollout {id}"))?;
         // Switching back is the newest rollout's to do: an older one's devices were handed on, and its
         // "previous model" is whatever the newer rollouts left there (an aborted release, even).
@@ -265,21 +299,37 @@ impl Rollouts {
                 owner.spec.id,
             ));
         }
-        let actions = rollout.command(verb, by, &self.views(), now()).map_err(|e| e.to_string())?;
-        self.save_and_perform(rollout.clone(), actions).await?;
+        let t = now();
+        let actions = rollout.command(verb, by, &self.views(), t).map_err(|e| e.to_string())?;
+        self.save_and_perform(rollout.clone(), actions, t).await?;
         Ok(rollout)
     }
 
     /// One evaluation of the rollout that owns each model's devices.
     pub async fn tick(&self) {
+        self.tick_at(now()).await
+    }
+
+    /// One evaluation at `t` (Unix seconds). A rollout whose decisions did not change is stored only when
+    /// its stored evidence is older than [`EVIDENCE_STORE_SECS`]; the copy in memory (what status shows)
+    /// always has the latest.
+    pub async fn tick_at(&self, t: UnixTime) {
+        let _turn = self.turn.lock().await;
         let views = self.views();
         for mut rollout in owners(self.list()) {
             let before = rollout.clone();
-            let actions = rollout.evaluate(&views, now());
-            if rollout != before
-                && let Err(e) = self.save_and_perform(rollout, actions).await
-            {
-                tracing::error!(error = %e, "cannot store a rollout");
+            let actions = rollout.evaluate(&views, t);
+            if rollout == before {
+                continue;
+            }
+            let stored = self.stored_at.lock().expect("stored_at").get(&rollout.spec.id).copied();
+            let due = stored.is_none_or(|at| t >= at.saturating_add(EVIDENCE_STORE_SECS));
+            if !actions.is_empty() || due || decided(&rollout) != decided(&before) {
+                if let Err(e) = self.save_and_perform(rollout, actions, t).await {
+                    tracing::error!(error = %e, "cannot store a rollout");
+                }
+            } else {
+                self.live.lock().expect("rollouts").insert(rollout.spec.id.clone(), rollout);
             }
         }
     }
@@ -288,9 +338,11 @@ impl Rollouts {
         self.fleet.devices().iter().map(|d| d.view()).collect()
     }
 
-    async fn save_and_perform(&self, rollout: Rollout, actions: Vec<Action>) -> Result<(), String> {
+    /// Called with the turn held.
+    async fn save_and_perform(&self, rollout: Rollout, actions: Vec<Action>, t: UnixTime) -> Result<(), String> {
         // Persist first: a crash may lose actions (republished at start) but never repeats a decision.
         self.store.put(Table::Rollouts, &rollout.spec.id, &rollout).map_err(|e| e.to_string())?;
+        self.stored_at.lock().expect("stored_at").insert(rollout.spec.id.clone(), t);
         self.live.lock().expect("rollouts").insert(rollout.spec.id.clone(), rollout);
         self.perform(actions).await;
         Ok(())

@@ -88,9 +88,9 @@ fn mqtt_options(cfg: &ServeConfig, broker_addr: Option<std::net::SocketAddr>) ->
 
 /// The device CA in `<data>/ca`, made at first start. Without it the daemon still runs; enrollment
 /// answers `unavailable` and says why in the log.
-fn device_ca(data_dir: &Path) -> Option<crate::pki::Ca> {
+fn device_ca(data_dir: &Path, lifetime_secs: u64) -> Option<crate::pki::Ca> {
     match crate::pki::Ca::open_or_init(&data_dir.join("ca"), super::fleet::now()) {
-        Ok(ca) => Some(ca),
+        Ok(ca) => Some(ca.with_device_lifetime(lifetime_secs)),
         Err(e) => {
             tracing::error!(error = %e, "no device CA: devices cannot enroll");
             None
@@ -112,16 +112,23 @@ pub async fn serve(
     let store = Arc::new(Store::open(&cfg.data_dir)?);
     let token = token(&cfg.data_dir)?;
     let trust = Arc::new(trust(&cfg)?);
-    let broker_addr = match cfg.broker {
+    let (broker_addr, broker_password) = match cfg.broker {
         Broker::Embedded(addr) => {
-            let bound = super::broker::start(addr, 2 << 20)?;
+            let password = super::broker::password(&cfg.data_dir)?;
+            let controller = super::broker::Controller { client_id: cfg.client_id.clone(), password: password.clone() };
+            let bound = super::broker::start(addr, 2 << 20, controller)?;
             tracing::info!(%bound, "embedded MQTT broker listening");
-            Some(bound)
+            (Some(bound), Some(password))
         }
-        Broker::External { .. } => None,
+        Broker::External { .. } => (None, None),
     };
-    let identity = super::enrollment::Identity::new(device_ca(&cfg.data_dir), cfg.on_revoke.clone());
-    let fleet = Fleet::start(mqtt_options(&cfg, broker_addr)?, store.clone(), identity)?;
+    let identity =
+        super::enrollment::Identity::new(device_ca(&cfg.data_dir, cfg.cert_lifetime_secs), cfg.on_revoke.clone());
+    let mut options = mqtt_options(&cfg, broker_addr)?;
+    if let Some(password) = broker_password {
+        options.set_credentials(cfg.client_id.clone(), password);
+    }
+    let fleet = Fleet::start(options, store.clone(), identity)?;
     // Rewritten at every start: it reflects the registry and never reaches its next-update time.
     if let Err(e) = fleet.write_crl(super::fleet::now()) {
         tracing::warn!(error = %e, "cannot write the certificate revocation list");

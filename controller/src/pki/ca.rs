@@ -3,7 +3,7 @@
 //! the controller's client certificate (CN = `outpost-controller`) and the broker's server certificate,
 //! logs every issue to `issued.jsonl`, and writes the revocation list `crl.pem` for the broker.
 
-use super::csr::CheckedCsr;
+use super::csr::{CheckedCsr, key_fingerprint};
 use super::{CONTROLLER_CN, PkiError};
 use crate::files;
 use rcgen::{
@@ -18,10 +18,13 @@ use time::OffsetDateTime;
 const DAY: i64 = 86_400;
 /// The CA outlives every certificate it issues.
 const CA_DAYS: i64 = 20 * 365;
-/// Devices have no certificate renewal yet, so their identity lasts as long as the hardware; revocation
-/// (the CRL) is how an identity ends early.
+/// The broker's and the controller's certificates: installed by hand, so they last.
 const LEAF_DAYS: i64 = 10 * 365;
-/// Certificates start an hour back: a device or broker whose clock lags still accepts them.
+/// A device certificate's default lifetime. Devices renew theirs in the second half of it (the agent
+/// asks from two thirds on), so a stolen certificate stops working within a year even unrevoked.
+pub const DEVICE_LIFETIME_SECS: u64 = 365 * 86_400;
+/// Certificates start up to an hour back (a tenth of a short lifetime): a device or broker whose clock
+/// lags still accepts them.
 const BACKDATE: i64 = 3600;
 
 /// One line of `issued.jsonl`: which serial went to which subject, so revoking a device revokes every
@@ -32,12 +35,22 @@ pub struct IssuedCert {
     pub subject: String,
     pub kind: String,
     pub at: u64,
+    /// SHA-256 of the certificate's public key (hex; the same fingerprint enrollment binds an id to), so
+    /// the daemon knows the key of a certificate `outpost certs issue` made. Absent in older lines.
+    #[serde(default)]
+    pub key: Option<String>,
+    #[serde(default)]
+    pub not_before: Option<u64>,
+    /// Absent in older lines (10-year certificates).
+    #[serde(default)]
+    pub not_after: Option<u64>,
 }
 
 pub struct Ca {
     dir: PathBuf,
     cert_pem: String,
     issuer: Issuer<'static, KeyPair>,
+    device_lifetime: u64,
 }
 
 impl std::fmt::Debug for Ca {
@@ -95,7 +108,7 @@ impl Leaf {
         }
     }
 
-    fn params(&self, now: i64) -> Result<CertificateParams, PkiError> {
+    fn params(&self, now: i64, device_lifetime: u64) -> Result<CertificateParams, PkiError> {
         let mut p = match self {
             Leaf::Server(host) => CertificateParams::new(vec![host.clone()])
                 .map_err(|e| PkiError::Invalid(format!("server name {host:?}: {e}")))?,
@@ -110,8 +123,12 @@ impl Leaf {
             _ => ExtendedKeyUsagePurpose::ClientAuth,
         }];
         p.use_authority_key_identifier_extension = true;
-        p.not_before = at(now - BACKDATE)?;
-        p.not_after = at(now + LEAF_DAYS * DAY)?;
+        let lifetime = match self {
+            Leaf::Device(_) => i64::try_from(device_lifetime).unwrap_or(i64::MAX / 2).max(1),
+            _ => LEAF_DAYS * DAY,
+        };
+        p.not_before = at(now - BACKDATE.min(lifetime / 10))?;
+        p.not_after = at(now.saturating_add(lifetime))?;
         p.serial_number = Some(random_serial()?);
         Ok(p)
     }
@@ -122,6 +139,8 @@ impl Leaf {
 pub struct Issued {
     pub cert_pem: String,
     pub serial: String,
+    pub not_before: u64,
+    pub not_after: u64,
 }
 
 impl Ca {
@@ -160,7 +179,12 @@ impl Ca {
         let cert = p.self_signed(&key).map_err(|e| x509("CA certificate", e))?;
         files::write_atomic(&Ca::key_path(dir), key.serialize_pem().as_bytes(), Some(0o600))?;
         files::write_atomic(&Ca::cert_path(dir), cert.pem().as_bytes(), None)?;
-        let ca = Ca { dir: dir.to_owned(), cert_pem: cert.pem(), issuer: Issuer::new(p, key) };
+        let ca = Ca {
+            dir: dir.to_owned(),
+            cert_pem: cert.pem(),
+            issuer: Issuer::new(p, key),
+            device_lifetime: DEVICE_LIFETIME_SECS,
+        };
         ca.write_crl(&[], now as u64)?;
         Ok(ca)
     }
@@ -172,7 +196,7 @@ impl Ca {
         let cert_pem = files::read_string(&Ca::cert_path(dir))?;
         let issuer =
             Issuer::from_ca_cert_pem(&cert_pem, key).map_err(|e| x509(&Ca::cert_path(dir).display().to_string(), e))?;
-        Ok(Ca { dir: dir.to_owned(), cert_pem, issuer })
+        Ok(Ca { dir: dir.to_owned(), cert_pem, issuer, device_lifetime: DEVICE_LIFETIME_SECS })
     }
 
     /// Opens the CA in `dir`, making it at first need.
@@ -182,6 +206,13 @@ impl Ca {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Sets how long device certificates last from now on (`[enroll] cert_lifetime`, `certs issue
+    /// --lifetime`).
+    pub fn with_device_lifetime(mut self, secs: u64) -> Ca {
+        self.device_lifetime = secs.max(1);
+        self
     }
 
     pub fn cert_pem(&self) -> &str {
@@ -200,28 +231,71 @@ impl Ca {
 
     /// Issues a certificate of `leaf` for `public_key`, and logs it.
     pub fn issue(&self, leaf: &Leaf, public_key: &impl PublicKeyData, now: u64) -> Result<Issued, PkiError> {
-        let params = leaf.params(now as i64)?;
+        let params = leaf.params(now as i64, self.device_lifetime)?;
         let serial = hex::encode(params.serial_number.as_ref().expect("set above").to_bytes());
+        let (not_before, not_after) =
+            (params.not_before.unix_timestamp() as u64, params.not_after.unix_timestamp() as u64);
         let cert = params.signed_by(public_key, &self.issuer).map_err(|e| x509("certificate", e))?;
-        self.log(&IssuedCert { serial: serial.clone(), subject: leaf.subject(), kind: leaf.kind().into(), at: now })?;
-        Ok(Issued { cert_pem: cert.pem(), serial })
+        self.log(&IssuedCert {
+            serial: serial.clone(),
+            subject: leaf.subject(),
+            kind: leaf.kind().into(),
+            at: now,
+            key: Some(key_fingerprint(public_key.der_bytes())),
+            not_before: Some(not_before),
+            not_after: Some(not_after),
+        })?;
+        Ok(Issued { cert_pem: cert.pem(), serial, not_before, not_after })
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.join("issued.jsonl")
+    }
+
+    /// Holds `issued.lock` exclusively: the daemon and `outpost certs` append to the log, and compaction
+    /// rewrites it, possibly at the same time.
+    fn locked(&self) -> Result<std::fs::File, PkiError> {
+        let path = self.dir.join("issued.lock");
+        let err = |source| files::FileError { path: path.clone(), source };
+        let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(err)?;
+        f.lock().map_err(err)?;
+        Ok(f)
     }
 
     fn log(&self, entry: &IssuedCert) -> Result<(), PkiError> {
-        let path = self.dir.join("issued.jsonl");
+        let _lock = self.locked()?;
+        let path = self.log_path();
         let err = |source| files::FileError { path: path.clone(), source };
         let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(err)?;
         let mut line = serde_json::to_vec(entry).expect("serializable");
         line.push(b'\n');
-        // One write of one line with O_APPEND: the daemon and the CLI may both append.
         f.write_all(&line).map_err(err)?;
         f.sync_all().map_err(err)?;
         Ok(())
     }
 
+    /// Drops the lines of certificates that expired before `now` (they need no revocation: TLS refuses
+    /// them anyway), so the log holds at most the live certificates; returns how many were dropped.
+    /// Renewals add a line per device per half lifetime, and this keeps that from adding up.
+    pub fn compact(&self, now: u64) -> Result<usize, PkiError> {
+        let _lock = self.locked()?;
+        let all = self.issued()?;
+        let live: Vec<&IssuedCert> = all.iter().filter(|c| c.not_after.is_none_or(|t| t > now)).collect();
+        let dropped = all.len() - live.len();
+        if dropped > 0 {
+            let mut text = Vec::new();
+            for c in live {
+                text.extend(serde_json::to_vec(c).expect("serializable"));
+                text.push(b'\n');
+            }
+            files::write_atomic(&self.log_path(), &text, None)?;
+        }
+        Ok(dropped)
+    }
+
     /// Every certificate this CA issued (lines that do not parse are skipped: the log only grows).
     pub fn issued(&self) -> Result<Vec<IssuedCert>, PkiError> {
-        let path = self.dir.join("issued.jsonl");
+        let path = self.log_path();
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
@@ -236,7 +310,8 @@ impl Ca {
         let issued = self.issued()?;
         let mut revoked_certs = Vec::new();
         for (subject, when) in revoked {
-            for c in issued.iter().filter(|c| c.kind == "device" && &c.subject == subject) {
+            let live = |c: &&IssuedCert| c.not_after.is_none_or(|t| t > now);
+            for c in issued.iter().filter(|c| c.kind == "device" && &c.subject == subject).filter(live) {
                 let bytes =
                     hex::decode(&c.serial).map_err(|e| PkiError::Invalid(format!("serial {}: {e}", c.serial)))?;
                 revoked_certs.push(RevokedCertParams {

@@ -91,7 +91,7 @@ pub use verbs::{Verb, VerbError};
 pub use view::{DeviceView, InstallStatus, ShadowView, UpdateView, WindowView};
 
 #[cfg(test)]
-mod testkit;
+pub(crate) mod testkit;
 #[cfg(test)]
 mod tests_gates;
 #[cfg(test)]
