@@ -69,7 +69,10 @@ impl TrustCtl for Controller {
 fn publish(port: u16, topic: &str, payload: Vec<u8>, retain: bool) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
-        let o = rumqttc::MqttOptions::new(format!("attacker-{}", free_port()), "127.0.0.1", port);
+        let id = format!("attacker-{}", free_port());
+        let mut o = rumqttc::MqttOptions::new(id.clone(), "127.0.0.1", port);
+        // Any login name passes the embedded broker (it checks only the controller's); mosquitto ignores it.
+        o.set_credentials(id, "");
         let (client, mut events) = rumqttc::AsyncClient::new(o, 8);
         client.publish(topic, rumqttc::QoS::AtLeastOnce, retain, payload).await.unwrap();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);

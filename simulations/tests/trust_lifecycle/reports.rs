@@ -9,7 +9,10 @@ fn reports(port: u16, device: &str) -> std::sync::mpsc::Receiver<Vec<u8>> {
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(async move {
-            let o = rumqttc::MqttOptions::new(format!("listener-{}", free_port()), "127.0.0.1", port);
+            let id = format!("listener-{}", free_port());
+            let mut o = rumqttc::MqttOptions::new(id.clone(), "127.0.0.1", port);
+            // The embedded broker wants a login name from everyone but checks only the controller's.
+            o.set_credentials(id, "");
             let (client, mut events) = rumqttc::AsyncClient::new(o, 8);
             client.subscribe(topic, rumqttc::QoS::AtLeastOnce).await.unwrap();
             while let Ok(e) = events.poll().await {
