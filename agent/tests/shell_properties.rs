@@ -67,7 +67,8 @@ struct Plat {
     persisted: DriverState,
     fail_saves: bool,
     save_failed: bool,
-    staging: BTreeMap<Digest, Vec<bool>>,
+    /// Staging files by (model, bundle).
+    staging: BTreeMap<(String, Digest), Vec<bool>>,
     verify: BTreeMap<String, Digest>,
     self_test: BTreeMap<String, (Digest, Digest)>,
     loading: BTreeMap<String, Digest>,
@@ -102,20 +103,20 @@ impl Disk for Plat {
         let d = self.slots.active_digest(model)?;
         catalog().into_iter().find(|r| r.model == d).map(|r| (r.name, r.seq))
     }
-    fn prepare_staging(&mut self, b: &BundleRef) -> Result<(), String> {
-        self.staging.insert(b.digest, vec![false; b.chunks.len()]);
+    fn prepare_staging(&mut self, model: &str, b: &BundleRef) -> Result<(), String> {
+        self.staging.insert((model.into(), b.digest), vec![false; b.chunks.len()]);
         Ok(())
     }
-    fn write_chunk(&mut self, b: &BundleRef, index: u32, _: &[u8]) -> Result<(), String> {
-        let have = self.staging.get_mut(&b.digest).ok_or("no staging file")?;
+    fn write_chunk(&mut self, model: &str, b: &BundleRef, index: u32, _: &[u8]) -> Result<(), String> {
+        let have = self.staging.get_mut(&(model.into(), b.digest)).ok_or("no staging file")?;
         have[index as usize] = true;
         Ok(())
     }
-    fn check_staging(&mut self, b: &BundleRef) -> Vec<bool> {
-        self.staging.get(&b.digest).cloned().unwrap_or_default()
+    fn check_staging(&mut self, model: &str, b: &BundleRef) -> Vec<bool> {
+        self.staging.get(&(model.into(), b.digest)).cloned().unwrap_or_default()
     }
-    fn discard_staging(&mut self, b: &Digest) {
-        self.staging.remove(b);
+    fn discard_staging(&mut self, model: &str, b: &Digest) {
+        self.staging.remove(&(model.into(), *b));
     }
 }
 impl Work for Plat {
@@ -336,7 +337,7 @@ impl World {
             prop_assert_eq!(&slots, &slots_before, "no slot switch without a persisted state");
             let (staging, verify, self_test, loading) = &work_before;
             // (A checked chunk is written before its step: the restart's staging check finds it either way.)
-            let files = |m: &BTreeMap<Digest, Vec<bool>>| m.keys().copied().collect::<Vec<_>>();
+            let files = |m: &BTreeMap<(String, Digest), Vec<bool>>| m.keys().cloned().collect::<Vec<_>>();
             prop_assert_eq!(files(&self.p.staging), files(staging), "no staging file made or discarded");
             prop_assert!(self.p.verify.iter().all(|(k, v)| verify.get(k) == Some(v)), "no verification started");
             prop_assert!(self.p.self_test.iter().all(|(k, v)| self_test.get(k) == Some(v)), "no self-test started");
@@ -382,13 +383,14 @@ impl World {
                 prop_assert_eq!(active(&slots_before), active(&slots), "{}: switched by an install request", name);
             }
         }
-        // Independence, except where a forged desired state made both models fetch the same bundle: chunks
-        // and the staging file are keyed by bundle, so the two jobs share them (the forged one is refused as
-        // `desired_mismatch` once verified). Known limit, left for per-model staging files.
+        // Independence: an event of one model leaves the other's slots, update machine and staging files as
+        // they were. Chunks travel by bundle: when a forged desired state made both models fetch the same
+        // bundle, its chunks are for both (each writes its own staging file; the forged job is refused as
+        // `desired_mismatch` once verified).
         let bundle_of = |st: &DriverState, m: &str| st.models.get(m).and_then(|s| s.job.as_ref()).map(|j| j.bundle());
         let shared = bundle_of(&state_before, MODELS[0]).is_some()
             && bundle_of(&state_before, MODELS[0]) == bundle_of(&state_before, MODELS[1]);
-        if let Some(m) = ev.model().filter(|_| !shared) {
+        if let Some(m) = ev.model().filter(|_| !(shared && matches!(ev, Ev::Chunks { .. }))) {
             let other = MODELS[1 - m];
             prop_assert_eq!(
                 slots_before.model(other),
@@ -399,6 +401,10 @@ impl World {
             );
             let state = self.shell.state();
             prop_assert_eq!(state_before.models.get(other), state.models.get(other));
+            let theirs = |s: &BTreeMap<(String, Digest), Vec<bool>>| {
+                s.iter().filter(|((n, _), _)| n == other).map(|(k, v)| (k.clone(), v.clone())).collect::<Vec<_>>()
+            };
+            prop_assert_eq!(theirs(&work_before.0), theirs(&self.p.staging), "{}'s staging touched", other);
         }
         Ok(())
     }
@@ -494,4 +500,41 @@ fn a_forged_desired_state_during_a_first_install_watch_leaves_the_model_serving(
     let job = w.shell.machine("detector").unwrap().state.job.clone().unwrap();
     assert_eq!(job.outcome.unwrap().0, RejectReason::DesiredMismatch);
     assert_eq!(w.p.slots.active_digest("detector"), Some(first), "still serving");
+}
+
+/// A forged desired state tells the classifier to fetch the detector's bundle while the detector fetches
+/// it: each model stages into its own file, so the forged job's end (refused, withdrawn) never discards
+/// the detector's staging, and the detector's install completes. Before per-model staging files the
+/// classifier's discard deleted the shared file and the detector's fetch could never finish.
+#[test]
+fn a_forged_fetch_of_another_models_bundle_never_disturbs_that_models_staging() {
+    let mut w = World::new();
+    let run = |w: &mut World, evs: &[Ev]| {
+        for e in evs {
+            w.step(e).unwrap();
+        }
+    };
+    // The classifier's release 1 under a lie: the detector's bundle of release 1.
+    run(&mut w, &[Ev::Desired { m: 0, rel: 1, lie: Lie::None, mode: 0 }]);
+    run(&mut w, &[Ev::Desired { m: 1, rel: 1, lie: Lie::ForeignBundle, mode: 0 }]);
+    let bundle = w.rel(0, 1).bundle.digest;
+    assert!(w.p.staging.contains_key(&("detector".into(), bundle)));
+    assert!(w.p.staging.contains_key(&("classifier".into(), bundle)));
+    // The classifier's job is withdrawn: only its own staging file goes.
+    run(&mut w, &[Ev::Withdraw { m: 1 }]);
+    assert!(!w.p.staging.contains_key(&("classifier".into(), bundle)));
+    assert!(w.p.staging.contains_key(&("detector".into(), bundle)), "the detector's staging stays");
+    run(
+        &mut w,
+        &[
+            Ev::Chunks { m: 0, corrupt: false },
+            Ev::Verified { m: 0, honest: true },
+            Ev::SelfTested { m: 0, ok: true },
+            Ev::Loaded { m: 0, ok: true },
+            Ev::Tick { ms: 1_000 },
+            Ev::Tick { ms: 400_000 },
+        ],
+    );
+    assert_eq!(w.p.slots.active_digest("detector"), Some(w.rel(0, 1).model));
+    assert_eq!(w.p.slots.floor("detector"), 1);
 }

@@ -105,6 +105,7 @@ impl Driver {
     ) -> Driver {
         let staging_dir = store.dir().join("staging");
         let _ = std::fs::create_dir_all(&staging_dir);
+        remove_shared_staging_files(&staging_dir);
         let shell = Shell::new(DriverState::load(&store), models.accept.clone());
         let (done, done_rx) = mpsc::unbounded_channel();
         let platform = AgentPlatform {
@@ -185,9 +186,24 @@ fn spawn_outbox(link: Link) -> mpsc::UnboundedSender<(Up, Message)> {
     tx
 }
 
+/// Agents before per-model staging named a staging file by its bundle alone (`HEX.obundle.part`). A fetch
+/// such a file belonged to starts over in the model's own file on restart; the old one would stay for ever.
+fn remove_shared_staging_files(dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if name.strip_suffix(".obundle.part").is_some_and(|hex| hex.len() == 64 && !hex.contains('-')) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
 impl AgentPlatform {
-    fn staging_file(&self, bundle: &Digest) -> PathBuf {
-        self.staging_dir.join(format!("{}.obundle.part", bundle.to_hex()))
+    /// One file per model and bundle. Model names hold no `/` and no `..` (`ModelName`), and are at most
+    /// 64 bytes: the name stays a plain file name inside the staging directory.
+    fn staging_file(&self, model: &str, bundle: &Digest) -> PathBuf {
+        self.staging_dir.join(format!("{model}-{}.obundle.part", bundle.to_hex()))
     }
 
     fn answer(&self, model: &str, done: Done) {
@@ -240,15 +256,15 @@ impl Disk for AgentPlatform {
         Some((m.name, m.sequence))
     }
 
-    fn prepare_staging(&mut self, bundle: &BundleRef) -> Result<(), String> {
-        let path = self.staging_file(&bundle.digest);
+    fn prepare_staging(&mut self, model: &str, bundle: &BundleRef) -> Result<(), String> {
+        let path = self.staging_file(model, &bundle.digest);
         std::fs::File::create(&path)
             .and_then(|f| f.set_len(bundle.size))
             .map_err(|e| format!("{}: {e}", path.display()))
     }
 
-    fn write_chunk(&mut self, bundle: &BundleRef, index: u32, data: &[u8]) -> Result<(), String> {
-        let path = self.staging_file(&bundle.digest);
+    fn write_chunk(&mut self, model: &str, bundle: &BundleRef, index: u32, data: &[u8]) -> Result<(), String> {
+        let path = self.staging_file(model, &bundle.digest);
         let write = || -> std::io::Result<()> {
             let mut f = std::fs::OpenOptions::new().write(true).open(&path)?;
             f.seek(SeekFrom::Start(u64::from(index) * u64::from(bundle.chunk_size)))?;
@@ -258,8 +274,8 @@ impl Disk for AgentPlatform {
         write().map_err(|e| format!("{}: {e}", path.display()))
     }
 
-    fn check_staging(&mut self, b: &BundleRef) -> Vec<bool> {
-        let Ok(mut f) = std::fs::File::open(self.staging_file(&b.digest)) else { return vec![] };
+    fn check_staging(&mut self, model: &str, b: &BundleRef) -> Vec<bool> {
+        let Ok(mut f) = std::fs::File::open(self.staging_file(model, &b.digest)) else { return vec![] };
         // `b` passed `BundleRef::check`: the chunk size is bounded by `Limits::max_chunk`.
         let mut buf = vec![0u8; b.chunk_size as usize];
         (0..b.chunks.len())
@@ -272,8 +288,8 @@ impl Disk for AgentPlatform {
             .collect()
     }
 
-    fn discard_staging(&mut self, bundle: &Digest) {
-        let _ = std::fs::remove_file(self.staging_file(bundle));
+    fn discard_staging(&mut self, model: &str, bundle: &Digest) {
+        let _ = std::fs::remove_file(self.staging_file(model, bundle));
     }
 }
 
@@ -284,7 +300,7 @@ impl Work for AgentPlatform {
         let (store, models, now, pinned) =
             (self.store.clone(), self.models.clone(), self.now_ms() / 1000, self.pinned.clone());
         let (path, size, digest, trust) =
-            (self.staging_file(&bundle.digest), bundle.size, bundle.digest, self.trust.clone());
+            (self.staging_file(model, &bundle.digest), bundle.size, bundle.digest, self.trust.clone());
         let work = move || -> Result<Release, (RejectReason, String)> {
             // The policy held now: a newer one taken over the air applies to the next verification.
             let trust = trust.as_ref().and_then(TrustStore::snapshot).ok_or((

@@ -37,18 +37,20 @@ pub trait Disk {
     fn edit_slots(&mut self, change: &mut dyn FnMut(&mut Slots)) -> Result<(), String>;
     /// The name and release sequence of the verified manifest stored with `model`'s active model.
     fn active_release(&self, model: &str) -> Option<(ModelName, u64)>;
-    /// An empty staging file for `bundle`, its size already checked against `Limits`.
-    fn prepare_staging(&mut self, bundle: &BundleRef) -> Result<(), String>;
-    /// Writes chunk `index` of `bundle` (already checked against its digest) into the staging file.
-    fn write_chunk(&mut self, bundle: &BundleRef, index: u32, data: &[u8]) -> Result<(), String>;
-    /// Which chunks of the staging file match their digests (after a restart).
-    fn check_staging(&mut self, bundle: &BundleRef) -> Vec<bool>;
-    fn discard_staging(&mut self, bundle: &Digest);
+    /// An empty staging file of `model` for `bundle`, its size already checked against `Limits`. Each model
+    /// stages into its own file: two models fetching the same bundle (one of them told to by a forged
+    /// desired state) neither share nor discard each other's.
+    fn prepare_staging(&mut self, model: &str, bundle: &BundleRef) -> Result<(), String>;
+    /// Writes chunk `index` of `bundle` (already checked against its digest) into `model`'s staging file.
+    fn write_chunk(&mut self, model: &str, bundle: &BundleRef, index: u32, data: &[u8]) -> Result<(), String>;
+    /// Which chunks of `model`'s staging file match their digests (after a restart).
+    fn check_staging(&mut self, model: &str, bundle: &BundleRef) -> Vec<bool>;
+    fn discard_staging(&mut self, model: &str, bundle: &Digest);
 }
 
 /// The slow steps. Each answers later with a `Done` for `Shell::complete`.
 pub trait Work {
-    /// Verify the complete staging file of `bundle` and store its model (no slot changes); answer
+    /// Verify `model`'s complete staging file of `bundle` and store its model (no slot changes); answer
     /// `Done::Verified` with what the verified manifest says.
     fn verify(&mut self, model: &str, bundle: &BundleRef);
     /// Load the stored `digest` as `model` and run its self-test vectors; answer `Done::SelfTested`.

@@ -96,7 +96,9 @@ impl Shell {
         let names: Vec<String> = self.machines.keys().cloned().collect();
         for name in names {
             let valid_chunks = match self.machines[&name].state.job.as_ref() {
-                Some(j) if j.desired.bundle.check(&Limits::default()).is_ok() => p.check_staging(&j.desired.bundle),
+                Some(j) if j.desired.bundle.check(&Limits::default()).is_ok() => {
+                    p.check_staging(&name, &j.desired.bundle)
+                }
                 _ => vec![],
             };
             self.step(p, &name, Input::Restarted { valid_chunks });
@@ -129,24 +131,25 @@ impl Shell {
         }
     }
 
-    /// A chunk arrived: it belongs to the model whose fetch names its bundle; it is checked against the
-    /// chunk digest list before it is written.
+    /// A chunk arrived: it belongs to every model whose fetch names its bundle (chunks travel by bundle),
+    /// each writing it into its own staging file after checking it against its own chunk digest list.
     pub fn chunk(&mut self, p: &mut impl Platform, bundle: Digest, index: u32, data: &[u8]) {
-        let owner = self.machines.iter().find_map(|(name, m)| {
-            let job = m.state.job.as_ref()?;
-            (job.stage == UpdateStage::Fetching && job.bundle() == bundle).then_some((name, &job.desired.bundle))
-        });
-        let Some((name, b)) = owner else { return };
-        let i = index as usize;
-        let valid = i < b.chunks.len()
-            && data.len() == chunk_len(b.size, b.chunk_size, i)
-            && Digest::of(data) == b.chunks[i]
-            && p.write_chunk(b, index, data).is_ok();
-        if !valid {
-            tracing::warn!(model = %name, index, "chunk failed its digest check; asking again");
+        let owners: Vec<String> =
+            self.machines.iter().filter(|(_, m)| fetching(m, bundle).is_some()).map(|(name, _)| name.clone()).collect();
+        for name in owners {
+            let Some(b) = self.machines.get(&name).and_then(|m| fetching(m, bundle)).map(|j| &j.desired.bundle) else {
+                continue;
+            };
+            let i = index as usize;
+            let valid = i < b.chunks.len()
+                && data.len() == chunk_len(b.size, b.chunk_size, i)
+                && Digest::of(data) == b.chunks[i]
+                && p.write_chunk(&name, b, index, data).is_ok();
+            if !valid {
+                tracing::warn!(model = %name, index, "chunk failed its digest check; asking again");
+            }
+            self.step(p, &name, Input::Chunk { bundle, index, valid });
         }
-        let name = name.clone();
-        self.step(p, &name, Input::Chunk { bundle, index, valid });
     }
 
     /// The timer: every machine's tick, and the health of each model under watch.
@@ -248,7 +251,7 @@ impl Shell {
             Effect::PrepareStaging { bundle, .. } => {
                 // The size passed `BundleRef::check` in the machine before this effect was emitted.
                 if let Some(j) = job.filter(|j| j.bundle() == bundle)
-                    && let Err(e) = p.prepare_staging(&j.desired.bundle)
+                    && let Err(e) = p.prepare_staging(model, &j.desired.bundle)
                 {
                     tracing::error!(model, error = %e, "cannot create the staging file");
                 }
@@ -300,7 +303,7 @@ impl Shell {
                 let bundle = job.map(|j| j.bundle());
                 edit(p, |s| s.model_mut(model).commit(sequence));
                 if let Some(b) = bundle {
-                    p.discard_staging(&b);
+                    p.discard_staging(model, &b);
                 }
                 p.announce();
             }
@@ -309,7 +312,7 @@ impl Shell {
                 p.announce();
             }
             Effect::DiscardStaging { bundle } => {
-                p.discard_staging(&bundle);
+                p.discard_staging(model, &bundle);
                 edit(p, |s| {
                     if let Some(m) = s.models.get_mut(model) {
                         m.discard_candidate();
@@ -332,6 +335,11 @@ impl Shell {
         }
         Health { requests: w.requests, errors: w.errors, p95_us: w.p95_us, selftest_ok }
     }
+}
+
+/// `m`'s job when it is fetching `bundle`.
+fn fetching(m: &Machine, bundle: Digest) -> Option<&crate::update::machine::Job> {
+    m.state.job.as_ref().filter(|j| j.stage == UpdateStage::Fetching && j.bundle() == bundle)
 }
 
 fn edit(p: &mut impl Platform, mut change: impl FnMut(&mut crate::slots::Slots)) {

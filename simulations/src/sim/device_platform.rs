@@ -19,6 +19,7 @@ use outpost_protocol::messages::{BundleRef, Message};
 use outpost_protocol::telemetry::UpdateEvent;
 use outpost_protocol::topics::Up;
 use outpost_protocol::{Digest, ModelName, RejectReason};
+use std::collections::BTreeMap;
 
 const VERIFY_MS: u64 = 200;
 const SELFTEST_MS: u64 = 500;
@@ -31,10 +32,11 @@ pub struct SimDisk {
     pub persisted: DriverState,
     /// `slots.json`: written through the agent's own slot transitions.
     pub slots: outpost_agent::slots::Slots,
-    /// The staging file: which chunks of which bundle are written (each checked against its digest).
-    staging: Option<(Digest, Vec<bool>)>,
-    /// The chunk written last: a power loss may tear it.
-    last_chunk: Option<u32>,
+    /// The staging files, one per model: which chunks of which bundle are written (each checked against
+    /// its digest).
+    staging: BTreeMap<String, (Digest, Vec<bool>)>,
+    /// The chunk written last (model, index): a power loss may tear it.
+    last_chunk: Option<(String, u32)>,
 }
 
 impl SimDisk {
@@ -45,7 +47,7 @@ impl SimDisk {
         let m = slots.model_mut(base.name.as_str());
         m.activate(base.digest, 0);
         m.commit(base.sequence);
-        SimDisk { persisted: DriverState::default(), slots, staging: None, last_chunk: None }
+        SimDisk { persisted: DriverState::default(), slots, staging: BTreeMap::new(), last_chunk: None }
     }
 
     /// The slot table of `model` as release indices.
@@ -60,8 +62,10 @@ impl SimDisk {
 
     /// The power went while a chunk was being written: it no longer matches its digest.
     pub fn tear_last_chunk(&mut self) {
-        if let (Some((_, have)), Some(k)) = (self.staging.as_mut(), self.last_chunk) {
-            have[k as usize] = false;
+        if let Some((model, k)) = &self.last_chunk
+            && let Some((_, have)) = self.staging.get_mut(model)
+        {
+            have[*k as usize] = false;
         }
     }
 }
@@ -118,33 +122,33 @@ impl Disk for SimPlatform<'_> {
         Some((running.name.clone(), running.sequence))
     }
 
-    fn prepare_staging(&mut self, bundle: &BundleRef) -> Result<(), String> {
-        self.disk.staging = Some((bundle.digest, vec![false; bundle.chunks.len()]));
+    fn prepare_staging(&mut self, model: &str, bundle: &BundleRef) -> Result<(), String> {
+        self.disk.staging.insert(model.to_owned(), (bundle.digest, vec![false; bundle.chunks.len()]));
         self.disk.last_chunk = None;
         Ok(())
     }
 
-    fn write_chunk(&mut self, bundle: &BundleRef, index: u32, _data: &[u8]) -> Result<(), String> {
-        match self.disk.staging.as_mut() {
+    fn write_chunk(&mut self, model: &str, bundle: &BundleRef, index: u32, _data: &[u8]) -> Result<(), String> {
+        match self.disk.staging.get_mut(model) {
             Some((b, have)) if *b == bundle.digest => {
                 have[index as usize] = true;
-                self.disk.last_chunk = Some(index);
+                self.disk.last_chunk = Some((model.to_owned(), index));
                 Ok(())
             }
             _ => Err("no staging file for this bundle".into()),
         }
     }
 
-    fn check_staging(&mut self, bundle: &BundleRef) -> Vec<bool> {
-        match &self.disk.staging {
+    fn check_staging(&mut self, model: &str, bundle: &BundleRef) -> Vec<bool> {
+        match self.disk.staging.get(model) {
             Some((b, have)) if *b == bundle.digest => have.clone(),
             _ => vec![],
         }
     }
 
-    fn discard_staging(&mut self, bundle: &Digest) {
-        if self.disk.staging.as_ref().is_some_and(|(b, _)| b == bundle) {
-            self.disk.staging = None;
+    fn discard_staging(&mut self, model: &str, bundle: &Digest) {
+        if self.disk.staging.get(model).is_some_and(|(b, _)| b == bundle) {
+            self.disk.staging.remove(model);
         }
     }
 }
@@ -243,7 +247,7 @@ impl World {
     fn verify(&mut self, dev: u32, model: &str, bundle: &Digest) -> Result<Release, (RejectReason, String)> {
         let skip_signature = self.scenario.faults.skip_signature_check;
         let d = &self.devices[dev as usize];
-        let complete = d.disk.staging.as_ref().is_some_and(|(b, have)| b == bundle && have.iter().all(|h| *h));
+        let complete = d.disk.staging.get(model).is_some_and(|(b, have)| b == bundle && have.iter().all(|h| *h));
         if !complete {
             return Err((RejectReason::PayloadDigestMismatch, "the fetched bundle does not match its digest".into()));
         }
