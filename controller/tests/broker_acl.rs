@@ -109,6 +109,19 @@ impl Client {
         self.client.publish(topic, QoS::AtLeastOnce, false, body.as_bytes().to_vec()).await.unwrap();
     }
 
+    /// Publishes `marker` on `topic` until `to` receives it (its subscription may not be active yet).
+    async fn ping(&self, to: &mut Client, topic: &str, marker: &str) {
+        for _ in 0..100 {
+            self.publish(topic, marker).await;
+            if let Ok(Some((_, body))) = tokio::time::timeout(Duration::from_millis(200), to.rx.recv()).await
+                && body == marker.as_bytes()
+            {
+                return;
+            }
+        }
+        panic!("{marker:?} never arrived on {topic}");
+    }
+
     /// Everything received until `marker` arrives (or panics after 10 s).
     async fn until(&mut self, marker: &str) -> Vec<(String, String)> {
         let mut seen = Vec::new();
@@ -198,8 +211,9 @@ async fn the_enrollment_listener_confines_each_anonymous_client_to_its_own_enrol
     let broker = ProdBroker::start(&pki);
     let enroll = "outpost/v1/enroll";
 
-    let mut ctl = client(&pki, broker.tls_port, "outpost-controller", Some("controller"));
-    assert!(ctl.outcome().await);
+    // The controller reads enrollment on the enrollment broker's controller listener.
+    let mut ctl = client(&pki, broker.enroll_controller_port, "outpost-controller-enroll-1", Some("controller"));
+    assert!(ctl.outcome().await, "{}", broker.enroll_log());
     ctl.sub(&outpost_protocol::enroll::controller_subscription()).await;
     ctl.sub(&outpost_protocol::topics::controller_subscription()).await;
     let desired_b = format!("{DEV}/dev-b/down/desired/digits");
@@ -208,7 +222,7 @@ async fn the_enrollment_listener_confines_each_anonymous_client_to_its_own_enrol
     // No client certificate: server-auth TLS is enough here.
     let mut c = client(&pki, broker.enroll_port, "dev-c", None);
     let mut d = client(&pki, broker.enroll_port, "dev-d", None);
-    assert!(c.outcome().await && d.outcome().await, "anonymous enrollment clients connect: {}", broker.log());
+    assert!(c.outcome().await && d.outcome().await, "anonymous enrollment clients connect: {}", broker.enroll_log());
     for filter in ["#", "outpost/v1/enroll/+/request", desired_b.as_str(), "outpost/v1/enroll/dev-c/response"] {
         c.sub(filter).await;
     }
@@ -300,5 +314,41 @@ async fn a_certificate_cannot_take_the_session_of_another_device_or_of_the_contr
         thief.publish(&format!("{DEV}/dev-a/up/hello"), &format!("a-{n}")).await;
         let seen = ctl.until(&format!("a-{n}")).await;
         assert!(seen.iter().all(|(_, body)| body != "forged"), "{seen:?}");
+    }
+}
+
+/// mosquitto keeps one client-id namespace per process, and a client connecting under a taken id
+/// disconnects the one that had it. Anonymous enrollment clients are therefore served by a broker process of
+/// their own (mosquitto-enroll.conf): one connecting there under a device's or the controller's client id
+/// disconnects no one, and enrollment goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_anonymous_enrollment_client_cannot_disconnect_a_device_or_the_controller() {
+    let dir = tempdir("anon-kick");
+    let (data, pki) = (dir.join("data"), dir.join("pki"));
+    issue_all(&data, &pki, &["dev-b"]);
+    let broker = ProdBroker::start(&pki);
+    let mut ctl = client(&pki, broker.tls_port, "outpost-controller", Some("controller"));
+    let mut enroll = client(&pki, broker.enroll_controller_port, "outpost-controller-enroll-5f3a", Some("controller"));
+    let mut b = client(&pki, broker.tls_port, "dev-b", Some("dev-b"));
+    assert!(ctl.outcome().await && enroll.outcome().await && b.outcome().await, "{}", broker.log());
+    ctl.sub(&format!("{DEV}/+/up/#")).await;
+    b.sub(&format!("{DEV}/dev-b/down/+")).await;
+    enroll.sub(&outpost_protocol::enroll::controller_subscription()).await;
+    b.ping(&mut ctl, &format!("{DEV}/dev-b/up/hello"), "ready").await;
+
+    // (The controller's enrollment link has a random client id, which no thief knows.)
+    for (n, stolen) in ["dev-b", "outpost-controller"].into_iter().enumerate() {
+        let mut thief = client(&pki, broker.enroll_port, stolen, None);
+        assert!(thief.outcome().await, "the anonymous client connects: {}", broker.enroll_log());
+        // Round trips through every victim: one knocked off reconnects before these go through.
+        let marker = format!("after-{n}");
+        b.publish(&format!("{DEV}/dev-b/up/hello"), &marker).await;
+        ctl.until(&marker).await;
+        ctl.publish(&format!("{DEV}/dev-b/down/ack"), &marker).await;
+        b.until(&marker).await;
+        thief.ping(&mut enroll, &format!("outpost/v1/enroll/{stolen}/request"), &marker).await;
+        for (who, c) in [("dev-b", &b), ("the controller", &ctl), ("the controller's enrollment link", &enroll)] {
+            assert_eq!(c.drops.load(Ordering::SeqCst), 0, "an anonymous client as {stolen} disconnected {who}");
+        }
     }
 }

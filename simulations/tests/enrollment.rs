@@ -271,16 +271,17 @@ impl Mosquitto {
         std::fs::copy(&crl, &copy).unwrap();
         let broker = ProdBroker::start(&pki);
         let config = dir.join("controller.toml");
-        let hook = format!("cp {} {} && kill -HUP {}", d(&crl), d(&copy), broker.pid());
+        let hook = format!("cp {} {} && {}", d(&crl), d(&copy), broker.reload_command());
         std::fs::write(
             &config,
             format!(
                 "[broker]\nurl = \"mqtts://127.0.0.1:{}\"\nca = {:?}\nclient_cert = {:?}\nclient_key = {:?}\n\
-                 [enroll]\non_revoke = [\"sh\", \"-c\", {hook:?}]\n{enroll}",
+                 [enroll]\nbroker = \"mqtts://127.0.0.1:{}\"\non_revoke = [\"sh\", \"-c\", {hook:?}]\n{enroll}",
                 broker.tls_port,
                 d(&pki.join("ca.pem")),
                 d(&pki.join("controller.crt")),
                 d(&pki.join("controller.key")),
+                broker.enroll_controller_port,
             ),
         )
         .unwrap();
@@ -456,6 +457,68 @@ fn the_quick_start_embedded_broker_enrolls_over_plain_mqtt() {
     );
     assert!(a.data.join("identity/device.crt").exists());
     assert!(data.join("ca/ca.pem").exists(), "the CA was made at first start");
+}
+
+/// An attacker on the enrollment listener (anonymous, like every client there) connects under the
+/// enrolling device's id, again and again from four connections: each new connection under an id
+/// disconnects the one that had it. Agents enroll under a random session name, which it cannot know, and
+/// the enrollment broker is a process of its own, so the enrolled device (and the controller, also
+/// attacked by name) keep their connections to the identity broker.
+#[test]
+fn an_anonymous_client_cannot_keep_an_enrolling_device_off() {
+    let dir = tempdir("kick");
+    let m = Mosquitto::start(&dir, "");
+    let token = m.ctl.token(&dir, "token", true);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let kicks = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let attacker = {
+        let (stop, kicks, port, ca) = (stop.clone(), kicks.clone(), m.broker.enroll_port, m.pki.join("ca.pem"));
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Runtime::new().unwrap();
+            rt.block_on(async move {
+                let _ = rustls::crypto::ring::default_provider().install_default();
+                let ca = std::fs::read(ca).unwrap();
+                let mut loops = Vec::new();
+                for id in ["dev-kicked", "dev-kicked", "dev-kicked", "outpost-controller"] {
+                    let (stop, kicks, ca) = (stop.clone(), kicks.clone(), ca.clone());
+                    loops.push(tokio::spawn(async move {
+                        let mut o = rumqttc::MqttOptions::new(id, "127.0.0.1", port);
+                        o.set_keep_alive(Duration::from_secs(5));
+                        let tls = rumqttc::TlsConfiguration::Simple { ca, alpn: None, client_auth: None };
+                        o.set_transport(rumqttc::Transport::tls_with_config(tls));
+                        let (_client, mut ev) = rumqttc::AsyncClient::new(o, 8);
+                        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                            if let Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) = ev.poll().await {
+                                kicks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            }
+                        }
+                    }));
+                }
+                for l in loops {
+                    let _ = l.await;
+                }
+            });
+        })
+    };
+    let mut a = Agent::new(&dir, "dev-kicked", &m.link(&token));
+    a.start();
+    wait_until(
+        "dev-kicked enrolled and online while its id is taken on the enrollment listener",
+        60,
+        || {
+            let dev = m.ctl.device("dev-kicked");
+            status(&dev) == "Enrolled" && dev["online"] == true
+        },
+        || format!("{}\n--- agent\n{}", m.ctl.log(), a.log()),
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let kicked = kicks.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(kicked > 10, "the attacker kept connecting ({kicked} connections)");
+    let log = m.ctl.log();
+    assert!(!log.contains("controller lost the broker"), "the controller was knocked off:\n{log}");
+    let agent = a.log();
+    assert!(!agent.contains("disconnected from the broker"), "the enrolled device was knocked off:\n{agent}");
+    let _ = attacker.join();
 }
 
 /// Device certificates expire; the agent renews its own in time. With a 30 s lifetime, the agent renews

@@ -34,6 +34,7 @@ pub struct RawApiTls {
 #[serde(deny_unknown_fields)]
 pub struct RawEnroll {
     pub on_revoke: Option<Vec<String>>,
+    pub broker: Option<String>,
     pub cert_lifetime: Option<String>,
 }
 
@@ -83,6 +84,9 @@ pub struct ServeConfig {
     pub api_tls: Option<(PathBuf, PathBuf)>,
     /// How long device certificates last; devices renew them in the second half.
     pub cert_lifetime_secs: u64,
+    /// The enrollment broker (`mqtts://host:8885`, mosquitto-enroll.conf) when enrollment has a broker of its
+    /// own; reached with `[broker]`'s CA and client certificate. `None`: enrollment rides `[broker]`.
+    pub enroll_broker: Option<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -163,6 +167,15 @@ pub fn load(path: Option<&std::path::Path>, o: &Overrides) -> Result<ServeConfig
             Err(e) => return Err(bad("enroll.cert_lifetime", e)),
         },
     };
+    let enroll_broker = match (raw.enroll.broker, &broker) {
+        (Some(_), Broker::Embedded(_)) => {
+            return Err(bad(
+                "enroll.broker",
+                "needs an external [broker] (the embedded one serves enrollment itself)".into(),
+            ));
+        }
+        (b, _) => b,
+    };
     Ok(ServeConfig {
         data_dir: raw.data_dir.unwrap_or_else(|| PathBuf::from("outpost-data")),
         api,
@@ -174,6 +187,7 @@ pub fn load(path: Option<&std::path::Path>, o: &Overrides) -> Result<ServeConfig
         on_revoke: raw.enroll.on_revoke.unwrap_or_default(),
         api_tls,
         cert_lifetime_secs,
+        enroll_broker,
     })
 }
 

@@ -146,7 +146,7 @@ impl Fleet {
             tracing::warn!(%device, reason = reason.code(), detail, "enrollment refused");
         }
         let msg = codec::encode(&Message::EnrollResponse(EnrollResponse { device: device.clone(), nonce, outcome }));
-        self.send(outpost_protocol::enroll::response_topic(&session), msg);
+        self.send_enrollment(outpost_protocol::enroll::response_topic(&session), msg);
     }
 
     fn refuse(&self, device: &DeviceId, token: Option<&str>, reason: EnrollRefusal, detail: String) -> EnrollOutcome {

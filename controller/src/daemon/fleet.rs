@@ -16,6 +16,9 @@ use std::time::Duration;
 
 pub struct Fleet {
     pub(super) client: AsyncClient,
+    /// The enrollment broker's connection when `[enroll] broker` names one (mosquitto-enroll.conf: anonymous
+    /// enrolling clients in a process of their own); `None`: enrollment rides `client`.
+    enroll_client: Option<AsyncClient>,
     pub(super) store: Arc<Store>,
     pub(super) devices: Mutex<BTreeMap<DeviceId, DeviceRecord>>,
     /// Chunk serving: its cache and rate limits (`chunks.rs`).
@@ -48,13 +51,26 @@ impl Fleet {
         store: Arc<Store>,
         identity: super::enrollment::Identity,
     ) -> anyhow::Result<Arc<Fleet>> {
+        Fleet::start_with_enrollment(options, None, store, identity)
+    }
+
+    /// [`Fleet::start`], with enrollment requests read and answered on a broker of their own when
+    /// `enroll` is given.
+    pub fn start_with_enrollment(
+        options: MqttOptions,
+        enroll: Option<MqttOptions>,
+        store: Arc<Store>,
+        identity: super::enrollment::Identity,
+    ) -> anyhow::Result<Arc<Fleet>> {
         let (client, mut eventloop) = AsyncClient::new(options, 1024);
+        let enroll = enroll.map(|o| AsyncClient::new(o, 256));
         let mut devices = BTreeMap::new();
         for d in store.all::<DeviceRecord>(Table::Devices)? {
             devices.insert(d.id.clone(), d);
         }
         let fleet = Arc::new(Fleet {
             client,
+            enroll_client: enroll.as_ref().map(|(c, _)| c.clone()),
             store,
             devices: Mutex::new(devices),
             chunks: Default::default(),
@@ -70,6 +86,10 @@ impl Fleet {
         // handler task through a bounded inbox (`inbox.rs`: the poll loop waits while it is full), the
         // handler never waits on the request channel (`send`), and the republish at connect runs apart.
         let (to_handler, mut incoming) = super::inbox::bounded(super::inbox::MAX_MESSAGES, super::inbox::MAX_BYTES);
+        let to_handler = Arc::new(to_handler);
+        if let Some((_, enroll_loop)) = enroll {
+            tokio::spawn(fleet.clone().enrollment_loop(enroll_loop, to_handler.clone()));
+        }
         let h = fleet.clone();
         tokio::spawn(async move {
             while let Some(r) = incoming.recv().await {
@@ -85,7 +105,9 @@ impl Fleet {
                         let f = f.clone();
                         tokio::spawn(async move {
                             let _ = f.client.subscribe(topics::controller_subscription(), QoS::AtLeastOnce).await;
-                            let _ = f.client.subscribe(enroll::controller_subscription(), QoS::AtLeastOnce).await;
+                            if f.enroll_client.is_none() {
+                                let _ = f.client.subscribe(enroll::controller_subscription(), QoS::AtLeastOnce).await;
+                            }
                             f.republish_desired().await;
                             f.republish_trust().await;
                         });
@@ -104,6 +126,36 @@ impl Fleet {
             }
         });
         Ok(fleet)
+    }
+
+    /// Reads the enrollment broker: only enrollment requests go on to the handler, whatever else arrives.
+    async fn enrollment_loop(
+        self: Arc<Fleet>,
+        mut eventloop: rumqttc::EventLoop,
+        to_handler: Arc<super::inbox::Sender>,
+    ) {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    tracing::info!("controller connected to the enrollment broker");
+                    let f = self.clone();
+                    tokio::spawn(async move {
+                        if let Some(c) = &f.enroll_client {
+                            let _ = c.subscribe(enroll::controller_subscription(), QoS::AtLeastOnce).await;
+                        }
+                    });
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) if enroll::parse_request_topic(&p.topic).is_some() => {
+                    self.observed.message_in(&p.topic, p.payload.len());
+                    to_handler.send(p).await;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "controller lost the enrollment broker; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
     }
 
     pub fn devices(&self) -> Vec<DeviceRecord> {
@@ -175,6 +227,14 @@ impl Fleet {
     pub(super) fn send(&self, topic: String, payload: Vec<u8>) {
         if let Err(e) = self.client.try_publish(topic, QoS::AtLeastOnce, false, payload) {
             tracing::debug!(error = %e, "reply dropped: the broker connection is behind");
+        }
+    }
+
+    /// [`Fleet::send`] for enrollment answers: on the enrollment broker when there is one.
+    pub(super) fn send_enrollment(&self, topic: String, payload: Vec<u8>) {
+        let client = self.enroll_client.as_ref().unwrap_or(&self.client);
+        if let Err(e) = client.try_publish(topic, QoS::AtLeastOnce, false, payload) {
+            tracing::debug!(error = %e, "enrollment answer dropped: the broker connection is behind");
         }
     }
 

@@ -86,6 +86,28 @@ fn mqtt_options(cfg: &ServeConfig, broker_addr: Option<std::net::SocketAddr>) ->
     Ok(o)
 }
 
+/// The enrollment broker's options when `[enroll] broker` names one: `[broker]`'s TLS files, and a random
+/// client id, because anonymous enrolling clients share that broker and one that knew the id could take
+/// the controller's session there.
+fn enroll_mqtt_options(cfg: &ServeConfig) -> anyhow::Result<Option<MqttOptions>> {
+    let (Some(url), Broker::External { ca, client_cert, client_key, .. }) = (&cfg.enroll_broker, &cfg.broker) else {
+        return Ok(None);
+    };
+    let mut random = [0u8; 8];
+    getrandom::fill(&mut random).map_err(|e| anyhow::anyhow!("no OS randomness for a client id: {e}"))?;
+    let enroll = ServeConfig {
+        broker: Broker::External {
+            url: url.clone(),
+            ca: ca.clone(),
+            client_cert: client_cert.clone(),
+            client_key: client_key.clone(),
+        },
+        client_id: format!("{}-enroll-{}", cfg.client_id, hex::encode(random)),
+        ..cfg.clone()
+    };
+    mqtt_options(&enroll, None).map(Some)
+}
+
 /// The device CA in `<data>/ca`, made at first start. Without it the daemon still runs; enrollment
 /// answers `unavailable` and says why in the log.
 fn device_ca(data_dir: &Path, lifetime_secs: u64) -> Option<crate::pki::Ca> {
@@ -128,7 +150,7 @@ pub async fn serve(
     if let Some(password) = broker_password {
         options.set_credentials(cfg.client_id.clone(), password);
     }
-    let fleet = Fleet::start(options, store.clone(), identity)?;
+    let fleet = Fleet::start_with_enrollment(options, enroll_mqtt_options(&cfg)?, store.clone(), identity)?;
     // Rewritten at every start: it reflects the registry and never reaches its next-update time.
     if let Err(e) = fleet.write_crl(super::fleet::now()) {
         tracing::warn!(error = %e, "cannot write the certificate revocation list");

@@ -1,7 +1,8 @@
 //! The shipped production broker setup (`controller/deploy/mosquitto/`) on loopback: the real
-//! mosquitto.conf, acl and enroll.acl, with `/etc/mosquitto/outpost/` pointed at a test folder holding
-//! certificates from `outpost certs`, and free ports instead of 8883/8884. Shared with the simulations'
-//! enrollment test through `#[path]`.
+//! mosquitto.conf (the identity broker) and mosquitto-enroll.conf (the enrollment broker, a process of its
+//! own) with their ACL files, `/etc/mosquitto/outpost/` pointed at a test folder holding certificates from
+//! `outpost certs`, and free ports instead of 8883/8884/8885. Shared with the simulations' enrollment test
+//! through `#[path]`.
 
 #![allow(dead_code)]
 
@@ -11,12 +12,15 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub struct ProdBroker {
-    /// Mutual TLS: devices and the controller.
+    /// Mutual TLS: devices and the controller (the identity broker).
     pub tls_port: u16,
-    /// Server-auth TLS, anonymous: enrollment only.
+    /// Server-auth TLS, anonymous: enrollment only (the enrollment broker).
     pub enroll_port: u16,
+    /// Mutual TLS on the enrollment broker: the controller reads requests and answers there.
+    pub enroll_controller_port: u16,
     pub dir: PathBuf,
-    child: Child,
+    identity: Child,
+    enroll: Child,
 }
 
 fn free_port() -> u16 {
@@ -35,61 +39,81 @@ fn wait_port(port: u16) {
     }
 }
 
+/// The shipped file `name` with its folder and `ports` (shipped → test) replaced; each must be there.
+fn config(name: &str, dir: &Path, ports: &[(u16, u16)]) -> String {
+    let shipped = std::fs::read_to_string(deploy_dir().join(name)).unwrap();
+    let mut conf = shipped
+        .replace("/etc/mosquitto/outpost/", &format!("{}/", dir.display()))
+        .replace("persistence true", "persistence false");
+    for (from, to) in ports {
+        let line = format!("listener {from}\n");
+        assert!(conf.contains(&line), "the shipped {name} has listener {from}");
+        conf = conf.replace(&line, &format!("listener {to} 127.0.0.1\n"));
+    }
+    conf
+}
+
+fn spawn(dir: &Path, name: &str, conf: String) -> Child {
+    let conf_path = dir.join(name);
+    std::fs::write(&conf_path, conf).unwrap();
+    let bin = if Path::new("/usr/sbin/mosquitto").exists() { "/usr/sbin/mosquitto" } else { "mosquitto" };
+    let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
+    Command::new(bin)
+        .arg("-c")
+        .arg(&conf_path)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("mosquitto is installed (apt-get install mosquitto)")
+}
+
 impl ProdBroker {
-    /// Starts mosquitto with the shipped config. `dir` must hold `ca.pem`, `server.crt`, `server.key` and
-    /// `crl.pem` (a symlink to the controller's `<data>/ca/crl.pem` works, as in production).
+    /// Starts both brokers with the shipped configs. `dir` must hold `ca.pem`, `server.crt`, `server.key`
+    /// and `crl.pem` (a copy of the controller's `<data>/ca/crl.pem`, as in production).
     pub fn start(dir: &Path) -> ProdBroker {
-        let (tls_port, enroll_port) = (free_port(), free_port());
-        let shipped = std::fs::read_to_string(deploy_dir().join("mosquitto.conf")).unwrap();
-        let d = format!("{}/", dir.display());
-        let conf = shipped
-            .replace("/etc/mosquitto/outpost/", &d)
-            .replace("listener 8883", &format!("listener {tls_port} 127.0.0.1"))
-            .replace("listener 8884", &format!("listener {enroll_port} 127.0.0.1"))
-            .replace("persistence true", "persistence false");
-        assert!(conf.contains(&format!("listener {tls_port} 127.0.0.1")), "the shipped config has listener 8883");
-        assert!(conf.contains(&format!("listener {enroll_port} 127.0.0.1")), "the shipped config has listener 8884");
-        for f in ["acl", "enroll.acl"] {
+        let (tls_port, enroll_port, enroll_controller_port) = (free_port(), free_port(), free_port());
+        for f in ["acl", "enroll.acl", "enroll-controller.acl"] {
             std::fs::copy(deploy_dir().join(f), dir.join(f)).unwrap();
         }
         // mosquitto started as root drops to its own user: let it read the (throwaway) test key.
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(dir.join("server.key"), std::fs::Permissions::from_mode(0o644)).unwrap();
-        let conf_path = dir.join("mosquitto.conf");
-        std::fs::write(&conf_path, conf).unwrap();
-        let bin = if Path::new("/usr/sbin/mosquitto").exists() { "/usr/sbin/mosquitto" } else { "mosquitto" };
-        let log = std::fs::File::create(dir.join("mosquitto.log")).unwrap();
-        let child = Command::new(bin)
-            .arg("-c")
-            .arg(&conf_path)
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("mosquitto is installed (apt-get install mosquitto)");
-        wait_port(tls_port);
-        wait_port(enroll_port);
-        ProdBroker { tls_port, enroll_port, dir: dir.to_owned(), child }
+        let identity = spawn(dir, "mosquitto.conf", config("mosquitto.conf", dir, &[(8883, tls_port)]));
+        let enroll_conf = config("mosquitto-enroll.conf", dir, &[(8884, enroll_port), (8885, enroll_controller_port)]);
+        let enroll = spawn(dir, "mosquitto-enroll.conf", enroll_conf);
+        for port in [tls_port, enroll_port, enroll_controller_port] {
+            wait_port(port);
+        }
+        ProdBroker { tls_port, enroll_port, enroll_controller_port, dir: dir.to_owned(), identity, enroll }
     }
 
-    /// SIGHUP: mosquitto reloads its configuration, ACLs and the listeners' CRL.
+    /// SIGHUP to both: mosquitto reloads its configuration, ACLs and the listeners' CRL.
     pub fn reload(&self) {
         // The shell's builtin kill: no procps needed on a minimal machine.
-        let ok = Command::new("sh").args(["-c", &format!("kill -HUP {}", self.child.id())]).status().unwrap().success();
+        let ok = Command::new("sh").args(["-c", &self.reload_command()]).status().unwrap().success();
         assert!(ok, "SIGHUP to mosquitto");
     }
 
-    pub fn pid(&self) -> u32 {
-        self.child.id()
+    /// A shell command that makes both brokers reload (for `[enroll] on_revoke`).
+    pub fn reload_command(&self) -> String {
+        format!("kill -HUP {} {}", self.identity.id(), self.enroll.id())
     }
 
+    /// The identity broker's log.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("mosquitto.log")).unwrap_or_default()
+        std::fs::read_to_string(self.dir.join("mosquitto.conf.log")).unwrap_or_default()
+    }
+
+    pub fn enroll_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("mosquitto-enroll.conf.log")).unwrap_or_default()
     }
 }
 
 impl Drop for ProdBroker {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        for child in [&mut self.identity, &mut self.enroll] {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
