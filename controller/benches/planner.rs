@@ -72,6 +72,7 @@ fn spec() -> RolloutSpec {
             shadow: Some(ShadowGate { min_agreement: 0.95, min_compared: 500 }),
             drift: None,
             quorum: Quorum { min_fraction: 0.8, min_devices: 3, max_evidence_age_secs: 600 },
+            defaulted: vec![],
         },
         on_failure: FailurePolicy::Rollback,
         shadow: None,
@@ -92,6 +93,7 @@ fn window(digest: Digest, at: UnixTime, rng: &mut Rng) -> WindowView {
         errors: rng.below(3),
         p95_us: 1_800 + rng.below(400) as u32,
         psi: Some(0.01 + rng.below(50) as f32 / 1_000.0),
+        psi_unscored: false,
     }
 }
 

@@ -17,8 +17,30 @@ pub fn parse(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(secs))
 }
 
+/// `45s`, `5m`, `2h10m`, `3d4h`: how long, to the unit that matters (the inverse of [`parse`] where exact).
+pub fn format(secs: u64) -> String {
+    match secs {
+        0..60 => format!("{secs}s"),
+        60..3600 if secs.is_multiple_of(60) => format!("{}m", secs / 60),
+        60..3600 => format!("{}m{}s", secs / 60, secs % 60),
+        3600..86_400 if secs.is_multiple_of(3600) => format!("{}h", secs / 3600),
+        3600..86_400 => format!("{}h{}m", secs / 3600, secs % 3600 / 60),
+        _ if secs.is_multiple_of(86_400) => format!("{}d", secs / 86_400),
+        _ => format!("{}d{}h", secs / 86_400, secs % 86_400 / 3600),
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn durations_read_like_people_write_them() {
+        let d = super::format;
+        assert_eq!(
+            [d(0), d(45), d(300), d(330), d(7_200), d(7_800), d(86_400), d(273_600)],
+            ["0s", "45s", "5m", "5m30s", "2h", "2h10m", "1d", "3d4h"]
+        );
+    }
+
     #[test]
     fn durations_parse_with_units_and_refuse_anything_else() {
         assert_eq!(super::parse("90d").unwrap().as_secs(), 90 * 86_400);

@@ -3,7 +3,8 @@
 //! An older rollout's undo never puts an aborted release back and a fleet never gets stuck; a gate that
 //! fails with `--on-failure pause` activates nothing more; evidence from an earlier rollout of the same
 //! bytes does not count; progress reaches the whole fleet on completion; a local install shows at once;
-//! history is in time order; piping the CLI into `head` ends quietly.
+//! history is in time order; piping the CLI into `head` ends quietly. Default gates show in status, `rollout
+//! list` shows the live rollout, a rollout file starts one, `status --watch` exits 0 on completion.
 
 mod support;
 
@@ -177,6 +178,16 @@ fn verbs_off_the_happy_path_never_bring_an_aborted_release_back_nor_leave_the_fl
     // Bakes of 10 s: a loaded machine's debug build installs slower than a 2 s bake and its hold (the
     // rollout would pause, inconclusive). Ids are not in time order: history must be.
     start("digits@1.0.0", "e-first", "100%", "10s", &[]);
+    // No gate flag but the quorum and the install gate: the default gates are there, and status says so.
+    let status = cli.ok(&["rollout", "status", "e-first"]);
+    for want in ["error-rate", "p95-latency", "(default)", "install-failures", "at most 50% of finished installs fail"]
+    {
+        assert!(status.contains(want), "{want:?} missing:\n{status}");
+    }
+    assert!(
+        !status.contains("at most 50% of finished installs fail (default)"),
+        "a named gate is no default:\n{status}"
+    );
     cli.wait_rollout("e-first", "v1 completes", |v| phase(v) == "Completed");
     start("digits@2.0.0", "d-second", "1,100%", "10s", &[]);
     cli.wait_rollout("d-second", "v2 completes", |v| phase(v) == "Completed");
@@ -239,9 +250,26 @@ fn verbs_off_the_happy_path_never_bring_an_aborted_release_back_nor_leave_the_fl
     assert_eq!(serving(port).as_deref(), Some("2.0.0"));
 
     // However the verbs went, a new rollout starts and completes.
+    let live = cli.ok(&["rollout", "list"]);
+    assert!(
+        live.lines().nth(1).is_some_and(|l| l.starts_with("b-subtle-again")) && live.lines().count() == 2,
+        "{live}"
+    );
     cli.ok(&["rollout", "abort", "b-subtle-again"]);
-    start("digits@2.2.0", "a-next", "100%", "10s", &[]);
-    cli.wait_rollout("a-next", "2.2.0 completes", |v| phase(v) == "Completed");
+    assert!(cli.ok(&["rollout", "list"]).starts_with("no live rollout"));
+    // The next one is described in a file, and CI waits for it with --watch: exit 0 once it completes.
+    let file = dir.join("rollout.toml");
+    std::fs::write(
+        &file,
+        "id = \"a-next\"\nbundle = \"digits@2.2.0\"\nwaves = [\"100%\"]\nbake = \"10s\"\nwatch = \"1s\"\n\
+         quorum = \"50%\"\n[gates]\nmax_failure_rate = \"50%\"\n",
+    )
+    .unwrap();
+    cli.ok(&["rollout", "start", "-f", &d(&file)]);
+    let watched = cli.run(&["rollout", "status", "a-next", "--watch", "--interval", "1"]);
+    let page = String::from_utf8_lossy(&watched.stdout);
+    assert_eq!(watched.status.code(), Some(0), "{page}\n{}", String::from_utf8_lossy(&watched.stderr));
+    assert!(page.contains("phase     Completed"), "{page}");
     until("everyone on 2.2.0", || all_on("2.2.0")(&cli), || format!("{:?}", cli.versions()));
 
     // A local install on dev-0 shows in the fleet view without restarting the agent.
@@ -265,6 +293,11 @@ fn verbs_off_the_happy_path_never_bring_an_aborted_release_back_nor_leave_the_fl
     let order: Vec<&str> = history.lines().skip(1).filter_map(|l| l.split_whitespace().next()).collect();
     assert_eq!(order, ["e-first", "d-second", "c-subtle", "b-subtle-again", "a-next"], "{history}");
     assert!(history.lines().next().unwrap().contains("STARTED (UTC)"), "{history}");
+
+    // The newest audit entries of a rollout, as a script reads them: a-next's start and completion.
+    let last = cli.json(&["audit", "--rollout", "a-next", "--since", "1h", "--limit", "2"]);
+    let decisions: Vec<&Value> = last.as_array().unwrap().iter().map(|e| &e["entry"]["decision"]).collect();
+    assert_eq!(decisions, [&Value::from("Started"), &Value::from("Completed")], "{last}");
 
     // `outpost audit | head` and `devices show | head`: a reader that left ends the command quietly.
     for args in [&["audit"][..], &["devices", "show", "dev-0"][..], &["rollout", "history"][..]] {

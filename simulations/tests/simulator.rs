@@ -84,7 +84,7 @@ fn bad_model_is_caught_at_the_canary_and_rolled_back() {
 fn subtle_model_is_stopped_by_the_shadow_gate_before_it_serves() {
     for o in check("subtle_model") {
         assert_eq!(o.ever_on_target, 0, "seed {}: the candidate never went live", o.seed);
-        assert!(o.phase_reason.as_deref().is_some_and(|r| r.contains("ShadowAgreement")), "{:?}", o.phase_reason);
+        assert!(o.phase_reason.as_deref().is_some_and(|r| r.contains("shadow-agreement")), "{:?}", o.phase_reason);
     }
 }
 

@@ -28,12 +28,20 @@ impl Remote {
             return Ok(t);
         }
         let path = self.data_dir.join("api-token");
-        std::fs::read_to_string(&path).map(|t| t.trim().to_owned()).map_err(|e| {
-            Failure::Error(format!(
-                "no API token: set OUTPOST_TOKEN or point --data-dir at the controller's data ({}: {e})",
-                path.display()
-            ))
-        })
+        match std::fs::read_to_string(&path) {
+            Ok(t) => Ok(t.trim().to_owned()),
+            Err(e) => {
+                // A missing token is the second question: first whether anything answers at that address.
+                let probe = self.agent()?.get(&self.url("/api/v1/health")).call();
+                if let Err(Failure::Unreachable(m)) = self.answer(probe) {
+                    return Err(Failure::Unreachable(m));
+                }
+                Err(Failure::Error(format!(
+                    "no API token: set OUTPOST_TOKEN or point --data-dir at the controller's data ({}: {e})",
+                    path.display()
+                )))
+            }
+        }
     }
 
     fn agent(&self) -> Result<ureq::Agent, Failure> {
@@ -70,13 +78,15 @@ impl Remote {
             .build())
     }
 
+    /// `127.0.0.1:8480` means `http://127.0.0.1:8480`: the scheme people leave out is the default one.
     fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.controller.trim_end_matches('/'))
+        let base = self.controller.trim_end_matches('/');
+        if base.contains("://") { format!("{base}{path}") } else { format!("http://{base}{path}") }
     }
 
     fn answer(&self, r: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Result<serde_json::Value, Failure> {
         let mut r =
-            r.map_err(|e| Failure::Error(format!("cannot reach the controller at {}: {e}", self.controller)))?;
+            r.map_err(|e| Failure::Unreachable(format!("cannot reach the controller at {}: {e}", self.controller)))?;
         let status = r.status();
         let body: serde_json::Value = r.body_mut().read_json().unwrap_or(serde_json::Value::Null);
         if status.is_success() {

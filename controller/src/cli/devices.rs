@@ -106,9 +106,20 @@ fn labels(d: &DeviceRecord) -> String {
     d.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
 }
 
-/// `devices list` as a table: one line per device, every model on it.
-pub fn list_table(devices: &[DeviceRecord]) -> String {
-    let rows: Vec<[String; 7]> = devices
+/// `12s ago`, `3m ago`: how long since `at`, to the unit that matters; `-` for never.
+fn ago(at: u64, now: u64) -> String {
+    match now.saturating_sub(at) {
+        _ if at == 0 => "-".into(),
+        secs @ 0..60 => format!("{secs}s ago"),
+        // Whole minutes from there: a table of `3m10s` is noise.
+        secs => format!("{} ago", crate::duration::format(secs / 60 * 60)),
+    }
+}
+
+/// `devices list` as a table: one line per device, every model on it, and when it was last heard from
+/// (last, so scripts that read the columns before it keep working).
+pub fn list_table(devices: &[DeviceRecord], now: u64) -> String {
+    let rows: Vec<[String; 8]> = devices
         .iter()
         .map(|d| {
             [
@@ -119,17 +130,18 @@ pub fn list_table(devices: &[DeviceRecord]) -> String {
                 opt(d.agent_version),
                 models_line(d),
                 labels(d),
+                ago(d.last_seen, now),
             ]
         })
         .collect();
-    let head = ["DEVICE", "ARCH", "ONLINE", "IDENTITY", "AGENT", "MODELS", "LABELS"].map(String::from);
+    let head = ["DEVICE", "ARCH", "ONLINE", "IDENTITY", "AGENT", "MODELS", "LABELS", "LAST SEEN"].map(String::from);
     table(std::iter::once(head).chain(rows))
 }
 
 /// Left-aligned columns two spaces apart, the last one unpadded.
-fn table(rows: impl Iterator<Item = [String; 7]>) -> String {
-    let rows: Vec<[String; 7]> = rows.collect();
-    let mut width = [0usize; 7];
+fn table(rows: impl Iterator<Item = [String; 8]>) -> String {
+    let rows: Vec<[String; 8]> = rows.collect();
+    let mut width = [0usize; 8];
     for r in &rows {
         for (w, c) in width.iter_mut().zip(r) {
             *w = (*w).max(c.chars().count());
@@ -299,7 +311,8 @@ pub fn run(a: Args) -> Result<(), Failure> {
             }
             let list: Vec<DeviceRecord> = serde_json::from_value(list)
                 .map_err(|e| Failure::Error(format!("the controller's device list: {e}")))?;
-            print!("{}", list_table(&list));
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            print!("{}", list_table(&list, now));
             Ok(())
         }
         Command::Show { id, output } => {
@@ -382,14 +395,19 @@ mod tests {
 
     #[test]
     fn the_device_list_shows_every_model_and_what_the_controller_asks_when_it_differs() {
-        let text = list_table(&[device()]);
+        let d = device();
+        let text = list_table(std::slice::from_ref(&d), d.last_seen + 190);
         let lines: Vec<&str> = text.lines().collect();
         assert!(lines[0].starts_with("DEVICE") && lines[0].contains("MODELS"), "{text}");
         assert!(
             lines[1].contains("digits 2.0.0, kws - (-> 1.0.0), vibration 1.0.0 (-> 1.1.0)"),
             "one line per device, every model: {text}"
         );
-        assert!(lines[1].contains("aarch64") && lines[1].ends_with("region=eu"), "{text}");
+        assert!(lines[0].ends_with("LAST SEEN"), "{text}");
+        assert!(
+            lines[1].contains("aarch64") && lines[1].contains("region=eu") && lines[1].ends_with("3m ago"),
+            "{text}"
+        );
     }
 
     #[test]

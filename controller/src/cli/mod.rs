@@ -1,6 +1,7 @@
 //! The `outpost` command line: clap derive, one module per subcommand, human output by default and
-//! `-o json` for scripts. Exit codes: 0 success, 1 a bundle or policy was rejected, 2 any other error;
-//! failures print one line naming what was wrong.
+//! `-o json` for scripts. Exit codes: 0 success, 1 a bundle or policy was rejected, 2 any other error
+//! (an unreachable controller included), 3 `rollout status --watch` saw the rollout end other than
+//! completed (paused, aborted, rolled back); failures print one line naming what was wrong.
 
 mod agents;
 mod audit;
@@ -12,6 +13,8 @@ mod enroll_token;
 mod image;
 mod keys;
 mod rollout;
+mod rollout_file;
+mod rollout_show;
 mod serve;
 mod trust;
 
@@ -62,11 +65,20 @@ enum Command {
     },
     /// Flashable device images (firmware-images/).
     Image(image::Args),
-    /// The controller's audit log.
+    /// The controller's audit log: every rollout decision (who, why, with its evidence), enrollment,
+    /// approval, revocation and trust event, oldest first.
+    ///
+    /// Example: outpost audit --since 2h --limit 20
     Audit {
         /// Only the decisions of this rollout.
         #[arg(long)]
         rollout: Option<String>,
+        /// Only entries from this long ago on (e.g. 30m, 2h, 7d) or from a UTC time (2026-12-06T08:00:00Z).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only the newest N entries (after the other filters).
+        #[arg(long)]
+        limit: Option<usize>,
         #[command(flatten)]
         remote: client::Remote,
         #[arg(short = 'o', long = "output", value_enum, default_value_t)]
@@ -88,13 +100,18 @@ pub enum Failure {
     Rejected(String),
     /// Bad arguments, unreadable files, unloadable models... (exit 2).
     Error(String),
+    /// The controller did not answer (exit 2): `--watch` retries these.
+    Unreachable(String),
+    /// A watched rollout paused, aborted or rolled back (exit 3).
+    Stopped(String),
 }
 
 impl Failure {
     pub fn exit_code(&self) -> i32 {
         match self {
             Failure::Rejected(_) => 1,
-            Failure::Error(_) => 2,
+            Failure::Error(_) | Failure::Unreachable(_) => 2,
+            Failure::Stopped(_) => 3,
         }
     }
 }
@@ -103,7 +120,8 @@ impl std::fmt::Display for Failure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Failure::Rejected(m) => write!(f, "rejected: {m}"),
-            Failure::Error(m) => write!(f, "error: {m}"),
+            Failure::Error(m) | Failure::Unreachable(m) => write!(f, "error: {m}"),
+            Failure::Stopped(m) => write!(f, "stopped: {m}"),
         }
     }
 }
@@ -135,7 +153,9 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Command::Image(a) => image::run(a),
         Command::Skew { agents: true, bundle, remote, output, .. } => agents::run(&remote, bundle.as_deref(), output),
         Command::Skew { model, remote, output, .. } => rollout::skew(&remote, model.as_deref(), output),
-        Command::Audit { rollout, remote, output } => audit::run(&remote, rollout.as_deref(), output),
+        Command::Audit { rollout, since, limit, remote, output } => {
+            audit::run(&remote, &audit::Filter { rollout, since, limit }, output)
+        }
     }
 }
 

@@ -1,7 +1,11 @@
-//! `outpost rollout start|remove|status|pause|resume|promote|abort|undo|history` and `outpost skew`.
+//! `outpost rollout start|remove|status|list|pause|resume|promote|abort|undo|history` and `outpost skew`.
 
 use super::client::Remote;
+use super::rollout_show::{self as show, typed};
 use super::{Failure, Output, parse_lifetime};
+
+/// The waves of a rollout that names none.
+pub const DEFAULT_WAVES: &str = "1%,10%,50%,100%";
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -13,7 +17,7 @@ pub struct Args {
 
 /// `2%` or `0.02` → 0.02. A bare number of 1 or more is refused: `--max-error-rate 1` could mean 1 % or
 /// 100 %, and guessing wrong either blocks every release or lets any through.
-fn rate(s: &str) -> Result<f64, String> {
+pub fn rate(s: &str) -> Result<f64, String> {
     let v = match s.strip_suffix('%') {
         Some(p) => p.trim().parse::<f64>().map(|p| p / 100.0),
         None => {
@@ -37,38 +41,59 @@ fn rate(s: &str) -> Result<f64, String> {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, clap::Subcommand)]
 enum Command {
-    /// Roll a pushed bundle out in waves, gated on device telemetry.
+    /// Roll a pushed bundle out in waves, gated on device telemetry. Unless --no-default-gates, the gates
+    /// not named get their defaults: install failures at most 10%, error rate at most 2 points above the
+    /// old release's, p95 at most +100% (or 10 ms), and with --shadow on a classifier top-1 agreement at
+    /// least 90%; a default gate fails a wave on evidence but never holds it for lack of evidence.
+    /// `rollout status` lists them.
+    ///
+    /// Example: outpost rollout start --bundle digits@2.1.0 -l region=eu --waves 1,10%,100% --bake 10m
+    /// --max-error-rate 1%
+    /// Example: outpost rollout start -f rollout.toml   (the same keys in a file; see docs/operating.md)
     Start {
         /// NAME@VERSION or a digest prefix of a pushed bundle.
-        #[arg(long)]
-        bundle: String,
+        #[arg(long, required_unless_present = "file")]
+        bundle: Option<String>,
+        /// Read the whole rollout from a TOML file (keys named like these flags) instead of flags.
+        #[arg(
+            short = 'f',
+            long,
+            conflicts_with_all = ["bundle", "selector", "waves", "bake", "max_failure_rate", "max_error_rate",
+                "max_p95_regression", "min_shadow_agreement", "max_psi", "shadow", "quorum", "on_failure",
+                "watch", "id", "no_default_gates"]
+        )]
+        file: Option<std::path::PathBuf>,
         /// Label selector, e.g. arch=aarch64,region=eu (default: every device).
         #[arg(short = 'l', long, default_value = "")]
         selector: String,
         /// Cumulative wave sizes: percentages or device counts, e.g. 1,25%,100%.
-        #[arg(long, default_value = "1%,10%,50%,100%")]
+        #[arg(long, default_value = DEFAULT_WAVES)]
         waves: String,
-        /// Bake time of each wave.
+        /// Bake time of each wave, e.g. 30s, 5m, 2h.
         #[arg(long, default_value = "5m", value_parser = parse_lifetime)]
         bake: u64,
         /// Install gate: the largest share of a wave's finished installs that may fail, e.g. 10% (or 0.1).
+        /// Default 10%.
         #[arg(long = "max-failure-rate", value_parser = rate)]
         max_failure_rate: Option<f64>,
         /// Error-rate gate: how far the wave's error rate may exceed the old release's, in percentage
         /// points, e.g. 1% (or 0.01); an absolute limit when no device is left on the old release.
+        /// Default 2%.
         #[arg(long = "max-error-rate", value_parser = rate)]
         max_error_rate: Option<f64>,
         /// Latency gate: how much slower the wave's median p95 may be than the old release's, e.g. 25%.
+        /// Default 100% (twice as slow), and then only when more than 10 ms slower.
         #[arg(long = "max-p95-regression", value_parser = rate)]
         max_p95_regression: Option<f64>,
         /// Shadow gate (with --shadow): the least share of sampled requests on which the candidate must
-        /// agree with the serving model (top-1), e.g. 95%.
+        /// agree with the serving model (top-1), e.g. 95%. Default 90% for a classifier.
         #[arg(long = "min-shadow-agreement", value_parser = rate)]
         min_shadow_agreement: Option<f64>,
-        /// Drift gate: the largest mean PSI of the wave's inputs and output classes, e.g. 0.25.
+        /// Drift gate: the largest mean PSI of the wave's inputs and output classes, e.g. 0.25. No default.
+        /// A device's PSI counts only from windows with enough samples (docs/operating.md, "Drift").
         #[arg(long = "max-psi")]
         max_psi: Option<f64>,
-        /// Run the candidate in shadow this long before activating it.
+        /// Run the candidate in shadow this long before activating it, e.g. 10m.
         #[arg(long, value_parser = parse_lifetime)]
         shadow: Option<u64>,
         /// The share of a wave's devices that must have sent fresh evidence before its gates decide;
@@ -78,12 +103,17 @@ enum Command {
         /// What a failed gate does: pause (devices not yet on the release are held back) or rollback.
         #[arg(long = "on-failure", default_value = "pause")]
         on_failure: String,
-        /// The devices' own watch window after activation.
+        /// The devices' own watch window after activation, e.g. 5m.
         #[arg(long, default_value = "5m", value_parser = parse_lifetime)]
         watch: u64,
         /// Name the rollout (default: MODEL-VERSION-TIME).
         #[arg(long)]
         id: Option<String>,
+        /// Only the gates named by flags: no default install, error-rate, latency and shadow gates.
+        #[arg(long = "no-default-gates")]
+        no_default_gates: bool,
+        #[arg(short = 'o', long = "output", value_enum, default_value_t)]
+        output: Output,
     },
     /// Take a model off devices, in waves: each selected device that runs MODEL stops serving it and
     /// drops its slots. Rollouts of other models on the same devices are not touched. A removal cannot
@@ -113,33 +143,67 @@ enum Command {
         #[arg(long)]
         id: Option<String>,
     },
-    /// Waves, devices per state, gate values.
+    /// Waves, devices per state, each gate with its threshold and last verdict, the latest events.
+    ///
+    /// With --watch: redraws until the rollout ends (on a terminal, in place), rides out a controller
+    /// restart, and exits 0 when it completes, 3 when it pauses, aborts or rolls back, so CI can drive it.
+    ///
+    /// Example: outpost rollout status digits-2.1.0-1764979200 --watch
     Status {
         id: String,
         #[arg(long)]
         watch: bool,
+        /// Seconds between redraws with --watch.
+        #[arg(long, default_value_t = 2)]
+        interval: u64,
         #[arg(short = 'o', long = "output", value_enum, default_value_t)]
         output: Output,
     },
+    /// The rollouts still going (pending, progressing, paused); --all for every one, like history.
+    ///
+    /// Example: outpost rollout list -o json
+    List {
+        #[arg(long)]
+        all: bool,
+        #[arg(short = 'o', long = "output", value_enum, default_value_t)]
+        output: Output,
+    },
+    /// Stop telling devices anything new; devices already told keep their desired state.
     Pause {
         id: String,
+        #[arg(short = 'o', long = "output", value_enum, default_value_t)]
+        output: Output,
     },
+    /// Continue a paused rollout: the current wave's bake starts again, held-back devices are told again.
     Resume {
         id: String,
+        #[arg(short = 'o', long = "output", value_enum, default_value_t)]
+        output: Output,
     },
+    /// Skip the rest of the current wave's bake and gates and start the next wave.
     Promote {
         id: String,
+        /// Skip every remaining wave: every selected device is told now.
         #[arg(long)]
         full: bool,
+        #[arg(short = 'o', long = "output", value_enum, default_value_t)]
+        output: Output,
     },
+    /// Stop for good; devices on the release keep it unless --revert.
     Abort {
         id: String,
         /// Tell every device that installed it to switch back to its previous model.
         #[arg(long)]
         revert: bool,
+        #[arg(short = 'o', long = "output", value_enum, default_value_t)]
+        output: Output,
     },
+    /// Roll the whole rollout back, also after it completed: every device on the release switches back.
+    /// Only the newest rollout of a model can (an older one's previous model may be an aborted release).
     Undo {
         id: String,
+        #[arg(short = 'o', long = "output", value_enum, default_value_t)]
+        output: Output,
     },
     /// Every rollout in the order they started, newest last, with start time and how long each ran.
     History {
@@ -150,140 +214,94 @@ enum Command {
     },
 }
 
-fn phase(r: &serde_json::Value) -> String {
-    match &r["state"]["phase"] {
-        serde_json::Value::String(s) => s.clone(),
-        serde_json::Value::Object(o) => {
-            let (name, v) = o.iter().next().expect("one variant");
-            match v.get("reason").and_then(|x| x.as_str()) {
-                Some(reason) => format!("{name}: {reason}"),
-                None => format!("{name} {v}"),
+/// Prints the rollout the API answered: JSON as it came, or `prefix ID: PHASE`.
+fn answer(r: &serde_json::Value, prefix: &str, output: Output) -> Result<(), Failure> {
+    match output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(r).expect("json")),
+        Output::Table => {
+            let t = typed(r)?;
+            println!("{prefix}{}: {}", t.spec.id, show::phase(&t.state.phase));
+        }
+    }
+    Ok(())
+}
+
+fn rollouts(remote: &Remote) -> Result<Vec<(serde_json::Value, crate::rollout::Rollout)>, Failure> {
+    let list = remote.get("/api/v1/rollouts")?;
+    let mut rows = Vec::new();
+    for v in list.as_array().into_iter().flatten() {
+        rows.push((v.clone(), typed(v)?));
+    }
+    // The API lists rollouts by id; people and scripts read them in the order things happened.
+    rows.sort_by_key(|(_, r)| crate::rollout::started(r));
+    Ok(rows)
+}
+
+fn print_rows(rows: Vec<(serde_json::Value, crate::rollout::Rollout)>, output: Output) {
+    match output {
+        Output::Json => {
+            let json: Vec<serde_json::Value> = rows.into_iter().map(|(v, _)| v).collect();
+            println!("{}", serde_json::to_string_pretty(&json).expect("json"));
+        }
+        Output::Table => show::print_table(&rows.into_iter().map(|(_, r)| r).collect::<Vec<_>>()),
+    }
+}
+
+/// `rollout status --watch`: until the rollout ends. A controller that stops answering (a restart) is
+/// retried for a minute before giving up.
+fn watch(remote: &Remote, id: &str, interval: u64, output: Output) -> Result<(), Failure> {
+    use std::io::IsTerminal;
+    let tty = std::io::stdout().is_terminal() && output == Output::Table;
+    let mut unreachable_since: Option<std::time::Instant> = None;
+    loop {
+        let v = match remote.get(&format!("/api/v1/rollouts/{id}")) {
+            Ok(v) => v,
+            Err(Failure::Unreachable(e)) => {
+                let since = *unreachable_since.get_or_insert_with(std::time::Instant::now);
+                if since.elapsed() > std::time::Duration::from_secs(60) {
+                    return Err(Failure::Unreachable(e));
+                }
+                eprintln!("{e}; retrying");
+                std::thread::sleep(std::time::Duration::from_secs(interval.max(1)));
+                continue;
             }
+            Err(e) => return Err(e),
+        };
+        unreachable_since = None;
+        let r = typed(&v)?;
+        match output {
+            Output::Json => println!("{}", serde_json::to_string(&v).expect("json")),
+            // Home and clear: the page redraws in place instead of scrolling.
+            Output::Table if tty => print!("\x1b[H\x1b[2J"),
+            Output::Table => {}
         }
-        other => other.to_string(),
-    }
-}
-
-fn print_status(r: &serde_json::Value) {
-    let spec = &r["spec"];
-    let rel = &spec["release"];
-    let v = &rel["version"];
-    let removal = spec["kind"] == "Remove";
-    println!("rollout   {}", spec["id"].as_str().unwrap_or("?"));
-    if removal {
-        println!("removes   {} from the selected devices", rel["model"].as_str().unwrap_or("?"));
-    } else {
-        println!(
-            "release   {} {}.{}.{} (sequence {})",
-            rel["model"].as_str().unwrap_or("?"),
-            v["major"],
-            v["minor"],
-            v["patch"],
-            rel["sequence"]
-        );
-    }
-    println!("phase     {}", phase(r));
-    let waves = spec["waves"].as_array().map(|w| w.len()).unwrap_or(0);
-    println!("wave      {} of {}", r["state"]["wave"].as_u64().unwrap_or(0) + 1, waves);
-    let mut intents = std::collections::BTreeMap::<String, u32>::new();
-    for m in r["state"]["members"].as_object().into_iter().flatten().map(|(_, m)| m) {
-        *intents.entry(m["intent"].as_str().unwrap_or("?").to_owned()).or_default() += 1;
-    }
-    println!("devices   {}", intents.iter().map(|(k, n)| format!("{n} {k}")).collect::<Vec<_>>().join(", "));
-    let current = r["state"]["wave"].as_u64().unwrap_or(0) as usize;
-    let mut per_wave = vec![0u64; waves];
-    for m in r["state"]["members"].as_object().into_iter().flatten().map(|(_, m)| m) {
-        if let Some(c) = m["wave"].as_u64().and_then(|w| per_wave.get_mut(w as usize)) {
-            *c += 1;
+        if output == Output::Table {
+            show::print_status(&r);
+        }
+        let p = &r.state.phase;
+        if *p == crate::rollout::Phase::Completed {
+            return Ok(());
+        }
+        if show::finished(p) || matches!(p, crate::rollout::Phase::Paused { .. }) {
+            return Err(Failure::Stopped(format!("rollout {id} is {}", show::phase(p))));
+        }
+        std::thread::sleep(std::time::Duration::from_secs(interval.max(1)));
+        if !tty && output == Output::Table {
+            println!();
         }
     }
-    for (i, w) in spec["waves"].as_array().into_iter().flatten().enumerate() {
-        let size = &w["size"];
-        // Percentages are stored in basis points (10000 = 100 %).
-        let size = size["Percent"]
-            .as_f64()
-            .map(|bp| format!("{}%", bp / 100.0))
-            .or_else(|| size["Count"].as_u64().map(|n| n.to_string()));
-        let mark = if i == current { ">" } else { " " };
-        println!(
-            "  {mark} wave {:<2} {:>6}  {} device(s) told, bake {} s",
-            i + 1,
-            size.unwrap_or_default(),
-            per_wave[i],
-            w["bake_secs"]
-        );
-    }
-    let ev = &r["state"]["last_evidence"];
-    // Every wave, refreshed in every phase (older controllers: the current wave's evidence).
-    let progress = &r["state"]["progress"];
-    let p = if progress.is_object() { progress } else { ev };
-    if p.is_object() {
-        let n = |k: &str| p[k].as_u64().unwrap_or(0);
-        println!(
-            "progress  {} {}/{} {}, {} in progress, {} failed, {} switched back",
-            bar(n("installed"), n("selected"), 24),
-            n("installed"),
-            n("selected"),
-            if removal { "removed" } else { "installed" },
-            n("in_progress"),
-            n("failed"),
-            n("reverted")
-        );
-    }
-    if ev.is_object() {
-        println!("gates ({} of the wave's devices reporting)", ev["reporting"].as_u64().unwrap_or(0));
-        for g in ev["gates"].as_array().into_iter().flatten() {
-            println!(
-                "  {:<16} {:<12} {}",
-                g["gate"].as_str().unwrap_or("?"),
-                g["verdict"].as_str().unwrap_or("?"),
-                g["note"].as_str().unwrap_or("")
-            );
-        }
-    }
-    for h in r["state"]["history"].as_array().into_iter().flatten().rev().take(8).collect::<Vec<_>>().into_iter().rev()
-    {
-        println!(
-            "  {} wave {} {}",
-            super::audit::utc(h["at"].as_u64().unwrap_or(0)),
-            h["wave"].as_u64().unwrap_or(0) + 1,
-            serde_json::to_string(&h["decision"]).unwrap_or_default()
-        );
-    }
-}
-
-/// When the rollout started: its first decision.
-fn started_at(r: &serde_json::Value) -> u64 {
-    r["state"]["history"].as_array().and_then(|h| h.first()).and_then(|e| e["at"].as_u64()).unwrap_or(0)
-}
-
-/// `45s`, `5m`, `2h10m`, `3d4h`: how long, to the unit that matters.
-fn duration(secs: u64) -> String {
-    match secs {
-        0..60 => format!("{secs}s"),
-        60..3600 if secs.is_multiple_of(60) => format!("{}m", secs / 60),
-        60..3600 => format!("{}m{}s", secs / 60, secs % 60),
-        3600..86_400 => format!("{}h{}m", secs / 3600, secs % 3600 / 60),
-        _ => format!("{}d{}h", secs / 86_400, secs % 86_400 / 3600),
-    }
-}
-
-/// `[########........]`: `done` of `total` in `width` cells.
-fn bar(done: u64, total: u64, width: usize) -> String {
-    let filled = if total == 0 { 0 } else { ((done.min(total) as f64 / total as f64) * width as f64).round() as usize };
-    format!("[{}{}]", "#".repeat(filled), ".".repeat(width - filled))
 }
 
 pub fn run(a: Args) -> Result<(), Failure> {
     let remote = a.remote;
-    let verb = |id: &str, verb: &str, query: &str| -> Result<(), Failure> {
+    let verb = |id: &str, verb: &str, query: &str, output: Output| -> Result<(), Failure> {
         let r = remote.post_json(&format!("/api/v1/rollouts/{id}/{verb}{query}"), &serde_json::json!({}))?;
-        println!("{}: {}", r["spec"]["id"].as_str().unwrap_or(id), phase(&r));
-        Ok(())
+        answer(&r, "", output)
     };
     match a.command {
         Command::Start {
             bundle,
+            file,
             selector,
             waves,
             bake,
@@ -297,27 +315,36 @@ pub fn run(a: Args) -> Result<(), Failure> {
             on_failure,
             watch,
             id,
+            no_default_gates,
+            output,
         } => {
-            let req = crate::daemon::rollouts::StartRequest {
-                remove: None,
-                bundle,
-                selector,
-                waves,
-                bake_secs: bake,
-                max_failure_rate,
-                max_error_rate,
-                max_p95_regression,
-                min_shadow_agreement,
-                max_psi,
-                shadow_secs: shadow.map(|s| s as u32),
-                quorum,
-                on_failure: Some(on_failure),
-                watch_secs: Some(watch as u32),
-                id,
+            let req = match file {
+                Some(path) => {
+                    let text = std::fs::read_to_string(&path)
+                        .map_err(|e| Failure::Error(format!("{}: {e}", path.display())))?;
+                    super::rollout_file::parse(&path.display().to_string(), &text).map_err(Failure::Error)?
+                }
+                None => crate::daemon::rollouts::StartRequest {
+                    remove: None,
+                    bundle: bundle.unwrap_or_default(),
+                    selector,
+                    waves,
+                    bake_secs: bake,
+                    max_failure_rate,
+                    max_error_rate,
+                    max_p95_regression,
+                    min_shadow_agreement,
+                    max_psi,
+                    shadow_secs: shadow.map(|s| s as u32),
+                    quorum,
+                    on_failure: Some(on_failure),
+                    watch_secs: Some(watch as u32),
+                    id,
+                    no_default_gates,
+                },
             };
             let r = remote.post_json("/api/v1/rollouts", &serde_json::to_value(&req).expect("json"))?;
-            println!("started {}: {}", r["spec"]["id"].as_str().unwrap_or("?"), phase(&r));
-            Ok(())
+            answer(&r, "started ", output)
         }
         Command::Remove { model, selector, waves, bake, quorum, max_failure_rate, id } => {
             let req = crate::daemon::rollouts::StartRequest {
@@ -332,56 +359,37 @@ pub fn run(a: Args) -> Result<(), Failure> {
                 ..Default::default()
             };
             let r = remote.post_json("/api/v1/rollouts", &serde_json::to_value(&req).expect("json"))?;
-            println!("started {}: {}", r["spec"]["id"].as_str().unwrap_or("?"), phase(&r));
+            answer(&r, "started ", Output::Table)
+        }
+        Command::Status { id, watch: true, interval, output } => watch(&remote, &id, interval, output),
+        Command::Status { id, output, .. } => {
+            let v = remote.get(&format!("/api/v1/rollouts/{id}"))?;
+            match output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&v).expect("json")),
+                Output::Table => show::print_status(&typed(&v)?),
+            }
             Ok(())
         }
-        Command::Status { id, watch, output } => loop {
-            let r = remote.get(&format!("/api/v1/rollouts/{id}"))?;
-            match output {
-                Output::Json => println!("{}", serde_json::to_string_pretty(&r).expect("json")),
-                Output::Table => print_status(&r),
-            }
-            let done = ["Completed", "RolledBack", "Aborted"].iter().any(|p| phase(&r).starts_with(p));
-            if !watch || done {
+        Command::List { all, output } => {
+            let rows = rollouts(&remote)?;
+            let rows = rows.into_iter().filter(|(_, r)| all || !show::finished(&r.state.phase)).collect::<Vec<_>>();
+            if rows.is_empty() && output == Output::Table {
+                println!("no live rollout{}", if all { "" } else { " (--all lists finished ones too)" });
                 return Ok(());
             }
-            std::thread::sleep(std::time::Duration::from_secs(2));
-            println!();
-        },
-        Command::Pause { id } => verb(&id, "pause", ""),
-        Command::Resume { id } => verb(&id, "resume", ""),
-        Command::Promote { id, full } => verb(&id, "promote", if full { "?full=true" } else { "" }),
-        Command::Abort { id, revert } => verb(&id, "abort", if revert { "?revert=true" } else { "" }),
-        Command::Undo { id } => verb(&id, "undo", ""),
+            print_rows(rows, output);
+            Ok(())
+        }
+        Command::Pause { id, output } => verb(&id, "pause", "", output),
+        Command::Resume { id, output } => verb(&id, "resume", "", output),
+        Command::Promote { id, full, output } => verb(&id, "promote", if full { "?full=true" } else { "" }, output),
+        Command::Abort { id, revert, output } => verb(&id, "abort", if revert { "?revert=true" } else { "" }, output),
+        Command::Undo { id, output } => verb(&id, "undo", "", output),
         Command::History { model, output } => {
-            let list = remote.get("/api/v1/rollouts")?;
-            let mut rows: Vec<&serde_json::Value> = list
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter(|r| model.as_deref().is_none_or(|m| r["spec"]["release"]["model"] == m))
-                .collect();
-            // The API lists rollouts by id; people and scripts read history in the order things happened.
-            rows.sort_by_key(|r| (started_at(r), r["spec"]["id"].as_str().unwrap_or("").to_owned()));
-            if output == Output::Json {
-                println!("{}", serde_json::to_string_pretty(&rows).expect("json"));
-                return Ok(());
-            }
-            println!("{:<36} {:<8} {:<20} {:>8}  PHASE", "ROLLOUT", "RELEASE", "STARTED (UTC)", "RAN");
-            for r in rows {
-                let v = &r["spec"]["release"]["version"];
-                let history = r["state"]["history"].as_array();
-                let last = history.and_then(|h| h.last()).and_then(|e| e["at"].as_u64()).unwrap_or(0);
-                let start = started_at(r);
-                println!(
-                    "{:<36} {:<8} {:<20} {:>8}  {}",
-                    r["spec"]["id"].as_str().unwrap_or("?"),
-                    format!("{}.{}.{}", v["major"], v["minor"], v["patch"]),
-                    super::audit::utc(start),
-                    duration(last.saturating_sub(start)),
-                    phase(r)
-                );
-            }
+            let rows = rollouts(&remote)?;
+            let rows =
+                rows.into_iter().filter(|(_, r)| model.as_deref().is_none_or(|m| r.spec.release.model.as_str() == m));
+            print_rows(rows.collect(), output);
             Ok(())
         }
     }
@@ -425,14 +433,6 @@ pub fn skew(remote: &Remote, model: Option<&str>, output: Output) -> Result<(), 
 #[cfg(test)]
 mod tests {
     #[test]
-    fn progress_bars_fill_in_proportion_and_never_overflow() {
-        assert_eq!(super::bar(0, 10, 10), "[..........]");
-        assert_eq!(super::bar(5, 10, 10), "[#####.....]");
-        assert_eq!(super::bar(12, 10, 10), "[##########]");
-        assert_eq!(super::bar(3, 0, 4), "[....]");
-    }
-
-    #[test]
     fn rates_are_percentages_or_fractions_and_a_bare_one_is_refused() {
         assert_eq!(super::rate("1%"), Ok(0.01));
         assert_eq!(super::rate("0.05"), Ok(0.05));
@@ -440,14 +440,5 @@ mod tests {
         let err = super::rate("1").unwrap_err();
         assert!(err.contains("ambiguous") && err.contains("1%"), "{err}");
         assert!(super::rate("5").is_err() && super::rate("150%").is_err() && super::rate("x").is_err());
-    }
-
-    #[test]
-    fn durations_read_like_people_write_them() {
-        let d = super::duration;
-        assert_eq!(
-            (d(0), d(45), d(300), d(330), d(7_800), d(273_600)),
-            ("0s".into(), "45s".into(), "5m".into(), "5m30s".into(), "2h10m".into(), "3d4h".into())
-        );
     }
 }

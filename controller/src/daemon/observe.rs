@@ -40,7 +40,8 @@ pub struct WindowPoint {
 impl WindowPoint {
     pub fn of(at: UnixTime, w: &InferenceWindow) -> WindowPoint {
         let errors = w.errors.saturating_add(w.timeouts);
-        let psi = w.features.iter().filter_map(|f| f.psi).chain(w.class_psi).reduce(f32::max);
+        // The same rule as the drift gate: a PSI over too few samples is noise, not a point to chart.
+        let (psi, _) = crate::rollout::window_psi(w);
         WindowPoint {
             at,
             secs: w.window_secs,

@@ -11,7 +11,6 @@ use super::store::{Store, Table};
 use crate::rollout::*;
 use outpost_protocol::UnixTime;
 use outpost_protocol::messages::Watch;
-use outpost_protocol::telemetry::UpdateStage;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -49,6 +48,9 @@ pub struct StartRequest {
     pub watch_secs: Option<u32>,
     #[serde(default)]
     pub id: Option<String>,
+    /// Only the gates named above: no default install, error-rate, latency and shadow gates.
+    #[serde(default)]
+    pub no_default_gates: bool,
 }
 
 pub struct Rollouts {
@@ -83,54 +85,9 @@ impl std::fmt::Debug for Rollouts {
     }
 }
 
-fn terminal(p: &Phase) -> bool {
-    matches!(p, Phase::RolledBack { .. } | Phase::Aborted { .. })
-}
-
-/// The newest rollout of each model (by its start): it alone speaks for the model's devices, whatever its
-/// phase. A rolled-back one keeps reverting devices that commit the release late (they were mid-watch when
-/// the gate failed); a completed one keeps enrolling devices that match later. Older rollouts are history:
-/// evaluating them would let a superseded release enrol new devices, or revert devices a newer rollout
-/// moved on.
+/// The newest rollout of each model: see [`newest_per_model`].
 fn owners(list: Vec<Rollout>) -> Vec<Rollout> {
     newest_per_model(list)
-}
-
-/// When a rollout started, for ordering (ties: by id).
-fn started(r: &Rollout) -> (u64, String) {
-    (r.state.history.first().map(|e| e.at).unwrap_or(0), r.spec.id.clone())
-}
-
-/// Online devices a reverting rollout has not finished switching back: they still run its release and
-/// have not answered the instruction. A device that is offline gets the retained revert when it returns;
-/// one that answered and still runs the release had nothing to go back to: neither may hold the fleet.
-fn still_reverting(owner: &Rollout, views: &[DeviceView]) -> usize {
-    let r = &owner.spec.release;
-    views
-        .iter()
-        .filter(|d| d.online && d.runs(&r.model).is_some_and(|m| m.digest == r.model_digest))
-        .filter(|d| {
-            owner.state.members.get(&d.id).is_some_and(|m| {
-                let answered = m.intent == Intent::Revert
-                    && d.update_for(&r.bundle.digest).is_some_and(|u| {
-                        matches!(u.stage, UpdateStage::RolledBack | UpdateStage::Rejected) && u.at >= m.issued_at
-                    });
-                !answered
-            })
-        })
-        .count()
-}
-
-fn newest_per_model(list: Vec<Rollout>) -> Vec<Rollout> {
-    let mut newest: BTreeMap<String, Rollout> = BTreeMap::new();
-    for r in list {
-        let key = started;
-        let model = r.spec.release.model.to_string();
-        if newest.get(&model).is_none_or(|old| key(old) < key(&r)) {
-            newest.insert(model, r);
-        }
-    }
-    newest.into_values().collect()
 }
 
 impl Rollouts {
@@ -160,7 +117,7 @@ impl Rollouts {
     /// not rolled back or aborted (a rolled-back release is not a target; the one before it still is).
     /// Removals are no target: skew counts the versions that run.
     pub fn targets(&self) -> Vec<Rollout> {
-        let kept =
+        let kept: Vec<Rollout> =
             self.list().into_iter().filter(|r| !terminal(&r.state.phase) && r.spec.kind == Kind::Install).collect();
         newest_per_model(kept)
     }
@@ -205,7 +162,11 @@ impl Rollouts {
             shadow: req.min_shadow_agreement.map(|a| ShadowGate { min_agreement: a, min_compared: 20 }),
             drift: req.max_psi.map(|p| DriftGate { max_psi: p }),
             quorum: Quorum { min_fraction: req.quorum.unwrap_or(0.8), ..Quorum::default() },
+            defaulted: vec![],
         };
+        let classifier = manifest.reference.as_ref().is_some_and(|p| !p.output_classes.is_empty());
+        let gates =
+            if req.no_default_gates { gates } else { gates.with_defaults(kind, req.shadow_secs.is_some(), classifier) };
         let id = req.id.clone().unwrap_or_else(|| match kind {
             Kind::Install => format!("{}-{}-{}", meta.name, meta.version, now()),
             Kind::Remove => format!("{}-remove-{}", meta.name, now()),
@@ -238,31 +199,10 @@ impl Rollouts {
     pub async fn start(&self, req: &StartRequest) -> Result<Rollout, String> {
         let spec = self.spec(req)?;
         let _turn = self.turn.lock().await;
-        if let Some(other) = self.list().iter().find(|r| {
-            r.spec.release.model == spec.release.model && !terminal(&r.state.phase) && r.state.phase != Phase::Completed
-        }) {
-            return Err(format!(
-                "rollout {} of {} is still live: abort it or wait for it",
-                other.spec.id, spec.release.model
-            ));
-        }
         let views = self.views();
-        if let Some(owner) = owners(self.list()).into_iter().find(|r| r.spec.release.model == spec.release.model)
-            && owner.state.phase.reverting()
-        {
-            let left = still_reverting(&owner, &views);
-            if left > 0 {
-                return Err(format!(
-                    "rollout {} is still switching {left} online device(s) back from {} {}: wait a few seconds \
-                     (devices that are offline or answered without switching back do not hold a new rollout)",
-                    owner.spec.id, owner.spec.release.model, owner.spec.release.version
-                ));
-            }
-        }
-        if self.get(&spec.id).is_some() {
-            return Err(format!("a rollout named {} exists", spec.id));
-        }
+        may_start(&self.list(), &spec, &views)?;
         let mut rollout = Rollout::new(spec).map_err(|e| e.to_string())?;
+        rollout.state.order = next_order(&self.list());
         if rollout.spec.kind == Kind::Install && rollout.survey_count(&views) == 0 {
             return Err(rollout.why_none_selected(&views));
         }
@@ -282,23 +222,7 @@ impl Rollouts {
     pub async fn command(&self, id: &str, verb: Verb, by: &str) -> Result<Rollout, String> {
         let _turn = self.turn.lock().await;
         let mut rollout = self.get(id).ok_or_else(|| format!("no rollout {id}"))?;
-        // Switching back is the newest rollout's to do: an older one's devices were handed on, and its
-        // "previous model" is whatever the newer rollouts left there (an aborted release, even).
-        if matches!(verb, Verb::Undo | Verb::Abort { revert: true })
-            && let Some(owner) =
-                owners(self.list()).into_iter().find(|r| r.spec.release.model == rollout.spec.release.model)
-            && owner.spec.id != rollout.spec.id
-        {
-            return Err(format!(
-                "rollout {id} was followed by rollout {} of {} ({}): only the newest rollout of a model can \
-                 switch its devices back; `{}` {} or roll out the release you want",
-                owner.spec.id,
-                owner.spec.release.model,
-                owner.state.phase.name(),
-                verb.name(),
-                owner.spec.id,
-            ));
-        }
+        may_command(&self.list(), &rollout, verb)?;
         let t = now();
         let actions = rollout.command(verb, by, &self.views(), t).map_err(|e| e.to_string())?;
         self.save_and_perform(rollout.clone(), actions, t).await?;

@@ -71,6 +71,7 @@
 //! that match later, until a newer rollout of the model supersedes it.
 
 mod add_remove;
+pub mod fleet_rules;
 pub mod gates;
 pub mod planner;
 mod progress;
@@ -80,6 +81,7 @@ pub mod verbs;
 pub mod view;
 pub mod waves;
 
+pub use fleet_rules::{may_command, may_start, newest_per_model, next_order, started, still_reverting, terminal};
 pub use gates::{BaselineSnapshot, Evidence, GateKind, GateResult, Verdict};
 pub use planner::Rollout;
 pub use spec::{
@@ -88,10 +90,12 @@ pub use spec::{
 };
 pub use state::{Action, Actor, AuditEntry, Decision, Intent, Member, Phase, Progress, RolloutState};
 pub use verbs::{Verb, VerbError};
-pub use view::{DeviceView, InstallStatus, ShadowView, UpdateView, WindowView};
+pub use view::{DeviceView, InstallStatus, MIN_PSI_SAMPLES_PER_BIN, ShadowView, UpdateView, WindowView, window_psi};
 
 #[cfg(test)]
 pub(crate) mod testkit;
+#[cfg(test)]
+mod tests_fleet_property;
 #[cfg(test)]
 mod tests_gates;
 #[cfg(test)]

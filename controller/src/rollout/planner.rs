@@ -275,7 +275,8 @@ impl Rollout {
         for (d, r) in devices.iter().zip(&s.ranks) {
             let intent = if self.spec.kind == Kind::Remove { Intent::Remove } else { Intent::Install };
             if let Some(m) = self.state.members.get_mut(&d.id) {
-                if m.intent == Intent::Withdraw && m.wave <= upto {
+                // Only while the device is still selected: one relabelled out while held back stays out.
+                if m.intent == Intent::Withdraw && m.wave <= upto && r.is_some() {
                     (m.intent, m.issued_at, m.told_in) = (intent, now, self.state.wave);
                     let desired = self.desired(&self.state.members[&d.id]);
                     out.push(Action::Desire { device: d.id.clone(), desired });

@@ -1,6 +1,7 @@
 //! What an operator asks for when starting a rollout, and its validation. A spec is immutable once the
 //! rollout exists: everything that changes lives in [`super::RolloutState`].
 
+use super::gates::GateKind;
 use super::view::DeviceView;
 use outpost_protocol::manifest::Targets;
 use outpost_protocol::messages::{BundleRef, Watch};
@@ -204,6 +205,121 @@ pub struct Gates {
     pub shadow: Option<ShadowGate>,
     pub drift: Option<DriftGate>,
     pub quorum: Quorum,
+    /// The gates that hold their documented default because the operator did not name them (see
+    /// [`Gates::with_defaults`]). A default gate fails a wave on evidence like any other, but never holds
+    /// one for lack of it: the quorum does that.
+    #[serde(default)]
+    pub defaulted: Vec<GateKind>,
+}
+
+/// The gates every install rollout gets unless the operator sets them or turns them off
+/// (`--no-default-gates`): documented in docs/operating.md, "Default gates".
+pub mod defaults {
+    /// At most 10 % of a wave's finished installs may fail (one failed canary of one fails the wave).
+    pub const MAX_FAILURE_RATE: f64 = 0.10;
+    /// The wave's error rate may exceed the old release's by at most 2 percentage points.
+    pub const MAX_ERROR_INCREASE: f64 = 0.02;
+    /// The wave's median p95 may be at most twice the old release's (+100 %): wide enough that the
+    /// latency noise of a busy device does not stop a healthy release, narrow enough to catch a model
+    /// that does twice the work.
+    pub const MAX_P95_REGRESSION: f64 = 1.0;
+    /// ... and at least this much slower (µs): where devices share cores (a test rig, a gateway running
+    /// several models), contention alone multiplies a sub-millisecond model's p95 (×13 measured with 20
+    /// agents on one machine), which says nothing about the release.
+    pub const P95_SLACK_US: u32 = 10_000;
+    /// With a shadow period and a classifier (its manifest has an output-class profile): the candidate
+    /// agrees with the serving model on at least 90 % of sampled requests (top-1).
+    pub const MIN_SHADOW_AGREEMENT: f64 = 0.90;
+    /// Requests (error rate) and comparisons (shadow) a wave needs before those gates judge.
+    pub const MIN_SAMPLES: u64 = 20;
+}
+
+impl Gates {
+    /// Fills every gate the operator left out with its default and records which ones. A removal gets
+    /// only the install gate (there is no new release to measure); the shadow gate only when the
+    /// rollout shadows a classifier (agreement of top-1 classes means nothing for a regressor).
+    pub fn with_defaults(mut self, kind: Kind, shadows: bool, classifier: bool) -> Gates {
+        if self.install.is_none() {
+            self.install = Some(InstallGate { max_failure_rate: defaults::MAX_FAILURE_RATE, min_finished: 1 });
+            self.defaulted.push(GateKind::InstallFailure);
+        }
+        if kind == Kind::Remove {
+            return self;
+        }
+        if self.error_rate.is_none() {
+            let g = ErrorRateGate { max_increase: defaults::MAX_ERROR_INCREASE, min_requests: defaults::MIN_SAMPLES };
+            self.error_rate = Some(g);
+            self.defaulted.push(GateKind::ErrorRate);
+        }
+        if self.latency.is_none() {
+            self.latency = Some(LatencyGate { max_p95_regression: defaults::MAX_P95_REGRESSION });
+            self.defaulted.push(GateKind::LatencyP95);
+        }
+        if self.shadow.is_none() && shadows && classifier {
+            let g = ShadowGate { min_agreement: defaults::MIN_SHADOW_AGREEMENT, min_compared: defaults::MIN_SAMPLES };
+            self.shadow = Some(g);
+            self.defaulted.push(GateKind::ShadowAgreement);
+        }
+        self
+    }
+
+    /// One line per gate for people: what it checks, its threshold and units, and `(default)` for the
+    /// gates the operator did not set.
+    pub fn describe(&self) -> Vec<(GateKind, String)> {
+        let pct = |v: f64| format!("{}%", (v * 1000.0).round() / 10.0);
+        let mut out = vec![(
+            GateKind::Quorum,
+            format!(
+                "at least {} of the wave's devices (and {} or more) send fresh evidence, none older than {}",
+                pct(self.quorum.min_fraction),
+                self.quorum.min_devices,
+                crate::duration::format(self.quorum.max_evidence_age_secs)
+            ),
+        )];
+        if let Some(g) = self.install {
+            out.push((
+                GateKind::InstallFailure,
+                format!("at most {} of finished installs fail", pct(g.max_failure_rate)),
+            ));
+        }
+        if let Some(g) = self.error_rate {
+            out.push((
+                GateKind::ErrorRate,
+                format!(
+                    "error rate at most the old release's + {} (absolute; judged from {} requests)",
+                    pct(g.max_increase),
+                    g.min_requests
+                ),
+            ));
+        }
+        if let Some(g) = self.latency {
+            let slack = if self.defaulted.contains(&GateKind::LatencyP95) {
+                format!(" or at most {} ms more", defaults::P95_SLACK_US / 1000)
+            } else {
+                String::new()
+            };
+            out.push((
+                GateKind::LatencyP95,
+                format!("median p95 at most {} slower than the old release's{slack}", pct(g.max_p95_regression)),
+            ));
+        }
+        if let Some(g) = self.shadow {
+            out.push((
+                GateKind::ShadowAgreement,
+                format!(
+                    "top-1 agreement with the serving model at least {} (judged from {} comparisons)",
+                    pct(g.min_agreement),
+                    g.min_compared
+                ),
+            ));
+        }
+        if let Some(g) = self.drift {
+            out.push((GateKind::Drift, format!("mean PSI at most {}", g.max_psi)));
+        }
+        out.into_iter()
+            .map(|(k, text)| if self.defaulted.contains(&k) { (k, format!("{text} (default)")) } else { (k, text) })
+            .collect()
+    }
 }
 
 /// Failed installs (rejected or rolled back with a reason) ÷ installs that finished.

@@ -29,6 +29,10 @@ pub struct RolloutState {
     /// completed rollout's count still moves as late devices install): what status and the console show.
     #[serde(default)]
     pub progress: Progress,
+    /// The daemon numbers rollouts as they start (1, 2, ...): which of two rollouts of a model started in
+    /// the same second is the newer (0: stored before rollouts were numbered).
+    #[serde(default)]
+    pub order: u64,
 }
 
 /// Members by where they stand with the release. Counts only, so refreshing it changes the stored
@@ -63,6 +67,7 @@ impl Default for RolloutState {
             last_evidence: None,
             history: Vec::new(),
             progress: Progress::default(),
+            order: 0,
         }
     }
 }
@@ -204,6 +209,38 @@ pub enum Decision {
         revert: bool,
     },
     Undone,
+}
+
+impl Decision {
+    /// The decision as people read it (waves 1-based, like everything shown).
+    pub fn describe(self) -> String {
+        match self {
+            Decision::Started => "started".into(),
+            Decision::Advanced { to } => format!("advanced to wave {}", to + 1),
+            Decision::Holding => "holding".into(),
+            Decision::PausedInconclusive => "paused (inconclusive)".into(),
+            Decision::GateFailed { rolled_back: false } => "gate failed, paused".into(),
+            Decision::GateFailed { rolled_back: true } => "gate failed, rolled back".into(),
+            Decision::Completed => "completed".into(),
+            Decision::LateDevices => "late devices".into(),
+            Decision::Paused => "paused".into(),
+            Decision::Resumed => "resumed".into(),
+            Decision::Promoted { full: false } => "promoted".into(),
+            Decision::Promoted { full: true } => "promoted --full".into(),
+            Decision::Aborted { revert: false } => "aborted".into(),
+            Decision::Aborted { revert: true } => "aborted --revert".into(),
+            Decision::Undone => "undone".into(),
+        }
+    }
+}
+
+impl Actor {
+    pub fn name(&self) -> &str {
+        match self {
+            Actor::Planner => "planner",
+            Actor::Operator(who) => who,
+        }
+    }
 }
 
 impl RolloutState {

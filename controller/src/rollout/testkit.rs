@@ -50,7 +50,17 @@ pub fn spec(waves: &[&str], bake: u64) -> RolloutSpec {
 
 pub fn window(digest: Digest, at: UnixTime, requests: u64, errors: u64, p95_us: u32) -> WindowView {
     let r = running(digest);
-    WindowView { model: r.name, version: r.version, digest, received_at: at, requests, errors, p95_us, psi: Some(0.02) }
+    WindowView {
+        model: r.name,
+        version: r.version,
+        digest,
+        received_at: at,
+        requests,
+        errors,
+        p95_us,
+        psi: Some(0.02),
+        psi_unscored: false,
+    }
 }
 
 /// Health of each release in the world: errors per 1,000 requests and p95.

@@ -85,6 +85,7 @@ impl World {
                     errors: 1,
                     p95_us: 2_000,
                     psi: Some(0.02),
+                    psi_unscored: false,
                 })
                 .collect();
             d.last_seen = self.now;

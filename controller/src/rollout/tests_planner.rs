@@ -156,7 +156,7 @@ fn inconclusive_evidence_holds_after_the_bake_and_pauses_after_the_hold() {
         assert_eq!(decisions(&w.tick(&mut r, secs)), want, "step {i}");
     }
     let Phase::Paused { reason } = &r.state.phase else { panic!("{:?}", r.state.phase) };
-    assert!(reason.contains("Quorum") && reason.contains("0 of 10"), "{reason}");
+    assert!(reason.contains("quorum") && reason.contains("0 of 10"), "{reason}");
 }
 
 #[test]
@@ -172,7 +172,7 @@ fn a_failing_gate_pauses_or_rolls_back_at_once_by_policy() {
         let rolled_back = policy == FailurePolicy::Rollback;
         assert_eq!(decisions(&actions), vec![Decision::GateFailed { rolled_back }], "{policy:?}");
         let entry = r.state.history.last().unwrap();
-        assert!(entry.reason.contains("ErrorRate Fail") && entry.reason.contains("10.000%"), "{}", entry.reason);
+        assert!(entry.reason.contains("error-rate fail") && entry.reason.contains("10.000%"), "{}", entry.reason);
         assert_eq!(entry.evidence.as_ref().unwrap().verdict(), Verdict::Fail);
         assert_eq!(reverts(&actions).len(), if rolled_back { 10 } else { 0 }, "{policy:?}");
         assert_eq!(w.on_new(), if rolled_back { 0 } else { 10 }, "{policy:?}");

@@ -49,8 +49,31 @@ pub struct WindowView {
     /// Errors and timeouts: both are answers the application did not get.
     pub errors: u64,
     pub p95_us: u32,
-    /// The largest PSI over input tensors and output classes, when the manifest had a reference profile.
+    /// The largest PSI over input tensors and output classes that had enough samples to score
+    /// ([`window_psi`]), when the manifest had a reference profile.
     pub psi: Option<f32>,
+    /// The window carried PSIs, but none over enough samples to count.
+    #[serde(default)]
+    pub psi_unscored: bool,
+}
+
+/// A histogram's PSI counts for drift only over at least this many samples per bin. Fewer, and sampling
+/// noise alone scores like drift: PSI over `n` samples of `k` bins drawn from the reference itself is
+/// about (k − 1) / n, and every bin a small window happens not to see adds ≈ 0.7 through the empty-bin
+/// floor. 24 requests over 10 output classes scored 1.7–2.7 on a healthy release (issue 16); from 10 per
+/// bin (100 requests for 10 classes, 120 for an input's 10 bins plus under- and overflow) the noise is
+/// ≈ 0.09, well under the usual 0.25 limit.
+pub const MIN_PSI_SAMPLES_PER_BIN: u64 = 10;
+
+/// The largest PSI of a window over the histograms with enough samples, and whether some PSI was left
+/// out for having too few.
+pub fn window_psi(w: &InferenceWindow) -> (Option<f32>, bool) {
+    let enough = |samples: u64, bins: usize| samples >= MIN_PSI_SAMPLES_PER_BIN.saturating_mul(bins as u64);
+    let features = w.features.iter().filter_map(|f| f.psi.map(|p| (p, enough(f.count, f.bins.len()))));
+    let classes = w.class_psi.map(|p| (p, enough(w.output_classes.iter().sum(), w.output_classes.len())));
+    let all: Vec<(f32, bool)> = features.chain(classes).collect();
+    let psi = all.iter().filter(|(_, ok)| *ok).map(|(p, _)| *p).reduce(f32::max);
+    (psi, psi.is_none() && !all.is_empty())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -168,7 +191,7 @@ impl DeviceView {
 
     /// Folds an inference window into `windows` and, when it carried shadow statistics, `shadows`.
     pub fn record_window(&mut self, w: &InferenceWindow, received_at: UnixTime) {
-        let psi = w.features.iter().filter_map(|f| f.psi).chain(w.class_psi).reduce(f32::max);
+        let (psi, psi_unscored) = window_psi(w);
         let view = WindowView {
             model: w.model.clone(),
             version: w.version,
@@ -178,6 +201,7 @@ impl DeviceView {
             errors: w.errors + w.timeouts,
             p95_us: w.latency_p95_us,
             psi,
+            psi_unscored,
         };
         self.windows.retain(|x| x.digest != w.digest);
         self.windows.insert(0, view);

@@ -114,6 +114,7 @@ pub fn spec(s: &Scenario, catalog: &Catalog) -> Result<RolloutSpec, String> {
                 .map(|a| ShadowGate { min_agreement: a, min_compared: r.min_shadow_compared }),
             drift: None,
             quorum: Quorum { min_fraction: r.quorum, min_devices: 1, max_evidence_age_secs: r.max_evidence_age_secs },
+            defaulted: vec![],
         },
         on_failure: match r.on_failure.as_str() {
             "pause" => FailurePolicy::Pause,
