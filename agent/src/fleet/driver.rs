@@ -358,7 +358,15 @@ impl Work for AgentPlatform {
     fn entered(&mut self, stage: UpdateStage) {
         if std::env::var("OUTPOST_FAILPOINT_STALL").is_ok_and(|s| s == format!("{stage:?}")) {
             tracing::warn!(?stage, "failpoint: stalling before this stage's work");
-            std::thread::sleep(Duration::from_secs(30));
+            let stall = || std::thread::sleep(Duration::from_secs(30));
+            // The driver is held, the rest of the agent is not: on a multi-thread runtime the worker hands
+            // its queue to another thread first. A plain sleep kept the task this step woke last (tokio's
+            // LIFO slot, which no other worker steals: here the outbox publishing the stage's event) asleep
+            // with it, so a crash test waiting for that event could not act inside the stage.
+            match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+                Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(stall),
+                _ => stall(),
+            }
         }
     }
 }
