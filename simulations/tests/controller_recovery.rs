@@ -59,7 +59,11 @@ impl Cli {
             {
                 return;
             }
-            assert!(Instant::now() < deadline, "{what}: {}", self.ok(&["rollout", "status", id]));
+            if Instant::now() >= deadline {
+                // What each device told the controller, beside the rollout: where a decision came from.
+                let shown: Vec<String> = (0..3).map(|i| self.ok(&["devices", "show", &format!("dev-{i}")])).collect();
+                panic!("{what}: {}\n{}", self.ok(&["rollout", "status", id]), shown.join("\n"));
+            }
             std::thread::sleep(Duration::from_millis(200));
         }
     }

@@ -179,6 +179,10 @@ impl DeviceRecord {
         };
         if let Some(i) = other.iter().position(|x| *x == e) {
             other.drain(..=i);
+            // Not listed again, but the gates' evidence takes every copy, in arrival order: a copy whose twin
+            // was lost (a controller killed after handling it live, before storing it) arrives after newer
+            // events, and only the copies of those newer events that follow bring the evidence forward again.
+            self.evidence().record_event(&e, now);
             return;
         }
         mine.push_back(e.clone());
@@ -334,7 +338,7 @@ mod tests {
         assert_eq!(listed, vec![Fetching, Committed, Watching, Fetching]);
         let log = &d.models[&ModelName::new("digits").unwrap()];
         assert!(log.unmatched_live.is_empty() && log.unmatched_recorded.is_empty(), "{log:?}");
-        // The planner's evidence saw no copy either: the latest for the bundle is the repeat's fetching.
+        // The planner's evidence ends where the device is: the latest for the bundle is the repeat's fetching.
         assert_eq!(d.view().update_for(&fetching.bundle).map(|u| u.stage), Some(Fetching));
     }
 
