@@ -2,7 +2,8 @@
 //! benchmarks, so that what `outpost bundle create` checks is exactly what devices run:
 //!
 //! - [`nnef`]: reading the NNEF archives bundles carry, with tract-core's operators only (what devices link);
-//! - [`onnx`] (feature `onnx`, release tooling only): ONNX → NNEF conversion, checked to keep the interface;
+//! - [`onnx`] (feature `onnx`, release tooling only): ONNX → NNEF conversion, checked to keep the interface,
+//!   with ONNX operators devices could not load from NNEF rewritten into tract-core's (`lrn`: LRN);
 //! - [`interface`]: a model's interface as tract sees it, the check that a file presents the interface its
 //!   manifest promises, and [`interface::Serving`], the one rule for which interfaces a device serves;
 //! - [`tensor`]: typed tensor values for every Open Inference Protocol type tract runs, to and from
@@ -16,6 +17,8 @@
 
 pub mod bounds;
 pub mod interface;
+#[cfg(feature = "onnx")]
+mod lrn;
 pub mod nnef;
 #[cfg(feature = "onnx")]
 pub mod onnx;

@@ -11,7 +11,11 @@ use tract_onnx::prelude::*;
 pub fn typed(onnx: &[u8]) -> Result<TypedModel, ModelError> {
     let load = |e: TractError| ModelError::Load(format!("{e:#}"));
     let model = tract_onnx::onnx().model_for_read(&mut &onnx[..]).map_err(load)?;
-    let model = model.into_typed().map_err(load)?.into_decluttered().map_err(load)?;
+    let mut model = model.into_typed().map_err(load)?.into_decluttered().map_err(load)?;
+    // Operators tract runs from ONNX but devices could not load from NNEF, rewritten into tract-core's.
+    if crate::lrn::rewrite(&mut model).map_err(load)? > 0 {
+        model = model.into_decluttered().map_err(load)?;
+    }
     integer_outputs(model).map_err(load)
 }
 
@@ -61,12 +65,31 @@ pub fn convert(onnx: &[u8]) -> Result<Converted, ModelError> {
     let iface = interface::read(&model)?;
     // Devices match request and self-test tensors by name, and the manifest promises the exported model's
     // interface: the conversion must not rename, retype or reshape anything.
-    if iface != onnx_interface {
+    if let Some(difference) = interface_difference(&onnx_interface, &iface) {
         return Err(ModelError::Convert(format!(
-            "the NNEF model's interface {iface:?} differs from the ONNX model's {onnx_interface:?}"
+            "the NNEF model's interface differs from the ONNX model's: {difference}"
         )));
     }
     Ok(Converted { model, interface: iface, nnef: bytes })
+}
+
+/// The first tensor whose name, type or shape the conversion changed, said as "output 2 (\"y\"): ONNX has
+/// …, NNEF has …", or `None` when both interfaces are the same.
+fn interface_difference(onnx: &ModelInterface, nnef: &ModelInterface) -> Option<String> {
+    for (side, a, b) in [("input", &onnx.inputs, &nnef.inputs), ("output", &onnx.outputs, &nnef.outputs)] {
+        if a.len() != b.len() {
+            return Some(format!("the ONNX model has {} {side}s, the NNEF model {}", a.len(), b.len()));
+        }
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            if x != y {
+                let show = |t: &outpost_protocol::manifest::TensorSpec| {
+                    format!("{:?} {} {:?}", t.name, t.dtype.as_str(), t.shape)
+                };
+                return Some(format!("{side} {i}: ONNX has {}, NNEF has {}", show(x), show(y)));
+            }
+        }
+    }
+    None
 }
 
 impl Converted {

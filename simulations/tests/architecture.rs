@@ -51,8 +51,10 @@ fn the_device_build_links_no_onnx_parser() {
     let features = d["outpost-models"].get("features").and_then(|f| f.as_array()).cloned().unwrap_or_default();
     assert!(features.is_empty(), "the agent enables model-library features {features:?}");
     let models = manifest("models");
-    let optional = models["dependencies"]["tract-onnx"].get("optional").and_then(|v| v.as_bool());
-    assert_eq!(optional, Some(true), "the model library must keep tract-onnx optional");
+    for onnx_crate in ["tract-onnx", "tract-onnx-opl"] {
+        let optional = models["dependencies"][onnx_crate].get("optional").and_then(|v| v.as_bool());
+        assert_eq!(optional, Some(true), "the model library must keep {onnx_crate} optional");
+    }
     for f in ["tokio", "rumqttc", "axum", "redb"] {
         assert!(!deps("models").contains(f), "the model library depends on {f}");
     }
