@@ -1,6 +1,7 @@
 //! The fleet simulator through its library API: every shipped scenario with a few seeds, reproducibility,
 //! and proof that the invariant checks can fail (test-only fault knobs that break a rule on purpose).
 
+use outpost_controller::rollout::Decision;
 use outpost_simulations::sim::{self, RunOptions, Scenario, invariants, summary};
 use std::path::PathBuf;
 
@@ -32,7 +33,7 @@ fn check_with(name: &str, devices: u32) -> Vec<sim::Outcome> {
         .map(|&seed| {
             let o = run_with(&s, seed, devices);
             assert!(o.violation.is_none(), "{name} seed {seed}: {}", o.violation.as_ref().unwrap());
-            assert!(o.expectation_met, "{name} seed {seed}: {}", o.expectation_note);
+            assert!(o.ok(), "{name} seed {seed}: {}", o.expectation_note());
             assert!(o.converged_ms.is_some(), "{name} seed {seed}: did not converge");
             o
         })
@@ -52,9 +53,15 @@ fn every_shipped_scenario_parses() {
         })
         .collect();
     names.sort();
-    for required in
-        ["bad_model_canary", "controller_restart", "good_rollout", "message_loss", "offline_late", "partition_region"]
-    {
+    for required in [
+        "bad_model_canary",
+        "controller_restart",
+        "good_rollout",
+        "message_loss",
+        "offline_late",
+        "partition_region",
+        "two_models",
+    ] {
         assert!(names.iter().any(|n| n == required), "missing scenario {required}");
     }
 }
@@ -62,9 +69,10 @@ fn every_shipped_scenario_parses() {
 #[test]
 fn good_rollout_completes_with_everyone_on_the_release() {
     for o in check("good_rollout") {
-        assert_eq!(o.final_on_target + o.failed_installs, DEVICES);
-        assert_eq!(o.ever_on_target, o.final_on_target + o.failed_installs.min(o.ever_on_target));
-        assert!(o.history.len() >= 5, "started, three advances, completed");
+        let m = &o.models[0];
+        assert_eq!(m.final_on_target + m.failed_installs, DEVICES);
+        assert_eq!(m.ever_on_target, m.final_on_target + m.failed_installs.min(m.ever_on_target));
+        assert!(m.history.len() >= 5, "started, three advances, completed");
     }
 }
 
@@ -73,18 +81,20 @@ fn bad_model_is_caught_at_the_canary_and_rolled_back() {
     // 1,000 devices: a canary of 1 % is 10 devices, enough that one of them meets the fault (at 500, a
     // 5-device canary misses a fault of 40 % of devices one time in thirteen, and wave 2 catches it).
     for o in check_with("bad_model_canary", 1_000) {
-        assert_eq!(o.final_on_base, 1_000, "seed {}: everyone back on the previous model", o.seed);
+        let m = &o.models[0];
+        assert_eq!(m.final_on_base, 1_000, "seed {}: everyone back on the previous model", o.seed);
         // Only the canary's devices may ever have run the bad model.
-        assert!(o.ever_on_target <= 10, "seed {}: {} devices exposed", o.seed, o.ever_on_target);
-        assert!(o.ever_on_target > 0, "seed {}: the canary ran it", o.seed);
+        assert!(m.ever_on_target <= 10, "seed {}: {} devices exposed", o.seed, m.ever_on_target);
+        assert!(m.ever_on_target > 0, "seed {}: the canary ran it", o.seed);
     }
 }
 
 #[test]
 fn subtle_model_is_stopped_by_the_shadow_gate_before_it_serves() {
     for o in check("subtle_model") {
-        assert_eq!(o.ever_on_target, 0, "seed {}: the candidate never went live", o.seed);
-        assert!(o.phase_reason.as_deref().is_some_and(|r| r.contains("shadow-agreement")), "{:?}", o.phase_reason);
+        let m = &o.models[0];
+        assert_eq!(m.ever_on_target, 0, "seed {}: the candidate never went live", o.seed);
+        assert!(m.phase_reason.as_deref().is_some_and(|r| r.contains("shadow-agreement")), "{:?}", m.phase_reason);
     }
 }
 
@@ -101,7 +111,7 @@ fn a_fifth_of_messages_lost_still_completes() {
 #[test]
 fn devices_offline_at_the_start_install_when_they_return() {
     for o in check("offline_late") {
-        assert_eq!(o.final_on_target + o.failed_installs, DEVICES);
+        assert_eq!(o.models[0].final_on_target + o.models[0].failed_installs, DEVICES);
         // They returned between 30 min and 3 h: convergence waits for the last of them.
         assert!(o.converged_ms.unwrap() >= 1_800_000, "seed {}", o.seed);
     }
@@ -119,7 +129,7 @@ fn a_controller_crash_mid_rollout_loses_nothing_that_matters() {
 #[test]
 fn a_partitioned_region_catches_up() {
     for o in check("partition_region") {
-        assert_eq!(o.final_on_target + o.failed_installs, DEVICES);
+        assert_eq!(o.models[0].final_on_target + o.models[0].failed_installs, DEVICES);
         assert!(o.converged_ms.unwrap() >= 4_500_000, "seed {}: not before the partition heals", o.seed);
     }
 }
@@ -162,8 +172,8 @@ fn an_unsigned_release_is_refused_and_a_device_skipping_the_check_is_caught() {
     let refused = Scenario { expect: sim::Expect::RolledBack, ..refused };
     let o = run(&refused, 1);
     assert!(o.violation.is_none(), "{:?}", o.violation);
-    assert!(o.expectation_met, "{}", o.expectation_note);
-    assert_eq!(o.ever_on_target, 0, "no device ran a model no trusted key signed");
+    assert!(o.ok(), "{}", o.expectation_note());
+    assert_eq!(o.models[0].ever_on_target, 0, "no device ran a model no trusted key signed");
 
     let skipping = with("good_rollout", "\n[release]\nsigned = false\n[faults]\nskip_signature_check = true\n");
     let v = run(&skipping, 1).violation.expect("the verification invariant fires");
@@ -176,4 +186,101 @@ fn a_misspelt_key_is_refused_naming_it() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("bad.toml") && e.contains("power_lost"), "{e}");
+}
+
+/// The two-model scenario with the vibration release healthy: both rollouts complete.
+fn two_good_models() -> Scenario {
+    let mut s = scenario("two_models");
+    s.extra[0].release.failing_devices = 0.0;
+    s.extra[0].expect = sim::Expect::Completed;
+    s
+}
+
+#[test]
+fn two_models_roll_out_at_once_and_reverting_one_leaves_the_other_alone() {
+    for o in check("two_models") {
+        let (digits, vibration) = (&o.models[0], &o.models[1]);
+        assert_eq!((digits.model.as_str(), vibration.model.as_str()), ("digits", "vibration"));
+        assert_eq!(digits.final_on_target + digits.failed_installs, DEVICES, "seed {}: digits everywhere", o.seed);
+        assert_eq!(vibration.final_on_base, DEVICES, "seed {}: vibration back on 1.0.0 everywhere", o.seed);
+        assert!(vibration.ever_on_target > 0, "seed {}: vibration's canary ran it", o.seed);
+        // Only region eu was selected: a third of the fleet at most ever ran it.
+        assert!(vibration.ever_on_target <= DEVICES.div_ceil(3), "seed {}: {}", o.seed, vibration.ever_on_target);
+        // At once: vibration was rolled back while digits was still in its waves, and digits went on.
+        let rolled_back = vibration.history.iter().find(|e| matches!(e.decision, Decision::GateFailed { .. }));
+        let rolled_back = rolled_back.expect("vibration's gate failed").at;
+        let completed = digits.history.iter().find(|e| e.decision == Decision::Completed).expect("digits completed").at;
+        assert!(rolled_back < completed, "seed {}: the rollouts overlapped", o.seed);
+        assert!(
+            digits.history.iter().any(|e| matches!(e.decision, Decision::Advanced { .. }) && e.at > rolled_back),
+            "seed {}: digits advanced a wave after vibration's rollback",
+            o.seed
+        );
+        assert!(!digits.history.iter().any(|e| matches!(e.decision, Decision::GateFailed { .. })));
+    }
+}
+
+#[test]
+fn two_good_models_both_complete_on_overlapping_devices() {
+    let s = two_good_models();
+    for seed in SEEDS {
+        let o = run(&s, seed);
+        assert!(o.ok(), "seed {seed}: {:?} {} {:?}", o.violation, o.expectation_note(), o.models[0].phase_reason);
+        let (digits, vibration) = (&o.models[0], &o.models[1]);
+        assert_eq!(digits.final_on_target + digits.failed_installs, DEVICES);
+        // Region eu runs vibration 1.1.0, the rest kept 1.0.0.
+        let eu = DEVICES.div_ceil(3);
+        assert_eq!(vibration.final_on_target + vibration.failed_installs, eu, "seed {seed}");
+        assert_eq!(vibration.final_on_base, DEVICES - eu + vibration.failed_installs, "seed {seed}");
+    }
+}
+
+#[test]
+fn a_withdrawal_that_reaches_another_model_is_caught() {
+    let mut s = scenario("two_models");
+    s.faults.withdraw_all_models = true;
+    // digits in one wave: every device has been told to install it when vibration's rollback withdraws
+    // its canary's failed devices.
+    s.rollout.waves = vec!["100%".into()];
+    let v = run(&s, 1).violation.expect("the isolation invariant fires");
+    assert_eq!(v.invariant, invariants::ISOLATION, "{v}");
+    assert!(v.detail.contains("an event about vibration changed digits"), "{v}");
+}
+
+#[test]
+fn a_device_left_on_a_reverted_release_is_caught() {
+    let mut s = scenario("two_models");
+    s.faults.ignore_revert = true;
+    let v = run(&s, 1).violation.expect("the aborted-release invariant fires");
+    assert_eq!(v.invariant, invariants::ABORTED, "{v}");
+    assert!(v.detail.contains("vibration v1.1.0"), "{v}");
+}
+
+#[test]
+fn a_floor_that_goes_down_is_caught() {
+    let mut s = scenario("two_models");
+    s.faults.floor_lost_on_power_loss = true;
+    let v = run(&s, 1).violation.expect("the floor invariant fires");
+    assert_eq!(v.invariant, invariants::FLOOR, "{v}");
+}
+
+#[test]
+fn a_second_model_with_a_misspelt_key_or_a_taken_name_is_refused() {
+    let base = "name = \"x\"\nexpect = \"completed\"\n[[models]]\nname = \"vibration\"\nexpect = \"completed\"\n";
+    let e = Scenario::parse(&format!("{base}[models.release]\nfailing = 0.1\n"), "two.toml").unwrap_err();
+    assert!(e.to_string().contains("failing"), "{e}");
+    let e = Scenario::parse(&format!("{base}[models.release]\nfailing_devices = 2.0\n"), "two.toml").unwrap_err();
+    assert!(e.to_string().contains("models.vibration.release.failing_devices"), "{e}");
+    let e = Scenario::parse(
+        "name = \"x\"\nexpect = \"completed\"\n[[models]]\nname = \"digits\"\nexpect = \"completed\"\n",
+        "two.toml",
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("models.digits.name"), "{e}");
+    let e = Scenario::parse(
+        "name = \"x\"\nexpect = \"completed\"\n[[models]]\nname = \"../x\"\nexpect = \"completed\"\n",
+        "two.toml",
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("name"), "{e}");
 }

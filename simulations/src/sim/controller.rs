@@ -7,14 +7,14 @@
 //! at 100,000 devices costs gigabytes and feeds nothing the planner reads. The view is updated by the same
 //! `record_event` / `record_window` functions the daemon's record uses.
 
-use super::catalog::{BASE, Catalog, TARGET};
+use super::catalog::{Catalog, base, target};
 use super::device::{AGENT_VERSION, Device};
 use super::fabric::Down;
-use super::scenario::Scenario;
+use super::scenario::ModelCfg;
 use super::world::{Ev, World};
 use outpost_controller::rollout::{
     Action, DeviceView, ErrorRateGate, FailurePolicy, Gates, InstallGate, LatencyGate, Phase, Quorum, Release, Rollout,
-    RolloutSpec, Selector, ShadowGate, ShadowPeriod, Wave, WaveSize,
+    RolloutSpec, Selector, ShadowGate, ShadowPeriod, Wave, WaveSize, may_start, next_order,
 };
 use outpost_protocol::manifest::Targets;
 use outpost_protocol::messages::{DesiredState, Message, Presence, Watch};
@@ -39,11 +39,14 @@ pub struct Controller {
     /// The registry, by device index.
     pub views: Vec<DeviceView>,
     pub meta: Vec<Meta>,
-    pub rollout: Option<Rollout>,
-    /// The broker's retained desired states, by device index.
+    /// Each model's rollout, by model index, once started. Rollouts of different models run side by
+    /// side, each evaluated on its own over the same registry, as the daemon does.
+    pub rollouts: Vec<Option<Rollout>>,
+    /// The broker's retained desired states, one topic per device and model (`down/desired/{model}`):
+    /// index `device * models + model`.
     pub retained: Vec<Option<Arc<DesiredState>>>,
-    /// While the controller is down: the rollout and registry as persisted (serialized bytes).
-    pub on_disk: Option<Rollout>,
+    /// While the controller is down: the rollouts as persisted (the registry is in `disk`).
+    pub on_disk: Option<Vec<Option<Rollout>>>,
     disk: Option<(Vec<u8>, Vec<u8>)>,
     crash_pending: bool,
     pub scratch: Vec<u8>,
@@ -54,8 +57,8 @@ fn index_of(id: &DeviceId) -> usize {
 }
 
 impl Controller {
-    /// Every device is known from an earlier session (enrolled, running the baseline) but not yet online.
-    pub fn new(devices: &[Device], catalog: &Catalog, _s: &Scenario) -> Controller {
+    /// Every device is known from an earlier session (enrolled, running the baselines) but not yet online.
+    pub fn new(devices: &[Device], catalog: &Catalog) -> Controller {
         let views = devices
             .iter()
             .map(|d| {
@@ -73,20 +76,39 @@ impl Controller {
             broker_up: true,
             views,
             meta: vec![Meta::default(); devices.len()],
-            rollout: None,
-            retained: vec![None; devices.len()],
+            rollouts: vec![None; catalog.models.len()],
+            retained: vec![None; devices.len() * catalog.models.len()],
             on_disk: None,
             disk: None,
             crash_pending: false,
             scratch: vec![0; 64 << 10],
         }
     }
+
+    /// Model `m`'s rollout as the controller holds it, or as persisted while the controller is down.
+    pub fn rollout(&self, m: u8) -> Option<&Rollout> {
+        match &self.on_disk {
+            Some(disk) => disk[m as usize].as_ref(),
+            None => self.rollouts[m as usize].as_ref(),
+        }
+    }
+
+    /// The retained desired state of `model` for device `dev`.
+    pub fn retained_mut(&mut self, dev: usize, m: u8) -> &mut Option<Arc<DesiredState>> {
+        let models = self.rollouts.len();
+        &mut self.retained[dev * models + m as usize]
+    }
 }
 
-/// The rollout spec, built as `outpost rollout start` does from its flags (daemon/rollouts.rs `spec`).
-pub fn spec(s: &Scenario, catalog: &Catalog) -> Result<RolloutSpec, String> {
-    let r = &s.rollout;
-    let t = catalog.get(TARGET);
+/// Model `m`'s rollout spec, built as `outpost rollout start` does from its flags (daemon/rollouts.rs
+/// `spec`). Errors name the model's table (`rollout.` for the first model, `models.NAME.rollout.` else).
+pub fn spec(cfg: &ModelCfg, m: u8, catalog: &Catalog) -> Result<RolloutSpec, String> {
+    spec_of(cfg, m, catalog).map_err(|e| if m == 0 { e } else { format!("models.{}.{e}", cfg.name) })
+}
+
+fn spec_of(cfg: &ModelCfg, m: u8, catalog: &Catalog) -> Result<RolloutSpec, String> {
+    let r = &cfg.rollout;
+    let t = catalog.get(target(m));
     let waves = r
         .waves
         .iter()
@@ -214,11 +236,26 @@ impl World {
         }
     }
 
-    pub(super) fn start_rollout(&mut self) {
-        let spec = spec(&self.scenario, &self.catalog).expect("validated before the run");
-        let rollout = Rollout::new(spec).expect("validated before the run");
-        self.ctl.rollout = Some(rollout);
-        self.rollout_started_ms = Some(self.now_ms());
+    /// The operator starts model `m`'s rollout. The daemon's own rule decides whether it may start beside
+    /// the rollouts already there (`fleet_rules::may_start`): one of another model must never stand in
+    /// its way.
+    pub(super) fn start_rollout(&mut self, m: u8) {
+        let spec = spec(&self.models[m as usize], m, &self.catalog).expect("validated before the run");
+        let mut rollout = Rollout::new(spec).expect("validated before the run");
+        let list: Vec<Rollout> =
+            self.ctl.rollouts.iter().chain(self.ctl.on_disk.iter().flatten()).flatten().cloned().collect();
+        if let Err(why) = may_start(&list, &rollout.spec, &self.ctl.views) {
+            let detail = format!("{}'s rollout may not start: {why}", self.catalog.models[m as usize]);
+            return self.violate(super::invariants::ISOLATION, None, detail);
+        }
+        rollout.state.order = next_order(&list);
+        if let Some(disk) = self.ctl.on_disk.as_mut() {
+            // The operator's start reaches a controller that is down: it is taken when it is back.
+            disk[m as usize] = Some(rollout);
+        } else {
+            self.ctl.rollouts[m as usize] = Some(rollout);
+        }
+        self.rollout_started_ms[m as usize] = Some(self.now_ms());
         if self.ctl.up {
             self.evaluate_once();
         }
@@ -243,14 +280,19 @@ impl World {
         self.q.after(every, Ev::Evaluate);
     }
 
+    /// One evaluation of every model's rollout, each over the same registry; every rollout is persisted
+    /// before any action of the step is performed.
     fn evaluate_once(&mut self) {
         let now = self.now_s();
         let daemon_filter = self.scenario.controller.skip_terminal_rollouts;
-        let Some(rollout) = self.ctl.rollout.as_mut() else { return };
-        if daemon_filter && terminal(&rollout.state.phase) {
-            return;
+        let mut actions = Vec::new();
+        for (m, rollout) in self.ctl.rollouts.iter_mut().enumerate() {
+            let Some(rollout) = rollout.as_mut() else { continue };
+            if daemon_filter && terminal(&rollout.state.phase) {
+                continue;
+            }
+            actions.extend(rollout.evaluate(&self.ctl.views, now).into_iter().map(|a| (m as u8, a)));
         }
-        let actions = rollout.evaluate(&self.ctl.views, now);
         if self.ctl.crash_pending {
             // Persisted, then the process dies before performing the actions.
             self.crash(actions.len());
@@ -259,41 +301,53 @@ impl World {
         self.perform_actions(actions);
     }
 
-    fn perform_actions(&mut self, actions: Vec<Action>) {
-        for a in actions {
+    /// Performs model `m`'s rollout's actions. Each must be about model `m`: a rollout that publishes or
+    /// clears another model's desired state breaks the isolation invariant.
+    fn perform_actions(&mut self, actions: Vec<(u8, Action)>) {
+        for (m, a) in actions {
+            let name = &self.catalog.models[m as usize];
+            let about = match &a {
+                Action::Desire { desired, .. } => Some(&desired.model),
+                Action::Withdraw { model, .. } => Some(model),
+                Action::Audit(_) => None,
+            };
+            if let Some(other) = about.filter(|other| *other != name) {
+                let detail = format!("{name}'s rollout acted on {other}: {a:?}");
+                return self.violate(super::invariants::ISOLATION, None, detail);
+            }
             match a {
                 Action::Desire { device, desired } => {
                     let dev = index_of(&device);
                     let desired = Arc::new(desired);
                     if self.ctl.broker_up {
-                        self.ctl.retained[dev] = Some(desired.clone());
+                        *self.ctl.retained_mut(dev, m) = Some(desired.clone());
                     }
                     self.ctl_send(dev as u32, Down::Desired(desired));
                 }
                 Action::Withdraw { device, .. } => {
                     let dev = index_of(&device);
                     if self.ctl.broker_up {
-                        self.ctl.retained[dev] = None;
+                        *self.ctl.retained_mut(dev, m) = None;
                     }
-                    self.ctl_send(dev as u32, Down::Withdrawn);
+                    self.ctl_send(dev as u32, Down::Withdrawn(m));
                 }
                 Action::Audit(_) => {} // Kept in the rollout's history, which the report reads.
             }
         }
     }
 
-    /// The controller process dies after persisting its last step. Its rollout and registry survive as
-    /// bytes (serde_json for the rollout, as the daemon's store writes it; postcard for the registry); the
-    /// embedded broker dies with it, taking retained states and every connection.
+    /// The controller process dies after persisting its last step. Its rollouts and registry survive as
+    /// bytes (serde_json for the rollouts, as the daemon's store writes them; postcard for the registry);
+    /// the embedded broker dies with it, taking retained states and every connection.
     fn crash(&mut self, lost: usize) {
         self.ctl.crash_pending = false;
         self.controller_restarts += 1;
         self.actions_lost_in_crash = lost;
-        let rollout = self.ctl.rollout.take();
-        let rollout_bytes = serde_json::to_vec(&rollout).expect("a rollout serializes");
+        let rollouts = std::mem::take(&mut self.ctl.rollouts);
+        let rollout_bytes = serde_json::to_vec(&rollouts).expect("a rollout serializes");
         let registry = (std::mem::take(&mut self.ctl.views), std::mem::take(&mut self.ctl.meta));
         let registry_bytes = postcard::to_allocvec(&registry).expect("the registry serializes");
-        self.ctl.on_disk = rollout;
+        self.ctl.on_disk = Some(rollouts);
         self.ctl.disk = Some((rollout_bytes, registry_bytes));
         self.ctl.up = false;
         if self.scenario.controller.embedded_broker {
@@ -307,42 +361,60 @@ impl World {
         self.q.after(down.max(1), Ev::ControllerStart);
     }
 
-    /// Start: load what was persisted, republish every desired state the rollout asks for (the broker may
-    /// have lost them), resume the planner's timer. Terminal rollouts included, as the planner's contract
-    /// says (a retained revert must reach a device that is offline now); `skip_terminal_rollouts` does
-    /// what daemon/rollouts.rs does today instead.
+    /// Start: load what was persisted, republish every desired state each rollout asks for (the broker
+    /// may have lost them), resume the planner's timer. Terminal rollouts included, as the planner's
+    /// contract says (a retained revert must reach a device that is offline now); `skip_terminal_rollouts`
+    /// does what daemon/rollouts.rs does today instead.
     pub(super) fn controller_start(&mut self) {
         let (rollout_bytes, registry_bytes) = self.ctl.disk.take().expect("a crash left state on disk");
-        let rollout: Option<Rollout> = serde_json::from_slice(&rollout_bytes).expect("the stored rollout loads");
+        let mut rollouts: Vec<Option<Rollout>> =
+            serde_json::from_slice(&rollout_bytes).expect("the stored rollouts load");
+        // A rollout the operator started while the controller was down.
+        for (stored, started) in rollouts.iter_mut().zip(self.ctl.on_disk.take().unwrap_or_default()) {
+            if stored.is_none() {
+                *stored = started;
+            }
+        }
         let (views, meta): (Vec<DeviceView>, Vec<Meta>) =
             postcard::from_bytes(&registry_bytes).expect("the stored registry loads");
         self.ctl.views = views;
         self.ctl.meta = meta;
-        self.ctl.on_disk = None;
         self.ctl.up = true;
         self.ctl.broker_up = true;
         let daemon_filter = self.scenario.controller.skip_terminal_rollouts;
-        let republish =
-            rollout.as_ref().filter(|r| !(daemon_filter && terminal(&r.state.phase))).map(|r| r.desired_states());
-        self.ctl.rollout = rollout;
-        if let Some(actions) = republish {
-            self.perform_actions(actions);
-        }
+        let republish: Vec<(u8, Action)> = rollouts
+            .iter()
+            .enumerate()
+            .filter_map(|(m, r)| Some((m as u8, r.as_ref()?)))
+            .filter(|(_, r)| !(daemon_filter && terminal(&r.state.phase)))
+            .flat_map(|(m, r)| r.desired_states().into_iter().map(move |a| (m, a)))
+            .collect();
+        self.ctl.rollouts = rollouts;
+        self.perform_actions(republish);
         let every = self.scenario.controller.evaluate_every_secs * 1000;
         self.q.after(every, Ev::Evaluate);
     }
 
-    /// Converged: the rollout reached a decision, no fault is still pending, every device is powered,
-    /// back from any outage, idle and on the model the decision implies, and the controller's view of
-    /// each matches the device (model and update stage).
+    /// Where model `m` must end, by its rollout's decision: `Some(release)`, `Some(None)` when any release
+    /// will do (paused), `None` while undecided.
+    pub(super) fn wanted(&self, m: u8) -> Option<Option<u8>> {
+        match self.ctl.rollout(m)?.state.phase {
+            Phase::Completed => Some(Some(target(m))),
+            Phase::RolledBack { .. } | Phase::Aborted { reverted: true } => Some(Some(base(m))),
+            Phase::Paused { .. } => Some(None),
+            _ => None,
+        }
+    }
+
+    /// Converged: every model's rollout reached a decision, no fault is still pending, every device is
+    /// powered, back from any outage, idle and on the release each decision implies, and the controller's
+    /// view of each matches the device (models and update stages).
     fn check_converged(&mut self) {
-        let Some(r) = self.ctl.rollout.as_ref() else { return };
-        let want = match r.state.phase {
-            Phase::Completed => Some(TARGET),
-            Phase::RolledBack { .. } | Phase::Aborted { reverted: true } => Some(BASE),
-            Phase::Paused { .. } => None,
-            _ => return,
-        };
+        let mut want = Vec::with_capacity(self.catalog.models.len());
+        for m in 0..self.catalog.models.len() as u8 {
+            let Some(w) = self.wanted(m) else { return };
+            want.push(w);
+        }
         let now = self.now_ms();
         let s = &self.scenario;
         if s.faults.partitions.iter().any(|p| p.until_secs * 1000 > now)
@@ -350,13 +422,18 @@ impl World {
         {
             return;
         }
-        let target_bundle = self.catalog.get(TARGET).bundle.digest;
         let settled = self.devices.iter().zip(&self.ctl.views).all(|(d, v)| {
-            let on_final = match want {
-                Some(TARGET) => d.slots.active == Some(TARGET) || d.install_failed(&target_bundle),
-                Some(w) => d.slots.active == Some(w),
-                None => true,
-            };
+            let on_final = want.iter().enumerate().all(|(m, w)| {
+                // A completed rollout's release belongs on its members; the devices it did not select
+                // keep the model's baseline.
+                let w = match (w, self.ctl.rollout(m as u8)) {
+                    (Some(w), Some(r)) if *w == target(m as u8) && !r.state.members.contains_key(&d.id) => {
+                        Some(base(m as u8))
+                    }
+                    (w, _) => *w,
+                };
+                w.is_none_or(|w| d.settled_on(&self.catalog, m as u8, w))
+            });
             // Connections may flap for ever (`link_failures_per_hour`); what must converge is what runs
             // and where each update stands.
             d.powered && now >= d.offline_until_ms && !d.updating() && on_final && d.agrees_with(v, &self.catalog)

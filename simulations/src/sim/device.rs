@@ -4,10 +4,10 @@
 //! (`device_platform.rs`). Local traffic is drawn from the model's behaviour; telemetry windows and the
 //! watch's health figures come from it (`device_local.rs`).
 
-use super::catalog::{BASE, Catalog};
+use super::catalog::{Catalog, base, target};
 use super::fabric::Down;
 use super::rng::Rng;
-use super::scenario::Scenario;
+use super::scenario::{ModelCfg, Scenario};
 use super::telemetry::{Body, Queue};
 use super::world::{Ev, World};
 use outpost_agent::fleet::shell::Shell;
@@ -33,7 +33,38 @@ pub struct Link {
     pub conn: u32,
     /// A reconnect attempt is scheduled.
     pub connecting: bool,
-    pub last_desired_at: u64,
+    /// Per model: when the last desired state on its topic is delivered (they are delivered in order).
+    pub last_desired_at: Vec<u64>,
+}
+
+/// What the simulator last told a device about a model (as received), for the aborted-release invariant.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Told {
+    #[default]
+    Nothing,
+    /// A desired state to install a release.
+    Install,
+    /// A revert, or the desired state withdrawn.
+    Back,
+}
+
+/// One model on one device: its slots, the traffic it served, how its release behaves here, and what the
+/// invariants remember of it.
+#[derive(Debug, Clone, Default)]
+pub struct DeviceModel {
+    /// `disk.slots` of this model as release indices.
+    pub slots: Slots,
+    window: Traffic,
+    watch: Traffic,
+    /// The release is broken on this device / fails its self-test here.
+    failing: bool,
+    selftest_fails: bool,
+    pub ever_on_target: bool,
+    /// The release became active in the step just performed (checked, then cleared, by the invariants).
+    pub just_activated: bool,
+    /// The highest floor this model ever had here: it must never go down.
+    pub floor_seen: u64,
+    pub told: Told,
 }
 
 /// One model's slot table as release indices, read from the agent's table (`SimDisk::slots`) after every
@@ -70,25 +101,19 @@ pub struct Device {
     pub shell: Shell,
     /// What a power loss keeps: the shell's persisted state, the slot table, the staging file.
     pub disk: SimDisk,
-    /// `disk.slots` as release indices.
-    pub slots: Slots,
-    /// Bit per release that passed verification on this device (the factory model counts as verified).
-    pub verified: u8,
+    /// Per model (index as in the catalog).
+    pub models: Vec<DeviceModel>,
+    /// Bit per release that passed verification on this device (the factory models count as verified).
+    pub verified: u32,
     served_until_ms: u64,
-    window: Traffic,
-    watch: Traffic,
     queue: Queue,
-    /// The release is broken on this device / fails its self-test here.
-    failing: bool,
-    selftest_fails: bool,
     /// Loses power once while an update runs (and has not yet).
     will_lose_power: bool,
     ticking: bool,
-    pub ever_on_target: bool,
 }
 
 impl Device {
-    pub fn new(i: u32, s: &Scenario, catalog: &Catalog, rng: &mut Rng) -> Device {
+    pub fn new(i: u32, s: &Scenario, models: &[ModelCfg], catalog: &Catalog, rng: &mut Rng) -> Device {
         let f = &s.fleet;
         let region = &f.regions[i as usize % f.regions.len()];
         let arch_name = &f.archs[(i as usize / f.regions.len()) % f.archs.len()];
@@ -97,7 +122,7 @@ impl Device {
         let offline = rng.chance(s.faults.offline_fraction);
         let offline_until_ms =
             if offline { rng.range(s.faults.return_min_secs, s.faults.return_max_secs).max(1) * 1000 } else { 0 };
-        Device {
+        let mut d = Device {
             id: DeviceId::new(format!("dev-{i:06}")).expect("a valid id"),
             arch,
             labels: vec![("region".into(), region.clone()), ("arch".into(), arch.as_str().into())],
@@ -109,18 +134,30 @@ impl Device {
             skew_ms: rng.range(0, 2 * skew as u64) as i64 - skew,
             shell: Shell::default(),
             disk: SimDisk::factory(catalog),
-            slots: Slots { active: Some(BASE), ..Slots::default() },
-            verified: 1 << BASE,
+            models: Vec::new(),
+            verified: 0,
             served_until_ms: 0,
-            window: Traffic::default(),
-            watch: Traffic::default(),
             queue: Queue::default(),
-            failing: rng.chance(s.release.failing_devices),
-            selftest_fails: rng.chance(s.release.selftest_failures),
-            will_lose_power: rng.chance(s.faults.power_loss),
+            will_lose_power: false,
             ticking: false,
-            ever_on_target: false,
+        };
+        // The draws keep the order of the one-model simulator (first model, power, then the others), so a
+        // one-model scenario replays as it did.
+        let failing = rng.chance(models[0].release.failing_devices);
+        let selftest_fails = rng.chance(models[0].release.selftest_failures);
+        d.will_lose_power = rng.chance(s.faults.power_loss);
+        d.models.push(DeviceModel { failing, selftest_fails, ..DeviceModel::default() });
+        for m in &models[1..] {
+            let failing = rng.chance(m.release.failing_devices);
+            let selftest_fails = rng.chance(m.release.selftest_failures);
+            d.models.push(DeviceModel { failing, selftest_fails, ..DeviceModel::default() });
         }
+        for (m, dm) in d.models.iter_mut().enumerate() {
+            dm.slots = Slots { active: Some(base(m as u8)), ..Slots::default() };
+            dm.floor_seen = catalog.get(base(m as u8)).running.sequence;
+            d.verified |= 1 << base(m as u8);
+        }
+        d
     }
 
     pub fn label(&self, key: &str) -> Option<&str> {
@@ -137,13 +174,25 @@ impl Device {
         self.shell.updating()
     }
 
-    /// The update stage of the simulated model.
-    pub fn stage(&self, catalog: &Catalog) -> UpdateStage {
-        self.shell.stage(catalog.model().as_str())
+    /// The update stage of model `m`.
+    pub fn stage(&self, catalog: &Catalog, m: u8) -> UpdateStage {
+        self.shell.stage(catalog.models[m as usize].as_str())
     }
 
+    /// Model `m`'s active release.
+    pub fn active(&self, m: u8) -> Option<u8> {
+        self.models[m as usize].slots.active
+    }
+
+    /// Every model the device serves, as its hello lists them.
     pub fn running(&self, catalog: &Catalog) -> Vec<RunningModel> {
-        self.slots.active.map(|r| catalog.get(r).running.clone()).into_iter().collect()
+        self.models.iter().filter_map(|m| m.slots.active).map(|r| catalog.get(r).running.clone()).collect()
+    }
+
+    /// Model `m` ended where its rollout's outcome wants it: on `want`, or (when `want` is the release)
+    /// with the release refused or rolled back by the device itself.
+    pub fn settled_on(&self, catalog: &Catalog, m: u8, want: u8) -> bool {
+        self.active(m) == Some(want) || (want == target(m) && self.install_failed(&catalog.get(want).bundle.digest))
     }
 
     /// The device's own update of `bundle` ended in a refusal or a rollback of its own (not a
@@ -214,11 +263,13 @@ impl World {
         self.dev_send(dev, Message::Presence(Presence { device: id, online: true, boot_id }));
         let hello = self.hello(dev);
         self.dev_send(dev, hello);
-        // The broker hands a new subscriber the retained desired state.
-        if self.devices[dev as usize].link.up
-            && let Some(desired) = self.ctl.retained[dev as usize].clone()
-        {
-            self.ctl_send(dev, Down::Desired(desired));
+        // The broker hands a new subscriber the retained desired state of every model.
+        for m in 0..self.catalog.models.len() as u8 {
+            if self.devices[dev as usize].link.up
+                && let Some(desired) = self.ctl.retained_mut(dev as usize, m).clone()
+            {
+                self.ctl_send(dev, Down::Desired(desired));
+            }
         }
         self.ship(dev);
     }
@@ -249,23 +300,41 @@ impl World {
         }
         match msg {
             Down::Desired(desired) => {
-                let active = d.slots.active.map(|r| &self.catalog.get(r).running);
-                let already_active = active.is_some_and(|m| m.name == desired.model && m.sequence == desired.sequence);
-                let installs = desired.mode != Mode::Revert && !already_active;
+                let m = self.catalog.index(desired.model.as_str());
+                let active = m.and_then(|m| d.active(m)).map(|r| &self.catalog.get(r).running);
+                let already_active = active.is_some_and(|a| a.name == desired.model && a.sequence == desired.sequence);
+                let installs = matches!(desired.mode, Mode::Activate | Mode::Shadow { .. }) && !already_active;
                 if installs && d.will_lose_power {
                     // Somewhere in the update: fetching, verifying, shadowing, activating or watching.
-                    let span = (u64::from(self.scenario.rollout.shadow_secs.unwrap_or(0))
-                        + u64::from(self.scenario.rollout.watch_secs))
-                        * 1000;
+                    let r = &self.models[m.unwrap_or(0) as usize].rollout;
+                    let span = (u64::from(r.shadow_secs.unwrap_or(0)) + u64::from(r.watch_secs)) * 1000;
                     let at = self.rng.range(50, span.max(100));
                     self.dev(dev).will_lose_power = false;
                     self.q.after(at, Ev::PowerLoss { dev });
                 }
-                self.with_shell(dev, |s, p| s.desired(p, (*desired).clone()));
+                if let Some(m) = m {
+                    self.dev(dev).models[m as usize].told =
+                        if matches!(desired.mode, Mode::Activate | Mode::Shadow { .. }) {
+                            Told::Install
+                        } else {
+                            Told::Back
+                        };
+                }
+                if desired.mode == Mode::Revert && self.scenario.faults.ignore_revert {
+                    return;
+                }
+                self.for_model(dev, m, |w| w.with_shell(dev, |s, p| s.desired(p, (*desired).clone())));
             }
-            Down::Withdrawn => {
-                let model = self.catalog.model().clone();
-                self.with_shell(dev, |s, p| s.withdrawn(p, &model));
+            Down::Withdrawn(m) => {
+                self.dev(dev).models[m as usize].told = Told::Back;
+                let models = if self.scenario.faults.withdraw_all_models {
+                    self.catalog.models.clone()
+                } else {
+                    vec![self.catalog.models[m as usize].clone()]
+                };
+                self.for_model(dev, Some(m), |w| {
+                    w.with_shell(dev, |s, p| models.iter().for_each(|model| s.withdrawn(p, model)))
+                });
             }
             Down::Chunk { release, index, corrupt } => self.chunk_arrives(dev, release, index, corrupt),
             Down::Ack(up_to) => {
@@ -292,8 +361,8 @@ impl World {
         } else {
             data.clone()
         };
-        let bundle = r.bundle.digest;
-        self.with_shell(dev, |s, p| s.chunk(p, bundle, index, &data));
+        let (bundle, m) = (r.bundle.digest, r.model);
+        self.for_model(dev, Some(m), |w| w.with_shell(dev, |s, p| s.chunk(p, bundle, index, &data)));
     }
 
     pub(super) fn device_tick(&mut self, dev: u32, boot: u32) {

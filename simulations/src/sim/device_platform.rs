@@ -8,10 +8,10 @@
 //! of the world (messages, telemetry records, scheduled work) in order; [`World::with_shell`] applies them
 //! when the shell returns.
 
-use super::super::catalog::{BASE, Catalog, TARGET};
+use super::super::catalog::{Catalog, base, target};
 use super::super::telemetry::Body;
 use super::super::world::{Ev, Work, World};
-use super::{Device, Slots};
+use super::{DeviceModel, Slots};
 use outpost_agent::fleet::platform::{Clock, Disk, Fabric, Serving, Sink, Watched, Work as WorkSeam};
 use outpost_agent::fleet::shell::{Done, DriverState, Shell};
 use outpost_agent::update::machine::Release;
@@ -40,13 +40,15 @@ pub struct SimDisk {
 }
 
 impl SimDisk {
-    /// A device from the factory: the baseline verified, active and committed.
+    /// A device from the factory: every model's baseline verified, active and committed.
     pub fn factory(catalog: &Catalog) -> SimDisk {
         let mut slots = outpost_agent::slots::Slots::default();
-        let base = &catalog.get(BASE).running;
-        let m = slots.model_mut(base.name.as_str());
-        m.activate(base.digest, 0);
-        m.commit(base.sequence);
+        for m in 0..catalog.models.len() as u8 {
+            let base = &catalog.get(base(m)).running;
+            let s = slots.model_mut(base.name.as_str());
+            s.activate(base.digest, 0);
+            s.commit(base.sequence);
+        }
         SimDisk { persisted: DriverState::default(), slots, staging: BTreeMap::new(), last_chunk: None }
     }
 
@@ -84,9 +86,8 @@ pub(in crate::sim) struct SimPlatform<'a> {
     now_ms: u64,
     disk: &'a mut SimDisk,
     catalog: &'a Catalog,
-    watched: Watched,
-    /// The serving model passes its self-test vectors.
-    selftest_ok: bool,
+    /// Each model's traffic and behaviour on this device (the watch's figures, the self-test's answer).
+    models: &'a [DeviceModel],
     out: Vec<Out>,
 }
 
@@ -166,11 +167,15 @@ impl Serving for SimPlatform<'_> {
     fn await_active(&mut self, model: &str, digest: Digest) {
         self.out.push(Out::Work(ACTIVATE_MS, Work::Activate { model: model.to_owned(), digest }));
     }
-    fn watch(&mut self, _model: &str) -> Watched {
-        self.watched
+    fn watch(&mut self, model: &str) -> Watched {
+        self.catalog.index(model).map_or(Watched::default(), |m| watched(&self.models[m as usize], self.catalog))
     }
-    fn self_test_active(&mut self, _model: &str) -> bool {
-        self.selftest_ok
+    /// The serving model passes its self-test vectors unless it is the release and fails them here.
+    fn self_test_active(&mut self, model: &str) -> bool {
+        self.catalog.index(model).is_none_or(|m| {
+            let dm = &self.models[m as usize];
+            !(dm.selftest_fails && dm.slots.active == Some(target(m)))
+        })
     }
 }
 
@@ -188,20 +193,19 @@ impl World {
         self.serve(dev);
         let now = self.now_ms();
         let d = &mut self.devices[dev as usize];
-        let watched = watched(d, &self.catalog);
-        let selftest_ok = !(d.selftest_fails && d.slots.active == Some(TARGET));
         let mut p = SimPlatform {
             now_ms: d.clock_ms(now),
             disk: &mut d.disk,
             catalog: &self.catalog,
-            watched,
-            selftest_ok,
+            models: &d.models,
             out: Vec::new(),
         };
         call(&mut d.shell, &mut p);
         let out = std::mem::take(&mut p.out);
-        let view = d.disk.view(&self.catalog, self.catalog.model().as_str());
-        self.set_slots(dev, view);
+        for m in 0..self.catalog.models.len() as u8 {
+            let view = self.devices[dev as usize].disk.view(&self.catalog, self.catalog.models[m as usize].as_str());
+            self.set_slots(dev, m, view);
+        }
         let boot = self.devices[dev as usize].boot;
         for o in out {
             match o {
@@ -226,7 +230,10 @@ impl World {
                 (model, Done::Verified { bundle, result })
             }
             Work::SelfTest { model, bundle, digest } => {
-                let result = if digest == self.catalog.get(TARGET).running.digest && d.selftest_fails {
+                let fails = self.catalog.index(&model).is_some_and(|m| {
+                    digest == self.catalog.get(target(m)).running.digest && d.models[m as usize].selftest_fails
+                });
+                let result = if fails {
                     Err((
                         RejectReason::SelfTestFailed,
                         "self-test vector 1: output differs beyond the tolerance".into(),
@@ -238,7 +245,8 @@ impl World {
             }
             Work::Activate { model, digest } => (model, Done::Activated { digest, result: Ok(()) }),
         };
-        self.with_shell(dev, |s, p| s.complete(p, &model, done));
+        let m = self.catalog.index(&model);
+        self.for_model(dev, m, |w| w.with_shell(dev, |s, p| s.complete(p, &model, done)));
     }
 
     /// The checks of `protocol::verify` that the simulated bundles can fail: completeness and digest,
@@ -280,8 +288,8 @@ impl World {
     }
 }
 
-/// The watch's figures: the traffic the active model served since its activation.
-fn watched(d: &Device, catalog: &Catalog) -> Watched {
-    let p95_us = d.slots.active.map_or(0, |r| catalog.get(r).p95_us);
-    Watched { requests: d.watch.requests, errors: d.watch.errors, p95_us }
+/// The watch's figures: the traffic the model's active release served since its activation.
+fn watched(dm: &DeviceModel, catalog: &Catalog) -> Watched {
+    let p95_us = dm.slots.active.map_or(0, |r| catalog.get(r).p95_us);
+    Watched { requests: dm.watch.requests, errors: dm.watch.errors, p95_us }
 }

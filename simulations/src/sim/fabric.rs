@@ -10,8 +10,9 @@
 //!   acknowledged, chunk requests retried by the update machine.
 //! - Messages to a disconnected device are lost (no queued QoS 1 session), except the retained desired
 //!   state.
-//! - Desired states to one device are never reordered among themselves: the broker delivers one topic in
-//!   order. Everything else may be overtaken.
+//! - Desired states of one model to one device are never reordered among themselves: the broker delivers
+//!   one topic (`down/desired/{model}`) in order. Everything else may be overtaken, the desired states of
+//!   two models by each other too.
 //! - Bytes are the real frame sizes: the 4-byte codec header plus the postcard encoding of the real
 //!   `outpost_protocol` message. Telemetry is counted uncompressed (the agent compresses a batch only when
 //!   that pays, so real figures are at most these).
@@ -26,8 +27,13 @@ use std::sync::Arc;
 #[derive(Debug, Clone)]
 pub enum Down {
     Desired(Arc<DesiredState>),
-    Withdrawn,
-    Chunk { release: u8, index: u32, corrupt: bool },
+    /// Model `m`'s retained desired state cleared.
+    Withdrawn(u8),
+    Chunk {
+        release: u8,
+        index: u32,
+        corrupt: bool,
+    },
     Ack(u64),
 }
 
@@ -157,7 +163,11 @@ impl World {
             }
             m => m,
         };
-        let ordered = matches!(msg, Down::Desired(_) | Down::Withdrawn);
+        let topic = match &msg {
+            Down::Desired(d) => Some(self.catalog.index(d.model.as_str()).unwrap_or(0)),
+            Down::Withdrawn(m) => Some(*m),
+            _ => None,
+        };
         let copies = if self.rng.chance(self.scenario.fabric.duplicate) {
             self.traffic.kinds.get_mut(kind).expect("counted").duplicated += 1;
             2
@@ -166,11 +176,14 @@ impl World {
         };
         for _ in 0..copies {
             let mut at = self.now_ms() + self.delay();
-            if ordered {
-                // One topic, in order: never before the previous desired state to this device.
-                let d = &mut self.devices[dev as usize];
-                at = at.max(d.link.last_desired_at + 1);
-                d.link.last_desired_at = at;
+            if let Some(m) = topic {
+                // One topic, in order: never before the previous desired state of this model to this device.
+                let last = &mut self.devices[dev as usize].link.last_desired_at;
+                if last.len() <= m as usize {
+                    last.resize(m as usize + 1, 0);
+                }
+                at = at.max(last[m as usize] + 1);
+                last[m as usize] = at;
             }
             self.q.at(at, Ev::ToDevice { dev, conn, msg: msg.clone() });
         }
@@ -183,7 +196,7 @@ impl World {
                 ("down/desired", encoded_len(&mut self.ctl.scratch, &m))
             }
             // An empty retained publish clears the state: no payload at all.
-            Down::Withdrawn => ("down/desired", 0),
+            Down::Withdrawn(_) => ("down/desired", 0),
             Down::Ack(n) => (
                 "down/ack",
                 encoded_len(

@@ -2,8 +2,10 @@
 //! at the end the whole fleet is. The first violation stops the run with the seed and step number, which
 //! replay it exactly.
 
-use super::catalog::{BASE, TARGET};
+use super::catalog::{base, target};
+use super::device::{Slots, Told};
 use super::world::World;
+use outpost_agent::update::machine::UpdateState;
 use outpost_controller::rollout::Phase;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,11 +36,18 @@ impl std::fmt::Display for Violation {
 
 pub const UNVERIFIED: &str = "no device runs an unverified model";
 pub const OUTSIDE_WAVE: &str = "no device outside the current waves runs the candidate";
+pub const ABORTED: &str = "no device runs an aborted release";
+pub const FLOOR: &str = "a model's floor never decreases";
+pub const ISOLATION: &str = "one model's rollout never touches another model";
 pub const END_VERSION: &str = "every device ends on the target or the previous version";
 pub const VIEW: &str = "the controller's view converges to the devices' truth";
 
+/// What an event for one model may not change of another: its slots, its floor and its update machine's
+/// whole state (job, stage, queued and retained desired state).
+type Mark = (Slots, u64, Option<UpdateState>);
+
 impl World {
-    fn violate(&mut self, invariant: &'static str, device: Option<u32>, detail: String) {
+    pub(super) fn violate(&mut self, invariant: &'static str, device: Option<u32>, detail: String) {
         if self.violation.is_none() {
             self.violation = Some(super::invariants::Violation {
                 invariant,
@@ -51,26 +60,97 @@ impl World {
         }
     }
 
-    /// After a step that touched `dev`.
-    pub(super) fn check_device(&mut self, dev: u32) {
+    fn marks(&self, dev: u32) -> Vec<Mark> {
         let d = &self.devices[dev as usize];
-        let Some(active) = d.slots.active else { return };
+        self.catalog
+            .models
+            .iter()
+            .zip(&d.models)
+            .map(|(name, dm)| {
+                let machine = d.shell.machine(name.as_str()).map(|m| m.state.clone());
+                (dm.slots, d.disk.slots.floor(name.as_str()), machine)
+            })
+            .collect()
+    }
+
+    /// Performs `step`, an event about model `m` on device `dev` (its desired state, a chunk of its
+    /// bundle, the answer to its slow work), and checks that no other model of the device changed.
+    pub(super) fn for_model(&mut self, dev: u32, m: Option<u8>, step: impl FnOnce(&mut World)) {
+        let Some(m) = m.filter(|_| self.catalog.models.len() > 1) else { return step(self) };
+        let before = self.marks(dev);
+        step(self);
+        let after = self.marks(dev);
+        for (o, (b, a)) in before.iter().zip(&after).enumerate() {
+            if o != m as usize && b != a {
+                let what = if b.0 != a.0 {
+                    "slots"
+                } else if b.1 != a.1 {
+                    "floor"
+                } else {
+                    "update state"
+                };
+                let stage = |mark: &Mark| mark.2.as_ref().and_then(|s| s.job.as_ref()).map(|j| j.stage);
+                let detail = format!(
+                    "an event about {} changed {}'s {what} (update stage {:?} -> {:?})",
+                    self.catalog.models[m as usize],
+                    self.catalog.models[o],
+                    stage(b),
+                    stage(a)
+                );
+                return self.violate(ISOLATION, Some(dev), detail);
+            }
+        }
+    }
+
+    /// After a step that touched `dev`: every model of it.
+    pub(super) fn check_device(&mut self, dev: u32) {
+        for m in 0..self.catalog.models.len() as u8 {
+            self.check_model(dev, m);
+        }
+    }
+
+    fn check_model(&mut self, dev: u32, m: u8) {
+        let name = self.catalog.models[m as usize].as_str();
+        let d = &self.devices[dev as usize];
+        let floor = d.disk.slots.floor(name);
+        let dm = &d.models[m as usize];
+        let (seen, just_activated, told) = (dm.floor_seen, dm.just_activated, dm.told);
+        if floor < seen {
+            return self.violate(FLOOR, Some(dev), format!("{name}'s floor went from {seen} down to {floor}"));
+        }
+        let dm = &mut self.devices[dev as usize].models[m as usize];
+        dm.floor_seen = floor;
+        dm.just_activated = false;
+        let d = &self.devices[dev as usize];
+        let Some(active) = d.active(m) else { return };
         if d.verified & (1 << active) == 0 {
             let detail = format!("{} is active but never passed verification here", self.catalog.label(Some(active)));
             return self.violate(UNVERIFIED, Some(dev), detail);
         }
-        if active != TARGET {
+        if active != target(m) {
             return;
         }
         // The rollout as the controller holds it, or as persisted while the controller is down.
-        let Some(r) = self.ctl.rollout.as_ref().or(self.ctl.on_disk.as_ref()) else {
+        let Some(r) = self.ctl.rollout(m) else {
             return self.violate(OUTSIDE_WAVE, Some(dev), "runs the release before any rollout of it".into());
         };
+        // A device activates a release only on an install request still standing: once told to go back
+        // (the desired state withdrawn, as an aborted or paused rollout does, or a revert) it must not take
+        // the release up until told to install again.
+        if just_activated && told != Told::Install {
+            let detail = format!(
+                "activated {} after {} (rollout {})",
+                self.catalog.label(Some(active)),
+                if told == Told::Back { "it was told to go back" } else { "no request to install it" },
+                r.state.phase.name()
+            );
+            return self.violate(ABORTED, Some(dev), detail);
+        }
         let current = r.state.wave;
         let detail = match r.state.members.get(&d.id) {
             None => Some(format!("runs the release but is in no wave (current wave {})", current + 1)),
-            Some(m) if m.wave > current && r.state.phase != Phase::Completed => {
-                Some(format!("runs the release but belongs to wave {} (current wave {})", m.wave + 1, current + 1))
+            Some(mb) if mb.wave > current && r.state.phase != Phase::Completed => {
+                Some(format!("runs the release but belongs to wave {} (current wave {})", mb.wave + 1, current + 1))
             }
             Some(_) => None,
         };
@@ -79,13 +159,22 @@ impl World {
         }
     }
 
-    /// At the end of the run: versions, and (once converged) the controller's view of every device.
+    /// At the end of the run: versions, aborted releases, and (once converged) the controller's view of
+    /// every device.
     pub(super) fn check_end(&mut self) {
         for dev in 0..self.devices.len() as u32 {
-            let d = &self.devices[dev as usize];
-            if !matches!(d.slots.active, Some(BASE) | Some(TARGET)) {
-                let detail = format!("ends on {}", self.catalog.label(d.slots.active));
-                return self.violate(END_VERSION, Some(dev), detail);
+            for m in 0..self.catalog.models.len() as u8 {
+                let d = &self.devices[dev as usize];
+                let active = d.active(m);
+                if !(active == Some(base(m)) || active == Some(target(m))) {
+                    let detail = format!("ends on {}", self.catalog.label(active));
+                    return self.violate(END_VERSION, Some(dev), detail);
+                }
+                let reverted = self.ctl.rollout(m).is_some_and(|r| r.state.phase.reverting());
+                if reverted && active == Some(target(m)) {
+                    let detail = format!("ends on {} after its rollout was reverted", self.catalog.label(active));
+                    return self.violate(ABORTED, Some(dev), detail);
+                }
             }
         }
         if self.converged_ms.is_none() {
@@ -98,17 +187,27 @@ impl World {
             if let Some(dev) = lagging {
                 let d = &self.devices[dev as usize];
                 let v = &self.ctl.views.get(dev as usize);
+                let models = (0..self.catalog.models.len() as u8)
+                    .map(|m| {
+                        let name = self.catalog.models[m as usize].as_str();
+                        let believed = v.and_then(|v| v.runs(&self.catalog.models[m as usize]));
+                        format!(
+                            "{name}: runs {} ({:?}), the controller believes {} ({:?})",
+                            self.catalog.label(d.active(m)),
+                            d.stage(&self.catalog, m),
+                            believed.map_or("nothing".into(), |r| format!("v{}", r.version)),
+                            d.shell
+                                .machine(name)
+                                .and_then(|mc| mc.state.job.as_ref())
+                                .and_then(|j| v.and_then(|v| v.update_for(&j.bundle())))
+                                .map(|u| u.stage),
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; ");
                 let detail = format!(
-                    "at the end the device runs {} ({:?}) and is {}, the controller believes {} ({:?}) and {}",
-                    self.catalog.label(d.slots.active),
-                    d.stage(&self.catalog),
+                    "at the end the device is {} and the controller believes it {}: {models}",
                     if d.link.up { "connected" } else { "disconnected" },
-                    v.and_then(|v| v.running.first()).map_or("nothing".into(), |r| format!("v{}", r.version)),
-                    d.shell
-                        .machine(self.catalog.model().as_str())
-                        .and_then(|m| m.state.job.as_ref())
-                        .and_then(|j| v.and_then(|v| v.update_for(&j.bundle())))
-                        .map(|u| u.stage),
                     if v.is_some_and(|v| v.online) { "online" } else { "offline" },
                 );
                 self.violate(VIEW, Some(dev), detail);

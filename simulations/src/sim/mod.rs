@@ -59,7 +59,11 @@ pub struct RunOptions {
 /// Runs a scenario to its end. Pure apart from the clock-free simulation itself: no I/O.
 pub fn run(scenario: &Scenario, opts: RunOptions) -> Result<Outcome, String> {
     // Refuse a bad rollout spec before anything runs, naming the key.
-    controller::spec(scenario, &catalog::Catalog::new(&scenario.baseline, &scenario.release))?;
+    let models = scenario.models();
+    let catalog = catalog::Catalog::new(&models);
+    for (m, cfg) in models.iter().enumerate() {
+        controller::spec(cfg, m as u8, &catalog)?;
+    }
     let devices = opts.devices.unwrap_or(scenario.devices);
     if devices == 0 {
         return Err("devices: must be > 0".into());
@@ -89,15 +93,24 @@ pub fn main(args: Args) -> anyhow::Result<u8> {
         eprintln!("outpost-sim: {v}");
     }
     let converge = match (outcome.converged_ms, outcome.rollout_started_ms) {
-        (Some(c), Some(s)) => format!("converged {:.0} s (virtual) after the rollout started", (c - s) as f64 / 1000.0),
+        (Some(c), Some(s)) => {
+            format!("converged {:.0} s (virtual) after the first rollout started", (c - s) as f64 / 1000.0)
+        }
         _ => "did not converge".into(),
     };
     let t = outcome.traffic.total();
+    let ended: Vec<String> = outcome
+        .models
+        .iter()
+        .map(|m| {
+            let name = if outcome.models.len() > 1 { format!("{}: ", m.model) } else { String::new() };
+            format!("{name}{} ({})", m.expectation_note, m.phase)
+        })
+        .collect();
     println!(
-        "{}: {} ({}); {converge}; {} messages, {} bytes; {} invariant violation(s); wall {:.1} s, peak memory {}; report in {}",
+        "{}: {}; {converge}; {} messages, {} bytes; {} invariant violation(s); wall {:.1} s, peak memory {}; report in {}",
         if outcome.ok() { "PASS" } else { "FAIL" },
-        outcome.expectation_note,
-        outcome.phase,
+        ended.join("; "),
         t.sent,
         t.bytes,
         u32::from(outcome.violation.is_some()),
@@ -105,5 +118,10 @@ pub fn main(args: Args) -> anyhow::Result<u8> {
         summary::peak_memory().unwrap_or_else(|| "unknown".into()),
         args.out.display()
     );
+    if outcome.models.len() > 1 {
+        for m in &outcome.models {
+            println!("  {}", summary::model_line(m));
+        }
+    }
     Ok(if outcome.ok() { 0 } else { 1 })
 }

@@ -11,8 +11,11 @@ pub struct Scenario {
     pub name: String,
     #[serde(default)]
     pub description: String,
-    /// The rollout phase the run must end in.
+    /// The rollout phase the run must end in (the first model's rollout).
     pub expect: Expect,
+    /// The first model's name; `baseline`, `release` and `rollout` describe it.
+    #[serde(default = "defaults::model")]
+    pub model: String,
     #[serde(default = "defaults::devices")]
     pub devices: u32,
     #[serde(default = "defaults::seed")]
@@ -34,7 +37,38 @@ pub struct Scenario {
     pub controller: Controller,
     #[serde(default)]
     pub faults: Faults,
+    /// Further models every device runs beside the first (`[[models]]`), each with its own release and
+    /// rollout, in flight at the same time as the first model's.
+    #[serde(default, rename = "models")]
+    pub extra: Vec<ExtraModel>,
 }
+
+/// A further model: what it is, how its release behaves, its rollout and how that must end.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtraModel {
+    pub name: String,
+    pub expect: Expect,
+    #[serde(default)]
+    pub baseline: Model,
+    #[serde(default)]
+    pub release: Release,
+    #[serde(default)]
+    pub rollout: RolloutCfg,
+}
+
+/// One model of the run with everything about it, the first model's taken from the top-level tables.
+#[derive(Debug, Clone)]
+pub struct ModelCfg {
+    pub name: String,
+    pub expect: Expect,
+    pub baseline: Model,
+    pub release: Release,
+    pub rollout: RolloutCfg,
+}
+
+/// Most models in a run: release indices are bits of a `u32` (two releases per model).
+pub const MAX_MODELS: usize = 16;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -284,6 +318,14 @@ pub struct Faults {
     /// Test knob: devices skip the signature check. With an unsigned release, the verification invariant
     /// must catch it.
     pub skip_signature_check: bool,
+    /// Test knob: a device applies a withdrawn desired state to every model it runs (a shell that lost
+    /// the model's name). The isolation invariant must catch it.
+    pub withdraw_all_models: bool,
+    /// Test knob: devices ignore a revert. The aborted-release invariant must catch those left on it.
+    pub ignore_revert: bool,
+    /// Test knob: a power loss resets every model's floor (a slot table written without it). The floor
+    /// invariant must catch it.
+    pub floor_lost_on_power_loss: bool,
 }
 
 /// Devices with `label` = `value` cannot reach the broker between `from_secs` and `until_secs`.
@@ -297,6 +339,9 @@ pub struct Partition {
 }
 
 mod defaults {
+    pub fn model() -> String {
+        "digits".into()
+    }
     pub fn devices() -> u32 {
         1_000
     }
@@ -312,7 +357,7 @@ mod defaults {
 pub enum ScenarioError {
     Read { path: String, source: std::io::Error },
     Parse { path: String, message: String },
-    Invalid { path: String, field: &'static str, why: String },
+    Invalid { path: String, field: String, why: String },
 }
 
 impl std::fmt::Display for ScenarioError {
@@ -342,29 +387,67 @@ impl Scenario {
         Ok(s)
     }
 
-    fn validate(&self) -> Result<(), (&'static str, String)> {
-        let unit = |field: &'static str, v: f64| {
-            if (0.0..=1.0).contains(&v) { Ok(()) } else { Err((field, format!("{v} is not in 0..=1"))) }
+    /// Every model of the run, the first one first.
+    pub fn models(&self) -> Vec<ModelCfg> {
+        let first = ModelCfg {
+            name: self.model.clone(),
+            expect: self.expect,
+            baseline: self.baseline.clone(),
+            release: self.release.clone(),
+            rollout: self.rollout.clone(),
+        };
+        std::iter::once(first)
+            .chain(self.extra.iter().map(|m| ModelCfg {
+                name: m.name.clone(),
+                expect: m.expect,
+                baseline: m.baseline.clone(),
+                release: m.release.clone(),
+                rollout: m.rollout.clone(),
+            }))
+            .collect()
+    }
+
+    fn validate(&self) -> Result<(), (String, String)> {
+        let unit = |field: &str, v: f64| {
+            if (0.0..=1.0).contains(&v) { Ok(()) } else { Err((field.to_owned(), format!("{v} is not in 0..=1"))) }
         };
         unit("fabric.drop", self.fabric.drop)?;
         unit("fabric.duplicate", self.fabric.duplicate)?;
         unit("fabric.reorder", self.fabric.reorder)?;
         unit("fabric.corrupt_chunks", self.fabric.corrupt_chunks)?;
-        unit("release.failing_devices", self.release.failing_devices)?;
-        unit("release.failing_error_rate", self.release.failing_error_rate)?;
-        unit("release.selftest_failures", self.release.selftest_failures)?;
-        unit("release.shadow_agreement", self.release.shadow_agreement)?;
-        unit("release.error_rate", self.release.error_rate)?;
-        unit("baseline.error_rate", self.baseline.error_rate)?;
         unit("faults.offline_fraction", self.faults.offline_fraction)?;
         unit("faults.power_loss", self.faults.power_loss)?;
+        let models = self.models();
+        if models.len() > MAX_MODELS {
+            return Err(("models".into(), format!("{} models; at most {MAX_MODELS}", models.len())));
+        }
+        for (i, m) in models.iter().enumerate() {
+            // The first model's tables are top-level; the others' are named by the model.
+            let at = |field: &str| if i == 0 { field.to_owned() } else { format!("models.{}.{field}", m.name) };
+            outpost_protocol::ModelName::new(&m.name).map_err(|e| (at("name"), e.to_string()))?;
+            if models[..i].iter().any(|o| o.name == m.name) {
+                return Err((at("name"), "two models of the run have this name".into()));
+            }
+            unit(&at("release.failing_devices"), m.release.failing_devices)?;
+            unit(&at("release.failing_error_rate"), m.release.failing_error_rate)?;
+            unit(&at("release.selftest_failures"), m.release.selftest_failures)?;
+            unit(&at("release.shadow_agreement"), m.release.shadow_agreement)?;
+            unit(&at("release.error_rate"), m.release.error_rate)?;
+            unit(&at("baseline.error_rate"), m.baseline.error_rate)?;
+            if m.release.chunks == 0 {
+                return Err((at("release.chunks"), "must be > 0".into()));
+            }
+            if m.release.chunk_size == 0 {
+                return Err((at("release.chunk_size"), "must be > 0".into()));
+            }
+        }
         if !(self.fabric.link_failures_per_hour >= 0.0 && self.fabric.link_failures_per_hour.is_finite()) {
-            return Err(("fabric.link_failures_per_hour", "must be a number >= 0".into()));
+            return Err(("fabric.link_failures_per_hour".into(), "must be a number >= 0".into()));
         }
         if self.fabric.drop >= 0.9 {
-            return Err(("fabric.drop", "at 90 % loss or more nothing converges; use less".into()));
+            return Err(("fabric.drop".into(), "at 90 % loss or more nothing converges; use less".into()));
         }
-        let positive = |field: &'static str, v: u64| if v > 0 { Ok(()) } else { Err((field, "must be > 0".into())) };
+        let positive = |field: &str, v: u64| if v > 0 { Ok(()) } else { Err((field.to_owned(), "must be > 0".into())) };
         positive("devices", u64::from(self.devices))?;
         positive("fleet.telemetry_window_secs", self.fleet.telemetry_window_secs)?;
         positive("fleet.tick_secs", self.fleet.tick_secs)?;
@@ -372,30 +455,29 @@ impl Scenario {
         positive("fleet.batch_records", self.fleet.batch_records as u64)?;
         positive("controller.evaluate_every_secs", self.controller.evaluate_every_secs)?;
         positive("fabric.keepalive_secs", self.fabric.keepalive_secs)?;
-        positive("release.chunks", u64::from(self.release.chunks))?;
-        positive("release.chunk_size", u64::from(self.release.chunk_size))?;
         if self.fleet.regions.is_empty() || self.fleet.archs.is_empty() {
-            return Err(("fleet", "regions and archs must not be empty".into()));
+            return Err(("fleet".into(), "regions and archs must not be empty".into()));
         }
         for a in &self.fleet.archs {
-            a.parse::<outpost_protocol::Arch>().map_err(|_| ("fleet.archs", format!("unknown architecture {a:?}")))?;
+            a.parse::<outpost_protocol::Arch>()
+                .map_err(|_| ("fleet.archs".to_owned(), format!("unknown architecture {a:?}")))?;
         }
         if self.fabric.reconnect_max_secs < self.fabric.reconnect_min_secs {
-            return Err(("fabric.reconnect_max_secs", "is below reconnect_min_secs".into()));
+            return Err(("fabric.reconnect_max_secs".into(), "is below reconnect_min_secs".into()));
         }
         if self.faults.return_max_secs < self.faults.return_min_secs {
-            return Err(("faults.return_max_secs", "is below return_min_secs".into()));
+            return Err(("faults.return_max_secs".into(), "is below return_min_secs".into()));
         }
         for p in &self.faults.partitions {
             if p.until_secs <= p.from_secs {
                 return Err((
-                    "faults.partitions",
+                    "faults.partitions".into(),
                     format!("{}={}: until_secs must be after from_secs", p.label, p.value),
                 ));
             }
         }
         if !(self.max_hours > 0.0 && self.max_hours.is_finite()) {
-            return Err(("max_hours", "must be a positive number".into()));
+            return Err(("max_hours".into(), "must be a positive number".into()));
         }
         Ok(())
     }

@@ -1,7 +1,7 @@
 //! The run's report: a markdown summary and SVG charts, all a pure function of the [`Outcome`], so the
 //! same seed gives the same bytes. Wall time and memory are not: they go into a separate `timing.md`.
 
-use super::world::Outcome;
+use super::world::{ModelOutcome, Outcome};
 use crate::report::svg::{self, Bar, Series};
 use crate::report::table;
 use outpost_controller::rollout::{Decision, Evidence, GateKind};
@@ -30,36 +30,51 @@ pub fn render(o: &Outcome) -> Report {
         let _ = writeln!(md, "{}\n", o.description.trim());
     }
     let verdict = if o.ok() { "PASS" } else { "FAIL" };
-    let rows = vec![
-        vec!["result".into(), format!("**{verdict}**: {}", o.expectation_note)],
+    let mut rows = vec![
+        vec!["result".into(), format!("**{verdict}**: {}", o.expectation_note())],
         vec!["seed".into(), o.seed.to_string()],
         vec!["devices".into(), o.devices.to_string()],
-        vec!["expected".into(), o.expect.name().into()],
-        vec![
-            "rollout ended".into(),
-            o.phase.clone() + &o.phase_reason.as_ref().map(|r| format!(": {r}")).unwrap_or_default(),
-        ],
-        vec!["release".into(), format!("{} (previous: {})", o.target_label, o.base_label)],
     ];
+    for m in &o.models {
+        let of = if o.models.len() > 1 { format!(" ({})", m.model) } else { String::new() };
+        rows.push(vec![format!("expected{of}"), m.expect.name().into()]);
+        rows.push(vec![
+            format!("rollout ended{of}"),
+            m.phase.clone() + &m.phase_reason.as_ref().map(|r| format!(": {r}")).unwrap_or_default(),
+        ]);
+        rows.push(vec![format!("release{of}"), format!("{} (previous: {})", m.target_label, m.base_label)]);
+    }
     md.push_str(&table(&["", ""], &rows));
 
     md.push_str("\n## Figures\n\n");
     let started = o.rollout_started_ms.unwrap_or(0);
-    let exposed_label =
-        if o.release_is_bad { "devices ever exposed to the bad model" } else { "devices that ran the release" };
-    let rows = vec![
+    let mut rows = vec![
         vec!["rollout started (virtual)".into(), secs(started)],
         vec![
-            "time to converge (virtual, from rollout start)".into(),
+            "time to converge (virtual, from the first rollout's start)".into(),
             o.converged_ms.map_or("did not converge".into(), |c| span(c - started)),
         ],
-        vec![exposed_label.into(), o.ever_on_target.to_string()],
-        vec![format!("devices on {} at the end", o.target_label), o.final_on_target.to_string()],
-        vec![format!("devices on {} at the end", o.base_label), o.final_on_base.to_string()],
-        vec![
-            "devices whose install failed (refused or rolled back by their watch)".into(),
-            o.failed_installs.to_string(),
-        ],
+    ];
+    for m in &o.models {
+        if o.models.len() > 1 {
+            rows.push(vec![
+                format!("rollout of {} started (virtual)", m.model),
+                m.rollout_started_ms.map_or("never".into(), secs),
+            ]);
+        }
+        let exposed =
+            if m.release_is_bad { "devices ever exposed to the bad model" } else { "devices that ran the release" };
+        let exposed = if o.models.len() > 1 { format!("{} ({})", exposed, m.model) } else { exposed.into() };
+        rows.push(vec![exposed, m.ever_on_target.to_string()]);
+        rows.push(vec![format!("devices on {} at the end", m.target_label), m.final_on_target.to_string()]);
+        rows.push(vec![format!("devices on {} at the end", m.base_label), m.final_on_base.to_string()]);
+        let of = if o.models.len() > 1 { format!(" of {}", m.model) } else { String::new() };
+        rows.push(vec![
+            format!("devices whose install{of} failed (refused or rolled back by their watch)"),
+            m.failed_installs.to_string(),
+        ]);
+    }
+    rows.extend([
         vec!["invariant violations".into(), u32::from(o.violation.is_some()).to_string()],
         vec!["steps (events processed)".into(), o.steps.to_string()],
         vec!["virtual time simulated".into(), span(o.end_ms)],
@@ -67,7 +82,7 @@ pub fn render(o: &Outcome) -> Report {
         vec!["power losses mid-update".into(), o.power_losses.to_string()],
         vec!["controller restarts".into(), o.controller_restarts.to_string()],
         vec!["planner actions lost in the crash".into(), o.actions_lost_in_crash.to_string()],
-    ];
+    ]);
     md.push_str(&table(&["figure", "value"], &rows));
     if let Some(v) = &o.violation {
         let _ = writeln!(md, "\n**{v}**");
@@ -107,30 +122,57 @@ pub fn render(o: &Outcome) -> Report {
         o.traffic.corrupted_chunks, o.traffic.undeliverable
     );
 
-    md.push_str("\n## Decisions\n\n");
-    let rows: Vec<Vec<String>> = o
-        .history
-        .iter()
-        .map(|e| {
-            vec![
-                secs((e.at - super::world::T0) * 1000),
-                (e.wave + 1).to_string(),
-                decision(e.decision),
-                e.reason.clone(),
-            ]
-        })
-        .collect();
-    md.push_str(&table(&["at (virtual)", "wave", "decision", "reason"], &rows));
+    for m in &o.models {
+        if o.models.len() > 1 {
+            let _ = writeln!(md, "\n## Decisions: {}\n", m.model);
+        } else {
+            md.push_str("\n## Decisions\n\n");
+        }
+        let rows: Vec<Vec<String>> = m
+            .history
+            .iter()
+            .map(|e| {
+                vec![
+                    secs((e.at - super::world::T0) * 1000),
+                    (e.wave + 1).to_string(),
+                    decision(e.decision),
+                    e.reason.clone(),
+                ]
+            })
+            .collect();
+        md.push_str(&table(&["at (virtual)", "wave", "decision", "reason"], &rows));
+    }
 
     let mut files = Vec::new();
     md.push_str("\n## Charts\n\n![devices per version](versions.svg)\n");
     files.push(("versions.svg".to_string(), versions_chart(o)));
-    for (name, chart) in gate_charts(o) {
-        let _ = writeln!(md, "\n![{name}]({name})");
-        files.push((name, chart));
+    for (i, m) in o.models.iter().enumerate() {
+        // The first model's charts keep their one-model names.
+        let prefix = if i == 0 { String::new() } else { format!("{}-", m.model) };
+        for (name, chart) in gate_charts(&o.scenario, m) {
+            let name = format!("{prefix}{name}");
+            let _ = writeln!(md, "\n![{name}]({name})");
+            files.push((name, chart));
+        }
     }
     files.insert(0, ("report.md".to_string(), md));
     Report { files }
+}
+
+/// One model's rollout in one line: how it ended and where the devices are.
+pub fn model_line(m: &ModelOutcome) -> String {
+    format!(
+        "{}: {}{}; {} device(s) on {}, {} on {}, {} failed install(s), {} ever ran the release",
+        m.model,
+        m.phase,
+        m.phase_reason.as_ref().map(|r| format!(" ({r})")).unwrap_or_default(),
+        m.final_on_target,
+        m.target_label,
+        m.final_on_base,
+        m.base_label,
+        m.failed_installs,
+        m.ever_on_target
+    )
 }
 
 /// A decision in words (waves 1-based, as people count them).
@@ -149,27 +191,24 @@ fn decision(d: Decision) -> String {
 
 fn versions_chart(o: &Outcome) -> String {
     let x = |ms: u64| ms as f64 / 60_000.0;
-    let series = |name: String, f: fn(&super::world::Sample) -> u32| Series {
+    let series = |name: String, f: &dyn Fn(&super::world::Sample) -> u32| Series {
         name,
         points: o.samples.iter().map(|s| (x(s.at_ms), f64::from(f(s)))).collect(),
     };
-    svg::line_chart(
-        &format!("{}: devices per version", o.scenario),
-        "virtual time (min)",
-        "devices",
-        &[
-            series(o.base_label.clone(), |s| s.on_base),
-            series(o.target_label.clone(), |s| s.on_target),
-            series("updating".into(), |s| s.updating),
-            series("disconnected".into(), |s| s.offline),
-        ],
-    )
+    let mut lines = Vec::new();
+    for (i, m) in o.models.iter().enumerate() {
+        lines.push(series(m.base_label.clone(), &|s| s.on.get(i).map_or(0, |p| p.0)));
+        lines.push(series(m.target_label.clone(), &|s| s.on.get(i).map_or(0, |p| p.1)));
+    }
+    lines.push(series("updating".into(), &|s| s.updating));
+    lines.push(series("disconnected".into(), &|s| s.offline));
+    svg::line_chart(&format!("{}: devices per version", o.scenario), "virtual time (min)", "devices", &lines)
 }
 
 /// One chart per gate: the wave's figure (and the baseline's) at the decision that closed each wave.
-fn gate_charts(o: &Outcome) -> Vec<(String, String)> {
+fn gate_charts(scenario: &str, m: &ModelOutcome) -> Vec<(String, String)> {
     let mut last: Vec<(usize, &Evidence)> = Vec::new();
-    for e in &o.history {
+    for e in &m.history {
         let closes = matches!(
             e.decision,
             Decision::Advanced { .. }
@@ -216,7 +255,7 @@ fn gate_charts(o: &Outcome) -> Vec<(String, String)> {
         if bars.is_empty() {
             continue;
         }
-        let title = format!("{}: {file} gate per wave", o.scenario);
+        let title = format!("{scenario}: {} {file} gate per wave", m.model);
         out.push((format!("gate-{file}.svg"), svg::bar_chart(&title, y, &bars, threshold)));
     }
     out

@@ -122,7 +122,11 @@ fn record(e: &Entry, catalog: &Catalog) -> Record {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sim::scenario::{Model, Release};
+    use crate::sim::scenario::Scenario;
+
+    fn catalog() -> Catalog {
+        Catalog::new(&Scenario::parse("name = \"x\"\nexpect = \"completed\"\n", "x.toml").unwrap().models())
+    }
 
     fn window(requests: u32) -> Body {
         Body::Window(Window {
@@ -139,7 +143,7 @@ mod tests {
 
     #[test]
     fn batches_are_oldest_first_and_only_acked_records_go() {
-        let catalog = Catalog::new(&Model::default(), &Release::default());
+        let catalog = catalog();
         let mut q = Queue::default();
         for i in 0..5 {
             q.append(100 + i, window(i as u32), 10);
@@ -156,7 +160,7 @@ mod tests {
 
     #[test]
     fn the_oldest_record_is_dropped_at_the_cap() {
-        let catalog = Catalog::new(&Model::default(), &Release::default());
+        let catalog = catalog();
         let mut q = Queue::default();
         for i in 0..5 {
             q.append(i, window(1), 3);

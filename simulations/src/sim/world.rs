@@ -2,14 +2,14 @@
 //! by one discrete-event queue in virtual time. One closed [`Ev`] enum lists every trigger; [`World::run`]
 //! pops events in (time, sequence) order and checks the fleet invariants after each one.
 
-use super::catalog::{BASE, Catalog, TARGET};
+use super::catalog::{Catalog, base, target};
 use super::controller::Controller;
 use super::device::Device;
 use super::fabric::{Down, Traffic};
 use super::invariants::Violation;
 use super::queue::EventQueue;
 use super::rng::Rng;
-use super::scenario::{Expect, Scenario};
+use super::scenario::{Expect, ModelCfg, Scenario};
 use outpost_controller::rollout::{AuditEntry, Phase};
 use outpost_protocol::messages::Message;
 use outpost_protocol::{Digest, UnixTime};
@@ -67,7 +67,8 @@ pub enum Ev {
     PowerOn {
         dev: u32,
     },
-    StartRollout,
+    /// The operator starts model `m`'s rollout.
+    StartRollout(u8),
     Evaluate,
     ControllerStart,
     PartitionStart(usize),
@@ -85,12 +86,12 @@ pub enum Work {
     Activate { model: String, digest: Digest },
 }
 
-/// Devices on each model over virtual time, sampled at every evaluation.
+/// Devices on each release over virtual time, sampled at every evaluation.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sample {
     pub at_ms: u64,
-    pub on_base: u32,
-    pub on_target: u32,
+    /// Per model: devices on its baseline, devices on its release.
+    pub on: Vec<(u32, u32)>,
     pub updating: u32,
     pub offline: u32,
 }
@@ -98,6 +99,8 @@ pub struct Sample {
 #[derive(Debug)]
 pub struct World {
     pub scenario: Scenario,
+    /// Every model of the run, the first one first (`Scenario::models`).
+    pub models: Vec<ModelCfg>,
     pub seed: u64,
     pub q: EventQueue<Ev>,
     pub rng: Rng,
@@ -107,20 +110,44 @@ pub struct World {
     pub traffic: Traffic,
     pub steps: u64,
     pub violation: Option<Violation>,
-    pub rollout_started_ms: Option<u64>,
+    /// When each model's rollout started.
+    pub rollout_started_ms: Vec<Option<u64>>,
     pub converged_ms: Option<u64>,
     pub samples: Vec<Sample>,
-    /// Devices that ever ran the release (activated it).
-    pub ever_on_target: u32,
+    /// Per model: devices that ever ran its release (activated it).
+    pub ever_on_target: Vec<u32>,
     pub power_losses: u32,
     pub reconnects: u64,
     pub controller_restarts: u32,
     /// Actions the planner decided but the crash kept from going out.
     pub actions_lost_in_crash: usize,
     pub(super) partitioned: Vec<bool>,
-    pub(super) on_model: [u32; 2],
+    /// Devices whose active model is each release.
+    pub(super) on_release: Vec<u32>,
     /// Index of the device the test knob forged a desired state for.
     pub forged: Option<u32>,
+}
+
+/// How one model's rollout ended.
+#[derive(Debug, Clone)]
+pub struct ModelOutcome {
+    pub model: String,
+    pub expect: Expect,
+    /// The rollout's phase at the end ("completed", "rolled back", ...).
+    pub phase: String,
+    pub phase_reason: Option<String>,
+    pub expectation_met: bool,
+    pub expectation_note: String,
+    pub rollout_started_ms: Option<u64>,
+    pub ever_on_target: u32,
+    pub release_is_bad: bool,
+    pub final_on_base: u32,
+    pub final_on_target: u32,
+    /// Devices whose own install of the release failed (refused, or rolled back by their watch).
+    pub failed_installs: u32,
+    pub history: Vec<AuditEntry>,
+    pub target_label: String,
+    pub base_label: String,
 }
 
 /// What a run produced, for the report and the tests.
@@ -130,47 +157,48 @@ pub struct Outcome {
     pub description: String,
     pub seed: u64,
     pub devices: u32,
-    pub expect: Expect,
-    /// The rollout's phase at the end ("completed", "rolled back", ...).
-    pub phase: String,
-    pub phase_reason: Option<String>,
-    pub expectation_met: bool,
-    pub expectation_note: String,
+    /// Every model's rollout, the first model's first.
+    pub models: Vec<ModelOutcome>,
     pub violation: Option<Violation>,
     pub steps: u64,
     pub end_ms: u64,
+    /// The first rollout's start.
     pub rollout_started_ms: Option<u64>,
     pub converged_ms: Option<u64>,
-    pub ever_on_target: u32,
-    pub release_is_bad: bool,
-    pub final_on_base: u32,
-    pub final_on_target: u32,
-    /// Devices whose own install of the release failed (refused, or rolled back by their watch).
-    pub failed_installs: u32,
     pub power_losses: u32,
     pub reconnects: u64,
     pub controller_restarts: u32,
     pub actions_lost_in_crash: usize,
     pub traffic: Traffic,
     pub samples: Vec<Sample>,
-    pub history: Vec<AuditEntry>,
-    pub target_label: String,
-    pub base_label: String,
 }
 
 impl Outcome {
-    /// No invariant broke and the rollout ended as the scenario said it would.
+    /// No invariant broke and every rollout ended as the scenario said it would.
     pub fn ok(&self) -> bool {
-        self.violation.is_none() && self.expectation_met
+        self.violation.is_none() && self.models.iter().all(|m| m.expectation_met)
+    }
+
+    /// Each model's expectation, in one line (the model named when the run has several).
+    pub fn expectation_note(&self) -> String {
+        match self.models.as_slice() {
+            [one] => one.expectation_note.clone(),
+            many => many.iter().map(|m| format!("{}: {}", m.model, m.expectation_note)).collect::<Vec<_>>().join("; "),
+        }
     }
 }
 
 impl World {
     pub fn new(scenario: Scenario, devices: u32, seed: u64) -> World {
         let mut rng = Rng::new(seed);
-        let catalog = Catalog::new(&scenario.baseline, &scenario.release);
-        let devs: Vec<Device> = (0..devices).map(|i| Device::new(i, &scenario, &catalog, &mut rng)).collect();
-        let ctl = Controller::new(&devs, &catalog, &scenario);
+        let models = scenario.models();
+        let catalog = Catalog::new(&models);
+        let devs: Vec<Device> = (0..devices).map(|i| Device::new(i, &scenario, &models, &catalog, &mut rng)).collect();
+        let ctl = Controller::new(&devs, &catalog);
+        let mut on_release = vec![0; catalog.releases.len()];
+        for m in 0..models.len() as u8 {
+            on_release[base(m) as usize] = devices;
+        }
         let partitions = scenario.faults.partitions.len();
         let mut w = World {
             q: EventQueue::default(),
@@ -180,20 +208,21 @@ impl World {
             traffic: Traffic::default(),
             steps: 0,
             violation: None,
-            rollout_started_ms: None,
+            rollout_started_ms: vec![None; models.len()],
             converged_ms: None,
             samples: Vec::new(),
-            ever_on_target: 0,
+            ever_on_target: vec![0; models.len()],
             power_losses: 0,
             reconnects: 0,
             controller_restarts: 0,
             actions_lost_in_crash: 0,
             partitioned: vec![false; partitions],
-            on_model: [devices, 0],
+            on_release,
             forged: None,
             seed,
             devices: devs,
             scenario,
+            models,
         };
         w.schedule_start();
         w
@@ -209,7 +238,9 @@ impl World {
             self.q.at(first, Ev::Connect { dev: i });
             self.q.at(phase, Ev::Window { dev: i });
         }
-        self.q.at(s.rollout.start_secs * 1000, Ev::StartRollout);
+        for (m, cfg) in self.models.iter().enumerate() {
+            self.q.at(cfg.rollout.start_secs * 1000, Ev::StartRollout(m as u8));
+        }
         self.q.at(s.controller.evaluate_every_secs * 1000, Ev::Evaluate);
         for (i, p) in s.faults.partitions.iter().enumerate() {
             self.q.at(p.from_secs * 1000, Ev::PartitionStart(i));
@@ -301,8 +332,8 @@ impl World {
                 self.device_power_on(dev);
                 Some(dev)
             }
-            Ev::StartRollout => {
-                self.start_rollout();
+            Ev::StartRollout(m) => {
+                self.start_rollout(m);
                 None
             }
             Ev::Evaluate => {
@@ -358,7 +389,7 @@ impl World {
     /// Test knob: a desired state for the release that the controller never issued reaches the first
     /// device the rollout has not enrolled (a compromised broker or a buggy planner would do this).
     fn forge(&mut self) {
-        let Some(rollout) = self.ctl.rollout.as_ref() else { return };
+        let Some(rollout) = self.ctl.rollouts[0].as_ref() else { return };
         let members = &rollout.state.members;
         let Some(dev) = (0..self.devices.len() as u32).find(|&i| {
             let d = &self.devices[i as usize];
@@ -385,40 +416,58 @@ impl World {
     pub(super) fn sample(&mut self) {
         let updating = self.devices.iter().filter(|d| d.updating()).count() as u32;
         let offline = self.devices.iter().filter(|d| !d.link.up).count() as u32;
-        let s = Sample {
-            at_ms: self.now_ms(),
-            on_base: self.on_model[BASE as usize],
-            on_target: self.on_model[TARGET as usize],
-            updating,
-            offline,
-        };
+        let on = (0..self.models.len() as u8)
+            .map(|m| (self.on_release[base(m) as usize], self.on_release[target(m) as usize]))
+            .collect();
+        let s = Sample { at_ms: self.now_ms(), on, updating, offline };
         // Consecutive identical samples add nothing to a step chart.
-        if self.samples.last().is_none_or(|l| {
-            (l.on_base, l.on_target, l.updating, l.offline) != (s.on_base, s.on_target, s.updating, s.offline)
-        }) {
+        if self.samples.last().is_none_or(|l| (&l.on, l.updating, l.offline) != (&s.on, s.updating, s.offline)) {
             self.samples.push(s);
         }
     }
 
     fn outcome(&self) -> Outcome {
-        let rollout = self.ctl.rollout.as_ref().or(self.ctl.on_disk.as_ref());
+        let models = (0..self.models.len() as u8).map(|m| self.model_outcome(m)).collect();
+        Outcome {
+            scenario: self.scenario.name.clone(),
+            description: self.scenario.description.clone(),
+            seed: self.seed,
+            devices: self.devices.len() as u32,
+            models,
+            violation: self.violation.clone(),
+            steps: self.steps,
+            end_ms: self.now_ms(),
+            rollout_started_ms: self.rollout_started_ms.iter().flatten().min().copied(),
+            converged_ms: self.converged_ms,
+            power_losses: self.power_losses,
+            reconnects: self.reconnects,
+            controller_restarts: self.controller_restarts,
+            actions_lost_in_crash: self.actions_lost_in_crash,
+            traffic: self.traffic.clone(),
+            samples: self.samples.clone(),
+        }
+    }
+
+    fn model_outcome(&self, m: u8) -> ModelOutcome {
+        let cfg = &self.models[m as usize];
+        let rollout = self.ctl.rollout(m);
         let phase = rollout.map(|r| r.state.phase.clone()).unwrap_or(Phase::Pending);
         let phase_reason = match &phase {
             Phase::Paused { reason } | Phase::RolledBack { reason } => Some(reason.clone()),
             _ => None,
         };
         let reached = matches!(
-            (self.scenario.expect, &phase),
+            (cfg.expect, &phase),
             (Expect::Completed, Phase::Completed)
                 | (Expect::RolledBack, Phase::RolledBack { .. })
                 | (Expect::Paused, Phase::Paused { .. })
         );
-        let (final_on_base, final_on_target) = (self.on_model[BASE as usize], self.on_model[TARGET as usize]);
-        let target_bundle = self.catalog.get(TARGET).bundle.digest;
+        let (final_on_base, final_on_target) = (self.on_release[base(m) as usize], self.on_release[target(m) as usize]);
+        let target_bundle = self.catalog.get(target(m)).bundle.digest;
         let failed_installs = self.devices.iter().filter(|d| d.install_failed(&target_bundle)).count() as u32;
         let n = self.devices.len() as u32;
         let (expectation_met, expectation_note) = if !reached {
-            (false, format!("expected {}, the rollout is {}", self.scenario.expect.name(), phase.name()))
+            (false, format!("expected {}, the rollout is {}", cfg.expect.name(), phase.name()))
         } else if self.converged_ms.is_none() {
             (
                 false,
@@ -429,11 +478,14 @@ impl World {
                 ),
             )
         } else {
-            match self.scenario.expect {
-                Expect::Completed if final_on_target + failed_installs != n => (
+            // The devices the rollout selected (all of them without a selector).
+            let selected = rollout.map_or(n, |r| r.state.members.len() as u32);
+            match cfg.expect {
+                Expect::Completed if final_on_target + failed_installs != selected => (
                     false,
                     format!(
-                        "completed, but {final_on_target} of {n} devices run the release ({failed_installs} failed)"
+                        "completed, but {final_on_target} of the {selected} selected devices run the release \
+                         ({failed_installs} failed)"
                     ),
                 ),
                 Expect::RolledBack if final_on_base != n => {
@@ -442,23 +494,16 @@ impl World {
                 _ => (true, format!("{} as expected", phase.name())),
             }
         };
-        let r = &self.scenario.release;
-        Outcome {
-            scenario: self.scenario.name.clone(),
-            description: self.scenario.description.clone(),
-            seed: self.seed,
-            devices: n,
-            expect: self.scenario.expect,
+        let r = &cfg.release;
+        ModelOutcome {
+            model: cfg.name.clone(),
+            expect: cfg.expect,
             phase: phase.name().to_owned(),
             phase_reason,
             expectation_met,
             expectation_note,
-            violation: self.violation.clone(),
-            steps: self.steps,
-            end_ms: self.now_ms(),
-            rollout_started_ms: self.rollout_started_ms,
-            converged_ms: self.converged_ms,
-            ever_on_target: self.ever_on_target,
+            rollout_started_ms: self.rollout_started_ms[m as usize],
+            ever_on_target: self.ever_on_target[m as usize],
             release_is_bad: r.failing_devices > 0.0
                 || r.selftest_failures > 0.0
                 || !r.signed
@@ -466,15 +511,9 @@ impl World {
             final_on_base,
             final_on_target,
             failed_installs,
-            power_losses: self.power_losses,
-            reconnects: self.reconnects,
-            controller_restarts: self.controller_restarts,
-            actions_lost_in_crash: self.actions_lost_in_crash,
-            traffic: self.traffic.clone(),
-            samples: self.samples.clone(),
             history: rollout.map(|r| r.state.history.clone()).unwrap_or_default(),
-            target_label: self.catalog.label(Some(TARGET)),
-            base_label: self.catalog.label(Some(BASE)),
+            target_label: self.catalog.label(Some(target(m))),
+            base_label: self.catalog.label(Some(base(m))),
         }
     }
 }
