@@ -1,4 +1,4 @@
-//! Human durations on the command line: `90d`, `12h`, `30m`, `45s`.
+//! Human durations on the command line (`90d`, `12h`, `30m`, `45s`) and UTC times (`2026-12-06 08:00:00`).
 
 use std::time::Duration;
 
@@ -28,6 +28,44 @@ pub fn format(secs: u64) -> String {
         _ if secs.is_multiple_of(86_400) => format!("{}d", secs / 86_400),
         _ => format!("{}d{}h", secs / 86_400, secs % 86_400 / 3600),
     }
+}
+
+/// `2026-11-28 17:04:05` (UTC) from Unix seconds: the audit log is read by people across time zones.
+pub fn utc(secs: u64) -> String {
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+/// `2026-12-06T08:00:00Z` (or with a space, without the Z: always UTC) → Unix seconds.
+pub fn parse_utc(s: &str) -> Option<u64> {
+    let s = s.trim().trim_end_matches('Z');
+    let (date, time) = s.split_once(['T', ' ']).unwrap_or((s, "00:00:00"));
+    let num = |p: &str| p.parse::<i64>().ok();
+    let d: Vec<i64> = date.split('-').map(num).collect::<Option<_>>()?;
+    let t: Vec<i64> = time.split(':').map(num).collect::<Option<_>>()?;
+    let [y, m, day] = d[..] else { return None };
+    let [hh, mm, ss] = t[..] else { return None };
+    if !(1..=12).contains(&m) || !(1..=31).contains(&day) || hh > 23 || mm > 59 || ss > 60 {
+        return None;
+    }
+    // Days from civil (Howard Hinnant's algorithm), the inverse of `utc`.
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    u64::try_from(days * 86_400 + hh * 3600 + mm * 60 + ss).ok()
 }
 
 #[cfg(test)]

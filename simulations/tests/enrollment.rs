@@ -318,7 +318,7 @@ fn devices_enroll_over_mosquitto_wait_for_approval_and_revoked_ones_are_refused(
         40,
         || {
             let dev = ctl.device("dev-auto");
-            status(&dev) == "Enrolled" && dev["online"] == true && dev["agent_version"].is_object()
+            status(&dev) == "Enrolled" && dev["online"] == true && dev["agent_version"].is_string()
         },
         ctx,
     );
@@ -395,10 +395,16 @@ fn devices_enroll_over_mosquitto_wait_for_approval_and_revoked_ones_are_refused(
     );
     let out = ctl.cli(&["devices", "approve", "dev-auto"]);
     assert!(!out.status.success(), "only pending devices can be approved");
+    let audit = ctl.run(&["audit"]);
+    let approved = audit.lines().find(|l| l.contains("device approved")).unwrap_or_default();
+    assert!(approved.contains(" admin ") && approved.contains("device=dev-pending"), "who approved:\n{audit}");
 
     // 5. Revocation: the registry ignores the device, the broker (CRL, reloaded by the hook) refuses it.
     ctl.run(&["devices", "revoke", "dev-auto"]);
     assert_eq!(status(&ctl.device("dev-auto")), "Revoked");
+    let audit = ctl.run(&["audit"]);
+    let revoked = audit.lines().find(|l| l.contains("device revoked")).unwrap_or_default();
+    assert!(revoked.contains(" admin ") && revoked.contains("device=dev-auto"), "who revoked:\n{audit}");
     // Its open connection lives on until it reconnects: what it sends (telemetry every second) is ignored
     // and audited.
     wait_until(

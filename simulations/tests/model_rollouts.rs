@@ -149,12 +149,7 @@ fn window(r: &RunningModel) -> InferenceWindow {
 /// Devices on which `model` runs `version`.
 fn on(list: &[serde_json::Value], model: &str, version: &str) -> usize {
     list.iter()
-        .filter(|d| {
-            d["running"].as_array().unwrap().iter().any(|r| {
-                let v = &r["version"];
-                r["name"] == model && format!("{}.{}.{}", v["major"], v["minor"], v["patch"]) == version
-            })
-        })
+        .filter(|d| d["running"].as_array().unwrap().iter().any(|r| r["name"] == model && r["version"] == version))
         .count()
 }
 

@@ -11,7 +11,9 @@ pub fn run(remote: &Remote, bundle: Option<&str>, output: Output) -> Result<(), 
     };
     let s = remote.get(&path)?;
     if output == Output::Json {
-        println!("{s}");
+        let typed: crate::agent_skew::AgentSkew =
+            serde_json::from_value(s).map_err(|e| Failure::Error(format!("the controller's agent skew: {e}")))?;
+        super::json::print(&typed);
         return Ok(());
     }
     let version = |v: &serde_json::Value| {

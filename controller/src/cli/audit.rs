@@ -3,43 +3,7 @@
 
 use super::{Failure, Output, client::Remote};
 
-/// `2026-11-28 17:04:05` (UTC) from Unix seconds: the audit log is read by people across time zones.
-pub fn utc(secs: u64) -> String {
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
-}
-
-/// `2026-12-06T08:00:00Z` (or with a space, without the Z: always UTC) → Unix seconds.
-pub fn parse_utc(s: &str) -> Option<u64> {
-    let s = s.trim().trim_end_matches('Z');
-    let (date, time) = s.split_once(['T', ' ']).unwrap_or((s, "00:00:00"));
-    let num = |p: &str| p.parse::<i64>().ok();
-    let d: Vec<i64> = date.split('-').map(num).collect::<Option<_>>()?;
-    let t: Vec<i64> = time.split(':').map(num).collect::<Option<_>>()?;
-    let [y, m, day] = d[..] else { return None };
-    let [hh, mm, ss] = t[..] else { return None };
-    if !(1..=12).contains(&m) || !(1..=31).contains(&day) || hh > 23 || mm > 59 || ss > 60 {
-        return None;
-    }
-    // Days from civil (Howard Hinnant's algorithm), the inverse of `utc`.
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    u64::try_from(days * 86_400 + hh * 3600 + mm * 60 + ss).ok()
-}
+pub use crate::duration::{parse_utc, utc};
 
 /// What `outpost audit` shows.
 #[derive(Debug, Default)]
@@ -89,18 +53,37 @@ fn actor(by: &serde_json::Value) -> String {
     by.as_str().map(str::to_lowercase).or_else(|| by["Operator"].as_str().map(str::to_owned)).unwrap_or_default()
 }
 
-/// An entry that is not a rollout decision (enrollment, approval, trust): its `what`, then its other
-/// fields as `key=value`.
+/// An entry that is not a rollout decision (enrollment, approval, trust): its `what`, who did it (the
+/// operator named by their token; `controller` for what devices asked and the controller decided), then
+/// its other fields as `key=value`.
 fn other(x: &serde_json::Value) -> String {
     let what = x["what"].as_str().unwrap_or("event");
     let rest: Vec<String> = x
         .as_object()
         .into_iter()
         .flatten()
-        .filter(|(k, v)| !matches!(k.as_str(), "at" | "what" | "by") && !v.is_null())
+        .filter(|(k, v)| !matches!(k.as_str(), "at" | "what" | "by" | "operator") && !v.is_null())
         .map(|(k, v)| format!("{k}={}", v.as_str().map_or_else(|| v.to_string(), str::to_owned)))
         .collect();
-    format!("{what:<26} {:<10} {}", x["by"].as_str().unwrap_or("-"), rest.join(" "))
+    format!("{what:<26} {:<10} {}", who(x), rest.join(" "))
+}
+
+/// An entry as `-o json` shows it: a rollout decision with 1-based waves and hex digests, a pushed
+/// bundle's `min_agent` as `"0.1.0"`; anything else as it was logged.
+fn readable_entry(x: &serde_json::Value) -> serde_json::Value {
+    if let Ok(decision) = serde_json::from_value::<crate::rollout::AuditEntry>(x.clone()) {
+        return super::json::readable(&decision);
+    }
+    let mut x = x.clone();
+    if let Ok(meta) = serde_json::from_value::<crate::daemon::bundles::BundleMeta>(x["bundle"].clone()) {
+        x["bundle"] = super::json::readable(&meta);
+    }
+    x
+}
+
+/// Who an entry that is not a rollout decision names.
+pub fn who(x: &serde_json::Value) -> &str {
+    x["operator"].as_str().or(x["by"].as_str()).unwrap_or("controller")
 }
 
 pub fn run(remote: &Remote, filter: &Filter, output: Output) -> Result<(), Failure> {
@@ -115,8 +98,15 @@ pub fn run(remote: &Remote, filter: &Filter, output: Output) -> Result<(), Failu
         return Err(Failure::Error(format!("no audit entries for rollout {id}")));
     }
     match output {
-        // `[{"n": …, "entry": …}]`, as the API answers: scripts can resume from a number.
-        Output::Json => println!("{}", serde_json::to_string_pretty(&entries).expect("json")),
+        // `[{"n": …, "entry": …}]`, as the API answers (scripts can resume from a number), each entry in
+        // the readable shapes.
+        Output::Json => {
+            let readable: Vec<serde_json::Value> = entries
+                .iter()
+                .map(|e| serde_json::json!({"n": e["n"], "entry": readable_entry(&e["entry"])}))
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&readable).expect("json"));
+        }
         Output::Table => {
             println!(
                 "{:>5}  {:<19}  {:<16} {:>4}  {:<26} {:<10} reason",

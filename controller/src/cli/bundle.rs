@@ -1,6 +1,7 @@
-//! `outpost bundle create | sign | verify | inspect`
+//! `outpost bundle create | sign | verify | inspect | push | list`
 
 use super::{Failure, Output, parse_lifetime};
+use crate::daemon::bundles::BundleMeta;
 use crate::release::{self, bundle as rb};
 use outpost_protocol::bundle::Inspected;
 use outpost_protocol::manifest::{Compression, Dim, TensorSpec};
@@ -17,11 +18,17 @@ pub struct Args {
 enum Command {
     /// Package an ONNX model: convert it to the NNEF devices run, check it runs, compute self-test vectors,
     /// compress, sign.
+    ///
+    /// Example: outpost bundle create --model digits.onnx --name digits --version 2.0.0 --sequence 2
+    /// --key release.key --selftest-input samples.f32 --out digits-2.0.0.obundle
     Create {
+        /// The ONNX model file.
         #[arg(long)]
         model: PathBuf,
+        /// The model's name on devices (what applications ask for: /v2/models/NAME).
         #[arg(long)]
         name: ModelName,
+        /// The release's version, MAJOR.MINOR.PATCH.
         #[arg(long)]
         version: Version,
         /// Release sequence: must grow with every release of this model (devices refuse lower ones).
@@ -39,6 +46,7 @@ enum Command {
         /// random inputs (refused when the model fails on them: give samples then).
         #[arg(long = "selftest-input", value_name = "[NAME=]FILE")]
         selftest_inputs: Vec<String>,
+        /// How many self-test vectors to record.
         #[arg(long = "selftest-count", default_value_t = 4)]
         selftest_count: usize,
         /// Architectures allowed to install (default: any).
@@ -47,24 +55,43 @@ enum Command {
         /// Oldest agent version that may install.
         #[arg(long = "min-agent", default_value = "0.1.0")]
         min_agent: Version,
+        /// How long devices accept the bundle, e.g. 90d.
         #[arg(long, default_value = "90d", value_parser = parse_lifetime)]
         expires: u64,
+        /// The bundle file to write (.obundle).
         #[arg(long)]
         out: PathBuf,
+        /// table for people, json for scripts (documented shapes: docs/cli-json.md).
+        #[arg(short = 'o', long = "output", value_enum, default_value_t)]
+        output: Output,
     },
     /// Add a signature to a bundle (for k-of-n thresholds).
+    ///
+    /// Example: outpost bundle sign digits-2.0.0.obundle --key release-2.key
     Sign {
+        /// The bundle file (signed in place).
         bundle: PathBuf,
+        /// A release private key.
         #[arg(long)]
         key: PathBuf,
+        /// table for people, json for scripts (documented shapes: docs/cli-json.md).
+        #[arg(short = 'o', long = "output", value_enum, default_value_t)]
+        output: Output,
     },
-    /// Verify a bundle exactly as a device would; exit 1 naming the reason if it would be refused.
+    /// Verify a bundle exactly as a device would; exit 1 naming the reason if it would be refused (with
+    /// -o json, `{"ok": false, "reason": CODE, "detail": ...}` on standard output too).
+    ///
+    /// Example: outpost bundle verify digits-2.0.0.obundle --trust trust.policy --root-pub root.pub --floor 1
     Verify {
+        /// The bundle file.
         bundle: PathBuf,
+        /// The trust policy devices hold.
         #[arg(long)]
         trust: PathBuf,
+        /// The root public key(s) devices pin.
         #[arg(long = "root-pub", required = true)]
         root_pubs: Vec<PathBuf>,
+        /// How many root keys must have signed the policy.
         #[arg(long = "root-threshold", default_value_t = 1)]
         root_threshold: usize,
         /// The device's release floor (highest committed sequence).
@@ -88,23 +115,39 @@ enum Command {
         /// Tolerance on expiry for devices with lagging clocks, e.g. 1d.
         #[arg(long, default_value = "0s", value_parser = parse_lifetime)]
         grace: u64,
+        /// table for people, json for scripts (documented shapes: docs/cli-json.md).
+        #[arg(short = 'o', long = "output", value_enum, default_value_t)]
+        output: Output,
     },
     /// Upload a bundle to the controller, which verifies it before storing it.
+    ///
+    /// Example: outpost bundle push digits-2.0.0.obundle --controller http://127.0.0.1:8480
     Push {
+        /// The bundle file.
         bundle: PathBuf,
         #[command(flatten)]
         remote: super::client::Remote,
+        /// table for people, json for scripts (documented shapes: docs/cli-json.md).
+        #[arg(short = 'o', long = "output", value_enum, default_value_t)]
+        output: Output,
     },
-    /// Bundles the controller holds.
+    /// Bundles the controller holds, oldest push first.
+    ///
+    /// Example: outpost bundle list -o json
     List {
         #[command(flatten)]
         remote: super::client::Remote,
+        /// table for people, json for scripts (documented shapes: docs/cli-json.md).
         #[arg(short = 'o', long = "output", value_enum, default_value_t)]
         output: Output,
     },
     /// Show a bundle's manifest and signatures (nothing is verified).
+    ///
+    /// Example: outpost bundle inspect digits-2.0.0.obundle -o json
     Inspect {
+        /// The bundle file.
         bundle: PathBuf,
+        /// table for people, json for scripts (documented shapes: docs/cli-json.md).
         #[arg(short = 'o', long = "output", value_enum, default_value_t)]
         output: Output,
     },
@@ -125,6 +168,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
             min_agent,
             expires,
             out,
+            output,
         } => {
             let b = rb::create(&rb::Create {
                 model,
@@ -142,6 +186,12 @@ pub fn run(args: Args) -> Result<(), Failure> {
                 out: out.clone(),
             })?;
             let m = &b.manifest;
+            if output == Output::Json {
+                let mut v = json(&rb::inspect(&out)?);
+                v["file"] = out.display().to_string().into();
+                super::json::print(&v);
+                return Ok(());
+            }
             println!(
                 "{} {} (sequence {}) → {}: {} payload {} bytes (model {} bytes), {} self-test vector(s), digest {}",
                 m.name,
@@ -156,9 +206,13 @@ pub fn run(args: Args) -> Result<(), Failure> {
             );
             Ok(())
         }
-        Command::Sign { bundle, key } => {
+        Command::Sign { bundle, key, output } => {
             let b = rb::sign(&bundle, &key)?;
             let ids: Vec<String> = b.signatures.iter().map(|s| s.key_id.to_string()).collect();
+            if output == Output::Json {
+                super::json::print(&serde_json::json!({"file": bundle.display().to_string(), "signatures": ids}));
+                return Ok(());
+            }
             println!("{}: signed by {}", bundle.display(), ids.join(", "));
             Ok(())
         }
@@ -174,12 +228,14 @@ pub fn run(args: Args) -> Result<(), Failure> {
             base,
             now,
             grace,
+            output,
         } => {
             let arch = match arch.or_else(Arch::current) {
                 Some(a) => a,
                 None => return Err(Failure::Error("this machine's architecture is unsupported: pass --arch".into())),
             };
-            let v = rb::check(&rb::Check {
+            let agent_version = agent_version.unwrap_or_else(this_version);
+            let checked = rb::check(&rb::Check {
                 bundle: bundle.clone(),
                 trust,
                 root_pubs,
@@ -187,13 +243,38 @@ pub fn run(args: Args) -> Result<(), Failure> {
                 floor,
                 policy_floor,
                 arch,
-                agent_version: agent_version.unwrap_or_else(this_version),
+                agent_version,
                 base,
                 now: now.unwrap_or_else(release::now),
                 grace_secs: grace,
-            })?;
+            });
+            let v = match checked {
+                Err(release::ReleaseError::Rejected(r)) if output == Output::Json => {
+                    super::json::print(&serde_json::json!({
+                        "ok": false, "file": bundle.display().to_string(), "reason": r.reason.code(), "detail": r.detail,
+                    }));
+                    return Err(release::ReleaseError::Rejected(r).into());
+                }
+                other => other?,
+            };
             let m = &v.manifest;
             let ids: Vec<String> = v.signers.iter().map(|k| k.to_string()).collect();
+            if output == Output::Json {
+                super::json::print(&serde_json::json!({
+                    "ok": true,
+                    "file": bundle.display().to_string(),
+                    "bundle_sha256": v.bundle_digest.to_hex(),
+                    "name": m.name.as_str(),
+                    "version": m.version.to_string(),
+                    "sequence": m.sequence,
+                    "signers": ids,
+                    "policy_version": v.policy_version,
+                    "model_sha256": m.payload.model_sha256.to_hex(),
+                    "model_bytes": v.model.len(),
+                    "as_device": {"arch": arch.as_str(), "agent_version": agent_version.to_string(), "floor": floor, "policy_floor": policy_floor},
+                }));
+                return Ok(());
+            }
             println!(
                 "ok: {} {} (sequence {}) signed by {} [policy v{}], model sha256 {} ({} bytes)",
                 m.name,
@@ -206,9 +287,15 @@ pub fn run(args: Args) -> Result<(), Failure> {
             );
             Ok(())
         }
-        Command::Push { bundle, remote } => {
+        Command::Push { bundle, remote, output } => {
             let bytes = crate::files::read(&bundle).map_err(|e| Failure::Error(e.to_string()))?;
             let meta = remote.post_bytes("/api/v1/bundles", &bytes)?;
+            if output == Output::Json {
+                let meta: BundleMeta = serde_json::from_value(meta)
+                    .map_err(|e| Failure::Error(format!("the controller's answer to the push: {e}")))?;
+                super::json::print(&meta);
+                return Ok(());
+            }
             println!(
                 "pushed {}@{} (sequence {}, {}, {} bytes) as {}",
                 meta["name"].as_str().unwrap_or("?"),
@@ -222,21 +309,12 @@ pub fn run(args: Args) -> Result<(), Failure> {
         }
         Command::List { remote, output } => {
             let list = remote.get("/api/v1/bundles")?;
-            if output == Output::Json {
-                println!("{}", serde_json::to_string_pretty(&list).expect("json"));
-                return Ok(());
-            }
-            println!("{:<24} {:>8} {:<6} {:>10}  DIGEST", "BUNDLE", "SEQUENCE", "KIND", "BYTES");
-            for b in list.as_array().into_iter().flatten() {
-                let name = format!("{}@{}", b["name"].as_str().unwrap_or("?"), b["version"].as_str().unwrap_or("?"));
-                let digest = b["digest"].as_str().unwrap_or("");
-                println!(
-                    "{name:<24} {:>8} {:<6} {:>10}  {}",
-                    b["sequence"],
-                    b["compression"].as_str().unwrap_or("?"),
-                    b["size"],
-                    &digest[..12.min(digest.len())]
-                );
+            let mut list: Vec<BundleMeta> = serde_json::from_value(list)
+                .map_err(|e| Failure::Error(format!("the controller's bundle list: {e}")))?;
+            list.sort_by(|a, b| (a.pushed_at, &a.name, a.sequence).cmp(&(b.pushed_at, &b.name, b.sequence)));
+            match output {
+                Output::Json => super::json::print(&list),
+                Output::Table => print!("{}", list_table(&list, super::now())),
             }
             Ok(())
         }
@@ -249,6 +327,26 @@ pub fn run(args: Args) -> Result<(), Failure> {
             Ok(())
         }
     }
+}
+
+/// `bundle list` for people: columns as wide as their widest cell, numbers right-aligned, the digest's
+/// first 12 hex digits (enough for `--bundle`), when it was pushed.
+pub fn list_table(list: &[BundleMeta], now: u64) -> String {
+    let head =
+        ["BUNDLE", "SEQUENCE", "KIND", "BYTES", "ARCH", "SIGNERS", "PUSHED", "DIGEST"].map(String::from).to_vec();
+    let rows = list.iter().map(|b| {
+        vec![
+            format!("{}@{}", b.name, b.version),
+            b.sequence.to_string(),
+            b.compression.clone(),
+            b.size.to_string(),
+            if b.archs.is_empty() { "any".into() } else { b.archs.join(",") },
+            b.signers.len().to_string(),
+            super::table::ago(b.pushed_at, now),
+            b.digest.chars().take(12).collect(),
+        ]
+    });
+    super::table::render(std::iter::once(head).chain(rows).collect(), &[1, 3, 5])
 }
 
 fn this_version() -> Version {

@@ -19,12 +19,18 @@ pub struct Args {
 #[derive(Debug, clap::Subcommand)]
 enum Command {
     /// Make the device CA (ca/ca.key mode 0600, ca/ca.pem, ca/crl.pem). Other commands make it at first need.
+    ///
+    /// Example: outpost certs init --data-dir outpost-data
     Init,
     /// Issue a device's client certificate (CN = device id): DIR/ID.key and DIR/ID.crt, or only DIR/ID.crt
     /// for a CSR made on the device (--csr).
+    ///
+    /// Example: outpost certs issue --device edge-eu-01 --out certs
     Issue {
+        /// The device id (the certificate's CN).
         #[arg(long)]
         device: String,
+        /// The directory to write into.
         #[arg(long, default_value = ".")]
         out: PathBuf,
         /// A PKCS#10 request (PEM or DER) made on the device; its subject must be CN=<device>.
@@ -37,14 +43,21 @@ enum Command {
         lifetime: String,
     },
     /// Issue the broker's server certificate for a DNS name or IP address: DIR/server.{key,crt}.
+    ///
+    /// Example: outpost certs server --host broker.example.com --out /etc/mosquitto/outpost
     Server {
+        /// The broker's DNS name or IP address, as devices connect to it.
         #[arg(long)]
         host: String,
+        /// The directory to write into.
         #[arg(long)]
         out: PathBuf,
     },
     /// Issue the controller's client certificate (CN = outpost-controller): DIR/controller.{key,crt}.
+    ///
+    /// Example: outpost certs controller --out pki
     Controller {
+        /// The directory to write into.
         #[arg(long)]
         out: PathBuf,
     },

@@ -32,7 +32,7 @@ impl Remote {
             Ok(t) => Ok(t.trim().to_owned()),
             Err(e) => {
                 // A missing token is the second question: first whether anything answers at that address.
-                let probe = self.agent()?.get(&self.url("/api/v1/health")).call();
+                let probe = self.agent()?.get(&self.url("/api/v1/health")?).call();
                 if let Err(Failure::Unreachable(m)) = self.answer(probe) {
                     return Err(Failure::Unreachable(m));
                 }
@@ -79,9 +79,9 @@ impl Remote {
     }
 
     /// `127.0.0.1:8480` means `http://127.0.0.1:8480`: the scheme people leave out is the default one.
-    fn url(&self, path: &str) -> String {
-        let base = self.controller.trim_end_matches('/');
-        if base.contains("://") { format!("{base}{path}") } else { format!("http://{base}{path}") }
+    /// Any scheme but http and https (an MQTT broker's address, a typo) is refused by name.
+    fn url(&self, path: &str) -> Result<String, Failure> {
+        url(&self.controller, path).map_err(Failure::Error)
     }
 
     fn answer(&self, r: Result<ureq::http::Response<ureq::Body>, ureq::Error>) -> Result<serde_json::Value, Failure> {
@@ -103,18 +103,56 @@ impl Remote {
 
     pub fn get(&self, path: &str) -> Result<serde_json::Value, Failure> {
         let token = self.token()?;
-        self.answer(self.agent()?.get(&self.url(path)).header("Authorization", &format!("Bearer {token}")).call())
+        self.answer(self.agent()?.get(&self.url(path)?).header("Authorization", &format!("Bearer {token}")).call())
     }
 
     pub fn post_json(&self, path: &str, body: &serde_json::Value) -> Result<serde_json::Value, Failure> {
         let token = self.token()?;
         self.answer(
-            self.agent()?.post(&self.url(path)).header("Authorization", &format!("Bearer {token}")).send_json(body),
+            self.agent()?.post(&self.url(path)?).header("Authorization", &format!("Bearer {token}")).send_json(body),
         )
+    }
+
+    pub fn delete(&self, path: &str) -> Result<serde_json::Value, Failure> {
+        let token = self.token()?;
+        self.answer(self.agent()?.delete(&self.url(path)?).header("Authorization", &format!("Bearer {token}")).call())
     }
 
     pub fn post_bytes(&self, path: &str, bytes: &[u8]) -> Result<serde_json::Value, Failure> {
         let token = self.token()?;
-        self.answer(self.agent()?.post(&self.url(path)).header("Authorization", &format!("Bearer {token}")).send(bytes))
+        self.answer(
+            self.agent()?.post(&self.url(path)?).header("Authorization", &format!("Bearer {token}")).send(bytes),
+        )
+    }
+}
+
+/// The API URL of `path` on `controller` (see [`Remote::url`]).
+pub fn url(controller: &str, path: &str) -> Result<String, String> {
+    let given = controller.trim();
+    match given.split_once("://") {
+        None if given.trim_end_matches('/').is_empty() => {
+            Err("--controller is empty: give the API address, e.g. http://127.0.0.1:8480".into())
+        }
+        None => Ok(format!("http://{}{path}", given.trim_end_matches('/'))),
+        Some((scheme @ ("http" | "https"), rest)) if !rest.trim_end_matches('/').is_empty() => {
+            Ok(format!("{scheme}://{}{path}", rest.trim_end_matches('/')))
+        }
+        Some((scheme, _)) => Err(format!(
+            "--controller {controller:?}: the controller's API is http:// or https:// (e.g. http://127.0.0.1:8480, \
+             the address `outpost serve --api` listens on), not {scheme}://"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_controller_address_gets_the_http_scheme_and_other_schemes_are_refused_by_name() {
+        assert_eq!(super::url("127.0.0.1:8480", "/api/v1/health").unwrap(), "http://127.0.0.1:8480/api/v1/health");
+        assert_eq!(super::url("https://ctl.example/", "/x").unwrap(), "https://ctl.example/x");
+        let e = super::url("mqtt://127.0.0.1:1883", "/x").unwrap_err();
+        assert!(e.contains("not mqtt://") && e.contains("http://127.0.0.1:8480"), "{e}");
+        assert!(super::url("", "/x").unwrap_err().contains("empty"));
+        assert!(super::url("http://", "/x").is_err());
     }
 }

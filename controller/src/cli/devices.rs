@@ -1,4 +1,4 @@
-//! `outpost devices list [-l k=v,...] [-o json] | show ID [-o json] | approve ID | revoke ID`.
+//! `outpost devices list [-l k=v,...] [-o json] | show ID [-o json] | approve ID | revoke ID | delete ID`.
 
 use super::audit::utc;
 use super::client::Remote;
@@ -19,26 +19,62 @@ pub struct Args {
 
 #[derive(Debug, clap::Subcommand)]
 enum Command {
-    /// Devices with every model they run (and what the controller asks of them when it differs).
+    /// Devices with every model they run (and what the controller asks of them when it differs), when
+    /// each was last heard from.
+    ///
+    /// Example: outpost devices list -l region=eu,arch=aarch64
     List {
-        /// Label selector, e.g. arch=aarch64,region=eu.
+        /// Label selector: key=value pairs that must all hold, e.g. arch=aarch64,region=eu (equality only).
         #[arg(short = 'l', long = "selector")]
         selector: Option<String>,
+        /// table for people, json for scripts (documented shapes: docs/cli-json.md).
         #[arg(short = 'o', long = "output", value_enum, default_value_t)]
         output: Output,
     },
     /// One device in detail: every model on it (running, desired, latest update and window), its
     /// telemetry stream and recent update events.
+    ///
+    /// Example: outpost devices show edge-eu-01
     Show {
+        /// The device id.
         id: String,
+        /// table for people, json for scripts (documented shapes: docs/cli-json.md).
         #[arg(short = 'o', long = "output", value_enum, default_value_t)]
         output: Output,
     },
     /// Approve a device that enrolled with a token without --auto-approve: it gets its certificate.
-    Approve { id: String },
+    ///
+    /// Example: outpost devices approve edge-eu-02
+    Approve {
+        /// The device id.
+        id: String,
+        /// table for people, json for scripts (documented shapes: docs/cli-json.md).
+        #[arg(short = 'o', long = "output", value_enum, default_value_t)]
+        output: Output,
+    },
     /// Refuse a device for good: its messages are ignored, its certificates go on the CRL, it cannot
-    /// enroll again under this id.
-    Revoke { id: String },
+    /// enroll again under this id. It stays listed (as revoked); `devices delete` also takes it off.
+    ///
+    /// Example: outpost devices revoke edge-eu-02
+    Revoke {
+        /// The device id.
+        id: String,
+        /// table for people, json for scripts (documented shapes: docs/cli-json.md).
+        #[arg(short = 'o', long = "output", value_enum, default_value_t)]
+        output: Output,
+    },
+    /// Decommission a device: it leaves `devices list`, rollouts, skew and metrics; the broker's retained
+    /// desired states for it are cleared; its identity is revoked (certificates on the CRL, messages
+    /// ignored, no enrollment under the id again). Audited with who did it.
+    ///
+    /// Example: outpost devices delete edge-eu-17
+    Delete {
+        /// The device id.
+        id: String,
+        /// table for people, json for scripts (documented shapes: docs/cli-json.md).
+        #[arg(short = 'o', long = "output", value_enum, default_value_t)]
+        output: Output,
+    },
 }
 
 fn status(d: &DeviceRecord) -> &'static str {
@@ -106,61 +142,57 @@ fn labels(d: &DeviceRecord) -> String {
     d.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
 }
 
-/// `12s ago`, `3m ago`: how long since `at`, to the unit that matters; `-` for never.
-fn ago(at: u64, now: u64) -> String {
-    match now.saturating_sub(at) {
-        _ if at == 0 => "-".into(),
-        secs @ 0..60 => format!("{secs}s ago"),
-        // Whole minutes from there: a table of `3m10s` is noise.
-        secs => format!("{} ago", crate::duration::format(secs / 60 * 60)),
-    }
-}
-
 /// `devices list` as a table: one line per device, every model on it, and when it was last heard from
 /// (last, so scripts that read the columns before it keep working).
 pub fn list_table(devices: &[DeviceRecord], now: u64) -> String {
-    let rows: Vec<[String; 8]> = devices
-        .iter()
-        .map(|d| {
-            [
-                d.id.to_string(),
-                opt(d.arch),
-                if d.online { "yes" } else { "no" }.into(),
-                status(d).into(),
-                opt(d.agent_version),
-                models_line(d),
-                labels(d),
-                ago(d.last_seen, now),
-            ]
-        })
-        .collect();
-    let head = ["DEVICE", "ARCH", "ONLINE", "IDENTITY", "AGENT", "MODELS", "LABELS", "LAST SEEN"].map(String::from);
-    table(std::iter::once(head).chain(rows))
+    let rows = devices.iter().map(|d| {
+        vec![
+            d.id.to_string(),
+            opt(d.arch),
+            if d.online { "yes" } else { "no" }.into(),
+            status(d).into(),
+            opt(d.agent_version),
+            models_line(d),
+            labels(d),
+            super::table::ago(d.last_seen, now),
+        ]
+    });
+    let head =
+        ["DEVICE", "ARCH", "ONLINE", "IDENTITY", "AGENT", "MODELS", "LABELS", "LAST SEEN"].map(String::from).to_vec();
+    super::table::render(std::iter::once(head).chain(rows).collect(), &[])
 }
 
-/// Left-aligned columns two spaces apart, the last one unpadded.
-fn table(rows: impl Iterator<Item = [String; 8]>) -> String {
-    let rows: Vec<[String; 8]> = rows.collect();
-    let mut width = [0usize; 8];
-    for r in &rows {
-        for (w, c) in width.iter_mut().zip(r) {
-            *w = (*w).max(c.chars().count());
+/// The device record the controller answered with (-o json), or `text`.
+fn record_or(output: Output, record: serde_json::Value, text: &str) -> Result<(), Failure> {
+    match output {
+        Output::Json => {
+            let d: DeviceRecord = serde_json::from_value(record)
+                .map_err(|e| Failure::Error(format!("the controller's device record: {e}")))?;
+            super::json::print(&d);
         }
+        Output::Table => println!("{text}"),
     }
-    let mut out = String::new();
-    for r in &rows {
-        let mut line = String::new();
-        for (i, c) in r.iter().enumerate() {
-            if i + 1 == r.len() {
-                line.push_str(c);
-            } else {
-                line.push_str(&format!("{c:<w$}  ", w = width[i]));
-            }
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    out
+    Ok(())
+}
+
+/// What `devices delete` did, for people.
+pub fn deleted_text(d: &crate::daemon::decommission::Decommissioned) -> String {
+    let cleared = if d.cleared.is_empty() {
+        "no desired state to clear".to_owned()
+    } else {
+        let names: Vec<String> = d.cleared.iter().map(ToString::to_string).collect();
+        format!("desired states cleared ({})", names.join(", "))
+    };
+    let identity = match &d.crl {
+        Some(_) => "its certificates are on the CRL and its messages are ignored",
+        None => "its messages are ignored (no device CA: it has no certificate to revoke)",
+    };
+    format!(
+        "deleted {} at {} UTC by {}: {cleared}; {identity}; its id cannot enroll again\n",
+        d.device,
+        utc(d.at),
+        d.by
+    )
 }
 
 /// `devices show ID`: the device, then every model on it (what runs, what the controller asks for, the
@@ -305,36 +337,41 @@ pub fn run(a: Args) -> Result<(), Failure> {
                 None => "/api/v1/devices".into(),
             };
             let list = a.remote.get(&path)?;
-            if output == Output::Json {
-                println!("{}", serde_json::to_string_pretty(&list).expect("json"));
-                return Ok(());
-            }
             let list: Vec<DeviceRecord> = serde_json::from_value(list)
                 .map_err(|e| Failure::Error(format!("the controller's device list: {e}")))?;
-            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-            print!("{}", list_table(&list, now));
+            match output {
+                Output::Json => super::json::print(&list),
+                Output::Table => print!("{}", list_table(&list, super::now())),
+            }
             Ok(())
         }
         Command::Show { id, output } => {
             let d = a.remote.get(&format!("/api/v1/devices/{id}"))?;
-            if output == Output::Json {
-                println!("{}", serde_json::to_string_pretty(&d).expect("json"));
-                return Ok(());
-            }
             let d: DeviceRecord = serde_json::from_value(d)
                 .map_err(|e| Failure::Error(format!("the controller's device record: {e}")))?;
-            print!("{}", show_text(&d));
+            match output {
+                Output::Json => super::json::print(&d),
+                Output::Table => print!("{}", show_text(&d)),
+            }
             Ok(())
         }
-        Command::Approve { id } => {
-            a.remote.post_json(&format!("/api/v1/devices/{id}/approve"), &serde_json::json!({}))?;
-            println!("approved {id}: it gets its certificate on its next enrollment request");
+        Command::Approve { id, output } => {
+            let d = a.remote.post_json(&format!("/api/v1/devices/{id}/approve"), &serde_json::json!({}))?;
+            record_or(output, d, &format!("approved {id}: it gets its certificate on its next enrollment request"))
+        }
+        Command::Delete { id, output } => {
+            let done = a.remote.delete(&format!("/api/v1/devices/{id}"))?;
+            let done: crate::daemon::decommission::Decommissioned = serde_json::from_value(done)
+                .map_err(|e| Failure::Error(format!("the controller's answer to the delete: {e}")))?;
+            match output {
+                Output::Json => super::json::print(&done),
+                Output::Table => print!("{}", deleted_text(&done)),
+            }
             Ok(())
         }
-        Command::Revoke { id } => {
-            a.remote.post_json(&format!("/api/v1/devices/{id}/revoke"), &serde_json::json!({}))?;
-            println!("revoked {id}: its messages are ignored and its certificates are on the CRL");
-            Ok(())
+        Command::Revoke { id, output } => {
+            let d = a.remote.post_json(&format!("/api/v1/devices/{id}/revoke"), &serde_json::json!({}))?;
+            record_or(output, d, &format!("revoked {id}: its messages are ignored and its certificates are on the CRL"))
         }
     }
 }

@@ -17,6 +17,8 @@ pub struct Args {
 #[derive(Debug, clap::Subcommand)]
 enum Command {
     /// Make a token; print it once.
+    ///
+    /// Example: outpost enroll-token create --auto-approve --expires 2d --max-uses 50 --devices 'site1-*'
     Create {
         /// Devices that enroll with it get their certificate at once; otherwise they wait for
         /// `outpost devices approve ID`.
@@ -32,11 +34,15 @@ enum Command {
         /// repeat or separate with commas. Default: any id.
         #[arg(long = "devices", value_delimiter = ',')]
         devices: Vec<String>,
+        /// table for people, json for scripts (documented shapes: docs/cli-json.md).
         #[arg(short = 'o', long = "output", value_enum, default_value_t)]
         output: Output,
     },
     /// Tokens (ids, expiry, uses; never the secrets).
+    ///
+    /// Example: outpost enroll-token list -o json
     List {
+        /// table for people, json for scripts (documented shapes: docs/cli-json.md).
         #[arg(short = 'o', long = "output", value_enum, default_value_t)]
         output: Output,
     },

@@ -14,6 +14,10 @@ pub struct Args {
 #[derive(Debug, clap::Subcommand)]
 enum Command {
     /// Write rootfs.tar.zst, outpost-data.ext4 and manifest.json into --out.
+    ///
+    /// Example: outpost image build --target aarch64-unknown-linux-musl --agent outpost-agent
+    /// --controller mqtts://broker:8883 --ca ca.pem --trust trust.policy --root-pub root.pub
+    /// --enroll-token @token --out image
     Build(Build),
 }
 
@@ -49,8 +53,10 @@ struct Build {
     /// Size of outpost-data.ext4, e.g. 64M or 1G.
     #[arg(long = "data-size", default_value = "64M")]
     data_size: String,
+    /// The directory to write the image files into.
     #[arg(long)]
     out: PathBuf,
+    /// table for people, json for scripts (documented shapes: docs/cli-json.md).
     #[arg(short = 'o', long = "output", value_enum, default_value_t)]
     output: Output,
 }

@@ -12,10 +12,14 @@ pub struct Args {
 
 #[derive(Debug, clap::Subcommand)]
 enum Command {
-    /// Write NAME.key (PKCS#8 PEM, mode 0600) and NAME.pub (SPKI PEM) into DIR.
+    /// Write NAME.key (PKCS#8 PEM, mode 0600) and NAME.pub (SPKI PEM) into DIR; refuses to overwrite.
+    ///
+    /// Example: outpost keys gen --out keys --name release-1
     Gen {
+        /// The directory to write the key pair into (made if missing).
         #[arg(long)]
         out: PathBuf,
+        /// The key pair's file name, e.g. root or release-1.
         #[arg(long)]
         name: String,
     },

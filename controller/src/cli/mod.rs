@@ -11,11 +11,13 @@ pub mod client;
 mod devices;
 mod enroll_token;
 mod image;
+pub mod json;
 mod keys;
 mod rollout;
 mod rollout_file;
 mod rollout_show;
 mod serve;
+mod table;
 mod trust;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -38,8 +40,12 @@ enum Command {
     /// The device CA: issue device, broker and controller certificates.
     Certs(certs::Args),
     /// Run the controller daemon (embedded broker by default).
+    ///
+    /// Example: outpost serve --trust trust.policy --root-pub root.pub --broker mqtts://broker:8883
     Serve(serve::Args),
     /// Print the documented default `outpost serve` configuration.
+    ///
+    /// Example: outpost print-default-config > controller.toml
     PrintDefaultConfig,
     /// The fleet's devices.
     Devices(devices::Args),
@@ -48,7 +54,10 @@ enum Command {
     /// Staged rollouts of a pushed bundle.
     Rollout(rollout::Args),
     /// Which model versions run where, and how the fleet stands against its targets.
+    ///
+    /// Example: outpost skew --model digits
     Skew {
+        /// Only this model (default: every model).
         #[arg(long)]
         model: Option<String>,
         /// Agent versions across the fleet instead (claimed and attested), the root and policy versions
@@ -60,6 +69,7 @@ enum Command {
         bundle: Option<String>,
         #[command(flatten)]
         remote: client::Remote,
+        /// table for people, json for scripts (documented shapes: docs/cli-json.md).
         #[arg(short = 'o', long = "output", value_enum, default_value_t)]
         output: Output,
     },
@@ -81,6 +91,7 @@ enum Command {
         limit: Option<usize>,
         #[command(flatten)]
         remote: client::Remote,
+        /// table for people, json for scripts (documented shapes: docs/cli-json.md).
         #[arg(short = 'o', long = "output", value_enum, default_value_t)]
         output: Output,
     },
@@ -159,6 +170,71 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
     }
 }
 
+/// Unix seconds now: the CLI's one clock read for "3m ago" and `--since`.
+pub(crate) fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
 pub(crate) fn parse_lifetime(s: &str) -> Result<u64, String> {
     crate::duration::parse(s).map(|d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every command people run, with its path (`outpost rollout start`).
+    fn leaves(cmd: &clap::Command, path: String, out: &mut Vec<(String, clap::Command)>) {
+        let path = format!("{path} {}", cmd.get_name()).trim().to_owned();
+        if cmd.get_subcommands().next().is_none() {
+            out.push((path.clone(), cmd.clone()));
+        }
+        for sub in cmd.get_subcommands() {
+            leaves(sub, path.clone(), out);
+        }
+    }
+
+    #[test]
+    fn every_command_has_help_with_an_example_and_every_flag_says_what_it_is() {
+        let mut all = Vec::new();
+        leaves(&super::Cli::command(), String::new(), &mut all);
+        let mut missing = Vec::new();
+        for (path, cmd) in &all {
+            let about = cmd.get_long_about().or(cmd.get_about()).map(|s| s.to_string()).unwrap_or_default();
+            if about.is_empty() {
+                missing.push(format!("{path}: no description"));
+            }
+            if !about.contains("Example: outpost") {
+                missing.push(format!("{path}: no example"));
+            }
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if matches!(id, "help" | "version") {
+                    continue;
+                }
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path}: {id} has no help"));
+                }
+            }
+        }
+        assert!(missing.is_empty(), "{} gap(s):\n{}", missing.len(), missing.join("\n"));
+    }
+
+    #[test]
+    fn gate_flags_say_their_units_and_defaults() {
+        let cmd = super::Cli::command();
+        let start = cmd.find_subcommand("rollout").and_then(|r| r.find_subcommand("start")).unwrap();
+        for (flag, unit, default) in [
+            ("max_failure_rate", "%", "Default 10%"),
+            ("max_error_rate", "percentage points", "Default 2%"),
+            ("max_p95_regression", "%", "Default 100%"),
+            ("min_shadow_agreement", "%", "Default 90%"),
+            ("max_psi", "PSI", "No default"),
+            ("quorum", "%", "default 80%"),
+        ] {
+            let arg = start.get_arguments().find(|a| a.get_id() == flag).unwrap();
+            let help = arg.get_long_help().or(arg.get_help()).map(|s| s.to_string()).unwrap_or_default();
+            assert!(help.contains(unit) && help.contains(default), "--{flag}: {help}");
+        }
+    }
 }

@@ -112,6 +112,7 @@ enum Command {
         /// Only the gates named by flags: no default install, error-rate, latency and shadow gates.
         #[arg(long = "no-default-gates")]
         no_default_gates: bool,
+        /// table for people, json for scripts (documented shapes: docs/cli-json.md).
         #[arg(short = 'o', long = "output", value_enum, default_value_t)]
         output: Output,
     },
@@ -142,6 +143,9 @@ enum Command {
         /// Name the rollout (default: MODEL-remove-TIME).
         #[arg(long)]
         id: Option<String>,
+        /// table for people, json for scripts (documented shapes: docs/cli-json.md).
+        #[arg(short = 'o', long = "output", value_enum, default_value_t)]
+        output: Output,
     },
     /// Waves, devices per state, each gate with its threshold and last verdict, the latest events.
     ///
@@ -150,12 +154,15 @@ enum Command {
     ///
     /// Example: outpost rollout status digits-2.1.0-1764979200 --watch
     Status {
+        /// The rollout id (rollout list shows them).
         id: String,
+        /// Redraw until the rollout ends; exit 0 when it completes, 3 when it pauses, aborts or rolls back.
         #[arg(long)]
         watch: bool,
         /// Seconds between redraws with --watch.
         #[arg(long, default_value_t = 2)]
         interval: u64,
+        /// table for people, json for scripts (documented shapes: docs/cli-json.md).
         #[arg(short = 'o', long = "output", value_enum, default_value_t)]
         output: Output,
     },
@@ -163,52 +170,78 @@ enum Command {
     ///
     /// Example: outpost rollout list -o json
     List {
+        /// Finished rollouts too (completed, aborted, rolled back).
         #[arg(long)]
         all: bool,
+        /// table for people, json for scripts (documented shapes: docs/cli-json.md).
         #[arg(short = 'o', long = "output", value_enum, default_value_t)]
         output: Output,
     },
     /// Stop telling devices anything new; devices already told keep their desired state.
+    ///
+    /// Example: outpost rollout pause digits-2.1.0-1764979200
     Pause {
+        /// The rollout id (rollout list shows them).
         id: String,
+        /// table for people, json for scripts (documented shapes: docs/cli-json.md).
         #[arg(short = 'o', long = "output", value_enum, default_value_t)]
         output: Output,
     },
     /// Continue a paused rollout: the current wave's bake starts again, held-back devices are told again.
+    ///
+    /// Example: outpost rollout resume digits-2.1.0-1764979200
     Resume {
+        /// The rollout id (rollout list shows them).
         id: String,
+        /// table for people, json for scripts (documented shapes: docs/cli-json.md).
         #[arg(short = 'o', long = "output", value_enum, default_value_t)]
         output: Output,
     },
     /// Skip the rest of the current wave's bake and gates and start the next wave.
+    ///
+    /// Example: outpost rollout promote digits-2.1.0-1764979200 --full
     Promote {
+        /// The rollout id (rollout list shows them).
         id: String,
         /// Skip every remaining wave: every selected device is told now.
         #[arg(long)]
         full: bool,
+        /// table for people, json for scripts (documented shapes: docs/cli-json.md).
         #[arg(short = 'o', long = "output", value_enum, default_value_t)]
         output: Output,
     },
     /// Stop for good; devices on the release keep it unless --revert.
+    ///
+    /// Example: outpost rollout abort digits-2.1.0-1764979200 --revert
     Abort {
+        /// The rollout id (rollout list shows them).
         id: String,
         /// Tell every device that installed it to switch back to its previous model.
         #[arg(long)]
         revert: bool,
+        /// table for people, json for scripts (documented shapes: docs/cli-json.md).
         #[arg(short = 'o', long = "output", value_enum, default_value_t)]
         output: Output,
     },
     /// Roll the whole rollout back, also after it completed: every device on the release switches back.
     /// Only the newest rollout of a model can (an older one's previous model may be an aborted release).
+    ///
+    /// Example: outpost rollout undo digits-2.1.0-1764979200
     Undo {
+        /// The rollout id (rollout list shows them).
         id: String,
+        /// table for people, json for scripts (documented shapes: docs/cli-json.md).
         #[arg(short = 'o', long = "output", value_enum, default_value_t)]
         output: Output,
     },
     /// Every rollout in the order they started, newest last, with start time and how long each ran.
+    ///
+    /// Example: outpost rollout history --model digits
     History {
+        /// Only the rollouts of this model.
         #[arg(long)]
         model: Option<String>,
+        /// table for people, json for scripts (documented shapes: docs/cli-json.md).
         #[arg(short = 'o', long = "output", value_enum, default_value_t)]
         output: Output,
     },
@@ -216,12 +249,10 @@ enum Command {
 
 /// Prints the rollout the API answered: JSON as it came, or `prefix ID: PHASE`.
 fn answer(r: &serde_json::Value, prefix: &str, output: Output) -> Result<(), Failure> {
+    let t = typed(r)?;
     match output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(r).expect("json")),
-        Output::Table => {
-            let t = typed(r)?;
-            println!("{prefix}{}: {}", t.spec.id, show::phase(&t.state.phase));
-        }
+        Output::Json => super::json::print(&t),
+        Output::Table => println!("{prefix}{}: {}", t.spec.id, show::phase(&t.state.phase)),
     }
     Ok(())
 }
@@ -239,10 +270,7 @@ fn rollouts(remote: &Remote) -> Result<Vec<(serde_json::Value, crate::rollout::R
 
 fn print_rows(rows: Vec<(serde_json::Value, crate::rollout::Rollout)>, output: Output) {
     match output {
-        Output::Json => {
-            let json: Vec<serde_json::Value> = rows.into_iter().map(|(v, _)| v).collect();
-            println!("{}", serde_json::to_string_pretty(&json).expect("json"));
-        }
+        Output::Json => super::json::print(&rows.into_iter().map(|(_, r)| r).collect::<Vec<_>>()),
         Output::Table => show::print_table(&rows.into_iter().map(|(_, r)| r).collect::<Vec<_>>()),
     }
 }
@@ -270,7 +298,8 @@ fn watch(remote: &Remote, id: &str, interval: u64, output: Output) -> Result<(),
         unreachable_since = None;
         let r = typed(&v)?;
         match output {
-            Output::Json => println!("{}", serde_json::to_string(&v).expect("json")),
+            // One line per poll (JSON Lines), so a script reads each as it comes.
+            Output::Json => println!("{}", super::json::readable(&r)),
             // Home and clear: the page redraws in place instead of scrolling.
             Output::Table if tty => print!("\x1b[H\x1b[2J"),
             Output::Table => {}
@@ -346,7 +375,7 @@ pub fn run(a: Args) -> Result<(), Failure> {
             let r = remote.post_json("/api/v1/rollouts", &serde_json::to_value(&req).expect("json"))?;
             answer(&r, "started ", output)
         }
-        Command::Remove { model, selector, waves, bake, quorum, max_failure_rate, id } => {
+        Command::Remove { model, selector, waves, bake, quorum, max_failure_rate, id, output } => {
             let req = crate::daemon::rollouts::StartRequest {
                 remove: Some(model),
                 selector,
@@ -359,14 +388,14 @@ pub fn run(a: Args) -> Result<(), Failure> {
                 ..Default::default()
             };
             let r = remote.post_json("/api/v1/rollouts", &serde_json::to_value(&req).expect("json"))?;
-            answer(&r, "started ", Output::Table)
+            answer(&r, "started ", output)
         }
         Command::Status { id, watch: true, interval, output } => watch(&remote, &id, interval, output),
         Command::Status { id, output, .. } => {
-            let v = remote.get(&format!("/api/v1/rollouts/{id}"))?;
+            let r = typed(&remote.get(&format!("/api/v1/rollouts/{id}"))?)?;
             match output {
-                Output::Json => println!("{}", serde_json::to_string_pretty(&v).expect("json")),
-                Output::Table => show::print_status(&typed(&v)?),
+                Output::Json => super::json::print(&r),
+                Output::Table => show::print_status(&r),
             }
             Ok(())
         }
@@ -401,7 +430,12 @@ pub fn skew(remote: &Remote, model: Option<&str>, output: Output) -> Result<(), 
     let rows: Vec<&serde_json::Value> =
         all.as_array().into_iter().flatten().filter(|m| model.is_none_or(|name| m["model"] == name)).collect();
     if output == Output::Json {
-        println!("{}", serde_json::to_string_pretty(&rows).expect("json"));
+        let typed: Vec<crate::skew::ModelSkew> = rows
+            .into_iter()
+            .map(|m| serde_json::from_value(m.clone()))
+            .collect::<Result<_, _>>()
+            .map_err(|e| Failure::Error(format!("the controller's skew: {e}")))?;
+        super::json::print(&typed);
         return Ok(());
     }
     for m in rows {

@@ -6,8 +6,10 @@ use std::path::PathBuf;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
+    /// A controller.toml (`outpost print-default-config` prints every key with its default).
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Where to keep the controller's data (default ./outpost-data): its store, API token and device CA.
     #[arg(long = "data-dir")]
     data_dir: Option<PathBuf>,
     /// The HTTP API address, e.g. 127.0.0.1:8480.
@@ -22,6 +24,7 @@ pub struct Args {
     /// Trust policy to verify pushed bundles with.
     #[arg(long)]
     trust: Option<PathBuf>,
+    /// The root public key(s) devices pin: the trust policy is checked against them.
     #[arg(long = "root-pub")]
     root_pub: Vec<PathBuf>,
 }

@@ -17,6 +17,8 @@ pub struct Args {
 #[derive(Debug, clap::Subcommand)]
 enum Command {
     /// Write a trust policy naming the release keys, signed by the root key(s).
+    ///
+    /// Example: outpost trust init --root-key keys/root.key --release-pub keys/release-1.pub --out trust.policy
     Init {
         /// Root private key(s) that sign the policy: the current root's (after a rotation, the new root's).
         #[arg(long = "root-key", required = true)]
@@ -34,16 +36,24 @@ enum Command {
         /// Lifetime, e.g. 365d.
         #[arg(long, default_value = "365d", value_parser = parse_lifetime)]
         expires: u64,
+        /// The policy file to write.
         #[arg(long)]
         out: PathBuf,
     },
     /// Print a trust policy's or root document's contents (signatures are not checked).
+    ///
+    /// Example: outpost trust inspect trust.policy -o json
     Inspect {
+        /// A trust policy or a root document (root-N.root).
         file: PathBuf,
+        /// table for people, json for scripts (documented shapes: docs/cli-json.md).
         #[arg(short = 'o', long = "output", value_enum, default_value_t)]
         output: Output,
     },
     /// Write the next root document (root-N.root in --chain), signed by the current root and the new one.
+    ///
+    /// Example: outpost trust rotate-root --image-root-pub keys/root.pub --chain roots --root-key
+    /// keys/root.key --new-key keys/root-2.key
     RotateRoot {
         /// The root public key(s) devices pin in their image (root v1).
         #[arg(long = "image-root-pub", required = true)]
@@ -71,7 +81,10 @@ enum Command {
         expires: u64,
     },
     /// Publish a trust policy (and the root chain) to the fleet through the controller.
+    ///
+    /// Example: outpost trust push --policy trust-2.policy --chain roots
     Push {
+        /// The signed trust policy to publish.
         #[arg(long)]
         policy: PathBuf,
         /// The root chain directory, if the root was ever rotated.
@@ -79,13 +92,17 @@ enum Command {
         chain: Option<PathBuf>,
         #[command(flatten)]
         remote: Remote,
+        /// table for people, json for scripts (documented shapes: docs/cli-json.md).
         #[arg(short = 'o', long = "output", value_enum, default_value_t)]
         output: Output,
     },
     /// The fleet's current root and policy, and which versions devices attest to.
+    ///
+    /// Example: outpost trust status
     Status {
         #[command(flatten)]
         remote: Remote,
+        /// table for people, json for scripts (documented shapes: docs/cli-json.md).
         #[arg(short = 'o', long = "output", value_enum, default_value_t)]
         output: Output,
     },

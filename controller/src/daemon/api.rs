@@ -39,7 +39,7 @@ pub fn error(status: StatusCode, message: impl Into<String>) -> Response {
 pub fn router(api: Api) -> Router {
     let protected = Router::new()
         .route("/api/v1/devices", get(devices))
-        .route("/api/v1/devices/{id}", get(device))
+        .route("/api/v1/devices/{id}", get(device).delete(delete_device))
         .route("/api/v1/devices/{id}/approve", axum::routing::post(approve))
         .route("/api/v1/devices/{id}/revoke", axum::routing::post(revoke))
         .route("/api/v1/enroll-tokens", get(list_tokens).post(create_token))
@@ -57,8 +57,18 @@ pub fn router(api: Api) -> Router {
         .route("/api/v1/health", get(|| async { Json(serde_json::json!({"ok": true})) }))
         .merge(crate::console::public_routes())
         .merge(protected)
+        .fallback(unknown_path)
         .layer(DefaultBodyLimit::max(1 << 30))
         .with_state(api)
+}
+
+/// Any path no route serves: 404 with what was asked, before any credentials are looked at (a wrong
+/// path is not a reason to talk about tokens), so `outpost` says "no such API path" and a script sees 404.
+async fn unknown_path(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        format!("no API path {method} {}: is the controller older than this outpost?", uri.path()),
+    )
 }
 
 /// A bearer token (the API token or an operator's) or a console session; the operator goes to the
@@ -102,16 +112,13 @@ fn matches(d: &DeviceRecord, filters: &[(String, String)]) -> bool {
     })
 }
 
+/// The same selector language as rollouts (`rollout::Selector`): `key=value` pairs, all of which hold.
 pub fn parse_selector(s: &str) -> Result<Vec<(String, String)>, String> {
-    s.split(',')
-        .filter(|p| !p.trim().is_empty())
-        .map(|p| match p.split_once('=') {
-            Some((k, v)) if !k.trim().is_empty() && !v.trim().is_empty() => {
-                Ok((k.trim().to_owned(), v.trim().to_owned()))
-            }
-            _ => Err(format!("selector part {p:?} is not key=value")),
-        })
-        .collect()
+    let pairs = crate::rollout::Selector::parse(s).map_err(|e| e.to_string())?.0;
+    if let Some((k, _)) = pairs.iter().find(|(_, v)| v.is_empty()) {
+        return Err(format!("selector part {:?} has no value", format!("{k}=")));
+    }
+    Ok(pairs)
 }
 
 async fn devices(State(api): State<Api>, Query(q): Query<HashMap<String, String>>) -> Response {
@@ -128,8 +135,30 @@ async fn device(State(api): State<Api>, Path(id): Path<String>) -> Response {
         return error(StatusCode::BAD_REQUEST, format!("{id:?} is not a device id"));
     };
     match api.fleet.device(&id) {
+        Some(d) if d.decommissioned.is_some() => error(
+            StatusCode::NOT_FOUND,
+            format!("no device {id}: it was deleted (outpost devices delete) and its id stays revoked"),
+        ),
         Some(d) => Json(d).into_response(),
         None => error(StatusCode::NOT_FOUND, format!("no device {id}")),
+    }
+}
+
+/// `outpost devices delete ID`: decommission (`decommission.rs`).
+async fn delete_device(
+    State(api): State<Api>,
+    axum::Extension(operator): axum::Extension<crate::console::auth::Operator>,
+    Path(id): Path<String>,
+) -> Response {
+    use super::decommission::Refused;
+    let id = match device_id(&id) {
+        Ok(id) => id,
+        Err(r) => return *r,
+    };
+    match api.fleet.decommission(&id, &operator.name).await {
+        Ok(done) => Json(done).into_response(),
+        Err(Refused::NotFound(e)) => error(StatusCode::NOT_FOUND, e),
+        Err(Refused::Failed(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
     }
 }
 
@@ -137,23 +166,31 @@ fn device_id(id: &str) -> Result<DeviceId, Box<Response>> {
     DeviceId::new(id).map_err(|e| Box::new(error(StatusCode::BAD_REQUEST, format!("{id:?} is not a device id: {e}"))))
 }
 
-async fn approve(State(api): State<Api>, Path(id): Path<String>) -> Response {
+async fn approve(
+    State(api): State<Api>,
+    axum::Extension(operator): axum::Extension<crate::console::auth::Operator>,
+    Path(id): Path<String>,
+) -> Response {
     let id = match device_id(&id) {
         Ok(id) => id,
         Err(r) => return *r,
     };
-    match api.fleet.approve(&id) {
+    match api.fleet.approve(&id, &operator.name) {
         Ok(()) => Json(api.fleet.device(&id)).into_response(),
         Err(e) => error(StatusCode::CONFLICT, e),
     }
 }
 
-async fn revoke(State(api): State<Api>, Path(id): Path<String>) -> Response {
+async fn revoke(
+    State(api): State<Api>,
+    axum::Extension(operator): axum::Extension<crate::console::auth::Operator>,
+    Path(id): Path<String>,
+) -> Response {
     let id = match device_id(&id) {
         Ok(id) => id,
         Err(r) => return *r,
     };
-    match api.fleet.revoke(&id).await {
+    match api.fleet.revoke(&id, &operator.name).await {
         Ok(()) => Json(api.fleet.device(&id)).into_response(),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
     }
@@ -174,7 +211,11 @@ struct TokenRequest {
 /// The largest use cap a token may have.
 const MAX_TOKEN_USES: u64 = 1_000_000;
 
-async fn create_token(State(api): State<Api>, Json(req): Json<TokenRequest>) -> Response {
+async fn create_token(
+    State(api): State<Api>,
+    axum::Extension(operator): axum::Extension<crate::console::auth::Operator>,
+    Json(req): Json<TokenRequest>,
+) -> Response {
     let lifetime = req.expires_secs.unwrap_or(7 * 86_400);
     if lifetime == 0 {
         return error(StatusCode::BAD_REQUEST, "a token must live longer than 0 seconds");
@@ -192,7 +233,7 @@ async fn create_token(State(api): State<Api>, Json(req): Json<TokenRequest>) -> 
         max_uses,
         devices: req.devices,
     };
-    match api.fleet.create_token(&limits) {
+    match api.fleet.create_token(&limits, &operator.name) {
         Ok((secret, t)) => (
             StatusCode::CREATED,
             Json(serde_json::json!({
@@ -271,8 +312,12 @@ async fn get_rollout(State(api): State<Api>, Path(id): Path<String>) -> Response
     }
 }
 
-async fn start_rollout(State(api): State<Api>, Json(req): Json<super::rollouts::StartRequest>) -> Response {
-    match api.rollouts.start(&req).await {
+async fn start_rollout(
+    State(api): State<Api>,
+    axum::Extension(operator): axum::Extension<crate::console::auth::Operator>,
+    Json(req): Json<super::rollouts::StartRequest>,
+) -> Response {
+    match api.rollouts.start(&req, &operator.name).await {
         Ok(r) => (StatusCode::CREATED, Json(r)).into_response(),
         Err(e) => error(StatusCode::BAD_REQUEST, e),
     }

@@ -18,8 +18,12 @@ pub async fn status(State(api): State<Api>) -> Response {
 }
 
 /// The body is a `Message::Trust` frame, exactly what devices will receive.
-pub async fn push(State(api): State<Api>, body: Bytes) -> Response {
-    match super::fleet_trust::push(&api.fleet, &api.trust, &body).await {
+pub async fn push(
+    State(api): State<Api>,
+    axum::Extension(operator): axum::Extension<crate::console::auth::Operator>,
+    body: Bytes,
+) -> Response {
+    match super::fleet_trust::push(&api.fleet, &api.trust, &body, &operator.name).await {
         Ok(status) => (StatusCode::CREATED, Json(status)).into_response(),
         Err((code, e)) => error(StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST), e),
     }

@@ -117,15 +117,49 @@ fn base_model(store: &Store, trust: &Trust, model_sha256: &Digest, now: u64) -> 
 /// Finds a stored bundle by `name@version` or by (a prefix of) its digest.
 pub fn find(store: &Store, spec: &str) -> Result<BundleMeta, String> {
     let all: Vec<BundleMeta> = store.all(Table::Bundles).map_err(|e| e.to_string())?;
+    pick(&all, spec).cloned()
+}
+
+/// [`find`] over a list. A refusal says what to type instead: the matching bundles with their digests
+/// when the name is ambiguous, the pushed versions when only a model name was given.
+pub fn pick<'a>(all: &'a [BundleMeta], spec: &str) -> Result<&'a BundleMeta, String> {
+    let line = |b: &BundleMeta| {
+        format!("  {}  {}@{}  sequence {}  pushed {}", b.digest, b.name, b.version, b.sequence, utc(b.pushed_at))
+    };
+    let listed = |hits: &[&BundleMeta]| hits.iter().map(|b| line(b)).collect::<Vec<_>>().join("\n");
     let hits: Vec<&BundleMeta> = match spec.split_once('@') {
         Some((name, version)) => all.iter().filter(|b| b.name == name && b.version == version).collect(),
         None => all.iter().filter(|b| spec.len() >= 6 && b.digest.starts_with(spec)).collect(),
     };
     match hits.as_slice() {
-        [one] => Ok((*one).clone()),
-        [] => Err(format!("no pushed bundle matches {spec:?} (use NAME@VERSION or a digest prefix)")),
-        many => Err(format!("{spec:?} matches {} bundles; use the digest", many.len())),
+        [one] => Ok(one),
+        [] => {
+            let name = spec.split_once('@').map_or(spec, |(n, _)| n);
+            let mut same: Vec<&BundleMeta> = all.iter().filter(|b| b.name == name).collect();
+            same.sort_by_key(|b| b.sequence);
+            if same.is_empty() {
+                Err(format!(
+                    "no pushed bundle matches {spec:?}: give NAME@VERSION or a digest prefix of 6 or more hex digits \
+                     (outpost bundle list shows them)"
+                ))
+            } else {
+                Err(format!(
+                    "no pushed bundle matches {spec:?}; the pushed bundles of {name} are:\n{}\ngive NAME@VERSION or a digest prefix",
+                    listed(&same)
+                ))
+            }
+        }
+        many => Err(format!(
+            "{spec:?} matches {} bundles:\n{}\ngive a longer digest prefix to choose one",
+            many.len(),
+            listed(many)
+        )),
     }
+}
+
+/// `2026-12-06 08:00:00 UTC`, or `-` for an unknown time.
+fn utc(secs: u64) -> String {
+    if secs == 0 { "-".into() } else { format!("{} UTC", crate::duration::utc(secs)) }
 }
 
 /// The pushed bundle of `model` with the highest release sequence: what a removal rollout names.
@@ -137,4 +171,49 @@ pub fn newest(store: &Store, model: &str) -> Result<BundleMeta, String> {
              state; push the release the devices run first (outpost bundle push)"
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(digest: &str, name: &str, version: &str, sequence: u64) -> BundleMeta {
+        BundleMeta {
+            digest: digest.into(),
+            name: name.into(),
+            version: version.into(),
+            sequence,
+            size: 1,
+            compression: "full".into(),
+            base_sha256: None,
+            model_sha256: String::new(),
+            archs: vec![],
+            expires: 0,
+            pushed_at: 1_796_515_200,
+            signers: vec![],
+            min_agent: None,
+        }
+    }
+
+    #[test]
+    fn an_ambiguous_bundle_name_lists_the_matching_digests_and_a_bare_model_name_its_versions() {
+        let all = [
+            meta("aaaaaa11", "digits", "2.0.0", 2),
+            meta("aaaaaa22", "digits", "2.0.0", 3),
+            meta("bbbbbb33", "digits", "1.0.0", 1),
+            meta("cccccc44", "kws", "1.0.0", 1),
+        ];
+        assert_eq!(pick(&all, "digits@1.0.0").unwrap().digest, "bbbbbb33");
+        assert_eq!(pick(&all, "aaaaaa2").unwrap().digest, "aaaaaa22");
+        let e = pick(&all, "digits@2.0.0").unwrap_err();
+        assert!(e.starts_with("\"digits@2.0.0\" matches 2 bundles:\n"), "{e}");
+        assert!(e.contains("  aaaaaa11  digits@2.0.0  sequence 2  pushed 2026-12-06 00:00:00 UTC\n"), "{e}");
+        assert!(e.contains("  aaaaaa22  digits@2.0.0  sequence 3"), "{e}");
+        assert!(pick(&all, "aaaaaa").unwrap_err().contains("matches 2 bundles"));
+        let e = pick(&all, "digits").unwrap_err();
+        assert!(e.contains("the pushed bundles of digits are:\n  bbbbbb33  digits@1.0.0"), "{e}");
+        assert!(!e.contains("kws"), "{e}");
+        let e = pick(&all, "vision@1.0.0").unwrap_err();
+        assert!(e.contains("outpost bundle list"), "{e}");
+    }
 }

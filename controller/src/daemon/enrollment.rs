@@ -303,14 +303,14 @@ impl Fleet {
     }
 
     /// `outpost enroll-token create`: returns the secret (shown once) and the stored token.
-    pub fn create_token(&self, limits: &TokenLimits) -> anyhow::Result<(String, EnrollToken)> {
+    pub fn create_token(&self, limits: &TokenLimits, by: &str) -> anyhow::Result<(String, EnrollToken)> {
         let mut random = [0u8; 32];
         getrandom::fill(&mut random).map_err(|e| anyhow::anyhow!("no OS randomness for a token: {e}"))?;
         let t = now();
         let (secret, token) = enroll::new_token(random, t, limits);
         self.store.put(Table::EnrollTokens, &token.hash, &token)?;
         self.audit(serde_json::json!({
-            "at": t, "what": "enrollment token created", "token": &token.id, "expires": token.expires,
+            "at": t, "what": "enrollment token created", "operator": by, "token": &token.id, "expires": token.expires,
             "auto_approve": token.auto_approve, "max_uses": token.max_uses, "devices": &token.devices,
         }));
         Ok((secret, token))
@@ -321,7 +321,7 @@ impl Fleet {
     }
 
     /// `outpost devices approve ID`: a pending device gets its certificate on its next request.
-    pub fn approve(&self, id: &DeviceId) -> Result<(), String> {
+    pub fn approve(&self, id: &DeviceId, by: &str) -> Result<(), String> {
         let status = self.device(id).map(|d| d.enrollment.status);
         match status {
             Some(Status::Pending) | Some(Status::Approved) => {}
@@ -329,13 +329,13 @@ impl Fleet {
             None => return Err(format!("no device {id}")),
         }
         self.update(id, |d| d.enrollment.status = Status::Approved);
-        self.audit(serde_json::json!({"at": now(), "what": "device approved", "device": id}));
+        self.audit(serde_json::json!({"at": now(), "what": "device approved", "device": id, "operator": by}));
         Ok(())
     }
 
     /// `outpost devices revoke ID`: the registry refuses the device from now on, its certificates go on the
     /// CRL, and the revocation hook lets the broker reload it. An unknown id is revoked too (pre-emptively).
-    pub async fn revoke(&self, id: &DeviceId) -> Result<(), String> {
+    pub async fn revoke(&self, id: &DeviceId, by: &str) -> Result<(), String> {
         let t = now();
         self.update(id, |d| {
             if !matches!(d.enrollment.status, Status::Revoked { .. }) {
@@ -345,7 +345,7 @@ impl Fleet {
         });
         let crl = self.write_crl(t);
         self.audit(serde_json::json!({
-            "at": t, "what": "device revoked", "device": id, "crl": crl.as_ref().map(|p| p.display().to_string()),
+            "at": t, "what": "device revoked", "device": id, "operator": by, "crl": crl.as_ref().map(|p| p.display().to_string()),
         }));
         let crl =
             crl.map_err(|e| format!("device {id} is revoked in the registry, but the CRL was not written: {e}"))?;
@@ -363,7 +363,7 @@ impl Fleet {
             tracing::warn!(error = %e, "cannot compact the CA's issued log");
         }
         let revoked: Vec<(String, u64)> = self
-            .devices()
+            .all_records()
             .into_iter()
             .filter_map(|d| match d.enrollment.status {
                 Status::Revoked { at } => Some((d.id.to_string(), at)),
@@ -373,7 +373,7 @@ impl Fleet {
         ca.write_crl(&revoked, t).map_err(|e| e.to_string())
     }
 
-    async fn run_revoke_hook(&self) -> Result<(), String> {
+    pub(super) async fn run_revoke_hook(&self) -> Result<(), String> {
         let Some((cmd, args)) = self.identity.on_revoke.split_first() else { return Ok(()) };
         let (c, a) = (cmd.clone(), args.to_vec());
         let out = tokio::task::spawn_blocking(move || std::process::Command::new(c).args(a).output())

@@ -158,10 +158,17 @@ impl Fleet {
         }
     }
 
+    /// The fleet: every device but the decommissioned ones (their tombstones only keep their ids revoked).
     pub fn devices(&self) -> Vec<DeviceRecord> {
+        self.devices.lock().expect("devices").values().filter(|d| d.decommissioned.is_none()).cloned().collect()
+    }
+
+    /// Every record, tombstones of decommissioned devices included (the CRL lists their certificates).
+    pub(super) fn all_records(&self) -> Vec<DeviceRecord> {
         self.devices.lock().expect("devices").values().cloned().collect()
     }
 
+    /// The device's record, a decommissioned device's tombstone included.
     pub fn device(&self, id: &DeviceId) -> Option<DeviceRecord> {
         self.devices.lock().expect("devices").get(id).cloned()
     }
@@ -240,6 +247,11 @@ impl Fleet {
 
     /// Publishes (retained) and records a device's desired state.
     pub async fn desire(&self, device: &DeviceId, desired: DesiredState) -> anyhow::Result<()> {
+        // A decommissioned device is told nothing again: a rollout that still counts it as a member must
+        // not leave a retained desired state for an id that is gone.
+        if self.device(device).is_some_and(|d| d.decommissioned.is_some()) {
+            return Ok(());
+        }
         let bytes = codec::encode(&Message::Desired(desired.clone()));
         let topic = topics::down(device, &Down::Desired(desired.model.clone()));
         self.update(device, |d| {

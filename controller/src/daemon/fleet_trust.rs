@@ -222,7 +222,12 @@ impl Fleet {
 }
 
 /// The push, audited: `POST /api/v1/trust` with a `Message::Trust` frame.
-pub async fn push(fleet: &Fleet, trust: &FleetTrust, body: &[u8]) -> Result<serde_json::Value, (u16, String)> {
+pub async fn push(
+    fleet: &Fleet,
+    trust: &FleetTrust,
+    body: &[u8],
+    by: &str,
+) -> Result<serde_json::Value, (u16, String)> {
     let update = match codec::decode(body, &Limits::default()) {
         Ok(Message::Trust(u)) => u,
         Ok(_) => return Err((400, "the body is not a trust update".into())),
@@ -235,7 +240,7 @@ pub async fn push(fleet: &Fleet, trust: &FleetTrust, body: &[u8]) -> Result<serd
     }
     let status = trust.status(&fleet.devices());
     let _ = fleet.store.audit(&serde_json::json!({
-        "at": t, "what": "trust pushed",
+        "at": t, "what": "trust pushed", "operator": by,
         "root_version": status["root"]["version"], "policy_version": status["policy"]["version"],
         "release_keys": status["policy"]["release_keys"],
     }));

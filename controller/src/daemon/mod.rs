@@ -8,6 +8,7 @@ pub mod broker;
 pub mod bundles;
 pub mod chunks;
 pub mod config;
+pub mod decommission;
 pub mod enroll;
 pub mod enrollment;
 pub mod fleet;

@@ -45,6 +45,11 @@ pub struct DeviceRecord {
     /// Its last verified version report and the reports refused (`attestation.rs`).
     #[serde(default)]
     pub attestation: super::attestation::Attestation,
+    /// When an operator decommissioned the device (`outpost devices delete`). The record stays as a
+    /// tombstone that keeps the id revoked (its certificates on the CRL, its messages ignored, no
+    /// enrollment under the id); lists, rollouts, skew and metrics leave it out.
+    #[serde(default)]
+    pub decommissioned: Option<UnixTime>,
 }
 
 /// What the registry keeps of one model on one device.
@@ -117,7 +122,21 @@ impl DeviceRecord {
             evidence: None,
             enrollment: super::enroll::Enrollment::default(),
             attestation: super::attestation::Attestation::default(),
+            decommissioned: None,
         }
+    }
+
+    /// What is left of a device once decommissioned: its id, when it was first seen and its identity
+    /// (revoked, with the certificates issued to it, so the CRL keeps listing them).
+    pub fn tombstone(&self, at: UnixTime) -> DeviceRecord {
+        let mut t = DeviceRecord::new(self.id.clone(), self.first_seen);
+        t.last_seen = self.last_seen;
+        t.enrollment = self.enrollment.clone();
+        if !matches!(t.enrollment.status, super::enroll::Status::Revoked { .. }) {
+            t.enrollment.status = super::enroll::Status::Revoked { at };
+        }
+        t.decommissioned = Some(at);
+        t
     }
 
     pub fn hello(&mut self, h: Hello, now: UnixTime) {

@@ -196,13 +196,15 @@ impl Rollouts {
 
     /// Creates a rollout and runs its first evaluation. One live rollout per model: a device must never
     /// be told two things at once.
-    pub async fn start(&self, req: &StartRequest) -> Result<Rollout, String> {
+    /// `by`: the operator who started it (the `Started` decision names them).
+    pub async fn start(&self, req: &StartRequest, by: &str) -> Result<Rollout, String> {
         let spec = self.spec(req)?;
         let _turn = self.turn.lock().await;
         let views = self.views();
         may_start(&self.list(), &spec, &views)?;
         let mut rollout = Rollout::new(spec).map_err(|e| e.to_string())?;
         rollout.state.order = next_order(&self.list());
+        rollout.state.started_by = Some(by.to_owned());
         if rollout.spec.kind == Kind::Install && rollout.survey_count(&views) == 0 {
             return Err(rollout.why_none_selected(&views));
         }

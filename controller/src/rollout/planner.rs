@@ -62,7 +62,8 @@ impl Rollout {
         if self.state.phase == Phase::Pending {
             self.begin(now);
             let counts = self.sync(&survey, devices, now, &mut out);
-            self.audit(&mut out, now, Decision::Started, Actor::Planner, self.started_reason(&survey), counts, None);
+            let by = self.state.starter();
+            self.audit(&mut out, now, Decision::Started, by, self.started_reason(&survey), counts, None);
         }
         match self.state.phase {
             Phase::Progressing => self.progress(&survey, devices, now, &mut out),

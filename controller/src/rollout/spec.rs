@@ -78,7 +78,16 @@ impl Selector {
         let mut pairs = Vec::new();
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let (k, v) = part.split_once('=').ok_or_else(|| SpecError::BadSelector { part: part.to_owned() })?;
-            pairs.push((k.trim().to_owned(), v.trim().to_owned()));
+            let (k, v) = (k.trim(), v.trim());
+            // Only equality is supported. `region!=eu` would otherwise read as the key `region!` (no device
+            // has it: the rollout selects nothing, or `devices list` shows nothing), `region==eu` as the
+            // value `=eu`: refused by name rather than misread.
+            let label =
+                |s: &str| s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/' | ':'));
+            if !label(k) || !label(v) {
+                return Err(SpecError::UnsupportedSelector { part: part.to_owned() });
+            }
+            pairs.push((k.to_owned(), v.to_owned()));
         }
         let sel = Selector(pairs);
         sel.validate()?;
@@ -393,8 +402,13 @@ pub enum SpecError {
     BadWave { input: String },
     #[error("{field} = {value} is out of range (expected {range})")]
     OutOfRange { field: &'static str, value: f64, range: &'static str },
-    #[error("selector part {part:?} is not key=value")]
+    #[error("selector part {part:?} is not key=value (only equality is supported)")]
     BadSelector { part: String },
+    #[error(
+        "selector part {part:?}: only key=value is supported (labels are letters, digits and . _ - / :); \
+         no !=, ==, in or globs: select the devices you want by a label they share"
+    )]
+    UnsupportedSelector { part: String },
     #[error("selector key {key:?} appears twice")]
     DuplicateSelectorKey { key: String },
     #[error("failure policy {input:?} is neither pause nor rollback")]

@@ -33,6 +33,10 @@ pub struct RolloutState {
     /// the same second is the newer (0: stored before rollouts were numbered).
     #[serde(default)]
     pub order: u64,
+    /// The operator who started it (from their API token or console session): the `Started` decision
+    /// names them. `None`: started before rollouts recorded it, or by a caller with no operator (tests).
+    #[serde(default)]
+    pub started_by: Option<String>,
 }
 
 /// Members by where they stand with the release. Counts only, so refreshing it changes the stored
@@ -68,6 +72,7 @@ impl Default for RolloutState {
             history: Vec::new(),
             progress: Progress::default(),
             order: 0,
+            started_by: None,
         }
     }
 }
@@ -244,6 +249,11 @@ impl Actor {
 }
 
 impl RolloutState {
+    /// Who the `Started` decision names: the operator who started the rollout, else the planner.
+    pub fn starter(&self) -> Actor {
+        self.started_by.clone().map_or(Actor::Planner, Actor::Operator)
+    }
+
     /// Device count per wave (by the wave each member was put in), for status tables.
     pub fn members_per_wave(&self, waves: usize) -> Vec<u32> {
         let mut counts = vec![0u32; waves];

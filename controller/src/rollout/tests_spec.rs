@@ -101,6 +101,16 @@ fn selectors_and_policies_parse() {
 }
 
 #[test]
+fn selector_operators_other_than_equality_are_refused_by_name_not_misread() {
+    // Before: `region!=eu` parsed as the label `region!` equal to `eu`, selecting nothing.
+    for bad in ["region!=eu", "region==eu", "region=~eu", "tier in (a,b)", "region=e u", "region=eu*"] {
+        let e = Selector::parse(bad).unwrap_err().to_string();
+        assert!(e.contains("key=value"), "{bad}: {e}");
+    }
+    assert!(Selector::parse("site/zone=eu-west_1.a,k8s.io:x=y").is_ok());
+}
+
+#[test]
 fn the_arch_selector_key_matches_the_reported_architecture() {
     let mut d = DeviceView::new(id(1));
     d.arch = Some(outpost_protocol::Arch::Aarch64);

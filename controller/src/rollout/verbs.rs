@@ -87,7 +87,8 @@ impl Rollout {
             // Started, but nobody is told before the verb applies: `abort` on a new rollout tells no one.
             self.begin(now);
             let reason = self.started_reason(&survey);
-            self.audit(&mut out, now, Decision::Started, Actor::Planner, reason, Default::default(), None);
+            let by = self.state.starter();
+            self.audit(&mut out, now, Decision::Started, by, reason, Default::default(), None);
         }
         let k = self.state.wave;
         let (decision, reason) = match verb {
