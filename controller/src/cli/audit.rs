@@ -54,10 +54,10 @@ fn actor(by: &serde_json::Value) -> String {
 }
 
 /// An entry that is not a rollout decision (enrollment, approval, trust): its `what`, who did it (the
-/// operator named by their token; `controller` for what devices asked and the controller decided), then
+/// operator named by their token; `controller` for what devices asked and the controller decided), and
 /// its other fields as `key=value`.
-fn other(x: &serde_json::Value) -> String {
-    let what = x["what"].as_str().unwrap_or("event");
+fn other(x: &serde_json::Value) -> (String, String, String) {
+    let what = x["what"].as_str().unwrap_or("event").to_owned();
     let rest: Vec<String> = x
         .as_object()
         .into_iter()
@@ -65,7 +65,34 @@ fn other(x: &serde_json::Value) -> String {
         .filter(|(k, v)| !matches!(k.as_str(), "at" | "what" | "by" | "operator") && !v.is_null())
         .map(|(k, v)| format!("{k}={}", v.as_str().map_or_else(|| v.to_string(), str::to_owned)))
         .collect();
-    format!("{what:<26} {:<10} {}", who(x), rest.join(" "))
+    (what, who(x).to_owned(), rest.join(" "))
+}
+
+/// `outpost audit` for people: one line per entry, columns aligned on their widest cell. A rollout
+/// decision shows its rollout, 1-based wave, decision, who took it and why; any other entry its `what`,
+/// who did it and its other fields as `key=value`.
+pub fn table(entries: &[&serde_json::Value]) -> String {
+    let head = ["N", "TIME (UTC)", "ROLLOUT", "WAVE", "DECISION", "BY", "REASON"].map(String::from).to_vec();
+    let rows = entries.iter().map(|e| {
+        let x = &e["entry"];
+        let n = e["n"].as_u64().map_or_else(|| "-".into(), |n| n.to_string());
+        let at = utc(x["at"].as_u64().unwrap_or(0));
+        if x["rollout"].is_string() {
+            vec![
+                n,
+                at,
+                x["rollout"].as_str().unwrap_or("").to_owned(),
+                x["wave"].as_u64().map_or_else(|| "-".into(), |w| (w + 1).to_string()),
+                decision(&x["decision"]),
+                actor(&x["by"]),
+                x["reason"].as_str().unwrap_or("").to_owned(),
+            ]
+        } else {
+            let (what, who, rest) = other(x);
+            vec![n, at, "-".into(), "-".into(), what, who, rest]
+        }
+    });
+    super::table::render(std::iter::once(head).chain(rows).collect(), &[0, 3])
 }
 
 /// An entry as `-o json` shows it: a rollout decision with 1-based waves and hex digests, a pushed
@@ -107,29 +134,7 @@ pub fn run(remote: &Remote, filter: &Filter, output: Output) -> Result<(), Failu
                 .collect();
             println!("{}", serde_json::to_string_pretty(&readable).expect("json"));
         }
-        Output::Table => {
-            println!(
-                "{:>5}  {:<19}  {:<16} {:>4}  {:<26} {:<10} reason",
-                "n", "time (UTC)", "rollout", "wave", "decision", "by"
-            );
-            for e in entries {
-                let x = &e["entry"];
-                let at = utc(x["at"].as_u64().unwrap_or(0));
-                if x["rollout"].is_string() {
-                    println!(
-                        "{:>5}  {at:<19}  {:<16} {:>4}  {:<26} {:<10} {}",
-                        e["n"],
-                        x["rollout"].as_str().unwrap_or(""),
-                        x["wave"].as_u64().map(|w| w + 1).unwrap_or(0),
-                        decision(&x["decision"]),
-                        actor(&x["by"]),
-                        x["reason"].as_str().unwrap_or("")
-                    );
-                } else {
-                    println!("{:>5}  {at:<19}  {:<16} {:>4}  {}", e["n"], "-", "-", other(x));
-                }
-            }
-        }
+        Output::Table => print!("{}", table(&entries)),
     }
     Ok(())
 }
@@ -171,5 +176,32 @@ mod tests {
         let at = super::utc(1_500);
         assert_eq!(n(super::Filter { since: Some(at), limit: Some(100), ..Default::default() }), [5, 6, 7, 8, 9]);
         assert!(super::Filter { since: Some("soon".into()), ..Default::default() }.apply(&log, 2_000).is_err());
+    }
+}
+
+#[cfg(test)]
+mod table_tests {
+    #[test]
+    fn the_audit_table_aligns_decisions_and_other_entries_and_names_who_did_each() {
+        let log = [
+            serde_json::json!({"n": 9, "entry": {"at": 1_796_515_200, "rollout": "digits-2.0.0-long-name", "wave": 0,
+                "decision": {"Advanced": {"to": 1}}, "by": "Planner", "reason": "wave 1 passed"}}),
+            serde_json::json!({"n": 10, "entry": {"at": 1_796_515_260, "rollout": "d", "wave": 1,
+                "decision": "Paused", "by": {"Operator": "ada"}, "reason": "paused by ada in wave 2"}}),
+            serde_json::json!({"n": 11, "entry": {"at": 1_796_515_320, "what": "device deleted", "device": "dev-1",
+                "operator": "ada", "crl": null}}),
+            serde_json::json!({"n": 12, "entry": {"at": 1_796_515_380, "what": "device enrolled", "device": "dev-2"}}),
+        ];
+        let text = super::table(&log.iter().collect::<Vec<_>>());
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with(" N  TIME (UTC)           ROLLOUT"), "{text}");
+        let col = |l: &str, w: &str| l.find(w);
+        assert_eq!(col(lines[1], "Planner").or(col(lines[1], "planner")), col(lines[0], "BY"), "{text}");
+        assert!(lines[1].contains("advanced to wave 2") && lines[1].contains("   1  "), "1-based waves: {text}");
+        assert_eq!(col(lines[2], "ada"), col(lines[0], "BY"), "{text}");
+        assert_eq!(col(lines[3], "ada"), col(lines[0], "BY"), "{text}");
+        assert!(lines[3].ends_with("device=dev-1"), "null fields left out: {text}");
+        assert_eq!(col(lines[4], "controller"), col(lines[0], "BY"), "{text}");
+        assert!(lines[1].starts_with(" 9  2026-12-06 00:00:00"), "{text}");
     }
 }

@@ -3,6 +3,7 @@
 //!
 //! - digests (`Digest`) as 64 lowercase hex digits, not arrays of 32 numbers;
 //! - versions (`Version`) as `"2.0.0"`, not `{"major": 2, ...}`;
+//! - architectures (`Arch`) as `--arch` takes them: `"x86_64"`, `"aarch64"`, `"armv7"`;
 //! - wave sizes (`WaveSize`) as on the command line: `"10%"`, `"0.5%"`, or a device count `"5"`;
 //! - wave numbers 1-based, as the text shows them: a rollout's `state.wave`, a member's `wave` and
 //!   `told_in`, an audit entry's and an evidence's `wave`, `Advanced.to`.
@@ -155,8 +156,9 @@ impl ser::Serializer for Readable {
     fn serialize_unit_struct(self, _name: &'static str) -> Result<Value, Error> {
         Ok(Value::Null)
     }
-    fn serialize_unit_variant(self, _name: &'static str, _index: u32, variant: &'static str) -> Result<Value, Error> {
-        Ok(variant.into())
+    fn serialize_unit_variant(self, name: &'static str, _index: u32, variant: &'static str) -> Result<Value, Error> {
+        // An architecture as `--arch` and the text write it: "x86_64", "aarch64", "armv7".
+        Ok(if name == "Arch" { variant.to_lowercase().into() } else { variant.into() })
     }
     fn serialize_newtype_struct<T: Serialize + ?Sized>(self, name: &'static str, value: &T) -> Result<Value, Error> {
         let inner = value.serialize(Readable)?;
@@ -342,6 +344,9 @@ mod tests {
     fn digests_are_hex_versions_are_dotted_and_wave_sizes_read_as_typed() {
         assert_eq!(readable(&Digest([0xab; 32])), Value::from("ab".repeat(32)));
         assert_eq!(readable(&Version::new(2, 10, 0)), Value::from("2.10.0"));
+        for arch in [outpost_protocol::Arch::X86_64, outpost_protocol::Arch::Aarch64, outpost_protocol::Arch::Armv7] {
+            assert_eq!(readable(&arch), Value::from(arch.as_str()));
+        }
         assert_eq!(readable(&Some(Version::new(1, 0, 0))), Value::from("1.0.0"));
         for (typed, want) in [("10%", "10%"), ("0.5%", "0.5%"), ("0.25%", "0.25%"), ("100%", "100%"), ("5", "5")] {
             assert_eq!(readable(&typed.parse::<WaveSize>().unwrap()), Value::from(want), "{typed}");

@@ -13,6 +13,7 @@ mod enroll_token;
 mod image;
 pub mod json;
 mod keys;
+mod operators;
 mod rollout;
 mod rollout_file;
 mod rollout_show;
@@ -51,6 +52,8 @@ enum Command {
     Devices(devices::Args),
     /// Enrollment tokens: devices enroll with one on first boot and get their certificate.
     EnrollToken(enroll_token::Args),
+    /// Operators: a token per person, so the audit log names who did what.
+    Operators(operators::Args),
     /// Staged rollouts of a pushed bundle.
     Rollout(rollout::Args),
     /// Which model versions run where, and how the fleet stands against its targets.
@@ -160,6 +163,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Devices(a) => devices::run(a),
         Command::EnrollToken(a) => enroll_token::run(a),
+        Command::Operators(a) => operators::run(a),
         Command::Rollout(a) => rollout::run(a),
         Command::Image(a) => image::run(a),
         Command::Skew { agents: true, bundle, remote, output, .. } => agents::run(&remote, bundle.as_deref(), output),

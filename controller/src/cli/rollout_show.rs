@@ -122,16 +122,15 @@ pub fn status(r: &Rollout, now: u64) -> String {
     }
     out.push("events".into());
     let skip = st.history.len().saturating_sub(8);
-    for h in &st.history[skip..] {
-        out.push(format!(
-            "  {}  wave {}  {:<24} {:<8} {}",
-            utc(h.at),
-            h.wave + 1,
-            h.decision.describe(),
-            h.by.name(),
-            h.reason
-        ));
-    }
+    let events: Vec<Vec<String>> = st.history[skip..]
+        .iter()
+        .map(|h| {
+            let wave = format!("wave {}", h.wave + 1);
+            vec![utc(h.at), wave, h.decision.describe(), h.by.name().to_owned(), h.reason.clone()]
+        })
+        .collect();
+    // Aligned on the widest decision and name: "gate failed, rolled back" ran into the name before.
+    out.extend(super::table::render(events, &[]).lines().map(|l| format!("  {l}")));
     out.join("\n")
 }
 
@@ -141,27 +140,23 @@ pub fn print_status(r: &Rollout) {
 
 /// One line per rollout: `rollout list` (live ones) and `rollout history` (all, in start order).
 pub fn table(rows: &[Rollout], now: u64) -> String {
-    let mut out = vec![format!(
-        "{:<36} {:<18} {:<20} {:>8}  {:<6} {:<9} PHASE",
-        "ROLLOUT", "RELEASE", "STARTED (UTC)", "RAN", "WAVE", "DEVICES"
-    )];
-    for r in rows {
+    let head = ["ROLLOUT", "RELEASE", "STARTED (UTC)", "RAN", "WAVE", "DEVICES", "PHASE"].map(String::from).to_vec();
+    let lines = rows.iter().map(|r| {
         let start = started_at(r);
         // A live rollout has run until now; an ended one until its last decision.
         let end = if finished(&r.state.phase) { r.state.history.last().map_or(start, |e| e.at) } else { now };
         let p = r.state.progress;
-        out.push(format!(
-            "{:<36} {:<18} {:<20} {:>8}  {:<6} {:<9} {}",
-            r.spec.id,
+        vec![
+            r.spec.id.clone(),
             release(r),
             utc(start),
             duration(end.saturating_sub(start)),
             format!("{}/{}", r.state.wave + 1, r.spec.waves.len()),
             format!("{}/{}", p.installed, p.selected),
-            phase(&r.state.phase)
-        ));
-    }
-    out.join("\n")
+            phase(&r.state.phase),
+        ]
+    });
+    super::table::render(std::iter::once(head).chain(lines).collect(), &[3]).trim_end().to_owned()
 }
 
 pub fn print_table(rows: &[Rollout]) {

@@ -167,8 +167,10 @@ impl Rollout {
             Verdict::Inconclusive if now >= bake_end && !self.state.holding => {
                 self.state.holding = true;
                 let reason = format!(
-                    "wave {}: bake over, holding until {hold_end}: {}",
+                    "wave {}: bake over, holding until {} UTC ({} more): {}",
                     k + 1,
+                    crate::duration::utc(hold_end),
+                    crate::duration::format(hold_end.saturating_sub(now)),
                     ev.summary(Verdict::Inconclusive)
                 );
                 self.audit(out, now, Decision::Holding, Actor::Planner, reason, Counts::default(), Some(ev));

@@ -1,7 +1,7 @@
 //! `outpost devices delete` and the operator named in every audit entry.
 
+use super::retained;
 use super::support::*;
-use super::{http, retained};
 use std::process::Command;
 
 /// `outpost ARGS` against `ctl` with an operator's token instead of the API token.
@@ -20,16 +20,22 @@ fn a_deleted_device_leaves_the_fleet_its_desired_states_and_its_id_and_every_ver
     let dir = tempdir("operator-delete");
     let (_broker, mqtt) = mosquitto(&dir);
     let ctl = Controller::with_broker(&dir, mqtt);
-    let admin = std::fs::read_to_string(ctl.data.join("api-token")).unwrap();
     let (_keep, _) = stoppable_agent(&dir, "dev-keep", mqtt, "site = \"lab\"", 0);
     let (gone, _) = stoppable_agent(&dir, "dev-gone", mqtt, "site = \"lab\"", 0);
     ctl.wait_devices("both devices online", 60, |l| l.len() == 2 && l.iter().all(|d| d["online"] == true));
 
     // An operator of their own: what ada does is audited as ada's.
-    let (status, body) = http(ctl.api_port, "POST", "/api/v1/operators", Some(admin.trim()), r#"{"name":"ada"}"#);
-    assert_eq!(status, 201, "{body}");
-    let ada: serde_json::Value = serde_json::from_str(&body).unwrap();
-    let ada = ada["token"].as_str().unwrap().to_owned();
+    let ada = ctl.run(&["operators", "add", "ada"]).trim().to_owned();
+    assert_eq!(ada.len(), 48, "the token alone on standard output: {ada}");
+    assert!(ctl.run(&["operators", "list"]).lines().any(|l| l.starts_with("ada ")));
+    let refused = Command::new(outpost_bin())
+        .args(["operators", "add", "eve"])
+        .args(ctl.remote())
+        .env("OUTPOST_TOKEN", &ada)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && err.contains("only the API token (admin) manages operators"), "{err}");
     let bundle = dir.join("digits-1.0.0.obundle");
     std::fs::write(&bundle, digits_bundle("1.0.0", 1)).unwrap();
     as_operator(&ctl, &ada, &["bundle", "push", &path(&bundle)]);
@@ -94,6 +100,7 @@ fn a_deleted_device_leaves_the_fleet_its_desired_states_and_its_id_and_every_ver
         ("enrollment token created", "ada"),
         ("device deleted", "ada"),
         ("device revoked", "admin"),
+        ("added operator ada", "admin"),
     ] {
         assert!(line(what, who), "{what} by {who}:\n{audit}");
     }

@@ -8,6 +8,7 @@ mod support;
 
 mod delete;
 mod errors;
+mod readme;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
