@@ -22,7 +22,7 @@ fn a_deleted_device_leaves_the_fleet_its_desired_states_and_its_id_and_every_ver
     let ctl = Controller::with_broker(&dir, mqtt);
     let (_keep, _) = stoppable_agent(&dir, "dev-keep", mqtt, "site = \"lab\"", 0);
     let (gone, _) = stoppable_agent(&dir, "dev-gone", mqtt, "site = \"lab\"", 0);
-    ctl.wait_devices("both devices online", 60, |l| l.len() == 2 && l.iter().all(|d| d["online"] == true));
+    ctl.wait_devices("both devices' hellos", 60, |l| l.len() == 2 && l.iter().all(|d| d["labels"]["site"] == "lab"));
 
     // An operator of their own: what ada does is audited as ada's.
     let ada = ctl.run(&["operators", "add", "ada"]).trim().to_owned();

@@ -18,7 +18,8 @@ fn operator_errors_name_what_was_wrong_and_what_to_do() {
     let ctl = Controller::with_broker(&dir, mqtt);
     let admin = std::fs::read_to_string(ctl.data.join("api-token")).unwrap();
     let (_agent, _) = stoppable_agent(&dir, "dev-eu", mqtt, "region = \"eu\"", 0);
-    ctl.wait_devices("the device online", 60, |l| l.len() == 1 && l[0]["online"] == true);
+    // Its hello carries its labels (presence alone registers it without them).
+    ctl.wait_devices("the device's hello", 60, |l| l.len() == 1 && l[0]["labels"]["region"] == "eu");
 
     // Two different bundles that both call themselves digits 2.0.0, and a 1.0.0.
     for (name, bytes) in
