@@ -284,3 +284,43 @@ fn a_second_model_with_a_misspelt_key_or_a_taken_name_is_refused() {
     .unwrap_err();
     assert!(e.to_string().contains("name"), "{e}");
 }
+
+#[test]
+fn outpost_sim_run_prints_each_models_outcome_and_the_report_has_a_section_per_model() {
+    let out = std::env::temp_dir().join(format!("outpost-sim-two-models-{}", std::process::id()));
+    let scenario = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scenarios/two_models.toml");
+    // 300 devices: digits' 2 % canary is six devices, enough for its five finished installs.
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_outpost-sim"))
+        .args(["run", scenario.to_str().unwrap(), "--devices", "300", "--out", out.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&run.stderr));
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(
+        lines[0].starts_with(
+            "PASS: digits: completed as expected (completed); vibration: rolled back as expected (rolled back); \
+             converged "
+        ) && lines[0].contains("0 invariant violation(s)"),
+        "{stdout}"
+    );
+    assert!(
+        lines[1].starts_with("  digits: completed; 300 device(s) on digits v1.1.0, 0 on digits v1.0.0"),
+        "{stdout}"
+    );
+    assert!(lines[2].starts_with("  vibration: rolled back (wave "), "{stdout}");
+    assert!(lines[2].contains("; 0 device(s) on vibration v1.1.0, 300 on vibration v1.0.0"), "{stdout}");
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    for needle in [
+        "| rollout ended (vibration) | rolled back: wave",
+        "| devices on digits v1.1.0 at the end | 300 |",
+        "## Decisions: digits",
+        "## Decisions: vibration",
+        "vibration-gate-",
+    ] {
+        assert!(report.contains(needle), "{needle} missing from\n{report}");
+    }
+    let chart = std::fs::read_to_string(out.join("versions.svg")).unwrap();
+    assert!(chart.contains("digits v1.1.0") && chart.contains("vibration v1.0.0"), "every model's lines");
+    let _ = std::fs::remove_dir_all(&out);
+}
