@@ -155,6 +155,14 @@ fn a_release_engineer_signs_verifies_and_cosigns_digits_bundles() {
     assert_eq!((code, err.starts_with("rejected: delta_base_mismatch:")), (1, true), "{err}");
     let (code, err) = fails(&[&verify[..], &[&v1, "--floor", "2"]].concat());
     assert_eq!((code, err.starts_with("rejected: rollback:")), (1, true), "{err}");
+    // The same for scripts: -o json says ok or the reason code, with the exit code unchanged.
+    let json: serde_json::Value = serde_json::from_str(&ok(&[&verify[..], &[&v1, "-o", "json"]].concat())).unwrap();
+    assert_eq!((&json["ok"], &json["version"], &json["sequence"]), (&true.into(), &"1.0.0".into(), &1.into()));
+    let digest = json["bundle_sha256"].as_str().unwrap();
+    assert!(digest.len() == 64 && digest.chars().all(|c| c.is_ascii_hexdigit()), "{json}");
+    let refused = outpost(&[&verify[..], &[&v1, "--floor", "2", "-o", "json"]].concat());
+    let json: serde_json::Value = serde_json::from_slice(&refused.stdout).unwrap();
+    assert_eq!((refused.status.code(), &json["ok"], &json["reason"]), (Some(1), &false.into(), &"rollback".into()));
 
     // Two-of-two: one signature is not enough, the co-signed bundle passes.
     ok(&[

@@ -2,7 +2,7 @@
 //! controller's data directory and the certificates operators install on the broker, the controller and
 //! (without enrollment) devices. All keys are ECDSA P-256; private keys are written mode 0600.
 
-use super::Failure;
+use super::{Failure, Output};
 use crate::pki::{self, Ca, Leaf, PkiError};
 use outpost_protocol::DeviceId;
 use std::path::{Path, PathBuf};
@@ -14,6 +14,9 @@ pub struct Args {
     /// Where `outpost serve` keeps its data; the CA is in its `ca/` folder.
     #[arg(long = "data-dir", default_value = "outpost-data", global = true)]
     data_dir: PathBuf,
+    /// table for people, json for scripts (documented shapes: docs/cli-json.md).
+    #[arg(short = 'o', long = "output", value_enum, default_value_t, global = true)]
+    output: Output,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -94,9 +97,12 @@ fn read_csr(path: &Path) -> Result<Vec<u8>, Failure> {
     Ok(bytes)
 }
 
-fn print_written(what: &str, paths: &[PathBuf]) {
+fn print_written(what: &str, paths: &[PathBuf], output: Output) {
     let list: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
-    println!("{what}: {}", list.join(", "));
+    match output {
+        Output::Json => super::json::print(&serde_json::json!({"what": what, "files": list})),
+        Output::Table => println!("{what}: {}", list.join(", ")),
+    }
 }
 
 pub fn run(a: Args) -> Result<(), Failure> {
@@ -104,12 +110,19 @@ pub fn run(a: Args) -> Result<(), Failure> {
         Command::Init => {
             let dir = a.data_dir.join("ca");
             Ca::init(&dir, now()).map_err(err)?;
-            println!(
-                "device CA: {} (private, mode 0600), {}, revocation list {}",
-                Ca::key_path(&dir).display(),
-                Ca::cert_path(&dir).display(),
-                Ca::crl_path(&dir).display()
-            );
+            let (key, cert, crl) = (Ca::key_path(&dir), Ca::cert_path(&dir), Ca::crl_path(&dir));
+            match a.output {
+                Output::Json => super::json::print(&serde_json::json!({
+                    "key": key.display().to_string(), "certificate": cert.display().to_string(),
+                    "crl": crl.display().to_string(),
+                })),
+                Output::Table => println!(
+                    "device CA: {} (private, mode 0600), {}, revocation list {}",
+                    key.display(),
+                    cert.display(),
+                    crl.display()
+                ),
+            }
             Ok(())
         }
         Command::Issue { device, out, csr, lifetime } => {
@@ -131,19 +144,19 @@ pub fn run(a: Args) -> Result<(), Failure> {
                 None => issue_with_key(&ca, &Leaf::Device(id.clone()), &out, id.as_str()),
             }
             .map_err(err)?;
-            print_written(&format!("device {id}"), &written);
+            print_written(&format!("device {id}"), &written, a.output);
             Ok(())
         }
         Command::Server { host, out } => {
             let ca = ca(&a.data_dir)?;
             let written = issue_with_key(&ca, &Leaf::Server(host.clone()), &out, "server").map_err(err)?;
-            print_written(&format!("broker server certificate for {host}"), &written);
+            print_written(&format!("broker server certificate for {host}"), &written, a.output);
             Ok(())
         }
         Command::Controller { out } => {
             let ca = ca(&a.data_dir)?;
             let written = issue_with_key(&ca, &Leaf::Controller, &out, "controller").map_err(err)?;
-            print_written(&format!("controller identity ({})", pki::CONTROLLER_CN), &written);
+            print_written(&format!("controller identity ({})", pki::CONTROLLER_CN), &written, a.output);
             Ok(())
         }
     }

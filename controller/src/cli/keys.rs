@@ -1,6 +1,6 @@
 //! `outpost keys gen --out DIR --name NAME`
 
-use super::Failure;
+use super::{Failure, Output};
 use crate::release::keys;
 use std::path::PathBuf;
 
@@ -22,14 +22,24 @@ enum Command {
         /// The key pair's file name, e.g. root or release-1.
         #[arg(long)]
         name: String,
+        /// table for people, json for scripts (documented shapes: docs/cli-json.md).
+        #[arg(short = 'o', long = "output", value_enum, default_value_t)]
+        output: Output,
     },
 }
 
 pub fn run(args: Args) -> Result<(), Failure> {
     match args.command {
-        Command::Gen { out, name } => {
+        Command::Gen { out, name, output } => {
             let (key, public, id) = keys::generate(&out, &name)?;
-            println!("key {id}: private {} (keep it offline), public {}", key.display(), public.display());
+            match output {
+                Output::Json => super::json::print(&serde_json::json!({
+                    "key_id": id.to_string(), "private": key.display().to_string(), "public": public.display().to_string(),
+                })),
+                Output::Table => {
+                    println!("key {id}: private {} (keep it offline), public {}", key.display(), public.display())
+                }
+            }
             Ok(())
         }
     }
