@@ -8,7 +8,6 @@
 pub mod api;
 pub mod cli;
 pub mod config;
-pub mod files;
 pub mod fleet;
 pub mod identity;
 pub mod install;

@@ -161,5 +161,5 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> StoreError + '_ {
 
 /// Write new, fsync, rename over, fsync the directory (`crate::files`).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    crate::files::write_atomic(path, bytes, 0o644).map_err(io(path))
+    outpost_files::write_atomic(path, bytes, 0o644).map_err(io(path))
 }

@@ -1,6 +1,7 @@
 //! The dependency invariant of ARCHITECTURE.md, checked: protocol ← models ← {agent, controller} ←
-//! simulations. `protocol` depends on no workspace crate, `models` on `protocol` only, the agent and the
-//! controller on both and never on each other, and only `simulations` sees both. Also: `protocol` pulls in
+//! simulations, with `files` beside them. `protocol` and `files` depend on no workspace crate, `models` on
+//! `protocol` only, the agent and the controller on those three and never on each other, and only
+//! `simulations` sees both. Also: `protocol` pulls in
 //! no async runtime, networking or file-system crate; `models` no async runtime or network either, and
 //! the ONNX parser only behind its `onnx` feature, which the agent's own dependencies never enable.
 
@@ -30,11 +31,13 @@ fn manifest(krate: &str) -> toml::Table {
 }
 
 #[test]
-fn agent_and_controller_share_only_the_protocol_and_model_crates() {
+fn agent_and_controller_share_only_the_protocol_model_and_files_crates() {
     assert_eq!(workspace(&deps("protocol")), BTreeSet::new());
+    assert_eq!(workspace(&deps("files")), BTreeSet::new());
     assert_eq!(workspace(&deps("models")), BTreeSet::from(["outpost-protocol"]));
-    assert_eq!(workspace(&deps("agent")), BTreeSet::from(["outpost-models", "outpost-protocol"]));
-    assert_eq!(workspace(&deps("controller")), BTreeSet::from(["outpost-models", "outpost-protocol"]));
+    let shared = BTreeSet::from(["outpost-files", "outpost-models", "outpost-protocol"]);
+    assert_eq!(workspace(&deps("agent")), shared);
+    assert_eq!(workspace(&deps("controller")), shared);
     assert_eq!(
         workspace(&deps("simulations")),
         BTreeSet::from(["outpost-agent", "outpost-controller", "outpost-protocol"])

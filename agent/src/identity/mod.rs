@@ -92,7 +92,7 @@ pub fn certificate_names_key(cert_pem: &str, public_key: &[u8]) -> bool {
 /// Write new, fsync, rename, fsync the directory (`crate::files`): an interrupted write never leaves
 /// half a key.
 fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), IdentityError> {
-    crate::files::write_atomic(path, bytes, mode).map_err(|source| IdentityError::Io { path: path.to_owned(), source })
+    outpost_files::write_atomic(path, bytes, mode).map_err(|source| IdentityError::Io { path: path.to_owned(), source })
 }
 
 #[cfg(test)]
