@@ -94,6 +94,7 @@ fn window(digest: Digest, at: UnixTime, rng: &mut Rng) -> WindowView {
         p95_us: 1_800 + rng.below(400) as u32,
         psi: Some(0.01 + rng.below(50) as f32 / 1_000.0),
         psi_unscored: false,
+        implausible: false,
     }
 }
 
@@ -130,7 +131,8 @@ fn act(devices: &mut [DeviceView], actions: &[Action], now: UnixTime, rng: &mut 
         d.running = vec![running(NEW)];
         d.updates = vec![UpdateView { bundle: NEW, stage: UpdateStage::Committed, reason: None, at: now }];
         d.windows.insert(0, window(NEW, now, rng));
-        d.shadows = vec![ShadowView { candidate: NEW, compared: 200, agreed: 196, received_at: now }];
+        d.shadows =
+            vec![ShadowView { candidate: NEW, compared: 200, agreed: 196, received_at: now, implausible: false }];
     }
 }
 

@@ -56,9 +56,13 @@ pub struct InferenceWindow {
     pub digest: Digest,
     pub window_start: UnixTime,
     pub window_secs: u32,
+    /// Every request asked of the model, whatever its answer.
     pub requests: u64,
+    /// Answers the application did not get (failed inferences and timeouts): at most `requests`.
     pub errors: u64,
+    /// Of `errors`, those that timed out.
     pub timeouts: u64,
+    /// Refused before running (queue full, not ready); not errors.
     pub rejected: u64,
     /// Counts per [`LATENCY_BUCKETS_US`] bucket plus one overflow bucket, of the answers the model
     /// computed: result-cache hits are left out (they time the cache, and a model that was just activated

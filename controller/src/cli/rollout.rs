@@ -89,7 +89,8 @@ enum Command {
         /// agree with the serving model (top-1), e.g. 95%. Default 90% for a classifier.
         #[arg(long = "min-shadow-agreement", value_parser = rate)]
         min_shadow_agreement: Option<f64>,
-        /// Drift gate: the largest mean PSI of the wave's inputs and output classes, e.g. 0.25. No default.
+        /// Drift gate: the most the median device's PSI may be (a device counts its largest over inputs
+        /// and output classes), e.g. 0.25. No default.
         /// A device's PSI counts only from windows with enough samples (docs/operating.md, "Drift").
         #[arg(long = "max-psi")]
         max_psi: Option<f64>,

@@ -39,7 +39,8 @@ pub struct WindowPoint {
 
 impl WindowPoint {
     pub fn of(at: UnixTime, w: &InferenceWindow) -> WindowPoint {
-        let errors = w.errors.saturating_add(w.timeouts);
+        // `errors` already counts the timeouts (the agent's runtime/metrics.rs); never more than requests.
+        let errors = w.errors.max(w.timeouts).min(w.requests);
         // The same rule as the drift gate: a PSI over too few samples is noise, not a point to chart.
         let (psi, _) = crate::rollout::window_psi(w);
         WindowPoint {
@@ -55,7 +56,7 @@ impl WindowPoint {
                 .shadow
                 .as_ref()
                 .filter(|s| s.compared > 0)
-                .map(|s| s.agreed_top1 as f64 / s.compared as f64),
+                .map(|s| s.agreed_top1.min(s.compared) as f64 / s.compared as f64),
             psi,
         }
     }

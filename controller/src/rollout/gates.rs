@@ -1,6 +1,7 @@
 //! Gates: the wave's devices against the devices still on the old release. Each gate gives pass, fail or
 //! inconclusive with the numbers it judged, so every decision can be explained later.
 
+use super::per_device::{self, Worse};
 use super::spec::{Gates, Release};
 use super::view::{DeviceView, InstallStatus};
 use outpost_protocol::{ModelName, UnixTime};
@@ -114,13 +115,27 @@ impl Evidence {
 pub struct BaselineSnapshot {
     pub at: UnixTime,
     pub devices: u32,
+    /// Totals as reported (each window clamped), shown beside the figures; the gates judge the medians.
     pub requests: u64,
     pub errors: u64,
+    /// The baseline devices' error rate, each device weighing at most the median device
+    /// ([`per_device::ratio`]). `None` in snapshots stored before: then errors ÷ requests.
+    #[serde(default)]
+    pub error_rate: Option<f64>,
     pub p95_median_us: Option<u32>,
-    pub psi_mean: Option<f64>,
+    /// The median baseline device's PSI (stored as a mean before gates judged per device).
+    #[serde(alias = "psi_mean")]
+    pub psi: Option<f64>,
 }
 
-/// Sums over a group of devices (the wave, or the baseline), built in one pass over the fleet.
+impl BaselineSnapshot {
+    fn error_rate(&self) -> f64 {
+        self.error_rate.unwrap_or_else(|| ratio(self.errors, self.requests))
+    }
+}
+
+/// A group of devices (the wave, or the baseline), built in one pass over the fleet: device counts, and
+/// each device's own figures for the gates to judge one device, one vote ([`per_device`]).
 #[derive(Debug, Clone, Default)]
 pub struct Tally {
     pub devices: u32,
@@ -129,15 +144,19 @@ pub struct Tally {
     pub failed: u32,
     pub finished: u32,
     pub reporting: u32,
+    /// Totals as reported (each window clamped): for notes, never judged.
     pub requests: u64,
     pub errors: u64,
+    /// `(errors, requests)` of each device with a window.
+    error_counts: Vec<(u64, u64)>,
     p95s: Vec<u32>,
-    psi_sum: f64,
-    psi_n: u32,
+    psis: Vec<f64>,
     /// Devices whose window carried PSIs over too few samples to count.
     psi_unscored: u32,
-    shadow_compared: u64,
-    shadow_agreed: u64,
+    /// `(agreed, compared)` of each device with shadow comparisons.
+    shadow_counts: Vec<(u64, u64)>,
+    /// Devices whose figures were clamped or left out as impossible.
+    implausible: u32,
 }
 
 impl Tally {
@@ -162,8 +181,7 @@ impl Tally {
         // by design once it goes live.
         let shadow = d.shadow_for(&release.model_digest);
         if let Some(s) = shadow {
-            self.shadow_compared += s.compared;
-            self.shadow_agreed += s.agreed;
+            self.shadow_counts.push((s.agreed, s.compared));
         }
         let window = d.window_for(&release.model_digest).filter(|w| w.received_at >= fresh_since);
         if !matches!(status, InstallStatus::Failed(_))
@@ -171,10 +189,12 @@ impl Tally {
         {
             self.reporting += 1;
         }
+        // A failed install's window counts too: it holds the errors that made the device roll back.
         if let Some(w) = window {
             self.add_window(w.requests, w.errors, w.p95_us, w.psi);
             self.psi_unscored += u32::from(w.psi_unscored);
         }
+        self.implausible += u32::from(window.is_some_and(|w| w.implausible) || shadow.is_some_and(|s| s.implausible));
     }
 
     /// A selected device still running another release of the model: its window for what it runs.
@@ -184,43 +204,45 @@ impl Tally {
         if let Some(w) = d.window_for(&running.digest).filter(|w| w.received_at >= fresh_since) {
             self.reporting += 1;
             self.add_window(w.requests, w.errors, w.p95_us, w.psi);
+            self.implausible += u32::from(w.implausible);
         }
     }
 
     fn add_window(&mut self, requests: u64, errors: u64, p95_us: u32, psi: Option<f32>) {
-        self.requests += requests;
-        self.errors += errors;
+        self.requests = self.requests.saturating_add(requests);
+        self.errors = self.errors.saturating_add(errors);
+        self.error_counts.push((errors, requests));
         // p95 0: the model computed nothing in the window (every answer came from the device's cache).
         if requests > 0 && p95_us > 0 {
             self.p95s.push(p95_us);
         }
-        if let Some(p) = psi.filter(|p| p.is_finite()) {
-            self.psi_sum += f64::from(p);
-            self.psi_n += 1;
+        // Views clamp PSIs on arrival; a stored view from before may still hold an impossible one.
+        if let Some(p) = psi.filter(|p| p.is_finite() && *p >= 0.0) {
+            self.psis.push(f64::from(p));
         }
     }
 
-    /// The median of device p95s: robust to one slow device, and device p95s cannot be pooled exactly.
-    fn p95_median(&mut self) -> Option<u32> {
-        if self.p95s.is_empty() {
-            return None;
-        }
-        let mid = self.p95s.len() / 2;
-        Some(*self.p95s.select_nth_unstable(mid).1)
+    /// The median of device p95s (the slower middle one): robust to one slow or lying device, and
+    /// device p95s cannot be pooled exactly.
+    fn p95_median(&self) -> Option<u32> {
+        let mut v: Vec<f64> = self.p95s.iter().map(|&p| f64::from(p)).collect();
+        per_device::median(&mut v, Worse::High).map(|p| p as u32)
     }
 
-    fn psi_mean(&self) -> Option<f64> {
-        (self.psi_n > 0).then(|| self.psi_sum / f64::from(self.psi_n))
+    fn psi_median(&self) -> Option<f64> {
+        per_device::median(&mut self.psis.clone(), Worse::High)
     }
 
-    pub fn snapshot(mut self, at: UnixTime) -> Option<BaselineSnapshot> {
+    pub fn snapshot(self, at: UnixTime) -> Option<BaselineSnapshot> {
+        let error_rate = per_device::ratio(&self.error_counts).map(|r| r.value);
         (self.reporting > 0).then(|| BaselineSnapshot {
             at,
             devices: self.reporting,
             requests: self.requests,
             errors: self.errors,
+            error_rate,
             p95_median_us: self.p95_median(),
-            psi_mean: self.psi_mean(),
+            psi: self.psi_median(),
         })
     }
 }
@@ -238,7 +260,10 @@ fn result(gate: GateKind, ok: Option<bool>, value: Option<f64>, threshold: f64, 
     GateResult { gate, verdict, value, baseline: None, threshold, samples, note: String::new() }
 }
 
-/// Judges the wave `w` against `baseline` (the current one, or the last snapshot).
+/// Judges the wave `w` against `baseline` (the current one, or the last snapshot). The install gate counts
+/// devices; the error-rate and shadow gates pool counts with each device weighing at most the median
+/// device, latency and drift take the median device; each of those four judges only once enough devices
+/// have a figure ([`per_device`]).
 pub fn judge(gates: &Gates, w: &mut Tally, baseline: Option<&BaselineSnapshot>) -> Vec<GateResult> {
     let mut out = Vec::new();
     let q = gates.quorum;
@@ -268,7 +293,20 @@ pub fn judge(gates: &Gates, w: &mut Tally, baseline: Option<&BaselineSnapshot>) 
             w.reporting, can_report, need
         )
     };
+    if w.implausible > 0 {
+        r.note += &format!(
+            "; {} device(s) reported impossible figures (clamped; each device counts as one device)",
+            w.implausible
+        );
+    }
     out.push(r);
+    // The devices a median gate needs a figure from (per_device.rs): three, or all of a smaller wave.
+    let need = per_device::MIN_DEVICES.min(can_report).max(1);
+    // The clause every median gate adds when too few devices have its figure.
+    let few = |have: u32| {
+        (have < need)
+            .then(|| format!("; {have} device(s) with a figure, {need} needed (one device never judges alone)"))
+    };
 
     if let Some(g) = gates.install {
         let need = g.min_finished.clamp(1, w.devices.max(1));
@@ -285,28 +323,34 @@ pub fn judge(gates: &Gates, w: &mut Tally, baseline: Option<&BaselineSnapshot>) 
     }
 
     if let Some(g) = gates.error_rate {
-        let rate = ratio(w.errors, w.requests);
-        let base = baseline.map(|b| ratio(b.errors, b.requests));
+        let by_device = per_device::ratio(&w.error_counts);
+        let (devices, counted) = by_device.map_or((0, 0), |d| (d.devices, d.counted));
+        let rate = by_device.map(|d| d.value);
+        let base = baseline.map(BaselineSnapshot::error_rate);
         let limit = base.unwrap_or(0.0) + g.max_increase;
-        let ok = (w.requests >= g.min_requests.max(1)).then_some(rate <= limit);
-        let mut r = result(GateKind::ErrorRate, ok, Some(rate), g.max_increase, w.requests);
+        let enough = devices >= need && counted >= g.min_requests.max(1);
+        let ok = rate.filter(|_| enough).map(|rate| rate <= limit);
+        let mut r = result(GateKind::ErrorRate, ok, rate, g.max_increase, counted);
         r.baseline = base;
         r.note = format!(
-            "{} error(s) in {} request(s) = {:.3}%, limit {:.3}% ({})",
-            w.errors,
-            w.requests,
-            rate * 100.0,
+            "error rate {} over {devices} device(s), limit {:.3}% ({}); {} error(s) in {} request(s) reported, \
+             {counted} counted (each device weighs at most the median device's {} requests)",
+            rate.map_or_else(|| "n/a".to_owned(), |r| format!("{:.3}%", r * 100.0)),
             limit * 100.0,
             match base {
                 Some(b) => format!("baseline {:.3}% + {:.3}%", b * 100.0, g.max_increase * 100.0),
                 None => "no baseline: absolute".into(),
-            }
+            },
+            w.errors,
+            w.requests,
+            by_device.map_or(0, |d| d.cap),
         );
+        r.note += &few(devices).unwrap_or_default();
         out.push(r);
     }
 
     if let Some(g) = gates.latency {
-        let wave = w.p95_median();
+        let wave = w.p95_median().filter(|_| w.p95s.len() as u32 >= need);
         let base = baseline.and_then(|b| b.p95_median_us);
         let value = wave.zip(base).map(|(a, b)| f64::from(a) / f64::from(b.max(1)));
         // The default gate leaves regressions under a few milliseconds alone: where devices share cores
@@ -319,34 +363,44 @@ pub fn judge(gates: &Gates, w: &mut Tally, baseline: Option<&BaselineSnapshot>) 
         r.baseline = base.map(f64::from);
         r.note = format!(
             "median device p95 {} µs vs baseline {} µs, at most +{:.0}%",
-            opt(wave),
+            opt(w.p95_median()),
             opt(base),
             g.max_p95_regression * 100.0
         );
+        r.note += &few(w.p95s.len() as u32).unwrap_or_default();
         out.push(r);
     }
 
     if let Some(g) = gates.shadow {
-        let agreement = ratio(w.shadow_agreed, w.shadow_compared);
-        let ok = (w.shadow_compared >= g.min_compared.max(1)).then_some(agreement >= g.min_agreement);
-        let mut r = result(GateKind::ShadowAgreement, ok, Some(agreement), g.min_agreement, w.shadow_compared);
+        let by_device = per_device::ratio(&w.shadow_counts);
+        let (devices, counted) = by_device.map_or((0, 0), |d| (d.devices, d.counted));
+        let agreement = by_device.map(|d| d.value);
+        let enough = devices >= need && counted >= g.min_compared.max(1);
+        let ok = agreement.filter(|_| enough).map(|a| a >= g.min_agreement);
+        let mut r = result(GateKind::ShadowAgreement, ok, agreement, g.min_agreement, counted);
+        let (agreed, compared) =
+            w.shadow_counts.iter().fold((0u64, 0u64), |(a, c), &(da, dc)| (a.saturating_add(da), c.saturating_add(dc)));
         r.note = format!(
-            "{} of {} shadow comparison(s) agreed, at least {:.1}% needed",
-            w.shadow_agreed,
-            w.shadow_compared,
-            g.min_agreement * 100.0
+            "agreement {} over {devices} device(s), at least {:.1}% needed; {agreed} of {compared} comparison(s) \
+             agreed as reported, {counted} counted (each device weighs at most the median device's {} comparisons)",
+            agreement.map_or_else(|| "n/a".to_owned(), |a| format!("{:.1}%", a * 100.0)),
+            g.min_agreement * 100.0,
+            by_device.map_or(0, |d| d.cap),
         );
+        r.note += &few(devices).unwrap_or_default();
         out.push(r);
     }
 
     if let Some(g) = gates.drift {
-        let psi = w.psi_mean();
-        let mut r = result(GateKind::Drift, psi.map(|p| p <= g.max_psi), psi, g.max_psi, w.psi_n.into());
-        r.baseline = baseline.and_then(|b| b.psi_mean);
+        let have = w.psis.len() as u32;
+        let psi = w.psi_median();
+        let ok = psi.filter(|_| have >= need).map(|p| p <= g.max_psi);
+        let mut r = result(GateKind::Drift, ok, psi, g.max_psi, have.into());
+        r.baseline = baseline.and_then(|b| b.psi);
         r.note = format!(
-            "mean PSI {} over {} device(s) (baseline {}), at most {}",
+            "median device PSI {} over {} device(s) (baseline {}), at most {}",
             opt_f(psi),
-            w.psi_n,
+            have,
             opt_f(r.baseline),
             g.max_psi
         );
@@ -357,6 +411,7 @@ pub fn judge(gates: &Gates, w: &mut Tally, baseline: Option<&BaselineSnapshot>) 
                 super::view::MIN_PSI_SAMPLES_PER_BIN
             );
         }
+        r.note += &few(have).unwrap_or_default();
         out.push(r);
     }
     // A default gate the operator did not ask for fails on evidence but never holds a wave for lack of

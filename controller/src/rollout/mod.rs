@@ -37,13 +37,20 @@
 //! - install failure rate: failed ÷ finished (a device superseded or reverted on request is not a
 //!   failure); judged once `min_finished` finished, or at once when the failures alone already exceed
 //!   the rate over the whole wave;
-//! - error rate: the wave's pooled errors ÷ requests may exceed the baseline's by `max_increase`
-//!   (absolute), because field conditions raise both; with no baseline at all it is an absolute limit;
+//! - error rate: the wave's errors ÷ requests may exceed the baseline's by `max_increase` (absolute),
+//!   because field conditions raise both; with no baseline at all it is an absolute limit;
 //! - p95 latency: the median of device p95s against the baseline's median, as a ratio (device p95s
 //!   cannot be pooled exactly, and the median ignores one odd device);
-//! - shadow agreement: pooled agreed ÷ compared, whatever its age (it is bound to the candidate and ends
-//!   when the candidate goes live);
-//! - drift: the mean PSI of the wave (baseline shown beside it);
+//! - shadow agreement: agreed ÷ compared, whatever its age (it is bound to the candidate and ends when
+//!   the candidate goes live);
+//! - drift: the median device's PSI (baseline shown beside it);
+//!
+//! Device reports are unsigned, so no device weighs more than one device ([`per_device`]): windows are
+//! clamped on arrival to what they can hold; the two ratios pool counts with each device's count capped
+//! at the median device's (a device moves them by its share of the wave at most, a real failure on one
+//! device keeps that share); latency and drift take the median device (the worse middle one of an even
+//! count); each judges only once three devices have a figure (or every device of a smaller wave). The
+//! install gate counts devices.
 //! - quorum: the share of the wave's devices (failed installs aside) with evidence newer than the maximum
 //!   age. It passes or is inconclusive, never fails.
 //!
@@ -73,6 +80,7 @@
 mod add_remove;
 pub mod fleet_rules;
 pub mod gates;
+pub mod per_device;
 pub mod planner;
 mod progress;
 pub mod spec;
@@ -96,6 +104,8 @@ pub use view::{DeviceView, InstallStatus, MIN_PSI_SAMPLES_PER_BIN, ShadowView, U
 pub(crate) mod testkit;
 #[cfg(test)]
 mod tests_fleet_property;
+#[cfg(test)]
+mod tests_forged;
 #[cfg(test)]
 mod tests_gates;
 #[cfg(test)]

@@ -323,7 +323,7 @@ impl Gates {
             ));
         }
         if let Some(g) = self.drift {
-            out.push((GateKind::Drift, format!("mean PSI at most {}", g.max_psi)));
+            out.push((GateKind::Drift, format!("median device PSI at most {}", g.max_psi)));
         }
         out.into_iter()
             .map(|(k, text)| if self.defaulted.contains(&k) { (k, format!("{text} (default)")) } else { (k, text) })
@@ -357,14 +357,16 @@ pub struct LatencyGate {
     pub max_p95_regression: f64,
 }
 
-/// Pooled top-1 agreement of the candidate with the active model during the shadow period.
+/// Top-1 agreement of the candidate with the active model during the shadow period, pooled over the wave
+/// with each device weighing at most the median device ([`super::per_device`]).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct ShadowGate {
     pub min_agreement: f64,
     pub min_compared: u64,
 }
 
-/// Fails when the wave's mean PSI (inputs and output classes against the reference profile) exceeds this.
+/// Fails when the wave's median device PSI (inputs and output classes against the reference profile)
+/// exceeds this.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct DriftGate {
     pub max_psi: f64,

@@ -60,6 +60,7 @@ pub fn window(digest: Digest, at: UnixTime, requests: u64, errors: u64, p95_us: 
         p95_us,
         psi: Some(0.02),
         psi_unscored: false,
+        implausible: false,
     }
 }
 

@@ -198,6 +198,7 @@ impl Fleet {
                 p95_us: 2_000,
                 psi: None,
                 psi_unscored: false,
+                implausible: false,
             }];
             d.last_seen = self.now;
         }

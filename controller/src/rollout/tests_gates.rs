@@ -30,7 +30,15 @@ fn with(mut v: Vec<DeviceView>, change: impl Fn(usize, &mut DeviceView)) -> Vec<
 
 fn baseline(errors_per_1000: u64, p95: u32) -> Option<BaselineSnapshot> {
     let (requests, errors) = (10_000, errors_per_1000 * 10);
-    Some(BaselineSnapshot { at: NOW, devices: 10, requests, errors, p95_median_us: Some(p95), psi_mean: Some(0.02) })
+    Some(BaselineSnapshot {
+        at: NOW,
+        devices: 10,
+        requests,
+        errors,
+        error_rate: None,
+        p95_median_us: Some(p95),
+        psi: Some(0.02),
+    })
 }
 
 fn results(gates: &Gates, wave: &[DeviceView], base: Option<BaselineSnapshot>) -> Vec<GateResult> {
@@ -62,7 +70,8 @@ fn each_gate_passes_fails_or_is_inconclusive_by_its_numbers() {
     let drift = g(|g| g.drift = Some(DriftGate { max_psi: 0.2 }));
     let shadowed = |compared, agreed, age| {
         with(healthy(4), move |_, d| {
-            d.shadows = vec![ShadowView { candidate: NEW, compared, agreed, received_at: NOW - age }]
+            d.shadows =
+                vec![ShadowView { candidate: NEW, compared, agreed, received_at: NOW - age, implausible: false }]
         })
     };
     let psi = |p: Option<f32>| with(healthy(4), move |_, d| d.windows[0].psi = p);

@@ -86,6 +86,7 @@ impl World {
                     p95_us: 2_000,
                     psi: Some(0.02),
                     psi_unscored: false,
+                    implausible: false,
                 })
                 .collect();
             d.last_seen = self.now;
@@ -301,7 +302,8 @@ fn a_wave_of_old_and_new_devices_shadows_only_the_devices_that_ran_the_model() {
     // The two shadowing devices agree 5 of 100: the gate fails on them alone.
     let candidate = release_of("digits", 1).0.digest;
     for i in 0..2 {
-        w.devices[i].shadows = vec![ShadowView { candidate, compared: 100, agreed: 5, received_at: w.now }];
+        w.devices[i].shadows =
+            vec![ShadowView { candidate, compared: 100, agreed: 5, received_at: w.now, implausible: false }];
     }
     let ev = r.judge(&r.survey(&w.devices), &w.devices, w.now);
     let g = ev.gates.iter().find(|g| g.gate == GateKind::ShadowAgreement).unwrap();

@@ -60,7 +60,8 @@ fn evidence_from_before_a_device_was_told_does_not_count() {
             at: T0 - 30,
         }];
         d.windows.push(window(NEW, T0 - 20, 1_000, 900, 2_000));
-        d.shadows = vec![ShadowView { candidate: NEW, compared: 1_000, agreed: 10, received_at: T0 - 20 }];
+        d.shadows =
+            vec![ShadowView { candidate: NEW, compared: 1_000, agreed: 10, received_at: T0 - 20, implausible: false }];
     }
     let mut s = spec(&["100%"], 600);
     s.gates.install = Some(InstallGate { max_failure_rate: 0.1, min_finished: 1 });

@@ -55,6 +55,47 @@ pub struct WindowView {
     /// The window carried PSIs, but none over enough samples to count.
     #[serde(default)]
     pub psi_unscored: bool,
+    /// The device reported figures no window can hold (more errors than requests, more agreements than
+    /// comparisons, counts beyond [`MAX_PER_SEC`], a negative or non-finite PSI): they were clamped or
+    /// left out, and the gates say so.
+    #[serde(default)]
+    pub implausible: bool,
+}
+
+/// Most requests (or compared rows) a model can count per second of a window: far beyond what a device
+/// serves, low enough that a device reporting 10^12 of them is clamped. Device reports are unsigned.
+pub const MAX_PER_SEC: u64 = 1_000_000;
+
+/// Longest window a count is allowed for (a day); the agent's default is a minute.
+pub const MAX_WINDOW_SECS: u64 = 86_400;
+
+/// Sane figures of one unsigned window: counts clamped to what its length can hold, errors to requests,
+/// agreements to comparisons. The second value says whether anything had to change.
+fn clamp_counts(w: &InferenceWindow) -> (u64, u64, Option<(u64, u64)>, bool) {
+    let most = u64::from(w.window_secs).clamp(1, MAX_WINDOW_SECS) * MAX_PER_SEC;
+    let requests = w.requests.min(most);
+    // The agent counts a timeout as an error too (runtime/metrics.rs): `errors` already holds them.
+    let errors = w.errors.max(w.timeouts).min(requests);
+    let shadow = w.shadow.as_ref().map(|s| {
+        let compared = s.compared.min(most);
+        (compared, s.agreed_top1.min(compared))
+    });
+    let changed = requests != w.requests
+        || errors != w.errors
+        || w.shadow.as_ref().zip(shadow).is_some_and(|(s, (c, a))| c != s.compared || a != s.agreed_top1);
+    (requests, errors, shadow, changed)
+}
+
+/// A PSI a device may report: finite and not negative (PSI is a sum of non-negative terms).
+fn sane_psi(p: f32) -> bool {
+    p.is_finite() && p >= 0.0
+}
+
+/// The PSI a device's claim counts as: clamped into `0..=f32::MAX` (a device claiming infinite drift
+/// claims the worst, one claiming a negative PSI the best: either way one figure of one device). NaN has
+/// no rank and counts as none.
+fn clamped_psi(p: f32) -> Option<f32> {
+    (!p.is_nan()).then(|| p.clamp(0.0, f32::MAX))
 }
 
 /// A histogram's PSI counts for drift only over at least this many samples per bin. Fewer, and sampling
@@ -69,8 +110,11 @@ pub const MIN_PSI_SAMPLES_PER_BIN: u64 = 10;
 /// out for having too few.
 pub fn window_psi(w: &InferenceWindow) -> (Option<f32>, bool) {
     let enough = |samples: u64, bins: usize| samples >= MIN_PSI_SAMPLES_PER_BIN.saturating_mul(bins as u64);
-    let features = w.features.iter().filter_map(|f| f.psi.map(|p| (p, enough(f.count, f.bins.len()))));
-    let classes = w.class_psi.map(|p| (p, enough(w.output_classes.iter().sum(), w.output_classes.len())));
+    // An impossible PSI (negative, infinite) is clamped; NaN is no figure at all.
+    let features =
+        w.features.iter().filter_map(|f| f.psi.and_then(clamped_psi).map(|p| (p, enough(f.count, f.bins.len()))));
+    let class_samples = w.output_classes.iter().fold(0u64, |sum, &c| sum.saturating_add(c));
+    let classes = w.class_psi.and_then(clamped_psi).map(|p| (p, enough(class_samples, w.output_classes.len())));
     let all: Vec<(f32, bool)> = features.chain(classes).collect();
     let psi = all.iter().filter(|(_, ok)| *ok).map(|(p, _)| *p).reduce(f32::max);
     (psi, psi.is_none() && !all.is_empty())
@@ -82,6 +126,9 @@ pub struct ShadowView {
     pub compared: u64,
     pub agreed: u64,
     pub received_at: UnixTime,
+    /// Some window's comparisons were clamped ([`WindowView::implausible`]).
+    #[serde(default)]
+    pub implausible: bool,
 }
 
 /// Where a device stands with one release, from its update events and what it runs.
@@ -189,32 +236,39 @@ impl DeviceView {
         self.updates.truncate(KEPT_PER_DEVICE);
     }
 
-    /// Folds an inference window into `windows` and, when it carried shadow statistics, `shadows`.
+    /// Folds an inference window into `windows` and, when it carried shadow statistics, `shadows`. The
+    /// window is unsigned: its counts are clamped to what it can hold first ([`WindowView::implausible`]).
     pub fn record_window(&mut self, w: &InferenceWindow, received_at: UnixTime) {
         let (psi, psi_unscored) = window_psi(w);
+        let (requests, errors, shadow, clamped) = clamp_counts(w);
+        let bad_psi = w.features.iter().filter_map(|f| f.psi).chain(w.class_psi).any(|p| !sane_psi(p));
         let view = WindowView {
             model: w.model.clone(),
             version: w.version,
             digest: w.digest,
             received_at,
-            requests: w.requests,
-            errors: w.errors + w.timeouts,
+            requests,
+            errors,
             p95_us: w.latency_p95_us,
             psi,
             psi_unscored,
+            implausible: clamped || bad_psi,
         };
         self.windows.retain(|x| x.digest != w.digest);
         self.windows.insert(0, view);
         self.windows.truncate(KEPT_PER_DEVICE);
         if let Some(s) = &w.shadow {
             // Summed: one window of a quiet device compares a handful of requests; the whole period counts.
-            let mut view = ShadowView { candidate: s.candidate_digest, compared: 0, agreed: 0, received_at };
+            let mut view =
+                ShadowView { candidate: s.candidate_digest, compared: 0, agreed: 0, received_at, implausible: clamped };
             if let Some(i) = self.shadows.iter().position(|x| x.candidate == s.candidate_digest) {
                 let old = self.shadows.remove(i);
                 (view.compared, view.agreed) = (old.compared, old.agreed);
+                view.implausible |= old.implausible;
             }
-            view.compared += s.compared;
-            view.agreed += s.agreed_top1;
+            let (compared, agreed) = shadow.unwrap_or_default();
+            view.compared = view.compared.saturating_add(compared);
+            view.agreed = view.agreed.saturating_add(agreed);
             self.shadows.insert(0, view);
             self.shadows.truncate(KEPT_PER_DEVICE);
         }
