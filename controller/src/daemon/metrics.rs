@@ -243,10 +243,11 @@ fn ingest_series(t: &mut Text, api: &Api, devices: &[DeviceRecord]) {
         &o.telemetry_lag,
     );
     let (mut stored, mut duplicates, mut missing) = (0u64, 0u64, 0u64);
+    // Each device's counters come from its unsigned sequence numbers: saturate, never overflow.
     for d in devices {
-        stored += d.telemetry.received;
-        duplicates += d.telemetry.duplicates;
-        missing += d.telemetry.missing;
+        stored = stored.saturating_add(d.telemetry.received);
+        duplicates = duplicates.saturating_add(d.telemetry.duplicates);
+        missing = missing.saturating_add(d.telemetry.missing);
     }
     t.single(
         "outpost_telemetry_records_stored_total",

@@ -248,24 +248,25 @@ impl DeviceRecord {
     }
 
     /// Takes in a batch; returns the sequence number to acknowledge. Records at or below the cursor are
-    /// duplicates; the rest are applied in order.
+    /// duplicates; the rest are applied in order. The batch is unsigned: its sequence numbers may be
+    /// anything (a `first_seq` far above `last_seq`, again and again), so the counters saturate.
     pub fn telemetry(&mut self, batch: TelemetryBatch, now: UnixTime) -> u64 {
         self.last_seen = now;
         self.online = true;
         let c = &mut self.telemetry;
         if batch.last_seq <= c.up_to {
-            c.duplicates += batch.records.len() as u64;
+            c.duplicates = c.duplicates.saturating_add(batch.records.len() as u64);
             return c.up_to;
         }
-        if batch.first_seq > c.up_to + 1 {
-            c.missing += batch.first_seq - c.up_to - 1;
+        if batch.first_seq > c.up_to.saturating_add(1) {
+            c.missing = c.missing.saturating_add(batch.first_seq - c.up_to - 1);
         }
         let mut fresh = Vec::new();
         for r in batch.records {
             if r.seq <= c.up_to {
-                c.duplicates += 1;
+                c.duplicates = c.duplicates.saturating_add(1);
             } else {
-                c.received += 1;
+                c.received = c.received.saturating_add(1);
                 fresh.push(r);
             }
         }
@@ -307,6 +308,20 @@ mod tests {
         assert_eq!(d.telemetry(batch(8, 15), 3), 15, "overlapping resend");
         let c = &d.telemetry;
         assert_eq!((c.received, c.duplicates, c.missing), (15, 13, 0));
+    }
+
+    /// Before, a device repeating a batch that claims records 2^64 − 2 down to 1 overflowed `missing`,
+    /// which panicked the controller's ingest (debug builds) and poisoned the registry's lock.
+    #[test]
+    fn forged_sequence_numbers_saturate_the_counters_and_panic_nothing() {
+        let mut d = DeviceRecord::new(DeviceId::new("d").unwrap(), 0);
+        let forged = |n: u64| TelemetryBatch { first_seq: u64::MAX - 1, last_seq: n, records: Vec::new() };
+        for n in 1..=3 {
+            d.telemetry(forged(n), n);
+        }
+        assert_eq!(d.telemetry.missing, u64::MAX);
+        assert_eq!(d.telemetry(batch(u64::MAX, u64::MAX), 4), u64::MAX);
+        assert_eq!(d.telemetry(batch(1, 2), 5), u64::MAX, "all below the cursor now: duplicates");
     }
 
     #[test]
