@@ -80,23 +80,45 @@ pub fn run(a: Args) -> Result<(), Failure> {
                 println!("{}", serde_json::to_string_pretty(&list).expect("json"));
                 return Ok(());
             }
-            println!("{:<14} {:<13} {:<12} {:<12} DEVICES", "TOKEN", "AUTO-APPROVE", "EXPIRES", "USES");
-            for t in list.as_array().into_iter().flatten() {
-                let uses = match t["max_uses"].as_u64() {
-                    Some(max) => format!("{}/{max}", t["uses"]),
-                    None => t["uses"].to_string(),
-                };
-                let ids: Vec<&str> = t["devices"].as_array().into_iter().flatten().filter_map(|d| d.as_str()).collect();
-                println!(
-                    "{:<14} {:<13} {:<12} {:<12} {}",
-                    t["id"].as_str().unwrap_or("?"),
-                    if t["auto_approve"] == true { "yes" } else { "no" },
-                    t["expires"],
-                    uses,
-                    if ids.is_empty() { "any".to_string() } else { ids.join(",") }
-                );
-            }
+            print!("{}", list_table(list.as_array().map_or(&[][..], Vec::as_slice)));
             Ok(())
         }
+    }
+}
+
+/// `enroll-token list` for people: expiry as a UTC time (it was Unix seconds), uses of the cap, the
+/// device ids a token is limited to.
+fn list_table(list: &[serde_json::Value]) -> String {
+    let head = ["TOKEN", "AUTO-APPROVE", "EXPIRES (UTC)", "USES", "DEVICES"].map(String::from).to_vec();
+    let rows = list.iter().map(|t| {
+        let uses = match t["max_uses"].as_u64() {
+            Some(max) => format!("{}/{max}", t["uses"]),
+            None => t["uses"].to_string(),
+        };
+        let ids: Vec<&str> = t["devices"].as_array().into_iter().flatten().filter_map(|d| d.as_str()).collect();
+        vec![
+            t["id"].as_str().unwrap_or("?").to_owned(),
+            if t["auto_approve"] == true { "yes" } else { "no" }.to_owned(),
+            super::audit::utc(t["expires"].as_u64().unwrap_or(0)),
+            uses,
+            if ids.is_empty() { "any".to_string() } else { ids.join(",") },
+        ]
+    });
+    super::table::render(std::iter::once(head).chain(rows).collect(), &[])
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_token_list_shows_expiry_in_utc_and_aligns() {
+        let list = [
+            serde_json::json!({"id": "tok-1", "auto_approve": true, "expires": 1_796_515_200, "uses": 2, "max_uses": 100, "devices": []}),
+            serde_json::json!({"id": "tok-long-id", "auto_approve": false, "expires": 1_796_601_600, "uses": 0, "max_uses": 5, "devices": ["site1-*"]}),
+        ];
+        let text = super::list_table(&list);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "TOKEN        AUTO-APPROVE  EXPIRES (UTC)        USES   DEVICES", "{text}");
+        assert_eq!(lines[1], "tok-1        yes           2026-12-06 00:00:00  2/100  any", "{text}");
+        assert_eq!(lines[2], "tok-long-id  no            2026-12-07 00:00:00  0/5    site1-*", "{text}");
     }
 }
