@@ -256,6 +256,28 @@ async fn the_enrollment_listener_confines_each_anonymous_client_to_its_own_enrol
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert!(w.rx.try_recv().is_err(), "a wildcard client id read an answer");
     }
+
+    // A device's own certificate on the controller's listener (8885) reads no request and answers no one:
+    // only the controller's certificate may (docs/security.md, "What each listener trusts").
+    let mut b = client(&pki, broker.enroll_controller_port, "dev-b", Some("dev-b"));
+    assert!(b.outcome().await, "a certificate of the CA connects: {}", broker.enroll_log());
+    for filter in ["#", "outpost/v1/enroll/+/request"] {
+        b.sub(filter).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    b.publish(&format!("{enroll}/dev-d/response"), "forged-cert-d").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    d.publish(&format!("{enroll}/dev-d/request"), "d-token-again").await;
+    ctl.until("d-token-again").await;
+    ctl.publish(&format!("{enroll}/dev-d/response"), "cert-d-again").await;
+    let seen_by_d = d.until("cert-d-again").await;
+    assert_eq!(
+        seen_by_d,
+        vec![(format!("{enroll}/dev-d/response"), "cert-d-again".to_string())],
+        "D saw {seen_by_d:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(b.rx.try_recv().is_err(), "a device's certificate read an enrollment request (tokens) on 8885");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
