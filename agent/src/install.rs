@@ -9,7 +9,7 @@ use crate::store::{Slots, Store, StoreError};
 use outpost_protocol::bundle;
 use outpost_protocol::keys;
 use outpost_protocol::manifest::{Manifest, SelfTestVector};
-use outpost_protocol::trust::RootKeys;
+use outpost_protocol::trust::{self, RootKeys};
 use outpost_protocol::verify::{self, DeviceFacts, VerifyRequest};
 use outpost_protocol::{Arch, Limits, RejectReason, Rejection};
 use std::path::Path;
@@ -50,6 +50,14 @@ pub struct Trust {
 }
 
 impl Trust {
+    /// The director keys of the policy held (checked against the roots and its expiry at `now`): what
+    /// signs the reverts and removals this device takes. Empty when the policy names none or fails.
+    pub fn director_keys(&self, now: u64) -> Vec<outpost_protocol::keys::PublicKey> {
+        trust::verify_policy(&self.policy, &self.roots, now, self.grace_secs, 0, &Limits::default())
+            .map(|p| p.into_inner().director_keys)
+            .unwrap_or_default()
+    }
+
     pub fn load(cfg: &Config) -> Result<Trust, InstallError> {
         let t = &cfg.trust;
         let policy_path = t.policy.as_ref().ok_or_else(|| {

@@ -11,16 +11,20 @@
 //! - an event about one model changes nothing of the other's (slots or update machine);
 //! - a desired state asking for an install (activate or shadow) never takes a model off or switches it:
 //!   one arriving while an activated model is watched waits for the watch to end;
-//! - a step whose state cannot be persisted is undone and performs nothing.
+//! - a step whose state cannot be persisted is undone and performs nothing;
+//! - a revert or removal that is not the director's (unsigned, or signed by another key) changes nothing:
+//!   neither the slots nor the update machine of its model.
 
-use outpost_agent::fleet::platform::{Clock, Disk, Fabric, Serving, Sink, Watched, Work};
+use outpost_agent::fleet::platform::{Clock, Directors, Disk, Fabric, Serving, Sink, Watched, Work};
 use outpost_agent::fleet::shell::{Done, DriverState, Shell};
 use outpost_agent::slots::Slots;
 use outpost_agent::update::machine::Release;
+use outpost_protocol::director::SignedDesired;
+use outpost_protocol::keys::{PrivateKey, PublicKey, private_key_from_seed};
 use outpost_protocol::messages::{BundleRef, DesiredState, Message, Mode, Watch};
 use outpost_protocol::telemetry::{UpdateEvent, UpdateStage};
 use outpost_protocol::topics::Up;
-use outpost_protocol::{Digest, ModelName, RejectReason, Version};
+use outpost_protocol::{DeviceId, Digest, ModelName, RejectReason, Version};
 use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -75,6 +79,24 @@ struct Plat {
     /// `await_active` calls during the current event: the activations.
     activated: Vec<(String, Digest)>,
     health: BTreeMap<String, bool>,
+}
+
+fn director() -> PrivateKey {
+    private_key_from_seed([3; 32])
+}
+
+fn device() -> DeviceId {
+    DeviceId::new("dev-1").unwrap()
+}
+
+impl Directors for Plat {
+    fn device(&self) -> Option<&DeviceId> {
+        static DEVICE: std::sync::LazyLock<DeviceId> = std::sync::LazyLock::new(device);
+        Some(&DEVICE)
+    }
+    fn director_keys(&self) -> Vec<PublicKey> {
+        vec![director().verifying_key()]
+    }
 }
 
 impl Clock for Plat {
@@ -144,12 +166,18 @@ impl Sink for Plat {
     fn record(&mut self, _: &UpdateEvent) {}
 }
 
-#[derive(Debug, Clone)]
+/// `None`: the director's statement, signed for the device. Every lie comes from an attacker, who has no
+/// director key: unsigned, or signed with a key of its own.
+#[derive(Debug, Clone, PartialEq)]
 enum Lie {
     None,
     SequenceMax,
     /// The bundle of the other model's release of the same number.
     ForeignBundle,
+    /// The director's request, without its signature.
+    Unsigned,
+    /// Signed by a key the trust policy does not name.
+    ForgedKey,
 }
 
 #[derive(Debug, Clone)]
@@ -183,7 +211,13 @@ impl Ev {
 
 fn event() -> impl Strategy<Value = Ev> {
     let m = 0..MODELS.len();
-    let lie = prop_oneof![6 => Just(Lie::None), 1 => Just(Lie::SequenceMax), 1 => Just(Lie::ForeignBundle)];
+    let lie = prop_oneof![
+        6 => Just(Lie::None),
+        1 => Just(Lie::SequenceMax),
+        1 => Just(Lie::ForeignBundle),
+        1 => Just(Lie::Unsigned),
+        1 => Just(Lie::ForgedKey),
+    ];
     prop_oneof![
         4 => (m.clone(), 1..=RELEASES, lie, 0u8..8).prop_map(|(m, rel, lie, mode)| Ev::Desired { m, rel, lie, mode }),
         1 => m.clone().prop_map(|m| Ev::Withdraw { m }),
@@ -241,11 +275,16 @@ impl World {
                         6 => Mode::Revert,
                         _ => Mode::Remove,
                     },
-                    issued_at: 0,
+                    issued_at: p.now / 1000,
                     watch: Watch { secs: 120, max_error_ppm: 10_000, max_p95_us: 0, min_requests: 10, max_restarts: 2 },
                 };
                 match lie {
-                    Lie::None => {}
+                    Lie::None => return shell.directed(p, &SignedDesired::sign(&device(), &d, &director())),
+                    Lie::ForgedKey => {
+                        let forger = private_key_from_seed([66; 32]);
+                        return shell.directed(p, &SignedDesired::sign(&device(), &d, &forger));
+                    }
+                    Lie::Unsigned => {}
                     Lie::SequenceMax => d.sequence = u64::MAX,
                     Lie::ForeignBundle => {
                         let other = self.cat.iter().find(|o| o.name != r.name && o.seq == rel).unwrap();
@@ -382,6 +421,21 @@ impl World {
                 let active = |s: &Slots| s.model(name).and_then(|m| m.active_digest());
                 prop_assert_eq!(active(&slots_before), active(&slots), "{}: switched by an install request", name);
             }
+        }
+        // Only the director reverts or removes: an attacker's revert or removal changes nothing of its model.
+        if let Ev::Desired { m, lie, mode: 6.., .. } = ev
+            && *lie != Lie::None
+        {
+            let name = MODELS[*m];
+            prop_assert_eq!(
+                slots_before.model(name),
+                slots.model(name),
+                "{}: a forged revert or removal switched",
+                name
+            );
+            let state = self.shell.state();
+            let of = |st: &DriverState| st.models.get(name).cloned().unwrap_or_default();
+            prop_assert_eq!(of(&state_before), of(&state), "{}: a forged revert or removal moved the machine", name);
         }
         // Independence: an event of one model leaves the other's slots, update machine and staging files as
         // they were. Chunks travel by bundle: when a forged desired state made both models fetch the same

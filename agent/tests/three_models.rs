@@ -88,7 +88,7 @@ fn two_concurrent_fleet_installs_and_one_local_install_serve_three_models_side_b
     ctl.wait_event("2.0.0", UpdateStage::Committed);
     assert_eq!(got("digits").0, "2.0.0");
     assert_eq!(got("shapes"), shapes_v1, "shapes untouched by the digits update");
-    ctl.publish_desired(&device, &desired("digits", "2.0.0", 2, digits2, Mode::Revert));
+    ctl.direct(&device, &desired("digits", "2.0.0", 2, digits2, Mode::Revert));
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while got("digits").0 != "1.0.0" {
         assert!(std::time::Instant::now() < deadline, "digits reverted; log:\n{}", agent.log());

@@ -68,7 +68,8 @@ async fn a_device_gets_chunks_only_of_the_bundle_its_desired_state_names() {
     ctl.run(&["rollout", "start", "--bundle", "digits@1.0.0", "--waves", "100%", "--bake", "1h", "--id", "r1"]);
     let desired = topics::down(&id("dev-f"), &Down::Desired(ModelName::new("digits").unwrap()));
     let (d, early) = dev.until_on(&desired, 20).await;
-    let Message::Desired(d) = d else { panic!("not a desired state") };
+    let Message::SignedDesired(d) = d else { panic!("not a signed desired state") };
+    let d = d.request().unwrap().desired;
     assert_eq!(d.bundle.digest, v1);
     let early: Vec<&String> = early.iter().map(|(t, _)| t).collect();
     assert!(early.is_empty(), "chunks of an unassigned bundle were served: {early:?}");

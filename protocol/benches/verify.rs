@@ -45,6 +45,7 @@ fn main() {
             expires: NOW + 86_400,
             threshold: 1,
             release_keys: vec![release.verifying_key().to_bytes()],
+            director_keys: vec![],
         },
         std::slice::from_ref(&root),
     );

@@ -10,10 +10,11 @@ use crate::messages::Message;
 use std::io::Read;
 
 pub const MAGIC: [u8; 2] = *b"OP";
-/// The wire major version. A controller also decodes `MAJOR - 1` once there is a released one. 2: a device
-/// runs a set of models (`Hello::running` is a list, desired states per model, `Mode::Remove`); 1 was
-/// never released.
-pub const MAJOR: u8 = 2;
+/// The wire major version. A controller also decodes `MAJOR - 1` once there is a released one. 3: desired
+/// states travel as the controller's signed director statements (`Message::SignedDesired`), which an agent
+/// speaking 2 would drop; 2: a device runs a set of models (`Hello::running` is a list, desired states per
+/// model, `Mode::Remove`). Neither 1 nor 2 was released.
+pub const MAJOR: u8 = 3;
 const FLAG_ZSTD: u8 = 1;
 const HEADER: usize = 4;
 

@@ -18,6 +18,8 @@ pub enum Domain {
     VersionReport,
     /// A root document (`root.rs`): the fleet's root key set, signed by the old root and the new one.
     Root,
+    /// A director statement (`director.rs`): a desired state the controller signed for one device.
+    Director,
 }
 
 impl Domain {
@@ -27,6 +29,7 @@ impl Domain {
             Domain::TrustPolicy => b"outpost/v1/trust-policy\0",
             Domain::VersionReport => b"outpost/v1/version-report\0",
             Domain::Root => b"outpost/v1/root\0",
+            Domain::Director => b"outpost/v1/director\0",
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod bundle;
 pub mod codec;
 pub mod compress;
 pub mod digest;
+pub mod director;
 pub mod drift;
 pub mod enroll;
 pub mod keys;

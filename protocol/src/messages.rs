@@ -28,6 +28,9 @@ pub enum Message {
     EnrollResponse(crate::enroll::EnrollResponse),
     /// `fleet/trust` (retained): the fleet's root chain and current trust policy.
     Trust(TrustUpdate),
+    /// `down/desired/{model}` (retained): a desired state the controller signed for the device with its
+    /// director key (`director.rs`). A revert or removal is taken only in this form.
+    SignedDesired(crate::director::SignedDesired),
 }
 
 pub use crate::report::{SignedVersionReport, VersionReport};

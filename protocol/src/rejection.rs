@@ -84,10 +84,18 @@ pub enum RejectReason {
     /// The device's newest root has expired, so a policy it signs is not taken: a withheld root rotation
     /// does not keep an old root's keys in power forever (freeze).
     RootExpired,
+    /// A revert or removal without the controller's (director's) signature: only a statement signed by a
+    /// director key the trust policy names may take a model off a device or switch it back.
+    UnsignedRequest,
+    /// A director statement signed for another device, replayed on this one's topic.
+    WrongDevice,
+    /// A director statement issued before one the device already took for this model: an old revert or
+    /// removal replayed after the controller told the device something newer.
+    StaleRequest,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 34] = [
+    pub const ALL: [RejectReason; 37] = [
         RejectReason::BadSignature,
         RejectReason::UnknownKey,
         RejectReason::BelowThreshold,
@@ -122,6 +130,9 @@ impl RejectReason {
         RejectReason::DuplicateKeys,
         RejectReason::ThresholdUnreachable,
         RejectReason::RootExpired,
+        RejectReason::UnsignedRequest,
+        RejectReason::WrongDevice,
+        RejectReason::StaleRequest,
     ];
 
     /// The stable snake_case code printed by the CLI and stored by the controller.
@@ -161,6 +172,9 @@ impl RejectReason {
             RejectReason::DuplicateKeys => "duplicate_keys",
             RejectReason::ThresholdUnreachable => "threshold_unreachable",
             RejectReason::RootExpired => "root_expired",
+            RejectReason::UnsignedRequest => "unsigned_request",
+            RejectReason::WrongDevice => "wrong_device",
+            RejectReason::StaleRequest => "stale_request",
         }
     }
 }

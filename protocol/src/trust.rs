@@ -10,7 +10,8 @@ use crate::verify::Verified;
 use serde::{Deserialize, Serialize};
 
 pub const POLICY_MAGIC: &[u8; 8] = b"OPTRUST1";
-pub const POLICY_FORMAT: u16 = 1;
+/// 2: the policy names director keys. Format 1 policies (no director keys) are still read.
+pub const POLICY_FORMAT: u16 = 2;
 
 /// The body of a `trust.policy` file (postcard), signed by the root keys.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -24,6 +25,21 @@ pub struct TrustPolicy {
     pub threshold: u8,
     /// Raw ed25519 release public keys.
     pub release_keys: Vec<[u8; 32]>,
+    /// Raw ed25519 public keys of the fleet's controller(s) (Uptane's director role): a desired state
+    /// that reverts or removes a model takes effect on a device only when one of them signed it for that
+    /// device (`director.rs`). Empty: devices take no revert or removal from the fleet.
+    pub director_keys: Vec<[u8; 32]>,
+}
+
+/// The body of a format-1 policy, before director keys.
+#[derive(Deserialize)]
+struct TrustPolicyV1 {
+    format: u16,
+    version: u64,
+    created: UnixTime,
+    expires: UnixTime,
+    threshold: u8,
+    release_keys: Vec<[u8; 32]>,
 }
 
 impl TrustPolicy {
@@ -50,6 +66,8 @@ impl RootKeys {
 pub struct CheckedPolicy {
     pub policy: TrustPolicy,
     pub release_keys: Vec<PublicKey>,
+    /// The director keys, decoded: what signs a revert or removal.
+    pub director_keys: Vec<PublicKey>,
     pub root_signers: ThresholdMet,
 }
 
@@ -116,7 +134,12 @@ pub fn verify_policy(
     }
     let what = format!("trust policy v{}", policy.version);
     let release_keys = check_key_set(&policy.release_keys, policy.threshold, &what, "release", limits)?;
-    Ok(Verified::new(CheckedPolicy { policy, release_keys, root_signers }))
+    let director_keys = if policy.director_keys.is_empty() {
+        vec![]
+    } else {
+        check_key_set(&policy.director_keys, 1, &what, "director", limits)?
+    };
+    Ok(Verified::new(CheckedPolicy { policy, release_keys, director_keys, root_signers }))
 }
 
 /// Checks a key set and its threshold as trust policies and root documents list them, before any of the
@@ -170,8 +193,14 @@ pub(crate) fn check_key_set(
 }
 
 fn decode_body(body: &[u8]) -> Result<TrustPolicy, Rejection> {
-    let policy: TrustPolicy = postcard::from_bytes(body)
-        .map_err(|e| Rejection::new(RejectReason::Malformed, format!("trust policy body: {e}")))?;
+    let malformed = |e: postcard::Error| Rejection::new(RejectReason::Malformed, format!("trust policy body: {e}"));
+    // The format leads the body: a format-1 policy ends where format 2 lists its director keys.
+    let v1: TrustPolicyV1 = postcard::from_bytes(body).map_err(malformed)?;
+    if v1.format == 1 {
+        let TrustPolicyV1 { format, version, created, expires, threshold, release_keys } = v1;
+        return Ok(TrustPolicy { format, version, created, expires, threshold, release_keys, director_keys: vec![] });
+    }
+    let policy: TrustPolicy = postcard::from_bytes(body).map_err(malformed)?;
     if policy.format != POLICY_FORMAT {
         return Err(Rejection::new(
             RejectReason::Malformed,
@@ -179,4 +208,57 @@ fn decode_body(body: &[u8]) -> Result<TrustPolicy, Rejection> {
         ));
     }
     Ok(policy)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::private_key_from_seed;
+
+    /// A format-1 policy (before director keys), as devices and controllers hold them today.
+    #[derive(Serialize)]
+    struct V1 {
+        format: u16,
+        version: u64,
+        created: UnixTime,
+        expires: UnixTime,
+        threshold: u8,
+        release_keys: Vec<[u8; 32]>,
+    }
+
+    #[test]
+    fn a_format_1_policy_still_verifies_and_names_no_director_key() {
+        let root = private_key_from_seed([1; 32]);
+        let release = private_key_from_seed([2; 32]).verifying_key().to_bytes();
+        let v1 = V1 { format: 1, version: 4, created: 10, expires: 1_000, threshold: 1, release_keys: vec![release] };
+        let body = postcard::to_allocvec(&v1).unwrap();
+        let sig = keys::sign(&root, Domain::TrustPolicy, &body);
+        let bytes = signed::encode(POLICY_MAGIC, &body, &[sig], &[]);
+        let roots = RootKeys::new(vec![root.verifying_key()]);
+        let checked = verify_policy(&bytes, &roots, 100, 0, 0, &Limits::default()).unwrap();
+        assert_eq!((checked.policy.version, checked.policy.format), (4, 1));
+        assert!(checked.director_keys.is_empty() && checked.policy.director_keys.is_empty());
+    }
+
+    #[test]
+    fn a_format_2_policy_carries_its_director_keys_checked_like_release_keys() {
+        let root = private_key_from_seed([1; 32]);
+        let key = |s: u8| private_key_from_seed([s; 32]).verifying_key().to_bytes();
+        let policy = |director_keys: Vec<[u8; 32]>| TrustPolicy {
+            format: POLICY_FORMAT,
+            version: 1,
+            created: 10,
+            expires: 1_000,
+            threshold: 1,
+            release_keys: vec![key(2)],
+            director_keys,
+        };
+        let roots = RootKeys::new(vec![root.verifying_key()]);
+        let check = |p: &TrustPolicy| {
+            verify_policy(&create_policy(p, std::slice::from_ref(&root)), &roots, 100, 0, 0, &Limits::default())
+        };
+        let ok = check(&policy(vec![key(5), key(6)])).unwrap();
+        assert_eq!(ok.director_keys.iter().map(|k| k.to_bytes()).collect::<Vec<_>>(), vec![key(5), key(6)]);
+        assert_eq!(check(&policy(vec![key(5), key(5)])).unwrap_err().reason, RejectReason::DuplicateKeys);
+    }
 }

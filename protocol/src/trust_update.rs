@@ -115,6 +115,7 @@ mod tests {
             expires,
             threshold: 1,
             release_keys: vec![key(release).verifying_key().to_bytes()],
+            director_keys: vec![],
         };
         create_policy(&p, std::slice::from_ref(root))
     }

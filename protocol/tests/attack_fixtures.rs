@@ -48,6 +48,7 @@ fn policy_v(version: u64, threshold: u8, expires: u64, signer: &PrivateKey) -> V
         expires,
         threshold,
         release_keys: (0..3).map(|i| release(i).verifying_key().to_bytes()).collect(),
+        director_keys: vec![],
     };
     trust::create_policy(&p, std::slice::from_ref(signer))
 }

@@ -3,8 +3,9 @@
 
 use outpost_protocol::bundle;
 use outpost_protocol::codec;
+use outpost_protocol::director::SignedDesired;
 use outpost_protocol::enroll::*;
-use outpost_protocol::keys::SigBytes;
+use outpost_protocol::keys::{KeyId, SigBytes, Signature};
 use outpost_protocol::messages::*;
 use outpost_protocol::root;
 use outpost_protocol::telemetry::*;
@@ -248,6 +249,15 @@ fn message() -> impl Strategy<Value = Message> {
         enroll_response,
         (any::<u64>(), vec(vec(any::<u8>(), 0..80), 0..3), vec(any::<u8>(), 0..80))
             .prop_map(|(first_root, roots, policy)| Message::Trust(TrustUpdate { first_root, roots, policy })),
+        (vec(any::<u8>(), 0..200), any::<[u8; 8]>(), any::<[u8; 32]>(), any::<[u8; 32]>()).prop_map(
+            |(statement, id, a, b)| {
+                let mut sig = [0u8; 64];
+                sig[..32].copy_from_slice(&a);
+                sig[32..].copy_from_slice(&b);
+                let signature = Signature { key_id: KeyId(id), sig: SigBytes(sig) };
+                Message::SignedDesired(SignedDesired { statement, signature })
+            }
+        ),
     ]
 }
 

@@ -3,8 +3,9 @@
 //! deliberate, versioned change: `OUTPOST_BLESS=1 cargo test -p outpost-protocol --test golden_messages`.
 
 use outpost_protocol::codec;
+use outpost_protocol::director::SignedDesired;
 use outpost_protocol::enroll::*;
-use outpost_protocol::keys::SigBytes;
+use outpost_protocol::keys::{SigBytes, private_key_from_seed};
 use outpost_protocol::messages::*;
 use outpost_protocol::telemetry::*;
 use outpost_protocol::{Arch, DeviceId, Digest, Limits, ModelName, RejectReason, Version};
@@ -189,6 +190,29 @@ fn samples() -> Vec<(&'static str, Message)> {
                 issued_at: 1_800_000_500,
                 watch: Watch::default(),
             }),
+        ),
+        (
+            "signed_desired_revert",
+            Message::SignedDesired(SignedDesired::sign(
+                &device(),
+                &DesiredState {
+                    model: digits(),
+                    version: Version::new(2, 0, 0),
+                    sequence: 2,
+                    bundle: BundleRef {
+                        digest: Digest([0xcd; 32]),
+                        size: 300_000,
+                        chunk_size: 262_144,
+                        chunks: vec![Digest([1; 32]), Digest([2; 32])],
+                    },
+                    rollout: Some("r-7".into()),
+                    mode: Mode::Revert,
+                    issued_at: 1_800_000_600,
+                    watch: Watch::default(),
+                },
+                // ed25519 signatures are deterministic: the same key and bytes give the same signature.
+                &private_key_from_seed([3; 32]),
+            )),
         ),
         ("chunk_request", Message::ChunkRequest(ChunkRequest { bundle: Digest([0xcd; 32]), first: 1, count: 1 })),
         ("chunk", Message::Chunk(Chunk { bundle: Digest([0xcd; 32]), index: 1, total: 2, data: (0..=255).collect() })),

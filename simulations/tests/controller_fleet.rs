@@ -73,6 +73,8 @@ fn with_no_config_the_controller_runs_its_own_broker_and_devices_join_it() {
     let (mqtt, api_port) = (free_port(), free_port());
     let data = dir.join("data");
     let api = format!("127.0.0.1:{api_port}");
+    // The default data directory, with the director key the test trust policy names.
+    director_key_into(&dir.join("outpost-data"));
     let _controller = Proc(
         Command::new(outpost_bin())
             .current_dir(&dir)

@@ -69,6 +69,7 @@ fn model_files(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
         expires: now() + 86_400,
         threshold: 1,
         release_keys: vec![release.verifying_key().to_bytes()],
+        director_keys: vec![],
     };
     std::fs::write(dir.join("trust.policy"), trust::create_policy(&policy, std::slice::from_ref(&root))).unwrap();
     std::fs::write(dir.join("root.pub"), keys::public_key_to_pem(&root.verifying_key())).unwrap();

@@ -81,7 +81,9 @@ fn device(id: &str, port: u16, region: &str, start: Vec<RunningModel>, releases:
         if p.payload.is_empty() {
             continue; // Withdrawn: keep what runs.
         }
-        let Ok(Message::Desired(x)) = codec::decode(&p.payload, &Limits::default()) else { continue };
+        // The controller signs each desired state for its device (the director's statement).
+        let Ok(Message::SignedDesired(s)) = codec::decode(&p.payload, &Limits::default()) else { continue };
+        let Ok(x) = s.request().map(|s| s.desired) else { continue };
         assert_eq!(x.model, model, "the topic's model and the desired state's agree");
         let event = |to: UpdateStage, x: &DesiredState| {
             Message::Event(UpdateEvent {

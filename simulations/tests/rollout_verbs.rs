@@ -124,6 +124,7 @@ fn verbs_off_the_happy_path_never_bring_an_aborted_release_back_nor_leave_the_fl
     let (_broker, mqtt) = mosquitto(&dir);
     let (policy, root_pub) = trust_files(&dir);
     let data = dir.join("controller-data");
+    director_key_into(&data);
     let api_port = free_port();
     let d = |p: &Path| p.display().to_string();
     let _controller = Proc(

@@ -3,7 +3,7 @@
 //! the redb telemetry queue) and the loop that feeds the shell (`shell.rs`) its inputs: link messages,
 //! answers of slow work, models the follower loaded, and a one-second tick. The clock is injected.
 
-use super::platform::{Clock as ClockSeam, Disk, Fabric, Serving, Sink, Watched, Work};
+use super::platform::{Clock as ClockSeam, Directors, Disk, Fabric, Serving, Sink, Watched, Work};
 use super::shell::{Done, DriverState, Shell};
 use crate::config::ModelsConfig;
 use crate::install::{self, InstallError};
@@ -14,10 +14,12 @@ use crate::store::{Store, StoreError, write_atomic};
 use crate::telemetry::queue::TelemetryQueue;
 use crate::trust::TrustStore;
 use crate::update::machine::Release;
+use outpost_protocol::director::SignedDesired;
+use outpost_protocol::keys::PublicKey;
 use outpost_protocol::messages::{BundleRef, Chunk, DesiredState, Hello, Message};
 use outpost_protocol::telemetry::{RecordBody, UpdateEvent, UpdateStage};
 use outpost_protocol::topics::Up;
-use outpost_protocol::{Digest, ModelName, RejectReason};
+use outpost_protocol::{DeviceId, Digest, ModelName, RejectReason};
 use std::collections::{BTreeMap, HashSet};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::PathBuf;
@@ -31,6 +33,7 @@ pub use super::shell::chunk_len;
 #[derive(Debug)]
 pub enum FromLink {
     Desired(DesiredState),
+    Directed(SignedDesired),
     Withdrawn(ModelName),
     Chunk(Chunk),
 }
@@ -75,6 +78,8 @@ impl std::fmt::Debug for Driver {
 
 /// The shell's platform on a device.
 struct AgentPlatform {
+    /// The device's id: a director statement must name it. `None` (no link): nothing is directed.
+    device: Option<DeviceId>,
     state_path: PathBuf,
     staging_dir: PathBuf,
     store: Store,
@@ -109,6 +114,7 @@ impl Driver {
         let shell = Shell::new(DriverState::load(&store), models.accept.clone());
         let (done, done_rx) = mpsc::unbounded_channel();
         let platform = AgentPlatform {
+            device: None,
             state_path: store.dir().join("update.json"),
             staging_dir,
             store,
@@ -124,6 +130,12 @@ impl Driver {
             slots_changed: Arc::default(),
         };
         Driver { shell, platform, done_rx }
+    }
+
+    /// The device id director statements must name.
+    pub fn with_device(mut self, device: DeviceId) -> Self {
+        self.platform.device = Some(device);
+        self
     }
 
     pub fn with_hello(mut self, hello: Arc<dyn Fn() -> Hello + Send + Sync>) -> Self {
@@ -157,6 +169,7 @@ impl Driver {
                 msg = from_link.recv() => match msg {
                     None => return,
                     Some(FromLink::Desired(d)) => shell.desired(p, d),
+                    Some(FromLink::Directed(s)) => shell.directed(p, &s),
                     Some(FromLink::Withdrawn(model)) => shell.withdrawn(p, &model),
                     Some(FromLink::Chunk(c)) => shell.chunk(p, c.bundle, c.index, &c.data),
                 },
@@ -290,6 +303,18 @@ impl Disk for AgentPlatform {
 
     fn discard_staging(&mut self, model: &str, bundle: &Digest) {
         let _ = std::fs::remove_file(self.staging_file(model, bundle));
+    }
+}
+
+impl Directors for AgentPlatform {
+    fn device(&self) -> Option<&DeviceId> {
+        self.device.as_ref()
+    }
+
+    /// The policy held now: a policy taken over the air that names a new director key applies at once.
+    fn director_keys(&self) -> Vec<PublicKey> {
+        let now = self.now_ms() / 1000;
+        self.trust.as_ref().and_then(TrustStore::snapshot).map(|t| t.director_keys(now)).unwrap_or_default()
     }
 }
 

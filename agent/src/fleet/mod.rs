@@ -196,6 +196,9 @@ fn join(
                 Incoming::Desired(d) => {
                     let _ = to_driver.send(FromLink::Desired(d)).await;
                 }
+                Incoming::Directed(s) => {
+                    let _ = to_driver.send(FromLink::Directed(s)).await;
+                }
                 Incoming::Withdrawn(model) => {
                     let _ = to_driver.send(FromLink::Withdrawn(model)).await;
                 }
@@ -215,6 +218,7 @@ fn join(
     tasks.push(tokio::spawn(shipper::ship(link.clone(), queue.clone(), online, acked, cfg.telemetry.max_batch_bytes)));
     tasks.push(tokio::spawn(announce_slot_changes(link.clone(), hello.clone(), store.clone())));
     let driver = Driver::new(store, trust, cfg.models.clone(), rt, Some(link), queue)
+        .with_device(device_id)
         .with_hello(hello)
         .with_slots_changed(follower.slots_changed);
     tasks.push(tokio::spawn(driver.run(from_link, follower.loaded)));

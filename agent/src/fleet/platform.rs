@@ -10,10 +10,11 @@
 
 use super::shell::DriverState;
 use crate::slots::Slots;
+use outpost_protocol::keys::PublicKey;
 use outpost_protocol::messages::{BundleRef, Message};
 use outpost_protocol::telemetry::{UpdateEvent, UpdateStage};
 use outpost_protocol::topics::Up;
-use outpost_protocol::{Digest, ModelName};
+use outpost_protocol::{DeviceId, Digest, ModelName};
 
 /// The device's clock: Unix time in milliseconds.
 pub trait Clock {
@@ -76,9 +77,17 @@ pub trait Sink {
     fn record(&mut self, event: &UpdateEvent);
 }
 
+/// Who may direct this device: a director statement is the controller's word only when it names this
+/// device and a director key of the trust policy held now signed it (`outpost_protocol::director`).
+pub trait Directors {
+    /// `None`: the device has no fleet identity, and no statement is taken as the director's.
+    fn device(&self) -> Option<&DeviceId>;
+    fn director_keys(&self) -> Vec<PublicKey>;
+}
+
 /// Everything the shell needs.
-pub trait Platform: Clock + Fabric + Disk + Work + Serving + Sink {}
-impl<T: Clock + Fabric + Disk + Work + Serving + Sink> Platform for T {}
+pub trait Platform: Clock + Fabric + Disk + Work + Serving + Sink + Directors {}
+impl<T: Clock + Fabric + Disk + Work + Serving + Sink + Directors> Platform for T {}
 
 /// The serving model's figures since its activation.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

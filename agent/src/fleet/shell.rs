@@ -11,8 +11,9 @@
 //! dropped.
 
 use super::platform::Platform;
-use crate::update::machine::{Effect, Health, Input, Machine, Release, UpdateState};
-use outpost_protocol::messages::{ChunkRequest, DesiredState, Message};
+use crate::update::machine::{Authority, Effect, Health, Input, Machine, Release, UpdateState};
+use outpost_protocol::director::SignedDesired;
+use outpost_protocol::messages::{BundleRef, ChunkRequest, DesiredState, Message};
 use outpost_protocol::telemetry::{UpdateEvent, UpdateStage};
 use outpost_protocol::topics::Up;
 use outpost_protocol::{Digest, Limits, ModelName, RejectReason};
@@ -110,18 +111,48 @@ impl Shell {
     /// Starts the desired state that waited for `model`'s watch, once that watch has ended. Its
     /// `already_active` is decided now: the watch may have committed it or rolled back to it.
     fn start_queued(&mut self, p: &mut impl Platform, model: &str) {
+        // Only an install waits for a watch, and an install needs no director's word (it was checked,
+        // and the floor raised, when it arrived).
         if let Some(d) = self.machines.get(model).and_then(|m| m.ready_queued()).cloned() {
-            self.desired(p, d);
+            self.told(p, d, Authority::Unsigned);
         }
     }
 
-    /// The retained desired state of one model arrived.
+    /// The retained desired state of one model arrived unsigned: it may ask for an install only.
     pub fn desired(&mut self, p: &mut impl Platform, desired: DesiredState) {
+        self.told(p, desired, Authority::Unsigned);
+    }
+
+    /// The retained desired state of one model arrived as a director statement: the director's word
+    /// when it names this device and a director key of the policy held now signed it. Under a policy
+    /// without director keys it is an unsigned request; one that fails its check is refused if it asks
+    /// for more than an install (the machine decides, `Machine::authorize`).
+    pub fn directed(&mut self, p: &mut impl Platform, signed: &SignedDesired) {
+        let desired = match signed.request() {
+            Ok(s) => s.desired,
+            Err(e) => {
+                tracing::warn!(error = %e, "dropping a malformed director statement");
+                return;
+            }
+        };
+        let keys = p.director_keys();
+        let authority = match p.device() {
+            _ if keys.is_empty() => Authority::Unsigned,
+            None => Authority::Unsigned,
+            Some(device) => match signed.verify(device, &keys) {
+                Ok(_) => Authority::Director,
+                Err(r) => Authority::Refused(r.reason, r.detail),
+            },
+        };
+        self.told(p, desired, authority);
+    }
+
+    fn told(&mut self, p: &mut impl Platform, desired: DesiredState, authority: Authority) {
         let already_active = p
             .active_release(desired.model.as_str())
             .is_some_and(|(n, seq)| n == desired.model && seq == desired.sequence);
         let name = desired.model.as_str().to_owned();
-        self.step(p, &name, Input::Desired { desired, already_active });
+        self.step(p, &name, Input::Desired { desired, already_active, authority });
     }
 
     /// The retained desired state of `model` was cleared.
@@ -203,8 +234,8 @@ impl Shell {
         let current_job = machine.state.job.as_ref().map(|j| j.desired.clone());
         let queued = machine.state.queued.clone();
         // A step with no effects (a chunk arriving mid-window) need not be persisted: on restart the
-        // staging file itself says which chunks are there.
-        if effects.is_empty() {
+        // staging file itself says which chunks are there. A director statement that raised the floor is.
+        if effects.is_empty() && machine.state.director_floor == saved.director_floor {
             return;
         }
         if let Err(e) = p.save_state(self.state()) {
@@ -220,9 +251,19 @@ impl Shell {
         }
         // Events first (they are the record of the transition), then the stage's work.
         let (events, work): (Vec<Effect>, Vec<Effect>) =
-            effects.into_iter().partition(|e| matches!(e, Effect::Event { .. }));
+            effects.into_iter().partition(|e| matches!(e, Effect::Event { .. } | Effect::Refused { .. }));
         for effect in events {
-            if let Effect::Event { bundle, from, to, reason, detail } = effect {
+            if let Effect::Refused { desired, reason, detail } = effect {
+                // No rollout and no bundle: a forged request must not write itself into any rollout's
+                // evidence, nor over the record of the bundle it names.
+                let named = DesiredState {
+                    rollout: None,
+                    bundle: BundleRef { digest: Digest([0; 32]), ..desired.bundle },
+                    ..desired
+                };
+                tracing::warn!(model, reason = reason.code(), %detail, "desired state refused");
+                report(p, &named, UpdateStage::Idle, UpdateStage::Idle, Some(reason), detail);
+            } else if let Effect::Event { bundle, from, to, reason, detail } = effect {
                 // A superseded job's last event comes after the new job replaced it: name its release
                 // (and the same for a desired state that waited for a watch, or was replaced waiting).
                 let desired = [&current_job, &previous_job, &queued, &previous_queued]
@@ -247,7 +288,7 @@ impl Shell {
     fn perform(&mut self, p: &mut impl Platform, model: &str, effect: Effect, undoing: Option<Digest>) {
         let job = self.machines.get(model).and_then(|m| m.state.job.as_ref());
         match effect {
-            Effect::Event { .. } => {}
+            Effect::Event { .. } | Effect::Refused { .. } => {}
             Effect::PrepareStaging { bundle, .. } => {
                 // The size passed `BundleRef::check` in the machine before this effect was emitted.
                 if let Some(j) = job.filter(|j| j.bundle() == bundle)

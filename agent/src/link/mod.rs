@@ -9,6 +9,7 @@ pub mod backoff;
 use backoff::Backoff;
 use outpost_protocol::ModelName;
 use outpost_protocol::codec;
+use outpost_protocol::director::SignedDesired;
 use outpost_protocol::messages::{Chunk, DesiredState, Hello, Message, Presence, TrustUpdate};
 use outpost_protocol::topics::{self, Down, Up};
 use outpost_protocol::{DeviceId, Limits};
@@ -71,6 +72,9 @@ pub enum Incoming {
     Connected,
     Disconnected,
     Desired(DesiredState),
+    /// A desired state as the controller's director statement (`outpost_protocol::director`); the driver
+    /// checks its signature.
+    Directed(SignedDesired),
     /// A model's retained desired state was cleared (an empty retained publish).
     Withdrawn(ModelName),
     Chunk(Chunk),
@@ -267,6 +271,13 @@ fn route(device: &DeviceId, topic: &str, payload: &[u8], limits: &Limits) -> Opt
     match (kind, msg) {
         // The topic names the model: a desired state for another model on it is misrouted or forged.
         (Down::Desired(model), Message::Desired(d)) if d.model == model => Some(Incoming::Desired(d)),
+        (Down::Desired(model), Message::SignedDesired(s)) => match s.request() {
+            Ok(r) if r.desired.model == model => Some(Incoming::Directed(s)),
+            Ok(_) | Err(_) => {
+                tracing::warn!(topic, "dropping a director statement for another model or malformed");
+                None
+            }
+        },
         (Down::Chunk, Message::Chunk(c)) => Some(Incoming::Chunk(c)),
         (Down::Ack, Message::TelemetryAck(a)) => {
             Some(Incoming::TelemetryAck { up_to: a.up_to_seq, hello_wanted: a.hello_wanted })

@@ -20,6 +20,7 @@ fn policy(version: u64, expires: u64, release: u8, root: &PrivateKey) -> Vec<u8>
         expires,
         threshold: 1,
         release_keys: vec![key(release).verifying_key().to_bytes()],
+        director_keys: vec![],
     };
     create_policy(&p, std::slice::from_ref(root))
 }

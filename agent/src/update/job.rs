@@ -18,6 +18,23 @@ pub struct UpdateState {
     /// starts it then (`Machine::ready_queued`).
     #[serde(default)]
     pub queued: Option<DesiredState>,
+    /// The `issued_at` of the newest director statement taken for this model: a signed revert or removal
+    /// issued before it is a replay (`stale_request`). Only verified statements raise it.
+    #[serde(default)]
+    pub director_floor: u64,
+}
+
+/// Whose word a desired state is. The shell checks the director's signature against the trust policy
+/// held now; the machine decides what each may ask.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Authority {
+    /// Unsigned (or a policy without director keys): it may ask for an install, which the bundle's
+    /// signed manifest then decides. It may not revert or remove.
+    Unsigned,
+    /// A director statement for this device, its signature verified.
+    Director,
+    /// A director statement whose signature or device did not verify: refused, whatever it asks.
+    Refused(RejectReason, String),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -84,6 +101,7 @@ pub enum Input {
     Desired {
         desired: DesiredState,
         already_active: bool,
+        authority: Authority,
     },
     /// A chunk arrived; `valid` when its digest matched and the shell wrote it to the staging file.
     Chunk {
@@ -108,6 +126,14 @@ pub enum Input {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
+    /// A desired state refused before it started anything (an unsigned or forged revert or removal, a
+    /// replayed statement): reported, and nothing else changes. The event names no rollout and no bundle,
+    /// so a forged request cannot write itself into a rollout's evidence.
+    Refused {
+        desired: DesiredState,
+        reason: RejectReason,
+        detail: String,
+    },
     /// A transition of the job for `bundle` (which may no longer be the current job when superseded).
     Event {
         bundle: Digest,

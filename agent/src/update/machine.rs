@@ -6,7 +6,7 @@
 //! `Idle → Fetching → Verifying → Staged → SelfTest → [Shadow] → Activating → Watching → Committed`,
 //! or `RolledBack{reason}` / `Rejected{reason}`.
 
-pub use super::job::{Effect, Health, Input, Job, Release, UpdateState};
+pub use super::job::{Authority, Effect, Health, Input, Job, Release, UpdateState};
 use outpost_protocol::messages::{DesiredState, Mode};
 use outpost_protocol::telemetry::UpdateStage;
 use outpost_protocol::{Digest, Limits, ModelName, RejectReason};
@@ -45,7 +45,13 @@ impl Machine {
     pub fn step(&mut self, input: Input, now_ms: u64) -> Vec<Effect> {
         let mut fx = Vec::new();
         match input {
-            Input::Desired { desired, already_active } => self.desired(desired, already_active, now_ms, &mut fx),
+            Input::Desired { desired, already_active, authority } => {
+                if let Err((reason, detail)) = self.authorize(&desired, authority) {
+                    fx.push(Effect::Refused { desired, reason, detail });
+                } else {
+                    self.desired(desired, already_active, now_ms, &mut fx)
+                }
+            }
             Input::Chunk { bundle, index, valid } => self.chunk(bundle, index, valid, now_ms, &mut fx),
             Input::Tick => self.tick(now_ms, &mut fx),
             Input::Verified(r) => self.verified(r, now_ms, &mut fx),
@@ -74,6 +80,45 @@ impl Machine {
     pub fn ready_queued(&self) -> Option<&DesiredState> {
         let busy = self.state.job.as_ref().is_some_and(Job::in_progress);
         self.state.queued.as_ref().filter(|_| !busy)
+    }
+
+    /// Decides whether a desired state may be taken at all, before it changes anything. An install may be
+    /// unsigned (its bundle's signed manifest decides); a revert or removal takes a verified model off, so
+    /// only the director's statement may ask for it (Uptane's director role), and only one issued no
+    /// earlier than the newest statement taken for this model (a captured one replayed later is stale).
+    fn authorize(&mut self, d: &DesiredState, authority: Authority) -> Result<(), (RejectReason, String)> {
+        let what = match d.mode {
+            Mode::Revert => format!("a revert of {} {}", d.model, d.version),
+            Mode::Remove => format!("the removal of {}", d.model),
+            _ => format!("an install of {} {}", d.model, d.version),
+        };
+        let takes_off = matches!(d.mode, Mode::Revert | Mode::Remove);
+        match authority {
+            Authority::Director if d.issued_at < self.state.director_floor => Err((
+                RejectReason::StaleRequest,
+                format!(
+                    "{what} refused: issued at {}, before the director's statement of {} this device already took",
+                    d.issued_at, self.state.director_floor
+                ),
+            )),
+            Authority::Director => {
+                self.state.director_floor = d.issued_at;
+                Ok(())
+            }
+            // An install asks; its bundle's signed manifest decides (a bad signature adds nothing an
+            // attacker could not also get by sending it unsigned).
+            _ if !takes_off => Ok(()),
+            Authority::Refused(reason, detail) => {
+                Err((reason, format!("{what} refused: {detail}; {} keeps serving", d.model)))
+            }
+            Authority::Unsigned => Err((
+                RejectReason::UnsignedRequest,
+                format!(
+                    "{what} refused: it is not signed by a director key of the trust policy; {} keeps serving",
+                    d.model
+                ),
+            )),
+        }
     }
 
     fn desired(&mut self, d: DesiredState, already_active: bool, now_ms: u64, fx: &mut Vec<Effect>) {

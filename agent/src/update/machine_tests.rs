@@ -26,7 +26,18 @@ fn stages(fx: &[Effect]) -> Vec<UpdateStage> {
 }
 
 fn start(m: &mut Machine, d: DesiredState) -> Vec<Effect> {
-    m.step(Input::Desired { desired: d, already_active: false }, 0)
+    m.step(Input::Desired { desired: d, already_active: false, authority: Authority::Director }, 0)
+}
+
+fn told(m: &mut Machine, d: DesiredState, authority: Authority) -> Vec<Effect> {
+    m.step(Input::Desired { desired: d, already_active: false, authority }, 0)
+}
+
+fn refused(fx: &[Effect]) -> Option<RejectReason> {
+    match fx {
+        [Effect::Refused { reason, .. }] => Some(*reason),
+        _ => None,
+    }
 }
 
 fn fetch_all(m: &mut Machine, n: u32) -> Vec<Effect> {
@@ -137,7 +148,17 @@ fn the_retained_desired_state_delivered_again_changes_nothing() {
     assert!(start(&mut m, desired(2, Mode::Activate)).is_empty());
     assert_eq!(m, before);
     let mut idle = Machine::default();
-    assert!(idle.step(Input::Desired { desired: desired(2, Mode::Activate), already_active: true }, 0).is_empty());
+    assert!(
+        idle.step(
+            Input::Desired {
+                desired: desired(2, Mode::Activate),
+                already_active: true,
+                authority: Authority::Director
+            },
+            0
+        )
+        .is_empty()
+    );
 }
 
 #[test]
@@ -462,4 +483,55 @@ fn a_desired_state_arriving_during_a_watch_waits_for_the_watch_to_end() {
     let fx = m.step(Input::Health(Health { errors: 50, ..healthy() }), 10);
     assert_eq!(fx[0], Effect::RollBack);
     assert_eq!(m.ready_queued(), Some(&newest));
+}
+
+#[test]
+fn an_unsigned_or_forged_revert_or_removal_is_refused_and_changes_nothing() {
+    for mode in [Mode::Revert, Mode::Remove] {
+        for authority in [
+            Authority::Unsigned,
+            Authority::Refused(RejectReason::UnknownKey, "signed by an attacker's key".into()),
+            Authority::Refused(RejectReason::WrongDevice, "another device's statement".into()),
+        ] {
+            let mut m = watching();
+            let before = m.state.clone();
+            let expected = match &authority {
+                Authority::Refused(r, _) => *r,
+                _ => RejectReason::UnsignedRequest,
+            };
+            let fx = told(&mut m, desired(1, mode.clone()), authority);
+            assert_eq!(refused(&fx), Some(expected), "{mode:?}: {fx:?}");
+            assert_eq!(m.state, before, "{mode:?}: the watched activation goes on untouched");
+        }
+    }
+}
+
+#[test]
+fn an_install_may_be_unsigned_or_badly_signed_its_bundle_decides() {
+    for authority in [Authority::Unsigned, Authority::Refused(RejectReason::BadSignature, "altered".into())] {
+        let mut m = Machine::default();
+        let fx = told(&mut m, desired(2, Mode::Activate), authority);
+        assert_eq!(stages(&fx), vec![Fetching]);
+        assert_eq!(m.state.director_floor, 0, "only a verified statement raises the floor");
+    }
+}
+
+#[test]
+fn a_director_statement_issued_before_one_already_taken_is_a_stale_replay() {
+    let mut m = watching();
+    // The director's revert, issued at 100: taken, the floor is 100.
+    let revert = DesiredState { issued_at: 100, ..desired(1, Mode::Revert) };
+    let fx = told(&mut m, revert.clone(), Authority::Director);
+    assert!(stages(&fx).contains(&RolledBack), "{fx:?}");
+    assert_eq!(m.state.director_floor, 100);
+    // Later the director installs again (issued at 200) ...
+    let again = DesiredState { issued_at: 200, ..desired(3, Mode::Activate) };
+    assert_eq!(stages(&told(&mut m, again, Authority::Director)), vec![Fetching]);
+    // ... and the captured revert of 100, replayed, is refused: the fetch goes on.
+    let before = m.state.clone();
+    assert_eq!(refused(&told(&mut m, revert, Authority::Director)), Some(RejectReason::StaleRequest));
+    assert_eq!(m.state, before);
+    // A removal issued in the same second as the newest statement is not stale.
+    let remove = DesiredState { issued_at: 200, ..desired(3, Mode::Remove) };
+    assert!(told(&mut m, remove, Authority::Director).contains(&Effect::Remove));
 }

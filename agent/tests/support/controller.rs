@@ -4,6 +4,7 @@
 //! in the controller's own tests.
 
 use outpost_protocol::codec;
+use outpost_protocol::director::SignedDesired;
 use outpost_protocol::messages::*;
 use outpost_protocol::telemetry::{Record, UpdateEvent, UpdateStage};
 use outpost_protocol::topics::{self, Down, Up};
@@ -98,10 +99,17 @@ impl FakeController {
             bundle,
             rollout: Some(format!("r-{sequence}")),
             mode,
-            issued_at: 0,
+            issued_at: super::now(),
             watch,
         };
-        let bytes = codec::encode(&Message::Desired(d.clone()));
+        self.direct(device, &d);
+    }
+
+    /// Publishes `d` as the real controller does: the director's statement, signed for `device` with the
+    /// director key the test trust policy names.
+    pub fn direct(&self, device: &DeviceId, d: &DesiredState) {
+        let signed = SignedDesired::sign(device, d, &super::director());
+        let bytes = codec::encode(&Message::SignedDesired(signed));
         let (c, topic) = (self.client.clone(), topics::down(device, &Down::Desired(d.model.clone())));
         self.rt.block_on(async move { c.publish(topic, QoS::AtLeastOnce, true, bytes).await.unwrap() });
     }

@@ -57,6 +57,10 @@ pub fn release() -> PrivateKey {
 pub fn stranger() -> PrivateKey {
     private_key_from_seed([3; 32])
 }
+/// The controller's director key: the test trust policy names it (reverts and removals need it).
+pub fn director() -> PrivateKey {
+    private_key_from_seed([4; 32])
+}
 
 pub fn now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
@@ -71,6 +75,7 @@ pub fn trust_files(dir: &Path) -> (PathBuf, PathBuf) {
         expires: now() + 86_400,
         threshold: 1,
         release_keys: vec![release().verifying_key().to_bytes()],
+        director_keys: vec![director().verifying_key().to_bytes()],
     };
     let (p, r) = (dir.join("trust.policy"), dir.join("root.pub"));
     std::fs::write(&p, trust::create_policy(&policy, &[root()])).unwrap();

@@ -27,6 +27,9 @@ pub struct Args {
     /// The root public key(s) devices pin: the trust policy is checked against them.
     #[arg(long = "root-pub")]
     root_pub: Vec<PathBuf>,
+    /// The director key that signs desired states (default: <data-dir>/director.key, made at first start).
+    #[arg(long = "director-key")]
+    director_key: Option<PathBuf>,
 }
 
 pub fn run(a: Args) -> Result<(), Failure> {
@@ -37,6 +40,7 @@ pub fn run(a: Args) -> Result<(), Failure> {
         broker: a.broker,
         trust: a.trust,
         root_pubs: a.root_pub,
+        director_key: a.director_key,
     };
     // Everything is validated before a socket is bound.
     let cfg = config::load(a.config.as_deref(), &o).map_err(Failure::Error)?;

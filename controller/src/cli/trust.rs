@@ -27,6 +27,11 @@ enum Command {
         /// the policy.
         #[arg(long = "release-pub", required = true)]
         release_pubs: Vec<PathBuf>,
+        /// The controller's director public key(s) (`<data-dir>/director.pub` of `outpost serve`): devices
+        /// take a revert or a removal only when one of them signed it. Without one, devices refuse every
+        /// revert and removal from the fleet.
+        #[arg(long = "director-pub")]
+        director_pubs: Vec<PathBuf>,
         /// Distinct release signatures a manifest needs (k of n).
         #[arg(long, default_value_t = 1)]
         threshold: u8,
@@ -110,11 +115,12 @@ enum Command {
 
 pub fn run(args: Args) -> Result<(), Failure> {
     match args.command {
-        Command::Init { root_keys, release_pubs, threshold, version, expires, out } => {
+        Command::Init { root_keys, release_pubs, director_pubs, threshold, version, expires, out } => {
             let now = release::now();
             let p = release::keys::trust_init(&TrustInit {
                 root_keys,
                 release_pubs,
+                director_pubs,
                 threshold,
                 version,
                 now,
@@ -129,6 +135,12 @@ pub fn run(args: Args) -> Result<(), Failure> {
                 p.release_keys.len(),
                 p.expires
             );
+            if p.director_keys.is_empty() {
+                eprintln!(
+                    "note: no --director-pub: devices will refuse every revert and removal from the fleet \
+                     (name the controller's <data-dir>/director.pub to allow them)"
+                );
+            }
             Ok(())
         }
         Command::Inspect { file, output } => inspect(&file, output),
@@ -194,6 +206,7 @@ fn inspect(file: &std::path::Path, output: Output) -> Result<(), Failure> {
             "kind": "policy", "version": p.version, "created": p.created, "expires": p.expires,
             "threshold": p.threshold,
             "release_keys": p.release_key_ids().iter().map(|k| k.to_string()).collect::<Vec<_>>(),
+            "director_keys": p.director_keys.iter().map(|k| outpost_protocol::keys::KeyId::of_bytes(k).to_string()).collect::<Vec<_>>(),
             "signed_by": sigs.iter().map(|s| s.key_id.to_string()).collect::<Vec<_>>(),
         })
     };
@@ -209,6 +222,13 @@ fn inspect(file: &std::path::Path, output: Output) -> Result<(), Failure> {
             println!("expires     {} (created {})", json["expires"], json["created"]);
             println!("threshold   {} of {}", json["threshold"], keys.as_array().map_or(0, |a| a.len()));
             println!("{keys_label:<11} {}", list(keys));
+            if json["kind"] == "policy" {
+                let directors = list(&json["director_keys"]);
+                println!(
+                    "director    {}",
+                    if directors.is_empty() { "none (no revert or removal is taken)" } else { &directors }
+                );
+            }
             println!("signed by   {}", list(&json["signed_by"]));
         }
     }

@@ -55,6 +55,7 @@ pub struct RawTrust {
     pub policy: Option<PathBuf>,
     pub root_pub: Option<Vec<PathBuf>>,
     pub root_threshold: Option<usize>,
+    pub director_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -78,6 +79,9 @@ pub struct ServeConfig {
     pub trust_policy: Option<PathBuf>,
     pub root_pubs: Vec<PathBuf>,
     pub root_threshold: usize,
+    /// The director key (ed25519, PKCS#8 PEM) that signs every desired state for its device. `None`:
+    /// `<data_dir>/director.key`, made at first start (with `director.pub` beside it).
+    pub director_key: Option<PathBuf>,
     /// Run after `devices revoke` rewrote `<data>/ca/crl.pem`, so the broker reloads it (empty: nothing).
     pub on_revoke: Vec<String>,
     /// Certificate chain and key (PEM) when the API and console listener serves TLS.
@@ -97,6 +101,7 @@ pub struct Overrides {
     pub broker: Option<String>,
     pub trust: Option<PathBuf>,
     pub root_pubs: Vec<PathBuf>,
+    pub director_key: Option<PathBuf>,
 }
 
 pub fn load(path: Option<&std::path::Path>, o: &Overrides) -> Result<ServeConfig, String> {
@@ -125,6 +130,9 @@ pub fn load(path: Option<&std::path::Path>, o: &Overrides) -> Result<ServeConfig
     }
     if !o.root_pubs.is_empty() {
         raw.trust.root_pub = Some(o.root_pubs.clone());
+    }
+    if o.director_key.is_some() {
+        raw.trust.director_key.clone_from(&o.director_key);
     }
     let bad = |key: &str, msg: String| format!("{name}: `{key}`: {msg}");
     let api_text = raw.api.unwrap_or_else(|| "127.0.0.1:8480".into());
@@ -184,6 +192,7 @@ pub fn load(path: Option<&std::path::Path>, o: &Overrides) -> Result<ServeConfig
         trust_policy: raw.trust.policy,
         root_pubs: raw.trust.root_pub.unwrap_or_default(),
         root_threshold: raw.trust.root_threshold.unwrap_or(1).max(1),
+        director_key: raw.trust.director_key,
         on_revoke: raw.enroll.on_revoke.unwrap_or_default(),
         api_tls,
         cert_lifetime_secs,

@@ -5,7 +5,9 @@
 use super::registry::{DeviceRecord, EventPath};
 use super::store::{Store, Table};
 use outpost_protocol::codec;
+use outpost_protocol::director::SignedDesired;
 use outpost_protocol::enroll;
+use outpost_protocol::keys::PrivateKey;
 use outpost_protocol::messages::{DesiredState, Message, TelemetryAck};
 use outpost_protocol::topics::{self, Down, Up};
 use outpost_protocol::{DeviceId, Limits, ModelName};
@@ -32,6 +34,8 @@ pub struct Fleet {
     pub(super) trust_frame: Mutex<Option<Vec<u8>>>,
     /// Counters and chart histories for /metrics and the console (`observe.rs`).
     pub observed: super::observe::Observations,
+    /// Signs every desired state for its device (`director.rs`).
+    director: PrivateKey,
 }
 
 impl std::fmt::Debug for Fleet {
@@ -50,8 +54,9 @@ impl Fleet {
         options: MqttOptions,
         store: Arc<Store>,
         identity: super::enrollment::Identity,
+        director: PrivateKey,
     ) -> anyhow::Result<Arc<Fleet>> {
-        Fleet::start_with_enrollment(options, None, store, identity)
+        Fleet::start_with_enrollment(options, None, store, identity, director)
     }
 
     /// [`Fleet::start`], with enrollment requests read and answered on a broker of their own when
@@ -61,6 +66,7 @@ impl Fleet {
         enroll: Option<MqttOptions>,
         store: Arc<Store>,
         identity: super::enrollment::Identity,
+        director: PrivateKey,
     ) -> anyhow::Result<Arc<Fleet>> {
         let (client, mut eventloop) = AsyncClient::new(options, 1024);
         let enroll = enroll.map(|o| AsyncClient::new(o, 256));
@@ -78,6 +84,7 @@ impl Fleet {
             greeted: Mutex::default(),
             trust_frame: Mutex::default(),
             observed: Default::default(),
+            director,
         });
         // Only `eventloop.poll()` drains the client's request channel (1024 publishes), and handling a
         // message publishes (acks, chunks). Handled inside the poll loop, a full channel blocks the handler
@@ -252,7 +259,7 @@ impl Fleet {
         if self.device(device).is_some_and(|d| d.decommissioned.is_some()) {
             return Ok(());
         }
-        let bytes = codec::encode(&Message::Desired(desired.clone()));
+        let bytes = self.signed_desired(device, &desired);
         let topic = topics::down(device, &Down::Desired(desired.model.clone()));
         self.update(device, |d| {
             d.desired.insert(desired.model.clone(), desired);
@@ -281,8 +288,14 @@ impl Fleet {
             .collect();
         for (id, desired) in all {
             let topic = topics::down(&id, &Down::Desired(desired.model.clone()));
-            let bytes = codec::encode(&Message::Desired(desired));
+            let bytes = self.signed_desired(&id, &desired);
             let _ = self.client.publish(topic, QoS::AtLeastOnce, true, bytes).await;
         }
+    }
+
+    /// The frame published on `id`'s `down/desired/{model}`: the desired state as the director's
+    /// statement for that device (ed25519 signatures are deterministic: a republish sends the same bytes).
+    fn signed_desired(&self, id: &DeviceId, desired: &DesiredState) -> Vec<u8> {
+        codec::encode(&Message::SignedDesired(SignedDesired::sign(id, desired, &self.director)))
     }
 }

@@ -128,6 +128,14 @@ impl FleetTrust {
         }
     }
 
+    /// The fleet's current policy (pushed, or configured) names `key` as a director key: devices will take
+    /// the reverts and removals this controller signs with it.
+    pub fn names_director(&self, key: &outpost_protocol::keys::PublicKey) -> bool {
+        let Some(t) = self.bundle_trust() else { return false };
+        trust::read_policy_unverified(&t.policy, &Limits::default())
+            .is_ok_and(|(p, _)| p.director_keys.contains(&key.to_bytes()))
+    }
+
     /// The frame to publish on `outpost/v1/fleet/trust`, if anything was pushed.
     pub fn frame(&self) -> Option<Vec<u8>> {
         self.pushed.lock().expect("trust").as_ref().map(|p| codec::encode(&Message::Trust(p.update.clone())))
@@ -268,6 +276,7 @@ mod tests {
             expires: NOW + 1000,
             threshold: 1,
             release_keys: vec![key(release).verifying_key().to_bytes()],
+            director_keys: vec![],
         };
         create_policy(&p, std::slice::from_ref(root))
     }

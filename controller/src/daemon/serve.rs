@@ -150,7 +150,15 @@ pub async fn serve(
     if let Some(password) = broker_password {
         options.set_credentials(cfg.client_id.clone(), password);
     }
-    let fleet = Fleet::start_with_enrollment(options, enroll_mqtt_options(&cfg)?, store.clone(), identity)?;
+    let (director, director_path) = super::director::open_or_init(&cfg.data_dir, cfg.director_key.as_deref())?;
+    if !trust.names_director(&director.verifying_key()) {
+        tracing::warn!(
+            key = %director_path.display(),
+            "the fleet's trust policy does not name this controller's director key: devices will refuse its \
+             reverts and removals (outpost trust init --director-pub)"
+        );
+    }
+    let fleet = Fleet::start_with_enrollment(options, enroll_mqtt_options(&cfg)?, store.clone(), identity, director)?;
     // Rewritten at every start: it reflects the registry and never reaches its next-update time.
     if let Err(e) = fleet.write_crl(super::fleet::now()) {
         tracing::warn!(error = %e, "cannot write the certificate revocation list");

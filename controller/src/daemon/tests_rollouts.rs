@@ -22,6 +22,10 @@ fn tempdir(name: &str) -> PathBuf {
     dir
 }
 
+fn director() -> outpost_protocol::keys::PrivateKey {
+    outpost_protocol::keys::private_key_from_seed([3; 32])
+}
+
 fn hello(i: usize, agent: Version) -> Hello {
     Hello {
         device: id(i),
@@ -42,7 +46,7 @@ fn daemon(name: &str) -> (Arc<Rollouts>, Arc<Fleet>, Arc<Store>) {
     let broker = super::broker::start("127.0.0.1:0".parse().unwrap(), 1 << 20, controller.clone()).unwrap();
     let mut options = rumqttc::MqttOptions::new(&controller.client_id, broker.ip().to_string(), broker.port());
     options.set_credentials(&controller.client_id, &controller.password);
-    let fleet = Fleet::start(options, store.clone(), Identity::new(None, vec![])).unwrap();
+    let fleet = Fleet::start(options, store.clone(), Identity::new(None, vec![]), director()).unwrap();
     for i in 0..DEVICES {
         fleet.update(&id(i), |d| d.hello(hello(i, Version::new(1, 0, 0)), now()));
     }

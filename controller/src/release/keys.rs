@@ -40,6 +40,8 @@ pub fn read_public(path: &Path) -> Result<PublicKey, ReleaseError> {
 pub struct TrustInit {
     pub root_keys: Vec<PathBuf>,
     pub release_pubs: Vec<PathBuf>,
+    /// The controller's director public key(s): what signs reverts and removals for devices.
+    pub director_pubs: Vec<PathBuf>,
     pub threshold: u8,
     pub version: u64,
     pub now: u64,
@@ -66,6 +68,13 @@ pub fn trust_init(t: &TrustInit) -> Result<TrustPolicy, ReleaseError> {
             release_keys.len()
         )));
     }
+    let mut director_keys: Vec<[u8; 32]> = Vec::new();
+    for p in &t.director_pubs {
+        let k = read_public(p)?.to_bytes();
+        if !director_keys.contains(&k) {
+            director_keys.push(k);
+        }
+    }
     let roots = t.root_keys.iter().map(|p| read_private(p)).collect::<Result<Vec<_>, _>>()?;
     if roots.is_empty() {
         return Err(ReleaseError::Invalid("a trust policy needs at least one --root-key".into()));
@@ -77,6 +86,7 @@ pub fn trust_init(t: &TrustInit) -> Result<TrustPolicy, ReleaseError> {
         expires: t.now + t.lifetime_secs,
         threshold: t.threshold,
         release_keys,
+        director_keys,
     };
     files::write_atomic(&t.out, &trust::create_policy(&policy, &roots), None)?;
     Ok(policy)

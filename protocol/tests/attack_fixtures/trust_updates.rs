@@ -41,6 +41,7 @@ fn policy_by(version: u64, threshold: u8, release_keys: &[[u8; 32]], signers: &[
         expires: NOW + 90 * DAY,
         threshold,
         release_keys: release_keys.to_vec(),
+        director_keys: vec![],
     };
     let signers: Vec<PrivateKey> = signers.iter().map(|k| (*k).clone()).collect();
     create_policy(&p, &signers)

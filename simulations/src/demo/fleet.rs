@@ -58,6 +58,7 @@ pub fn start(rt: &tokio::runtime::Runtime, out: &Path, trust: &Trust, n: usize) 
             mqtt_listen: Some(mqtt.to_string()),
             trust: Some(trust.policy.clone()),
             root_pubs: vec![trust.root_pub.clone()],
+            director_key: Some(trust.director_key.clone()),
             broker: None,
         },
     )

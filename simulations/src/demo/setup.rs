@@ -32,6 +32,8 @@ impl Release {
 pub struct Trust {
     pub policy: PathBuf,
     pub root_pub: PathBuf,
+    /// The controller's director key, named in the policy: devices take its reverts and removals.
+    pub director_key: PathBuf,
 }
 
 /// Makes the keys and the policy in `out/keys` and `out/trust.policy`, and the bundles in `out/bundles`:
@@ -42,11 +44,13 @@ pub fn prepare(out: &Path, models: &Path) -> anyhow::Result<(Trust, Vec<Release>
     let keys_dir = out.join("keys");
     let (root_key, root_pub, _) = keys::generate(&keys_dir, "root")?;
     let (release_key, release_pub, _) = keys::generate(&keys_dir, "release")?;
+    let (director_key, director_pub, _) = keys::generate(&keys_dir, "director")?;
     let now = outpost_controller::release::now();
     let policy = out.join("trust.policy");
     keys::trust_init(&TrustInit {
         root_keys: vec![root_key],
         release_pubs: vec![release_pub],
+        director_pubs: vec![director_pub],
         threshold: 1,
         version: 1,
         now,
@@ -84,5 +88,5 @@ pub fn prepare(out: &Path, models: &Path) -> anyhow::Result<(Trust, Vec<Release>
         })?;
         releases.push(Release { model: name, version, bundle: path });
     }
-    Ok((Trust { policy, root_pub }, releases))
+    Ok((Trust { policy, root_pub, director_key }, releases))
 }

@@ -77,6 +77,8 @@ pub fn start_controller(
             .arg(&trust.policy)
             .arg("--root-pub")
             .arg(&trust.root_pub)
+            .arg("--director-key")
+            .arg(&trust.director_key)
             .env("OUTPOST_LOG", std::env::var("OUTPOST_LOG").unwrap_or_else(|_| "warn".into()))
             .stdout(Stdio::null())
             .stderr(log)
@@ -92,6 +94,7 @@ pub fn start_controller(
                 broker: Some(broker.to_owned()),
                 trust: Some(trust.policy.clone()),
                 root_pubs: vec![trust.root_pub.clone()],
+                director_key: Some(trust.director_key.clone()),
                 mqtt_listen: None,
             },
         )

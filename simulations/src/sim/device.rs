@@ -11,6 +11,7 @@ use super::scenario::{ModelCfg, Scenario};
 use super::telemetry::{Body, Queue};
 use super::world::{Ev, World};
 use outpost_agent::fleet::shell::Shell;
+use outpost_protocol::director::SignedDesired;
 use outpost_protocol::messages::{Hello, Message, Mode, Presence, RunningModel};
 use outpost_protocol::telemetry::UpdateStage;
 use outpost_protocol::{Arch, DeviceId, Digest, RejectReason, Version};
@@ -21,6 +22,7 @@ pub const AGENT_VERSION: Version = Version::new(0, 1, 0);
 
 #[path = "device_platform.rs"]
 mod platform;
+use platform::DIRECTOR;
 pub use platform::SimDisk;
 
 #[path = "device_local.rs"]
@@ -323,7 +325,9 @@ impl World {
                 if desired.mode == Mode::Revert && self.scenario.faults.ignore_revert {
                     return;
                 }
-                self.for_model(dev, m, |w| w.with_shell(dev, |s, p| s.desired(p, (*desired).clone())));
+                // Signed for this device by the controller's director key, as `outpost serve` publishes it.
+                let signed = SignedDesired::sign(&self.devices[dev as usize].id, &desired, &DIRECTOR);
+                self.for_model(dev, m, |w| w.with_shell(dev, |s, p| s.directed(p, &signed)));
             }
             Down::Withdrawn(m) => {
                 self.dev(dev).models[m as usize].told = Told::Back;

@@ -12,14 +12,21 @@ use super::super::catalog::{Catalog, base, target};
 use super::super::telemetry::Body;
 use super::super::world::{Ev, Work, World};
 use super::{DeviceModel, Slots};
-use outpost_agent::fleet::platform::{Clock, Disk, Fabric, Serving, Sink, Watched, Work as WorkSeam};
+use outpost_agent::fleet::platform::{Clock, Directors, Disk, Fabric, Serving, Sink, Watched, Work as WorkSeam};
 use outpost_agent::fleet::shell::{Done, DriverState, Shell};
 use outpost_agent::update::machine::Release;
+use outpost_protocol::keys::{PrivateKey, PublicKey, private_key_from_seed};
 use outpost_protocol::messages::{BundleRef, Message};
 use outpost_protocol::telemetry::UpdateEvent;
 use outpost_protocol::topics::Up;
-use outpost_protocol::{Digest, ModelName, RejectReason};
+use outpost_protocol::{DeviceId, Digest, ModelName, RejectReason};
 use std::collections::BTreeMap;
+use std::sync::LazyLock;
+
+/// The simulated controller's director key: it signs each desired state for its device, as
+/// `outpost serve` does, and the devices' trust policy names it, so reverts and removals are taken
+/// through the shell's real signature check.
+pub(in crate::sim) static DIRECTOR: LazyLock<PrivateKey> = LazyLock::new(|| private_key_from_seed([0xd1; 32]));
 
 const VERIFY_MS: u64 = 200;
 const SELFTEST_MS: u64 = 500;
@@ -83,6 +90,7 @@ enum Out {
 
 /// The platform for one call of the shell.
 pub(in crate::sim) struct SimPlatform<'a> {
+    device: DeviceId,
     now_ms: u64,
     disk: &'a mut SimDisk,
     catalog: &'a Catalog,
@@ -94,6 +102,15 @@ pub(in crate::sim) struct SimPlatform<'a> {
 impl Clock for SimPlatform<'_> {
     fn now_ms(&self) -> u64 {
         self.now_ms
+    }
+}
+
+impl Directors for SimPlatform<'_> {
+    fn device(&self) -> Option<&DeviceId> {
+        Some(&self.device)
+    }
+    fn director_keys(&self) -> Vec<PublicKey> {
+        vec![DIRECTOR.verifying_key()]
     }
 }
 
@@ -194,6 +211,7 @@ impl World {
         let now = self.now_ms();
         let d = &mut self.devices[dev as usize];
         let mut p = SimPlatform {
+            device: d.id.clone(),
             now_ms: d.clock_ms(now),
             disk: &mut d.disk,
             catalog: &self.catalog,

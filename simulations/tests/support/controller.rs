@@ -1,6 +1,6 @@
 //! `outpost serve` on a free loopback port, and the operator's CLI pointed at it, as the tests drive it.
 
-use super::{Proc, free_port, outpost, outpost_bin, trust_files, wait_port};
+use super::{Proc, director_key_into, free_port, outpost, outpost_bin, trust_files, wait_port};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -25,9 +25,11 @@ pub struct Controller {
 }
 
 impl Controller {
-    /// `outpost serve` with its data in `DIR/controller-data`, given `args` after the data dir and API.
+    /// `outpost serve` with its data in `DIR/controller-data`, given `args` after the data dir and API. Its
+    /// director key is the one the test trust policy names (`trust_files`).
     pub fn start(dir: &Path, args: &[&str]) -> Controller {
         let (api_port, data, log) = (free_port(), dir.join("controller-data"), dir.join("controller.log"));
+        director_key_into(&data);
         let child = Command::new(outpost_bin())
             .args(["serve", "--data-dir", &path(&data), "--api", &format!("127.0.0.1:{api_port}")])
             .args(args)

@@ -66,7 +66,20 @@ pub fn now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
 }
 
-/// Root and release keys, the trust policy and the root public key, as files in `dir`.
+/// The controller's director key the test trust policy names (`trust_files`): a controller started with
+/// it signs reverts and removals that devices take.
+pub fn director() -> keys::PrivateKey {
+    private_key_from_seed([5; 32])
+}
+
+/// Puts the test director key where `outpost serve --data-dir DATA` reads it by default.
+pub fn director_key_into(data: &Path) {
+    std::fs::create_dir_all(data).unwrap();
+    std::fs::write(data.join("director.key"), keys::private_key_to_pem(&director())).unwrap();
+}
+
+/// Root and release keys, the trust policy (naming the test director key) and the root public key, as
+/// files in `dir`.
 pub fn trust_files(dir: &Path) -> (PathBuf, PathBuf) {
     let root = private_key_from_seed([1; 32]);
     let release = private_key_from_seed([2; 32]);
@@ -77,6 +90,7 @@ pub fn trust_files(dir: &Path) -> (PathBuf, PathBuf) {
         expires: now() + 86_400,
         threshold: 1,
         release_keys: vec![release.verifying_key().to_bytes()],
+        director_keys: vec![director().verifying_key().to_bytes()],
     };
     std::fs::write(dir.join("trust.policy"), trust::create_policy(&policy, std::slice::from_ref(&root))).unwrap();
     std::fs::write(dir.join("root.pub"), keys::public_key_to_pem(&root.verifying_key())).unwrap();

@@ -95,6 +95,8 @@ fn policy_file(dir: &Path, name: &str, version: u64, expires: u64, release: &[u8
         expires,
         threshold: 1,
         release_keys: release.iter().map(|s| private_key_from_seed([*s; 32]).verifying_key().to_bytes()).collect(),
+        // A rotation keeps naming the controller's director key.
+        director_keys: vec![director().verifying_key().to_bytes()],
     };
     let path = dir.join(name);
     std::fs::write(&path, create_policy(&p, std::slice::from_ref(root))).unwrap();
