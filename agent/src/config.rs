@@ -70,6 +70,7 @@ pub struct RawTrust {
 #[serde(deny_unknown_fields)]
 pub struct RawInference {
     pub workers: Option<usize>,
+    pub threads: Option<usize>,
     pub max_batch: Option<usize>,
     pub max_delay: Option<String>,
     pub queue_capacity: Option<usize>,
@@ -143,6 +144,9 @@ pub struct TrustConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub struct InferenceConfig {
     pub workers: usize,
+    /// Threads tract's matrix products use within one run (one pool shared by every worker). Above 1 only
+    /// in builds with the `multithread` feature: the 8 MB aarch64 device build leaves it out.
+    pub threads: usize,
     pub max_batch: usize,
     pub max_delay: Duration,
     pub queue_capacity: usize,
@@ -273,6 +277,19 @@ impl Config {
         if workers == 0 || workers > 64 {
             return Err(invalid("inference.workers", format!("{workers} must be between 1 and 64")));
         }
+        let threads = i.threads.unwrap_or(1);
+        if threads == 0 || threads > 64 {
+            return Err(invalid("inference.threads", format!("{threads} must be between 1 and 64")));
+        }
+        if threads > 1 && !cfg!(feature = "multithread") {
+            return Err(invalid(
+                "inference.threads",
+                format!(
+                    "{threads} needs an agent built with the `multithread` feature (cargo build -p outpost-agent \
+                     --features multithread); this build runs each model on one thread"
+                ),
+            ));
+        }
         if max_batch == 0 || max_batch > 256 {
             return Err(invalid("inference.max_batch", format!("{max_batch} must be between 1 and 256")));
         }
@@ -371,6 +388,7 @@ impl Config {
             },
             inference: InferenceConfig {
                 workers,
+                threads,
                 max_batch,
                 max_delay: dur("inference.max_delay", i.max_delay, Duration::ZERO)?,
                 queue_capacity,
@@ -452,6 +470,8 @@ mod tests {
         for (text, key) in [
             ("listen = \"localhost\"", "listen"),
             ("[inference]\nmax_batch = 0", "inference.max_batch"),
+            ("[inference]\nthreads = 0", "inference.threads"),
+            ("[inference]\nthreads = 65", "inference.threads"),
             ("[inference]\nmax_delay = \"soon\"", "inference.max_delay"),
             ("[shadow]\nsample_percent = 150", "shadow.sample_percent"),
             ("[models]\nmemory_budget = \"lots\"", "models.memory_budget"),
@@ -460,6 +480,19 @@ mod tests {
             let err = Config::validate(parse(text, "a.toml").unwrap(), &Overrides::default(), "a.toml").unwrap_err();
             assert!(err.to_string().contains(key), "{text}: {err}");
         }
+    }
+
+    #[test]
+    fn threads_above_one_need_a_build_with_the_multithread_feature() {
+        let two = Config::validate(parse("[inference]\nthreads = 2", "a").unwrap(), &Overrides::default(), "a");
+        if cfg!(feature = "multithread") {
+            assert_eq!(two.unwrap().inference.threads, 2);
+        } else {
+            let err = two.unwrap_err().to_string();
+            assert!(err.contains("inference.threads") && err.contains("`multithread` feature"), "{err}");
+        }
+        let default = Config::validate(RawConfig::default(), &Overrides::default(), "a").unwrap();
+        assert_eq!(default.inference.threads, 1);
     }
 
     #[test]

@@ -15,6 +15,7 @@ fn runtime() -> std::sync::Arc<Runtime> {
     Runtime::start(RuntimeConfig {
         inference: InferenceConfig {
             workers: 1,
+            threads: 1,
             max_batch: 1,
             max_delay: Duration::ZERO,
             queue_capacity: 64,

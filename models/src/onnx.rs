@@ -81,6 +81,12 @@ fn interface_difference(onnx: &ModelInterface, nnef: &ModelInterface) -> Option<
             return Some(format!("the ONNX model has {} {side}s, the NNEF model {}", a.len(), b.len()));
         }
         for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            // NNEF identifiers cannot hold every ONNX name ("gpu_0/data_0" is written "gpu_0_data_0"): devices
+            // serve the NNEF name, which the manifest declares and model metadata reports. Type and shape
+            // must not change.
+            if x.dtype == y.dtype && x.shape == y.shape && nnef_identifier(&x.name) == y.name {
+                continue;
+            }
             if x != y {
                 let show = |t: &outpost_protocol::manifest::TensorSpec| {
                     format!("{:?} {} {:?}", t.name, t.dtype.as_str(), t.shape)
@@ -90,6 +96,19 @@ fn interface_difference(onnx: &ModelInterface, nnef: &ModelInterface) -> Option<
         }
     }
     None
+}
+
+/// An ONNX tensor name as tract's NNEF writer spells it (tract-nnef `write_identifier`, without the extended
+/// syntax): `_` before a first character that is not a letter or `_`, and `_` for every character that is not
+/// a letter or digit.
+fn nnef_identifier(name: &str) -> String {
+    let direct = name.chars().next().is_some_and(|c| c.is_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_alphanumeric() || c == '_');
+    if direct || name.is_empty() {
+        return name.to_owned();
+    }
+    let prefix = if name.chars().next().is_some_and(|c| c.is_alphabetic() || c == '_') { "" } else { "_" };
+    prefix.chars().chain(name.chars().map(|c| if c.is_alphanumeric() { c } else { '_' })).collect()
 }
 
 impl Converted {
@@ -127,6 +146,13 @@ mod tests {
         assert_eq!((input.name.as_str(), output.name.as_str()), ("input", "logits"));
         assert!(matches!(input.shape[0], outpost_protocol::manifest::Dim::Symbolic(_)), "{:?}", input.shape);
         assert_eq!(c.unit_shape(0), vec![1, 1, 8, 8]);
+    }
+
+    #[test]
+    fn names_nnef_cannot_spell_are_served_as_nnef_spells_them() {
+        assert_eq!(super::nnef_identifier("gpu_0/data_0"), "gpu_0_data_0");
+        assert_eq!(super::nnef_identifier("0:out"), "_0_out");
+        assert_eq!(super::nnef_identifier("logits"), "logits");
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod queue;
 mod request;
 pub mod selftest;
 mod served;
+mod threads;
 
 use crate::config::{CacheConfig, DriftConfig, InferenceConfig, ShadowConfig};
 use crate::stats::cache::{CacheKey, ResultCache};
@@ -193,6 +194,7 @@ impl Drop for WorkerGuard {
 impl Runtime {
     /// Starts the worker threads and the shadow thread. Call `shutdown` to stop them.
     pub fn start(cfg: RuntimeConfig) -> Arc<Runtime> {
+        threads::apply(cfg.inference.threads);
         let rt = Arc::new(Runtime {
             queue: BatchQueue::new(cfg.inference.queue_capacity),
             shadow_queue: BatchQueue::new(cfg.shadow.queue_capacity),
