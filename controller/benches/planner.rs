@@ -129,7 +129,7 @@ fn act(devices: &mut [DeviceView], actions: &[Action], now: UnixTime, rng: &mut 
         .collect();
     for d in devices.iter_mut().filter(|d| told.contains(&d.id)) {
         d.running = vec![running(NEW)];
-        d.updates = vec![UpdateView { bundle: NEW, stage: UpdateStage::Committed, reason: None, at: now }];
+        d.updates = vec![UpdateView { bundle: NEW, stage: UpdateStage::Committed, reason: None, at: now, seq: 0 }];
         d.windows.insert(0, window(NEW, now, rng));
         d.shadows =
             vec![ShadowView { candidate: NEW, compared: 200, agreed: 196, received_at: now, implausible: false }];

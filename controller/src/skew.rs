@@ -191,7 +191,7 @@ mod tests {
         d.agent_version = Some(Version::new(0, 1 + (i % 2) as u32, 0));
         if let Some((m, stage)) = event {
             let reason = matches!(stage, UpdateStage::Rejected).then_some(RejectReason::WrongArch);
-            d.updates = vec![UpdateView { bundle: release(m).digest, stage, reason, at: 0 }];
+            d.updates = vec![UpdateView { bundle: release(m).digest, stage, reason, at: 0, seq: 0 }];
         }
         d
     }

@@ -139,6 +139,11 @@ pub struct UpdateEvent {
     pub to: UpdateStage,
     pub reason: Option<RejectReason>,
     pub detail: String,
+    /// Orders this device's events of this model: it grows with every event the device's update machine
+    /// emits for the model (and starts from the device's clock in ms when that is ahead, so a device whose
+    /// update state was wiped still counts upwards). The controller orders a device's evidence by it, not
+    /// by arrival: a late copy (telemetry after the live event, or the reverse) never moves it backwards.
+    pub seq: u64,
 }
 
 /// Device resource use. Fields a device cannot read are `None`.

@@ -63,6 +63,7 @@ fn event() -> impl Strategy<Value = UpdateEvent> {
             to,
             reason,
             detail,
+            seq: version.major.into(),
         })
 }
 fn window() -> impl Strategy<Value = InferenceWindow> {

@@ -76,6 +76,7 @@ fn samples() -> Vec<(&'static str, Message)> {
         to: UpdateStage::Rejected,
         reason: Some(RejectReason::BadSignature),
         detail: "manifest: the signature by key 0102030405060708 does not verify".into(),
+        seq: 1_800_000_000_123,
     };
     let health = DeviceHealth {
         rss_bytes: 24 << 20,

@@ -95,6 +95,7 @@ fn device(id: &str, port: u16, region: &str, start: Vec<RunningModel>, releases:
                 to,
                 reason: None,
                 detail: String::new(),
+                seq: 0,
             })
         };
         match x.mode {

@@ -229,6 +229,7 @@ mod tests {
             to,
             reason,
             detail: String::new(),
+            seq: 0,
         }
     }
 

@@ -238,6 +238,11 @@ impl Shell {
         if effects.is_empty() && machine.state.director_floor == saved.director_floor {
             return;
         }
+        // Each event's place in this model's order, persisted with the step: a step that is undone
+        // reports nothing, so no number is ever used twice.
+        let reported = effects.iter().filter(|e| matches!(e, Effect::Event { .. } | Effect::Refused { .. })).count();
+        let mut seq = machine.state.event_seq.max(p.now_ms());
+        machine.state.event_seq = seq + reported as u64;
         if let Err(e) = p.save_state(self.state()) {
             // Undone: the same input comes again (the retained desired state on reconnect, chunks on the
             // retry timer, ticks), and nothing was performed that the persisted state does not know of.
@@ -262,7 +267,8 @@ impl Shell {
                     ..desired
                 };
                 tracing::warn!(model, reason = reason.code(), %detail, "desired state refused");
-                report(p, &named, UpdateStage::Idle, UpdateStage::Idle, Some(reason), detail);
+                seq += 1;
+                report(p, &named, UpdateStage::Idle, UpdateStage::Idle, Some(reason), detail, seq);
             } else if let Effect::Event { bundle, from, to, reason, detail } = effect {
                 // A superseded job's last event comes after the new job replaced it: name its release
                 // (and the same for a desired state that waited for a watch, or was replaced waiting).
@@ -270,8 +276,9 @@ impl Shell {
                     .into_iter()
                     .flatten()
                     .find(|d| d.bundle.digest == bundle);
+                seq += 1;
                 if let Some(d) = desired {
-                    report(p, d, from, to, reason, detail);
+                    report(p, d, from, to, reason, detail, seq);
                 }
             }
         }
@@ -397,6 +404,7 @@ fn report(
     to: UpdateStage,
     reason: Option<RejectReason>,
     detail: String,
+    seq: u64,
 ) {
     let event = UpdateEvent {
         rollout: d.rollout.clone(),
@@ -407,6 +415,7 @@ fn report(
         to,
         reason,
         detail,
+        seq,
     };
     p.record(&event);
     p.publish(Up::Events, Message::Event(event));

@@ -22,6 +22,9 @@ pub struct UpdateState {
     /// issued before it is a replay (`stale_request`). Only verified statements raise it.
     #[serde(default)]
     pub director_floor: u64,
+    /// The `seq` of the last update event reported for this model (`UpdateEvent::seq`).
+    #[serde(default)]
+    pub event_seq: u64,
 }
 
 /// Whose word a desired state is. The shell checks the director's signature against the trust policy

@@ -423,6 +423,7 @@ mod tests {
                 to: UpdateStage::Verifying,
                 reason: None,
                 detail: "3 chunk(s)".into(),
+                seq: 0,
             },
             crate::daemon::registry::EventPath::Live,
             1_760_000_101,

@@ -342,7 +342,27 @@ mod tests {
             to,
             reason: None,
             detail: String::new(),
+            seq: 0,
         }
+    }
+
+    /// The gates' evidence follows the device's order of a model's events, not their arrival: the live
+    /// copy of "committed" came first, then the late telemetry copy of "fetching" (its live twin lost with a
+    /// controller restart). Before, the evidence went back to fetching and nothing brought it forward.
+    #[test]
+    fn a_late_copy_of_an_earlier_event_never_moves_the_evidence_backwards() {
+        use EventPath::*;
+        let mut d = DeviceRecord::new(DeviceId::new("d").unwrap(), 0);
+        let at = |e: UpdateEvent, seq: u64| UpdateEvent { seq, ..e };
+        let fetching = at(event("digits", 2, UpdateStage::Fetching), 10);
+        let committed = at(event("digits", 2, UpdateStage::Committed), 14);
+        d.event(committed.clone(), Live, 100);
+        d.event(fetching.clone(), Recorded, 101);
+        let stage = |d: &mut DeviceRecord| d.evidence().update_for(&committed.bundle).map(|u| u.stage);
+        assert_eq!(stage(&mut d), Some(UpdateStage::Committed));
+        // A later event of the same bundle (a revert, say) still moves it on.
+        d.event(at(event("digits", 2, UpdateStage::RolledBack), 15), Live, 102);
+        assert_eq!(stage(&mut d), Some(UpdateStage::RolledBack));
     }
 
     /// Each event comes live and again in telemetry, in either order, interleaved with the other path's:

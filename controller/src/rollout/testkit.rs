@@ -149,7 +149,7 @@ impl World {
         let (slow, refusing) = (self.slow.contains(id), self.refusing.contains(id));
         let now = self.now;
         let d = self.device(id);
-        let event = |stage, reason| UpdateView { bundle: NEW, stage, reason, at: now };
+        let event = |stage, reason| UpdateView { bundle: NEW, stage, reason, at: now, seq: 0 };
         let on_new = d.running.iter().any(|r| r.digest == NEW);
         let last = d.update_for(&NEW).map(|u| u.stage);
         match desired.mode {

@@ -106,7 +106,7 @@ impl Fleet {
     fn event(&mut self, i: usize, bundle: Digest, stage: UpdateStage, reason: Option<RejectReason>) {
         let d = &mut self.views[i];
         d.updates.retain(|u| u.bundle != bundle);
-        d.updates.insert(0, UpdateView { bundle, stage, reason, at: self.now });
+        d.updates.insert(0, UpdateView { bundle, stage, reason, at: self.now, seq: 0 });
     }
 
     /// Device `i` acts on its retained desired state like the agent's update machine and slots.

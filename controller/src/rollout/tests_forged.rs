@@ -86,7 +86,7 @@ fn inference_window(c: &Claim, digest: outpost_protocol::Digest, shadow: Option<
 /// activated it and reported a window on it: every figure through the daemon's own `record_window`.
 fn device(i: usize, c: &Claim) -> DeviceView {
     let mut d = DeviceView::new(id(i));
-    d.updates = vec![UpdateView { bundle: NEW, stage: UpdateStage::Committed, reason: None, at: T0 }];
+    d.updates = vec![UpdateView { bundle: NEW, stage: UpdateStage::Committed, reason: None, at: T0, seq: 0 }];
     d.running = vec![running(NEW)];
     d.record_window(&inference_window(c, OLD, Some(c.shadow)), NOW - 200);
     d.record_window(&inference_window(c, NEW, None), NOW - 30);

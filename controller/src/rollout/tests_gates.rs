@@ -10,7 +10,7 @@ const NOW: UnixTime = T0 + 3_600;
 fn dev(i: usize, stage: UpdateStage, w: Option<(u64, u64, u64, u32)>) -> DeviceView {
     let mut d = DeviceView::new(id(i));
     let reason = matches!(stage, Rejected | RolledBack).then_some(RejectReason::SelfTestFailed);
-    d.updates = vec![UpdateView { bundle: NEW, stage, reason, at: T0 }];
+    d.updates = vec![UpdateView { bundle: NEW, stage, reason, at: T0, seq: 0 }];
     // What it serves: the new release once activated, the old one before or after a failure.
     d.running = vec![running(if matches!(stage, Activating | Watching | Committed) { NEW } else { OLD })];
     if let Some((age, requests, errors, p95)) = w {
@@ -253,8 +253,10 @@ fn install_status_reads_events_before_the_running_model() {
             })
             .into_iter()
             .collect();
-        d.updates =
-            event.map(|(stage, reason)| UpdateView { bundle: NEW, stage, reason, at: T0 }).into_iter().collect();
+        d.updates = event
+            .map(|(stage, reason)| UpdateView { bundle: NEW, stage, reason, at: T0, seq: 0 })
+            .into_iter()
+            .collect();
         assert_eq!(d.install_status(&m, &NEW, &NEW, 11), want, "{event:?} running {seq:?}");
     }
 }

@@ -121,7 +121,7 @@ impl World {
         let prev = self.previous.get(&key).cloned();
         let d = self.devices.iter_mut().find(|d| &d.id == id).unwrap();
         let current = d.runs(&x.model).cloned();
-        let event = |stage, reason| UpdateView { bundle: x.bundle.digest, stage, reason, at: now };
+        let event = |stage, reason| UpdateView { bundle: x.bundle.digest, stage, reason, at: now, seq: 0 };
         match x.mode {
             Mode::Activate | Mode::Shadow { .. } => {
                 if current.as_ref().is_some_and(|c| c.sequence >= x.sequence) {
@@ -187,6 +187,7 @@ fn update(x: &DesiredState, to: UpdateStage, reason: Option<RejectReason>) -> ou
         to,
         reason,
         detail: String::new(),
+        seq: 0,
     }
 }
 

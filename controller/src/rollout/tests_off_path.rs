@@ -26,7 +26,7 @@ fn a_gate_failure_that_pauses_withdraws_every_device_that_has_not_activated_and_
     let shadowing = id(0);
     let d = w.device(&shadowing);
     d.online = true;
-    d.updates = vec![UpdateView { bundle: NEW, stage: UpdateStage::Shadow, reason: None, at: T0 }];
+    d.updates = vec![UpdateView { bundle: NEW, stage: UpdateStage::Shadow, reason: None, at: T0, seq: 0 }];
     let actions = w.tick(&mut r, 30);
     assert_eq!(decisions(&actions), vec![Decision::GateFailed { rolled_back: false }]);
     assert!(matches!(r.state.phase, Phase::Paused { .. }));
@@ -58,6 +58,7 @@ fn evidence_from_before_a_device_was_told_does_not_count() {
             stage: UpdateStage::Rejected,
             reason: Some(RejectReason::SelfTestFailed),
             at: T0 - 30,
+            seq: 0,
         }];
         d.windows.push(window(NEW, T0 - 20, 1_000, 900, 2_000));
         d.shadows =

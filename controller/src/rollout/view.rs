@@ -37,6 +37,9 @@ pub struct UpdateView {
     pub stage: UpdateStage,
     pub reason: Option<RejectReason>,
     pub at: UnixTime,
+    /// The event's place in the device's order of this model's events (`UpdateEvent::seq`).
+    #[serde(default)]
+    pub seq: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -230,7 +233,13 @@ impl DeviceView {
 
     /// Folds an update event into `updates` (the daemon's registry calls this as events arrive).
     pub fn record_event(&mut self, event: &UpdateEvent, at: UnixTime) {
-        let view = UpdateView { bundle: event.bundle, stage: event.to, reason: event.reason, at };
+        // The device's order, not the arrival's: a late copy of an earlier event of this bundle (its
+        // telemetry copy after the live one, or a copy whose twin a restarted controller never stored)
+        // must not move the device's evidence backwards.
+        if self.updates.iter().any(|u| u.bundle == event.bundle && u.seq > event.seq) {
+            return;
+        }
+        let view = UpdateView { bundle: event.bundle, stage: event.to, reason: event.reason, at, seq: event.seq };
         self.updates.retain(|u| u.bundle != event.bundle);
         self.updates.insert(0, view);
         self.updates.truncate(KEPT_PER_DEVICE);
