@@ -1,6 +1,6 @@
-//! The runtime serves several models at once, keyed by name, on shared workers: each answers exactly as
-//! it does alone, requests for one never run on another, an update of one leaves the others' answers
-//! unchanged, and a model taken off stops answering while the others serve.
+//! The runtime serves several models at once, keyed by name, on shared workers: each answers as it does
+//! alone, requests for one never run on another, an update of one leaves the others' answers unchanged,
+//! and a model taken off stops answering while the others serve.
 
 mod support;
 
@@ -41,6 +41,13 @@ fn alone(file: &str, n: usize) -> Vec<Vec<f32>> {
         .collect()
 }
 
+/// The same answer as the model alone: equal to a few units in the last place. A request batched with
+/// others runs through tract's matrix-matrix kernels, whose summation order differs from a lone row's
+/// (seen on AVX-512 machines: 7e-7 apart); another model's answer, or another image's, is far off.
+fn same_answer(got: &[f32], want: &[f32]) -> bool {
+    got.len() == want.len() && got.iter().zip(want).all(|(g, w)| (g - w).abs() <= 1e-5 * w.abs().max(1.0))
+}
+
 fn runtime(dir: &std::path::Path) -> Arc<Runtime> {
     // Two workers and batching, so requests of different models meet in the shared queue.
     let cfg = config(dir, "[inference]\nworkers = 2\nmax_batch = 4\nmax_delay = \"2ms\"\n[cache]\nmax_entries = 0\n");
@@ -67,11 +74,8 @@ async fn three_models_answer_as_they_do_alone_from_concurrent_clients() {
                 for i in (client..n).step_by(3) {
                     let got = rt.infer_on_workers(request(name, &images[i])).await.unwrap();
                     assert_eq!(got.model_name, name);
-                    assert_eq!(
-                        got.outputs[0].data.as_f32().unwrap(),
-                        &want[i][..],
-                        "{name} image {i} answered as it does alone"
-                    );
+                    let got = got.outputs[0].data.as_f32().unwrap();
+                    assert!(same_answer(got, &want[i]), "{name} image {i} answered {got:?}, alone {:?}", want[i]);
                 }
             });
         }
