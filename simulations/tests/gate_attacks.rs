@@ -20,8 +20,6 @@ use outpost_protocol::messages::{Message, TelemetryBatch};
 use outpost_protocol::telemetry::{InferenceWindow, Record, RecordBody, ShadowStats};
 use outpost_protocol::topics::{self, Up};
 use outpost_protocol::{DeviceId, ModelName, Version};
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -104,23 +102,6 @@ fn attacker(broker: u16, device: DeviceId, forgery: Arc<Mutex<Option<Forgery>>>,
         std::thread::sleep(Duration::from_millis(300));
     }
     client.disconnect().ok();
-}
-
-fn infer_image(port: u16, image: &[f32]) {
-    let data: Vec<String> = image.iter().map(f32::to_string).collect();
-    let body = format!(
-        "{{\"inputs\":[{{\"name\":\"input\",\"shape\":[1,1,8,8],\"datatype\":\"FP32\",\"data\":[{}]}}]}}",
-        data.join(",")
-    );
-    if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
-        let _ = write!(
-            s,
-            "POST /v2/models/digits/infer HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        );
-        let mut sink = Vec::new();
-        let _ = s.read_to_end(&mut sink);
-    }
 }
 
 #[test]

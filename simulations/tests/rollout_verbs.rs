@@ -9,8 +9,6 @@
 mod support;
 
 use serde_json::Value;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -85,24 +83,6 @@ fn until(what: &str, mut ok: impl FnMut() -> bool, context: impl Fn() -> String)
 fn phase(v: &Value) -> String {
     let p = &v["state"]["phase"];
     p.as_str().map(str::to_owned).or_else(|| p.as_object().and_then(|o| o.keys().next().cloned())).unwrap_or_default()
-}
-
-/// One held-out digit image asked of a device (shadow agreement needs real, varied inputs).
-fn infer_image(port: u16, image: &[f32]) {
-    let data: Vec<String> = image.iter().map(f32::to_string).collect();
-    let body = format!(
-        "{{\"inputs\":[{{\"name\":\"input\",\"shape\":[1,1,8,8],\"datatype\":\"FP32\",\"data\":[{}]}}]}}",
-        data.join(",")
-    );
-    if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
-        let _ = write!(
-            s,
-            "POST /v2/models/digits/infer HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        );
-        let mut sink = Vec::new();
-        let _ = s.read_to_end(&mut sink);
-    }
 }
 
 /// `outpost ARGS | head` where head is gone before the first line: the CLI must end quietly, not panic.

@@ -258,3 +258,23 @@ pub fn infer(port: u16) {
         let _ = s.read_to_end(&mut sink);
     }
 }
+
+/// One digits request to a device's local API (JSON, the 8×8 image), the way an application asks; the answer
+/// is read and dropped: tests use it so gates judge real inference windows.
+pub fn infer_image(port: u16, image: &[f32]) {
+    use std::io::{Read, Write};
+    let data: Vec<String> = image.iter().map(f32::to_string).collect();
+    let body = format!(
+        "{{\"inputs\":[{{\"name\":\"input\",\"shape\":[1,1,8,8],\"datatype\":\"FP32\",\"data\":[{}]}}]}}",
+        data.join(",")
+    );
+    if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
+        let _ = write!(
+            s,
+            "POST /v2/models/digits/infer HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let mut sink = Vec::new();
+        let _ = s.read_to_end(&mut sink);
+    }
+}
