@@ -119,18 +119,35 @@ fn an_operator_rotates_the_root_twice_pushes_and_the_fleet_topic_carries_it_acro
     assert!(!d.join("roots/root-2.root").exists());
     let out = rotate(&[&k("root")], &[&k("root-b"), &k("root-c")], "2");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("root v2"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("root v2") && text.contains(" UTC; "), "expiry as a UTC time: {text}");
     // v3 needs 2 of v2's keys: one is not enough.
     let out = rotate(&[&k("root-b")], &[&k("root-d")], "1");
     assert!(String::from_utf8_lossy(&out.stderr).contains("root_below_threshold"), "{out:?}");
-    let out = rotate(&[&k("root-b"), &k("root-c")], &[&k("root-d")], "1");
+    // -o json: the document written, as `trust inspect` reads it, with its file. A refused rotation prints
+    // no JSON, only its one-line reason.
+    let rotate_json = |root_keys: &[&str], new_key: &str| {
+        let mut args = vec!["trust", "rotate-root", "--image-root-pub", &image_root, "--chain", &chain, "-o", "json"];
+        for r in root_keys {
+            args.extend(["--root-key", r]);
+        }
+        outpost(&[&args[..], &["--new-key", new_key]].concat())
+    };
+    let refused = rotate_json(&[&k("stranger")], &k("root-d"));
+    assert!(refused.status.code() == Some(1) && refused.stdout.is_empty(), "{refused:?}");
+    let out = rotate_json(&[&k("root-b"), &k("root-c")], &k("root-d"));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let shown: serde_json::Value =
-        serde_json::from_str(&ok(&["trust", "inspect", &p("roots/root-3.root"), "-o", "json"])).unwrap();
+    let written: serde_json::Value = serde_json::from_slice(&out.stdout).expect("rotate-root -o json prints JSON");
+    let v3 = p("roots/root-3.root");
+    assert_eq!(written["file"].as_str(), Some(v3.as_str()), "{written}");
+    let mut shown: serde_json::Value = serde_json::from_str(&ok(&["trust", "inspect", &v3, "-o", "json"])).unwrap();
     assert_eq!(
         (shown["kind"].as_str(), shown["version"].as_u64(), shown["signed_by"].as_array().map(|a| a.len())),
         (Some("root"), Some(3), Some(3))
     );
+    shown["file"] = v3.clone().into();
+    assert_eq!(written, shown);
+    assert!(written["expires"].as_u64() > written["created"].as_u64(), "{written}");
 
     let (mqtt, api) = (free_port(), free_port());
     let data = d.join("data");
@@ -145,7 +162,35 @@ fn an_operator_rotates_the_root_twice_pushes_and_the_fleet_topic_carries_it_acro
         ok(&args);
     };
     init(&k("root"), &[&pubk("release-1"), &pubk("release-2")], "1", &p("trust-1.policy"));
-    init(&k("root-d"), &[&pubk("release-2")], "2", &p("trust-2.policy"));
+    let written: serde_json::Value = serde_json::from_str(&ok(&[
+        "trust",
+        "init",
+        "--root-key",
+        &k("root-d"),
+        "--release-pub",
+        &pubk("release-2"),
+        "--policy-version",
+        "2",
+        "--out",
+        &p("trust-2.policy"),
+        "-o",
+        "json",
+    ]))
+    .expect("trust init -o json prints JSON");
+    assert_eq!(
+        (written["kind"].as_str(), written["version"].as_u64(), written["file"].as_str()),
+        (Some("policy"), Some(2), Some(p("trust-2.policy").as_str())),
+        "{written}"
+    );
+    let mut shown: serde_json::Value =
+        serde_json::from_str(&ok(&["trust", "inspect", &p("trust-2.policy"), "-o", "json"])).unwrap();
+    shown["file"] = p("trust-2.policy").into();
+    assert_eq!(written, shown, "what was written, as `trust inspect` reads it");
+    let v1: serde_json::Value =
+        serde_json::from_str(&ok(&["trust", "inspect", &p("trust-1.policy"), "-o", "json"])).unwrap();
+    let v1_keys = v1["release_keys"].as_array().unwrap();
+    let keys = written["release_keys"].as_array().unwrap();
+    assert!(keys.len() == 1 && v1_keys.len() == 2 && v1_keys.contains(&keys[0]), "{written} {v1}");
     let push = |policy: &str, chain: Option<&str>| {
         let mut args = vec!["trust", "push", "--policy", policy];
         if let Some(c) = chain {

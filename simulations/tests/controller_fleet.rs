@@ -146,6 +146,7 @@ fn a_good_rollout_completes_in_waves_and_a_bad_model_is_caught_at_the_canary_and
     }
 
     // 1. v1 everywhere: one canary, then the rest.
+    let started = now();
     run(&[
         "rollout",
         "start",
@@ -193,10 +194,26 @@ fn a_good_rollout_completes_in_waves_and_a_bad_model_is_caught_at_the_canary_and
         assert!(Instant::now() < deadline, "the events' telemetry copies did not arrive: {json}");
         std::thread::sleep(Duration::from_millis(250));
     };
+    // Each listed with when the controller received it (UTC, and how long ago), in that order.
+    let events: Vec<&str> = shown.lines().skip_while(|l| !l.starts_with("events ")).skip(1).collect();
+    let mut times = Vec::new();
     for step in ["idle -> fetching", "activating -> watching", "watching -> committed"] {
-        let lines = shown.lines().filter(|l| l.starts_with("  digits 1.0.0 ") && l.contains(step)).count();
-        assert_eq!(lines, 1, "`{step}` listed once:\n{shown}");
+        let lines: Vec<&str> = events.iter().copied().filter(|l| l.contains(" digits ") && l.contains(step)).collect();
+        assert_eq!(lines.len(), 1, "`{step}` listed once:\n{shown}");
+        let at = lines[0].get(2..21).and_then(outpost_controller::duration::parse_utc);
+        let at = at.unwrap_or_else(|| panic!("`{step}` has no UTC time: {:?}\n{shown}", lines[0]));
+        assert!((started..=now()).contains(&at), "`{step}` received at {at}, the rollout started at {started}");
+        assert!(lines[0].contains(" ago "), "{shown}");
+        times.push(at);
     }
+    assert!(times.is_sorted(), "oldest first: {shown}");
+    let json: serde_json::Value = serde_json::from_str(&run(&["devices", "show", "dev-0", "-o", "json"])).unwrap();
+    let ats: Vec<Option<u64>> =
+        json["models"]["digits"]["events"].as_array().unwrap().iter().map(|e| e["at"].as_u64()).collect();
+    assert!(
+        ats.iter().all(|at| at.is_some_and(|at| (started..=now()).contains(&at))),
+        "-o json has each event's `at`: {json}"
+    );
 
     // 2. The scrambled model: shadowed at the canary, disagreement fails the gate, the canary reverts.
     run(&[

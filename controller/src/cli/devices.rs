@@ -5,7 +5,7 @@ use super::client::Remote;
 use super::{Failure, Output};
 use crate::daemon::attestation;
 use crate::daemon::enroll::Status;
-use crate::daemon::registry::{DeviceRecord, ModelSummary};
+use crate::daemon::registry::{DeviceRecord, LoggedEvent, ModelSummary};
 use outpost_protocol::messages::Mode;
 use outpost_protocol::telemetry::{UpdateEvent, UpdateStage};
 
@@ -196,8 +196,9 @@ pub fn deleted_text(d: &crate::daemon::decommission::Decommissioned) -> String {
 }
 
 /// `devices show ID`: the device, then every model on it (what runs, what the controller asks for, the
-/// latest update event and inference window), then the latest update events of all models.
-pub fn show_text(d: &DeviceRecord) -> String {
+/// latest update event and inference window), then the latest update events of all models with when the
+/// controller received them. `now` is for "3m ago".
+pub fn show_text(d: &DeviceRecord, now: u64) -> String {
     let mut o = String::new();
     let mut line = |s: String| {
         o.push_str(&s);
@@ -246,7 +247,7 @@ pub fn show_text(d: &DeviceRecord) -> String {
             None => line("    desired   -".into()),
         }
         if let Some(e) = &m.last_event {
-            line(format!("    update    {}", event(e)));
+            line(format!("    update    {} (received {})", event(&e.event), received(e.at, now)));
         }
         if let Some(w) = &m.last_window {
             line(format!(
@@ -260,17 +261,46 @@ pub fn show_text(d: &DeviceRecord) -> String {
             ));
         }
     }
-    if d.models.values().any(|m| !m.events.is_empty()) {
-        // Per model the events are in order; the device's models share no sequence, so they are listed
-        // model by model, the last ten of each.
-        line("events      (per model, oldest first)".into());
-        for m in d.models.values() {
-            for e in m.events.iter().skip(m.events.len().saturating_sub(10)) {
-                line(format!("  {} {}", e.model, event(e)));
-            }
+    let events = timeline(d, 10);
+    if !events.is_empty() {
+        line("events      (every model, oldest first; received, UTC)".into());
+        let rows = events.iter().map(|e| {
+            let (at, ago) = match e.at {
+                Some(at) => (utc(at), super::table::ago(at, now)),
+                None => ("-".into(), "-".into()),
+            };
+            vec![at, ago, e.event.model.to_string(), event(&e.event)]
+        });
+        for l in super::table::render(rows.collect(), &[]).lines() {
+            line(format!("  {l}"));
         }
     }
     o
+}
+
+/// `2026-12-06 07:12:40 UTC, 3m ago`; `time unknown` for an event stored before the controller kept times.
+fn received(at: Option<u64>, now: u64) -> String {
+    match at {
+        Some(at) => format!("{} UTC, {}", utc(at), super::table::ago(at, now)),
+        None => "time unknown".into(),
+    }
+}
+
+/// The last `per_model` update events of each model, merged into one list in the order the controller
+/// received them. A model's own events stay in their order whatever the times say (a controller clock
+/// stepped back, an event stored without a time): each sorts by the latest time of its model up to it.
+fn timeline(d: &DeviceRecord, per_model: usize) -> Vec<&LoggedEvent> {
+    let mut all: Vec<(u64, &LoggedEvent)> = Vec::new();
+    for m in d.models.values() {
+        let mut latest = 0;
+        for e in m.events.iter().skip(m.events.len().saturating_sub(per_model)) {
+            latest = latest.max(e.at.unwrap_or(0));
+            all.push((latest, e));
+        }
+    }
+    // Stable: events of the same second keep their model-by-model order.
+    all.sort_by_key(|(key, _)| *key);
+    all.into_iter().map(|(_, e)| e).collect()
 }
 
 /// The device's last verified version report, and the reports refused.
@@ -351,7 +381,7 @@ pub fn run(a: Args) -> Result<(), Failure> {
                 .map_err(|e| Failure::Error(format!("the controller's device record: {e}")))?;
             match output {
                 Output::Json => super::json::print(&d),
-                Output::Table => print!("{}", show_text(&d)),
+                Output::Table => print!("{}", show_text(&d, super::now())),
             }
             Ok(())
         }
@@ -448,16 +478,20 @@ mod tests {
         );
     }
 
+    /// 190 s after the device's update event arrived.
+    const NOW: u64 = 1_760_000_101 + 190;
+
     #[test]
     fn device_show_lists_each_model_with_running_desired_and_latest_update() {
-        let text = show_text(&device());
+        let text = show_text(&device(), NOW);
         assert!(text.contains("models      3\n"), "{text}");
         for want in [
             "  digits\n    running   2.0.0 (sequence 2, model 020202020202) claimed\n    desired   -\n",
             "  kws\n    running   -\n    desired   1.0.0 (sequence 1): activate, rollout kws-rollout",
             "  vibration\n    running   1.0.0 (sequence 1, model",
-            "    update    1.1.0 fetching -> verifying: 3 chunk(s)\n",
-            "  vibration 1.1.0 fetching -> verifying: 3 chunk(s)\n",
+            "    update    1.1.0 fetching -> verifying: 3 chunk(s) (received 2025-10-09 08:55:01 UTC, 3m ago)\n",
+            "events      (every model, oldest first; received, UTC)\n",
+            "  2025-10-09 08:55:01  3m ago  vibration  1.1.0 fetching -> verifying: 3 chunk(s)\n",
         ] {
             assert!(text.contains(want), "missing {want:?} in:\n{text}");
         }
@@ -469,8 +503,8 @@ mod tests {
         use crate::daemon::attestation::{Attested, Fault};
         use outpost_protocol::messages::VersionReport;
         let mut d = device();
-        assert!(show_text(&d).contains("report      none verified"), "{}", show_text(&d));
-        assert!(show_text(&d).contains("agent 0.1.0 (claimed)"));
+        assert!(show_text(&d, NOW).contains("report      none verified"), "{}", show_text(&d, NOW));
+        assert!(show_text(&d, NOW).contains("agent 0.1.0 (claimed)"));
         d.attestation.last = Some(Attested {
             received: 1_760_000_200,
             binding: "enrollment".into(),
@@ -490,7 +524,7 @@ mod tests {
         d.attestation.faults = 2;
         d.attestation.last_fault =
             Some(Fault { at: 1_760_000_300, code: "replay".into(), detail: "replay: old".into() });
-        let text = show_text(&d);
+        let text = show_text(&d, NOW);
         for want in [
             "agent 0.1.0\n",
             "report      verified #12 at 2025-10-09 08:56:40 UTC (key bound by enrollment): policy v3, root v2, agent 0.1.0; 2 refused, last at",
@@ -499,5 +533,58 @@ mod tests {
         ] {
             assert!(text.contains(want), "missing {want:?} in:\n{text}");
         }
+    }
+
+    /// `devices show -o json`: each event has `at` beside its own fields, written as the rest of the record.
+    #[test]
+    fn device_show_json_gives_each_event_the_time_it_was_received() {
+        let v = crate::cli::json::readable(&device());
+        let e = &v["models"]["vibration"]["events"][0];
+        assert_eq!(e["at"], 1_760_000_101, "{e}");
+        assert_eq!((e["version"].as_str(), e["to"].as_str()), (Some("1.1.0"), Some("Verifying")), "{e}");
+        assert_eq!(e["bundle"], "09".repeat(32));
+    }
+
+    /// The events of all models in one list, in the order the controller received them, each with its
+    /// time; a model's own order holds even where its times do not (a controller clock stepped back, an
+    /// event stored by a controller that kept no times).
+    #[test]
+    fn device_show_lists_every_models_events_in_the_order_received_with_their_times() {
+        let mut d = device();
+        let e = |model: &str, to: UpdateStage| UpdateEvent {
+            rollout: None,
+            model: name(model),
+            version: Version::new(2, 0, 0),
+            bundle: Digest([3; 32]),
+            from: UpdateStage::Idle,
+            to,
+            reason: None,
+            detail: String::new(),
+            seq: 0,
+        };
+        use crate::daemon::registry::EventPath::Live;
+        d.event(e("digits", UpdateStage::Fetching), Live, 1_760_000_050);
+        d.event(e("digits", UpdateStage::Committed), Live, 1_760_000_150);
+        // The controller's clock stepped back a minute: still after digits' fetching.
+        d.event(e("digits", UpdateStage::RolledBack), Live, 1_760_000_090);
+        let kws = name("kws");
+        d.event(e("kws", UpdateStage::Fetching), Live, 1_760_000_060);
+        d.models.get_mut(&kws).unwrap().events[0].at = None;
+        d.event(e("kws", UpdateStage::Rejected), Live, 1_760_000_120);
+        let text = show_text(&d, NOW);
+        let at = text.find("events      ").expect("an events section");
+        let listed: Vec<&str> = text[at..].lines().skip(1).collect();
+        assert_eq!(
+            listed,
+            [
+                "  -                    -       kws        2.0.0 idle -> fetching",
+                "  2025-10-09 08:54:10  4m ago  digits     2.0.0 idle -> fetching",
+                "  2025-10-09 08:55:01  3m ago  vibration  1.1.0 fetching -> verifying: 3 chunk(s)",
+                "  2025-10-09 08:55:20  2m ago  kws        2.0.0 idle -> rejected",
+                "  2025-10-09 08:55:50  2m ago  digits     2.0.0 idle -> committed",
+                "  2025-10-09 08:54:50  3m ago  digits     2.0.0 idle -> rolled back",
+            ],
+            "{text}"
+        );
     }
 }

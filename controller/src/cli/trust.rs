@@ -1,5 +1,6 @@
 //! `outpost trust init | inspect | rotate-root | push | status`
 
+use super::audit::utc;
 use super::client::Remote;
 use super::{Failure, Output, parse_lifetime};
 use crate::files;
@@ -44,6 +45,10 @@ enum Command {
         /// The policy file to write.
         #[arg(long)]
         out: PathBuf,
+        /// table for people, json for scripts: the policy written, as `trust inspect` shows it, with its
+        /// `file` (docs/cli-json.md).
+        #[arg(short = 'o', long = "output", value_enum, default_value_t)]
+        output: Output,
     },
     /// Print a trust policy's or root document's contents (signatures are not checked).
     ///
@@ -84,6 +89,10 @@ enum Command {
         /// Lifetime of the new root, e.g. 1825d: after it, devices take no policy it signs.
         #[arg(long, default_value = "1825d", value_parser = parse_lifetime)]
         expires: u64,
+        /// table for people, json for scripts: the root document written, as `trust inspect` shows it,
+        /// with its `file` (docs/cli-json.md).
+        #[arg(short = 'o', long = "output", value_enum, default_value_t)]
+        output: Output,
     },
     /// Publish a trust policy (and the root chain) to the fleet through the controller.
     ///
@@ -115,7 +124,7 @@ enum Command {
 
 pub fn run(args: Args) -> Result<(), Failure> {
     match args.command {
-        Command::Init { root_keys, release_pubs, director_pubs, threshold, version, expires, out } => {
+        Command::Init { root_keys, release_pubs, director_pubs, threshold, version, expires, out, output } => {
             let now = release::now();
             let p = release::keys::trust_init(&TrustInit {
                 root_keys,
@@ -127,14 +136,17 @@ pub fn run(args: Args) -> Result<(), Failure> {
                 lifetime_secs: expires,
                 out: out.clone(),
             })?;
-            println!(
-                "trust policy v{} → {}: {} of {} release key(s), expires at {}",
-                p.version,
-                out.display(),
-                p.threshold,
-                p.release_keys.len(),
-                p.expires
-            );
+            match output {
+                Output::Json => super::json::print(&written(&out)?),
+                Output::Table => println!(
+                    "trust policy v{} → {}: {} of {} release key(s), expires {} UTC",
+                    p.version,
+                    out.display(),
+                    p.threshold,
+                    p.release_keys.len(),
+                    utc(p.expires)
+                ),
+            }
             if p.director_keys.is_empty() {
                 eprintln!(
                     "note: no --director-pub: devices will refuse every revert and removal from the fleet \
@@ -153,6 +165,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
             new_pubs,
             threshold,
             expires,
+            output,
         } => {
             let (path, doc) = release::roots::rotate_root(&RotateRoot {
                 image_root_pubs,
@@ -165,14 +178,18 @@ pub fn run(args: Args) -> Result<(), Failure> {
                 now: release::now(),
                 lifetime_secs: expires,
             })?;
-            println!(
-                "root v{} → {}: {} of {} key(s), expires at {}; sign a policy with the new keys, then `outpost trust push`",
-                doc.version,
-                path.display(),
-                doc.threshold,
-                doc.keys.len(),
-                doc.expires
-            );
+            match output {
+                Output::Json => super::json::print(&written(&path)?),
+                Output::Table => println!(
+                    "root v{} → {}: {} of {} key(s), expires {} UTC; sign a policy with the new keys, then `outpost \
+                     trust push`",
+                    doc.version,
+                    path.display(),
+                    doc.threshold,
+                    doc.keys.len(),
+                    utc(doc.expires)
+                ),
+            }
             Ok(())
         }
         Command::Push { policy, chain, remote, output } => {
@@ -189,10 +206,20 @@ pub fn run(args: Args) -> Result<(), Failure> {
     }
 }
 
-fn inspect(file: &std::path::Path, output: Output) -> Result<(), Failure> {
+/// The file `init` or `rotate-root` just wrote, read back as `trust inspect -o json` shows it, with its path:
+/// what a script reads is what is on disk.
+fn written(file: &std::path::Path) -> Result<serde_json::Value, Failure> {
+    let mut json = document(file)?;
+    json["file"] = file.display().to_string().into();
+    Ok(json)
+}
+
+/// A trust policy's or root document's contents (signatures unchecked), as `trust inspect -o json` prints
+/// them.
+fn document(file: &std::path::Path) -> Result<serde_json::Value, Failure> {
     let bytes = files::read(file).map_err(|e| Failure::Error(e.to_string()))?;
     let limits = Limits::default();
-    let json = if bytes.starts_with(root::ROOT_MAGIC) {
+    Ok(if bytes.starts_with(root::ROOT_MAGIC) {
         let (d, sigs) = root::read_root_unverified(&bytes, &limits).map_err(|r| Failure::Rejected(r.to_string()))?;
         let keys: Vec<String> = d.keys.iter().map(|k| outpost_protocol::keys::KeyId::of_bytes(k).to_string()).collect();
         serde_json::json!({
@@ -209,7 +236,11 @@ fn inspect(file: &std::path::Path, output: Output) -> Result<(), Failure> {
             "director_keys": p.director_keys.iter().map(|k| outpost_protocol::keys::KeyId::of_bytes(k).to_string()).collect::<Vec<_>>(),
             "signed_by": sigs.iter().map(|s| s.key_id.to_string()).collect::<Vec<_>>(),
         })
-    };
+    })
+}
+
+fn inspect(file: &std::path::Path, output: Output) -> Result<(), Failure> {
+    let json = document(file)?;
     match output {
         Output::Json => println!("{json}"),
         Output::Table => {
@@ -219,7 +250,8 @@ fn inspect(file: &std::path::Path, output: Output) -> Result<(), Failure> {
             let (keys_label, keys) =
                 if json["kind"] == "root" { ("root keys", &json["keys"]) } else { ("release", &json["release_keys"]) };
             println!("{:<11} {}", json["kind"].as_str().unwrap_or("?"), json["version"]);
-            println!("expires     {} (created {})", json["expires"], json["created"]);
+            let at = |k: &str| json[k].as_u64().map_or_else(|| "?".into(), |t| format!("{} UTC", utc(t)));
+            println!("expires     {} (created {})", at("expires"), at("created"));
             println!("threshold   {} of {}", json["threshold"], keys.as_array().map_or(0, |a| a.len()));
             println!("{keys_label:<11} {}", list(keys));
             if json["kind"] == "policy" {
@@ -244,7 +276,7 @@ fn print_status(s: &serde_json::Value, output: Output, what: &str) {
     let keys = |v: &serde_json::Value| v.as_array().map_or(0, |a| a.len());
     let root = &s["root"];
     let expires = match root["expires"].as_u64() {
-        Some(e) => format!("expires at {e}"),
+        Some(e) => format!("expires {} UTC", utc(e)),
         None => "the image's root, no expiry".into(),
     };
     println!("{what}: root v{} ({} of {} key(s), {expires})", root["version"], root["threshold"], keys(&root["keys"]));
@@ -253,11 +285,11 @@ fn print_status(s: &serde_json::Value, output: Output, what: &str) {
         println!("policy      none: push one with `outpost trust push`");
     } else {
         println!(
-            "policy      v{} ({} of {} release key(s), expires at {}) from {}",
+            "policy      v{} ({} of {} release key(s), expires {} UTC) from {}",
             p["version"],
             p["threshold"],
             keys(&p["release_keys"]),
-            p["expires"],
+            utc(p["expires"].as_u64().unwrap_or(0)),
             s["source"].as_str().unwrap_or("?")
         );
     }

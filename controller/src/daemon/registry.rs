@@ -55,8 +55,8 @@ pub struct DeviceRecord {
 /// What the registry keeps of one model on one device.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ModelLog {
-    /// The latest [`EVENTS_KEPT`] update events of this model, oldest first.
-    pub events: VecDeque<UpdateEvent>,
+    /// The latest [`EVENTS_KEPT`] update events of this model, oldest first, each with when it came.
+    pub events: VecDeque<LoggedEvent>,
     pub last_window: Option<InferenceWindow>,
     /// When the device closed that window (its clock).
     pub last_window_at: UnixTime,
@@ -67,6 +67,19 @@ pub struct ModelLog {
     pub unmatched_live: VecDeque<UpdateEvent>,
     #[serde(default, skip_serializing_if = "VecDeque::is_empty")]
     pub unmatched_recorded: VecDeque<UpdateEvent>,
+}
+
+/// An update event as the registry lists it: the device's event and when the controller received it.
+/// The event's fields stay at the top level beside `at` (flattened), so the stored record and the API keep
+/// the shape they had before `at` was added, and records stored then still read (`at` is `None`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoggedEvent {
+    /// When the controller received the event's first copy (the controller's clock, Unix seconds): a
+    /// device's own clock may be unset or wrong, and the device sends no time with a live event.
+    #[serde(default)]
+    pub at: Option<UnixTime>,
+    #[serde(flatten)]
+    pub event: UpdateEvent,
 }
 
 /// Which path an update event came by.
@@ -85,7 +98,7 @@ pub struct ModelSummary {
     pub name: ModelName,
     pub running: Option<RunningModel>,
     pub desired: Option<DesiredState>,
-    pub last_event: Option<UpdateEvent>,
+    pub last_event: Option<LoggedEvent>,
     pub last_window: Option<InferenceWindow>,
 }
 
@@ -208,7 +221,7 @@ impl DeviceRecord {
         if mine.len() > EVENTS_KEPT {
             mine.pop_front();
         }
-        log.events.push_back(e.clone());
+        log.events.push_back(LoggedEvent { at: Some(now), event: e.clone() });
         while log.events.len() > EVENTS_KEPT {
             log.events.pop_front();
         }
@@ -217,12 +230,12 @@ impl DeviceRecord {
 
     /// The latest update event of `model`.
     pub fn last_event(&self, model: &ModelName) -> Option<&UpdateEvent> {
-        self.models.get(model).and_then(|m| m.events.back())
+        self.models.get(model).and_then(|m| m.events.back()).map(|l| &l.event)
     }
 
     /// The latest update event of every model (one per model, in model order).
     pub fn last_events(&self) -> impl Iterator<Item = &UpdateEvent> {
-        self.models.values().filter_map(|m| m.events.back())
+        self.models.values().filter_map(|m| m.events.back()).map(|l| &l.event)
     }
 
     /// What the device runs of `model`.
@@ -241,7 +254,7 @@ impl DeviceRecord {
                 name: name.clone(),
                 running: self.runs(name).cloned(),
                 desired: self.desired.get(name).cloned(),
-                last_event: self.last_event(name).cloned(),
+                last_event: self.models.get(name).and_then(|m| m.events.back()).cloned(),
                 last_window: self.models.get(name).and_then(|m| m.last_window.clone()),
             })
             .collect()
@@ -387,13 +400,45 @@ mod tests {
             d.event(e.clone(), path, 1);
         }
         let listed: Vec<UpdateStage> =
-            d.models[&ModelName::new("digits").unwrap()].events.iter().map(|e| e.to).collect();
+            d.models[&ModelName::new("digits").unwrap()].events.iter().map(|e| e.event.to).collect();
         use UpdateStage::*;
         assert_eq!(listed, vec![Fetching, Committed, Watching, Fetching]);
         let log = &d.models[&ModelName::new("digits").unwrap()];
         assert!(log.unmatched_live.is_empty() && log.unmatched_recorded.is_empty(), "{log:?}");
         // The planner's evidence ends where the device is: the latest for the bundle is the repeat's fetching.
         assert_eq!(d.view().update_for(&fetching.bundle).map(|u| u.stage), Some(Fetching));
+    }
+
+    /// `devices show` lists each event with when the controller received it: its first copy's time (the
+    /// telemetry copy that comes minutes later changes nothing). The time is stored in the record beside
+    /// the event's fields, and a record stored before events had one still reads, its events without it.
+    #[test]
+    fn events_keep_when_their_first_copy_arrived_and_records_stored_before_still_read() {
+        let mut d = DeviceRecord::new(DeviceId::new("d").unwrap(), 0);
+        let fetching = event("digits", 2, UpdateStage::Fetching);
+        d.event(fetching.clone(), EventPath::Live, 1_000);
+        d.event(fetching.clone(), EventPath::Recorded, 1_300);
+        d.event(event("digits", 2, UpdateStage::Committed), EventPath::Recorded, 1_400);
+        let digits = ModelName::new("digits").unwrap();
+        let ats: Vec<Option<u64>> = d.models[&digits].events.iter().map(|e| e.at).collect();
+        assert_eq!(ats, [Some(1_000), Some(1_400)]);
+        assert_eq!(d.model_summaries()[0].last_event.as_ref().and_then(|e| e.at), Some(1_400));
+
+        let stored = serde_json::to_value(&d).unwrap();
+        let first = &stored["models"]["digits"]["events"][0];
+        assert_eq!((first["at"].as_u64(), first["to"].as_str()), (Some(1_000), Some("Fetching")), "{first}");
+        let back: DeviceRecord = serde_json::from_value(stored.clone()).unwrap();
+        assert_eq!(back.models[&digits], d.models[&digits]);
+
+        // As a controller stored it before events had a time.
+        let mut old = stored;
+        for e in old["models"]["digits"]["events"].as_array_mut().unwrap() {
+            e.as_object_mut().unwrap().remove("at");
+        }
+        let back: DeviceRecord = serde_json::from_value(old).unwrap();
+        let events = &back.models[&digits].events;
+        assert_eq!(events.iter().map(|e| e.at).collect::<Vec<_>>(), [None, None]);
+        assert_eq!(events[0].event, fetching);
     }
 
     #[test]

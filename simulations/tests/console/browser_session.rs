@@ -126,6 +126,13 @@ fn an_operator_signs_in_to_the_demo_fleet_and_pauses_and_resumes_a_rollout_in_he
     b.goto(&format!("{}/console/#/devices/{canary}", f.url));
     b.wait_text("#models", |t| t.contains("digits") && t.contains("2.1.0"));
     b.wait_text("#events", |t| t.contains("Committed"));
+    // Each event with when the controller received it (the API's `at`), newest first.
+    let received =
+        b.eval("return [...document.querySelectorAll('#events tbody tr')].map((r) => r.cells[0].textContent)");
+    let received: Vec<&str> = received.as_array().unwrap().iter().filter_map(|c| c.as_str()).collect();
+    // `07:12:40 · 3s ago`: a clock time (the browser's zone) and how long ago.
+    let timed = |c: &str| c.as_bytes().get(..8).is_some_and(|t| t[2] == b':' && t[5] == b':') && c.ends_with(" ago");
+    assert!(!received.is_empty() && received.iter().all(|c| timed(c)), "{received:?}");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let charts = b.eval("return document.querySelectorAll('#charts svg.chart').length");

@@ -280,9 +280,16 @@ async function devicePage(el, id) {
       ${Charts.line([{ name: "agreement", points: pts((w) => w.shadow_agreement) }], { title: "shadow agreement", yMin: 0, yMax: 1 })}
       ${Charts.line([{ name: "PSI", points: pts((w) => w.psi) }], { title: "drift (PSI)", yMin: 0 })}</div>`;
   }).join("");
-  // Update events per model (`models.NAME.events`), newest first.
-  const all = Object.values(d.models || {}).flatMap((m) => m.events || []).concat(d.events || []);
-  const events = all.slice().reverse().map((e) => `<tr><td>${esc(e.model)} ${esc(ver(e.version))}</td><td>${esc(tag(e.from))} → ${esc(tag(e.to))}</td>
+  // Update events of every model (`models.NAME.events`, oldest first, each with `at`: when the controller
+  // received it), newest first. A model's own order holds where its times do not (a clock stepped back,
+  // events stored before the controller kept times): each sorts by the latest time of its model up to it.
+  const all = Object.values(d.models || {}).flatMap((m) => {
+    let latest = 0;
+    return (m.events || []).map((e) => ({ e, key: (latest = Math.max(latest, e.at || 0)) }));
+  }).concat((d.events || []).map((e) => ({ e, key: e.at || 0 })));
+  all.sort((a, b) => a.key - b.key);
+  const received = (t) => (t ? `<span title="${esc(new Date(t * 1000).toISOString())}">${esc(clock(t))}</span> · ${esc(ago(t))}` : "–");
+  const events = all.reverse().map(({ e }) => `<tr><td>${received(e.at)}</td><td>${esc(e.model)} ${esc(ver(e.version))}</td><td>${esc(tag(e.from))} → ${esc(tag(e.to))}</td>
       <td>${esc(e.reason ? tag(e.reason) : "")}</td><td>${esc(e.detail || "")}</td><td>${esc(e.rollout || "")}</td></tr>`);
   const ms = models(d).map((m) => `<tr><td>${esc(m.name)}</td><td>${esc(m.version)}</td><td>active</td><td>${esc(m.sequence ?? "")}</td><td><code>${esc(hex(m.digest))}</code></td></tr>`);
   // One desired state per model (a map by model name), or a single one from older controllers.
@@ -297,7 +304,7 @@ async function devicePage(el, id) {
     ${h ? `<p>memory ${esc(fmt(h.rss_bytes / 1048576))} MiB · cpu ${esc(fmt(h.cpu_percent))}% · disk free ${esc(fmt(h.disk_free_bytes / 1073741824))} GiB</p>` : ""}
     <p>telemetry: ${d.telemetry.received} records received, ${d.telemetry.duplicates} duplicates, ${d.telemetry.missing} dropped by the device</p>
     <h2>Telemetry</h2><div id="charts">${charts || "<p>No inference windows received since the controller started.</p>"}</div>
-    <h2>Update events</h2>${table("events", ["release", "stage", "reason", "detail", "rollout"], events)}`;
+    <h2>Update events</h2>${table("events", ["received", "release", "stage", "reason", "detail", "rollout"], events)}`;
 }
 
 function auditText(e) {
