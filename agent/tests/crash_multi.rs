@@ -15,17 +15,6 @@ use support::broker::Mosquitto;
 use support::controller::FakeController;
 use support::*;
 
-/// A's answer to one image: the version and the logits.
-fn answer(agent: &AgentProcess, model: &str, image: &[f32]) -> Option<(String, Vec<f64>)> {
-    let r = http(agent.addr, "POST", &format!("/v2/models/{model}/infer"), &infer_body(&[image.to_vec()]));
-    if r.status != 200 {
-        return None;
-    }
-    let j = r.json();
-    let logits = j["outputs"][0]["data"].as_array()?.iter().map(|v| v.as_f64().unwrap()).collect();
-    Some((j["model_version"].as_str()?.to_owned(), logits))
-}
-
 fn serving(agent: &AgentProcess, model: &str) -> Option<String> {
     let r = agent.get(&format!("/v2/models/{model}"));
     (r.status == 200).then(|| r.json()["versions"][0].as_str().unwrap().to_owned())
@@ -34,23 +23,17 @@ fn serving(agent: &AgentProcess, model: &str) -> Option<String> {
 #[test]
 fn kill_9_during_b_install_leaves_a_serving_and_b_complete_or_cleanly_rolled_back() {
     let dir = tempdir("crash-multi");
-    let d = |p: &str| dir.join(p).display().to_string();
     let broker = Mosquitto::start(&dir);
     let ctl = FakeController::start(broker.port);
     let device = DeviceId::new("dev-crash-multi").unwrap();
     let extra = format!("[link]\nbroker = \"{}\"\ndevice_id = \"{device}\"\n", broker.url());
     // A, installed by hand before the agent first runs.
     trust_files(&dir);
-    std::fs::write(dir.join("a.obundle"), signed_bundle_named("detector", "v2", "1.0.0", 1)).unwrap();
-    let install = Command::new(env!("CARGO_BIN_EXE_outpost-agent"))
-        .args(["install", &d("a.obundle"), "--data-dir", &d("data"), "--trust", &d("trust.policy")])
-        .args(["--root-pub", &d("root.pub")])
-        .output()
-        .unwrap();
+    let install = install_local(&dir, &signed_bundle_named("detector", "v2", "1.0.0", 1), &[]);
     assert!(install.status.success(), "{}", String::from_utf8_lossy(&install.stderr));
     let mut agent = AgentProcess::spawn(&dir, &extra);
     let image = test_set().0[3].clone();
-    let a = answer(&agent, "detector", &image).expect("A serves");
+    let a = answer(agent.addr, "detector", &image).expect("A serves");
     assert_eq!(a.0, "1.0.0");
 
     let watch = Watch { secs: 2, ..Watch::default() };
@@ -72,12 +55,12 @@ fn kill_9_during_b_install_leaves_a_serving_and_b_complete_or_cleanly_rolled_bac
         ctl.desire(&device, &version, seq, bundle, Mode::Activate, watch);
         ctl.wait_event(&version, stage);
         // Held inside B's stage: A answers as before.
-        assert_eq!(answer(&agent, "detector", &image).as_ref(), Some(&a), "{stage:?}: A while B is held");
+        assert_eq!(answer(agent.addr, "detector", &image).as_ref(), Some(&a), "{stage:?}: A while B is held");
         agent.kill9();
         agent.restart();
         // Right after the restart, before B's update resumes: A answers exactly as before, and B serves a
         // release it had (or nothing yet), never a broken one.
-        assert_eq!(answer(&agent, "detector", &image).as_ref(), Some(&a), "{stage:?}: A after the crash");
+        assert_eq!(answer(agent.addr, "detector", &image).as_ref(), Some(&a), "{stage:?}: A after the crash");
         let b_now = serving(&agent, "digits");
         assert!(b_now == b_before || b_now.as_deref() == Some(version.as_str()), "{stage:?}: B serves {b_now:?}");
 
@@ -106,14 +89,14 @@ fn kill_9_during_b_install_leaves_a_serving_and_b_complete_or_cleanly_rolled_bac
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        assert_eq!(answer(&agent, "detector", &image).as_ref(), Some(&a), "{stage:?}: A after B's update");
+        assert_eq!(answer(agent.addr, "detector", &image).as_ref(), Some(&a), "{stage:?}: A after B's update");
         println!("kill -9 in B's {stage:?}: A served throughout; B {:?} ({})", end.to, end.detail);
         b_before = want;
     }
     assert!(b_before.is_some(), "B completed at least once");
     // The slot table on disk names both models, each a complete, digest-checked model.
     let selftest = Command::new(env!("CARGO_BIN_EXE_outpost-agent"))
-        .args(["selftest", "--data-dir", &d("data")])
+        .args(["selftest", "--data-dir", &dir.join("data").display().to_string()])
         .output()
         .unwrap();
     assert!(selftest.status.success(), "{}", String::from_utf8_lossy(&selftest.stderr));

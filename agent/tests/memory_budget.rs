@@ -5,26 +5,13 @@
 mod support;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 use support::*;
 
 fn install(dir: &Path, bundle: &[u8], config: Option<&Path>) -> Output {
-    let path = dir.join("b.obundle");
-    std::fs::write(&path, bundle).unwrap();
-    let d = |p: &str| dir.join(p).display().to_string();
-    let mut args = vec!["install".to_string(), path.display().to_string()];
-    args.extend([
-        "--data-dir".into(),
-        d("data"),
-        "--trust".into(),
-        d("trust.policy"),
-        "--root-pub".into(),
-        d("root.pub"),
-    ]);
-    if let Some(c) = config {
-        args.extend(["--config".into(), c.display().to_string()]);
-    }
-    Command::new(env!("CARGO_BIN_EXE_outpost-agent")).args(&args).output().unwrap()
+    let config = config.map(|c| c.display().to_string());
+    let extra: Vec<&str> = config.iter().flat_map(|c| ["--config", c.as_str()]).collect();
+    install_local(dir, bundle, &extra)
 }
 
 fn stderr(o: &Output) -> String {

@@ -8,20 +8,9 @@ mod support;
 use outpost_protocol::messages::{DesiredState, Mode, Watch};
 use outpost_protocol::telemetry::UpdateStage;
 use outpost_protocol::{DeviceId, ModelName};
-use std::process::Command;
 use support::broker::Mosquitto;
 use support::controller::FakeController;
 use support::*;
-
-fn answer(agent: &AgentProcess, model: &str, image: &[f32]) -> Option<(String, Vec<f64>)> {
-    let r = http(agent.addr, "POST", &format!("/v2/models/{model}/infer"), &infer_body(&[image.to_vec()]));
-    if r.status != 200 {
-        return None;
-    }
-    let j = r.json();
-    let logits = j["outputs"][0]["data"].as_array()?.iter().map(|v| v.as_f64().unwrap()).collect();
-    Some((j["model_version"].as_str()?.to_owned(), logits))
-}
 
 fn desired(
     model: &str,
@@ -45,22 +34,16 @@ fn desired(
 #[test]
 fn two_concurrent_fleet_installs_and_one_local_install_serve_three_models_side_by_side() {
     let dir = tempdir("three-models");
-    let d = |p: &str| dir.join(p).display().to_string();
     let broker = Mosquitto::start(&dir);
     let ctl = FakeController::start(broker.port);
     let device = DeviceId::new("dev-three").unwrap();
     let extra = format!("[link]\nbroker = \"{}\"\ndevice_id = \"{device}\"\n", broker.url());
     trust_files(&dir);
-    std::fs::write(dir.join("a.obundle"), signed_bundle_named("sensor", "subtle", "1.0.0", 1)).unwrap();
-    let install = Command::new(env!("CARGO_BIN_EXE_outpost-agent"))
-        .args(["install", &d("a.obundle"), "--data-dir", &d("data"), "--trust", &d("trust.policy")])
-        .args(["--root-pub", &d("root.pub")])
-        .output()
-        .unwrap();
+    let install = install_local(&dir, &signed_bundle_named("sensor", "subtle", "1.0.0", 1), &[]);
     assert!(install.status.success(), "{}", String::from_utf8_lossy(&install.stderr));
     let agent = AgentProcess::spawn(&dir, &extra);
     let image = test_set().0[11].clone();
-    let sensor = answer(&agent, "sensor", &image).expect("the local model serves");
+    let sensor = answer(agent.addr, "sensor", &image).expect("the local model serves");
 
     // Two rollouts of two models, published together.
     let digits = ctl.offer(signed_bundle_named("digits", "v1", "1.0.0", 1));
@@ -69,10 +52,10 @@ fn two_concurrent_fleet_installs_and_one_local_install_serve_three_models_side_b
     ctl.publish_desired(&device, &desired("shapes", "3.0.0", 1, shapes, Mode::Activate));
     // While both install, the local model answers as before.
     ctl.wait_event("1.0.0", UpdateStage::Verifying);
-    assert_eq!(answer(&agent, "sensor", &image).as_ref(), Some(&sensor), "sensor while the others install");
+    assert_eq!(answer(agent.addr, "sensor", &image).as_ref(), Some(&sensor), "sensor while the others install");
     ctl.wait_event("1.0.0", UpdateStage::Committed);
     ctl.wait_event("3.0.0", UpdateStage::Committed);
-    let got = |m: &str| answer(&agent, m, &image).unwrap_or_else(|| panic!("{m} serves; log:\n{}", agent.log()));
+    let got = |m: &str| answer(agent.addr, m, &image).unwrap_or_else(|| panic!("{m} serves; log:\n{}", agent.log()));
     let (digits_v1, shapes_v1) = (got("digits"), got("shapes"));
     assert_eq!((digits_v1.0.as_str(), shapes_v1.0.as_str()), ("1.0.0", "3.0.0"));
     assert_eq!(got("sensor"), sensor);
@@ -99,11 +82,7 @@ fn two_concurrent_fleet_installs_and_one_local_install_serve_three_models_side_b
     assert_eq!(got("sensor"), sensor, "sensor untouched by the digits revert");
 
     // `status` lists the three, each with its own floor.
-    let status = Command::new(env!("CARGO_BIN_EXE_outpost-agent"))
-        .args(["status", "-o", "json", "--data-dir", &d("data"), "--listen", &agent.addr.to_string()])
-        .args(["--trust", &d("trust.policy"), "--root-pub", &d("root.pub")])
-        .output()
-        .unwrap();
+    let status = agent_cli(&dir, &["status", "-o", "json", "--listen", &agent.addr.to_string()]);
     let j: serde_json::Value = serde_json::from_slice(&status.stdout)
         .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&status.stderr)));
     for (model, floor) in [("digits", 2), ("shapes", 1), ("sensor", 1)] {

@@ -3,24 +3,21 @@
 //! a certificate from another CA is refused, and the enrollment listener confines each anonymous client
 //! to its own enrollment topics.
 
+#[path = "support/cli.rs"]
+mod cli;
+
+use cli::*;
 #[path = "support/prod_broker.rs"]
 mod prod_broker;
 
 use prod_broker::ProdBroker;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 use tokio::sync::mpsc;
-
-fn tempdir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("outpost-acl-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 fn outpost(args: &[&str]) {
     let out = Command::new(env!("CARGO_BIN_EXE_outpost")).args(args).output().unwrap();
@@ -144,7 +141,7 @@ const DEV: &str = "outpost/v1/devices";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn devices_use_only_their_own_topics_the_controller_sees_all_and_foreign_certificates_are_refused() {
-    let dir = tempdir("identity");
+    let dir = tempdir("acl-identity");
     let (data, pki) = (dir.join("data"), dir.join("pki"));
     issue_all(&data, &pki, &["dev-a", "dev-b"]);
     let broker = ProdBroker::start(&pki);
@@ -205,7 +202,7 @@ async fn devices_use_only_their_own_topics_the_controller_sees_all_and_foreign_c
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_enrollment_listener_confines_each_anonymous_client_to_its_own_enrollment_topics() {
-    let dir = tempdir("enroll");
+    let dir = tempdir("acl-enroll");
     let (data, pki) = (dir.join("data"), dir.join("pki"));
     issue_all(&data, &pki, &["dev-b"]);
     let broker = ProdBroker::start(&pki);
@@ -282,7 +279,7 @@ async fn the_enrollment_listener_confines_each_anonymous_client_to_its_own_enrol
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_device_reads_the_fleet_trust_and_only_the_controller_writes_it() {
-    let dir = tempdir("trust");
+    let dir = tempdir("acl-trust");
     let (data, pki) = (dir.join("data"), dir.join("pki"));
     issue_all(&data, &pki, &["dev-a", "dev-b"]);
     let broker = ProdBroker::start(&pki);
@@ -308,7 +305,7 @@ async fn every_device_reads_the_fleet_trust_and_only_the_controller_writes_it() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_certificate_cannot_take_the_session_of_another_device_or_of_the_controller() {
-    let dir = tempdir("takeover");
+    let dir = tempdir("acl-takeover");
     let (data, pki) = (dir.join("data"), dir.join("pki"));
     issue_all(&data, &pki, &["dev-a", "dev-b"]);
     let broker = ProdBroker::start(&pki);
@@ -345,7 +342,7 @@ async fn a_certificate_cannot_take_the_session_of_another_device_or_of_the_contr
 /// disconnects no one, and enrollment goes on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_anonymous_enrollment_client_cannot_disconnect_a_device_or_the_controller() {
-    let dir = tempdir("anon-kick");
+    let dir = tempdir("acl-anon-kick");
     let (data, pki) = (dir.join("data"), dir.join("pki"));
     issue_all(&data, &pki, &["dev-b"]);
     let broker = ProdBroker::start(&pki);

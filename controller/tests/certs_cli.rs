@@ -2,16 +2,13 @@
 //! elsewhere (openssl) accepted only for the device it names, keys written 0600, nothing overwritten, and
 //! the controller's identity never issued as a device.
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+#[path = "support/cli.rs"]
+mod cli;
 
-fn tempdir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("outpost-certs-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+use cli::*;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Output};
 
 fn outpost(data: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_outpost")).args(args).arg("--data-dir").arg(data).output().unwrap()
@@ -27,7 +24,7 @@ fn stderr(o: &Output) -> String {
 
 #[test]
 fn certificates_verify_against_the_ca_and_keys_are_private() {
-    let dir = tempdir("issue");
+    let dir = tempdir("certs-issue");
     let data = dir.join("data");
     // The CA is made at first need, and says so.
     let out = outpost(&data, &["certs", "issue", "--device", "dev-1", "--out", &dir.join("o").display().to_string()]);
@@ -64,7 +61,7 @@ fn certificates_verify_against_the_ca_and_keys_are_private() {
 
 #[test]
 fn a_csr_made_on_the_device_is_signed_only_for_the_device_it_names() {
-    let dir = tempdir("csr");
+    let dir = tempdir("certs-csr");
     let data = dir.join("data");
     let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", "device.key"];
     let made = openssl(&dir, &[&["req", "-new"][..], &ec, &["-out", "dev-7.csr", "-subj", "/CN=dev-7"]].concat());

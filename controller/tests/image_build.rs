@@ -3,6 +3,10 @@
 //! is refused with one line before anything is written. A real aarch64 agent binary is used when
 //! OUTPOST_AARCH64_AGENT names one (.ci/run's cross step builds it); the rest runs on a synthetic ELF.
 
+#[path = "support/cli.rs"]
+mod cli;
+
+use cli::*;
 use outpost_controller::image::ext4::find_tool;
 use outpost_controller::image::manifest::{ImageManifest, sha256_hex};
 use outpost_controller::image::target::{Target, synthetic_elf};
@@ -10,24 +14,6 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-
-fn outpost(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_outpost")).args(args).output().expect("run outpost")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = outpost(args);
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "outpost {args:?} failed: {}{stdout}", String::from_utf8_lossy(&out.stderr));
-    stdout
-}
-
-fn tempdir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("outpost-image-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 /// Keys, a trust policy, a digits bundle, a CA file and agent binaries, made with the release CLI.
 struct Fixture {

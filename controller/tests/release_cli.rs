@@ -1,25 +1,10 @@
 //! Drives the `outpost` binary the way a release engineer does, on the committed digits models.
 
+#[path = "support/cli.rs"]
+mod cli;
+
+use cli::*;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn outpost(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_outpost")).args(args).output().expect("run outpost")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = outpost(args);
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "outpost {args:?} failed: {}{stdout}", String::from_utf8_lossy(&out.stderr));
-    stdout
-}
-
-/// Runs a command that must fail; returns (exit code, stderr).
-fn fails(args: &[&str]) -> (i32, String) {
-    let out = outpost(args);
-    assert!(!out.status.success(), "outpost {args:?} should fail but printed {}", String::from_utf8_lossy(&out.stdout));
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
-}
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
@@ -29,16 +14,9 @@ fn model(name: &str) -> String {
     repo().join("simulations/models").join(name).display().to_string()
 }
 
-fn tempdir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("outpost-cli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 #[test]
 fn a_release_engineer_signs_verifies_and_cosigns_digits_bundles() {
-    let d = tempdir("workflow");
+    let d = tempdir("cli-workflow");
     let p = |f: &str| d.join(f).display().to_string();
     let keys = p("keys");
     for name in ["root", "release", "release2"] {
@@ -224,7 +202,7 @@ fn every_attack_fixture_is_refused_by_bundle_verify_with_its_reason_code() {
 
 #[test]
 fn broken_inputs_get_one_line_errors_naming_what_was_wrong() {
-    let d = tempdir("broken");
+    let d = tempdir("cli-broken");
     let p = |f: &str| d.join(f).display().to_string();
     ok(&["keys", "gen", "--out", &p("k"), "--name", "release"]);
     std::fs::write(d.join("not-a-model.onnx"), b"this is not onnx").unwrap();

@@ -3,37 +3,17 @@
 //! retained message a plain MQTT subscriber gets on `outpost/v1/fleet/trust`, also after the daemon (and
 //! its embedded broker, which forgets retained messages) restarts; wrong pushes are refused with their code.
 
+#[path = "support/cli.rs"]
+mod cli;
+
+use cli::*;
 use outpost_protocol::messages::{Message, TrustUpdate};
 use outpost_protocol::{Limits, codec, topics};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output};
+use std::path::Path;
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
-
-fn outpost(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_outpost")).args(args).output().expect("run outpost")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = outpost(args);
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "outpost {args:?} failed: {}{stdout}", String::from_utf8_lossy(&out.stderr));
-    stdout
-}
-
-fn fails(args: &[&str]) -> (i32, String) {
-    let out = outpost(args);
-    assert!(!out.status.success(), "outpost {args:?} should fail but printed {}", String::from_utf8_lossy(&out.stdout));
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
-}
-
-fn tempdir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("outpost-trustcli-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
@@ -92,7 +72,7 @@ fn retained_trust(mqtt: u16) -> TrustUpdate {
 
 #[test]
 fn an_operator_rotates_the_root_twice_pushes_and_the_fleet_topic_carries_it_across_restarts() {
-    let d = tempdir("rotate");
+    let d = tempdir("trustcli-rotate");
     let p = |f: &str| d.join(f).display().to_string();
     for name in ["root", "root-b", "root-c", "root-d", "release-1", "release-2", "stranger"] {
         ok(&["keys", "gen", "--out", &p("keys"), "--name", name]);

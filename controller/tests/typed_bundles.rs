@@ -2,35 +2,15 @@
 //! it: self-tests in each input's own type, one sample file per input, seeded inputs refused when the model
 //! fails on them, and an image-sized model whose signed manifest stays small.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+#[path = "support/cli.rs"]
+mod cli;
 
-fn outpost(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_outpost")).args(args).output().expect("run outpost")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = outpost(args);
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "outpost {args:?} failed: {}{stdout}", String::from_utf8_lossy(&out.stderr));
-    stdout
-}
-
-fn fails(args: &[&str]) -> String {
-    let out = outpost(args);
-    assert!(!out.status.success(), "outpost {args:?} should fail but printed {}", String::from_utf8_lossy(&out.stdout));
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
+use cli::*;
+use std::path::Path;
+use std::process::Output;
 
 fn typed(file: &str) -> String {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../simulations/models/typed").join(file).display().to_string()
-}
-
-fn tempdir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("outpost-typed-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 /// A release key and trust policy in `dir`; returns (release key, trust policy, root public key).
@@ -57,7 +37,7 @@ fn inspect(bundle: &str) -> serde_json::Value {
 
 #[test]
 fn seeded_inputs_that_break_the_model_are_refused_with_a_request_for_real_samples() {
-    let d = tempdir("seeded");
+    let d = tempdir("typed-seeded");
     let (key, ..) = keys(&d);
     let out = d.join("intent.obundle").display().to_string();
     // Seeded INT64 ids are in [0, 256); the vocabulary has 50 tokens.
@@ -71,7 +51,7 @@ fn seeded_inputs_that_break_the_model_are_refused_with_a_request_for_real_sample
 
 #[test]
 fn one_sample_file_per_input_makes_typed_self_tests_and_a_reference() {
-    let d = tempdir("files");
+    let d = tempdir("typed-files");
     let (key, policy, root) = keys(&d);
     let out = d.join("intent.obundle").display().to_string();
     let (ids, mask) = (typed("intent-i64.input.ids.bin"), typed("intent-i64.input.mask.bin"));
@@ -88,7 +68,7 @@ fn one_sample_file_per_input_makes_typed_self_tests_and_a_reference() {
     ok(&["bundle", "verify", &out, "--trust", &policy, "--root-pub", &root]);
 
     // The single-file form is for single-input models; a missing input or a wrong name is named.
-    let e = fails(&[
+    let (_, e) = fails(&[
         "bundle",
         "create",
         "--model",
@@ -107,7 +87,7 @@ fn one_sample_file_per_input_makes_typed_self_tests_and_a_reference() {
         &ids,
     ]);
     assert!(e.contains("the model has 2 inputs (ids, mask); name the input of each file"), "{e}");
-    let e = fails(&[
+    let (_, e) = fails(&[
         "bundle",
         "create",
         "--model",
@@ -127,7 +107,7 @@ fn one_sample_file_per_input_makes_typed_self_tests_and_a_reference() {
     ]);
     assert!(e.contains("input mask needs exactly one --selftest-input mask=FILE"), "{e}");
     let wrong = format!("token_ids={ids}");
-    let e = fails(&[
+    let (_, e) = fails(&[
         "bundle",
         "create",
         "--model",
@@ -152,7 +132,7 @@ fn one_sample_file_per_input_makes_typed_self_tests_and_a_reference() {
     let ragged = d.join("ragged.bin");
     std::fs::write(&ragged, [0u8; 100]).unwrap();
     let ragged = format!("ids={}", ragged.display());
-    let e = fails(&[
+    let (_, e) = fails(&[
         "bundle",
         "create",
         "--model",
@@ -177,7 +157,7 @@ fn one_sample_file_per_input_makes_typed_self_tests_and_a_reference() {
 
 #[test]
 fn uint8_bool_and_fp16_models_bundle_with_seeded_inputs_of_their_own_type() {
-    let d = tempdir("seeded-ok");
+    let d = tempdir("typed-seeded-ok");
     let (key, policy, root) = keys(&d);
     for (model, dtype) in [("camera-u8", "UINT8"), ("flags-bool", "BOOL"), ("sensor-f16", "FP16")] {
         let out = d.join(format!("{model}.obundle")).display().to_string();
@@ -191,7 +171,7 @@ fn uint8_bool_and_fp16_models_bundle_with_seeded_inputs_of_their_own_type() {
 
 #[test]
 fn an_image_sized_model_bundles_with_a_small_manifest() {
-    let d = tempdir("detector");
+    let d = tempdir("typed-detector");
     let (key, policy, root) = keys(&d);
     let out = d.join("detector.obundle").display().to_string();
     let r = create("detector-640", &key, &out, &[]);

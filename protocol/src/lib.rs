@@ -12,6 +12,8 @@ pub mod digest;
 pub mod director;
 pub mod drift;
 pub mod enroll;
+#[cfg(any(test, feature = "fixtures"))]
+pub mod fixtures;
 pub mod keys;
 pub mod limits;
 pub mod manifest;

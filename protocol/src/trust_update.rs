@@ -96,28 +96,15 @@ fn policy_outcome(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::keys::{PrivateKey, private_key_from_seed};
+    use crate::fixtures::{self, key};
+    use crate::keys::PrivateKey;
     use crate::root::{ROOT_FORMAT, RootDocument, create_root};
-    use crate::trust::{POLICY_FORMAT, TrustPolicy, create_policy};
 
     const NOW: u64 = 1_800_000_000;
     const DAY: u64 = 86_400;
 
-    fn key(i: u8) -> PrivateKey {
-        private_key_from_seed([i; 32])
-    }
-
     fn policy(version: u64, expires: u64, release: u8, root: &PrivateKey) -> Vec<u8> {
-        let p = TrustPolicy {
-            format: POLICY_FORMAT,
-            version,
-            created: NOW - DAY,
-            expires,
-            threshold: 1,
-            release_keys: vec![key(release).verifying_key().to_bytes()],
-            director_keys: vec![],
-        };
-        create_policy(&p, std::slice::from_ref(root))
+        fixtures::policy(version, NOW - DAY, expires, release, root)
     }
 
     fn root_doc(version: u64, k: u8, expires: u64, signers: &[PrivateKey]) -> Vec<u8> {

@@ -17,6 +17,24 @@ fn device() -> DeviceId {
 fn digits() -> ModelName {
     ModelName::new("digits").unwrap()
 }
+/// Rollout r-7's desired state of digits 2.0.0 (its plain and its director-signed goldens share it).
+fn digits_2(mode: Mode, issued_at: u64, watch: Watch) -> DesiredState {
+    DesiredState {
+        model: digits(),
+        version: Version::new(2, 0, 0),
+        sequence: 2,
+        bundle: BundleRef {
+            digest: Digest([0xcd; 32]),
+            size: 300_000,
+            chunk_size: 262_144,
+            chunks: vec![Digest([1; 32]), Digest([2; 32])],
+        },
+        rollout: Some("r-7".into()),
+        mode,
+        issued_at,
+        watch,
+    }
+}
 fn running() -> RunningModel {
     RunningModel { name: digits(), version: Version::new(1, 0, 0), digest: Digest([0xab; 32]), sequence: 1 }
 }
@@ -152,27 +170,11 @@ fn samples() -> Vec<(&'static str, Message)> {
         ("event", Message::Event(event)),
         (
             "desired",
-            Message::Desired(DesiredState {
-                model: digits(),
-                version: Version::new(2, 0, 0),
-                sequence: 2,
-                bundle: BundleRef {
-                    digest: Digest([0xcd; 32]),
-                    size: 300_000,
-                    chunk_size: 262_144,
-                    chunks: vec![Digest([1; 32]), Digest([2; 32])],
-                },
-                rollout: Some("r-7".into()),
-                mode: Mode::Shadow { secs: 600, sample_percent: 10 },
-                issued_at: 1_800_000_000,
-                watch: Watch {
-                    secs: 600,
-                    max_error_ppm: 10_000,
-                    max_p95_us: 50_000,
-                    min_requests: 50,
-                    max_restarts: 3,
-                },
-            }),
+            Message::Desired(digits_2(
+                Mode::Shadow { secs: 600, sample_percent: 10 },
+                1_800_000_000,
+                Watch { secs: 600, max_error_ppm: 10_000, max_p95_us: 50_000, min_requests: 50, max_restarts: 3 },
+            )),
         ),
         (
             "desired_remove",
@@ -196,21 +198,7 @@ fn samples() -> Vec<(&'static str, Message)> {
             "signed_desired_revert",
             Message::SignedDesired(SignedDesired::sign(
                 &device(),
-                &DesiredState {
-                    model: digits(),
-                    version: Version::new(2, 0, 0),
-                    sequence: 2,
-                    bundle: BundleRef {
-                        digest: Digest([0xcd; 32]),
-                        size: 300_000,
-                        chunk_size: 262_144,
-                        chunks: vec![Digest([1; 32]), Digest([2; 32])],
-                    },
-                    rollout: Some("r-7".into()),
-                    mode: Mode::Revert,
-                    issued_at: 1_800_000_600,
-                    watch: Watch::default(),
-                },
+                &digits_2(Mode::Revert, 1_800_000_600, Watch::default()),
                 // ed25519 signatures are deterministic: the same key and bytes give the same signature.
                 &private_key_from_seed([3; 32]),
             )),

@@ -8,6 +8,7 @@ mod support;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use support::controller::Controller;
 use support::*;
 
 fn start_controller(data: &Path, mqtt: u16, dir: &Path, api_port: u16) -> Proc {
@@ -25,35 +26,13 @@ fn start_controller(data: &Path, mqtt: u16, dir: &Path, api_port: u16) -> Proc {
     proc
 }
 
-struct Cli {
-    url: String,
-    data: String,
-}
-
-impl Cli {
-    fn run(&self, args: &[&str]) -> std::process::Output {
-        Command::new(outpost_bin())
-            .args(args)
-            .args(["--controller", &self.url, "--data-dir", &self.data])
-            .output()
-            .unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(out.status.success(), "outpost {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn json(&self, args: &[&str]) -> serde_json::Value {
-        serde_json::from_str(&self.ok(&[args, &["-o", "json"][..]].concat())).unwrap()
-    }
-
+/// What these tests ask of the controller beside `Controller`'s own.
+impl Controller {
     /// Waits until `pred` holds for the rollout's JSON.
     fn wait_rollout(&self, id: &str, secs: u64, what: &str, pred: impl Fn(&serde_json::Value) -> bool) {
         let deadline = Instant::now() + Duration::from_secs(secs);
         loop {
-            let out = self.run(&["rollout", "status", id, "-o", "json"]);
+            let out = self.cli(&["rollout", "status", id, "-o", "json"]);
             if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&out.stdout)
                 && pred(&v)
             {
@@ -61,8 +40,8 @@ impl Cli {
             }
             if Instant::now() >= deadline {
                 // What each device told the controller, beside the rollout: where a decision came from.
-                let shown: Vec<String> = (0..3).map(|i| self.ok(&["devices", "show", &format!("dev-{i}")])).collect();
-                panic!("{what}: {}\n{}", self.ok(&["rollout", "status", id]), shown.join("\n"));
+                let shown: Vec<String> = (0..3).map(|i| self.run(&["devices", "show", &format!("dev-{i}")])).collect();
+                panic!("{what}: {}\n{}", self.run(&["rollout", "status", id]), shown.join("\n"));
             }
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -82,7 +61,7 @@ fn a_controller_killed_mid_rollout_and_a_device_offline_during_its_wave_both_cat
     let data = dir.join("controller-data");
     let api_port = free_port();
     let mut controller = start_controller(&data, mqtt, &dir, api_port);
-    let cli = Cli { url: format!("http://127.0.0.1:{api_port}"), data: data.display().to_string() };
+    let cli = Controller::attach(api_port, &data, &dir.join("controller.log"));
     let mut agents: Vec<(Running, u16)> =
         (0..3).map(|i| stoppable_agent(&dir, &format!("dev-{i}"), mqtt, "site = \"lab\"", 0)).collect();
     // Local applications use the models the whole time: gates judge real inference windows.
@@ -107,10 +86,10 @@ fn a_controller_killed_mid_rollout_and_a_device_offline_during_its_wave_both_cat
     for (model, version, seq) in [("v1", "1.0.0", 1u64), ("v2", "2.0.0", 2)] {
         let path = dir.join(format!("{model}.obundle"));
         std::fs::write(&path, bundle_of(model, version, seq)).unwrap();
-        cli.ok(&["bundle", "push", &path.display().to_string()]);
+        cli.run(&["bundle", "push", &path.display().to_string()]);
     }
     let start = |bundle: &str, id: &str, waves: &str, bake: &str| {
-        cli.ok(&[
+        cli.run(&[
             "rollout",
             "start",
             "--bundle",
@@ -162,7 +141,7 @@ fn a_controller_killed_mid_rollout_and_a_device_offline_during_its_wave_both_cat
         }
     }
     // Each decision was taken once, across the crash.
-    let audit = cli.ok(&["audit", "--rollout", "second", "-o", "json"]);
+    let audit = cli.run(&["audit", "--rollout", "second", "-o", "json"]);
     let entries: Vec<serde_json::Value> = serde_json::from_str(&audit).unwrap();
     let count = |d: &str| entries.iter().filter(|e| e.to_string().contains(d)).count();
     assert_eq!((count("Started"), count("Advanced"), count("\"Completed\"")), (1, 1, 1), "{audit}");
@@ -178,7 +157,7 @@ fn a_controller_killed_mid_rollout_and_a_device_offline_during_its_wave_both_cat
     // The controller's view converges: the device announced its new model.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let skew = cli.ok(&["skew"]);
+        let skew = cli.run(&["skew"]);
         if skew.contains("2.0.0  3 online") && skew.contains("on target 3") {
             break;
         }
@@ -195,10 +174,10 @@ fn operator_mistakes_get_a_one_line_reason_a_nonzero_exit_and_create_nothing() {
     let data = dir.join("controller-data");
     let api_port = free_port();
     let _controller = start_controller(&data, mqtt, &dir, api_port);
-    let cli = Cli { url: format!("http://127.0.0.1:{api_port}"), data: data.display().to_string() };
+    let cli = Controller::attach(api_port, &data, &dir.join("controller.log"));
     let path = dir.join("v1.obundle");
     std::fs::write(&path, bundle_of("v1", "1.0.0", 1)).unwrap();
-    cli.ok(&["bundle", "push", &path.display().to_string()]);
+    cli.run(&["bundle", "push", &path.display().to_string()]);
 
     let base = ["rollout", "start", "--bundle", "digits@1.0.0"];
     let cases: &[(&[&str], &str)] = &[
@@ -215,7 +194,7 @@ fn operator_mistakes_get_a_one_line_reason_a_nonzero_exit_and_create_nothing() {
     ];
     for (args, needle) in cases {
         let args: Vec<&str> = if args[0] == "rollout" { args.to_vec() } else { [&base[..], args].concat() };
-        let out = cli.run(&args);
+        let out = cli.cli(&args);
         let err = String::from_utf8_lossy(&out.stderr).into_owned();
         assert!(!out.status.success(), "outpost {args:?} was accepted");
         // The reason is the first line (clap adds a pointer to --help after its own refusals).

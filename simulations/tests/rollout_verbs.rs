@@ -13,39 +13,18 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use support::controller::Controller;
 use support::*;
 
-struct Cli {
-    url: String,
-    data: String,
-}
-
-impl Cli {
-    fn run(&self, args: &[&str]) -> std::process::Output {
-        Command::new(outpost_bin())
-            .args(args)
-            .args(["--controller", &self.url, "--data-dir", &self.data])
-            .output()
-            .unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(out.status.success(), "outpost {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        serde_json::from_str(&self.ok(&[args, &["-o", "json"][..]].concat())).unwrap()
-    }
-
+/// What these tests ask of the controller beside `Controller`'s own.
+impl Controller {
     fn status(&self, id: &str) -> Value {
         self.json(&["rollout", "status", id])
     }
 
     /// Waits until `pred` holds for the rollout's JSON.
     fn wait_rollout(&self, id: &str, what: &str, pred: impl Fn(&Value) -> bool) {
-        until(what, || pred(&self.status(id)), || self.ok(&["rollout", "status", id]));
+        until(what, || pred(&self.status(id)), || self.run(&["rollout", "status", id]));
     }
 
     /// The version of digits each device runs, as `devices list` reports it.
@@ -67,8 +46,8 @@ impl Cli {
 }
 
 /// Every device runs digits `v`, as `devices list` says.
-fn all_on(v: &str) -> impl Fn(&Cli) -> bool + '_ {
-    move |cli: &Cli| cli.versions().iter().all(|(_, have)| have == v)
+fn all_on(v: &str) -> impl Fn(&Controller) -> bool + '_ {
+    move |cli: &Controller| cli.versions().iter().all(|(_, have)| have == v)
 }
 
 /// Generous: a loaded machine fetches, verifies and self-tests slowly in a debug build.
@@ -86,10 +65,10 @@ fn phase(v: &Value) -> String {
 }
 
 /// `outpost ARGS | head` where head is gone before the first line: the CLI must end quietly, not panic.
-fn into_a_closed_pipe(cli: &Cli, args: &[&str]) -> std::process::Output {
+fn into_a_closed_pipe(cli: &Controller, args: &[&str]) -> std::process::Output {
     let mut child = Command::new(outpost_bin())
         .args(args)
-        .args(["--controller", &cli.url, "--data-dir", &cli.data])
+        .args(cli.remote())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -103,27 +82,8 @@ fn verbs_off_the_happy_path_never_bring_an_aborted_release_back_nor_leave_the_fl
     let dir = tempdir("rollout-verbs");
     let (_broker, mqtt) = mosquitto(&dir);
     let (policy, root_pub) = trust_files(&dir);
-    let data = dir.join("controller-data");
-    director_key_into(&data);
-    let api_port = free_port();
     let d = |p: &Path| p.display().to_string();
-    let _controller = Proc(
-        Command::new(outpost_bin())
-            .args(["serve", "--data-dir", &d(&data), "--api", &format!("127.0.0.1:{api_port}")])
-            .args([
-                "--broker",
-                &format!("mqtt://127.0.0.1:{mqtt}"),
-                "--trust",
-                &d(&policy),
-                "--root-pub",
-                &d(&root_pub),
-            ])
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_port(api_port);
-    let cli = Cli { url: format!("http://127.0.0.1:{api_port}"), data: d(&data) };
+    let cli = Controller::with_broker(&dir, mqtt);
     let agents: Vec<(Running, u16)> =
         (0..3).map(|i| stoppable_agent(&dir, &format!("dev-{i}"), mqtt, "site = \"lab\"", 0)).collect();
     // Applications ask every device about held-out digits the whole time: gates judge real windows.
@@ -148,7 +108,7 @@ fn verbs_off_the_happy_path_never_bring_an_aborted_release_back_nor_leave_the_fl
     {
         let path = dir.join(format!("{version}.obundle"));
         std::fs::write(&path, bundle_of(model, version, seq)).unwrap();
-        cli.ok(&["bundle", "push", &d(&path)]);
+        cli.run(&["bundle", "push", &d(&path)]);
     }
     // Only the first rollout keeps the default gates (its status shows them; a first install has no latency
     // baseline). The later ones name their gates: the default p95 gate judged three debug-built agents
@@ -156,14 +116,14 @@ fn verbs_off_the_happy_path_never_bring_an_aborted_release_back_nor_leave_the_fl
     let start = |bundle: &str, id: &str, waves: &str, bake: &str, extra: &[&str]| {
         let base = ["rollout", "start", "--bundle", bundle, "--waves", waves, "--bake", bake, "--watch", "1s"];
         let defaults: &[&str] = if id == "e-first" { &[] } else { &["--no-default-gates"] };
-        cli.ok(&[&base[..], &["--quorum", "50%", "--max-failure-rate", "50%", "--id", id], defaults, extra].concat())
+        cli.run(&[&base[..], &["--quorum", "50%", "--max-failure-rate", "50%", "--id", id], defaults, extra].concat())
     };
 
     // Bakes of 10 s: a loaded machine's debug build installs slower than a 2 s bake and its hold (the
     // rollout would pause, inconclusive). Ids are not in time order: history must be.
     start("digits@1.0.0", "e-first", "100%", "10s", &[]);
     // No gate flag but the quorum and the install gate: the default gates are there, and status says so.
-    let status = cli.ok(&["rollout", "status", "e-first"]);
+    let status = cli.run(&["rollout", "status", "e-first"]);
     for want in ["error-rate", "p95-latency", "(default)", "install-failures", "at most 50% of finished installs fail"]
     {
         assert!(status.contains(want), "{want:?} missing:\n{status}");
@@ -178,7 +138,7 @@ fn verbs_off_the_happy_path_never_bring_an_aborted_release_back_nor_leave_the_fl
     // Progress counts every wave, not the last wave's share (it froze at 2/3).
     until("everyone on 2.0.0", || all_on("2.0.0")(&cli), || format!("{:?}", cli.versions()));
     cli.wait_rollout("d-second", "progress 3/3", |v| v["state"]["progress"]["installed"] == 3);
-    let status = cli.ok(&["rollout", "status", "d-second"]);
+    let status = cli.run(&["rollout", "status", "d-second"]);
     assert!(status.lines().any(|l| l.starts_with("progress") && l.contains(" 3/3 installed")), "{status}");
 
     // 2.1.0 (quietly wrong) goes to every device, then is aborted with revert: back to 2.0.0.
@@ -186,15 +146,15 @@ fn verbs_off_the_happy_path_never_bring_an_aborted_release_back_nor_leave_the_fl
     cli.wait_rollout("c-subtle", "the canary is told", |v| {
         v["state"]["members"].as_object().is_some_and(|m| m.len() == 1)
     });
-    cli.ok(&["rollout", "promote", "--full", "c-subtle"]);
+    cli.run(&["rollout", "promote", "--full", "c-subtle"]);
     until("everyone on 2.1.0", || all_on("2.1.0")(&cli), || format!("{:?}", cli.versions()));
     cli.wait_rollout("c-subtle", "2.1.0 committed everywhere", |v| v["state"]["progress"]["committed"] == 3);
-    cli.ok(&["rollout", "abort", "--revert", "c-subtle"]);
+    cli.run(&["rollout", "abort", "--revert", "c-subtle"]);
     until("everyone back on 2.0.0", || all_on("2.0.0")(&cli), || format!("{:?}", cli.versions()));
 
     // Undo of the older v2 rollout would switch devices to their previous model: the aborted 2.1.0.
     let audit_before = cli.json(&["audit"]).as_array().unwrap().len();
-    let undo = cli.run(&["rollout", "undo", "d-second"]);
+    let undo = cli.cli(&["rollout", "undo", "d-second"]);
     let err = String::from_utf8_lossy(&undo.stderr);
     assert_eq!(undo.status.code(), Some(2), "undo of a superseded rollout was accepted: {err}");
     assert!(err.contains("c-subtle") && err.contains("only the newest rollout"), "{err}");
@@ -227,20 +187,20 @@ fn verbs_off_the_happy_path_never_bring_an_aborted_release_back_nor_leave_the_fl
             let events = shown["models"]["digits"]["events"].as_array().cloned().unwrap_or_default();
             events.last().is_some_and(|e| e["to"] == "Rejected" && e["version"] == "2.1.0")
         },
-        || cli.ok(&["devices", "show", &canary]),
+        || cli.run(&["devices", "show", &canary]),
     );
     assert!(all_on("2.0.0")(&cli), "the paused release went live: {:?}", cli.versions());
     let port = agents[canary.trim_start_matches("dev-").parse::<usize>().unwrap()].1;
     assert_eq!(serving(port).as_deref(), Some("2.0.0"));
 
     // However the verbs went, a new rollout starts and completes.
-    let live = cli.ok(&["rollout", "list"]);
+    let live = cli.run(&["rollout", "list"]);
     assert!(
         live.lines().nth(1).is_some_and(|l| l.starts_with("b-subtle-again")) && live.lines().count() == 2,
         "{live}"
     );
-    cli.ok(&["rollout", "abort", "b-subtle-again"]);
-    assert!(cli.ok(&["rollout", "list"]).starts_with("no live rollout"));
+    cli.run(&["rollout", "abort", "b-subtle-again"]);
+    assert!(cli.run(&["rollout", "list"]).starts_with("no live rollout"));
     // The next one is described in a file, and CI waits for it with --watch: exit 0 once it completes.
     let file = dir.join("rollout.toml");
     std::fs::write(
@@ -249,8 +209,8 @@ fn verbs_off_the_happy_path_never_bring_an_aborted_release_back_nor_leave_the_fl
          quorum = \"50%\"\n[gates]\nmax_failure_rate = \"50%\"\n",
     )
     .unwrap();
-    cli.ok(&["rollout", "start", "-f", &d(&file)]);
-    let watched = cli.run(&["rollout", "status", "a-next", "--watch", "--interval", "1"]);
+    cli.run(&["rollout", "start", "-f", &d(&file)]);
+    let watched = cli.cli(&["rollout", "status", "a-next", "--watch", "--interval", "1"]);
     let page = String::from_utf8_lossy(&watched.stdout);
     assert_eq!(watched.status.code(), Some(0), "{page}\n{}", String::from_utf8_lossy(&watched.stderr));
     assert!(page.contains("phase     Completed"), "{page}");
@@ -273,7 +233,7 @@ fn verbs_off_the_happy_path_never_bring_an_aborted_release_back_nor_leave_the_fl
     );
 
     // History in the order the rollouts started, with start times and durations.
-    let history = cli.ok(&["rollout", "history"]);
+    let history = cli.run(&["rollout", "history"]);
     let order: Vec<&str> = history.lines().skip(1).filter_map(|l| l.split_whitespace().next()).collect();
     assert_eq!(order, ["e-first", "d-second", "c-subtle", "b-subtle-again", "a-next"], "{history}");
     assert!(history.lines().next().unwrap().contains("STARTED (UTC)"), "{history}");

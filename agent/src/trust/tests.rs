@@ -1,40 +1,18 @@
 use super::*;
 use crate::config::{Config, Overrides};
 use outpost_protocol::RejectReason;
-use outpost_protocol::keys::{PrivateKey, private_key_from_seed};
-use outpost_protocol::root::{ROOT_FORMAT, RootDocument, create_root};
-use outpost_protocol::trust::{POLICY_FORMAT, TrustPolicy, create_policy};
+use outpost_protocol::fixtures::{self, key};
+use outpost_protocol::keys::PrivateKey;
 
 const NOW: u64 = 1_800_000_000;
 const DAY: u64 = 86_400;
 
-fn key(i: u8) -> PrivateKey {
-    private_key_from_seed([i; 32])
-}
-
 fn policy(version: u64, expires: u64, release: u8, root: &PrivateKey) -> Vec<u8> {
-    let p = TrustPolicy {
-        format: POLICY_FORMAT,
-        version,
-        created: NOW - DAY,
-        expires,
-        threshold: 1,
-        release_keys: vec![key(release).verifying_key().to_bytes()],
-        director_keys: vec![],
-    };
-    create_policy(&p, std::slice::from_ref(root))
+    fixtures::policy(version, NOW - DAY, expires, release, root)
 }
 
 fn rotation(version: u64, old: &PrivateKey, new: &PrivateKey) -> Vec<u8> {
-    let doc = RootDocument {
-        format: ROOT_FORMAT,
-        version,
-        created: NOW - DAY,
-        expires: NOW + 365 * DAY,
-        threshold: 1,
-        keys: vec![new.verifying_key().to_bytes()],
-    };
-    create_root(&doc, &[old.clone(), new.clone()])
+    fixtures::rotation(version, NOW - DAY, NOW + 365 * DAY, old, new)
 }
 
 /// A device data directory with the image's root (key 1) and, if given, the image's policy.

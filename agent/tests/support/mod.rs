@@ -290,6 +290,35 @@ pub fn http_with(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, S
     Response { status, headers, body: buf[split + 4..].to_vec() }
 }
 
+/// `outpost-agent ARGS` on the data dir and trust files of `dir` (as `trust_files` and `AgentProcess` lay
+/// them out), the way an installer types it.
+pub fn agent_cli(dir: &Path, args: &[&str]) -> std::process::Output {
+    let d = |p: &str| dir.join(p).display().to_string();
+    let common =
+        ["--data-dir".to_string(), d("data"), "--trust".into(), d("trust.policy"), "--root-pub".into(), d("root.pub")];
+    std::process::Command::new(env!("CARGO_BIN_EXE_outpost-agent")).args(args).args(&common).output().unwrap()
+}
+
+/// `outpost-agent install` of `bundle` (written to `dir/b.obundle`), plus `extra` arguments.
+pub fn install_local(dir: &Path, bundle: &[u8], extra: &[&str]) -> std::process::Output {
+    let path = dir.join("b.obundle");
+    std::fs::write(&path, bundle).unwrap();
+    let path = path.display().to_string();
+    agent_cli(dir, &[&["install", path.as_str()][..], extra].concat())
+}
+
+/// A digits-shaped model's answer to one image over the local API: the version that answered and the
+/// output values, or `None` when it did not answer 200.
+pub fn answer(addr: SocketAddr, model: &str, image: &[f32]) -> Option<(String, Vec<f64>)> {
+    let r = http(addr, "POST", &format!("/v2/models/{model}/infer"), &infer_body(&[image.to_vec()]));
+    if r.status != 200 {
+        return None;
+    }
+    let j = r.json();
+    let values = j["outputs"][0]["data"].as_array()?.iter().map(|v| v.as_f64().unwrap()).collect();
+    Some((j["model_version"].as_str()?.to_owned(), values))
+}
+
 /// An Open Inference Protocol request for `rows` digit images.
 pub fn infer_body(images: &[Vec<f32>]) -> Vec<u8> {
     let data: Vec<f32> = images.iter().flatten().copied().collect();

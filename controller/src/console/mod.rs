@@ -10,7 +10,7 @@
 pub mod auth;
 pub mod tls;
 
-use crate::daemon::api::{Api, error};
+use crate::daemon::api::{Api, DevicePath, error};
 use crate::daemon::fleet::now;
 use auth::Operator;
 use axum::extract::{Path, State};
@@ -18,7 +18,6 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{delete, get, post};
 use axum::{Extension, Json, Router};
-use outpost_protocol::DeviceId;
 
 const INDEX: &str = include_str!("assets/index.html");
 const APP_JS: &str = include_str!("assets/app.js");
@@ -119,10 +118,7 @@ fn audit(api: &Api, at: u64, operator: &str, what: &str) {
     }
 }
 
-async fn device_windows(State(api): State<Api>, Path(id): Path<String>) -> Response {
-    let Ok(id) = DeviceId::new(id.clone()) else {
-        return error(StatusCode::BAD_REQUEST, format!("{id:?} is not a device id"));
-    };
+async fn device_windows(State(api): State<Api>, DevicePath(id): DevicePath) -> Response {
     if api.fleet.device(&id).is_none() {
         return error(StatusCode::NOT_FOUND, format!("no device {id}"));
     }

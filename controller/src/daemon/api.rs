@@ -130,10 +130,7 @@ async fn devices(State(api): State<Api>, Query(q): Query<HashMap<String, String>
     Json(list).into_response()
 }
 
-async fn device(State(api): State<Api>, Path(id): Path<String>) -> Response {
-    let Ok(id) = DeviceId::new(id.clone()) else {
-        return error(StatusCode::BAD_REQUEST, format!("{id:?} is not a device id"));
-    };
+async fn device(State(api): State<Api>, DevicePath(id): DevicePath) -> Response {
     match api.fleet.device(&id) {
         Some(d) if d.decommissioned.is_some() => error(
             StatusCode::NOT_FOUND,
@@ -148,13 +145,9 @@ async fn device(State(api): State<Api>, Path(id): Path<String>) -> Response {
 async fn delete_device(
     State(api): State<Api>,
     axum::Extension(operator): axum::Extension<crate::console::auth::Operator>,
-    Path(id): Path<String>,
+    DevicePath(id): DevicePath,
 ) -> Response {
     use super::decommission::Refused;
-    let id = match device_id(&id) {
-        Ok(id) => id,
-        Err(r) => return *r,
-    };
     match api.fleet.decommission(&id, &operator.name).await {
         Ok(done) => Json(done).into_response(),
         Err(Refused::NotFound(e)) => error(StatusCode::NOT_FOUND, e),
@@ -162,19 +155,25 @@ async fn delete_device(
     }
 }
 
-fn device_id(id: &str) -> Result<DeviceId, Box<Response>> {
-    DeviceId::new(id).map_err(|e| Box::new(error(StatusCode::BAD_REQUEST, format!("{id:?} is not a device id: {e}"))))
+/// The `{id}` of a device route; a 400 naming it when it is not a device id, before any handler runs.
+#[derive(Debug)]
+pub struct DevicePath(pub DeviceId);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for DevicePath {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, Response> {
+        let Path(id) = Path::<String>::from_request_parts(parts, state).await.map_err(IntoResponse::into_response)?;
+        let parsed = DeviceId::new(id.clone());
+        parsed.map(DevicePath).map_err(|e| error(StatusCode::BAD_REQUEST, format!("{id:?} is not a device id: {e}")))
+    }
 }
 
 async fn approve(
     State(api): State<Api>,
     axum::Extension(operator): axum::Extension<crate::console::auth::Operator>,
-    Path(id): Path<String>,
+    DevicePath(id): DevicePath,
 ) -> Response {
-    let id = match device_id(&id) {
-        Ok(id) => id,
-        Err(r) => return *r,
-    };
     match api.fleet.approve(&id, &operator.name) {
         Ok(()) => Json(api.fleet.device(&id)).into_response(),
         Err(e) => error(StatusCode::CONFLICT, e),
@@ -184,12 +183,8 @@ async fn approve(
 async fn revoke(
     State(api): State<Api>,
     axum::Extension(operator): axum::Extension<crate::console::auth::Operator>,
-    Path(id): Path<String>,
+    DevicePath(id): DevicePath,
 ) -> Response {
-    let id = match device_id(&id) {
-        Ok(id) => id,
-        Err(r) => return *r,
-    };
     match api.fleet.revoke(&id, &operator.name).await {
         Ok(()) => Json(api.fleet.device(&id)).into_response(),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),

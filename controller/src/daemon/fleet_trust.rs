@@ -258,39 +258,17 @@ pub async fn push(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use outpost_protocol::keys::{PrivateKey, private_key_from_seed};
-    use outpost_protocol::root::{ROOT_FORMAT, RootDocument, create_root};
-    use outpost_protocol::trust::{POLICY_FORMAT, create_policy};
+    use outpost_protocol::fixtures::{self, key};
+    use outpost_protocol::keys::PrivateKey;
 
     const NOW: u64 = 1_800_000_000;
 
-    fn key(i: u8) -> PrivateKey {
-        private_key_from_seed([i; 32])
-    }
-
     fn policy(version: u64, root: &PrivateKey, release: u8) -> Vec<u8> {
-        let p = TrustPolicy {
-            format: POLICY_FORMAT,
-            version,
-            created: NOW - 10,
-            expires: NOW + 1000,
-            threshold: 1,
-            release_keys: vec![key(release).verifying_key().to_bytes()],
-            director_keys: vec![],
-        };
-        create_policy(&p, std::slice::from_ref(root))
+        fixtures::policy(version, NOW - 10, NOW + 1000, release, root)
     }
 
     fn rotation(version: u64, old: &PrivateKey, new: &PrivateKey) -> Vec<u8> {
-        let doc = RootDocument {
-            format: ROOT_FORMAT,
-            version,
-            created: NOW - 10,
-            expires: NOW + 1000,
-            threshold: 1,
-            keys: vec![new.verifying_key().to_bytes()],
-        };
-        create_root(&doc, &[old.clone(), new.clone()])
+        fixtures::rotation(version, NOW - 10, NOW + 1000, old, new)
     }
 
     fn code(r: Result<(TrustedRoot, TrustPolicy), Rejection>) -> RejectReason {

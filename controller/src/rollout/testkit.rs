@@ -127,17 +127,7 @@ impl World {
 
     /// The broker keeps the actions; online devices act on their desired state at once.
     pub fn apply(&mut self, actions: &[Action]) {
-        for a in actions {
-            match a {
-                Action::Desire { device, desired } => {
-                    self.retained.insert(device.clone(), desired.clone());
-                }
-                Action::Withdraw { device, .. } => {
-                    self.retained.remove(device);
-                }
-                Action::Audit(_) => {}
-            }
-        }
+        retain(&mut self.retained, actions);
         let online: Vec<DeviceId> = self.devices.iter().filter(|d| d.online).map(|d| d.id.clone()).collect();
         for d in online {
             self.act(&d);
@@ -218,4 +208,33 @@ pub fn withdrawals(actions: &[Action]) -> Vec<DeviceId> {
 
 pub fn decisions(actions: &[Action]) -> Vec<Decision> {
     actions.iter().filter_map(|a| if let Action::Audit(e) = a { Some(e.decision) } else { None }).collect()
+}
+
+/// What the broker keeps of the planner's actions: each device's last desired state, gone when withdrawn.
+pub fn retain(retained: &mut HashMap<DeviceId, DesiredState>, actions: &[Action]) {
+    for a in actions {
+        match a {
+            Action::Desire { device, desired } => {
+                retained.insert(device.clone(), desired.clone());
+            }
+            Action::Withdraw { device, .. } => {
+                retained.remove(device);
+            }
+            Action::Audit(_) => {}
+        }
+    }
+}
+
+/// Any operator verb, each as likely as the others (the property tests draw them).
+pub fn any_verb() -> impl proptest::strategy::Strategy<Value = Verb> {
+    use proptest::prelude::{Just, prop_oneof};
+    prop_oneof![
+        Just(Verb::Pause),
+        Just(Verb::Resume),
+        Just(Verb::Promote { full: false }),
+        Just(Verb::Promote { full: true }),
+        Just(Verb::Abort { revert: false }),
+        Just(Verb::Abort { revert: true }),
+        Just(Verb::Undo),
+    ]
 }

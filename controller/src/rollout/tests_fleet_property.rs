@@ -13,7 +13,7 @@
 //!   lost or overwritten by another rollout;
 //! - once no rollout of the model is live, a new one can always start.
 
-use super::testkit::{model, spec};
+use super::testkit::{self, model, spec};
 use super::*;
 use outpost_protocol::messages::{DesiredState, Mode, RunningModel};
 use outpost_protocol::telemetry::UpdateStage;
@@ -86,17 +86,7 @@ impl Fleet {
 
     /// The broker keeps desired states; online devices act on theirs at once.
     fn apply(&mut self, actions: &[Action]) -> Result<(), TestCaseError> {
-        for a in actions {
-            match a {
-                Action::Desire { device, desired } => {
-                    self.retained.insert(device.clone(), desired.clone());
-                }
-                Action::Withdraw { device, .. } => {
-                    self.retained.remove(device);
-                }
-                Action::Audit(_) => {}
-            }
-        }
+        testkit::retain(&mut self.retained, actions);
         for i in 0..self.views.len() {
             self.act(i)?;
         }
@@ -283,19 +273,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0usize..64).prop_map(Op::Online),
         1 => (0usize..64).prop_map(Op::Failing),
         2 => (any::<bool>(), 0usize..3).prop_map(|(bad, waves)| Op::Start { bad, waves }),
-        4 => (
-            0usize..16,
-            prop_oneof![
-                Just(Verb::Pause),
-                Just(Verb::Resume),
-                Just(Verb::Promote { full: false }),
-                Just(Verb::Promote { full: true }),
-                Just(Verb::Abort { revert: false }),
-                Just(Verb::Abort { revert: true }),
-                Just(Verb::Undo),
-            ]
-        )
-            .prop_map(|(i, v)| Op::Verb(i, v)),
+        4 => (0usize..16, testkit::any_verb()).prop_map(|(i, v)| Op::Verb(i, v)),
     ]
 }
 

@@ -29,16 +29,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0usize..200).prop_map(Op::Relabel),
         1 => Just(Op::AddDevice),
         1 => Just(Op::BadRelease),
-        1 => prop_oneof![
-            Just(Verb::Pause),
-            Just(Verb::Resume),
-            Just(Verb::Promote { full: false }),
-            Just(Verb::Promote { full: true }),
-            Just(Verb::Abort { revert: false }),
-            Just(Verb::Abort { revert: true }),
-            Just(Verb::Undo),
-        ]
-        .prop_map(Op::Verb),
+        1 => any_verb().prop_map(Op::Verb),
     ]
 }
 
