@@ -5,7 +5,7 @@ use crate::daemon::bundles::BundleMeta;
 use crate::release::{self, bundle as rb};
 use outpost_protocol::bundle::Inspected;
 use outpost_protocol::manifest::{Compression, Dim, TensorSpec};
-use outpost_protocol::{Arch, ModelName, Version};
+use outpost_protocol::{Arch, Limits, ModelName, Version};
 use std::path::PathBuf;
 
 #[derive(Debug, clap::Args)]
@@ -184,6 +184,7 @@ pub fn run(args: Args) -> Result<(), Failure> {
                 now: release::now(),
                 lifetime_secs: expires,
                 out: out.clone(),
+                limits: Limits::default(),
             })?;
             let m = &b.manifest;
             if output == Output::Json {

@@ -2,11 +2,13 @@
 
 use super::ReleaseError;
 use super::keys::{read_private, read_public};
+use super::payload_size;
 use super::reference;
 use super::selftest::{self, Inputs, SampleFile};
 use crate::files;
 use outpost_models::onnx;
 use outpost_protocol::bundle::{self as obundle, Inspected};
+use outpost_protocol::compress;
 use outpost_protocol::manifest::{MANIFEST_FORMAT, Manifest, ModelFormat, Targets};
 use outpost_protocol::trust::RootKeys;
 use outpost_protocol::verify::{self, DeviceFacts, VerifiedBundle, VerifyRequest};
@@ -29,6 +31,8 @@ pub struct Create {
     pub now: u64,
     pub lifetime_secs: u64,
     pub out: PathBuf,
+    /// The limits the bundle must fit: devices' (`Limits::default()`); tests make them small.
+    pub limits: Limits,
 }
 
 /// Converts the ONNX model to NNEF and probes it with tract, computes self-test vectors, compresses (full
@@ -44,6 +48,13 @@ pub fn create(c: &Create) -> Result<Inspected, ReleaseError> {
     let model = files::read(&c.model)?;
     let model_err = |source| ReleaseError::Model { path: c.model.display().to_string(), source };
     let probe = onnx::convert(&model).map_err(model_err)?;
+    // Before the self-test runs and the compression, which take minutes for a model of hundreds of MB.
+    payload_size::before_compressing(
+        probe.nnef.len() as u64,
+        c.base.is_some(),
+        || compress::estimate_full(&probe.nnef),
+        &c.limits,
+    )?;
     let inputs = if c.selftest_inputs.is_empty() {
         Inputs::Seeded
     } else {
@@ -77,6 +88,7 @@ pub fn create(c: &Create) -> Result<Inspected, ReleaseError> {
         None => None,
     };
     let (payload, bytes) = obundle::prepare_payload(&probe.nnef, base.as_deref(), ModelFormat::Nnef);
+    payload_size::after_compressing(payload.compressed_size, base.is_some(), &c.limits)?;
     let manifest = Manifest {
         format: MANIFEST_FORMAT,
         name: c.name.clone(),
@@ -165,4 +177,68 @@ pub fn check(c: &Check) -> Result<VerifiedBundle, ReleaseError> {
 fn device_model(path: &std::path::Path) -> Result<Vec<u8>, ReleaseError> {
     let bytes = files::read(path)?;
     Ok(onnx::to_nnef(&bytes).unwrap_or(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use outpost_protocol::RejectReason;
+    use std::path::Path;
+
+    /// `bundle create` of digits v1 with `limits`, into a fresh directory; the outcome and the output path.
+    fn create_digits(dir: &str, limits: Limits) -> (Result<Inspected, ReleaseError>, PathBuf) {
+        let d = std::env::temp_dir().join(format!("outpost-payload-size-{dir}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        let (key, ..) = super::super::keys::generate(&d, "release").unwrap();
+        let out = d.join("digits.obundle");
+        let c = Create {
+            model: Path::new(env!("CARGO_MANIFEST_DIR")).join("../simulations/models/digits-v1.onnx"),
+            name: ModelName::new("digits").unwrap(),
+            version: Version::new(1, 0, 0),
+            sequence: 1,
+            keys: vec![key],
+            base: None,
+            selftest_inputs: vec![],
+            selftest_count: 1,
+            archs: vec![],
+            min_agent: Version::new(0, 1, 0),
+            now: 1_800_000_000,
+            lifetime_secs: 86_400,
+            out: out.clone(),
+            limits,
+        };
+        (create(&c), out)
+    }
+
+    fn digits_payload_len() -> u64 {
+        let model = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("../simulations/models/digits-v1.onnx"));
+        compress::compress_full(&onnx::to_nnef(&model.unwrap()).unwrap()).len() as u64
+    }
+
+    #[test]
+    fn a_model_over_devices_payload_limit_is_refused_naming_its_size_and_the_limit_and_nothing_is_written() {
+        // Devices' limit scaled down to the committed model: digits compresses to about 100 KB, like VGG-19's
+        // 550 MB against the default 512 MiB.
+        let limits = Limits { max_payload: 32 << 10, ..Limits::default() };
+        let (r, out) = create_digits("early", limits);
+        let Err(ReleaseError::Rejected(e)) = &r else { panic!("not refused: {r:?}") };
+        assert_eq!(e.reason, RejectReason::OverLimits);
+        let want = format!("compresses to about {} bytes", digits_payload_len());
+        assert!(e.detail.contains(&want), "{e}");
+        assert!(e.detail.contains("devices fetch payloads of at most 32768 bytes (32.0 KiB)"), "{e}");
+        assert!(!out.exists(), "nothing is signed");
+    }
+
+    #[test]
+    fn a_model_just_over_the_limit_is_compressed_and_refused_by_the_exact_size() {
+        // Within the estimate's margin: compressed, then refused by the real size.
+        let real = digits_payload_len();
+        let (r, out) = create_digits("exact", Limits { max_payload: real - 1, ..Limits::default() });
+        let Err(ReleaseError::Rejected(e)) = &r else { panic!("not refused: {r:?}") };
+        assert!(e.detail.contains(&format!("the compressed payload is {real} bytes")), "{e}");
+        assert!(!out.exists(), "nothing is signed");
+        let (r, out) = create_digits("fits", Limits { max_payload: real, ..Limits::default() });
+        assert_eq!(r.unwrap().manifest.payload.compressed_size, real);
+        assert!(out.exists());
+    }
 }

@@ -3,6 +3,7 @@
 
 pub mod bundle;
 pub mod keys;
+pub mod payload_size;
 pub mod reference;
 pub mod roots;
 pub mod selftest;

@@ -4,7 +4,7 @@
 
 use outpost_controller::release::bundle::{self, Create};
 use outpost_controller::release::keys::{self, TrustInit};
-use outpost_protocol::{ModelName, Version};
+use outpost_protocol::{Limits, ModelName, Version};
 use std::path::{Path, PathBuf};
 
 /// A release the demo rolls out.
@@ -85,6 +85,7 @@ pub fn prepare(out: &Path, models: &Path) -> anyhow::Result<(Trust, Vec<Release>
             now,
             lifetime_secs: 30 * 86_400,
             out: path.clone(),
+            limits: Limits::default(),
         })?;
         releases.push(Release { model: name, version, bundle: path });
     }
