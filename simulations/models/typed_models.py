@@ -10,6 +10,9 @@ Called by make_models.py (which sets single-threaded BLAS first); writes into OU
 - sensor-f16:   FP16 readings [N,5] -> FP16 y [N,3]
 - detector-640: UINT8 image [N,3,640,640] -> FP32 boxes [N,400,6] and INT64 class [N,400] (the image-sized
                 model: its self-test vectors are megabytes)
+- gpu-names:    FP32 image "gpu_0/data_0" [N,3,6,6] -> FP32 "gpu_0/softmax_1" [N,5]: tensor names as
+                ResNet-50, ShuffleNet and ZFNet-512 from the onnx package spell them, which NNEF cannot
+                ("gpu_0_data_0"); listed under "renamed" in typed.json, files named by NNEF's spelling
 
 For each small model: SAMPLES batch-1 samples per input, back to back, raw little-endian
 (`NAME.input.INPUT.bin`; BOOL one byte), and onnxruntime's outputs for all of them run as one batch
@@ -161,6 +164,32 @@ def detector_640(rng):
     return model, {"image": detector_image(2)}
 
 
+def gpu_names(rng):
+    w = rng.normal(0, 0.5, (4, 3, 3, 3)).astype(np.float32)
+    b = rng.normal(0, 0.1, (4,)).astype(np.float32)
+    fw = rng.normal(0, 1.0, (5, 4)).astype(np.float32)
+    fb = rng.normal(0, 0.1, (5,)).astype(np.float32)
+    nodes = [
+        helper.make_node("Conv", ["gpu_0/data_0", "gpu_0/conv1_w", "gpu_0/conv1_b"], ["gpu_0/conv1"],
+                         pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["gpu_0/conv1"], ["gpu_0/relu1"]),
+        helper.make_node("GlobalAveragePool", ["gpu_0/relu1"], ["gpu_0/pool1"]),
+        helper.make_node("Flatten", ["gpu_0/pool1"], ["gpu_0/flat1"], axis=1),
+        helper.make_node("Gemm", ["gpu_0/flat1", "gpu_0/fc_w", "gpu_0/fc_b"], ["gpu_0/fc"], transB=1),
+        helper.make_node("Softmax", ["gpu_0/fc"], ["gpu_0/softmax_1"], axis=1),
+    ]
+    inits = [init("gpu_0/conv1_w", w), init("gpu_0/conv1_b", b), init("gpu_0/fc_w", fw), init("gpu_0/fc_b", fb)]
+    model = finish("gpu_names", nodes, [vi("gpu_0/data_0", TensorProto.FLOAT, ["N", 3, 6, 6])],
+                   [vi("gpu_0/softmax_1", TensorProto.FLOAT, ["N", 5])], inits)
+    return model, {"gpu_0/data_0": rng.normal(0, 1.0, (SAMPLES, 3, 6, 6)).astype(np.float32)}
+
+
+# Models whose tensor names NNEF spells otherwise: their own seed, so adding them changed no other fixture.
+RENAMED_SEED = 20261206
+RENAMED = [
+    ("gpu-names", gpu_names),
+]
+
 MODELS = [
     ("camera-u8", camera_u8),
     ("intent-i64", intent_i64),
@@ -176,14 +205,22 @@ def tensor_info(value_info):
     return {"name": value_info.name, "datatype": OIP[t.elem_type], "shape": dims}
 
 
+def file_part(tensor):
+    """A tensor name as a file name: NNEF's spelling of it ("gpu_0/data_0" -> "gpu_0_data_0")."""
+    return "".join(c if c.isalnum() or c == "_" else "_" for c in tensor)
+
+
 def make_typed(out, write_bytes, sha256):
     """Writes every typed model, its samples and onnxruntime's answers into OUT/typed/."""
     folder = os.path.join(out, "typed")
     os.makedirs(folder, exist_ok=True)
     rng = np.random.default_rng(TYPED_SEED)
     described = []
-    for name, build in MODELS:
-        model, samples = build(rng)
+    renamed_rng = np.random.default_rng(RENAMED_SEED)
+    renamed = []
+    jobs = [(n, b, rng, described) for n, b in MODELS] + [(n, b, renamed_rng, renamed) for n, b in RENAMED]
+    for name, build, rng_of, listed in jobs:
+        model, samples = build(rng_of)
         path = os.path.join(folder, f"{name}.onnx")
         write_bytes(path, model.SerializeToString())
         opts = ort.SessionOptions()
@@ -195,12 +232,12 @@ def make_typed(out, write_bytes, sha256):
         for vinfo in model.graph.input:
             elem = vinfo.type.tensor_type.elem_type
             if name != "detector-640":
-                fname = f"{name}.input.{vinfo.name}.bin"
+                fname = f"{name}.input.{file_part(vinfo.name)}.bin"
                 write_bytes(os.path.join(folder, fname), samples[vinfo.name].astype(NP[elem]).tobytes())
                 files[vinfo.name] = fname
         for vinfo, value in zip(model.graph.output, answers):
             elem = vinfo.type.tensor_type.elem_type
-            fname = f"{name}.ort.{vinfo.name}.bin"
+            fname = f"{name}.ort.{file_part(vinfo.name)}.bin"
             write_bytes(os.path.join(folder, fname), value.astype(NP[elem]).tobytes())
             files[vinfo.name] = fname
             # Integer outputs (argmax) compare exactly across runtimes: make sure no two scores are so
@@ -210,7 +247,7 @@ def make_typed(out, write_bytes, sha256):
             top2 = np.sort(scores, axis=1)[:, -2:]
             assert (top2[:, 1] - top2[:, 0] > 1e-3).all(), (name, top2)
         n = next(iter(samples.values())).shape[0]
-        described.append({
+        listed.append({
             "name": name,
             "file": f"{name}.onnx",
             "sha256": sha256(path),
@@ -222,5 +259,6 @@ def make_typed(out, write_bytes, sha256):
         print(f"typed/{name}: {os.path.getsize(path)} bytes, {n} samples, outputs "
               + ", ".join(f"{v.name} {tuple(a.shape)} {a.dtype}" for v, a in zip(model.graph.output, answers)))
     with open(os.path.join(folder, "typed.json"), "w") as f:
-        json.dump({"seed": TYPED_SEED, "opset": OPSET, "models": described}, f, indent=2)
+        json.dump({"seed": TYPED_SEED, "opset": OPSET, "models": described, "renamed_seed": RENAMED_SEED,
+                   "renamed": renamed}, f, indent=2)
         f.write("\n")

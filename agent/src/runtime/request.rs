@@ -27,11 +27,12 @@ pub(super) fn validate(
     let mut rows = None;
     let mut ordered = Vec::with_capacity(specs.len());
     for (i, spec) in specs.iter().enumerate() {
-        let index = req
-            .inputs
-            .iter()
-            .position(|t| t.name == spec.name)
-            .ok_or_else(|| InferError::BadRequest(format!("missing input {:?}", spec.name)))?;
+        let index = req.inputs.iter().position(|t| t.name == spec.name).ok_or_else(|| {
+            // Names NNEF cannot spell are served under its spelling ("gpu_0/data_0" as "gpu_0_data_0"):
+            // a client that sends the ONNX name learns the one to send.
+            let sent: Vec<String> = req.inputs.iter().map(|t| format!("{:?}", t.name)).collect();
+            InferError::BadRequest(format!("missing input {:?} (the request has {})", spec.name, sent.join(", ")))
+        })?;
         let t = &req.inputs[index];
         if t.data.dtype() != spec.dtype {
             return Err(InferError::BadRequest(format!(
