@@ -12,8 +12,11 @@ pub fn typed(onnx: &[u8]) -> Result<TypedModel, ModelError> {
     let load = |e: TractError| ModelError::Load(format!("{e:#}"));
     let model = tract_onnx::onnx().model_for_read(&mut &onnx[..]).map_err(load)?;
     let mut model = model.into_typed().map_err(load)?.into_decluttered().map_err(load)?;
-    // Operators tract runs from ONNX but devices could not load from NNEF, rewritten into tract-core's.
-    if crate::lrn::rewrite(&mut model).map_err(load)? > 0 {
+    // Operators tract runs from ONNX but devices could not load from NNEF, rewritten into tract-core's; and
+    // pooling that rounds up, which NNEF would write as rounding down.
+    let rewritten =
+        crate::lrn::rewrite(&mut model).map_err(load)? + crate::pool_ceil::rewrite(&mut model).map_err(load)?;
+    if rewritten > 0 {
         model = model.into_decluttered().map_err(load)?;
     }
     integer_outputs(model).map_err(load)

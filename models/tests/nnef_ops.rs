@@ -1,6 +1,7 @@
 //! ONNX operators tract runs but tract-core's NNEF cannot express (simulations/models/onnx_ops.py finds them):
-//! LRN is rewritten into tract-core operators at conversion and answers like onnxruntime; an operator with no
-//! such rewrite is refused naming the operator and the model's node, before anything is signed.
+//! LRN, and pooling that rounds up (`ceil_mode`), are rewritten into tract-core operators at conversion and
+//! answer like onnxruntime; an operator with no such rewrite is refused naming the operator and the model's
+//! node, before anything is signed.
 
 use outpost_models::{ModelError, TensorData, onnx};
 use std::path::PathBuf;
@@ -36,6 +37,25 @@ fn a_model_with_lrn_converts_to_nnef_without_it_and_answers_like_onnxruntime() {
     assert!(worst <= 1e-5, "largest difference from onnxruntime {worst}");
     // Not the identity: both normalisations change the convolution's output.
     assert!(want.iter().any(|v| v.abs() > 0.1), "the fixture's answers are not all near zero");
+}
+
+#[test]
+fn pooling_that_rounds_up_converts_and_answers_like_onnxruntime() {
+    // Written as it was, NNEF kept the padding but not the rounding: 3×3 windows of stride 2 on 8×8 gave
+    // 3×3 outputs instead of ONNX's 4×4, and the conversion was refused as an interface change.
+    let converted = onnx::convert(&std::fs::read(ops_dir().join("pool_ceil.onnx")).unwrap())
+        .unwrap_or_else(|e| panic!("ceil_mode pooling must convert: {e}"));
+    let nnef = outpost_models::nnef::read(&converted.nnef).unwrap();
+    let x = f32s("pool_ceil.input.f32");
+    let rows = x.len() / (2 * 8 * 8);
+    let out = outpost_models::run::run_once(&nnef, vec![(vec![rows, 2, 8, 8], TensorData::F32(x))]).unwrap();
+    for ((name, side), (shape, got)) in [("max", 4), ("avg", 4), ("avg_pad", 5)].into_iter().zip(&out) {
+        let TensorData::F32(got) = got else { panic!("{name}: {got:?}") };
+        assert_eq!(shape, &vec![rows, 2, side, side], "{name}");
+        let want = f32s(&format!("pool_ceil.ort.{name}.f32"));
+        let worst = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        assert!(worst <= 1e-5, "{name}: largest difference from onnxruntime {worst}");
+    }
 }
 
 #[test]

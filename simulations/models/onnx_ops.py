@@ -74,7 +74,8 @@ def fixtures(out):
     """The committed fixtures of models/tests/nnef_ops.rs, in simulations/models/ops/: `lrn` (a convolution,
     then two LRNs of sizes 5 and 3 (onnxruntime takes odd sizes only) on 8 channels: the window clipped at both edges) with
     seeded inputs and onnxruntime's answers; `nonzero` (an operator tract runs from ONNX but devices cannot
-    load: the refusal must name it and its node)."""
+    load: the refusal must name it and its node); `pool_ceil` (max and average pooling with ceil_mode = 1,
+    seeded inputs and onnxruntime's answers per output)."""
     from onnx import TensorProto, helper
     import onnxruntime as ort
     os.makedirs(out, exist_ok=True)
@@ -106,6 +107,29 @@ def fixtures(out):
     model.ir_version = 8
     onnx.checker.check_model(model, full_check=True)
     onnx.save(model, os.path.join(out, "nonzero.onnx"))
+
+    # Pooling that rounds up (ceil_mode = 1) on 8×8: a last window reaching past the input (max; average of
+    # real values only) and past the model's own padding of 1 (average counting that padding).
+    pool = dict(kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1)
+    nodes = [
+        helper.make_node("MaxPool", ["x"], ["max"], name="max_ceil", **pool),
+        helper.make_node("AveragePool", ["x"], ["avg"], name="avg_ceil", count_include_pad=0, **pool),
+        helper.make_node("AveragePool", ["x"], ["avg_pad"], name="avg_pad_ceil", count_include_pad=1,
+                         pads=[1, 1, 1, 1], **pool),
+    ]
+    outputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["N", 2, h, h])
+               for n, h in (("max", 4), ("avg", 4), ("avg_pad", 5))]
+    x_info = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 8, 8])
+    graph = helper.make_graph(nodes, "pool_ceil", [x_info], outputs)
+    model = helper.make_model(graph, producer_name="outpost-onnx_ops", opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, os.path.join(out, "pool_ceil.onnx"))
+    x = np.random.default_rng(20261207).normal(0, 1.0, (3, 2, 8, 8)).astype(np.float32)
+    ys = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    x.astype("<f4").tofile(os.path.join(out, "pool_ceil.input.f32"))
+    for (name, _), y in zip((("max", 4), ("avg", 4), ("avg_pad", 5)), ys):
+        y.astype("<f4").tofile(os.path.join(out, f"pool_ceil.ort.{name}.f32"))
     print(f"fixtures in {out}")
 
 
