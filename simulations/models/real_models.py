@@ -20,7 +20,7 @@ puts every model through the real binaries as a release engineer and a device wo
 `outpost trust init`, `outpost bundle create` (self-tests from the sample images), `outpost-agent install`
 into its own data directory, `outpost-agent run`, then POSTs each sample to the local API (Open Inference
 Protocol, binary tensor extension) and compares the answers with onnxruntime's. Prints the Markdown table
-(also DIR/table.md). scripts/real-models.sh does both with release builds.
+(also DIR/table.md). BENCHMARKS.md "Real models against onnxruntime" has the commands and the table.
 """
 
 import os
