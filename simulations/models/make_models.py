@@ -8,6 +8,7 @@ runs produce byte-identical files.
     python3 simulations/models/make_models.py            # writes next to this script
     python3 simulations/models/make_models.py --out DIR  # writes into DIR
     python3 simulations/models/make_models.py --mobilenet  # also bench/mobilenet_v2.onnx
+    python3 simulations/models/make_models.py --mobilenet --int8  # and bench/mobilenet_v2_int8.onnx
 
 The CNN is trained with a hand-written numpy forward/backward pass (im2col
 convolutions, Adam) rather than torch, so the only dependencies are small
@@ -408,6 +409,42 @@ def make_mobilenet(out_dir):
           f"(after one warm-up): {dt * 1000:.1f} ms")
 
 
+# Calibration images of the int8 stand-in: the bench's input distribution (uniform [0, 1)), not its images.
+INT8_CALIBRATION_IMAGES = 16
+
+
+def make_mobilenet_int8(out_dir):
+    """bench/mobilenet_v2_int8.onnx: the stand-in quantized by onnxruntime's `quantize_static` in the QDQ
+    format (QuantizeLinear/DequantizeLinear pairs around every quantized tensor, the form quantized models
+    ship in), uint8 activations and int8 per-channel weights (onnxruntime's recommended U8S8 on x86),
+    calibrated (MinMax) on seeded images drawn like the bench's inputs. Input and output stay FP32."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    bench = os.path.join(out_dir, "bench")
+    src = os.path.join(bench, "mobilenet_v2.onnx")
+    dst = os.path.join(bench, "mobilenet_v2_int8.onnx")
+
+    class Images(CalibrationDataReader):
+        def __init__(self):
+            rng = np.random.default_rng(MOBILENET_SEED + 1)
+            self.images = iter([{"input": rng.random((1, 3, 224, 224), dtype=np.float32)}
+                                for _ in range(INT8_CALIBRATION_IMAGES)])
+
+        def get_next(self):
+            return next(self.images, None)
+
+    quantize_static(src, dst, Images(), quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
+                    weight_type=QuantType.QInt8, per_channel=True)
+    x = np.random.default_rng(MOBILENET_SEED).random((1, 3, 224, 224), dtype=np.float32)
+    (ref,) = ort_session(src).run(None, {"input": x})
+    (y,) = ort_session(dst).run(None, {"input": x})
+    q = onnx.load(dst)
+    ops = sorted({n.op_type for n in q.graph.node})
+    print(f"mobilenet_v2 int8: {dst}  {os.path.getsize(dst)} bytes, {len(q.graph.node)} nodes ({', '.join(ops)}); "
+          f"vs FP32 on one image: max |diff| {np.abs(y - ref).max():.3f}, top-1 "
+          f"{'same' if y.argmax() == ref.argmax() else 'differs'}")
+
+
 # --------------------------------------------------------------------------
 # main
 # --------------------------------------------------------------------------
@@ -418,6 +455,8 @@ def main():
     ap.add_argument("--out", default=here, help="output directory (default: this script's)")
     ap.add_argument("--mobilenet", action="store_true",
                     help="also write bench/mobilenet_v2.onnx (random weights, not committed)")
+    ap.add_argument("--int8", action="store_true",
+                    help="with --mobilenet, also write bench/mobilenet_v2_int8.onnx (QDQ int8, not committed)")
     ap.add_argument("--typed-only", action="store_true",
                     help="write only typed/ (the UINT8, INT64, BOOL, FP16 and 640x640 models)")
     ap.add_argument("--vibration-only", action="store_true",
@@ -546,6 +585,8 @@ def main():
     vibration(out)
     if args.mobilenet:
         make_mobilenet(out)
+        if args.int8:
+            make_mobilenet_int8(out)
 
 
 def vibration(out):
