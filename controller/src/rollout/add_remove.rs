@@ -123,6 +123,7 @@ impl Rollout {
                 "{removed} of {can_report} device(s) confirmed the removal (their hello no longer lists {}), {need} needed",
                 r.model
             ),
+            undecided: false,
         }];
         if let Some(g) = self.spec.gates.install {
             let finished = removed + failed;
@@ -143,6 +144,7 @@ impl Rollout {
                 threshold: g.max_failure_rate,
                 samples: finished.into(),
                 note: format!("{failed} of {finished} finished removal(s) refused ({pending} pending)"),
+                undecided: false,
             });
         }
         Evidence {

@@ -1,6 +1,7 @@
 //! Gates: the wave's devices against the devices still on the old release. Each gate gives pass, fail or
 //! inconclusive with the numbers it judged, so every decision can be explained later.
 
+use super::confidence::{self, Side};
 use super::per_device::{self, Worse};
 use super::spec::{Gates, Release};
 use super::view::{DeviceView, InstallStatus};
@@ -62,6 +63,10 @@ pub struct GateResult {
     /// Devices (quorum, installs, latency, drift), requests (error rate) or comparisons (shadow) counted.
     pub samples: u64,
     pub note: String,
+    /// A shadow agreement under its floor without certainty ([`super::confidence`]): inconclusive during
+    /// the bake, a pass once it is over (the planner).
+    #[serde(default)]
+    pub undecided: bool,
 }
 
 impl fmt::Display for GateResult {
@@ -257,7 +262,7 @@ fn result(gate: GateKind, ok: Option<bool>, value: Option<f64>, threshold: f64, 
         Some(false) => Verdict::Fail,
         None => Verdict::Inconclusive,
     };
-    GateResult { gate, verdict, value, baseline: None, threshold, samples, note: String::new() }
+    GateResult { gate, verdict, value, baseline: None, threshold, samples, note: String::new(), undecided: false }
 }
 
 /// Judges the wave `w` against `baseline` (the current one, or the last snapshot). The install gate counts
@@ -329,6 +334,7 @@ pub fn judge(gates: &Gates, w: &mut Tally, baseline: Option<&BaselineSnapshot>) 
         let base = baseline.map(BaselineSnapshot::error_rate);
         let limit = base.unwrap_or(0.0) + g.max_increase;
         let enough = devices >= need && counted >= g.min_requests.max(1);
+        // Judged on the figure itself, not its interval (confidence.rs says why).
         let ok = rate.filter(|_| enough).map(|rate| rate <= limit);
         let mut r = result(GateKind::ErrorRate, ok, rate, g.max_increase, counted);
         r.baseline = base;
@@ -376,8 +382,9 @@ pub fn judge(gates: &Gates, w: &mut Tally, baseline: Option<&BaselineSnapshot>) 
         let (devices, counted) = by_device.map_or((0, 0), |d| (d.devices, d.counted));
         let agreement = by_device.map(|d| d.value);
         let enough = devices >= need && counted >= g.min_compared.max(1);
-        let ok = agreement.filter(|_| enough).map(|a| a >= g.min_agreement);
-        let mut r = result(GateKind::ShadowAgreement, ok, agreement, g.min_agreement, counted);
+        // Fails only when sure the agreement is under the floor: 18 of a canary's first 21 comparisons is not.
+        let side = agreement.filter(|_| enough).map(|a| confidence::at_least(a, counted, g.min_agreement));
+        let mut r = result(GateKind::ShadowAgreement, decided(side), agreement, g.min_agreement, counted);
         let (agreed, compared) =
             w.shadow_counts.iter().fold((0u64, 0u64), |(a, c), &(da, dc)| (a.saturating_add(da), c.saturating_add(dc)));
         r.note = format!(
@@ -388,6 +395,10 @@ pub fn judge(gates: &Gates, w: &mut Tally, baseline: Option<&BaselineSnapshot>) 
             by_device.map_or(0, |d| d.cap),
         );
         r.note += &few(devices).unwrap_or_default();
+        if side == Some(Side::Undecided) {
+            r.note += &undecided_note(agreement, counted, g.min_agreement);
+            r.undecided = true;
+        }
         out.push(r);
     }
 
@@ -416,11 +427,37 @@ pub fn judge(gates: &Gates, w: &mut Tally, baseline: Option<&BaselineSnapshot>) 
     }
     // A default gate the operator did not ask for fails on evidence but never holds a wave for lack of
     // it: a quiet fleet is the quorum's to judge, and a single-wave rollout has no baseline to compare.
-    for r in out.iter_mut().filter(|r| r.verdict == Verdict::Inconclusive && gates.defaulted.contains(&r.gate)) {
+    // An undecided figure is evidence, not a lack of it: it is judged like any gate's.
+    for r in out
+        .iter_mut()
+        .filter(|r| r.verdict == Verdict::Inconclusive && !r.undecided && gates.defaulted.contains(&r.gate))
+    {
         r.verdict = Verdict::Pass;
         r.note.push_str(" (default gate: not judged without enough evidence)");
     }
     out
+}
+
+/// The shadow gate's verdict from where its agreement stands: undecided waits (inconclusive).
+fn decided(side: Option<Side>) -> Option<bool> {
+    match side? {
+        Side::Clears => Some(true),
+        Side::Worse => Some(false),
+        Side::Undecided => None,
+    }
+}
+
+/// `; under 90.0% but not surely: from 21 counted the true figure is 65.4% to 95.0% (95% confidence);
+/// waiting for more`.
+fn undecided_note(figure: Option<f64>, counted: u64, threshold: f64) -> String {
+    let (low, high) = figure.and_then(|f| confidence::wilson(f, counted)).unwrap_or((0.0, 1.0));
+    format!(
+        "; under {:.1}% but not surely: from {counted} counted the true figure is {:.1}% to {:.1}% (95% \
+         confidence); waiting for more",
+        threshold * 100.0,
+        low * 100.0,
+        high * 100.0
+    )
 }
 
 fn opt(v: Option<u32>) -> String {

@@ -50,7 +50,10 @@
 //! at the median device's (a device moves them by its share of the wave at most, a real failure on one
 //! device keeps that share); latency and drift take the median device (the worse middle one of an even
 //! count); each judges only once three devices have a figure (or every device of a smaller wave). The
-//! install gate counts devices.
+//! install gate counts devices. The shadow agreement fails only when sure: the 95 % Wilson interval of
+//! the fraction lies wholly under the floor ([`confidence`]); under it without that certainty it is
+//! undecided: inconclusive during the bake, a pass once the bake is over (its comparisons end when the
+//! candidate goes live). The error rate is judged on its figure (why: [`confidence`]).
 //! - quorum: the share of the wave's devices (failed installs aside) with evidence newer than the maximum
 //!   age. It passes or is inconclusive, never fails.
 //!
@@ -78,6 +81,7 @@
 //! that match later, until a newer rollout of the model supersedes it.
 
 mod add_remove;
+pub mod confidence;
 pub mod fleet_rules;
 pub mod gates;
 pub mod per_device;

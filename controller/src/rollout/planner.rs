@@ -377,6 +377,17 @@ impl Rollout {
         let baseline = self.state.baseline.as_ref();
         let mut gates = gates::judge(&self.spec.gates, &mut wave, baseline);
         self.judge_newcomers(&mut gates, devices, baseline_devices, fresh_since);
+        // An undecided shadow agreement waits through the bake (confidence.rs). Its comparisons end when the
+        // candidate goes live, so holding for more would only pause a good rollout: still undecided when
+        // the bake is over, it passes (it was not shown under its floor), and the next, larger wave is judged
+        // on its own comparisons.
+        let bake_end = self.state.wave_started_at.saturating_add(self.spec.waves[self.state.wave].bake_secs);
+        if now >= bake_end {
+            for g in gates.iter_mut().filter(|g| g.undecided && g.verdict == Verdict::Inconclusive) {
+                g.verdict = Verdict::Pass;
+                g.note.push_str("; the bake is over and it was not shown on the wrong side at 95% confidence: pass");
+            }
+        }
         Evidence {
             at: now,
             wave: self.state.wave,

@@ -68,6 +68,15 @@ fn each_gate_passes_fails_or_is_inconclusive_by_its_numbers() {
     let latency = g(|g| g.latency = Some(LatencyGate { max_p95_regression: 0.25 }));
     let shadow = g(|g| g.shadow = Some(ShadowGate { min_agreement: 0.95, min_compared: 100 }));
     let drift = g(|g| g.drift = Some(DriftGate { max_psi: 0.2 }));
+    let shadow90 = g(|g| g.shadow = Some(ShadowGate { min_agreement: 0.9, min_compared: 20 }));
+    let errors20 = g(|g| g.error_rate = Some(ErrorRateGate { max_increase: 0.02, min_requests: 20 }));
+    // One device (a canary) with `requests` and `errors` in its window.
+    let requests = |requests, errors| {
+        with(healthy(1), move |_, d| {
+            d.windows[0].requests = requests;
+            d.windows[0].errors = errors;
+        })
+    };
     let shadowed = |compared, agreed, age| {
         with(healthy(4), move |_, d| {
             d.shadows =
@@ -175,6 +184,11 @@ fn each_gate_passes_fails_or_is_inconclusive_by_its_numbers() {
         ("90 % shadow agreement", &shadow, shadowed(300, 270, 60), None, ShadowAgreement, Fail),
         ("too few comparisons", &shadow, shadowed(20, 20, 60), None, ShadowAgreement, Inconclusive),
         ("a day-old shadow period still counts", &shadow, shadowed(300, 294, 86_400), None, ShadowAgreement, Pass),
+        // Sample size (confidence.rs): an agreement under the floor fails only when its interval is too.
+        ("18 of 21 per device against 90 %", &shadow90, shadowed(21, 18, 60), None, ShadowAgreement, Inconclusive),
+        ("30 of 100 per device against 90 %", &shadow90, shadowed(100, 30, 60), None, ShadowAgreement, Fail),
+        // The error rate is judged on its figure (confidence.rs says why): its sample minimum guards it.
+        ("1 error in 20 requests against 2 %", &errors20, requests(20, 1), None, ErrorRate, Fail),
         ("PSI 0.05", &drift, psi(Some(0.05)), None, Drift, Pass),
         ("PSI 0.3", &drift, psi(Some(0.3)), None, Drift, Fail),
         ("no reference profile", &drift, psi(None), None, Drift, Inconclusive),
@@ -184,6 +198,58 @@ fn each_gate_passes_fails_or_is_inconclusive_by_its_numbers() {
         let r = got.iter().find(|g| g.gate == kind).unwrap();
         assert_eq!(r.verdict, want, "{what}: {r:?}");
         assert!(!r.note.is_empty(), "{what}");
+        // Inconclusive for want of certainty, and its note says so (with the interval), or for want of samples.
+        assert_eq!(r.undecided, r.note.contains("but not surely"), "{what}: {r:?}");
+    }
+}
+
+/// The console test's canary: 18 of its 21 shadow comparisons agreed (85.7 %) with a 90 % gate, for a
+/// release that agrees 97 % overall. Before, the gate failed it at once. Now it waits through the bake
+/// (shadow comparisons end when the candidate goes live, so none come) and passes when the bake is over;
+/// a bad canary, 30 of 100, still fails at once, and a default gate that is undecided does not pass early.
+#[test]
+fn a_good_canary_on_few_comparisons_waits_out_the_bake_and_passes_and_a_bad_one_fails_at_once() {
+    let run = |compared: u64, agreed: u64, defaulted: bool| {
+        let mut w = World::new(10);
+        let mut s = spec(&["1", "100%"], 600);
+        s.gates.shadow = Some(ShadowGate { min_agreement: 0.9, min_compared: 20 });
+        if defaulted {
+            s.gates.defaulted.push(GateKind::ShadowAgreement);
+        }
+        let mut r = Rollout::new(s).unwrap();
+        let canary = installs(&w.tick(&mut r, 0))[0].clone();
+        let at = w.now + 30;
+        w.device(&canary).shadows =
+            vec![ShadowView { candidate: NEW, compared, agreed, received_at: at, implausible: false }];
+        let shadow_gate = |ev: &Evidence| {
+            let g = ev.gates.iter().find(|g| g.gate == GateKind::ShadowAgreement).unwrap();
+            (g.verdict, g.note.clone())
+        };
+        let mut decided = Vec::new();
+        let mut verdicts = Vec::new();
+        for _ in 0..10 {
+            let now = decisions(&w.tick(&mut r, 60));
+            // The canary's judgement: the one a decision was taken on (after it, the next wave is judged).
+            let entry = r.state.history.last().filter(|_| !now.is_empty());
+            let ev = entry.and_then(|e| e.evidence.as_ref()).or(r.state.last_evidence.as_ref()).unwrap();
+            verdicts.push(shadow_gate(ev));
+            decided.extend(now);
+        }
+        (decided, verdicts)
+    };
+    for defaulted in [false, true] {
+        let (decided, verdicts) = run(21, 18, defaulted);
+        assert_eq!(decided, [Decision::Advanced { to: 1 }], "defaulted {defaulted}: {verdicts:?}");
+        // Minutes 1 to 9 of the 10-minute bake: waiting, with the interval; at 10: pass, saying why.
+        for (v, note) in &verdicts[..9] {
+            assert_eq!(*v, Verdict::Inconclusive, "{note}");
+            assert!(note.contains("under 90.0% but not surely") && note.contains("65.4% to 95.0%"), "{note}");
+        }
+        let (v, note) = &verdicts[9];
+        assert!(*v == Verdict::Pass && note.contains("the bake is over"), "{note}");
+
+        let (decided, verdicts) = run(100, 30, defaulted);
+        assert_eq!(decided, [Decision::GateFailed { rolled_back: false }], "defaulted {defaulted}: {verdicts:?}");
     }
 }
 

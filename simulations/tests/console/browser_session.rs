@@ -79,6 +79,9 @@ fn an_operator_signs_in_to_the_demo_fleet_and_pauses_and_resumes_a_rollout_in_he
     b.screenshot("fleet");
 
     b.click("a[data-page=rollouts]");
+    // If a gate stopped it meanwhile, say which (the page would only show "paused").
+    let status = f.cli(&["rollout", "status", rollout]);
+    assert!(status.lines().any(|l| l.starts_with("phase") && l.contains("Progressing")), "{status}");
     let row = format!("tr[data-rollout=\"{rollout}\"] .phase");
     b.wait_text(&row, |t| t == "progressing");
     b.screenshot("rollouts");

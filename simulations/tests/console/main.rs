@@ -131,8 +131,10 @@ fn fleet(name: &str) -> Fleet {
 fn first_wave(f: &Fleet, release: &str, id: &str) {
     let (status, body) = f.post(
         "/api/v1/rollouts",
+        // Its gates named: the default p95 gate judged contention between the debug-built agents and
+        // chromium on the machine's loaded cores (24 ms vs 6.9 ms) and paused it before the test could.
         json!({"bundle": release, "waves": "1,100%", "bake_secs": 600, "watch_secs": 2,
-               "max_error_rate": 0.05, "id": id}),
+               "max_error_rate": 0.05, "max_failure_rate": 0.1, "no_default_gates": true, "id": id}),
     );
     assert_eq!(status, 201, "{body}");
     let (model, version) = release.split_once('@').unwrap();
