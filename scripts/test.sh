@@ -5,7 +5,8 @@
 # The tests run real programs from Debian's packages rather than mocks: mosquitto (the agents' fleet tests
 # start their own broker), openssl (the TLS tests make certificates), e2fsprogs (`outpost image build`
 # makes ext4 images with mke2fs -d and debugfs), chromium and chromedriver (the console's tests drive a
-# headless browser), Python's prometheus_client (the /metrics tests parse with a real Prometheus parser). As
+# headless browser), Python's prometheus_client (the /metrics tests parse with a real Prometheus parser),
+# libfaketime (a controller whose wall clock steps back). As
 # root the script installs what is missing with apt-get; otherwise it prints the one line to run and exits
 # 2, before building anything. From PyPI it installs numpy and tritonclient when missing
 # (simulations/tests/requirements.txt: a real OIP client).
@@ -30,6 +31,8 @@ need e2fsprogs /usr/sbin/mke2fs /usr/sbin/debugfs
 need chromium /usr/bin/chromium
 need chromium-driver /usr/bin/chromedriver
 /usr/bin/python3 -c 'import prometheus_client' 2>/dev/null || missing+=(python3-prometheus-client)
+# libfaketime moves a controller's wall clock (controller_recovery.rs: a clock that steps back).
+[ -e "/usr/lib/$(uname -m)-linux-gnu/faketime/libfaketimeMT.so.1" ] || missing+=(libfaketime)
 
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

@@ -1,7 +1,8 @@
 //! What operators fear during a rollout, end to end with real parts (mosquitto, the `outpost serve`
 //! process, in-process agents): the controller is killed (`kill -9`) mid-rollout and restarted; a device
-//! is offline during its wave and comes back later. Both catch up, nothing is decided twice. Plus the
-//! CLI's refusals: a one-line reason, a non-zero exit, nothing half-created.
+//! is offline during its wave and comes back later. Both catch up, nothing is decided twice. A controller
+//! restarted with its wall clock two hours back still has its revert taken. Plus the CLI's refusals: a
+//! one-line reason, a non-zero exit, nothing half-created.
 
 mod support;
 
@@ -12,11 +13,19 @@ use support::controller::Controller;
 use support::*;
 
 fn start_controller(data: &Path, mqtt: u16, dir: &Path, api_port: u16) -> Proc {
+    start_controller_with(data, mqtt, dir, api_port, |_| {})
+}
+
+/// `start_controller`, with `env` setting the process's environment first.
+fn start_controller_with(data: &Path, mqtt: u16, dir: &Path, api_port: u16, env: impl FnOnce(&mut Command)) -> Proc {
     let d = |p: &Path| p.display().to_string();
     let api = format!("127.0.0.1:{api_port}");
+    // The director key the test policy names: devices take its reverts.
+    director_key_into(data);
+    let mut cmd = Command::new(outpost_bin());
+    env(&mut cmd);
     let proc = Proc(
-        Command::new(outpost_bin())
-            .args(["serve", "--data-dir", &d(data), "--api", &api, "--broker", &format!("mqtt://127.0.0.1:{mqtt}")])
+        cmd.args(["serve", "--data-dir", &d(data), "--api", &api, "--broker", &format!("mqtt://127.0.0.1:{mqtt}")])
             .args(["--trust", &d(&dir.join("trust.policy")), "--root-pub", &d(&dir.join("root.pub"))])
             .stderr(Stdio::null())
             .spawn()
@@ -25,6 +34,18 @@ fn start_controller(data: &Path, mqtt: u16, dir: &Path, api_port: u16) -> Proc {
     wait_port(api_port);
     proc
 }
+
+/// Debian's libfaketime (scripts/test.sh installs it): preloaded, it moves the process's wall clock only
+/// (`FAKETIME_DONT_FAKE_MONOTONIC`: timers and timeouts run as usual).
+fn clock_ahead(offset: &str) -> impl FnOnce(&mut Command) {
+    let lib = format!("/usr/lib/{}-linux-gnu/faketime/libfaketimeMT.so.1", std::env::consts::ARCH);
+    assert!(Path::new(&lib).exists(), "{lib} is missing: install Debian's libfaketime (scripts/test.sh does)");
+    let offset = offset.to_owned();
+    move |cmd: &mut Command| {
+        cmd.env("LD_PRELOAD", lib).env("FAKETIME", offset).env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+    }
+}
+
 
 /// What these tests ask of the controller beside `Controller`'s own.
 impl Controller {
@@ -40,7 +61,9 @@ impl Controller {
             }
             if Instant::now() >= deadline {
                 // What each device told the controller, beside the rollout: where a decision came from.
-                let shown: Vec<String> = (0..3).map(|i| self.run(&["devices", "show", &format!("dev-{i}")])).collect();
+                let list = self.json(&["devices", "list"]);
+                let ids = list.as_array().into_iter().flatten().filter_map(|d| d["id"].as_str());
+                let shown: Vec<String> = ids.map(|id| self.run(&["devices", "show", id])).collect();
                 panic!("{what}: {}\n{}", self.run(&["rollout", "status", id]), shown.join("\n"));
             }
             std::thread::sleep(Duration::from_millis(200));
@@ -162,6 +185,71 @@ fn a_controller_killed_mid_rollout_and_a_device_offline_during_its_wave_both_cat
             break;
         }
         assert!(Instant::now() < deadline, "{skew}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The controller's clock was two hours ahead when it told a device to install digits 2.0.0; then the
+/// clock is put right (a restart after an NTP correction) and the operator aborts with revert. Devices
+/// refuse a director statement issued before the newest they took, so before, the revert was refused as
+/// stale (`stale_request`) until the clock caught up: the device kept serving 2.0.0 for two hours.
+#[test]
+fn a_revert_from_a_controller_whose_clock_stepped_back_is_taken() {
+    let dir = tempdir("clock-back");
+    let (_broker, mqtt) = mosquitto(&dir);
+    trust_files(&dir);
+    let data = dir.join("controller-data");
+    let api_port = free_port();
+    let mut controller = start_controller_with(&data, mqtt, &dir, api_port, clock_ahead("+2h"));
+    let cli = Controller::attach(api_port, &data, &dir.join("controller.log"));
+    let (_agent, port) = stoppable_agent(&dir, "dev-0", mqtt, "site = \"lab\"", 0);
+    // Applications use the model: the gates' quorum counts inference windows.
+    std::thread::spawn(move || {
+        loop {
+            infer(port);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while cli.json(&["devices", "list"]).as_array().map(|l| l.len()) != Some(1) {
+        assert!(Instant::now() < deadline, "the device did not register");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for (model, version, seq) in [("v1", "1.0.0", 1u64), ("v2", "2.0.0", 2)] {
+        let path = dir.join(format!("{model}.obundle"));
+        std::fs::write(&path, bundle_of(model, version, seq)).unwrap();
+        cli.run(&["bundle", "push", &path.display().to_string()]);
+    }
+    let start = |bundle: &str, id: &str, bake: &str| {
+        let waves = ["rollout", "start", "--bundle", bundle, "--waves", "1,100%", "--bake", bake, "--watch", "1s"];
+        cli.run(
+            &[&waves[..], &["--no-default-gates", "--quorum", "50%", "--max-failure-rate", "50%", "--id", id]].concat()
+        )
+    };
+    start("digits@1.0.0", "first", "10s");
+    cli.wait_rollout("first", 60, "1.0.0 did not complete", |v| phase(v) == "Completed");
+    // 2.0.0 to the device, baking long: the rollout is still in its first wave when it is aborted.
+    start("digits@2.0.0", "second", "1h");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while serving(port).as_deref() != Some("2.0.0") {
+        assert!(Instant::now() < deadline, "the device did not get 2.0.0: {:?}", serving(port));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    cli.wait_rollout("second", 60, "the device did not commit 2.0.0", |v| v["state"]["progress"]["committed"] == 1);
+    // The clock is put right: two hours back.
+    controller.0.kill().unwrap();
+    controller.0.wait().unwrap();
+    drop(controller);
+    let _controller = start_controller(&data, mqtt, &dir, api_port);
+    cli.run(&["rollout", "abort", "--revert", "second"]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while serving(port).as_deref() != Some("1.0.0") {
+        assert!(
+            Instant::now() < deadline,
+            "the revert was not taken: still {:?}\n{}",
+            serving(port),
+            cli.run(&["devices", "show", "dev-0"])
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }

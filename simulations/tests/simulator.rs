@@ -61,6 +61,7 @@ fn every_shipped_scenario_parses() {
         "offline_late",
         "partition_region",
         "two_models",
+        "add_model",
     ] {
         assert!(names.iter().any(|n| n == required), "missing scenario {required}");
     }
@@ -233,6 +234,49 @@ fn two_good_models_both_complete_on_overlapping_devices() {
         assert_eq!(vibration.final_on_target + vibration.failed_installs, eu, "seed {seed}");
         assert_eq!(vibration.final_on_base, DEVICES - eu + vibration.failed_installs, "seed {seed}");
     }
+}
+
+#[test]
+fn a_rollout_adds_a_model_to_the_devices_that_do_not_have_it() {
+    // Region eu (every third device) runs vibration 1.0.0; the rollout of 1.1.0 selects everyone.
+    let eu = DEVICES.div_ceil(3);
+    for o in check("add_model") {
+        let (digits, vibration) = (&o.models[0], &o.models[1]);
+        assert_eq!(digits.final_on_target + digits.failed_installs, DEVICES, "seed {}: digits everywhere", o.seed);
+        assert_eq!(digits.started_without, 0);
+        assert_eq!(vibration.started_without, DEVICES - eu, "seed {}", o.seed);
+        assert_eq!(vibration.final_on_target + vibration.failed_installs, DEVICES, "seed {}", o.seed);
+        assert_eq!(vibration.final_on_base, 0, "seed {}: eu moved on from 1.0.0", o.seed);
+        // Every device that lacked it now runs it, but those whose own install failed (nothing to go back to).
+        assert!(vibration.added + vibration.failed_installs >= DEVICES - eu, "seed {}: {}", o.seed, vibration.added);
+        assert!(vibration.final_without <= vibration.failed_installs, "seed {}", o.seed);
+    }
+}
+
+#[test]
+fn a_failed_rollout_of_a_model_takes_it_off_the_devices_it_added_it_to() {
+    let mut s = scenario("add_model");
+    s.extra[0].release.failing_devices = 0.4;
+    s.extra[0].expect = sim::Expect::RolledBack;
+    let eu = DEVICES.div_ceil(3);
+    for seed in SEEDS {
+        let o = run(&s, seed);
+        assert!(o.ok(), "seed {seed}: {:?} {}", o.violation, o.expectation_note());
+        let vibration = &o.models[1];
+        assert!(vibration.added > 0, "seed {seed}: the canary added vibration to devices without it");
+        // Back where each device was: eu on 1.0.0, every other device without vibration.
+        assert_eq!(vibration.final_on_base, eu, "seed {seed}");
+        assert_eq!(vibration.final_without, DEVICES - eu, "seed {seed}");
+        assert_eq!(vibration.final_on_target, 0, "seed {seed}");
+        let digits = &o.models[0];
+        assert_eq!(digits.final_on_target + digits.failed_installs, DEVICES, "seed {seed}: digits unaffected");
+    }
+    let e = Scenario::parse(
+        "name = \"x\"\nexpect = \"completed\"\n[[models]]\nname = \"v\"\nexpect = \"completed\"\ninstalled_on = \"region\"\n",
+        "add.toml",
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("models.v.installed_on"), "{e}");
 }
 
 #[test]

@@ -259,11 +259,10 @@ impl Fleet {
         if self.device(device).is_some_and(|d| d.decommissioned.is_some()) {
             return Ok(());
         }
+        // Persisted with its stamp before it is published: a restart republishes the same statement.
+        let desired = self.update(device, |d| d.desire(desired));
         let bytes = self.signed_desired(device, &desired);
         let topic = topics::down(device, &Down::Desired(desired.model.clone()));
-        self.update(device, |d| {
-            d.desired.insert(desired.model.clone(), desired);
-        });
         self.client.publish(topic, QoS::AtLeastOnce, true, bytes).await?;
         Ok(())
     }

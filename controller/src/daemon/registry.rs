@@ -67,6 +67,11 @@ pub struct ModelLog {
     pub unmatched_live: VecDeque<UpdateEvent>,
     #[serde(default, skip_serializing_if = "VecDeque::is_empty")]
     pub unmatched_recorded: VecDeque<UpdateEvent>,
+    /// The newest `issued_at` of a desired state published for this model to this device (kept across a
+    /// withdrawal too). The device refuses a director statement issued before the newest it took for the
+    /// model, so the next one is stamped no earlier than this (see [`DeviceRecord::desire`]).
+    #[serde(default)]
+    pub issued_at: UnixTime,
 }
 
 /// An update event as the registry lists it: the device's event and when the controller received it.
@@ -183,6 +188,20 @@ impl DeviceRecord {
             .values()
             .find(|d| d.bundle.digest == *bundle && !matches!(d.mode, Mode::Revert | Mode::Remove))
             .map(|d| &d.bundle)
+    }
+
+    /// Records `desired` as the device's desired state of its model and returns it as it is to be
+    /// published: its `issued_at` raised to the newest this controller issued for the model on this device.
+    /// The planner stamps statements with the controller's clock; after that clock steps back (an NTP
+    /// correction, a replica with a slower clock), a revert stamped with it would be refused by the device
+    /// as stale (`stale_request`) until the clock caught up. Raised instead, it orders after every statement
+    /// the device may have taken, and re-deliveries of one statement keep their stamp.
+    pub fn desire(&mut self, mut desired: DesiredState) -> DesiredState {
+        let log = self.models.entry(desired.model.clone()).or_default();
+        desired.issued_at = desired.issued_at.max(log.issued_at);
+        log.issued_at = desired.issued_at;
+        self.desired.insert(desired.model.clone(), desired.clone());
+        desired
     }
 
     /// What the planner and the skew tracker see of this device now.
@@ -486,6 +505,40 @@ mod tests {
         assert!(s[0].running.is_none() && s[0].last_event.is_some());
         assert_eq!(s[1].running.as_ref().map(|r| r.sequence), Some(2));
         assert_eq!(s[2].desired.as_ref().map(|x| x.sequence), Some(1));
+    }
+
+    /// Before, the controller stamped each statement with its clock: after the clock stepped back, a
+    /// revert was issued before the install the device had taken, and the device refused it as stale.
+    #[test]
+    fn a_statement_after_the_clock_stepped_back_is_issued_no_earlier_than_the_last_one() {
+        use outpost_protocol::messages::{BundleRef, Mode, Watch};
+        let mut d = DeviceRecord::new(DeviceId::new("d").unwrap(), 0);
+        let model = |m: &str| ModelName::new(m).unwrap();
+        let desired = |m: &str, mode: Mode, issued_at: UnixTime| DesiredState {
+            model: model(m),
+            version: Version::new(2, 0, 0),
+            sequence: 2,
+            bundle: BundleRef { digest: outpost_protocol::Digest([7; 32]), size: 1, chunk_size: 1, chunks: vec![] },
+            rollout: Some("r".into()),
+            mode,
+            issued_at,
+            watch: Watch::default(),
+        };
+        assert_eq!(d.desire(desired("digits", Mode::Activate, 10_000)).issued_at, 10_000);
+        // The clock stepped back an hour; the revert orders after the install the device took.
+        let revert = d.desire(desired("digits", Mode::Revert, 10_000 - 3_600));
+        assert_eq!((revert.issued_at, &revert.mode), (10_000, &Mode::Revert));
+        assert_eq!(d.desired[&model("digits")], revert, "recorded as published, for the republish");
+        // A withdrawal forgets the desired state, not the stamp.
+        d.desired.remove(&model("digits"));
+        assert_eq!(d.desire(desired("digits", Mode::Remove, 10)).issued_at, 10_000);
+        // Once the clock is ahead again, its time is used; another model has its own stamp.
+        assert_eq!(d.desire(desired("digits", Mode::Activate, 50_000)).issued_at, 50_000);
+        assert_eq!(d.desire(desired("kws", Mode::Activate, 10)).issued_at, 10);
+        // A record written before the stamp existed reads as never stamped.
+        let json = serde_json::to_string(&d.models[&model("digits")]).unwrap().replace(",\"issued_at\":50000", "");
+        let old: ModelLog = serde_json::from_str(&json).unwrap();
+        assert_eq!(old.issued_at, 0);
     }
 
     #[test]

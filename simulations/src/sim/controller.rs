@@ -8,8 +8,9 @@
 //! `record_event` / `record_window` functions the daemon's record uses.
 
 use super::catalog::{Catalog, base, target};
+use super::device::DIRECTOR;
 use super::device::{AGENT_VERSION, Device};
-use super::fabric::Down;
+use super::fabric::{Down, Published};
 use super::scenario::ModelCfg;
 use super::world::{Ev, World};
 use outpost_controller::rollout::{
@@ -17,7 +18,7 @@ use outpost_controller::rollout::{
     RolloutSpec, Selector, ShadowGate, ShadowPeriod, Wave, WaveSize, may_start, next_order,
 };
 use outpost_protocol::manifest::Targets;
-use outpost_protocol::messages::{DesiredState, Message, Presence, Watch};
+use outpost_protocol::messages::{Message, Presence, Watch};
 use outpost_protocol::telemetry::RecordBody;
 use outpost_protocol::{DeviceId, UnixTime};
 use serde::{Deserialize, Serialize};
@@ -44,7 +45,7 @@ pub struct Controller {
     pub rollouts: Vec<Option<Rollout>>,
     /// The broker's retained desired states, one topic per device and model (`down/desired/{model}`):
     /// index `device * models + model`.
-    pub retained: Vec<Option<Arc<DesiredState>>>,
+    pub retained: Vec<Option<Arc<Published>>>,
     /// While the controller is down: the rollouts as persisted (the registry is in `disk`).
     pub on_disk: Option<Vec<Option<Rollout>>>,
     disk: Option<(Vec<u8>, Vec<u8>)>,
@@ -94,7 +95,7 @@ impl Controller {
     }
 
     /// The retained desired state of `model` for device `dev`.
-    pub fn retained_mut(&mut self, dev: usize, m: u8) -> &mut Option<Arc<DesiredState>> {
+    pub fn retained_mut(&mut self, dev: usize, m: u8) -> &mut Option<Arc<Published>> {
         let models = self.rollouts.len();
         &mut self.retained[dev * models + m as usize]
     }
@@ -318,7 +319,8 @@ impl World {
             match a {
                 Action::Desire { device, desired } => {
                     let dev = index_of(&device);
-                    let desired = Arc::new(desired);
+                    // Signed for this device by the controller's director key, as `outpost serve` publishes it.
+                    let desired = Arc::new(Published::new(&device, desired, &DIRECTOR));
                     if self.ctl.broker_up {
                         *self.ctl.retained_mut(dev, m) = Some(desired.clone());
                     }

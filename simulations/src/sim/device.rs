@@ -11,7 +11,6 @@ use super::scenario::{ModelCfg, Scenario};
 use super::telemetry::{Body, Queue};
 use super::world::{Ev, World};
 use outpost_agent::fleet::shell::Shell;
-use outpost_protocol::director::SignedDesired;
 use outpost_protocol::messages::{Hello, Message, Mode, Presence, RunningModel};
 use outpost_protocol::telemetry::UpdateStage;
 use outpost_protocol::{Arch, DeviceId, Digest, RejectReason, Version};
@@ -22,7 +21,7 @@ pub const AGENT_VERSION: Version = Version::new(0, 1, 0);
 
 #[path = "device_platform.rs"]
 mod platform;
-use platform::DIRECTOR;
+pub(super) use platform::DIRECTOR;
 pub use platform::SimDisk;
 
 #[path = "device_local.rs"]
@@ -62,6 +61,8 @@ pub struct DeviceModel {
     failing: bool,
     selftest_fails: bool,
     pub ever_on_target: bool,
+    /// The release the model ran at the start: its baseline, or none on a device that did not have it.
+    pub initial: Option<u8>,
     /// The release became active in the step just performed (checked, then cleared, by the invariants).
     pub just_activated: bool,
     /// The highest floor this model ever had here: it must never go down.
@@ -124,10 +125,12 @@ impl Device {
         let offline = rng.chance(s.faults.offline_fraction);
         let offline_until_ms =
             if offline { rng.range(s.faults.return_min_secs, s.faults.return_max_secs).max(1) * 1000 } else { 0 };
+        let labels = vec![("region".into(), region.clone()), ("arch".into(), arch.as_str().into())];
+        let installed: Vec<bool> = models.iter().map(|m| m.installed_at_start(&labels)).collect();
         let mut d = Device {
             id: DeviceId::new(format!("dev-{i:06}")).expect("a valid id"),
             arch,
-            labels: vec![("region".into(), region.clone()), ("arch".into(), arch.as_str().into())],
+            labels,
             powered: true,
             boot: 0,
             boot_id: rng.next_u64(),
@@ -135,7 +138,7 @@ impl Device {
             offline_until_ms,
             skew_ms: rng.range(0, 2 * skew as u64) as i64 - skew,
             shell: Shell::default(),
-            disk: SimDisk::factory(catalog),
+            disk: SimDisk::factory(catalog, &installed),
             models: Vec::new(),
             verified: 0,
             served_until_ms: 0,
@@ -154,8 +157,9 @@ impl Device {
             let selftest_fails = rng.chance(m.release.selftest_failures);
             d.models.push(DeviceModel { failing, selftest_fails, ..DeviceModel::default() });
         }
-        for (m, dm) in d.models.iter_mut().enumerate() {
-            dm.slots = Slots { active: Some(base(m as u8)), ..Slots::default() };
+        for (m, dm) in d.models.iter_mut().enumerate().filter(|(m, _)| installed[*m]) {
+            dm.initial = Some(base(m as u8));
+            dm.slots = Slots { active: dm.initial, ..Slots::default() };
             dm.floor_seen = catalog.get(base(m as u8)).running.sequence;
             d.verified |= 1 << base(m as u8);
         }
@@ -192,9 +196,11 @@ impl Device {
     }
 
     /// Model `m` ended where its rollout's outcome wants it: on `want`, or (when `want` is the release)
-    /// with the release refused or rolled back by the device itself.
+    /// with the release refused or rolled back by the device itself. A device that did not have the model
+    /// at the start goes back to not having it where the baseline is wanted.
     pub fn settled_on(&self, catalog: &Catalog, m: u8, want: u8) -> bool {
-        self.active(m) == Some(want) || (want == target(m) && self.install_failed(&catalog.get(want).bundle.digest))
+        let want_here = if want == base(m) { self.models[m as usize].initial } else { Some(want) };
+        self.active(m) == want_here || (want == target(m) && self.install_failed(&catalog.get(want).bundle.digest))
     }
 
     /// The device's own update of `bundle` ended in a refusal or a rollback of its own (not a
@@ -301,7 +307,8 @@ impl World {
             return;
         }
         match msg {
-            Down::Desired(desired) => {
+            Down::Desired(published) => {
+                let desired = &published.desired;
                 let m = self.catalog.index(desired.model.as_str());
                 let active = m.and_then(|m| d.active(m)).map(|r| &self.catalog.get(r).running);
                 let already_active = active.is_some_and(|a| a.name == desired.model && a.sequence == desired.sequence);
@@ -325,9 +332,7 @@ impl World {
                 if desired.mode == Mode::Revert && self.scenario.faults.ignore_revert {
                     return;
                 }
-                // Signed for this device by the controller's director key, as `outpost serve` publishes it.
-                let signed = SignedDesired::sign(&self.devices[dev as usize].id, &desired, &DIRECTOR);
-                self.for_model(dev, m, |w| w.with_shell(dev, |s, p| s.directed(p, &signed)));
+                self.for_model(dev, m, |w| w.with_shell(dev, |s, p| s.directed(p, &published.signed)));
             }
             Down::Withdrawn(m) => {
                 self.dev(dev).models[m as usize].told = Told::Back;

@@ -47,10 +47,11 @@ pub struct SimDisk {
 }
 
 impl SimDisk {
-    /// A device from the factory: every model's baseline verified, active and committed.
-    pub fn factory(catalog: &Catalog) -> SimDisk {
+    /// A device from the factory: the baseline of every model it was `installed` with verified, active
+    /// and committed; the other models absent.
+    pub fn factory(catalog: &Catalog, installed: &[bool]) -> SimDisk {
         let mut slots = outpost_agent::slots::Slots::default();
-        for m in 0..catalog.models.len() as u8 {
+        for m in (0..catalog.models.len() as u8).filter(|m| installed.get(*m as usize) == Some(&true)) {
             let base = &catalog.get(base(m)).running;
             let s = slots.model_mut(base.name.as_str());
             s.activate(base.digest, 0);

@@ -14,10 +14,13 @@
 //!   one topic (`down/desired/{model}`) in order. Everything else may be overtaken, the desired states of
 //!   two models by each other too.
 //! - Bytes are the real frame sizes: the 4-byte codec header plus the postcard encoding of the real
-//!   `outpost_protocol` message. Telemetry is counted uncompressed (the agent compresses a batch only when
+//!   `outpost_protocol` message (a desired state as the signed director statement the controller publishes). Telemetry is counted uncompressed (the agent compresses a batch only when
 //!   that pays, so real figures are at most these).
 
 use super::world::{Ev, World};
+use outpost_protocol::DeviceId;
+use outpost_protocol::director::SignedDesired;
+use outpost_protocol::keys::PrivateKey;
 use outpost_protocol::messages::{Chunk, DesiredState, Message, TelemetryAck};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -26,7 +29,7 @@ use std::sync::Arc;
 /// catalog (the same bytes the controller's bundle store holds) and checks them against the digest.
 #[derive(Debug, Clone)]
 pub enum Down {
-    Desired(Arc<DesiredState>),
+    Desired(Arc<Published>),
     /// Model `m`'s retained desired state cleared.
     Withdrawn(u8),
     Chunk {
@@ -35,6 +38,23 @@ pub enum Down {
         corrupt: bool,
     },
     Ack(u64),
+}
+
+/// A desired state as `outpost serve` publishes it on `down/desired/{model}`: the director's statement for
+/// one device, signed by the controller (`daemon/fleet.rs` `signed_desired`). The device takes the signed
+/// frame; `desired` is what it says, kept beside it for the simulator's own bookkeeping.
+#[derive(Debug)]
+pub struct Published {
+    pub desired: DesiredState,
+    pub signed: SignedDesired,
+}
+
+impl Published {
+    /// Signs `desired` for `device` with the director key `key`.
+    pub fn new(device: &DeviceId, desired: DesiredState, key: &PrivateKey) -> Published {
+        let signed = SignedDesired::sign(device, &desired, key);
+        Published { desired, signed }
+    }
 }
 
 /// Counts per message kind.
@@ -164,7 +184,7 @@ impl World {
             m => m,
         };
         let topic = match &msg {
-            Down::Desired(d) => Some(self.catalog.index(d.model.as_str()).unwrap_or(0)),
+            Down::Desired(p) => Some(self.catalog.index(p.desired.model.as_str()).unwrap_or(0)),
             Down::Withdrawn(m) => Some(*m),
             _ => None,
         };
@@ -191,8 +211,9 @@ impl World {
 
     fn down_size(&mut self, msg: &Down) -> (&'static str, u64) {
         match msg {
-            Down::Desired(d) => {
-                let m = Message::Desired((**d).clone());
+            // The frame the broker carries: the signed statement (signature, key id, device id and all).
+            Down::Desired(p) => {
+                let m = Message::SignedDesired(p.signed.clone());
                 ("down/desired", encoded_len(&mut self.ctl.scratch, &m))
             }
             // An empty retained publish clears the state: no payload at all.

@@ -39,7 +39,8 @@ pub const OUTSIDE_WAVE: &str = "no device outside the current waves runs the can
 pub const ABORTED: &str = "no device runs an aborted release";
 pub const FLOOR: &str = "a model's floor never decreases";
 pub const ISOLATION: &str = "one model's rollout never touches another model";
-pub const END_VERSION: &str = "every device ends on the target or the previous version";
+pub const END_VERSION: &str =
+    "every device ends on the target or the previous version (or without a model it did not have)";
 pub const VIEW: &str = "the controller's view converges to the devices' truth";
 
 /// What an event for one model may not change of another: its slots, its floor and its update machine's
@@ -166,7 +167,9 @@ impl World {
             for m in 0..self.catalog.models.len() as u8 {
                 let d = &self.devices[dev as usize];
                 let active = d.active(m);
-                if !(active == Some(base(m)) || active == Some(target(m))) {
+                // A device that did not have the model may end without it (never added, or taken off again).
+                let absent_ok = active.is_none() && d.models[m as usize].initial.is_none();
+                if !(active == Some(base(m)) || active == Some(target(m)) || absent_ok) {
                     let detail = format!("ends on {}", self.catalog.label(active));
                     return self.violate(END_VERSION, Some(dev), detail);
                 }

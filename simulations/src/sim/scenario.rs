@@ -55,6 +55,11 @@ pub struct ExtraModel {
     pub release: Release,
     #[serde(default)]
     pub rollout: RolloutCfg,
+    /// The devices that run the model's baseline at the start, as a selector of labels (`region=eu`; the
+    /// syntax of `rollout.selector`); empty: every device. The others do not have the model at all, so a
+    /// rollout that selects them adds it, and a rollback takes it off them again.
+    #[serde(default)]
+    pub installed_on: String,
 }
 
 /// One model of the run with everything about it, the first model's taken from the top-level tables.
@@ -65,6 +70,15 @@ pub struct ModelCfg {
     pub baseline: Model,
     pub release: Release,
     pub rollout: RolloutCfg,
+    /// Label pairs a device needs to run the baseline at the start (none: every device).
+    pub installed_on: Vec<(String, String)>,
+}
+
+impl ModelCfg {
+    /// Whether a device with these labels runs the model's baseline when the run starts.
+    pub fn installed_at_start(&self, labels: &[(String, String)]) -> bool {
+        self.installed_on.iter().all(|(k, v)| labels.iter().any(|(lk, lv)| lk == k && lv == v))
+    }
 }
 
 /// Most models in a run: release indices are bits of a `u32` (two releases per model).
@@ -338,6 +352,11 @@ pub struct Partition {
     pub until_secs: u64,
 }
 
+/// A selector's label pairs, parsed as `outpost rollout start --selector` parses them.
+fn selector(text: &str) -> Result<Vec<(String, String)>, String> {
+    outpost_controller::rollout::Selector::parse(text).map(|s| s.0).map_err(|e| e.to_string())
+}
+
 mod defaults {
     pub fn model() -> String {
         "digits".into()
@@ -395,6 +414,7 @@ impl Scenario {
             baseline: self.baseline.clone(),
             release: self.release.clone(),
             rollout: self.rollout.clone(),
+            installed_on: Vec::new(),
         };
         std::iter::once(first)
             .chain(self.extra.iter().map(|m| ModelCfg {
@@ -403,6 +423,7 @@ impl Scenario {
                 baseline: m.baseline.clone(),
                 release: m.release.clone(),
                 rollout: m.rollout.clone(),
+                installed_on: selector(&m.installed_on).unwrap_or_default(),
             }))
             .collect()
     }
@@ -434,6 +455,9 @@ impl Scenario {
             unit(&at("release.shadow_agreement"), m.release.shadow_agreement)?;
             unit(&at("release.error_rate"), m.release.error_rate)?;
             unit(&at("baseline.error_rate"), m.baseline.error_rate)?;
+            if let Some(extra) = i.checked_sub(1).map(|e| &self.extra[e]) {
+                selector(&extra.installed_on).map_err(|e| (at("installed_on"), e))?;
+            }
             if m.release.chunks == 0 {
                 return Err((at("release.chunks"), "must be > 0".into()));
             }

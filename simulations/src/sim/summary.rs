@@ -68,6 +68,11 @@ pub fn render(o: &Outcome) -> Report {
         rows.push(vec![exposed, m.ever_on_target.to_string()]);
         rows.push(vec![format!("devices on {} at the end", m.target_label), m.final_on_target.to_string()]);
         rows.push(vec![format!("devices on {} at the end", m.base_label), m.final_on_base.to_string()]);
+        if m.started_without > 0 {
+            rows.push(vec![format!("devices without {} at the start", m.model), m.started_without.to_string()]);
+            rows.push(vec![format!("devices the rollout added {} to", m.model), m.added.to_string()]);
+            rows.push(vec![format!("devices without {} at the end", m.model), m.final_without.to_string()]);
+        }
         let of = if o.models.len() > 1 { format!(" of {}", m.model) } else { String::new() };
         rows.push(vec![
             format!("devices whose install{of} failed (refused or rolled back by their watch)"),
@@ -161,8 +166,13 @@ pub fn render(o: &Outcome) -> Report {
 
 /// One model's rollout in one line: how it ended and where the devices are.
 pub fn model_line(m: &ModelOutcome) -> String {
+    let without = if m.started_without > 0 {
+        format!(", {} without it ({} at the start, {} had it added)", m.final_without, m.started_without, m.added)
+    } else {
+        String::new()
+    };
     format!(
-        "{}: {}{}; {} device(s) on {}, {} on {}, {} failed install(s), {} ever ran the release",
+        "{}: {}{}; {} device(s) on {}, {} on {}{without}, {} failed install(s), {} ever ran the release",
         m.model,
         m.phase,
         m.phase_reason.as_ref().map(|r| format!(" ({r})")).unwrap_or_default(),

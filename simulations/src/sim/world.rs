@@ -145,6 +145,11 @@ pub struct ModelOutcome {
     pub final_on_target: u32,
     /// Devices whose own install of the release failed (refused, or rolled back by their watch).
     pub failed_installs: u32,
+    /// Devices that did not have the model when the run started, those of them that ran the release at
+    /// some point (the rollout added the model), and the devices without the model at the end.
+    pub started_without: u32,
+    pub added: u32,
+    pub final_without: u32,
     pub history: Vec<AuditEntry>,
     pub target_label: String,
     pub base_label: String,
@@ -196,8 +201,8 @@ impl World {
         let devs: Vec<Device> = (0..devices).map(|i| Device::new(i, &scenario, &models, &catalog, &mut rng)).collect();
         let ctl = Controller::new(&devs, &catalog);
         let mut on_release = vec![0; catalog.releases.len()];
-        for m in 0..models.len() as u8 {
-            on_release[base(m) as usize] = devices;
+        for r in devs.iter().flat_map(|d| d.models.iter().filter_map(|dm| dm.slots.active)) {
+            on_release[r as usize] += 1;
         }
         let partitions = scenario.faults.partitions.len();
         let mut w = World {
@@ -410,7 +415,9 @@ impl World {
         };
         self.forged = Some(dev);
         let conn = self.devices[dev as usize].link.conn;
-        self.q.after(1, Ev::ToDevice { dev, conn, msg: Down::Desired(std::sync::Arc::new(desired)) });
+        let published =
+            super::fabric::Published::new(&self.devices[dev as usize].id, desired, &super::device::DIRECTOR);
+        self.q.after(1, Ev::ToDevice { dev, conn, msg: Down::Desired(std::sync::Arc::new(published)) });
     }
 
     pub(super) fn sample(&mut self) {
@@ -466,6 +473,12 @@ impl World {
         let target_bundle = self.catalog.get(target(m)).bundle.digest;
         let failed_installs = self.devices.iter().filter(|d| d.install_failed(&target_bundle)).count() as u32;
         let n = self.devices.len() as u32;
+        let count = |f: &dyn Fn(&super::device::DeviceModel) -> bool| {
+            self.devices.iter().filter(|d| f(&d.models[m as usize])).count() as u32
+        };
+        let started_without = count(&|dm| dm.initial.is_none());
+        let added = count(&|dm| dm.initial.is_none() && dm.ever_on_target);
+        let final_without = count(&|dm| dm.slots.active.is_none());
         let (expectation_met, expectation_note) = if !reached {
             (false, format!("expected {}, the rollout is {}", cfg.expect.name(), phase.name()))
         } else if self.converged_ms.is_none() {
@@ -488,9 +501,15 @@ impl World {
                          ({failed_installs} failed)"
                     ),
                 ),
-                Expect::RolledBack if final_on_base != n => {
-                    (false, format!("rolled back, but only {final_on_base} of {n} devices run the previous model"))
-                }
+                // Back where each device was: on the baseline where it had the model, without it elsewhere.
+                Expect::RolledBack if final_on_base != n - started_without || final_without != started_without => (
+                    false,
+                    format!(
+                        "rolled back, but {final_on_base} of the {} devices that had the model run the previous \
+                         one and {final_without} of {n} are without it ({started_without} were at the start)",
+                        n - started_without
+                    ),
+                ),
                 _ => (true, format!("{} as expected", phase.name())),
             }
         };
@@ -511,6 +530,9 @@ impl World {
             final_on_base,
             final_on_target,
             failed_installs,
+            started_without,
+            added,
+            final_without,
             history: rollout.map(|r| r.state.history.clone()).unwrap_or_default(),
             target_label: self.catalog.label(Some(target(m))),
             base_label: self.catalog.label(Some(base(m))),
