@@ -46,7 +46,6 @@ fn clock_ahead(offset: &str) -> impl FnOnce(&mut Command) {
     }
 }
 
-
 /// What these tests ask of the controller beside `Controller`'s own.
 impl Controller {
     /// Waits until `pred` holds for the rollout's JSON.
@@ -223,7 +222,7 @@ fn a_revert_from_a_controller_whose_clock_stepped_back_is_taken() {
     let start = |bundle: &str, id: &str, bake: &str| {
         let waves = ["rollout", "start", "--bundle", bundle, "--waves", "1,100%", "--bake", bake, "--watch", "1s"];
         cli.run(
-            &[&waves[..], &["--no-default-gates", "--quorum", "50%", "--max-failure-rate", "50%", "--id", id]].concat()
+            &[&waves[..], &["--no-default-gates", "--quorum", "50%", "--max-failure-rate", "50%", "--id", id]].concat(),
         )
     };
     start("digits@1.0.0", "first", "10s");
