@@ -37,10 +37,12 @@ impl Controller {
     ) -> anyhow::Result<T> {
         let mut r = r.map_err(|e| anyhow::anyhow!("{what}: cannot reach the controller: {e}"))?;
         let status = r.status();
-        let body: serde_json::Value = r.body_mut().read_json().unwrap_or(serde_json::Value::Null);
+        let body = outpost_controller::cli::client::answer_json(&mut r);
         if !status.is_success() {
+            let body = body.unwrap_or_default();
             anyhow::bail!("{what}: HTTP {status}: {}", body["error"].as_str().unwrap_or("(no reason given)"));
         }
+        let body = body.map_err(|e| anyhow::anyhow!("{what}: {e}"))?;
         serde_json::from_value(body).map_err(|e| anyhow::anyhow!("{what}: unexpected answer: {e}"))
     }
 

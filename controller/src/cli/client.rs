@@ -88,10 +88,11 @@ impl Remote {
         let mut r =
             r.map_err(|e| Failure::Unreachable(format!("cannot reach the controller at {}: {e}", self.controller)))?;
         let status = r.status();
-        let body: serde_json::Value = r.body_mut().read_json().unwrap_or(serde_json::Value::Null);
+        let body = answer_json(&mut r);
         if status.is_success() {
-            Ok(body)
+            body.map_err(Failure::Error)
         } else {
+            let body = body.unwrap_or_default();
             let msg = body["error"].as_str().map(str::to_owned).unwrap_or_else(|| format!("HTTP {status}"));
             Err(if status.as_u16() == 422 {
                 Failure::Rejected(msg.trim_start_matches("rejected: ").to_owned())
@@ -126,6 +127,20 @@ impl Remote {
     }
 }
 
+/// The largest controller answer read. The device listing grows with the fleet (about 13 KB a device with
+/// two models and their update events): at 1,000 devices it passed ureq's default of 10 MiB, and the
+/// answer, unread, counted as an empty fleet.
+pub const ANSWER_LIMIT: u64 = 256 << 20;
+
+/// The JSON body of a controller answer, or what was wrong with it (over [`ANSWER_LIMIT`], not JSON).
+pub fn answer_json(r: &mut ureq::http::Response<ureq::Body>) -> Result<serde_json::Value, String> {
+    r.body_mut()
+        .with_config()
+        .limit(ANSWER_LIMIT)
+        .read_json()
+        .map_err(|e| format!("cannot read the controller's answer: {e}"))
+}
+
 /// The API URL of `path` on `controller` (see [`Remote::url`]).
 pub fn url(controller: &str, path: &str) -> Result<String, String> {
     let given = controller.trim();
@@ -146,6 +161,45 @@ pub fn url(controller: &str, path: &str) -> Result<String, String> {
 
 #[cfg(test)]
 mod tests {
+    use std::io::{Read, Write};
+
+    /// A controller that answers any request with `body` (HTTP/1.1, JSON).
+    fn answering(body: Vec<u8>) -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let (mut c, _) = listener.accept().unwrap();
+            let mut head = [0u8; 4096];
+            let _ = c.read(&mut head);
+            let h =
+                format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n", body.len());
+            let _ = c.write_all(h.as_bytes()).and_then(|()| c.write_all(&body));
+        });
+        format!("http://{addr}")
+    }
+
+    fn remote(controller: String, name: &str) -> super::Remote {
+        let data_dir = std::env::temp_dir().join(format!("outpost-client-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&data_dir).unwrap();
+        std::fs::write(data_dir.join("api-token"), "t").unwrap();
+        super::Remote { controller, data_dir, ca: None }
+    }
+
+    #[test]
+    fn a_device_listing_over_ten_mib_is_read_whole_and_an_unreadable_answer_is_an_error() {
+        // 1,200 devices of 9 KB each: over ureq's default read limit (10 MiB), as a 1,000-device fleet's was.
+        let device = serde_json::json!({"id": "d", "note": "x".repeat(9_000)});
+        let big = serde_json::to_vec(&vec![device; 1_200]).unwrap();
+        assert!(big.len() > 10 << 20);
+        let read = remote(answering(big), "big").get("/api/v1/devices").unwrap();
+        assert_eq!(read.as_array().map(Vec::len), Some(1_200), "the whole listing, not an empty answer");
+        let Err(super::Failure::Error(e)) = remote(answering(b"[{\"id\": ".to_vec()), "cut").get("/api/v1/devices")
+        else {
+            panic!("a cut answer must not read as an empty one");
+        };
+        assert!(e.contains("cannot read the controller's answer"), "{e}");
+    }
+
     #[test]
     fn a_controller_address_gets_the_http_scheme_and_other_schemes_are_refused_by_name() {
         assert_eq!(super::url("127.0.0.1:8480", "/api/v1/health").unwrap(), "http://127.0.0.1:8480/api/v1/health");
