@@ -24,19 +24,7 @@ fn serves(port: u16, model: &str) -> Option<String> {
 
 /// One vibration request (16 band energies).
 fn infer_vibration(port: u16) {
-    let body = format!(
-        "{{\"inputs\":[{{\"name\":\"features\",\"shape\":[1,16],\"datatype\":\"FP32\",\"data\":[{}]}}]}}",
-        vec!["0.3"; 16].join(",")
-    );
-    if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
-        let _ = write!(
-            s,
-            "POST /v2/models/vibration/infer HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        );
-        let mut sink = Vec::new();
-        let _ = s.read_to_end(&mut sink);
-    }
+    infer_model(port, "vibration", "features", &[1, 16], &[0.3; 16]);
 }
 
 #[test]

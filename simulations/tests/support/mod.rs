@@ -243,35 +243,24 @@ pub fn serving(port: u16) -> Option<String> {
 }
 
 pub fn infer(port: u16) {
-    use std::io::{Read, Write};
-    let body = format!(
-        "{{\"inputs\":[{{\"name\":\"input\",\"shape\":[1,1,8,8],\"datatype\":\"FP32\",\"data\":[{}]}}]}}",
-        vec!["0.5"; 64].join(",")
-    );
-    if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
-        let _ = write!(
-            s,
-            "POST /v2/models/digits/infer HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        );
-        let mut sink = Vec::new();
-        let _ = s.read_to_end(&mut sink);
-    }
+    infer_image(port, &[0.5; 64]);
 }
 
 /// One digits request to a device's local API (JSON, the 8×8 image), the way an application asks; the answer
 /// is read and dropped: tests use it so gates judge real inference windows.
 pub fn infer_image(port: u16, image: &[f32]) {
+    infer_model(port, "digits", "input", &[1, 1, 8, 8], image);
+}
+
+/// One JSON request to `model` on a device's local API with one FP32 input; the answer is read and dropped.
+pub fn infer_model(port: u16, model: &str, input: &str, shape: &[usize], data: &[f32]) {
     use std::io::{Read, Write};
-    let data: Vec<String> = image.iter().map(f32::to_string).collect();
-    let body = format!(
-        "{{\"inputs\":[{{\"name\":\"input\",\"shape\":[1,1,8,8],\"datatype\":\"FP32\",\"data\":[{}]}}]}}",
-        data.join(",")
-    );
+    let body = serde_json::json!({"inputs": [{"name": input, "shape": shape, "datatype": "FP32", "data": data}]});
+    let body = body.to_string();
     if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
         let _ = write!(
             s,
-            "POST /v2/models/digits/infer HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            "POST /v2/models/{model}/infer HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
             body.len()
         );
         let mut sink = Vec::new();
