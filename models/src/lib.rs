@@ -4,7 +4,8 @@
 //! - [`nnef`]: reading the NNEF archives bundles carry, with tract-core's operators only (what devices link);
 //! - [`onnx`] (feature `onnx`, release tooling only): ONNX → NNEF conversion, checked to keep the interface,
 //!   with ONNX operators devices could not load from NNEF rewritten into tract-core's (`lrn`: LRN;
-//!   `pool_ceil`: pooling with `ceil_mode`, which NNEF would round down);
+//!   `pool_ceil`: pooling with `ceil_mode`, which NNEF would round down; `qdq_conv`: quantized (QDQ)
+//!   convolutions fused into tract-core's int8 convolution; `qdq_core`: the rest of quantize/dequantize);
 //! - [`interface`]: a model's interface as tract sees it, the check that a file presents the interface its
 //!   manifest promises, and [`interface::Serving`], the one rule for which interfaces a device serves;
 //! - [`tensor`]: typed tensor values for every Open Inference Protocol type tract runs, to and from
@@ -25,6 +26,10 @@ pub mod nnef;
 pub mod onnx;
 #[cfg(feature = "onnx")]
 mod pool_ceil;
+#[cfg(feature = "onnx")]
+mod qdq_conv;
+#[cfg(feature = "onnx")]
+mod qdq_core;
 pub mod run;
 pub mod tensor;
 

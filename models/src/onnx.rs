@@ -6,12 +6,22 @@
 use crate::{ModelError, TensorData, interface, nnef, run};
 use outpost_protocol::manifest::ModelInterface;
 use tract_onnx::prelude::*;
+use tract_onnx::tract_core::internal::TractErrorContext;
 
 /// The ONNX model as tract's typed (shape-inferred, decluttered) graph.
 pub fn typed(onnx: &[u8]) -> Result<TypedModel, ModelError> {
     let load = |e: TractError| ModelError::Load(format!("{e:#}"));
-    let model = tract_onnx::onnx().model_for_read(&mut &onnx[..]).map_err(load)?;
-    let mut model = model.into_typed().map_err(load)?.into_decluttered().map_err(load)?;
+    let framework = tract_onnx::onnx();
+    let mut proto = framework.proto_model_for_read(&mut &onnx[..]).context("Reading proto model").map_err(load)?;
+    // Quantized (QDQ) convolutions as tract-core's int8 convolutions, as onnxruntime runs them; then what is
+    // left of quantize/dequantize as core operators, before decluttering could fold it into forms NNEF lacks.
+    if let Some(graph) = proto.graph.as_mut() {
+        crate::qdq_conv::fuse(graph).map_err(load)?;
+    }
+    let model = framework.model_for_proto_model(&proto).context("Translating proto model to model").map_err(load)?;
+    let mut model = model.into_typed().map_err(load)?;
+    crate::qdq_core::rewrite(&mut model).map_err(load)?;
+    let mut model = model.into_decluttered().map_err(load)?;
     // Operators tract runs from ONNX but devices could not load from NNEF, rewritten into tract-core's; and
     // pooling that rounds up, which NNEF would write as rounding down.
     let rewritten =

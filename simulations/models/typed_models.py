@@ -13,6 +13,11 @@ Called by make_models.py (which sets single-threaded BLAS first); writes into OU
 - gpu-names:    FP32 image "gpu_0/data_0" [N,3,6,6] -> FP32 "gpu_0/softmax_1" [N,5]: tensor names as
                 ResNet-50, ShuffleNet and ZFNet-512 from the onnx package spell them, which NNEF cannot
                 ("gpu_0_data_0"); listed under "renamed" in typed.json, files named by NNEF's spelling
+- camera-int8:  FP32 image [N,3,16,16] -> FP32 logits [N,5], quantized by onnxruntime's `quantize_static` in
+                the QDQ format as MobileNetV2's int8 stand-in is (uint8 activations, int8 per-channel weights,
+                int32 biases): convolutions (one depthwise), a residual Add, global pooling and a Gemm, each
+                between QuantizeLinear/DequantizeLinear; listed under "quantized" in typed.json, onnxruntime's
+                answers from its int8 kernels
 
 For each small model: SAMPLES batch-1 samples per input, back to back, raw little-endian
 (`NAME.input.INPUT.bin`; BOOL one byte), and onnxruntime's outputs for all of them run as one batch
@@ -190,6 +195,57 @@ RENAMED = [
     ("gpu-names", gpu_names),
 ]
 
+def camera_int8(rng):
+    """The float model, then `quantize_static` (QDQ, U8S8, per-channel) calibrated on seeded images."""
+    import tempfile
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    def conv_w(cout, cin, k):
+        return rng.normal(0, np.sqrt(2.0 / (cin * k * k)), (cout, cin, k, k)).astype(np.float32)
+
+    inits = [init("conv1.weight", conv_w(8, 3, 3)), init("conv1.bias", rng.normal(0, 0.1, (8,)).astype(np.float32)),
+             init("dw.weight", conv_w(8, 1, 3)), init("dw.bias", rng.normal(0, 0.1, (8,)).astype(np.float32)),
+             init("pw.weight", conv_w(8, 8, 1)), init("pw.bias", rng.normal(0, 0.1, (8,)).astype(np.float32)),
+             init("fc.weight", rng.normal(0, 0.5, (5, 8)).astype(np.float32)),
+             init("fc.bias", rng.normal(0, 0.1, (5,)).astype(np.float32))]
+    nodes = [
+        helper.make_node("Conv", ["image", "conv1.weight", "conv1.bias"], ["c1"], pads=[1, 1, 1, 1], strides=[2, 2]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("Conv", ["r1", "dw.weight", "dw.bias"], ["c2"], pads=[1, 1, 1, 1], group=8),
+        helper.make_node("Relu", ["c2"], ["r2"]),
+        helper.make_node("Conv", ["r2", "pw.weight", "pw.bias"], ["c3"]),
+        helper.make_node("Add", ["r1", "c3"], ["sum"]),
+        helper.make_node("GlobalAveragePool", ["sum"], ["g"]),
+        helper.make_node("Flatten", ["g"], ["f"], axis=1),
+        helper.make_node("Gemm", ["f", "fc.weight", "fc.bias"], ["logits"], transB=1),
+    ]
+    model = finish("camera_int8", nodes, [vi("image", TensorProto.FLOAT, ["N", 3, 16, 16])],
+                   [vi("logits", TensorProto.FLOAT, ["N", 5])], inits)
+    calibration = [rng.random((1, 3, 16, 16), dtype=np.float32) for _ in range(16)]
+
+    class Images(CalibrationDataReader):
+        def __init__(self):
+            self.images = iter({"image": x} for x in calibration)
+
+        def get_next(self):
+            return next(self.images, None)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = os.path.join(tmp, "float.onnx"), os.path.join(tmp, "int8.onnx")
+        onnx.save(model, src)
+        quantize_static(src, dst, Images(), quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
+                        weight_type=QuantType.QInt8, per_channel=True)
+        quantized = onnx.load(dst)
+    quantized.producer_name, quantized.producer_version = PRODUCER, "1"
+    return quantized, {"image": rng.random((SAMPLES, 3, 16, 16), dtype=np.float32)}
+
+
+# Quantized models (QDQ): their own seed, so adding them changed no other fixture.
+QUANTIZED_SEED = 20261208
+QUANTIZED = [
+    ("camera-int8", camera_int8),
+]
+
 MODELS = [
     ("camera-u8", camera_u8),
     ("intent-i64", intent_i64),
@@ -218,7 +274,10 @@ def make_typed(out, write_bytes, sha256):
     described = []
     renamed_rng = np.random.default_rng(RENAMED_SEED)
     renamed = []
-    jobs = [(n, b, rng, described) for n, b in MODELS] + [(n, b, renamed_rng, renamed) for n, b in RENAMED]
+    quantized_rng = np.random.default_rng(QUANTIZED_SEED)
+    quantized = []
+    jobs = ([(n, b, rng, described) for n, b in MODELS] + [(n, b, renamed_rng, renamed) for n, b in RENAMED]
+            + [(n, b, quantized_rng, quantized) for n, b in QUANTIZED])
     for name, build, rng_of, listed in jobs:
         model, samples = build(rng_of)
         path = os.path.join(folder, f"{name}.onnx")
@@ -260,5 +319,5 @@ def make_typed(out, write_bytes, sha256):
               + ", ".join(f"{v.name} {tuple(a.shape)} {a.dtype}" for v, a in zip(model.graph.output, answers)))
     with open(os.path.join(folder, "typed.json"), "w") as f:
         json.dump({"seed": TYPED_SEED, "opset": OPSET, "models": described, "renamed_seed": RENAMED_SEED,
-                   "renamed": renamed}, f, indent=2)
+                   "renamed": renamed, "quantized_seed": QUANTIZED_SEED, "quantized": quantized}, f, indent=2)
         f.write("\n")

@@ -1,0 +1,222 @@
+//! Quantized (QDQ) convolutions kept in int8 arithmetic on devices. Quantized models ship in the QDQ format
+//! (onnxruntime's `quantize_static`, TensorFlow Lite exports): every convolution is a float `Conv` between
+//! `DequantizeLinear` of its uint8 input, int8 weights and int32 bias, and a `QuantizeLinear` of its output.
+//! tract reads that as what it says, a float convolution: the weights are dequantized into FP32 constants
+//! and the int8 model runs at FP32 speed. onnxruntime fuses the pattern into `QLinearConv`; so does this
+//! rewrite, on the ONNX graph before tract reads it. tract reads `QLinearConv` as tract-core's quantized
+//! convolution (int8 × int8 → int32 accumulators, requantized to uint8), which tract-nnef writes as
+//! `tract_core_qconv` (per-channel weight scales included) and devices load with tract-core and tract-nnef
+//! only.
+//!
+//! The fusion is exact where QDQ and `QLinearConv` mean the same: the bias must be int32 with zero point 0
+//! and scale input scale × weight scale (how quantizers write it), activations per-tensor, weights
+//! per-tensor or per output channel, and the convolution's only reader the `QuantizeLinear`. Anything else
+//! is left as it is (it then runs in float, as tract reads it). What remains of Q/DQ, around `Add`, pooling
+//! and `Gemm`, is rewritten by [`crate::qdq_core`].
+
+use std::collections::{HashMap, HashSet};
+use tract_onnx::pb::{GraphProto, NodeProto, TensorProto};
+use tract_onnx::prelude::*;
+
+/// Fuses every QDQ convolution of `graph` into `QLinearConv`; returns how many.
+pub fn fuse(graph: &mut GraphProto) -> TractResult<usize> {
+    let fusions = {
+        let g = Graph::of(graph)?;
+        let mut fusions = Vec::new();
+        for (ix, node) in graph.node.iter().enumerate() {
+            if node.op_type == "Conv"
+                && node.domain.is_empty()
+                && let Some(f) = g.fusion(ix, node)?
+            {
+                fusions.push(f);
+            }
+        }
+        fusions
+    };
+    if fusions.is_empty() {
+        return Ok(0);
+    }
+    let quantizes: HashSet<usize> = fusions.iter().map(|f| f.quantize).collect();
+    let mut fused: HashMap<usize, NodeProto> = fusions.iter().map(|f| (f.conv, f.node.clone())).collect();
+    let nodes = std::mem::take(&mut graph.node);
+    graph.node = nodes
+        .into_iter()
+        .enumerate()
+        .filter(|(ix, _)| !quantizes.contains(ix))
+        .map(|(ix, node)| fused.remove(&ix).unwrap_or(node))
+        .collect();
+    drop_unread_dequantizes(graph);
+    Ok(fusions.len())
+}
+
+/// A `DequantizeLinear` whose only readers were fused convolutions now feeds nothing: removed, so the weights
+/// are not also carried as FP32 constants.
+fn drop_unread_dequantizes(graph: &mut GraphProto) {
+    loop {
+        let read: HashSet<&str> = graph
+            .node
+            .iter()
+            .flat_map(|n| n.input.iter())
+            .chain(graph.output.iter().map(|o| &o.name))
+            .map(String::as_str)
+            .collect();
+        let unread: Vec<usize> = (0..graph.node.len())
+            .filter(|&ix| {
+                let n = &graph.node[ix];
+                n.op_type == "DequantizeLinear" && n.output.iter().all(|o| !read.contains(o.as_str()))
+            })
+            .collect();
+        if unread.is_empty() {
+            return;
+        }
+        for ix in unread.into_iter().rev() {
+            graph.node.remove(ix);
+        }
+    }
+}
+
+struct Fusion {
+    conv: usize,
+    quantize: usize,
+    node: NodeProto,
+}
+
+/// Who writes and who reads each tensor, and the constant ones.
+struct Graph<'a> {
+    nodes: &'a [NodeProto],
+    writer: HashMap<&'a str, usize>,
+    readers: HashMap<&'a str, usize>,
+    inits: HashMap<&'a str, &'a TensorProto>,
+}
+
+impl<'a> Graph<'a> {
+    fn of(graph: &'a GraphProto) -> TractResult<Self> {
+        let mut writer = HashMap::new();
+        let mut readers: HashMap<&str, usize> = HashMap::new();
+        for (ix, n) in graph.node.iter().enumerate() {
+            for o in &n.output {
+                writer.insert(o.as_str(), ix);
+            }
+            for i in &n.input {
+                *readers.entry(i.as_str()).or_default() += 1;
+            }
+        }
+        // A graph output is read from outside: its convolution cannot disappear into a fused one.
+        for o in &graph.output {
+            *readers.entry(o.name.as_str()).or_default() += 1;
+        }
+        let inits = graph.initializer.iter().map(|t| (t.name.as_str(), t)).collect();
+        Ok(Graph { nodes: &graph.node, writer, readers, inits })
+    }
+
+    fn constant(&self, name: &str) -> TractResult<Option<Tensor>> {
+        let Some(t) = self.inits.get(name) else { return Ok(None) };
+        let resolver = tract_onnx::data_resolver::default();
+        Ok(Some(tract_onnx::tensor::load_tensor(&*resolver, t, None)?))
+    }
+
+    /// The `DequantizeLinear` writing `tensor`, with constant scale and zero point: (node, scale, zero point).
+    fn dequantize(&self, tensor: &str) -> TractResult<Option<(&'a NodeProto, Tensor, Tensor)>> {
+        let Some(&ix) = self.writer.get(tensor) else { return Ok(None) };
+        let node = &self.nodes[ix];
+        if node.op_type != "DequantizeLinear" || !node.domain.is_empty() || node.input.len() != 3 {
+            return Ok(None);
+        }
+        let (Some(scale), Some(zero)) = (self.constant(&node.input[1])?, self.constant(&node.input[2])?) else {
+            return Ok(None);
+        };
+        Ok(Some((node, scale, zero)))
+    }
+
+    fn fusion(&self, conv_ix: usize, conv: &NodeProto) -> TractResult<Option<Fusion>> {
+        let Some(y) = conv.output.first() else { return Ok(None) };
+        if conv.input.len() < 2 || self.readers.get(y.as_str()) != Some(&1) {
+            return Ok(None);
+        }
+        let Some((q_ix, quantize)) = self.nodes.iter().enumerate().find(|(_, n)| n.input.first() == Some(y)) else {
+            return Ok(None);
+        };
+        if quantize.op_type != "QuantizeLinear" || !quantize.domain.is_empty() || quantize.input.len() != 3 {
+            return Ok(None);
+        }
+        let (Some(y_scale), Some(y_zero)) = (self.constant(&quantize.input[1])?, self.constant(&quantize.input[2])?)
+        else {
+            return Ok(None);
+        };
+        let Some((dx, x_scale, x_zero)) = self.dequantize(&conv.input[0])? else { return Ok(None) };
+        let Some((dw, w_scale, w_zero)) = self.dequantize(&conv.input[1])? else { return Ok(None) };
+        let per_tensor = |t: &Tensor| t.len() == 1;
+        let activation_types = |t: &Tensor| matches!(t.datum_type(), DatumType::U8 | DatumType::I8);
+        if !(per_tensor(&x_scale) && per_tensor(&x_zero) && per_tensor(&y_scale) && per_tensor(&y_zero))
+            || !(activation_types(&x_zero) && activation_types(&y_zero) && activation_types(&w_zero))
+            || !self.inits.contains_key(dw.input[0].as_str())
+        {
+            return Ok(None);
+        }
+        // Per-channel weights: scales along the output channels (axis 0), one per channel.
+        let w_axis = attr_int(dw, "axis").unwrap_or(1);
+        let channels = self.inits[dw.input[0].as_str()].dims.first().copied().unwrap_or(0) as usize;
+        if !per_tensor(&w_scale) && (w_axis != 0 || w_scale.len() != channels || w_zero.len() != channels) {
+            return Ok(None);
+        }
+        let mut inputs = vec![
+            dx.input[0].clone(),
+            dx.input[1].clone(),
+            dx.input[2].clone(),
+            dw.input[0].clone(),
+            dw.input[1].clone(),
+            dw.input[2].clone(),
+            quantize.input[1].clone(),
+            quantize.input[2].clone(),
+        ];
+        if let Some(b) = conv.input.get(2).filter(|b| !b.is_empty()) {
+            let Some((db, b_scale, b_zero)) = self.dequantize(b)? else { return Ok(None) };
+            if !self.inits.contains_key(db.input[0].as_str())
+                || !bias_is_accumulator_scaled(&x_scale, &w_scale, &b_scale, &b_zero)?
+            {
+                return Ok(None);
+            }
+            inputs.push(db.input[0].clone());
+        }
+        let node = NodeProto {
+            input: inputs,
+            output: quantize.output.clone(),
+            name: conv.name.clone(),
+            op_type: "QLinearConv".into(),
+            domain: String::new(),
+            attribute: conv.attribute.clone(),
+            doc_string: String::new(),
+        };
+        Ok(Some(Fusion { conv: conv_ix, quantize: q_ix, node }))
+    }
+}
+
+/// `QLinearConv` adds its int32 bias to the int32 accumulators, whose scale is input scale × weight scale:
+/// the QDQ bias means the same only with zero point 0 and that scale (to a few float roundings of the
+/// product, which quantizers compute in float64 or float32).
+fn bias_is_accumulator_scaled(
+    x_scale: &Tensor,
+    w_scale: &Tensor,
+    b_scale: &Tensor,
+    b_zero: &Tensor,
+) -> TractResult<bool> {
+    if b_zero.datum_type() != DatumType::I32 || values(b_zero)?.iter().any(|&z| z != 0.0) {
+        return Ok(false);
+    }
+    let x = x_scale.cast_to_scalar::<f32>()? as f64;
+    let (w, b) = (values(w_scale)?, values(b_scale)?);
+    if b.len() != w.len() {
+        return Ok(false);
+    }
+    Ok(b.iter().zip(&w).all(|(&b, &w)| (b - x * w).abs() <= (x * w).abs() * 1e-6))
+}
+
+/// A constant's values as float64 (scales are float32, zero points 8- or 32-bit integers: all exact).
+fn values(t: &Tensor) -> TractResult<Vec<f64>> {
+    let t = t.cast_to::<f64>()?;
+    Ok(t.to_plain_array_view::<f64>()?.iter().copied().collect())
+}
+
+fn attr_int(node: &NodeProto, name: &str) -> Option<i64> {
+    node.attribute.iter().find(|a| a.name == name).map(|a| a.i)
+}
