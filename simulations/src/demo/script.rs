@@ -415,7 +415,9 @@ fn keep_running(rt: &tokio::runtime::Runtime, fleet: &Fleet, out: &std::path::Pa
     println!("Metrics: curl -H \"Authorization: Bearer $(cat {data}/api-token)\" http://{}/metrics", fleet.api);
     println!("Try the operator CLI against it:");
     println!("  export OUTPOST_CONTROLLER=http://{}", fleet.api);
-    println!("  alias outpost='cargo run -q --release -p outpost-controller --bin outpost --'");
+    // No `-p`: the workspace resolves tract's features as the demo's own build did, so the first call
+    // builds only the CLI; `-p outpost-controller` resolved them anew and rebuilt tract (minutes).
+    println!("  alias outpost='cargo run -q --release --bin outpost --'");
     println!("  outpost devices list --data-dir {data}");
     println!("  outpost rollout history --data-dir {data}");
     println!("  outpost skew --data-dir {data}");

@@ -106,7 +106,7 @@ fn controller_bin(mode: ControllerMode) -> anyhow::Result<Option<PathBuf>> {
         ControllerMode::Auto => Ok(beside.exists().then_some(beside)),
         ControllerMode::Process if beside.exists() => Ok(Some(beside)),
         ControllerMode::Process => anyhow::bail!(
-            "{} is missing: build it with `cargo build -p outpost-controller --bin outpost` (same profile)",
+            "{} is missing: build it with `cargo build --workspace --bin outpost` (same profile)",
             beside.display()
         ),
     }

@@ -106,7 +106,7 @@ pub fn outpost_bin() -> PathBuf {
     let bin = Path::new(env!("CARGO_BIN_EXE_outpost-sim")).with_file_name("outpost");
     assert!(
         bin.exists(),
-        "{} is missing: run `cargo build -p outpost-controller` (cargo test --workspace does)",
+        "{} is missing: run `cargo build --workspace --bins` (cargo test --workspace does)",
         bin.display()
     );
     bin
