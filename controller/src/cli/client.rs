@@ -141,6 +141,17 @@ pub fn answer_json(r: &mut ureq::http::Response<ureq::Body>) -> Result<serde_jso
         .map_err(|e| format!("cannot read the controller's answer: {e}"))
 }
 
+/// `s` as one path segment or query value: every byte but the unreserved ones percent-encoded (a device id may hold
+/// `&`, `=`, `%` or a space; a label value `+`, which a query would read as a space).
+pub fn url_escape(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            b => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 /// The API URL of `path` on `controller` (see [`Remote::url`]).
 pub fn url(controller: &str, path: &str) -> Result<String, String> {
     let given = controller.trim();
@@ -183,6 +194,12 @@ mod tests {
         std::fs::create_dir_all(&data_dir).unwrap();
         std::fs::write(data_dir.join("api-token"), "t").unwrap();
         super::Remote { controller, data_dir, ca: None }
+    }
+
+    #[test]
+    fn url_escapes_keep_only_unreserved_bytes() {
+        assert_eq!(super::url_escape("edge-eu_01.x~"), "edge-eu_01.x~");
+        assert_eq!(super::url_escape("a&b=c d%+,é"), "a%26b%3Dc%20d%25%2B%2C%C3%A9");
     }
 
     #[test]

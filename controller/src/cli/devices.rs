@@ -1,7 +1,7 @@
 //! `outpost devices list [-l k=v,...] [-o json] | show ID [-o json] | approve ID | revoke ID | delete ID`.
 
 use super::audit::utc;
-use super::client::Remote;
+use super::client::{Remote, url_escape};
 use super::{Failure, Output};
 use crate::daemon::attestation;
 use crate::daemon::enroll::Status;
@@ -30,6 +30,10 @@ enum Command {
         /// table for people, json for scripts (documented shapes: docs/cli-json.md).
         #[arg(short = 'o', long = "output", value_enum, default_value_t)]
         output: Output,
+        /// Devices per request: the list is read in pages of this many (as kubectl's --chunk-size), so
+        /// no single answer grows with the fleet.
+        #[arg(long = "chunk-size", default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=crate::daemon::device_list::MAX_PAGE as u64))]
+        chunk_size: u64,
     },
     /// One device in detail: every model on it (running, desired, latest update and window), its
     /// telemetry stream and recent update events.
@@ -341,6 +345,30 @@ fn trust(d: &DeviceRecord) -> String {
     }
 }
 
+/// The whole device list, `chunk` devices a request, each page starting after the last id of the one
+/// before (`device_list.rs`); a page shorter than asked is the last.
+fn all_pages(remote: &Remote, selector: Option<&str>, chunk: u64, brief: bool) -> Result<Vec<DeviceRecord>, Failure> {
+    let mut query = format!("limit={chunk}");
+    if let Some(s) = selector {
+        query.push_str(&format!("&selector={}", url_escape(s)));
+    }
+    if brief {
+        query.push_str("&view=brief");
+    }
+    let mut list: Vec<DeviceRecord> = Vec::new();
+    loop {
+        let after = list.last().map(|d| format!("&after={}", url_escape(d.id.as_str()))).unwrap_or_default();
+        let page = remote.get(&format!("/api/v1/devices?{query}{after}"))?;
+        let page: Vec<DeviceRecord> =
+            serde_json::from_value(page).map_err(|e| Failure::Error(format!("the controller's device list: {e}")))?;
+        let last = (page.len() as u64) < chunk;
+        list.extend(page);
+        if last {
+            return Ok(list);
+        }
+    }
+}
+
 /// `2.0.0 watching -> committed` with the reason code and detail when there are any.
 fn event(e: &UpdateEvent) -> String {
     let mut s = format!("{} {} -> {}", e.version, stage(e.from), stage(e.to));
@@ -355,20 +383,12 @@ fn event(e: &UpdateEvent) -> String {
 
 pub fn run(a: Args) -> Result<(), Failure> {
     match a.command {
-        Command::List { selector, output } => {
+        Command::List { selector, output, chunk_size } => {
             if let Some(s) = &selector {
                 crate::daemon::api::parse_selector(s).map_err(Failure::Error)?;
             }
-            let path = match &selector {
-                Some(s) => format!(
-                    "/api/v1/devices?selector={}",
-                    s.replace('&', "%26").replace('=', "%3D").replace(',', "%2C")
-                ),
-                None => "/api/v1/devices".into(),
-            };
-            let list = a.remote.get(&path)?;
-            let list: Vec<DeviceRecord> = serde_json::from_value(list)
-                .map_err(|e| Failure::Error(format!("the controller's device list: {e}")))?;
+            // The table needs each model's latest event only: the brief view is a quarter of the record.
+            let list = all_pages(&a.remote, selector.as_deref(), chunk_size, output == Output::Table)?;
             match output {
                 Output::Json => super::json::print(&list),
                 Output::Table => print!("{}", list_table(&list, super::now())),
@@ -376,7 +396,7 @@ pub fn run(a: Args) -> Result<(), Failure> {
             Ok(())
         }
         Command::Show { id, output } => {
-            let d = a.remote.get(&format!("/api/v1/devices/{id}"))?;
+            let d = a.remote.get(&format!("/api/v1/devices/{}", url_escape(&id)))?;
             let d: DeviceRecord = serde_json::from_value(d)
                 .map_err(|e| Failure::Error(format!("the controller's device record: {e}")))?;
             match output {
@@ -386,11 +406,12 @@ pub fn run(a: Args) -> Result<(), Failure> {
             Ok(())
         }
         Command::Approve { id, output } => {
-            let d = a.remote.post_json(&format!("/api/v1/devices/{id}/approve"), &serde_json::json!({}))?;
+            let d =
+                a.remote.post_json(&format!("/api/v1/devices/{}/approve", url_escape(&id)), &serde_json::json!({}))?;
             record_or(output, d, &format!("approved {id}: it gets its certificate on its next enrollment request"))
         }
         Command::Delete { id, output } => {
-            let done = a.remote.delete(&format!("/api/v1/devices/{id}"))?;
+            let done = a.remote.delete(&format!("/api/v1/devices/{}", url_escape(&id)))?;
             let done: crate::daemon::decommission::Decommissioned = serde_json::from_value(done)
                 .map_err(|e| Failure::Error(format!("the controller's answer to the delete: {e}")))?;
             match output {
@@ -400,7 +421,8 @@ pub fn run(a: Args) -> Result<(), Failure> {
             Ok(())
         }
         Command::Revoke { id, output } => {
-            let d = a.remote.post_json(&format!("/api/v1/devices/{id}/revoke"), &serde_json::json!({}))?;
+            let d =
+                a.remote.post_json(&format!("/api/v1/devices/{}/revoke", url_escape(&id)), &serde_json::json!({}))?;
             record_or(output, d, &format!("revoked {id}: its messages are ignored and its certificates are on the CRL"))
         }
     }

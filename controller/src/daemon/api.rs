@@ -106,7 +106,7 @@ pub fn same_secret(given: &str, secret: &str) -> bool {
 }
 
 /// `?label=k=v&label=...` filters by labels; `arch` is a label too.
-fn matches(d: &DeviceRecord, filters: &[(String, String)]) -> bool {
+pub(super) fn matches(d: &DeviceRecord, filters: &[(String, String)]) -> bool {
     filters.iter().all(|(k, v)| {
         d.labels.get(k) == Some(v) || (k == "arch" && d.arch.map(|a| a.to_string()).as_deref() == Some(v.as_str()))
     })
@@ -121,13 +121,12 @@ pub fn parse_selector(s: &str) -> Result<Vec<(String, String)>, String> {
     Ok(pairs)
 }
 
+/// `GET /api/v1/devices[?selector=..][&limit=N&after=ID][&view=brief]` (`device_list.rs`).
 async fn devices(State(api): State<Api>, Query(q): Query<HashMap<String, String>>) -> Response {
-    let filters = match q.get("selector").map(|s| parse_selector(s)).transpose() {
-        Ok(f) => f.unwrap_or_default(),
-        Err(e) => return error(StatusCode::BAD_REQUEST, e),
-    };
-    let list: Vec<DeviceRecord> = api.fleet.devices().into_iter().filter(|d| matches(d, &filters)).collect();
-    Json(list).into_response()
+    match super::device_list::ListQuery::parse(&q) {
+        Ok(q) => Json(api.fleet.devices_page(&q)).into_response(),
+        Err(e) => error(StatusCode::BAD_REQUEST, e),
+    }
 }
 
 async fn device(State(api): State<Api>, DevicePath(id): DevicePath) -> Response {

@@ -170,6 +170,21 @@ impl Fleet {
         self.devices.lock().expect("devices").values().filter(|d| d.decommissioned.is_none()).cloned().collect()
     }
 
+    /// One page of the device list, in id order: only the records it lists are copied (a clone of the
+    /// whole fleet per request would be 1.3 GB at 100,000 devices).
+    pub fn devices_page(&self, q: &super::device_list::ListQuery) -> Vec<DeviceRecord> {
+        use std::ops::Bound;
+        let devices = self.devices.lock().expect("devices");
+        let from = q.after.as_ref().map_or(Bound::Unbounded, Bound::Excluded);
+        devices
+            .range((from, Bound::Unbounded))
+            .map(|(_, d)| d)
+            .filter(|d| d.decommissioned.is_none() && q.selects(d))
+            .take(q.limit.unwrap_or(usize::MAX))
+            .map(|d| q.shape(d.clone()))
+            .collect()
+    }
+
     /// Every record, tombstones of decommissioned devices included (the CRL lists their certificates).
     pub(super) fn all_records(&self) -> Vec<DeviceRecord> {
         self.devices.lock().expect("devices").values().cloned().collect()

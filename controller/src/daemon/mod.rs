@@ -9,6 +9,7 @@ pub mod bundles;
 pub mod chunks;
 pub mod config;
 pub mod decommission;
+pub mod device_list;
 pub mod director;
 pub mod enroll;
 pub mod enrollment;

@@ -151,7 +151,7 @@ function selectorMatches(d, sel) {
 }
 
 async function fleetPage(el) {
-  const [devices, skew] = await Promise.all([api("/api/v1/devices"), api("/api/v1/skew")]);
+  const [devices, skew] = await Promise.all([api("/api/v1/devices?view=brief"), api("/api/v1/skew")]);
   const counts = { online: 0, offline: 0, pending: 0, revoked: 0 };
   devices.forEach((d) => counts[deviceStatus(d)]++);
   const byLabel = {};
