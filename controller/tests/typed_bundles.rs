@@ -191,3 +191,36 @@ fn an_image_sized_model_bundles_with_a_small_manifest() {
     assert!(manifest_len < 4096, "manifest {manifest_len} bytes");
     ok(&["bundle", "verify", &out, "--trust", &policy, "--root-pub", &root]);
 }
+
+#[test]
+fn a_sample_file_names_its_input_as_the_onnx_model_does_or_as_devices_serve_it() {
+    // gpu-names' input is `gpu_0/data_0` in ONNX, `gpu_0_data_0` in NNEF (what devices serve).
+    let d = tempdir("typed-onnx-names");
+    let (key, policy, root) = keys(&d);
+    let samples = typed("gpu-names.input.gpu_0_data_0.bin");
+    // A path holding '=' after a separator is still a path, not a name.
+    let odd = d.join("runs=1").join("x=1.bin");
+    std::fs::create_dir_all(odd.parent().unwrap()).unwrap();
+    std::fs::copy(&samples, &odd).unwrap();
+    let mut sections = Vec::new();
+    for arg in [format!("gpu_0/data_0={samples}"), format!("gpu_0_data_0={samples}"), odd.display().to_string()] {
+        let out = d.join("gpu-names.obundle").display().to_string();
+        let r = create("gpu-names", &key, &out, &["--selftest-input", &arg]);
+        assert!(r.status.success(), "{arg}: {}", String::from_utf8_lossy(&r.stderr));
+        let info = inspect(&out);
+        assert_eq!(info["inputs"], serde_json::json!(["gpu_0_data_0 FP32 [N,3,6,6]"]), "{info}");
+        assert_eq!(info["reference_samples"], 6, "{arg}: every sample of the file: {info}");
+        ok(&["bundle", "verify", &out, "--trust", &policy, "--root-pub", &root]);
+        sections.push((info["selftest_vectors"].clone(), info["selftest_bytes"].clone()));
+    }
+    assert!(sections.iter().all(|s| s == &sections[0]), "the same self-test section: {sections:?}");
+    // A name that is neither spelling is named.
+    let r = create(
+        "gpu-names",
+        &key,
+        &d.join("x.obundle").display().to_string(),
+        &["--selftest-input", &format!("data={samples}")],
+    );
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(err.contains("the model has no input \"data\""), "{err}");
+}

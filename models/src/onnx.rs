@@ -67,6 +67,9 @@ pub struct Converted {
     pub model: TypedModel,
     pub interface: ModelInterface,
     pub nnef: Vec<u8>,
+    /// Each input's name in the ONNX model, which NNEF may spell otherwise (`gpu_0/data_0`, served as
+    /// `gpu_0_data_0`): release engineers know the model by these.
+    pub onnx_inputs: Vec<String>,
 }
 
 /// Converts an ONNX model to NNEF and loads the result the way the agent does.
@@ -83,7 +86,8 @@ pub fn convert(onnx: &[u8]) -> Result<Converted, ModelError> {
             "the NNEF model's interface differs from the ONNX model's: {difference}"
         )));
     }
-    Ok(Converted { model, interface: iface, nnef: bytes })
+    let onnx_inputs = onnx_interface.inputs.into_iter().map(|t| t.name).collect();
+    Ok(Converted { model, interface: iface, nnef: bytes, onnx_inputs })
 }
 
 /// The first tensor whose name, type or shape the conversion changed, said as "output 2 (\"y\"): ONNX has
@@ -130,6 +134,12 @@ impl Converted {
         run::run_once(&self.model, inputs)
     }
 
+    /// The input called `name` in NNEF's spelling (what devices serve) or in the ONNX model's.
+    pub fn input_index(&self, name: &str) -> Option<usize> {
+        let nnef = self.interface.inputs.iter().position(|t| t.name == name);
+        nnef.or_else(|| self.onnx_inputs.iter().position(|n| n == name))
+    }
+
     /// The concrete shape of input `i` with every symbolic dimension (the batch) set to 1.
     pub fn unit_shape(&self, i: usize) -> Vec<usize> {
         interface::unit_shape(&self.interface.inputs[i])
@@ -159,6 +169,7 @@ mod tests {
         assert_eq!((input.name.as_str(), output.name.as_str()), ("input", "logits"));
         assert!(matches!(input.shape[0], outpost_protocol::manifest::Dim::Symbolic(_)), "{:?}", input.shape);
         assert_eq!(c.unit_shape(0), vec![1, 1, 8, 8]);
+        assert_eq!((c.input_index("input"), c.input_index("logits")), (Some(0), None));
     }
 
     #[test]

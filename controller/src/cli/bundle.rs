@@ -41,7 +41,8 @@ enum Command {
         #[arg(long)]
         base: Option<PathBuf>,
         /// Real samples for the self-test vectors and the drift reference: `NAME=FILE` per input (repeat for
-        /// several inputs), or just `FILE` for a single-input model. A file holds raw little-endian values of
+        /// several inputs; NAME as the ONNX model spells it or as devices serve it), or just `FILE` for a
+        /// single-input model. A file holds raw little-endian values of
         /// the input's own type (BOOL one byte, 0 or 1) at batch 1, sample after sample. Default: seeded
         /// random inputs (refused when the model fails on them: give samples then).
         #[arg(long = "selftest-input", value_name = "[NAME=]FILE")]

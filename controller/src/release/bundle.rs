@@ -62,7 +62,8 @@ pub fn create(c: &Create) -> Result<Inspected, ReleaseError> {
             .selftest_inputs
             .iter()
             .map(|(input, p)| {
-                Ok(SampleFile { input: input.clone(), path: p.display().to_string(), bytes: files::read(p)? })
+                let (input, p) = sample_target(&probe, input.as_deref(), p);
+                Ok(SampleFile { input, path: p.display().to_string(), bytes: files::read(&p)? })
             })
             .collect::<Result<Vec<_>, ReleaseError>>()?;
         Inputs::Files(files)
@@ -107,12 +108,25 @@ pub fn create(c: &Create) -> Result<Inspected, ReleaseError> {
     Ok(obundle::inspect(&file, &Limits::default())?)
 }
 
-/// Parses one `--selftest-input`: `NAME=FILE`, or a bare `FILE` (a path whose part before any `=` holds a
-/// path separator is taken whole).
+/// Parses one `--selftest-input`: `NAME=FILE`, or a bare `FILE`. A NAME holding '/' may be an ONNX input
+/// name (`gpu_0/data_0`) or part of a path holding '=': [`sample_target`] decides with the model's names.
 pub fn sample_arg(arg: &str) -> (Option<String>, PathBuf) {
     match arg.split_once('=') {
-        Some((name, path)) if !name.is_empty() && !name.contains('/') => (Some(name.to_owned()), PathBuf::from(path)),
+        Some((name, path)) if !name.is_empty() => (Some(name.to_owned()), PathBuf::from(path)),
         _ => (None, PathBuf::from(arg)),
+    }
+}
+
+/// The input a sample file feeds, by the name devices serve (NNEF's spelling), and the file. The release
+/// engineer may name an input as the ONNX model does (`gpu_0/data_0=FILE`) or as devices serve it
+/// (`gpu_0_data_0=FILE`). A NAME with a path separator that names no input was part of a path holding '='
+/// (`runs/a=1.bin`), taken whole; any other unknown NAME stays, for the sample check to name.
+fn sample_target(probe: &onnx::Converted, input: Option<&str>, path: &std::path::Path) -> (Option<String>, PathBuf) {
+    match input.map(|name| (name, probe.input_index(name))) {
+        None => (None, path.to_owned()),
+        Some((_, Some(i))) => (Some(probe.interface.inputs[i].name.clone()), path.to_owned()),
+        Some((name, None)) if name.contains('/') => (None, PathBuf::from(format!("{name}={}", path.display()))),
+        Some((name, None)) => (Some(name.to_owned()), path.to_owned()),
     }
 }
 
