@@ -8,8 +8,9 @@ mod support;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use support::controller::Controller;
+use support::controller::{Controller, wait_until};
 use support::*;
 
 fn start_controller(data: &Path, mqtt: u16, dir: &Path, api_port: u16) -> Proc {
@@ -70,6 +71,38 @@ impl Controller {
     }
 }
 
+/// Local applications use the models the whole time, on every port in `ports` (a test takes a port out when
+/// its device goes away): the gates judge real inference windows and the quorum counts them.
+fn keep_inferring(ports: Arc<Mutex<Vec<u16>>>) {
+    std::thread::spawn(move || {
+        loop {
+            let now: Vec<u16> = ports.lock().unwrap().clone();
+            for p in now {
+                infer(p);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+}
+
+/// digits 1.0.0 (sequence 1) and 2.0.0 (sequence 2), pushed.
+fn push_two_releases(cli: &Controller, dir: &Path) {
+    for (model, version, seq) in [("v1", "1.0.0", 1u64), ("v2", "2.0.0", 2)] {
+        let out = cli.push_bundle(dir, model, bundle_of(model, version, seq));
+        assert!(out.status.success(), "push {model}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+/// Waits until the agent on `port` serves `version`, with what the controller knows on a timeout.
+fn wait_serving(cli: &Controller, port: u16, version: &str, secs: u64, what: &str) {
+    wait_until(
+        what,
+        secs,
+        || serving(port).as_deref() == Some(version),
+        || format!("serving {:?}\n{}", serving(port), cli.run(&["devices", "list"])),
+    );
+}
+
 fn phase(v: &serde_json::Value) -> String {
     let p = &v["state"]["phase"];
     p.as_str().map(str::to_owned).or_else(|| p.as_object().and_then(|o| o.keys().next().cloned())).unwrap_or_default()
@@ -86,30 +119,10 @@ fn a_controller_killed_mid_rollout_and_a_device_offline_during_its_wave_both_cat
     let cli = Controller::attach(api_port, &data, &dir.join("controller.log"));
     let mut agents: Vec<(Running, u16)> =
         (0..3).map(|i| stoppable_agent(&dir, &format!("dev-{i}"), mqtt, "site = \"lab\"", 0)).collect();
-    // Local applications use the models the whole time: gates judge real inference windows.
-    let ports = std::sync::Arc::new(std::sync::Mutex::new(agents.iter().map(|a| a.1).collect::<Vec<u16>>()));
-    let _load = {
-        let ports = ports.clone();
-        std::thread::spawn(move || {
-            loop {
-                let now: Vec<u16> = ports.lock().unwrap().clone();
-                for p in now {
-                    infer(p);
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        })
-    };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while cli.json(&["devices", "list"]).as_array().map(|l| l.len()) != Some(3) {
-        assert!(Instant::now() < deadline, "devices did not register");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    for (model, version, seq) in [("v1", "1.0.0", 1u64), ("v2", "2.0.0", 2)] {
-        let path = dir.join(format!("{model}.obundle"));
-        std::fs::write(&path, bundle_of(model, version, seq)).unwrap();
-        cli.run(&["bundle", "push", &path.display().to_string()]);
-    }
+    let ports = Arc::new(Mutex::new(agents.iter().map(|a| a.1).collect::<Vec<u16>>()));
+    keep_inferring(ports.clone());
+    cli.wait_devices("the three devices register", 30, |l| l.len() == 3);
+    push_two_releases(&cli, &dir);
     let start = |bundle: &str, id: &str, waves: &str, bake: &str| {
         cli.run(&[
             "rollout",
@@ -156,11 +169,7 @@ fn a_controller_killed_mid_rollout_and_a_device_offline_during_its_wave_both_cat
         phase(v) == "Completed"
     });
     for (_, port) in &agents {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while serving(*port).as_deref() != Some("2.0.0") {
-            assert!(Instant::now() < deadline, "an online device did not get v2");
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        wait_serving(&cli, *port, "2.0.0", 30, "an online device gets v2");
     }
     // Each decision was taken once, across the crash.
     let audit = cli.run(&["audit", "--rollout", "second", "-o", "json"]);
@@ -171,11 +180,7 @@ fn a_controller_killed_mid_rollout_and_a_device_offline_during_its_wave_both_cat
     // dev-2 returns to a completed rollout: its retained desired state is waiting, it installs v2.
     let (_back, port) = stoppable_agent(&dir, "dev-2", mqtt, "site = \"lab\"", 0);
     ports.lock().unwrap().push(port);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while serving(port).as_deref() != Some("2.0.0") {
-        assert!(Instant::now() < deadline, "the returning device did not catch up: {:?}", serving(port));
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_serving(&cli, port, "2.0.0", 60, "the returning device catches up");
     // The controller's view converges: the device announced its new model.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -202,23 +207,9 @@ fn a_revert_from_a_controller_whose_clock_stepped_back_is_taken() {
     let mut controller = start_controller_with(&data, mqtt, &dir, api_port, clock_ahead("+2h"));
     let cli = Controller::attach(api_port, &data, &dir.join("controller.log"));
     let (_agent, port) = stoppable_agent(&dir, "dev-0", mqtt, "site = \"lab\"", 0);
-    // Applications use the model: the gates' quorum counts inference windows.
-    std::thread::spawn(move || {
-        loop {
-            infer(port);
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while cli.json(&["devices", "list"]).as_array().map(|l| l.len()) != Some(1) {
-        assert!(Instant::now() < deadline, "the device did not register");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    for (model, version, seq) in [("v1", "1.0.0", 1u64), ("v2", "2.0.0", 2)] {
-        let path = dir.join(format!("{model}.obundle"));
-        std::fs::write(&path, bundle_of(model, version, seq)).unwrap();
-        cli.run(&["bundle", "push", &path.display().to_string()]);
-    }
+    keep_inferring(Arc::new(Mutex::new(vec![port])));
+    cli.wait_devices("the device registers", 30, |l| l.len() == 1);
+    push_two_releases(&cli, &dir);
     let start = |bundle: &str, id: &str, bake: &str| {
         let waves = ["rollout", "start", "--bundle", bundle, "--waves", "1,100%", "--bake", bake, "--watch", "1s"];
         cli.run(
@@ -229,11 +220,7 @@ fn a_revert_from_a_controller_whose_clock_stepped_back_is_taken() {
     cli.wait_rollout("first", 60, "1.0.0 did not complete", |v| phase(v) == "Completed");
     // 2.0.0 to the device, baking long: the rollout is still in its first wave when it is aborted.
     start("digits@2.0.0", "second", "1h");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while serving(port).as_deref() != Some("2.0.0") {
-        assert!(Instant::now() < deadline, "the device did not get 2.0.0: {:?}", serving(port));
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_serving(&cli, port, "2.0.0", 60, "the device gets 2.0.0");
     cli.wait_rollout("second", 60, "the device did not commit 2.0.0", |v| v["state"]["progress"]["committed"] == 1);
     // The clock is put right: two hours back.
     controller.0.kill().unwrap();
@@ -241,16 +228,7 @@ fn a_revert_from_a_controller_whose_clock_stepped_back_is_taken() {
     drop(controller);
     let _controller = start_controller(&data, mqtt, &dir, api_port);
     cli.run(&["rollout", "abort", "--revert", "second"]);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while serving(port).as_deref() != Some("1.0.0") {
-        assert!(
-            Instant::now() < deadline,
-            "the revert was not taken: still {:?}\n{}",
-            serving(port),
-            cli.run(&["devices", "show", "dev-0"])
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_serving(&cli, port, "1.0.0", 60, "the revert is taken");
 }
 
 #[test]
