@@ -90,6 +90,15 @@ fn key_string(key: Value) -> Result<String, Error> {
     }
 }
 
+/// `serialize_bool`, `serialize_i8`, ...: each the value as serde_json has it.
+macro_rules! scalars {
+    ($($f:ident: $t:ty),*) => {
+        $(fn $f(self, v: $t) -> Result<Value, Error> {
+            Ok(v.into())
+        })*
+    };
+}
+
 impl ser::Serializer for Readable {
     type Ok = Value;
     type Error = Error;
@@ -101,33 +110,8 @@ impl ser::Serializer for Readable {
     type SerializeStruct = Struct;
     type SerializeStructVariant = StructVariant;
 
-    fn serialize_bool(self, v: bool) -> Result<Value, Error> {
-        Ok(v.into())
-    }
-    fn serialize_i8(self, v: i8) -> Result<Value, Error> {
-        Ok(v.into())
-    }
-    fn serialize_i16(self, v: i16) -> Result<Value, Error> {
-        Ok(v.into())
-    }
-    fn serialize_i32(self, v: i32) -> Result<Value, Error> {
-        Ok(v.into())
-    }
-    fn serialize_i64(self, v: i64) -> Result<Value, Error> {
-        Ok(v.into())
-    }
-    fn serialize_u8(self, v: u8) -> Result<Value, Error> {
-        Ok(v.into())
-    }
-    fn serialize_u16(self, v: u16) -> Result<Value, Error> {
-        Ok(v.into())
-    }
-    fn serialize_u32(self, v: u32) -> Result<Value, Error> {
-        Ok(v.into())
-    }
-    fn serialize_u64(self, v: u64) -> Result<Value, Error> {
-        Ok(v.into())
-    }
+    scalars!(serialize_bool: bool, serialize_i8: i8, serialize_i16: i16, serialize_i32: i32, serialize_i64: i64,
+        serialize_u8: u8, serialize_u16: u16, serialize_u32: u32, serialize_u64: u64);
     fn serialize_f32(self, v: f32) -> Result<Value, Error> {
         Ok(f64::from(v).into())
     }
