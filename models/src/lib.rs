@@ -5,7 +5,8 @@
 //! - [`onnx`] (feature `onnx`, release tooling only): ONNX → NNEF conversion, checked to keep the interface,
 //!   with ONNX operators devices could not load from NNEF rewritten into tract-core's (`lrn`: LRN;
 //!   `pool_ceil`: pooling with `ceil_mode`, which NNEF would round down; `qdq_conv`: quantized (QDQ)
-//!   convolutions fused into tract-core's int8 convolution; `qdq_core`: the rest of quantize/dequantize);
+//!   convolutions fused into tract-core's int8 convolution; `qdq_core`: the rest of quantize/dequantize;
+//!   `gelu`: exact GELU, which decluttering fuses into an operator NNEF cannot write);
 //! - [`interface`]: a model's interface as tract sees it, the check that a file presents the interface its
 //!   manifest promises, and [`interface::Serving`], the one rule for which interfaces a device serves;
 //! - [`tensor`]: typed tensor values for every Open Inference Protocol type tract runs, to and from
@@ -18,6 +19,8 @@
 //! Dependencies point one way: `outpost-protocol` ← `outpost-models` ← {agent, controller}.
 
 pub mod bounds;
+#[cfg(feature = "onnx")]
+mod gelu;
 pub mod interface;
 #[cfg(feature = "onnx")]
 mod lrn;

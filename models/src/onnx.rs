@@ -29,6 +29,10 @@ pub fn typed(onnx: &[u8]) -> Result<TypedModel, ModelError> {
     if rewritten > 0 {
         model = model.into_decluttered().map_err(load)?;
     }
+    // Last, as decluttering would fuse it again: exact GELU as its erf arithmetic, which NNEF can write.
+    if crate::gelu::unfuse(&mut model).map_err(load)? > 0 {
+        model.compact().map_err(load)?;
+    }
     integer_outputs(model).map_err(load)
 }
 

@@ -1,7 +1,7 @@
 //! ONNX operators tract runs but tract-core's NNEF cannot express (simulations/models/onnx_ops.py finds them):
-//! LRN, and pooling that rounds up (`ceil_mode`), are rewritten into tract-core operators at conversion and
-//! answer like onnxruntime; an operator with no such rewrite is refused naming the operator and the model's
-//! node, before anything is signed.
+//! LRN, pooling that rounds up (`ceil_mode`) and exact GELU are rewritten into tract-core operators at
+//! conversion and answer like onnxruntime; an operator with no such rewrite is refused naming the operator
+//! and the model's node, before anything is signed.
 
 use outpost_models::{ModelError, TensorData, onnx};
 use std::path::PathBuf;
@@ -69,5 +69,27 @@ fn an_operator_devices_cannot_load_is_refused_naming_the_operator_and_its_node()
             assert!(why.contains("docs/release-engineering.md"), "{why}");
         }
         other => panic!("NonZero must be refused at conversion: {other:?}"),
+    }
+}
+
+#[test]
+fn exact_gelu_converts_and_answers_like_onnxruntime() {
+    // ONNX's Gelu and the Erf-built chain both became tract-core's GeluExact, which NNEF could not write: the
+    // model was refused. Written out as its erf arithmetic, nothing approximated.
+    let converted = onnx::convert(&std::fs::read(ops_dir().join("gelu.onnx")).unwrap())
+        .unwrap_or_else(|e| panic!("exact GELU must convert: {e}"));
+    let nnef = outpost_models::nnef::read(&converted.nnef).unwrap();
+    let x = f32s("gelu.input.f32");
+    let rows = x.len() / 16;
+    let out = outpost_models::run::run_once(&nnef, vec![(vec![rows, 16], TensorData::F32(x))]).unwrap();
+    for (name, (shape, got)) in ["gelu", "erf_gelu"].into_iter().zip(&out) {
+        let TensorData::F32(got) = got else { panic!("{name}: {got:?}") };
+        assert_eq!(shape, &vec![rows, 16], "{name}");
+        let want = f32s(&format!("gelu.ort.{name}.f32"));
+        let worst = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        assert!(worst <= 1e-5, "{name}: largest difference from onnxruntime {worst}");
+        // The tanh approximation would not pass: on these inputs it differs from the exact form by up to
+        // 4.7e-4 (near |x| = 2.7).
+        assert!(want.iter().any(|v| *v < -0.1), "{name}: the inputs reach GELU's negative dip");
     }
 }

@@ -75,7 +75,8 @@ def fixtures(out):
     then two LRNs of sizes 5 and 3 (onnxruntime takes odd sizes only) on 8 channels: the window clipped at both edges) with
     seeded inputs and onnxruntime's answers; `nonzero` (an operator tract runs from ONNX but devices cannot
     load: the refusal must name it and its node); `pool_ceil` (max and average pooling with ceil_mode = 1,
-    seeded inputs and onnxruntime's answers per output)."""
+    seeded inputs and onnxruntime's answers per output); `gelu` (exact GELU as ONNX's Gelu and as the
+    Erf-built chain, onnxruntime's answers for each)."""
     from onnx import TensorProto, helper
     import onnxruntime as ort
     os.makedirs(out, exist_ok=True)
@@ -130,6 +131,32 @@ def fixtures(out):
     x.astype("<f4").tofile(os.path.join(out, "pool_ceil.input.f32"))
     for (name, _), y in zip((("max", 4), ("avg", 4), ("avg_pad", 5)), ys):
         y.astype("<f4").tofile(os.path.join(out, f"pool_ceil.ort.{name}.f32"))
+
+    # Exact GELU both ways models carry it: ONNX's Gelu (opset 20) and the Erf-built chain of BERT-like
+    # exports (x / sqrt(2), Erf, + 1, · x, · 0.5); inputs spread over [-6, 6] where erf bends and saturates.
+    sqrt2 = np.array(np.sqrt(2.0), np.float32)
+    nodes = [
+        helper.make_node("Gelu", ["x"], ["gelu"], name="gelu_op"),
+        helper.make_node("Div", ["x", "sqrt2"], ["scaled"], name="gelu_div"),
+        helper.make_node("Erf", ["scaled"], ["erf"], name="gelu_erf"),
+        helper.make_node("Add", ["erf", "one"], ["one_plus"], name="gelu_add"),
+        helper.make_node("Mul", ["x", "one_plus"], ["x_one_plus"], name="gelu_mul"),
+        helper.make_node("Mul", ["x_one_plus", "half"], ["erf_gelu"], name="gelu_half"),
+    ]
+    inits = [numpy_helper.from_array(sqrt2, "sqrt2"), numpy_helper.from_array(np.array(1.0, np.float32), "one"),
+             numpy_helper.from_array(np.array(0.5, np.float32), "half")]
+    outputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["N", 16]) for n in ("gelu", "erf_gelu")]
+    graph = helper.make_graph(nodes, "gelu", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 16])],
+                              outputs, initializer=inits)
+    model = helper.make_model(graph, producer_name="outpost-onnx_ops", opset_imports=[helper.make_opsetid("", 20)])
+    model.ir_version = 9
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, os.path.join(out, "gelu.onnx"))
+    x = np.random.default_rng(20261208).uniform(-6.0, 6.0, (4, 16)).astype(np.float32)
+    ys = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    x.astype("<f4").tofile(os.path.join(out, "gelu.input.f32"))
+    for name, y in zip(("gelu", "erf_gelu"), ys):
+        y.astype("<f4").tofile(os.path.join(out, f"gelu.ort.{name}.f32"))
     print(f"fixtures in {out}")
 
 
