@@ -4,6 +4,7 @@
 
 pub mod browser;
 pub mod controller;
+pub mod release;
 
 #[allow(unused_imports)] // each test binary uses some of them
 pub use controller::{Controller, path, wait_until};
