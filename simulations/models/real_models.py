@@ -12,7 +12,9 @@ measured on the sample images, as training would leave them), so a wrong operato
 writes DIR/NAME.onnx, DIR/NAME.input.f32 (seeded sample images, batch 1 each, back to back),
 DIR/NAME.ort.f32 (onnxruntime's outputs for them), and DIR/real.json (ops, shapes, parameters, onnxruntime's
 1-thread latency). Nothing is downloaded but the pip packages; the models are large (VGG-19 is 548 MiB), so
-they stay out of git.
+they stay out of git. A model with its own weights joins them (images uniform in [0, 1)):
+
+    python3 simulations/models/real_models.py add --out DIR --model simulations/models/bench/mobilenet_v2_int8.onnx --name mobilenet_v2_int8
 
     python3 simulations/models/real_models.py run --out DIR --outpost BIN --agent BIN
 
@@ -203,40 +205,65 @@ def prepare(out):
         model = onnx.load(os.path.join(LIGHT, stem + ".onnx"))
         ops = collections.Counter(n.op_type for n in model.graph.node if n.op_type != "ConstantOfShape")
         model = reseed(model, rng)
-        inp = real_input(model)
-        shape = dims(inp)
-        images = sample_images(rng, shape)
+        images = sample_images(rng, dims(real_input(model)))
         model = calibrate_batch_norms(model, images)
         onnx.checker.check_model(model)
-        data = model.SerializeToString()
-        with open(os.path.join(out, name + ".onnx"), "wb") as f:
-            f.write(data)
-        s = session(data)
-        outputs = [s.run(None, {inp.name: images[i:i + 1]})[0] for i in range(SAMPLES)]
-        answers = np.concatenate(outputs).astype("<f4")
-        images.astype("<f4").tofile(os.path.join(out, name + ".input.f32"))
-        answers.tofile(os.path.join(out, name + ".ort.f32"))
-        params = sum(int(np.prod(t.dims)) for t in model.graph.initializer)
-        latency = ort_latency(data, images[:1], runs=5 if params > 50e6 else 10)
-        entry = {
-            "name": name,
-            "source": "onnx " + onnx.__version__ + " " + stem + ".onnx",
-            "opset": model.opset_import[0].version,
-            "ops": dict(sorted(ops.items())),
-            "input": {"name": inp.name, "shape": shape},
-            "output": {"name": model.graph.output[0].name, "shape": list(outputs[0].shape)},
-            "params": params,
-            "onnx_bytes": len(data),
-            "ort_ms": latency,
-            "top1": [int(a.argmax()) for a in outputs],
-            "max_prob": [float(a.max()) for a in outputs],
-        }
-        index.append(entry)
-        print(f"{name}: {params / 1e6:.1f} M parameters, onnxruntime {latency:.1f} ms, top-1 {entry['top1']}, "
-              f"max p {[round(p, 3) for p in entry['max_prob']]}", flush=True)
+        index.append(describe(out, name, "onnx " + onnx.__version__ + " " + stem + ".onnx", model, ops, images))
     with open(os.path.join(out, "real.json"), "w") as f:
         json.dump({"onnx": onnx.__version__, "onnxruntime": ort.__version__, "samples": SAMPLES,
                    "models": index}, f, indent=1)
+
+
+def add(out, path, name):
+    """One more model, weights as they are (the int8 MobileNetV2 stand-in of make_models.py --int8, say), into
+    DIR/real.json beside prepare's: sample images uniform in [0, 1), the range such stand-ins were calibrated
+    on (a quantized model clips what lies outside its calibration)."""
+    os.makedirs(out, exist_ok=True)
+    model = onnx.load(path)
+    ops = collections.Counter(n.op_type for n in model.graph.node)
+    rng = np.random.default_rng(SEED + 1)
+    images = rng.random([SAMPLES] + dims(real_input(model))[1:], dtype=np.float32)
+    entry = describe(out, name, os.path.basename(path), model, ops, images)
+    listing = os.path.join(out, "real.json")
+    index = {"onnx": onnx.__version__, "onnxruntime": ort.__version__, "samples": SAMPLES, "models": []}
+    if os.path.exists(listing):
+        with open(listing) as f:
+            index = json.load(f)
+    index["models"] = [m for m in index["models"] if m["name"] != name] + [entry]
+    with open(os.path.join(out, "real.json"), "w") as f:
+        json.dump(index, f, indent=1)
+
+
+def describe(out, name, source, model, ops, images):
+    """Writes DIR/NAME.onnx, the sample images and onnxruntime's answers; returns the model's real.json entry."""
+    inp = real_input(model)
+    shape = dims(inp)
+    data = model.SerializeToString()
+    with open(os.path.join(out, name + ".onnx"), "wb") as f:
+        f.write(data)
+    s = session(data)
+    outputs = [s.run(None, {inp.name: images[i:i + 1]})[0] for i in range(SAMPLES)]
+    answers = np.concatenate(outputs).astype("<f4")
+    images.astype("<f4").tofile(os.path.join(out, name + ".input.f32"))
+    answers.tofile(os.path.join(out, name + ".ort.f32"))
+    params = sum(int(np.prod(t.dims)) for t in model.graph.initializer)
+    latency = ort_latency(data, images[:1], runs=5 if params > 50e6 else 10)
+    entry = {
+        "name": name,
+        "source": source,
+        "opset": model.opset_import[0].version,
+        "ops": dict(sorted(ops.items())),
+        "input": {"name": inp.name, "shape": shape},
+        "output": {"name": model.graph.output[0].name, "shape": list(outputs[0].shape)},
+        "params": params,
+        "onnx_bytes": len(data),
+        "ort_ms": latency,
+        "top1": [int(a.argmax()) for a in outputs],
+        "max_prob": [float(a.max()) for a in outputs],
+    }
+    print(f"{name}: {params / 1e6:.1f} M parameters, onnxruntime {latency:.1f} ms, top-1 {entry['top1']}, "
+          f"max p {[round(p, 3) for p in entry['max_prob']]}", flush=True)
+    return entry
 
 
 # ---- run: the real binaries -------------------------------------------------------------------------------
@@ -418,6 +445,10 @@ def main():
     sub = ap.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("prepare")
     p.add_argument("--out", required=True)
+    e = sub.add_parser("add")
+    e.add_argument("--out", required=True)
+    e.add_argument("--model", required=True)
+    e.add_argument("--name", required=True)
     r = sub.add_parser("run")
     r.add_argument("--out", required=True)
     r.add_argument("--outpost", required=True)
@@ -427,6 +458,8 @@ def main():
     a = ap.parse_args()
     if a.cmd == "prepare":
         prepare(a.out)
+    elif a.cmd == "add":
+        add(a.out, a.model, a.name)
     else:
         run(a.out, a.outpost, a.agent, set(a.only), a.threads)
 
