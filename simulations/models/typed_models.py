@@ -17,7 +17,9 @@ Called by make_models.py (which sets single-threaded BLAS first); writes into OU
                 the QDQ format as MobileNetV2's int8 stand-in is (uint8 activations, int8 per-channel weights,
                 int32 biases): convolutions (one depthwise), a residual Add, global pooling and a Gemm, each
                 between QuantizeLinear/DequantizeLinear; listed under "quantized" in typed.json, onnxruntime's
-                answers from its int8 kernels
+                answers from its int8 kernels; camera-int8-s8s8 (int8 activations) and
+                camera-int8-u8u8-tensor (uint8 weights, one scale per tensor) the same network quantized the
+                other ways quantizers do
 
 For each small model: SAMPLES batch-1 samples per input, back to back, raw little-endian
 (`NAME.input.INPUT.bin`; BOOL one byte), and onnxruntime's outputs for all of them run as one batch
@@ -195,8 +197,9 @@ RENAMED = [
     ("gpu-names", gpu_names),
 ]
 
-def camera_int8(rng):
-    """The float model, then `quantize_static` (QDQ, U8S8, per-channel) calibrated on seeded images."""
+def camera_int8(rng, activations="QUInt8", weights="QInt8", per_channel=True):
+    """The float model, then `quantize_static` (QDQ; by default U8S8, per-channel) calibrated on seeded
+    images."""
     import tempfile
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
@@ -233,8 +236,8 @@ def camera_int8(rng):
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = os.path.join(tmp, "float.onnx"), os.path.join(tmp, "int8.onnx")
         onnx.save(model, src)
-        quantize_static(src, dst, Images(), quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
-                        weight_type=QuantType.QInt8, per_channel=True)
+        quantize_static(src, dst, Images(), quant_format=QuantFormat.QDQ, activation_type=QuantType[activations],
+                        weight_type=QuantType[weights], per_channel=per_channel)
         quantized = onnx.load(dst)
     quantized.producer_name, quantized.producer_version = PRODUCER, "1"
     return quantized, {"image": rng.random((SAMPLES, 3, 16, 16), dtype=np.float32)}
@@ -244,6 +247,9 @@ def camera_int8(rng):
 QUANTIZED_SEED = 20261208
 QUANTIZED = [
     ("camera-int8", camera_int8),
+    # The other forms quantizers write: int8 activations (symmetric), and per-tensor uint8 weights.
+    ("camera-int8-s8s8", lambda rng: camera_int8(rng, activations="QInt8")),
+    ("camera-int8-u8u8-tensor", lambda rng: camera_int8(rng, weights="QUInt8", per_channel=False)),
 ]
 
 MODELS = [
