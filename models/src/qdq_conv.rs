@@ -11,7 +11,8 @@
 //! The fusion is exact where QDQ and `QLinearConv` mean the same: the bias must be int32 with zero point 0
 //! and scale input scale × weight scale (how quantizers write it), activations per-tensor, weights
 //! per-tensor or per output channel, and the convolution's only reader the `QuantizeLinear`. Anything else
-//! is left as it is (it then runs in float, as tract reads it). What remains of Q/DQ, around `Add`, pooling
+//! is left as it is (it then runs in float, as tract reads it), and so are depthwise convolutions, which
+//! tract runs faster in float. What remains of Q/DQ, around `Add`, pooling
 //! and `Gemm`, is rewritten by [`crate::qdq_core`].
 
 use std::collections::{HashMap, HashSet};
@@ -37,6 +38,7 @@ pub fn fuse(graph: &mut GraphProto) -> TractResult<usize> {
         return Ok(0);
     }
     let quantizes: HashSet<usize> = fusions.iter().map(|f| f.quantize).collect();
+    graph.initializer.extend(fusions.iter().flat_map(|f| f.initializers.iter().cloned()));
     let mut fused: HashMap<usize, NodeProto> = fusions.iter().map(|f| (f.conv, f.node.clone())).collect();
     let nodes = std::mem::take(&mut graph.node);
     graph.node = nodes
@@ -79,6 +81,8 @@ struct Fusion {
     conv: usize,
     quantize: usize,
     node: NodeProto,
+    /// Constants the fused node reads that the model lacks.
+    initializers: Vec<TensorProto>,
 }
 
 /// Who writes and who reads each tensor, and the constant ones.
@@ -153,11 +157,34 @@ impl<'a> Graph<'a> {
         {
             return Ok(None);
         }
+        // Depthwise convolutions (one input channel per group) stay in float: tract-core's quantized
+        // convolution runs them as one matrix product per channel over an im2col copy, far slower than its
+        // float depthwise convolution with the quantize steps around it (MobileNetV2: 430 against 201 ms
+        // for the whole model, BENCHMARKS.md), for weights that are a few percent of the model's.
+        let w_dims = &self.inits[dw.input[0].as_str()].dims;
+        if attr_int(conv, "group").unwrap_or(1) > 1 && w_dims.get(1) == Some(&1) {
+            return Ok(None);
+        }
         // Per-channel weights: scales along the output channels (axis 0), one per channel.
         let w_axis = attr_int(dw, "axis").unwrap_or(1);
-        let channels = self.inits[dw.input[0].as_str()].dims.first().copied().unwrap_or(0) as usize;
+        let channels = w_dims.first().copied().unwrap_or(0) as usize;
         if !per_tensor(&w_scale) && (w_axis != 0 || w_scale.len() != channels || w_zero.len() != channels) {
             return Ok(None);
+        }
+        // Symmetric weights (zero point 0 on every channel, as quantizers write int8 weights) get one scalar
+        // zero point: tract then drops the correction term that multiplies it, which with a per-channel
+        // vector of zeros it computed in full (a product and a subtraction over every output value).
+        let mut initializers = Vec::new();
+        let mut w_zero_name = dw.input[2].clone();
+        if w_zero.len() > 1 && values(&w_zero)?.iter().all(|&z| z == 0.0) {
+            w_zero_name = format!("{}.weight_zero_point", conv.name);
+            let data_type = self.inits.get(dw.input[2].as_str()).map_or(0, |t| t.data_type);
+            initializers.push(TensorProto {
+                name: w_zero_name.clone(),
+                data_type,
+                raw_data: vec![0],
+                ..Default::default()
+            });
         }
         let mut inputs = vec![
             dx.input[0].clone(),
@@ -165,7 +192,7 @@ impl<'a> Graph<'a> {
             dx.input[2].clone(),
             dw.input[0].clone(),
             dw.input[1].clone(),
-            dw.input[2].clone(),
+            w_zero_name,
             quantize.input[1].clone(),
             quantize.input[2].clone(),
         ];
@@ -187,7 +214,7 @@ impl<'a> Graph<'a> {
             attribute: conv.attribute.clone(),
             doc_string: String::new(),
         };
-        Ok(Some(Fusion { conv: conv_ix, quantize: q_ix, node }))
+        Ok(Some(Fusion { conv: conv_ix, quantize: q_ix, node, initializers }))
     }
 }
 
