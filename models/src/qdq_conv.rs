@@ -177,7 +177,7 @@ impl<'a> Graph<'a> {
         let mut initializers = Vec::new();
         let mut w_zero_name = dw.input[2].clone();
         if w_zero.len() > 1 && values(&w_zero)?.iter().all(|&z| z == 0.0) {
-            w_zero_name = format!("{}.weight_zero_point", conv.name);
+            w_zero_name = format!("{y}.weight_zero_point");
             let data_type = self.inits.get(dw.input[2].as_str()).map_or(0, |t| t.data_type);
             initializers.push(TensorProto {
                 name: w_zero_name.clone(),
@@ -246,4 +246,96 @@ fn values(t: &Tensor) -> TractResult<Vec<f64>> {
 
 fn attr_int(node: &NodeProto, name: &str) -> Option<i64> {
     node.attribute.iter().find(|a| a.name == name).map(|a| a.i)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fuse;
+    use tract_onnx::pb::{AttributeProto, GraphProto, NodeProto, TensorProto, ValueInfoProto};
+
+    const FLOAT: i32 = 1;
+    const UINT8: i32 = 2;
+    const INT8: i32 = 3;
+    const INT32: i32 = 6;
+
+    fn init(name: &str, data_type: i32, dims: &[i64], raw: Vec<u8>) -> TensorProto {
+        TensorProto { name: name.into(), data_type, dims: dims.to_vec(), raw_data: raw, ..Default::default() }
+    }
+
+    fn floats(v: &[f32]) -> Vec<u8> {
+        v.iter().flat_map(|f| f.to_le_bytes()).collect()
+    }
+
+    fn node(op: &str, inputs: &[&str], outputs: &[&str], attribute: Vec<AttributeProto>) -> NodeProto {
+        NodeProto {
+            op_type: op.into(),
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: outputs.iter().map(|s| s.to_string()).collect(),
+            attribute,
+            ..Default::default()
+        }
+    }
+
+    fn int_attr(name: &str, i: i64) -> AttributeProto {
+        AttributeProto { name: name.into(), i, r#type: 2, ..Default::default() }
+    }
+
+    /// uint8 x → DQ → Conv (int8 weights per channel over 2 output channels, int32 bias) → Q → uint8 y,
+    /// the convolution unnamed. `bias_scale` is the bias's scale over input scale × weight scale.
+    fn graph(bias_scale: f32, group: i64) -> GraphProto {
+        let (sx, sw) = (0.5f32, [0.25f32, 0.125]);
+        let sb = [sx * sw[0] * bias_scale, sx * sw[1] * bias_scale];
+        GraphProto {
+            node: vec![
+                node("DequantizeLinear", &["xq", "sx", "zx"], &["x"], vec![]),
+                node("DequantizeLinear", &["wq", "sw", "zw"], &["w"], vec![int_attr("axis", 0)]),
+                node("DequantizeLinear", &["bq", "sb", "zb"], &["b"], vec![int_attr("axis", 0)]),
+                node("Conv", &["x", "w", "b"], &["y"], vec![int_attr("group", group)]),
+                node("QuantizeLinear", &["y", "sy", "zy"], &["yq"], vec![]),
+            ],
+            initializer: vec![
+                init("sx", FLOAT, &[], floats(&[sx])),
+                init("zx", UINT8, &[], vec![3]),
+                init("wq", INT8, &[2, 1, 1, 1], vec![5, 0xfe]),
+                init("sw", FLOAT, &[2], floats(&sw)),
+                init("zw", INT8, &[2], vec![0, 0]),
+                init("bq", INT32, &[2], [7i32, -7].iter().flat_map(|v| v.to_le_bytes()).collect()),
+                init("sb", FLOAT, &[2], floats(&sb)),
+                init("zb", INT32, &[2], vec![0; 8]),
+                init("sy", FLOAT, &[], floats(&[0.1])),
+                init("zy", UINT8, &[], vec![128]),
+            ],
+            output: vec![ValueInfoProto { name: "yq".into(), ..Default::default() }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_qdq_convolution_becomes_qlinearconv_with_one_scalar_weight_zero_point() {
+        let mut g = graph(1.0, 1);
+        assert_eq!(fuse(&mut g).unwrap(), 1);
+        let ops: Vec<&str> = g.node.iter().map(|n| n.op_type.as_str()).collect();
+        // The input's dequantize has no reader left either: only the fused convolution remains.
+        assert_eq!(ops, ["QLinearConv"], "{ops:?}");
+        let conv = &g.node[0];
+        assert_eq!(conv.input, ["xq", "sx", "zx", "wq", "sw", "y.weight_zero_point", "sy", "zy", "bq"]);
+        assert_eq!(conv.output, ["yq"]);
+        let zero = g.initializer.iter().find(|t| t.name == "y.weight_zero_point").unwrap();
+        assert_eq!((zero.data_type, zero.dims.len(), &zero.raw_data[..]), (INT8, 0, &[0u8][..]));
+    }
+
+    #[test]
+    fn what_qlinearconv_would_compute_otherwise_stays_as_it_is() {
+        // A bias not on the accumulators' scale, a depthwise convolution, a convolution read by the model's
+        // caller as well as by its quantize.
+        let mut off = graph(1.01, 1);
+        let mut depthwise = graph(1.0, 2);
+        let mut read_twice = graph(1.0, 1);
+        read_twice.output.push(ValueInfoProto { name: "y".into(), ..Default::default() });
+        for (what, g) in [("bias scale", &mut off), ("depthwise", &mut depthwise), ("read twice", &mut read_twice)] {
+            let before = g.clone();
+            assert_eq!(fuse(g).unwrap(), 0, "{what}");
+            assert_eq!(*g, before, "{what}");
+        }
+    }
 }
