@@ -1,25 +1,29 @@
 //! Quantized (QDQ) convolutions kept in int8 arithmetic on devices. Quantized models ship in the QDQ format
 //! (onnxruntime's `quantize_static`, TensorFlow Lite exports): every convolution is a float `Conv` between
 //! `DequantizeLinear` of its uint8 input, int8 weights and int32 bias, and a `QuantizeLinear` of its output.
-//! tract reads that as what it says, a float convolution: the weights are dequantized into FP32 constants
-//! and the int8 model runs at FP32 speed. onnxruntime fuses the pattern into `QLinearConv`; so does this
-//! rewrite, on the ONNX graph before tract reads it. tract reads `QLinearConv` as tract-core's quantized
-//! convolution (int8 × int8 → int32 accumulators, requantized to uint8), which tract-nnef writes as
-//! `tract_core_qconv` (per-channel weight scales included) and devices load with tract-core and tract-nnef
-//! only.
+//! tract reads that as what it says, a float convolution: the weights are dequantized into FP32 constants.
+//! onnxruntime fuses the pattern into `QLinearConv`: int8 × int8 products summed in int32, plus the bias,
+//! then requantized in float, `round(accumulator × input scale × weight scale / output scale) + zero point`.
+//! This rewrite writes the same on the ONNX graph before tract reads it, as `ConvInteger` (tract-core's
+//! quantized convolution with int32 output, which tract-nnef writes as `tract_core_qconv` and devices load
+//! with tract-core and tract-nnef only), the int32 bias `Add`, and onnxruntime's requantization: `Cast` to
+//! float, a per-channel `Mul` and a `QuantizeLinear` of scale 1 (rewritten by [`crate::qdq_core`]). tract's
+//! own `QLinearConv` requantizes in fixed point, one per-element pass it does not fuse for per-channel
+//! scales, at nearly twice the whole model's time (MobileNetV2, BENCHMARKS.md), and rounds otherwise than
+//! onnxruntime.
 //!
-//! The fusion is exact where QDQ and `QLinearConv` mean the same: the bias must be int32 with zero point 0
+//! The rewrite is exact where QDQ and `QLinearConv` mean the same: the bias must be int32 with zero point 0
 //! and scale input scale × weight scale (how quantizers write it), activations per-tensor, weights
 //! per-tensor or per output channel, and the convolution's only reader the `QuantizeLinear`. Anything else
 //! is left as it is (it then runs in float, as tract reads it), and so are depthwise convolutions, which
-//! tract runs faster in float. What remains of Q/DQ, around `Add`, pooling
-//! and `Gemm`, is rewritten by [`crate::qdq_core`].
+//! tract runs faster in float. What remains of Q/DQ, around `Add`, pooling and `Gemm`, is rewritten by
+//! [`crate::qdq_core`].
 
 use std::collections::{HashMap, HashSet};
-use tract_onnx::pb::{GraphProto, NodeProto, TensorProto};
+use tract_onnx::pb::{AttributeProto, GraphProto, NodeProto, TensorProto};
 use tract_onnx::prelude::*;
 
-/// Fuses every QDQ convolution of `graph` into `QLinearConv`; returns how many.
+/// Rewrites every QDQ convolution of `graph` into integer convolution and requantization; returns how many.
 pub fn fuse(graph: &mut GraphProto) -> TractResult<usize> {
     let fusions = {
         let g = Graph::of(graph)?;
@@ -39,13 +43,13 @@ pub fn fuse(graph: &mut GraphProto) -> TractResult<usize> {
     }
     let quantizes: HashSet<usize> = fusions.iter().map(|f| f.quantize).collect();
     graph.initializer.extend(fusions.iter().flat_map(|f| f.initializers.iter().cloned()));
-    let mut fused: HashMap<usize, NodeProto> = fusions.iter().map(|f| (f.conv, f.node.clone())).collect();
+    let mut fused: HashMap<usize, Vec<NodeProto>> = fusions.iter().map(|f| (f.conv, f.nodes.clone())).collect();
     let nodes = std::mem::take(&mut graph.node);
     graph.node = nodes
         .into_iter()
         .enumerate()
         .filter(|(ix, _)| !quantizes.contains(ix))
-        .map(|(ix, node)| fused.remove(&ix).unwrap_or(node))
+        .flat_map(|(ix, node)| fused.remove(&ix).unwrap_or_else(|| vec![node]))
         .collect();
     drop_unread_dequantizes(graph);
     Ok(fusions.len())
@@ -80,7 +84,8 @@ fn drop_unread_dequantizes(graph: &mut GraphProto) {
 struct Fusion {
     conv: usize,
     quantize: usize,
-    node: NodeProto,
+    /// What replaces the convolution, in order.
+    nodes: Vec<NodeProto>,
     /// Constants the fused node reads that the model lacks.
     initializers: Vec<TensorProto>,
 }
@@ -179,23 +184,9 @@ impl<'a> Graph<'a> {
         if w_zero.len() > 1 && values(&w_zero)?.iter().all(|&z| z == 0.0) {
             w_zero_name = format!("{y}.weight_zero_point");
             let data_type = self.inits.get(dw.input[2].as_str()).map_or(0, |t| t.data_type);
-            initializers.push(TensorProto {
-                name: w_zero_name.clone(),
-                data_type,
-                raw_data: vec![0],
-                ..Default::default()
-            });
+            initializers.push(constant(w_zero_name.clone(), data_type, vec![], vec![0]));
         }
-        let mut inputs = vec![
-            dx.input[0].clone(),
-            dx.input[1].clone(),
-            dx.input[2].clone(),
-            dw.input[0].clone(),
-            dw.input[1].clone(),
-            w_zero_name,
-            quantize.input[1].clone(),
-            quantize.input[2].clone(),
-        ];
+        let mut bias = None;
         if let Some(b) = conv.input.get(2).filter(|b| !b.is_empty()) {
             let Some((db, b_scale, b_zero)) = self.dequantize(b)? else { return Ok(None) };
             if !self.inits.contains_key(db.input[0].as_str())
@@ -203,18 +194,48 @@ impl<'a> Graph<'a> {
             {
                 return Ok(None);
             }
-            inputs.push(db.input[0].clone());
+            bias = self.constant(&db.input[0])?;
         }
-        let node = NodeProto {
-            input: inputs,
-            output: quantize.output.clone(),
-            name: conv.name.clone(),
-            op_type: "QLinearConv".into(),
-            domain: String::new(),
-            attribute: conv.attribute.clone(),
-            doc_string: String::new(),
+        // [C, 1, …]: one value per output channel, broadcast over the spatial axes.
+        let per_channel = |c: usize| -> Vec<i64> {
+            let mut d = vec![1i64; w_dims.len() - 1];
+            d[0] = c as i64;
+            d
         };
-        Ok(Some(Fusion { conv: conv_ix, quantize: q_ix, node, initializers }))
+        let name = |what: &str| format!("{y}.conv_integer.{what}");
+        let mut nodes = vec![node_of(
+            "ConvInteger",
+            vec![dx.input[0].clone(), dw.input[0].clone(), dx.input[2].clone(), w_zero_name],
+            name("accumulators"),
+            conv.attribute.clone(),
+        )];
+        if let Some(bias) = bias {
+            let b: Vec<i32> = bias.cast_to::<i32>()?.to_plain_array_view::<i32>()?.iter().copied().collect();
+            let raw = b.iter().flat_map(|v| v.to_le_bytes()).collect();
+            initializers.push(constant(name("bias"), INT32, per_channel(b.len()), raw));
+            nodes.push(node_of("Add", vec![name("accumulators"), name("bias")], name("biased"), vec![]));
+        }
+        let accumulators = nodes.last().map(|n| n.output[0].clone()).unwrap_or_default();
+        let to_float =
+            AttributeProto { name: "to".into(), i: FLOAT.into(), r#type: INT_ATTRIBUTE, ..Default::default() };
+        nodes.push(node_of("Cast", vec![accumulators], name("as_f32"), vec![to_float]));
+        // onnxruntime's factor per channel, computed as it does: input scale × weight scale / output scale.
+        let (sx, sy) = (x_scale.cast_to_scalar::<f32>()?, y_scale.cast_to_scalar::<f32>()?);
+        let factors: Vec<f32> = values(&w_scale)?.iter().map(|&w| sx * w as f32 / sy).collect();
+        let dims = if factors.len() == 1 { vec![] } else { per_channel(factors.len()) };
+        let raw = factors.iter().flat_map(|v| v.to_le_bytes()).collect();
+        initializers.push(constant(name("factors"), FLOAT, dims, raw));
+        nodes.push(node_of("Mul", vec![name("as_f32"), name("factors")], name("scaled"), vec![]));
+        initializers.push(constant(name("one"), FLOAT, vec![], 1f32.to_le_bytes().to_vec()));
+        let mut requantize = node_of(
+            "QuantizeLinear",
+            vec![name("scaled"), name("one"), quantize.input[2].clone()],
+            name("requantized"),
+            vec![],
+        );
+        requantize.output = quantize.output.clone();
+        nodes.push(requantize);
+        Ok(Some(Fusion { conv: conv_ix, quantize: q_ix, nodes, initializers }))
     }
 }
 
@@ -242,6 +263,19 @@ fn bias_is_accumulator_scaled(
 fn values(t: &Tensor) -> TractResult<Vec<f64>> {
     let t = t.cast_to::<f64>()?;
     Ok(t.to_plain_array_view::<f64>()?.iter().copied().collect())
+}
+
+/// ONNX's codes for the element types and attribute type used here.
+const FLOAT: i32 = 1;
+const INT32: i32 = 6;
+const INT_ATTRIBUTE: i32 = 2;
+
+fn constant(name: String, data_type: i32, dims: Vec<i64>, raw_data: Vec<u8>) -> TensorProto {
+    TensorProto { name, data_type, dims, raw_data, ..Default::default() }
+}
+
+fn node_of(op: &str, input: Vec<String>, output: String, attribute: Vec<AttributeProto>) -> NodeProto {
+    NodeProto { name: output.clone(), input, output: vec![output], op_type: op.into(), attribute, ..Default::default() }
 }
 
 fn attr_int(node: &NodeProto, name: &str) -> Option<i64> {
@@ -311,17 +345,25 @@ mod tests {
     }
 
     #[test]
-    fn a_qdq_convolution_becomes_qlinearconv_with_one_scalar_weight_zero_point() {
+    fn a_qdq_convolution_becomes_integer_convolution_and_onnxruntimes_requantization() {
         let mut g = graph(1.0, 1);
         assert_eq!(fuse(&mut g).unwrap(), 1);
         let ops: Vec<&str> = g.node.iter().map(|n| n.op_type.as_str()).collect();
-        // The input's dequantize has no reader left either: only the fused convolution remains.
-        assert_eq!(ops, ["QLinearConv"], "{ops:?}");
-        let conv = &g.node[0];
-        assert_eq!(conv.input, ["xq", "sx", "zx", "wq", "sw", "y.weight_zero_point", "sy", "zy", "bq"]);
-        assert_eq!(conv.output, ["yq"]);
-        let zero = g.initializer.iter().find(|t| t.name == "y.weight_zero_point").unwrap();
+        // The input's dequantize has no reader left either: only the rewritten convolution remains.
+        assert_eq!(ops, ["ConvInteger", "Add", "Cast", "Mul", "QuantizeLinear"], "{ops:?}");
+        let name = |what: &str| format!("y.conv_integer.{what}");
+        assert_eq!(g.node[0].input, ["xq", "wq", "zx", "y.weight_zero_point"]);
+        assert_eq!(g.node[1].input, [name("accumulators"), name("bias")]);
+        assert_eq!(g.node[4].input, [name("scaled"), name("one"), "zy".to_string()]);
+        assert_eq!(g.node[4].output, ["yq"]);
+        let init = |n: &str| g.initializer.iter().find(|t| t.name == n).unwrap();
+        let zero = init("y.weight_zero_point");
         assert_eq!((zero.data_type, zero.dims.len(), &zero.raw_data[..]), (INT8, 0, &[0u8][..]));
+        assert_eq!((init(&name("bias")).dims.clone(), init(&name("bias")).data_type), (vec![2, 1, 1], INT32));
+        // input scale × weight scale / output scale, per output channel: 0.5 × 0.25 / 0.1, 0.5 × 0.125 / 0.1.
+        let factors = init(&name("factors"));
+        let f: Vec<f32> = factors.raw_data.chunks(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+        assert_eq!((factors.dims.clone(), f), (vec![2, 1, 1], vec![0.5f32 * 0.25 / 0.1, 0.5f32 * 0.125 / 0.1]));
     }
 
     #[test]
