@@ -95,6 +95,7 @@ fn window(digest: Digest, at: UnixTime, rng: &mut Rng) -> WindowView {
         psi: Some(0.01 + rng.below(50) as f32 / 1_000.0),
         psi_unscored: false,
         implausible: false,
+        counted: Default::default(),
     }
 }
 

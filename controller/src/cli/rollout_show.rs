@@ -199,7 +199,7 @@ mod tests {
             "wave      1 of 2, bake 4m30s left",
             "install-failures",
             "at most 10% of finished installs fail (default)",
-            "error rate at most the old release's + 2% (absolute; judged from 20 requests) (default)",
+            "error rate at most the old release's + 2% (absolute; requests since told, judged from 20 requests) (default)",
             "median p95 at most 100% slower than the old release's or at most 10 ms more (default)",
             "wave 1  started",
         ] {

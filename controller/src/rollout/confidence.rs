@@ -1,4 +1,4 @@
-//! How sure the shadow gate is: the Wilson score interval of an agreement measured on `n` comparisons.
+//! How sure a counted gate is: the Wilson score interval of a fraction measured on `n` samples.
 //!
 //! The shadow gate compared the measured agreement with its floor, so a small sample decided as firmly as a
 //! large one: a canary whose first 21 comparisons agreed 18 times (85.7 %) failed a 90 % gate although the
@@ -8,17 +8,20 @@
 //! bake, then passes (the planner: comparisons end when the candidate goes live, so waiting longer would
 //! only pause a good rollout).
 //!
-//! The error-rate gate has the same flaw (one error in a wave's first 20 requests, 5 %, fails a 2-point
-//! gate) and keeps judging its figure: its evidence is each device's latest window, which does not grow,
-//! so waiting would never narrow the interval, and the interval let a bad canary through. In the
-//! simulator's bad-model scenario (one device of ten failing 30 % of its requests) the wave's figure,
-//! 2.84 % over 599 requests against a 2.2 % limit, is what catches it; judged by the interval (1.8 % to
-//! 4.5 %) it was undecided, the wave went on and the next one exposed 100 devices (seed 3 at 1,000
-//! devices; the faulty device's own watch rolls it back, after which the wave looks clean). Its guard
-//! against small samples stays the sample minimum (`judged from N requests`).
+//! The error-rate gate had the same flaw: a good release (0.2 % errors) was rolled back on 1 error in a
+//! canary's first 39 requests (2.56 % against a 2.2 % limit). It judged each device's latest window, which
+//! does not grow by waiting; it now judges each device's requests and errors summed since it was told
+//! ([`super::view::Counted`]), which do, and the interval ([`at_most`]): it fails only when the whole
+//! interval is over the limit, passes when the whole interval is under it, and otherwise waits. When the
+//! bake is over an undecided rate passes if the figure itself is within the limit; over it, the wave holds
+//! while requests add up (a fail once sure, a pause when the hold runs out: the operator decides). A device
+//! whose install failed keeps the weight of a median device ([`super::per_device::ratio_with_stopped`]): in
+//! the simulator's bad canary (one device of ten failing 30 % of its requests, rolled back by its own watch
+//! after about 100 requests) the sum would otherwise thin its errors out while the nine healthy devices
+//! bake, and the release would pass to the next wave.
 //!
-//! Wilson's interval rather than the normal approximation because agreements sit near 1 on tens of
-//! samples, where the normal interval crosses 1 and is far too narrow.
+//! Wilson's interval rather than the normal approximation because agreements sit near 1 and error rates
+//! near 0 on tens of samples, where the normal interval crosses the bound and is far too narrow.
 
 /// 95 % two-sided (each bound 97.5 % one-sided): the confidence the gate needs before it fails a wave.
 pub const Z: f64 = 1.96;
@@ -36,14 +39,15 @@ pub fn wilson(fraction: f64, n: u64) -> Option<(f64, f64)> {
     Some(((centre - half).max(0.0), (centre + half).min(1.0)))
 }
 
-/// Where a measured agreement stands against the gate's floor.
+/// Where a measured fraction stands against the gate's threshold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Side {
-    /// The agreement itself reaches the floor: the gate passes.
+    /// The agreement itself reaches the floor, or the whole interval of a rate is within its limit: the
+    /// gate passes.
     Clears,
-    /// The whole interval is under the floor: the gate fails.
+    /// The whole interval is on the wrong side: the gate fails.
     Worse,
-    /// The fraction is under the floor but the interval still reaches it: more samples decide.
+    /// The interval still reaches the other side: more samples decide.
     Undecided,
 }
 
@@ -54,6 +58,15 @@ pub fn at_least(fraction: f64, n: u64, floor: f64) -> Side {
     }
     match wilson(fraction, n) {
         Some((_, high)) if high < floor => Side::Worse,
+        _ => Side::Undecided,
+    }
+}
+
+/// A fraction that must stay within `limit` (an error rate): sure under, sure over, or undecided.
+pub fn at_most(fraction: f64, n: u64, limit: f64) -> Side {
+    match wilson(fraction, n) {
+        Some((_, high)) if high <= limit => Side::Clears,
+        Some((low, _)) if low > limit => Side::Worse,
         _ => Side::Undecided,
     }
 }
@@ -89,5 +102,22 @@ mod tests {
         assert_eq!(at_least(0.97, 21, 0.9), Side::Clears);
         assert_eq!(at_least(0.9, 21, 0.9), Side::Clears, "at the threshold passes, as before");
         assert_eq!(at_least(0.5, 0, 0.9), Side::Undecided, "no samples decide nothing");
+    }
+
+    #[test]
+    fn an_error_rate_fails_only_when_sure_over_and_passes_only_when_sure_under() {
+        // The good release rolled back before: 1 error in 39 requests against 2.2 % (0.5 % to 13.2 %).
+        assert_eq!(at_most(1.0 / 39.0, 39, 0.022), Side::Undecided);
+        // The same release summed over a bake: 2 errors in 1,000 (at most 0.7 %).
+        assert_eq!(at_most(0.002, 1_000, 0.022), Side::Clears);
+        // No error: sure under 2.2 % from 200 requests, not yet from 150.
+        assert_eq!(at_most(0.0, 200, 0.022), Side::Clears);
+        assert_eq!(at_most(0.0, 150, 0.022), Side::Undecided);
+        // The bad canary: 2.84 % over one window of ten devices (599 requests) is not sure ...
+        assert_eq!(at_most(0.0284, 599, 0.022), Side::Undecided);
+        // ... 3.2 % over 1,800 summed requests is (2.5 % to 4.1 %).
+        assert_eq!(at_most(0.0318, 1_800, 0.022), Side::Worse);
+        assert_eq!(at_most(0.3, 100, 0.022), Side::Worse);
+        assert_eq!(at_most(0.01, 0, 0.022), Side::Undecided, "no samples decide nothing");
     }
 }

@@ -4,7 +4,7 @@
 use super::confidence::{self, Side};
 use super::per_device::{self, Worse};
 use super::spec::{Gates, Release};
-use super::view::{DeviceView, InstallStatus};
+use super::view::{DeviceView, InstallStatus, WindowView};
 use outpost_protocol::{ModelName, UnixTime};
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -67,6 +67,17 @@ pub struct GateResult {
     /// the bake, a pass once it is over (the planner).
     #[serde(default)]
     pub undecided: bool,
+}
+
+impl GateResult {
+    /// An undecided gate whose bake is over passes: always for a shadow agreement (its comparisons ended
+    /// with the shadow period), for an error rate when its figure is within the limit.
+    pub fn passes_after_the_bake(&self) -> bool {
+        match self.gate {
+            GateKind::ErrorRate => self.value.is_some_and(|v| v <= self.baseline.unwrap_or(0.0) + self.threshold),
+            _ => true,
+        }
+    }
 }
 
 impl fmt::Display for GateResult {
@@ -152,8 +163,9 @@ pub struct Tally {
     /// Totals as reported (each window clamped): for notes, never judged.
     pub requests: u64,
     pub errors: u64,
-    /// `(errors, requests)` of each device with a window.
-    error_counts: Vec<(u64, u64)>,
+    /// `(errors, requests, stopped)` of each device with a window: a wave device's sum since it was told
+    /// (`stopped`: its install failed, so the sum stopped growing), a baseline device's latest window.
+    error_counts: Vec<(u64, u64, bool)>,
     p95s: Vec<u32>,
     psis: Vec<f64>,
     /// Devices whose window carried PSIs over too few samples to count.
@@ -188,15 +200,20 @@ impl Tally {
         if let Some(s) = shadow {
             self.shadow_counts.push((s.agreed, s.compared));
         }
-        let window = d.window_for(&release.model_digest).filter(|w| w.received_at >= fresh_since);
-        if !matches!(status, InstallStatus::Failed(_))
-            && (window.is_some() || shadow.is_some_and(|s| s.received_at >= fresh_since))
-        {
+        let failed = matches!(status, InstallStatus::Failed(_));
+        let latest = d.window_for(&release.model_digest);
+        let window = latest.filter(|w| w.received_at >= fresh_since);
+        if !failed && (window.is_some() || shadow.is_some_and(|s| s.received_at >= fresh_since)) {
             self.reporting += 1;
         }
-        // A failed install's window counts too: it holds the errors that made the device roll back.
+        // Requests and errors count from every window since the device was told, however old (like shadow
+        // comparisons, they are bound to this release): the evidence grows while the wave bakes. A failed
+        // install's count too: it holds the errors that made the device roll back.
+        if let Some(c) = latest.map(WindowView::counted) {
+            self.add_counts(c.errors, c.requests, failed);
+        }
         if let Some(w) = window {
-            self.add_window(w.requests, w.errors, w.p95_us, w.psi);
+            self.add_measures(w.requests, w.p95_us, w.psi);
             self.psi_unscored += u32::from(w.psi_unscored);
         }
         self.implausible += u32::from(window.is_some_and(|w| w.implausible) || shadow.is_some_and(|s| s.implausible));
@@ -208,15 +225,19 @@ impl Tally {
         let Some(running) = d.runs(model) else { return };
         if let Some(w) = d.window_for(&running.digest).filter(|w| w.received_at >= fresh_since) {
             self.reporting += 1;
-            self.add_window(w.requests, w.errors, w.p95_us, w.psi);
+            self.add_counts(w.errors, w.requests, false);
+            self.add_measures(w.requests, w.p95_us, w.psi);
             self.implausible += u32::from(w.implausible);
         }
     }
 
-    fn add_window(&mut self, requests: u64, errors: u64, p95_us: u32, psi: Option<f32>) {
+    fn add_counts(&mut self, errors: u64, requests: u64, stopped: bool) {
         self.requests = self.requests.saturating_add(requests);
         self.errors = self.errors.saturating_add(errors);
-        self.error_counts.push((errors, requests));
+        self.error_counts.push((errors, requests, stopped));
+    }
+
+    fn add_measures(&mut self, requests: u64, p95_us: u32, psi: Option<f32>) {
         // p95 0: the model computed nothing in the window (every answer came from the device's cache).
         if requests > 0 && p95_us > 0 {
             self.p95s.push(p95_us);
@@ -239,7 +260,7 @@ impl Tally {
     }
 
     pub fn snapshot(self, at: UnixTime) -> Option<BaselineSnapshot> {
-        let error_rate = per_device::ratio(&self.error_counts).map(|r| r.value);
+        let error_rate = per_device::ratio_with_stopped(&self.error_counts).map(|r| r.value);
         (self.reporting > 0).then(|| BaselineSnapshot {
             at,
             devices: self.reporting,
@@ -328,19 +349,21 @@ pub fn judge(gates: &Gates, w: &mut Tally, baseline: Option<&BaselineSnapshot>) 
     }
 
     if let Some(g) = gates.error_rate {
-        let by_device = per_device::ratio(&w.error_counts);
+        let by_device = per_device::ratio_with_stopped(&w.error_counts);
         let (devices, counted) = by_device.map_or((0, 0), |d| (d.devices, d.counted));
         let rate = by_device.map(|d| d.value);
         let base = baseline.map(BaselineSnapshot::error_rate);
         let limit = base.unwrap_or(0.0) + g.max_increase;
         let enough = devices >= need && counted >= g.min_requests.max(1);
-        // Judged on the figure itself, not its interval (confidence.rs says why).
-        let ok = rate.filter(|_| enough).map(|rate| rate <= limit);
-        let mut r = result(GateKind::ErrorRate, ok, rate, g.max_increase, counted);
+        // Fails only when sure the rate is over the limit, passes when sure it is under: 1 error in a
+        // canary's first 39 requests is neither (confidence.rs).
+        let side = rate.filter(|_| enough).map(|rate| confidence::at_most(rate, counted, limit));
+        let mut r = result(GateKind::ErrorRate, decided(side), rate, g.max_increase, counted);
         r.baseline = base;
         r.note = format!(
-            "error rate {} over {devices} device(s), limit {:.3}% ({}); {} error(s) in {} request(s) reported, \
-             {counted} counted (each device weighs at most the median device's {} requests)",
+            "error rate {} over {devices} device(s) since they were told, limit {:.3}% ({}); {} error(s) in {} \
+             request(s) reported, {counted} counted (each device weighs at most the median device's {} requests, \
+             a device whose install failed that much)",
             rate.map_or_else(|| "n/a".to_owned(), |r| format!("{:.3}%", r * 100.0)),
             limit * 100.0,
             match base {
@@ -352,6 +375,10 @@ pub fn judge(gates: &Gates, w: &mut Tally, baseline: Option<&BaselineSnapshot>) 
             by_device.map_or(0, |d| d.cap),
         );
         r.note += &few(devices).unwrap_or_default();
+        if side == Some(Side::Undecided) {
+            r.note += &undecided_note(rate, counted, limit, Worse::High);
+            r.undecided = true;
+        }
         out.push(r);
     }
 
@@ -396,7 +423,7 @@ pub fn judge(gates: &Gates, w: &mut Tally, baseline: Option<&BaselineSnapshot>) 
         );
         r.note += &few(devices).unwrap_or_default();
         if side == Some(Side::Undecided) {
-            r.note += &undecided_note(agreement, counted, g.min_agreement);
+            r.note += &undecided_note(agreement, counted, g.min_agreement, Worse::Low);
             r.undecided = true;
         }
         out.push(r);
@@ -438,7 +465,7 @@ pub fn judge(gates: &Gates, w: &mut Tally, baseline: Option<&BaselineSnapshot>) 
     out
 }
 
-/// The shadow gate's verdict from where its agreement stands: undecided waits (inconclusive).
+/// A counted gate's verdict from where its figure stands: undecided waits (inconclusive).
 fn decided(side: Option<Side>) -> Option<bool> {
     match side? {
         Side::Clears => Some(true),
@@ -448,12 +475,17 @@ fn decided(side: Option<Side>) -> Option<bool> {
 }
 
 /// `; under 90.0% but not surely: from 21 counted the true figure is 65.4% to 95.0% (95% confidence);
-/// waiting for more`.
-fn undecided_note(figure: Option<f64>, counted: u64, threshold: f64) -> String {
+/// waiting for more`. `worse`: the side of the threshold that fails.
+fn undecided_note(figure: Option<f64>, counted: u64, threshold: f64, worse: Worse) -> String {
     let (low, high) = figure.and_then(|f| confidence::wilson(f, counted)).unwrap_or((0.0, 1.0));
+    let wrong_side = figure.is_some_and(|f| match worse {
+        Worse::High => f > threshold,
+        Worse::Low => f < threshold,
+    });
     format!(
-        "; under {:.1}% but not surely: from {counted} counted the true figure is {:.1}% to {:.1}% (95% \
+        "; {} {:.1}% but not surely: from {counted} counted the true figure is {:.1}% to {:.1}% (95% \
          confidence); waiting for more",
+        if wrong_side == (worse == Worse::Low) { "under" } else { "over" },
         threshold * 100.0,
         low * 100.0,
         high * 100.0

@@ -38,7 +38,9 @@
 //!   failure); judged once `min_finished` finished, or at once when the failures alone already exceed
 //!   the rate over the whole wave;
 //! - error rate: the wave's errors ÷ requests may exceed the baseline's by `max_increase` (absolute),
-//!   because field conditions raise both; with no baseline at all it is an absolute limit;
+//!   because field conditions raise both; with no baseline at all it is an absolute limit. A wave device's
+//!   requests and errors are summed over every window since it was told ([`view::Counted`]), so the
+//!   evidence grows while the wave bakes; a baseline device counts its latest window;
 //! - p95 latency: the median of device p95s against the baseline's median, as a ratio (device p95s
 //!   cannot be pooled exactly, and the median ignores one odd device);
 //! - shadow agreement: agreed ÷ compared, whatever its age (it is bound to the candidate and ends when
@@ -53,7 +55,10 @@
 //! install gate counts devices. The shadow agreement fails only when sure: the 95 % Wilson interval of
 //! the fraction lies wholly under the floor ([`confidence`]); under it without that certainty it is
 //! undecided: inconclusive during the bake, a pass once the bake is over (its comparisons end when the
-//! candidate goes live). The error rate is judged on its figure (why: [`confidence`]).
+//! candidate goes live). The error rate too: it fails when the interval lies wholly over its limit,
+//! passes when wholly within it, and otherwise waits; after the bake an undecided rate passes if its
+//! figure is within the limit and holds otherwise (its sums keep growing). A device whose install failed
+//! weighs a median device in it ([`confidence`] says why).
 //! - quorum: the share of the wave's devices (failed installs aside) with evidence newer than the maximum
 //!   age. It passes or is inconclusive, never fails.
 //!
@@ -102,7 +107,9 @@ pub use spec::{
 };
 pub use state::{Action, Actor, AuditEntry, Decision, Intent, Member, Phase, Progress, RolloutState};
 pub use verbs::{Verb, VerbError};
-pub use view::{DeviceView, InstallStatus, MIN_PSI_SAMPLES_PER_BIN, ShadowView, UpdateView, WindowView, window_psi};
+pub use view::{
+    Counted, DeviceView, InstallStatus, MIN_PSI_SAMPLES_PER_BIN, ShadowView, UpdateView, WindowView, window_psi,
+};
 
 #[cfg(test)]
 pub(crate) mod testkit;

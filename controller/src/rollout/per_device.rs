@@ -64,17 +64,27 @@ pub struct DeviceRatio {
 /// `(part, whole)` per device (errors and requests, agreed and compared); a part above its whole counts
 /// as the whole. Devices with `whole == 0` have no ratio and are left out.
 pub fn ratio(counts: &[(u64, u64)]) -> Option<DeviceRatio> {
-    let with: Vec<(u64, u64)> = counts.iter().filter(|&&(_, whole)| whole > 0).map(|&(p, w)| (p.min(w), w)).collect();
+    let marked: Vec<(u64, u64, bool)> = counts.iter().map(|&(part, whole)| (part, whole, false)).collect();
+    ratio_with_stopped(&marked)
+}
+
+/// [`ratio`] where a device marked `true` stopped counting early and weighs the median device's count
+/// whatever its own: a device whose own watch rolled the release back (the error rate's summed counts)
+/// would have gone on failing at its rate, and without this its errors would thin out the longer the
+/// healthy devices bake. It still weighs one device: the most any device can weigh.
+pub fn ratio_with_stopped(counts: &[(u64, u64, bool)]) -> Option<DeviceRatio> {
+    let with: Vec<(u64, u64, bool)> =
+        counts.iter().filter(|&&(_, whole, _)| whole > 0).map(|&(p, w, stopped)| (p.min(w), w, stopped)).collect();
     if with.is_empty() {
         return None;
     }
-    let mut wholes: Vec<u64> = with.iter().map(|&(_, whole)| whole).collect();
+    let mut wholes: Vec<u64> = with.iter().map(|&(_, whole, _)| whole).collect();
     wholes.sort_unstable();
     // The lower middle: of two devices, the quieter one's count is the most either weighs.
     let cap = wholes[(wholes.len() - 1) / 2];
     let (mut weighted, mut counted) = (0.0, 0u64);
-    for &(part, whole) in &with {
-        let weight = whole.min(cap);
+    for &(part, whole, stopped) in &with {
+        let weight = if stopped { cap } else { whole.min(cap) };
         weighted += weight as f64 * (part as f64 / whole as f64);
         counted = counted.saturating_add(weight);
     }

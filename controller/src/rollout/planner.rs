@@ -3,6 +3,7 @@
 //! these tests.
 
 use super::gates::{self, Evidence, Tally, Verdict};
+use super::progress::counted_now;
 use super::spec::{FailurePolicy, Kind, RolloutSpec, SpecError};
 use super::state::{Action, Actor, AuditEntry, Decision, Intent, Member, Phase, RolloutState};
 use super::view::{DeviceView, InstallStatus};
@@ -281,6 +282,7 @@ impl Rollout {
                 // Only while the device is still selected: one relabelled out while held back stays out.
                 if m.intent == Intent::Withdraw && m.wave <= upto && r.is_some() {
                     (m.intent, m.issued_at, m.told_in) = (intent, now, self.state.wave);
+                    m.counted_before = counted_now(d, &self.spec.release.model_digest);
                     let desired = self.desired(&self.state.members[&d.id]);
                     out.push(Action::Desire { device: d.id.clone(), desired });
                     counts.installs += 1;
@@ -289,7 +291,8 @@ impl Rollout {
             }
             let Some(wave) = r.and_then(|r| s.plan.wave_of(r)).filter(|&w| w <= upto) else { continue };
             let fresh = d.runs(&self.spec.release.model).is_none();
-            let member = Member { wave, told_in: self.state.wave, intent, issued_at: now, fresh };
+            let counted_before = counted_now(d, &self.spec.release.model_digest);
+            let member = Member { wave, told_in: self.state.wave, intent, issued_at: now, fresh, counted_before };
             out.push(Action::Desire { device: d.id.clone(), desired: self.desired(&member) });
             self.state.members.insert(d.id.clone(), member);
             counts.installs += 1;
@@ -377,15 +380,21 @@ impl Rollout {
         let baseline = self.state.baseline.as_ref();
         let mut gates = gates::judge(&self.spec.gates, &mut wave, baseline);
         self.judge_newcomers(&mut gates, devices, baseline_devices, fresh_since);
-        // An undecided shadow agreement waits through the bake (confidence.rs). Its comparisons end when the
-        // candidate goes live, so holding for more would only pause a good rollout: still undecided when
+        // An undecided gate waits through the bake (confidence.rs). A shadow agreement's comparisons end when
+        // the candidate goes live, so holding for more would only pause a good rollout: still undecided when
         // the bake is over, it passes (it was not shown under its floor), and the next, larger wave is judged
-        // on its own comparisons.
+        // on its own comparisons. An error rate whose figure is within its limit passes too; over it, the wave
+        // holds while requests add up: a fail once sure, a pause when the hold runs out.
         let bake_end = self.state.wave_started_at.saturating_add(self.spec.waves[self.state.wave].bake_secs);
         if now >= bake_end {
             for g in gates.iter_mut().filter(|g| g.undecided && g.verdict == Verdict::Inconclusive) {
-                g.verdict = Verdict::Pass;
-                g.note.push_str("; the bake is over and it was not shown on the wrong side at 95% confidence: pass");
+                if g.passes_after_the_bake() {
+                    g.verdict = Verdict::Pass;
+                    g.note
+                        .push_str("; the bake is over and it was not shown on the wrong side at 95% confidence: pass");
+                } else {
+                    g.note.push_str("; the bake is over: holding while requests add up");
+                }
             }
         }
         Evidence {

@@ -5,7 +5,7 @@
 use super::planner::Rollout;
 use super::spec::Kind;
 use super::state::{Intent, Member, Progress};
-use super::view::{DeviceView, InstallStatus};
+use super::view::{Counted, DeviceView, InstallStatus, WindowView};
 use outpost_protocol::DeviceId;
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -61,8 +61,8 @@ impl Rollout {
 
 /// `d` without the evidence about this release that predates `m`'s current instruction: update events
 /// for the bundle received before the device was told, shadow comparisons of the candidate received no
-/// later than that second (the planner leaves out windows the same way). Borrowed
-/// unchanged in the usual case (nothing stale).
+/// later than that second, and the requests and errors it had summed on the release by then (the planner
+/// leaves out the latest window the same way). Borrowed unchanged in the usual case (nothing stale).
 pub(super) fn since_told<'a>(
     d: &'a DeviceView,
     m: &Member,
@@ -72,13 +72,26 @@ pub(super) fn since_told<'a>(
     let stale_event = d.update_for(bundle).is_some_and(|u| u.at < m.issued_at);
     // Comparisons received in the second the device was told were made before it could act on it.
     let stale_shadow = d.shadow_for(candidate).is_some_and(|s| s.received_at <= m.issued_at);
-    if !stale_event && !stale_shadow {
+    // A window of the release received by then came before; a sum begun before holds what came before.
+    let stale_window =
+        d.window_for(candidate).is_some_and(|w| w.received_at <= m.issued_at || m.counted_before.is_some());
+    if !stale_event && !stale_shadow && !stale_window {
         return Cow::Borrowed(d);
     }
     let mut fresh = d.clone();
     fresh.updates.retain(|u| !(&u.bundle == bundle && u.at < m.issued_at));
     fresh.shadows.retain(|s| !(&s.candidate == candidate && s.received_at <= m.issued_at));
+    fresh.windows.retain(|w| !(&w.digest == candidate && w.received_at <= m.issued_at));
+    if let Some(w) = fresh.windows.iter_mut().find(|w| &w.digest == candidate) {
+        w.counted = w.counted().after(m.counted_before);
+    }
     Cow::Owned(fresh)
+}
+
+/// What `d` has summed on `digest` now: kept in a member when it is told, so that [`since_told`] counts only
+/// what came after.
+pub(super) fn counted_now(d: &DeviceView, digest: &outpost_protocol::Digest) -> Option<Counted> {
+    d.window_for(digest).map(WindowView::counted)
 }
 
 impl Rollout {

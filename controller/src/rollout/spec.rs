@@ -295,7 +295,7 @@ impl Gates {
             out.push((
                 GateKind::ErrorRate,
                 format!(
-                    "error rate at most the old release's + {} (absolute; judged from {} requests)",
+                    "error rate at most the old release's + {} (absolute; requests since told, judged from {} requests)",
                     pct(g.max_increase),
                     g.min_requests
                 ),

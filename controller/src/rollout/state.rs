@@ -2,6 +2,7 @@
 //! the daemon persists [`RolloutState`] after every step and a reloaded state continues where it was.
 
 use super::gates::{BaselineSnapshot, Evidence};
+use super::view::Counted;
 use outpost_protocol::messages::DesiredState;
 use outpost_protocol::{DeviceId, UnixTime};
 use serde::{Deserialize, Serialize};
@@ -132,6 +133,11 @@ pub struct Member {
     /// removes the model (there is no previous model to switch back to).
     #[serde(default)]
     pub fresh: bool,
+    /// The device's summed requests and errors on the release when it was told ([`Counted`]): an
+    /// earlier rollout of the same bytes left them, and they say nothing about this one. `None`: it had
+    /// none (the usual case), or the member was stored before sums were kept.
+    #[serde(default)]
+    pub counted_before: Option<Counted>,
 }
 
 /// What the controller last told a device on behalf of this rollout.

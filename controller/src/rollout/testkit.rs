@@ -61,6 +61,7 @@ pub fn window(digest: Digest, at: UnixTime, requests: u64, errors: u64, p95_us: 
         psi: Some(0.02),
         psi_unscored: false,
         implausible: false,
+        counted: Counted::default(),
     }
 }
 
@@ -115,12 +116,12 @@ impl World {
         self.devices.iter_mut().find(|v| &v.id == d).unwrap()
     }
 
-    /// Every online device reports a window for what it runs.
+    /// Every online device reports a window for what it runs (summed as the registry sums them).
     pub fn report(&mut self) {
         for d in self.devices.iter_mut().filter(|d| d.online) {
             let Some(r) = d.running.first() else { continue };
             let h = if r.digest == NEW { self.new } else { self.old };
-            d.windows = vec![window(r.digest, self.now, 1_000, h.errors_per_1000, h.p95_us)];
+            d.fold_window(window(r.digest, self.now, 1_000, h.errors_per_1000, h.p95_us));
             d.last_seen = self.now;
         }
     }

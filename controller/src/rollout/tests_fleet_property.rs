@@ -189,6 +189,7 @@ impl Fleet {
                 psi: None,
                 psi_unscored: false,
                 implausible: false,
+                counted: Counted::default(),
             }];
             d.last_seen = self.now;
         }

@@ -196,6 +196,33 @@ fn one_faulty_device_of_ten_still_fails_the_error_gate() {
 }
 
 #[test]
+fn a_forged_window_sent_a_thousand_times_still_weighs_one_device() {
+    // The error rate sums each device's windows since it was told: a device repeating its claim adds to
+    // its own sum only, and that weighs at most the median device's.
+    let repeated = |honest: &Claim, forged: &Claim| {
+        let mut v = wave(7, honest, None);
+        let mut d = device(7, forged);
+        for _ in 0..1_000 {
+            d.record_window(&inference_window(forged, NEW, None), NOW - 30);
+        }
+        v.push(d);
+        judged(&gates(), &v)
+    };
+    let alone = judged(&gates(), &wave(7, &GOOD, None));
+    for forged in TO_PASS.iter().chain(&TO_BLOCK) {
+        let with = repeated(&GOOD, forged);
+        let (a, b) = (value(&alone, GateKind::ErrorRate), value(&with, GateKind::ErrorRate));
+        assert!((a - b).abs() <= 1.0 / 8.0 + 1e-9, "{forged:?}: {a} -> {b}");
+        let g = with.iter().find(|g| g.gate == GateKind::ErrorRate).unwrap();
+        assert!(g.samples <= 8 * 600, "{forged:?}: {g:?}");
+    }
+    for forged in &TO_PASS {
+        let g = repeated(&BAD, forged).into_iter().find(|g| g.gate == GateKind::ErrorRate).unwrap();
+        assert_eq!(g.verdict, Verdict::Fail, "{forged:?}: {g:?}");
+    }
+}
+
+#[test]
 fn a_forged_device_alone_does_not_judge_a_wave_of_quiet_devices() {
     // Three devices that shadowed without a single comparison and sent no window; one claims everything.
     let mut quiet: Vec<DeviceView> = (0..3)

@@ -187,8 +187,12 @@ fn each_gate_passes_fails_or_is_inconclusive_by_its_numbers() {
         // Sample size (confidence.rs): an agreement under the floor fails only when its interval is too.
         ("18 of 21 per device against 90 %", &shadow90, shadowed(21, 18, 60), None, ShadowAgreement, Inconclusive),
         ("30 of 100 per device against 90 %", &shadow90, shadowed(100, 30, 60), None, ShadowAgreement, Fail),
-        // The error rate is judged on its figure (confidence.rs says why): its sample minimum guards it.
-        ("1 error in 20 requests against 2 %", &errors20, requests(20, 1), None, ErrorRate, Fail),
+        // So is the error rate, over each device's requests since it was told: sure over fails, sure under
+        // passes, and in between it waits.
+        ("1 error in 20 requests against 2 %", &errors20, requests(20, 1), None, ErrorRate, Inconclusive),
+        ("1 error in 39 requests against 2 %", &errors20, requests(39, 1), None, ErrorRate, Inconclusive),
+        ("2 errors in 1,000 requests against 2 %", &errors20, requests(1_000, 2), None, ErrorRate, Pass),
+        ("30 errors in 100 requests against 2 %", &errors20, requests(100, 30), None, ErrorRate, Fail),
         ("PSI 0.05", &drift, psi(Some(0.05)), None, Drift, Pass),
         ("PSI 0.3", &drift, psi(Some(0.3)), None, Drift, Fail),
         ("no reference profile", &drift, psi(None), None, Drift, Inconclusive),
@@ -276,16 +280,98 @@ fn quorum_counts_fresh_evidence_and_leaves_failed_installs_out() {
 }
 
 #[test]
-fn evidence_older_than_the_maximum_age_is_not_judged() {
-    let mut gates =
-        Gates { error_rate: Some(ErrorRateGate { max_increase: 0.01, min_requests: 100 }), ..Gates::default() };
+fn measures_older_than_the_maximum_age_are_not_judged_but_requests_since_told_count_whatever_their_age() {
+    let latency = Some(LatencyGate { max_p95_regression: 0.25 });
+    let error_rate = Some(ErrorRateGate { max_increase: 0.01, min_requests: 100 });
+    let mut gates = Gates { error_rate, latency, ..Gates::default() };
     let stale_and_bad = with(healthy(10), |_, d| {
         d.windows[0].errors = 500;
+        d.windows[0].p95_us = 10_000;
         d.windows[0].received_at = NOW - 601;
     });
-    assert_eq!(verdict(&gates, &stale_and_bad, None, GateKind::ErrorRate), Verdict::Inconclusive);
+    let base = || baseline(1, 2_000);
+    assert_eq!(verdict(&gates, &stale_and_bad, base(), GateKind::LatencyP95), Verdict::Inconclusive);
+    // Requests and errors are bound to the release like shadow comparisons: a device that went quiet (or
+    // rolled the release back) keeps the errors it reported.
+    assert_eq!(verdict(&gates, &stale_and_bad, base(), GateKind::ErrorRate), Verdict::Fail);
     gates.quorum.max_evidence_age_secs = 3_600;
-    assert_eq!(verdict(&gates, &stale_and_bad, None, GateKind::ErrorRate), Verdict::Fail);
+    assert_eq!(verdict(&gates, &stale_and_bad, base(), GateKind::LatencyP95), Verdict::Fail);
+}
+
+/// Issue 16's finding: a good release (0.2 % errors) rolled back on 1 error in its canary's first 39
+/// requests (2.56 % against 2.2 %), because the gate judged each device's latest window. The canary's
+/// requests now add up while it bakes: undecided after the first minute, sure under by the end.
+#[test]
+fn a_good_canary_with_an_early_error_waits_while_its_requests_add_up_and_passes() {
+    let mut w = World::new(10);
+    let mut s = spec(&["1", "100%"], 600);
+    s.gates.error_rate = Some(ErrorRateGate { max_increase: 0.02, min_requests: 20 });
+    let mut r = Rollout::new(s).unwrap();
+    let canary = installs(&w.tick(&mut r, 0))[0].clone();
+    // It reports by hand from now on: 39 requests a minute, one error in the first.
+    w.device(&canary).online = false;
+    let mut decided = Vec::new();
+    let mut notes = Vec::new();
+    for minute in 0..10u64 {
+        let at = w.now + 60;
+        w.device(&canary).fold_window(window(NEW, at, 39, u64::from(minute == 0), 2_000));
+        decided.extend(decisions(&w.tick(&mut r, 60)));
+        let ev = r.state.history.last().and_then(|e| e.evidence.clone()).filter(|_| !decided.is_empty());
+        let ev = ev.or(r.state.last_evidence.clone()).unwrap();
+        notes.push(ev.gates.into_iter().find(|g| g.gate == GateKind::ErrorRate).unwrap());
+    }
+    assert_eq!(decided, [Decision::Advanced { to: 1 }], "{notes:#?}");
+    let first = &notes[0];
+    assert_eq!((first.verdict, first.samples), (Verdict::Inconclusive, 39), "{first:?}");
+    assert!(first.note.contains("over 2.1% but not surely"), "{}", first.note);
+    let last = &notes[9];
+    assert_eq!((last.verdict, last.samples), (Verdict::Pass, 390), "{last:?}");
+}
+
+/// The simulator's bad canary: one device of ten fails 30 % of its requests and its own watch rolls the
+/// release back after 100 of them. Its errors stay counted, with the weight of a median device, so the
+/// healthy devices' growing sums do not thin them out: the canary fails once that is sure, mid-bake.
+#[test]
+fn a_canary_device_that_rolled_the_release_back_keeps_its_share_and_the_wave_fails() {
+    let mut w = World::new(100);
+    let mut s = spec(&["10", "100%"], 600);
+    s.gates.error_rate = Some(ErrorRateGate { max_increase: 0.02, min_requests: 20 });
+    s.gates.install = Some(InstallGate { max_failure_rate: 0.1, min_finished: 5 });
+    let mut r = Rollout::new(s).unwrap();
+    let canary = installs(&w.tick(&mut r, 0));
+    assert_eq!(canary.len(), 10);
+    for d in &canary {
+        w.device(d).online = false;
+    }
+    let faulty = canary[0].clone();
+    let mut decided = Vec::new();
+    let mut minutes = 0;
+    while decided.is_empty() && minutes < 10 {
+        minutes += 1;
+        let at = w.now + 60;
+        for d in &canary[1..] {
+            w.device(d).fold_window(window(NEW, at, 60, 0, 2_000));
+        }
+        match minutes {
+            1 => w.device(&faulty).fold_window(window(NEW, at, 60, 18, 2_000)),
+            2 => {
+                let d = w.device(&faulty);
+                d.fold_window(window(NEW, at, 40, 12, 2_000));
+                d.running = vec![running(OLD)];
+                let stage = UpdateStage::RolledBack;
+                d.updates =
+                    vec![UpdateView { bundle: NEW, stage, reason: Some(RejectReason::UnhealthyErrors), at, seq: 1 }];
+            }
+            _ => {}
+        }
+        decided.extend(decisions(&w.tick(&mut r, 60)));
+    }
+    assert_eq!(decided, [Decision::GateFailed { rolled_back: false }], "after {minutes} minute(s)");
+    let ev = r.state.history.last().unwrap().evidence.as_ref().unwrap();
+    let g = |kind| ev.gates.iter().find(|g| g.gate == kind).unwrap();
+    assert_eq!(g(GateKind::ErrorRate).verdict, Verdict::Fail, "{:?}", g(GateKind::ErrorRate));
+    assert_eq!(g(GateKind::InstallFailure).verdict, Verdict::Pass, "1 of 10 is within 10 %: the error rate catches it");
+    assert!(minutes < 10, "within the bake");
 }
 
 #[test]

@@ -87,6 +87,7 @@ impl World {
                     psi: Some(0.02),
                     psi_unscored: false,
                     implausible: false,
+                    counted: Counted::default(),
                 })
                 .collect();
             d.last_seen = self.now;

@@ -77,6 +77,33 @@ fn evidence_from_before_a_device_was_told_does_not_count() {
     assert_eq!(r.state.progress.failed, 0);
 }
 
+/// The same bytes failed on these devices in an earlier rollout and they still run them: their sums of
+/// requests and errors on the release hold that rollout's errors. What each had summed when it was told is
+/// taken off, so this rollout is judged on what they served since.
+#[test]
+fn requests_a_device_summed_before_it_was_told_are_taken_off_its_count() {
+    let mut w = World::new(10);
+    for d in &mut w.devices {
+        d.fold_window(window(NEW, T0 - 20, 1_000, 900, 2_000));
+    }
+    let mut s = spec(&["100%"], 600);
+    s.gates.error_rate = Some(ErrorRateGate { max_increase: 0.01, min_requests: 10 });
+    let mut r = Rollout::new(s).unwrap();
+    w.tick(&mut r, 0);
+    let before = Counted { since: T0 - 20, requests: 1_000, errors: 900 };
+    assert!(r.state.members.values().all(|m| m.counted_before == Some(before)), "{:?}", r.state.members);
+    // A minute on the release, healthy: 1 error in 1,000 requests each, added to the old sum.
+    w.tick(&mut r, 60);
+    assert_eq!(w.devices[0].window_for(&NEW).unwrap().counted().requests, 2_000);
+    let ev = r.state.last_evidence.clone().unwrap();
+    let g = ev.gates.iter().find(|g| g.gate == GateKind::ErrorRate).unwrap();
+    assert_eq!((g.verdict, g.samples), (Verdict::Pass, 10_000), "{g:?}");
+    assert!((g.value.unwrap() - 0.001).abs() < 1e-9, "{g:?}");
+    // It survives a restart: members and windows are stored as JSON.
+    let reloaded: Member = serde_json::from_str(&serde_json::to_string(&r.state.members[&id(0)]).unwrap()).unwrap();
+    assert_eq!(reloaded.counted_before, Some(before));
+}
+
 #[test]
 fn progress_counts_every_wave_and_keeps_counting_after_completion() {
     let mut w = World::new(3);

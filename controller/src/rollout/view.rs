@@ -63,6 +63,49 @@ pub struct WindowView {
     /// left out, and the gates say so.
     #[serde(default)]
     pub implausible: bool,
+    /// Requests and errors of every window of this digest so far, this one included: the error-rate
+    /// gate's evidence, which grows while a wave bakes.
+    #[serde(default)]
+    pub counted: Counted,
+}
+
+/// Requests and errors summed over a device's windows of one model digest, each window clamped first.
+/// One window of a quiet device holds a few dozen requests, where one error is already over a 2 % gate;
+/// the sum grows as long as the device serves the release, so the gate can wait for certainty
+/// ([`super::confidence`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counted {
+    /// When the first window of the sum was received: a sum with another start is another sum (the
+    /// digest's entry was dropped and started again). 0 in windows stored before sums were kept.
+    pub since: UnixTime,
+    pub requests: u64,
+    pub errors: u64,
+}
+
+impl Counted {
+    /// What was added since `before` (the same sum at an earlier moment); the whole sum when `before`
+    /// was another one or there was none.
+    pub fn after(self, before: Option<Counted>) -> Counted {
+        match before {
+            Some(b) if b.since == self.since => Counted {
+                since: self.since,
+                requests: self.requests.saturating_sub(b.requests),
+                errors: self.errors.saturating_sub(b.errors),
+            },
+            _ => self,
+        }
+    }
+}
+
+impl WindowView {
+    /// The sum of this digest's windows; for a window stored before sums were kept, the window alone.
+    pub fn counted(&self) -> Counted {
+        if self.counted.since == 0 {
+            Counted { since: self.received_at, requests: self.requests, errors: self.errors }
+        } else {
+            self.counted
+        }
+    }
 }
 
 /// Most requests (or compared rows) a model can count per second of a window: far beyond what a device
@@ -245,6 +288,19 @@ impl DeviceView {
         self.updates.truncate(KEPT_PER_DEVICE);
     }
 
+    /// Makes `view` the digest's latest window and adds its counts to the digest's sum.
+    pub fn fold_window(&mut self, mut view: WindowView) {
+        let before = self.windows.iter().position(|x| x.digest == view.digest).map(|i| self.windows.remove(i));
+        let sum = before.map_or(Counted { since: view.received_at, requests: 0, errors: 0 }, |b| b.counted());
+        view.counted = Counted {
+            since: sum.since,
+            requests: sum.requests.saturating_add(view.requests),
+            errors: sum.errors.saturating_add(view.errors),
+        };
+        self.windows.insert(0, view);
+        self.windows.truncate(KEPT_PER_DEVICE);
+    }
+
     /// Folds an inference window into `windows` and, when it carried shadow statistics, `shadows`. The
     /// window is unsigned: its counts are clamped to what it can hold first ([`WindowView::implausible`]).
     pub fn record_window(&mut self, w: &InferenceWindow, received_at: UnixTime) {
@@ -262,10 +318,9 @@ impl DeviceView {
             psi,
             psi_unscored,
             implausible: clamped || bad_psi,
+            counted: Counted::default(),
         };
-        self.windows.retain(|x| x.digest != w.digest);
-        self.windows.insert(0, view);
-        self.windows.truncate(KEPT_PER_DEVICE);
+        self.fold_window(view);
         if let Some(s) = &w.shadow {
             // Summed: one window of a quiet device compares a handful of requests; the whole period counts.
             let mut view =
@@ -281,5 +336,46 @@ impl DeviceView {
             self.shadows.insert(0, view);
             self.shadows.truncate(KEPT_PER_DEVICE);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rollout::testkit::{NEW, OLD, T0, id, window};
+
+    #[test]
+    fn windows_of_a_digest_add_up_and_a_window_stored_before_sums_counts_as_itself() {
+        let mut d = DeviceView::new(id(0));
+        d.fold_window(window(NEW, T0, 39, 1, 2_000));
+        d.fold_window(window(OLD, T0 + 30, 500, 0, 2_000));
+        d.fold_window(window(NEW, T0 + 60, 40, 0, 2_000));
+        let w = d.window_for(&NEW).unwrap();
+        assert_eq!((w.requests, w.errors), (40, 0), "the latest window, for latency, drift and freshness");
+        assert_eq!(w.counted(), Counted { since: T0, requests: 79, errors: 1 });
+        assert_eq!(d.window_for(&OLD).unwrap().counted(), Counted { since: T0 + 30, requests: 500, errors: 0 });
+        // The registry stores the view as JSON: the sum survives a controller restart.
+        let json = serde_json::to_value(&d).unwrap();
+        let back: DeviceView = serde_json::from_value(json.clone()).unwrap();
+        assert_eq!(back, d);
+        // A view stored before sums were kept reads, its latest window standing for the sum.
+        let mut old = json;
+        for w in old["windows"].as_array_mut().unwrap() {
+            w.as_object_mut().unwrap().remove("counted");
+        }
+        let mut old: DeviceView = serde_json::from_value(old).unwrap();
+        assert_eq!(old.window_for(&NEW).unwrap().counted(), Counted { since: T0 + 60, requests: 40, errors: 0 });
+        old.fold_window(window(NEW, T0 + 120, 40, 2, 2_000));
+        assert_eq!(old.window_for(&NEW).unwrap().counted(), Counted { since: T0 + 60, requests: 80, errors: 2 });
+    }
+
+    #[test]
+    fn what_was_added_since_an_earlier_look_at_the_same_sum() {
+        let now = Counted { since: T0, requests: 2_000, errors: 901 };
+        let then = Counted { since: T0, requests: 1_000, errors: 900 };
+        assert_eq!(now.after(Some(then)), Counted { since: T0, requests: 1_000, errors: 1 });
+        assert_eq!(now.after(None), now);
+        // Another sum (the entry was dropped and began again after the look): all of it is newer.
+        assert_eq!(now.after(Some(Counted { since: T0 - 60, ..then })), now);
     }
 }
