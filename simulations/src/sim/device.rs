@@ -56,6 +56,11 @@ pub struct DeviceModel {
     /// `disk.slots` of this model as release indices.
     pub slots: Slots,
     window: Traffic,
+    /// The traffic of this window that a release served before it stopped being active (an activation,
+    /// a rollback, a revert or a removal happened mid-window): reported as that release's own window
+    /// at the window's end, as the agent reports a departed model's figures, so the new release is
+    /// judged on the requests it served.
+    departed: Vec<(Slots, Traffic)>,
     watch: Traffic,
     /// The release is broken on this device / fails its self-test here.
     failing: bool,

@@ -19,6 +19,11 @@ impl World {
             }
             let dm = &mut self.devices[dev as usize].models[m as usize];
             dm.watch = Traffic::default();
+            // What was served so far this window was the old release's (`serve` ran just before).
+            let served = std::mem::take(&mut dm.window);
+            if before.is_some() && (served.requests > 0 || served.compared > 0) {
+                dm.departed.push((dm.slots, served));
+            }
             if s.active == Some(target(m)) {
                 dm.just_activated = true;
                 if !dm.ever_on_target {
@@ -71,7 +76,8 @@ impl World {
         self.dev(dev).served_until_ms = now;
     }
 
-    /// The telemetry window: one inference record per active model, then ship.
+    /// The telemetry window: one inference record per active model, and one per release that stopped
+    /// serving during the window (its own traffic, as the agent reports a departed model), then ship.
     pub(in crate::sim) fn device_window(&mut self, dev: u32) {
         let window = self.scenario.fleet.telemetry_window_secs;
         self.q.after(window * 1000, Ev::Window { dev });
@@ -80,25 +86,29 @@ impl World {
         }
         self.serve(dev);
         for m in 0..self.devices[dev as usize].models.len() {
+            // One draw per model and window, whatever it served: the run's random stream does not depend on
+            // how many releases served in a window.
             let jitter = self.rng.unit();
-            let dm = &self.devices[dev as usize].models[m];
-            let w = dm.window;
-            let Some(active) = dm.slots.active else { continue };
-            if w.requests > 0 || w.compared > 0 {
-                let p95 = f64::from(self.catalog.get(active).p95_us) * (0.9 + 0.2 * jitter);
-                let window = Window {
-                    model: active,
-                    candidate: dm.slots.candidate,
-                    window_secs: window as u32,
-                    requests: w.requests as u32,
-                    errors: w.errors as u32,
-                    p95_us: p95 as u32,
-                    compared: w.compared as u32,
-                    agreed: w.agreed as u32,
-                };
-                self.append(dev, Body::Window(window));
+            let dm = &mut self.devices[dev as usize].models[m];
+            let mut served = std::mem::take(&mut dm.departed);
+            served.push((dm.slots, std::mem::take(&mut dm.window)));
+            for (slots, w) in served {
+                let Some(active) = slots.active else { continue };
+                if w.requests > 0 || w.compared > 0 {
+                    let p95 = f64::from(self.catalog.get(active).p95_us) * (0.9 + 0.2 * jitter);
+                    let window = Window {
+                        model: active,
+                        candidate: slots.candidate,
+                        window_secs: window as u32,
+                        requests: w.requests as u32,
+                        errors: w.errors as u32,
+                        p95_us: p95 as u32,
+                        compared: w.compared as u32,
+                        agreed: w.agreed as u32,
+                    };
+                    self.append(dev, Body::Window(window));
+                }
             }
-            self.dev(dev).models[m].window = Traffic::default();
         }
         self.ship(dev);
     }
@@ -144,6 +154,7 @@ impl World {
         for dm in &mut d.models {
             dm.watch = Traffic::default();
             dm.window = Traffic::default();
+            dm.departed.clear();
         }
         // Every persisted job resumes, its staging file re-checked against the chunk digests.
         self.with_shell(dev, |s, p| s.restarted(p));
