@@ -328,6 +328,40 @@ fn a_good_canary_with_an_early_error_waits_while_its_requests_add_up_and_passes(
     assert_eq!((last.verdict, last.samples), (Verdict::Pass, 390), "{last:?}");
 }
 
+/// A canary whose rate stays over the limit without certainty when the bake ends: the wave holds while its
+/// requests add up; it fails once the interval is over the limit, or pauses for the operator when the hold
+/// runs out. It never advances on a rate over its limit.
+#[test]
+fn an_error_rate_over_its_limit_but_not_surely_holds_after_the_bake_then_fails_or_pauses() {
+    let run = |errors_per_minute: u64| {
+        let mut w = World::new(10);
+        let mut s = spec(&["1", "100%"], 600);
+        s.gates.error_rate = Some(ErrorRateGate { max_increase: 0.02, min_requests: 20 });
+        let mut r = Rollout::new(s).unwrap();
+        let canary = installs(&w.tick(&mut r, 0))[0].clone();
+        w.device(&canary).online = false;
+        let mut decided = Vec::new();
+        for _ in 0..20 {
+            let at = w.now + 60;
+            w.device(&canary).fold_window(window(NEW, at, 39, errors_per_minute, 2_000));
+            decided.extend(decisions(&w.tick(&mut r, 60)));
+            if decided.iter().any(|d| matches!(d, Decision::GateFailed { .. } | Decision::PausedInconclusive)) {
+                break;
+            }
+        }
+        (decided, r)
+    };
+    // 1 error in 39 a minute (2.6 % against 2.1 %): 20 in 780 is still 1.7 % to 3.9 % when the hold ends.
+    let (decided, r) = run(1);
+    assert_eq!(decided, [Decision::Holding, Decision::PausedInconclusive]);
+    let reason = &r.state.history.last().unwrap().reason;
+    assert!(reason.contains("error-rate") && reason.contains("over 2.1% but not surely"), "{reason}");
+    // 3 in 39 a minute (7.7 %): sure over within the bake, mid-bake.
+    let (decided, r) = run(3);
+    assert_eq!(decided, [Decision::GateFailed { rolled_back: false }]);
+    assert!(r.state.history.last().unwrap().at < T0 + 600, "during the bake");
+}
+
 /// The simulator's bad canary: one device of ten fails 30 % of its requests and its own watch rolls the
 /// release back after 100 of them. Its errors stay counted, with the weight of a median device, so the
 /// healthy devices' growing sums do not thin them out: the canary fails once that is sure, mid-bake.
