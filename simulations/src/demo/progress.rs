@@ -25,19 +25,24 @@ pub fn versions(devices: &[DeviceRecord]) -> BTreeMap<String, u32> {
 pub fn updating(devices: &[DeviceRecord]) -> BTreeMap<&'static str, u32> {
     let mut out = BTreeMap::new();
     for d in devices {
-        for e in d.last_events() {
-            let stage = match e.to {
-                UpdateStage::Fetching | UpdateStage::Verifying | UpdateStage::Staged | UpdateStage::SelfTest => {
-                    "installing"
-                }
-                UpdateStage::Shadow => "shadowing",
-                UpdateStage::Activating | UpdateStage::Watching => "watching",
-                _ => continue,
-            };
+        for stage in d.last_events().filter_map(|e| mid_update(e.to)) {
             *out.entry(stage).or_insert(0) += 1;
         }
     }
     out
+}
+
+/// The stage a model is in when an update event leaves it mid-update (`installing`, `shadowing`,
+/// `watching`); `None` once it is settled (idle, committed, refused, rolled back).
+pub fn mid_update(to: UpdateStage) -> Option<&'static str> {
+    match to {
+        UpdateStage::Fetching | UpdateStage::Verifying | UpdateStage::Staged | UpdateStage::SelfTest => {
+            Some("installing")
+        }
+        UpdateStage::Shadow => Some("shadowing"),
+        UpdateStage::Activating | UpdateStage::Watching => Some("watching"),
+        _ => None,
+    }
 }
 
 pub fn gate_name(g: GateKind) -> &'static str {

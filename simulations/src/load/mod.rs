@@ -3,6 +3,7 @@
 //! installed on every device, then v2 rolled out in gated waves. The report gives the time for all
 //! devices to register and for each rollout to converge, broker traffic, telemetry ingest, and CPU and
 //! memory of the broker, the controller and the agents. Exits 1 when the fleet did not converge.
+//! `--together` rolls the two models' upgrades out at the same time instead of one after the other.
 
 mod broker;
 mod fleet;
@@ -47,6 +48,10 @@ pub struct Args {
     /// Keep the devices' data directories (removed at the end otherwise: a thousand model stores).
     #[arg(long)]
     pub keep_data: bool,
+    /// Roll out digits 2.0.0 and vibration 1.1.0 at the same time (two rollouts, each in its own waves,
+    /// to the same devices) instead of one after the other. Their spans then overlap in the report.
+    #[arg(long)]
+    pub together: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -36,6 +36,8 @@ pub struct Inputs {
     pub bake: u64,
     pub window: u64,
     pub controller_separate: bool,
+    /// digits 2.0.0 and vibration 1.1.0 rolled out at the same time (`--together`).
+    pub together: bool,
     pub spawned_secs: f64,
     pub register_secs: Option<f64>,
     pub fds_agents: usize,
@@ -179,7 +181,11 @@ pub fn render(i: &Inputs) -> Vec<(String, String)> {
     md.push_str("## Figures\n\n");
     md.push_str(&table(&["what", "value"], &rows));
 
-    md.push_str("\n## Per phase\n\nCPU as cores busy on average (this machine has 2). Bytes and publishes are mosquitto's own `$SYS/broker` counters.\n\n");
+    md.push_str("\n## Per phase\n\nCPU as cores busy on average (this machine has 2). Bytes and publishes are mosquitto's own `$SYS/broker` counters.");
+    if i.together {
+        md.push_str(" digits 2.0.0 and vibration 1.1.0 rolled out at the same time: their spans overlap, so what both moved counts in both rows.");
+    }
+    md.push_str("\n\n");
     let mut phases = vec![span_row("registration", &span(&i.before_agents, &i.after_register))];
     for r in &i.rollouts {
         phases.push(span_row(&format!("rollout {}", r.version), &r.span()));
@@ -297,6 +303,7 @@ mod tests {
             bake: 1,
             window: 1,
             controller_separate: false,
+            together: false,
             spawned_secs: 0.0,
             register_secs: Some(1.0),
             fds_agents: 50,

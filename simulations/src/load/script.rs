@@ -1,7 +1,7 @@
 //! The load run, step by step: broker, controller, bundles, N agents; wait until all registered; digits
 //! 1.0.0 on every device in one wave, then vibration 1.0.0 added beside it; digits 2.0.0 in gated waves,
-//! then vibration 1.1.0 in its own; each device's own API asked what it serves of both models. Every step
-//! leaves marks for the report.
+//! then vibration 1.1.0 in its own (or both at once with `--together`); each device's own API asked what it
+//! serves of both models. Every step leaves marks for the report.
 
 use super::broker::{Mosquitto, SysCounters};
 use super::fleet;
@@ -90,28 +90,31 @@ pub fn run(args: &Args, controller_bin: Option<&Path>) -> anyhow::Result<Outcome
         Ok(n) => println!("   {n} devices online after {register_secs:.1} s"),
         Err(e) => println!("   ! {e:#}"),
     }
+    let first_bake = FIRST_BAKE_SECS.max(args.bake);
     if ok {
         println!("== digits 1.0.0 on every device, one wave");
-        let r = follow(&mut run, v1, "100%", FIRST_BAKE_SECS.max(args.bake), args, args.devices);
-        ok &= r.converged;
-        rollouts.push(r);
+        let r = follow(&mut run, &[v1], "100%", first_bake, args, args.devices);
+        ok &= r.iter().all(|r| r.converged);
+        rollouts.extend(r);
     }
     if ok {
         println!("== vibration 1.0.0 added beside digits on every device, one wave");
         traffic.enable("vibration");
-        let r = follow(&mut run, vib1, "100%", FIRST_BAKE_SECS.max(args.bake), args, args.devices);
-        ok &= r.converged;
-        rollouts.push(r);
+        let r = follow(&mut run, &[vib1], "100%", first_bake, args, args.devices);
+        ok &= r.iter().all(|r| r.converged);
+        rollouts.extend(r);
     }
     let at_v1 = traffic.snapshot();
-    // One after the other, so each rollout's span (time, bytes through the broker, failed requests) is its
-    // own in the report; the demo and `tests/model_rollouts.rs` run rollouts of two models at once.
-    for r in [v2, vib2] {
+    // By default one after the other, so each rollout's span (time, bytes through the broker, failed
+    // requests) is its own in the report; `--together` runs both at once, as an operator would.
+    let upgrades: Vec<Vec<&Release>> = if args.together { vec![vec![v2, vib2]] } else { vec![vec![v2], vec![vib2]] };
+    for releases in upgrades {
         if ok {
-            println!("== {} in waves {}, bake {} s", r.label(), args.waves, args.bake);
-            let r = follow(&mut run, r, &args.waves, args.bake, args, args.devices);
-            ok &= r.converged;
-            rollouts.push(r);
+            let names: Vec<String> = releases.iter().map(|r| r.label()).collect();
+            println!("== {} in waves {}, bake {} s", names.join(" and "), args.waves, args.bake);
+            let r = follow(&mut run, &releases, &args.waves, args.bake, args, args.devices);
+            ok &= r.iter().all(|r| r.converged);
+            rollouts.extend(r);
         }
     }
     let after_v2 = traffic.snapshot();
@@ -131,6 +134,7 @@ pub fn run(args: &Args, controller_bin: Option<&Path>) -> anyhow::Result<Outcome
         bake: args.bake,
         window: args.window,
         controller_separate: controller.pid().is_some(),
+        together: args.together,
         spawned_secs,
         register_secs: registered.as_ref().ok().map(|_| register_secs),
         fds_agents,
@@ -184,12 +188,90 @@ fn wait_registered(run: &mut Run, n: usize, timeout: Duration) -> anyhow::Result
     }
 }
 
-/// Starts a rollout and follows it until it is over, every device runs the release and none is
-/// mid-update; or until the timeout.
-fn follow(run: &mut Run, r: &Release, waves: &str, bake: u64, args: &Args, n: usize) -> RolloutRun {
-    let version = r.label();
-    let id = format!("load-{}-{}", r.model, r.version);
-    let req = serde_json::json!({
+/// Starts one rollout per release, all at once, and follows each until it is over, every device runs its
+/// release and none is mid-update of its model; or until the timeout.
+fn follow(run: &mut Run, releases: &[&Release], waves: &str, bake: u64, args: &Args, n: usize) -> Vec<RolloutRun> {
+    let (start, _) = run.mark();
+    let mut outs: Vec<RolloutRun> = releases
+        .iter()
+        .map(|r| RolloutRun {
+            id: format!("load-{}-{}", r.model, r.version),
+            version: r.label(),
+            waves: waves.into(),
+            start: start.clone(),
+            ..RolloutRun::default()
+        })
+        .collect();
+    // The rollouts still followed.
+    let mut open = vec![true; releases.len()];
+    for (k, r) in releases.iter().enumerate() {
+        if let Err(e) = run.ctl.start_rollout(&rollout_request(&outs[k].id, r, waves, bake)) {
+            outs[k].note = format!("{e:#}");
+            println!("   ! {}", outs[k].note);
+            open[k] = false;
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(args.rollout_timeout);
+    let mut last_wave = vec![usize::MAX; releases.len()];
+    while open.contains(&true) {
+        let states: Vec<_> = outs.iter().zip(&open).map(|(out, open)| open.then(|| run.ctl.rollout(&out.id))).collect();
+        let (m, devices) = run.mark();
+        for (k, state) in states.into_iter().enumerate() {
+            let (Some(state), r, out) = (state, releases[k], &mut outs[k]) else { continue };
+            let Ok(rollout) = state else {
+                out.note = "the controller stopped answering".into();
+                out.end = m.clone();
+                open[k] = false;
+                continue;
+            };
+            if rollout.state.wave != last_wave[k] {
+                last_wave[k] = rollout.state.wave;
+                out.wave_starts.push(m.at);
+            }
+            let on = m.versions.get(&out.version).copied().unwrap_or(0) as usize;
+            let model = outpost_protocol::ModelName::new(r.model).expect("a model name");
+            let updating =
+                devices.iter().filter(|d| d.last_event(&model).and_then(|e| progress::mid_update(e.to)).is_some());
+            let updating = updating.count();
+            println!(
+                "   {:>6.1} s  {} wave {}/{}  {on}/{n} on {}  {updating} updating it",
+                m.at,
+                rollout.state.phase.name(),
+                rollout.state.wave + 1,
+                rollout.spec.waves.len(),
+                out.version,
+            );
+            let over = !matches!(rollout.state.phase, Phase::Pending | Phase::Progressing);
+            if over && updating == 0 && on == n && rollout.state.phase == Phase::Completed {
+                out.converged = true;
+            }
+            if out.converged || (over && rollout.state.phase != Phase::Completed) || Instant::now() > deadline {
+                out.phase = rollout.state.phase.name().to_string();
+                out.advanced =
+                    rollout.state.history.iter().filter(|e| matches!(e.decision, Decision::Advanced { .. })).count();
+                out.failed_installs = devices.iter().filter(|d| failed(d, r)).count();
+                out.on_target = on;
+                if !out.converged {
+                    let why = match &rollout.state.phase {
+                        Phase::Paused { reason } | Phase::RolledBack { reason } => reason.clone(),
+                        _ => "timed out".into(),
+                    };
+                    out.note = format!("{} ({why}) with {on} of {n} devices on {}", out.phase, out.version);
+                }
+                out.end = m.clone();
+                open[k] = false;
+            }
+        }
+        if open.contains(&true) {
+            std::thread::sleep(POLL);
+        }
+    }
+    outs
+}
+
+/// The rollout the run asks the controller for.
+fn rollout_request(id: &str, r: &Release, waves: &str, bake: u64) -> serde_json::Value {
+    serde_json::json!({
         "id": id,
         "bundle": r.reference(),
         "waves": waves,
@@ -203,61 +285,7 @@ fn follow(run: &mut Run, r: &Release, waves: &str, bake: u64, args: &Args, n: us
         // Only these gates (the report says so): the default p95 latency gate would judge 20 debug-built
         // agents sharing two cores, which slow each other down, not the release.
         "no_default_gates": true,
-    });
-    let (start, _) = run.mark();
-    let mut out =
-        RolloutRun { id: id.clone(), version: version.clone(), waves: waves.into(), start, ..RolloutRun::default() };
-    if let Err(e) = run.ctl.start_rollout(&req) {
-        out.note = format!("{e:#}");
-        println!("   ! {}", out.note);
-        return out;
-    }
-    let deadline = Instant::now() + Duration::from_secs(args.rollout_timeout);
-    let mut last_wave = usize::MAX;
-    loop {
-        let rollout = run.ctl.rollout(&id);
-        let (m, devices) = run.mark();
-        let Ok(rollout) = rollout else {
-            out.note = "the controller stopped answering".into();
-            out.end = m;
-            return out;
-        };
-        if rollout.state.wave != last_wave {
-            last_wave = rollout.state.wave;
-            out.wave_starts.push(m.at);
-        }
-        let on = m.versions.get(&version).copied().unwrap_or(0) as usize;
-        let updating = progress::updating(&devices);
-        println!(
-            "   {:>6.1} s  {} wave {}/{}  {on}/{n} on {version}  {}",
-            m.at,
-            rollout.state.phase.name(),
-            rollout.state.wave + 1,
-            rollout.spec.waves.len(),
-            updating.iter().map(|(k, v)| format!("{v} {k}")).collect::<Vec<_>>().join(", ")
-        );
-        let over = !matches!(rollout.state.phase, Phase::Pending | Phase::Progressing);
-        if over && updating.is_empty() && on == n && rollout.state.phase == Phase::Completed {
-            out.converged = true;
-        }
-        if out.converged || (over && rollout.state.phase != Phase::Completed) || Instant::now() > deadline {
-            out.phase = rollout.state.phase.name().to_string();
-            out.advanced =
-                rollout.state.history.iter().filter(|e| matches!(e.decision, Decision::Advanced { .. })).count();
-            out.failed_installs = devices.iter().filter(|d| failed(d, r)).count();
-            out.on_target = on;
-            if !out.converged {
-                let why = match &rollout.state.phase {
-                    Phase::Paused { reason } | Phase::RolledBack { reason } => reason.clone(),
-                    _ => "timed out".into(),
-                };
-                out.note = format!("{} ({why}) with {on} of {n} devices on {version}", out.phase);
-            }
-            out.end = m;
-            return out;
-        }
-        std::thread::sleep(POLL);
-    }
+    })
 }
 
 /// The device's last update event of the release's model is a refusal or a rollback of this version.
