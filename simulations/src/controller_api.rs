@@ -72,6 +72,16 @@ impl Controller {
         self.get("/api/v1/devices")
     }
 
+    /// Every device, and the listing's size in bytes as the controller sent it (its `Content-Length`; 0
+    /// when absent): the listing grows with the fleet, each device's models and their update events, and
+    /// the load run reports it.
+    pub fn devices_sized(&self) -> anyhow::Result<(Vec<DeviceRecord>, u64)> {
+        let auth = format!("Bearer {}", self.token);
+        let r = self.http.get(&format!("{}/api/v1/devices", self.base)).header("Authorization", &auth).call();
+        let size = r.as_ref().ok().and_then(|r| r.headers().get("content-length")?.to_str().ok()?.parse().ok());
+        Ok((self.read("/api/v1/devices", r)?, size.unwrap_or(0)))
+    }
+
     /// The rollout decisions of the audit log, in order (the log also records bundle pushes and
     /// operator actions of other shapes, left out here).
     pub fn audit(&self) -> anyhow::Result<Vec<AuditEntry>> {

@@ -28,10 +28,12 @@ pub struct Mark {
     pub online: usize,
     /// Devices per running version, as the controller sees them.
     pub versions: BTreeMap<String, u32>,
+    /// Bytes of the controller's device listing (`GET /api/v1/devices`) this mark read.
+    pub listing_bytes: u64,
 }
 
 impl Mark {
-    pub fn take(at: f64, pids: Pids, sys: &SysCounters, devices: &[DeviceRecord]) -> Mark {
+    pub fn take(at: f64, pids: Pids, sys: &SysCounters, devices: &[DeviceRecord], listing_bytes: u64) -> Mark {
         Mark {
             at,
             broker: procstat::sample(pids.broker).unwrap_or_default(),
@@ -41,6 +43,7 @@ impl Mark {
             telemetry: devices.iter().map(|d| d.telemetry.received).sum(),
             online: devices.iter().filter(|d| d.online).count(),
             versions: crate::demo::progress::versions(devices),
+            listing_bytes,
         }
     }
 }

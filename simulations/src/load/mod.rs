@@ -26,8 +26,12 @@ pub struct Args {
     /// The v2 rollout's waves.
     #[arg(long, default_value = "1%,10%,50%,100%")]
     pub waves: String,
-    /// Bake time of each wave, seconds (at least two telemetry windows, so the quorum gate sees the wave).
-    #[arg(long, default_value_t = 20)]
+    /// Bake time of each wave, seconds; the hold after it is as long. Every simulated device shares this
+    /// machine's cores, so a wave installs at the pace of the machine, not of a device: at 1,000 devices on
+    /// 2 cores the one-wave installs took 16-60 s from the wave's start, and the 80 % quorum then waits
+    /// for a request and a telemetry window on each. With 20 s (40 s to the end of the hold) the first
+    /// install paused on its quorum (487 of 1,000 had reported); with 40 s every rollout passed.
+    #[arg(long, default_value_t = 40)]
     pub bake: u64,
     /// Inference requests each device's application sends per second (0.2: one every 5 s).
     #[arg(long, default_value_t = 0.2)]

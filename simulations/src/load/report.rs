@@ -47,6 +47,9 @@ pub struct Inputs {
     pub rps: f64,
     /// Requests that failed (any HTTP error or no connection) while v2 rolled out, of how many.
     pub failed_during_v2: u64,
+    /// The same failures by HTTP status (0: no connection, no answer within the sender's 5 s, or an
+    /// unreadable one).
+    pub failed_by_status: std::collections::BTreeMap<u16, u64>,
     pub requests_during_v2: u64,
     pub before_agents: Mark,
     pub after_register: Mark,
@@ -72,6 +75,16 @@ pub fn memory_per_device(i: &Inputs) -> (u64, u64) {
     let last = i.timeline.last().map(|m| m.this.rss).unwrap_or(0);
     let base = i.before_agents.this.rss;
     (i.after_register.this.rss.saturating_sub(base) / n, last.saturating_sub(base) / n)
+}
+
+/// `: HTTP 503 ×3, no answer ×1`, or nothing when nothing failed.
+fn statuses(by_status: &std::collections::BTreeMap<u16, u64>) -> String {
+    let parts: Vec<String> = by_status
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(s, n)| if *s == 0 { format!("no answer ×{n}") } else { format!("HTTP {s} ×{n}") })
+        .collect();
+    if parts.is_empty() { String::new() } else { format!(": {}", parts.join(", ")) }
 }
 
 fn peak(i: &Inputs, f: impl Fn(&Mark) -> u64) -> u64 {
@@ -146,7 +159,13 @@ pub fn render(i: &Inputs) -> Vec<(String, String)> {
     ]);
     rows.push(vec![
         "inference requests failed while digits 2.0.0 and vibration 1.1.0 rolled out".into(),
-        format!("{} of {} ({} over the run)", i.failed_during_v2, i.requests_during_v2, i.requests),
+        format!(
+            "{} of {}{} ({} over the run)",
+            i.failed_during_v2,
+            i.requests_during_v2,
+            statuses(&i.failed_by_status),
+            i.requests
+        ),
     ]);
     rows.push(vec!["broker peak RSS".into(), mb(peak(i, |m| m.broker.rss))]);
     if i.controller_separate {
@@ -155,6 +174,10 @@ pub fn render(i: &Inputs) -> Vec<(String, String)> {
         rows.push(vec!["controller RSS per device at the end".into(), kib(end / i.devices.max(1) as u64)]);
     }
     rows.push(vec!["this process (agents) peak RSS".into(), mb(peak(i, |m| m.this.rss))]);
+    rows.push(vec![
+        "device listing (GET /api/v1/devices) at the end / largest".into(),
+        format!("{} / {}", mb(i.quiet.1.listing_bytes), mb(peak(i, |m| m.listing_bytes))),
+    ]);
     rows.push(vec![
         "memory per device after registering / at the end".into(),
         format!("{} / {}", kib(per_dev_reg), kib(per_dev_end)),
@@ -311,6 +334,7 @@ mod tests {
             requests: 0,
             rps: 0.1,
             failed_during_v2: 0,
+            failed_by_status: Default::default(),
             requests_during_v2: 0,
             before_agents: mark(0.0, 1000),
             after_register: mark(1.0, 11_000),

@@ -36,8 +36,8 @@ struct Run {
 
 impl Run {
     fn mark(&mut self) -> (Mark, Vec<DeviceRecord>) {
-        let devices = self.ctl.devices().unwrap_or_default();
-        let m = Mark::take(self.started.elapsed().as_secs_f64(), self.pids, &self.sys, &devices);
+        let (devices, bytes) = self.ctl.devices_sized().unwrap_or_default();
+        let m = Mark::take(self.started.elapsed().as_secs_f64(), self.pids, &self.sys, &devices, bytes);
         self.timeline.push(m.clone());
         (m, devices)
     }
@@ -141,6 +141,11 @@ pub fn run(args: &Args, controller_bin: Option<&Path>) -> anyhow::Result<Outcome
         serving,
         requests: traffic.total(),
         failed_during_v2: failures(&after_v2) - failures(&at_v1),
+        failed_by_status: after_v2
+            .failures
+            .iter()
+            .map(|(s, n)| (*s, n - at_v1.failures.get(s).copied().unwrap_or(0)))
+            .collect(),
         requests_during_v2: after_v2.total() - at_v1.total(),
         rps: args.rps,
         before_agents,
