@@ -319,6 +319,15 @@ pub fn judge(gates: &Gates, w: &mut Tally, baseline: Option<&BaselineSnapshot>) 
             w.reporting, can_report, need
         )
     };
+    // A device still installing cannot report yet: more traffic would not help, a longer bake would (a
+    // wave of many devices on slow links or small CPUs installs for longer than the default bake).
+    if ok.is_none() && w.in_progress > 0 {
+        r.note += &format!(
+            "; {} device(s) of the wave are still installing: if installs take longer than the bake and its \
+             hold, give the rollout a longer --bake",
+            w.in_progress
+        );
+    }
     if w.implausible > 0 {
         r.note += &format!(
             "; {} device(s) reported impossible figures (clamped; each device counts as one device)",

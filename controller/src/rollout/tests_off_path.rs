@@ -267,6 +267,30 @@ fn an_inconclusive_quorum_says_what_was_missing_and_what_to_do() {
 }
 
 #[test]
+fn a_quorum_short_because_devices_are_still_installing_says_so_and_asks_for_a_longer_bake() {
+    // The 1,000-device load run paused its first install this way: 450 devices still mid-update when the
+    // hold ran out, and the note only asked for traffic.
+    let mut w = World::new(2);
+    let mut r = Rollout::new(spec(&["100%"], 60)).unwrap();
+    w.tick(&mut r, 0);
+    let installing = UpdateView { bundle: NEW, stage: UpdateStage::Fetching, reason: None, at: w.now, seq: 0 };
+    let d = w.device(&id(1));
+    d.running = vec![running(OLD)];
+    d.updates = vec![installing];
+    w.now += 200;
+    w.report();
+    r.evaluate(&w.devices, w.now);
+    let ev = r.state.last_evidence.clone().unwrap();
+    let q = ev.gates.iter().find(|g| g.gate == GateKind::Quorum).unwrap();
+    assert_eq!(q.verdict, Verdict::Inconclusive);
+    for want in ["1 of 2 device(s) sent an inference window", "1 device(s) of the wave are still installing", "--bake"]
+    {
+        assert!(q.note.contains(want), "{want:?} not in {:?}", q.note);
+    }
+    assert!(matches!(r.state.phase, Phase::Paused { .. }), "{:?}", r.state.phase);
+}
+
+#[test]
 fn a_device_relabelled_out_of_the_selection_while_held_back_is_not_told_again_on_resume() {
     // Found by the planner's property test: resume re-told every withdrawn member, selected or not.
     let mut w = World::new(4);
