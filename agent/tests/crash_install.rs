@@ -44,10 +44,15 @@ fn kill_9_during_install_never_leaves_a_broken_slot_table() {
     let start = std::time::Instant::now();
     let first = install(&bundles[0], "timing").wait().unwrap();
     assert!(first.success(), "an uninterrupted install succeeds");
-    let window = (start.elapsed().as_micros() as u64 * 3 / 2).max(60_000);
+    let mut window = (start.elapsed().as_micros() as u64 * 3 / 2).max(60_000);
     let mut completed = 0;
     let mut seed = 0x2545_f491_u64;
     for round in 0..40 {
+        // The machine may have become busier since the timed install (a build beside the tests): while no
+        // round has finished, every tenth widens the window, so the rounds still reach the end of an install.
+        if round > 0 && round % 10 == 0 && completed == 0 {
+            window *= 2;
+        }
         let bundle = &bundles[round % bundles.len()];
         let mut child = install(bundle, "data");
         seed ^= seed << 13;
@@ -63,7 +68,7 @@ fn kill_9_during_install_never_leaves_a_broken_slot_table() {
             store.read_model(&digest).unwrap_or_else(|e| panic!("round {round}: slot names a broken model: {e}"));
         }
     }
-    println!("40 kill -9 rounds within {window} µs: {completed} installs finished before the kill");
+    println!("40 kill -9 rounds within {window} µs at the end: {completed} installs finished before the kill");
     let slots = store.slots().unwrap();
     assert!(slots.active_digest("digits").is_some(), "at least one install completed in 40 rounds");
 }
