@@ -1,13 +1,15 @@
 //! Inference benchmark: the same inputs through (a) tract called directly, (b) the agent runtime in-process,
 //! (c) the agent over local HTTP and (d) onnxruntime (Python, 1 thread); then 32 concurrent HTTP clients
-//! with batching off and on, and with shadow evaluation off and on; and tract preparation options. Prints
-//! Markdown tables and ratios; asserts no timing (BENCHMARKS.md holds the figures and the targets).
+//! with batching off and on, and with shadow evaluation off and on; and tract preparation options. Then
+//! typed inputs against onnxruntime, and `inference.threads` 1 against 2 with the int8 (QDQ) MobileNetV2.
+//! Prints Markdown tables and ratios; asserts no timing (BENCHMARKS.md holds the figures and the targets).
 //!
 //! ```sh
-//! cargo bench -p outpost-agent --bench inference
+//! cargo bench --workspace --bench inference --features outpost-agent/multithread
 //! ```
 //! `OUTPOST_BENCH_SCALE=0.2` scales every iteration count (quick look); `OUTPOST_BENCH_ONLY=digits` (or
-//! `mobilenet`) runs one model. The result cache is off everywhere, so no figure is a cache hit.
+//! `mobilenet`, `typed`, `threads`) runs one part. Without the `multithread` feature the threads tables
+//! show 1 thread only. The result cache is off everywhere, so no figure is a cache hit.
 
 #[path = "inference/http.rs"]
 mod http;
@@ -21,6 +23,10 @@ mod models;
 mod parts;
 #[path = "inference/report.rs"]
 mod report;
+#[path = "inference/threads.rs"]
+mod threads;
+#[path = "inference/typed.rs"]
+mod typed;
 
 use models::BenchModel;
 use report::Table;
@@ -58,9 +64,12 @@ fn main() -> anyhow::Result<()> {
     machine();
     let (started, cpu0) = (std::time::Instant::now(), cpu_seconds());
 
+    // The main tables run per model; the threads tables need both models too.
+    let part = |name: &str| only.is_empty() || only == name;
     let mut runs: Vec<(BenchModel, Counts)> = Vec::new();
     let mut batch_n: Option<(BenchModel, Counts)> = None;
-    if only.is_empty() || only == "digits" {
+    let mut int8: Option<(BenchModel, Counts)> = None;
+    if part("digits") || part("threads") {
         let dir = root.join("simulations/models");
         let inputs = dir.join("digits-test-inputs.f32");
         let rows = models::read_rows(&inputs, 64)?;
@@ -74,7 +83,7 @@ fn main() -> anyhow::Result<()> {
         )?;
         runs.push((m, scaled(Counts { seq: 3000, per_client: 500, reps: 3 })));
     }
-    if only.is_empty() || only == "mobilenet" {
+    if part("mobilenet") || part("threads") {
         let path = root.join("simulations/models/bench/mobilenet_v2.onnx");
         if path.exists() {
             let rows_file = tmp.join("mobilenet-inputs.f32");
@@ -92,12 +101,24 @@ fn main() -> anyhow::Result<()> {
                 .map(|o| o.status.success())
                 .unwrap_or(false);
             if made {
-                let m = BenchModel::new("mobilenet_v2", "mobilenet_v2 [N]", &sym, &sym, rows, rows_file)?;
+                let m =
+                    BenchModel::new("mobilenet_v2", "mobilenet_v2 [N]", &sym, &sym, rows.clone(), rows_file.clone())?;
                 batch_n = Some((m, counts));
             } else {
                 println!("(no symbolic-batch copy of mobilenet_v2: python3 with the `onnx` package is needed)\n");
             }
             runs.push((fixed, counts));
+            // The int8 (QDQ) copy, in the threads tables only. A model the NNEF conversion refuses is a
+            // finding, printed rather than fatal.
+            let q = root.join("simulations/models/bench/mobilenet_v2_int8.onnx");
+            if !q.exists() {
+                println!("mobilenet_v2 int8 skipped: make it with make_models.py --mobilenet --int8\n");
+            } else if part("threads") {
+                match BenchModel::new("mobilenet_v2", "mobilenet_v2 int8", &q, &q, rows, rows_file) {
+                    Ok(m) => int8 = Some((m, counts)),
+                    Err(e) => println!("mobilenet_v2 int8 does not load: {e:#}\n"),
+                }
+            }
         } else {
             println!(
                 "mobilenet_v2 skipped: {} is missing. Make it with\n    python3 simulations/models/make_models.py --mobilenet\n",
@@ -107,17 +128,29 @@ fn main() -> anyhow::Result<()> {
     }
 
     let mut verdicts = Vec::new();
-    for (m, counts) in &runs {
+    let main_runs: Vec<&(BenchModel, Counts)> =
+        runs.iter().filter(|(m, _)| part(if m.name == "digits" { "digits" } else { "mobilenet" })).collect();
+    for (m, counts) in main_runs.iter().copied() {
         let batch_n = batch_n.as_ref().map(|(b, _)| b).filter(|_| m.name != "digits");
         verdicts.extend(latency::tables(m, *counts, batch_n)?);
     }
-    let mut load_models: Vec<&(BenchModel, Counts)> = runs.iter().collect();
-    load_models.extend(batch_n.as_ref());
-    verdicts.extend(load::batching_table(&load_models)?);
-    for (m, counts) in runs.iter().filter(|(m, _)| m.name == "digits") {
-        verdicts.extend(load::batching_in_process(m, *counts)?);
+    if !main_runs.is_empty() {
+        let mut load_models = main_runs.clone();
+        load_models.extend(batch_n.as_ref());
+        verdicts.extend(load::batching_table(&load_models)?);
+        for (m, counts) in main_runs.iter().copied().filter(|(m, _)| m.name == "digits") {
+            verdicts.extend(load::batching_in_process(m, *counts)?);
+        }
+        load::shadow_table(&main_runs)?;
     }
-    load::shadow_table(&runs)?;
+    if part("typed") {
+        typed::table(&root, ((3000.0 * scale) as usize).max(10))?;
+    }
+    if part("threads") {
+        let mut thread_runs: Vec<&(BenchModel, Counts)> = runs.iter().collect();
+        thread_runs.extend(int8.as_ref());
+        threads::tables(&thread_runs)?;
+    }
 
     println!("## Targets\n");
     let mut t = Table::new(&["target", "model", "measured", "met"]);

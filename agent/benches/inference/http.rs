@@ -24,6 +24,8 @@ pub struct AgentSettings {
     pub max_delay: Option<Duration>,
     /// `None` keeps the default `shadow.sample_percent`.
     pub shadow_percent: Option<u8>,
+    /// `inference.threads` (above 1 only in a build with the agent's `multithread` feature).
+    pub threads: usize,
 }
 
 /// The defaults of `default-agent.toml`, with the result cache off so that no figure is a cache hit.
@@ -32,6 +34,7 @@ pub fn bench_config(s: &AgentSettings) -> Config {
     cfg.cache.max_entries = 0;
     cfg.inference.workers = s.workers;
     cfg.inference.max_batch = s.max_batch;
+    cfg.inference.threads = s.threads;
     if let Some(d) = s.max_delay {
         cfg.inference.max_delay = d;
     }

@@ -7,8 +7,8 @@ use crate::report::{Summary, Table, dur, rate, ratio};
 use crate::{CALIBRATION, Counts, ORT_SCRIPT, Verdict, parts, verdict};
 use anyhow::{Context, bail};
 use outpost_agent::runtime::model::LoadedModel;
-use outpost_agent::runtime::{InferRequest, InputTensor, Runtime, TensorData};
-use outpost_protocol::manifest::Dim;
+use outpost_agent::runtime::{InferRequest, InferResponse, InputTensor, Runtime, TensorData};
+use outpost_protocol::manifest::{Dim, Manifest};
 use std::time::{Duration, Instant};
 
 /// Prints the latency, preparation and attribution tables of one model; returns its target verdicts.
@@ -18,7 +18,7 @@ pub fn tables(m: &BenchModel, c: Counts, batch_n: Option<&BenchModel>) -> anyhow
     let reference = models::run_once(&plan, &m.shape1, &m.rows[0])?;
     drop(plan);
     let a = direct(m, Prep::Concrete, c.seq)?.0;
-    let off = AgentSettings { workers: 1, max_batch: 1, max_delay: None, shadow_percent: None };
+    let off = AgentSettings { workers: 1, max_batch: 1, max_delay: None, shadow_percent: None, threads: 1 };
     let b = in_process(m, &off, true, c.seq, &reference)?;
     let b_handed = in_process(m, &off, false, c.seq, &reference)?;
     let cc = over_http(m, &off, Wire::Json, c.seq, &reference)?;
@@ -209,19 +209,13 @@ fn direct_reused_state(m: &BenchModel, n: usize) -> anyhow::Result<Summary> {
 /// (b): `Runtime::start` + `activate` + `infer`, from a tokio runtime like the agent's server (multi-thread,
 /// 2 workers), where a quick model may run on the caller's thread; or from a current-thread runtime, where
 /// every request is handed to a worker thread. Returns the summary and the batch size calibration kept.
-fn in_process(
+pub fn in_process(
     m: &BenchModel,
     s: &AgentSettings,
     multi_thread: bool,
     n: usize,
     reference: &[f32],
 ) -> anyhow::Result<(Summary, usize)> {
-    let cfg = http::bench_config(s);
-    let rt = Runtime::start(outpost_agent::serve::runtime_config(&cfg));
-    let mut model = LoadedModel::load(&m.nnef, m.manifest.clone(), s.max_batch)?;
-    model.calibrate(CALIBRATION);
-    let kept = model.max_rows();
-    rt.activate(model);
     let request = |i: usize| InferRequest {
         model: m.name.to_owned(),
         inputs: vec![InputTensor {
@@ -231,14 +225,35 @@ fn in_process(
         }],
         outputs: None,
     };
+    let first =
+        |r: &InferResponse| check(&m.label, "(b)", r.outputs[0].data.as_f32().context("FP32 logits")?, reference);
+    in_process_requests((&m.nnef, &m.manifest), s, multi_thread, n, request, first)
+}
+
+/// (b) for any model and requests: activates `model` (NNEF and its manifest) in a fresh runtime with
+/// settings `s`, checks the answer to request 0 with `first`, then times `n` sequential requests made by
+/// `request(i)` after a warm-up. Returns the summary and the batch size calibration kept.
+pub fn in_process_requests(
+    model: (&[u8], &Manifest),
+    s: &AgentSettings,
+    multi_thread: bool,
+    n: usize,
+    request: impl Fn(usize) -> InferRequest,
+    first: impl FnOnce(&InferResponse) -> anyhow::Result<()>,
+) -> anyhow::Result<(Summary, usize)> {
+    let cfg = http::bench_config(s);
+    let rt = Runtime::start(outpost_agent::serve::runtime_config(&cfg));
+    let mut loaded = LoadedModel::load(model.0, model.1.clone(), s.max_batch)?;
+    loaded.calibrate(CALIBRATION);
+    let kept = loaded.max_rows();
+    rt.activate(loaded);
     let tokio_rt = if multi_thread {
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?
     } else {
         tokio::runtime::Builder::new_current_thread().enable_all().build()?
     };
     let result = tokio_rt.block_on(async {
-        let first = rt.infer(request(0)).await?;
-        check(&m.label, "(b)", first.outputs[0].data.as_f32().context("FP32 logits")?, reference)?;
+        first(&rt.infer(request(0)).await?)?;
         for i in 0..warmup(n) {
             rt.infer(request(i)).await?;
         }
@@ -302,11 +317,16 @@ fn over_http(
 }
 
 /// (d): onnxruntime through `ort_bench.py`; `None` (and a note) when python3 or onnxruntime is missing.
-fn ort(m: &BenchModel, n: usize, threads: usize) -> Option<Summary> {
+pub fn ort(m: &BenchModel, n: usize, threads: usize) -> Option<Summary> {
+    let args = [m.path.as_os_str(), m.rows_file.as_os_str()];
+    ort_with(&args, n, threads)
+}
+
+/// `ort_bench.py ARGS... N THREADS`, its JSON line as a summary.
+pub fn ort_with(args: &[&std::ffi::OsStr], n: usize, threads: usize) -> Option<Summary> {
     let out = std::process::Command::new("python3")
         .arg(ORT_SCRIPT)
-        .arg(&m.path)
-        .arg(&m.rows_file)
+        .args(args)
         .arg(n.to_string())
         .arg(threads.to_string())
         .output();
@@ -327,7 +347,7 @@ fn ort(m: &BenchModel, n: usize, threads: usize) -> Option<Summary> {
 }
 
 /// Every path must compute the same thing: compare with tract's own output for the first row.
-fn check(label: &str, path: &str, got: &[f32], want: &[f32]) -> anyhow::Result<()> {
+pub fn check(label: &str, path: &str, got: &[f32], want: &[f32]) -> anyhow::Result<()> {
     let diff = models::max_abs_diff(got, want);
     if diff > 1e-3 {
         bail!("{label} {path}: output differs from tract direct by {diff}");

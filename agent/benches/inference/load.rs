@@ -43,7 +43,7 @@ fn load_run(
 /// calibrated, max_delay 0) and on with the old default max_delay of 500 µs. The last only matters where
 /// calibration can keep a batch above 1, which the models exported with a fixed batch never do.
 fn settings(workers: usize, with_wait: bool) -> Vec<(&'static str, AgentSettings)> {
-    let off = AgentSettings { workers, max_batch: 1, max_delay: None, shadow_percent: None };
+    let off = AgentSettings { workers, max_batch: 1, max_delay: None, shadow_percent: None, threads: 1 };
     let on = AgentSettings { max_batch: 8, ..off };
     let waiting = AgentSettings { max_delay: Some(Duration::from_micros(500)), ..on };
     let mut v = vec![("off", off), ("on", on)];
@@ -214,7 +214,7 @@ pub fn batching_in_process(m: &BenchModel, c: Counts) -> anyhow::Result<Vec<Verd
     Ok(verdicts)
 }
 
-pub fn shadow_table(models: &[(BenchModel, Counts)]) -> anyhow::Result<()> {
+pub fn shadow_table(models: &[&(BenchModel, Counts)]) -> anyhow::Result<()> {
     println!("## {CLIENTS} concurrent clients over HTTP: shadow evaluation\n");
     println!(
         "workers 1, default batching (max_batch 8 calibrated, max_delay 0); the candidate is digits-v2 for \
@@ -238,7 +238,8 @@ pub fn shadow_table(models: &[(BenchModel, Counts)]) -> anyhow::Result<()> {
         let mut reps: Vec<Vec<Rep>> = configs.iter().map(|_| Vec::new()).collect();
         for _ in 0..c.reps {
             for (i, (_, percent)) in configs.iter().enumerate() {
-                let s = AgentSettings { workers: 1, max_batch: 8, max_delay: None, shadow_percent: *percent };
+                let s =
+                    AgentSettings { workers: 1, max_batch: 8, max_delay: None, shadow_percent: *percent, threads: 1 };
                 let (sum, errors, agent, metrics) = load_run(m, &s, c.per_client, percent.is_some())?;
                 drop(agent);
                 reps[i].push(Rep { sum, errors, kept: 0, metrics });

@@ -126,7 +126,7 @@ pub fn binary_decode(m: &BenchModel, n: usize) -> Summary {
 
 /// A keep-alive HTTP round trip to the agent without inference (`GET /v2/health/live`).
 pub fn http_floor(m: &BenchModel, n: usize) -> anyhow::Result<Summary> {
-    let s = AgentSettings { workers: 1, max_batch: 1, max_delay: None, shadow_percent: None };
+    let s = AgentSettings { workers: 1, max_batch: 1, max_delay: None, shadow_percent: None, threads: 1 };
     let agent = Agent::start(&s, (&m.nnef, &m.manifest), None)?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let addr = agent.addr;
