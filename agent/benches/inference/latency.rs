@@ -225,8 +225,7 @@ pub fn in_process(
         }],
         outputs: None,
     };
-    let first =
-        |r: &InferResponse| check(&m.label, "(b)", r.outputs[0].data.as_f32().context("FP32 logits")?, reference);
+    let first = |r: &InferResponse| check(m, "(b)", r.outputs[0].data.as_f32().context("FP32 logits")?, reference);
     in_process_requests((&m.nnef, &m.manifest), s, multi_thread, n, request, first)
 }
 
@@ -306,7 +305,7 @@ fn over_http(
                 raw.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
             }
         };
-        check(&m.label, "(c)", &got, reference)?;
+        check(m, "(c)", &got, reference)?;
         let (summary, errors) = http::clients(addr, m, wire, 1, n, warmup(n)).await?;
         if errors > 0 {
             bail!("{errors} failed requests in the sequential HTTP run");
@@ -347,10 +346,10 @@ pub fn ort_with(args: &[&std::ffi::OsStr], n: usize, threads: usize) -> Option<S
 }
 
 /// Every path must compute the same thing: compare with tract's own output for the first row.
-pub fn check(label: &str, path: &str, got: &[f32], want: &[f32]) -> anyhow::Result<()> {
+pub fn check(m: &BenchModel, path: &str, got: &[f32], want: &[f32]) -> anyhow::Result<()> {
     let diff = models::max_abs_diff(got, want);
-    if diff > 1e-3 {
-        bail!("{label} {path}: output differs from tract direct by {diff}");
+    if diff > m.tolerance {
+        bail!("{} {path}: output differs from tract direct by {diff} (allowed {})", m.label, m.tolerance);
     }
     Ok(())
 }

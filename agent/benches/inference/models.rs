@@ -36,6 +36,9 @@ pub struct BenchModel {
     pub bodies: Arc<Vec<Vec<u8>>>,
     /// The same requests with the binary tensor extension: (body, JSON header length).
     pub binary_bodies: Arc<Vec<(Vec<u8>, usize)>>,
+    /// How far the agent's answer may be from tract direct's (largest absolute difference): 1e-3, unless the
+    /// NNEF conversion computes the model differently (the int8 rewrite).
+    pub tolerance: f32,
 }
 
 /// An unsigned manifest for NNEF `bytes`: interface as tract reads it, digests of the bytes, no self-test.
@@ -127,6 +130,7 @@ impl BenchModel {
             rows_file,
             bodies: Arc::new(bodies),
             binary_bodies: Arc::new(binary_bodies),
+            tolerance: 1e-3,
         })
     }
 }
