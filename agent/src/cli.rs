@@ -136,6 +136,8 @@ fn load_config(common: &Common) -> Result<Config, Failure> {
 }
 
 pub fn run(cli: Cli) -> Result<(), Failure> {
+    // Before any command reaches tract (install's self-test reads the model's interface first).
+    crate::runtime::kernels::defaults();
     match cli.command {
         Command::PrintDefaultConfig => {
             print!("{DEFAULT_CONFIG}");

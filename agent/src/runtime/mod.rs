@@ -4,6 +4,7 @@
 //! response path; and drift statistics per model. HTTP lives in `api`; this module knows nothing of JSON.
 
 mod execute;
+pub mod kernels;
 pub mod metrics;
 pub mod model;
 pub mod queue;
@@ -194,6 +195,7 @@ impl Drop for WorkerGuard {
 impl Runtime {
     /// Starts the worker threads and the shadow thread. Call `shutdown` to stop them.
     pub fn start(cfg: RuntimeConfig) -> Arc<Runtime> {
+        kernels::defaults();
         threads::apply(cfg.inference.threads);
         let rt = Arc::new(Runtime {
             queue: BatchQueue::new(cfg.inference.queue_capacity),

@@ -83,6 +83,8 @@ impl LoadedModel {
     /// Loads `bytes` and checks it matches `manifest.interface`. `max_batch` bounds the plans compiled
     /// for a symbolic batch dimension (sizes 1, 2, 4, … up to it).
     pub fn load(bytes: &[u8], manifest: Manifest, max_batch: usize) -> Result<LoadedModel, ModelError> {
+        // Before tract first probes the machine: a model loaded without a runtime (install's self-test) too.
+        super::kernels::defaults();
         let start = Instant::now();
         let rss_before = crate::sys::rss_bytes();
         let load = |e: TractError| ModelError::Load(format!("{e:#}"));
